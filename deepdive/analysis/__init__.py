@@ -1,0 +1,506 @@
+"""The deep dive: `analyze(store, run_id, split)` computes every analysis output of a run (DESIGN.md, "Analysis
+outputs") and stores it in the run folder and the store's analyses row.
+
+Each stage is timed (summary["stage_seconds"]). The outputs are written into `analysis/<split>.tmp-XXXX/` and
+swapped in only when everything succeeded, and the store row is written after the swap (rolled back if that
+fails), so a failed re-analysis leaves the previous one readable.
+
+Importing this package stays cheap (numpy/pandas only); torch, cleanlab and the model stages load on use.
+"""
+import json
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepdive.errors import DeepdiveError, RunError
+
+__all__ = ["analyze", "predict", "FOCUS_ERROR_CAP"]
+
+FOCUS_ERROR_CAP = 300      # errors with precomputed activations: the most confident ones if there are more
+FOCUS_LABEL_ISSUES = 20    # top-ranked label issues added to the focus set
+TOP_CONFUSIONS = 10
+STALE_TMP_SECONDS = 3600   # leftovers of a crashed analysis older than this are removed
+
+
+@dataclass
+class SplitData:
+    """One split as the model sees it: inputs float32 (N, C, H, W) in the model's input scale, display images
+    uint8, labels, dataset indices, and precomputed probabilities/losses when stored ones fit."""
+    inputs: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    idx: np.ndarray
+    probs: np.ndarray | None = None
+    losses: np.ndarray | None = None
+    source: str = ""
+    dataset: object = None            # train split only: the Dataset the K folds retrain on
+    folds: np.ndarray | None = None   # train split only: the fold that held each example out
+
+
+class _Stages:
+    """Times named stages and shows them as one progress bar."""
+
+    def __init__(self, names, progress, desc):
+        from tqdm.auto import tqdm
+
+        self.seconds = {}
+        self.bar = tqdm(total=len(names), desc=desc, unit="stage", disable=not progress, leave=False)
+
+    @contextmanager
+    def __call__(self, name):
+        self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+            self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+
+
+MODEL_STAGES = ("saliency", "activations", "embedding", "advice")
+STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "write")
+
+
+def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
+    """Analyse a finished run on `split` ("test", "val", or "train" = K-fold label issues) and store it.
+
+    model: an in-memory model to use instead of the run's checkpoint (log_evaluation passes the user's model).
+    device: where model stages run; default the in-memory model's device, else the CPU.
+    folds: K for the train split's cross-validated probabilities.
+    Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
+    """
+    from deepdive.analysis import insight, label_issues, tables, taxonomy
+
+    run = store.get_run(run_id)
+    if split not in ("test", "val", "train"):
+        raise DeepdiveError(f"unknown split {split!r}; analyze test, val, or train (K-fold label issues)")
+    if run.status != "finished":
+        raise RunError(f"run {run.id} is {run.status}, not finished: it has no final model to analyse"
+                       + (f" ({run.error})" if getattr(run, "error", None) else ""))
+    class_names = run.class_names
+    stage_names = STAGES if split != "train" else tuple(s for s in STAGES if s not in MODEL_STAGES)
+    stages = _Stages(stage_names, progress, f"analyze {run.id[-6:]} {split}")
+    notes = []
+    try:
+        with stages("load"):
+            if model is None and split != "train":
+                model, note = _load_model(run)
+                if note:
+                    notes.append(note)
+            device = _device_of(model) if device is None else device
+            data = _load_split(store, run, split, folds=folds, progress=progress)
+        with stages("predict"):
+            if split == "train":
+                from deepdive.analysis.label_issues import cross_validated_probs
+
+                data.probs, data.losses, data.folds = cross_validated_probs(data.dataset, data.idx, run.config,
+                                                                            folds=folds, progress=progress)
+            elif data.probs is None:
+                if model is None:
+                    raise RunError(f"run {run.id}: no stored predictions for split {split!r} and the model "
+                                   f"cannot be loaded ({'; '.join(notes)})")
+                data.probs, data.losses = predict(model, data.inputs, data.labels, len(class_names), device=device)
+            _check_width(data.probs, class_names)
+        with stages("tables"):
+            frame = tables.predictions_frame(data.labels, data.probs, data.losses, idx=data.idx)
+            if data.folds is not None:
+                frame["fold"] = data.folds
+            per_class = tables.per_class(frame, class_names)
+            counts = tables.confusion(frame["true"], frame["pred"], len(class_names))
+            top = tables.top_confusions(frame, TOP_CONFUSIONS)
+        with stages("label_issues"):
+            issues = label_issues.find_issues(data.labels, data.probs)
+            for col in issues.columns:
+                frame[col] = issues[col].to_numpy()
+            issue_table = label_issues.issues_table(frame, class_names)
+        with stages("taxonomy"):
+            members = _member_predictions(model, data.inputs, frame, device) if split != "train" else None
+            frame["category"] = taxonomy.categorize(frame, members)
+        with stages("insight"):
+            hint = insight.early_stop(store.epochs(run.id))
+        focus = focus_set(frame)
+
+        extra, advice = {}, None
+        frame["emb_x"] = np.float32(np.nan)
+        frame["emb_y"] = np.float32(np.nan)
+        tmp = _new_tmp_dir(run.run_dir, split)
+        try:
+            if split != "train":
+                extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, tmp, device,
+                                              notes, progress)
+            with stages("write"):
+                summary = _summary(run, split, data, frame, per_class, counts, top, issue_table, hint, focus,
+                                   extra, advice, notes, stages.seconds, folds)
+                _write_outputs(tmp, frame, data.images, issue_table, advice)
+            summary["stage_seconds"] = dict(stages.seconds)
+            summary["total_seconds"] = round(sum(stages.seconds.values()), 3)
+            _write_json(tmp / "summary.json", summary)
+            _swap_in(tmp, run.run_dir / "analysis" / split,
+                     lambda: store.save_analysis(run.id, split, summary, summary["stage_seconds"]))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return summary
+    finally:
+        stages.close()
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------------
+def _load_model(run):
+    """(model or None, note). A pickled custom model whose class is not importable here, or one saved as
+    weights only, cannot be rebuilt: the analysis then uses the stored predictions and skips model stages."""
+    from deepdive.models import load_checkpoint
+
+    path = run.run_dir / "model_best.pt"
+    if not path.is_file():
+        raise RunError(f"run {run.id} has no model checkpoint ({path} is missing); it cannot be analysed")
+    try:
+        return load_checkpoint(path, device="cpu"), None
+    except RunError as e:
+        if run.model_arch == "pickled" or run.dataset == "custom":
+            return None, f"model not loadable, model stages skipped: {e}"
+        raise
+
+
+def _device_of(model):
+    import torch
+
+    param = next(iter(model.parameters()), None) if model is not None else None
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _load_split(store, run, split, folds=5, progress=True) -> SplitData:
+    eval_dir = run.run_dir / "eval"
+    if (eval_dir / f"{split}_inputs.npy").is_file():
+        return _load_eval_folder(store, run, split, eval_dir)
+    if split == "train":
+        raise RunError(f"run {run.id}: train-split label issues need the training data; runs logged with "
+                       "log_evaluation have none (analyse their evaluation split instead)")
+    if run.dataset == "custom":
+        raise RunError(f"run {run.id} has no stored evaluation data for split {split!r} "
+                       f"({eval_dir / f'{split}_inputs.npy'} is missing)")
+    ds = _dataset(run)
+    if split == "train":
+        from deepdive.analysis.label_issues import training_indices
+
+        idx = training_indices(ds.train_labels, run.config)
+        data = _from_uint8(ds.train_images[idx], ds.train_labels[idx], idx, source=f"{folds}-fold cross-validation")
+        data.dataset = ds
+        return data
+    if split == "val":
+        path = run.run_dir / "val_indices.npy"
+        if not path.is_file():
+            raise RunError(f"run {run.id} has no val_indices.npy, so its validation split is unknown")
+        idx = np.load(path).astype(np.int64)
+        return _from_uint8(ds.train_images[idx], ds.train_labels[idx], idx, source="val_indices.npy")
+    # test: the stored predictions, when they match this dataset's labels at their indices
+    try:
+        stored = store.predictions(run.id, "test")
+    except RunError:
+        stored = None
+    if stored is not None and _stored_fits(stored, ds.test_labels, run.class_names):
+        data = _from_uint8(ds.test_images[stored["idx"]], stored["true"], stored["idx"], source="stored predictions")
+        data.probs, data.losses = stored["probs"], stored["loss"]
+        return data
+    n = run.config.get("limit_test") or len(ds.test_labels)
+    idx = np.arange(min(int(n), len(ds.test_labels)))
+    return _from_uint8(ds.test_images[idx], ds.test_labels[idx], idx, source="evaluated")
+
+
+def _dataset(run):
+    from deepdive.data import load_dataset
+
+    src = run.data_source
+    data_dir = src.get("location") if src.get("kind") == "data-dir" and Path(src.get("location", "")).is_dir() else None
+    ds = load_dataset(run.dataset, data_dir=data_dir, progress=False)
+    if list(ds.class_names) != list(run.class_names):
+        raise RunError(f"run {run.id} was trained with classes {run.class_names} but dataset {run.dataset!r} "
+                       f"has {ds.class_names}")
+    return ds
+
+
+def _stored_fits(stored, labels, class_names) -> bool:
+    idx = stored["idx"]
+    return (len(idx) > 0 and idx.min() >= 0 and idx.max() < len(labels)
+            and stored["probs"].shape[1] == len(class_names) and np.array_equal(labels[idx], stored["true"]))
+
+
+def _from_uint8(images, labels, idx, source) -> SplitData:
+    images = np.ascontiguousarray(images)
+    chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    inputs = chw.astype(np.float32) / 255.0  # our models normalise [0, 1] inputs themselves
+    return SplitData(inputs=inputs, images=images, labels=np.asarray(labels, dtype=np.int64),
+                     idx=np.asarray(idx, dtype=np.int64), source=source)
+
+
+def _load_eval_folder(store, run, split, eval_dir) -> SplitData:
+    inputs = np.load(eval_dir / f"{split}_inputs.npy")
+    labels_path = eval_dir / f"{split}_labels.npy"
+    if not labels_path.is_file():
+        raise RunError(f"run {run.id}: {labels_path} is missing")
+    labels = np.load(labels_path).astype(np.int64)
+    data = SplitData(inputs=inputs.astype(np.float32, copy=False), images=display_images(inputs), labels=labels,
+                     idx=np.arange(len(labels)), source=f"eval/{split}_inputs.npy")
+    try:
+        stored = store.predictions(run.id, split)
+    except RunError:
+        stored = None
+    if stored is not None and np.array_equal(stored["idx"], data.idx) and np.array_equal(stored["true"], labels):
+        data.probs, data.losses = stored["probs"], stored["loss"]
+    return data
+
+
+def display_images(inputs: np.ndarray) -> np.ndarray:
+    """uint8 pictures of float model inputs (N, C, H, W): (N, H, W) for one channel, (N, H, W, 3) for three,
+    the channel mean otherwise. Inputs already in [0, 1] are scaled by 255; anything else (e.g. normalised
+    inputs) is min-max scaled per channel over the whole set, which undoes a per-channel affine normalisation."""
+    x = np.asarray(inputs, dtype=np.float32)
+    if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
+        low = x.min(axis=(0, 2, 3), keepdims=True)
+        span = x.max(axis=(0, 2, 3), keepdims=True) - low
+        x = (x - low) / np.where(span > 0, span, 1.0)
+    x = np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+    if x.shape[1] == 1:
+        return x[:, 0]
+    if x.shape[1] == 3:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return np.rint(x.mean(axis=1)).astype(np.uint8)
+
+
+# ---- model forward passes ----------------------------------------------------------------------------------------
+def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, device=None, batch_size=500):
+    """(probs (N, C) float32, losses (N,) float32) of `model` on float inputs (N, C, H, W), in eval mode (its mode
+    is restored). Raises DeepdiveError when the model fails on these inputs, outputs the wrong number of
+    classes, or outputs NaN/inf."""
+    import torch
+    import torch.nn.functional as F
+
+    device = _device_of(model) if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    probs, losses = [], []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                xb = torch.as_tensor(inputs[start:start + batch_size], dtype=torch.float32).to(device)
+                try:
+                    out = model(xb)
+                except Exception as e:
+                    raise DeepdiveError(f"the model failed on inputs of shape {tuple(xb.shape[1:])} "
+                                        f"(dtype float32): {type(e).__name__}: {e}") from e
+                if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
+                    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise DeepdiveError(f"the model's output has shape {shape} but the run has {num_classes} "
+                                        f"classes: expected (batch, {num_classes}) logits")
+                out = out.float()
+                if not torch.isfinite(out).all():
+                    bad = int((~torch.isfinite(out).all(dim=1)).sum())
+                    raise DeepdiveError(f"the model output NaN or infinite values for {bad} of the images "
+                                        f"{start}..{start + len(xb) - 1}")
+                log_p = F.log_softmax(out, dim=1)
+                yb = torch.as_tensor(labels[start:start + batch_size], dtype=torch.long, device=log_p.device)
+                losses.append(F.nll_loss(log_p, yb, reduction="none").cpu())
+                probs.append(log_p.exp().cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        raise DeepdiveError("there are no examples to evaluate (the split is empty)")
+    return torch.cat(probs).numpy().astype(np.float32), torch.cat(losses).numpy().astype(np.float32)
+
+
+def _check_width(probs, class_names):
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise RunError(f"the predictions have {probs.shape[-1]} classes but the run has {len(class_names)} "
+                       f"({', '.join(class_names)})")
+
+
+def _member_predictions(model, inputs, frame, device):
+    """(M, N) member predictions on the error rows (-1 elsewhere) when the model is an ensemble, else None:
+    members that disagree mark an error 'ambiguous'."""
+    members = getattr(model, "members", None)
+    rows = np.flatnonzero(~frame["correct"].to_numpy())
+    if members is None or len(members) < 2 or len(rows) == 0:
+        return None
+    out = np.full((len(members), len(frame)), -1, dtype=np.int64)
+    labels = frame["true"].to_numpy()[rows]
+    c = frame.filter(regex=r"^p\d+$").shape[1]
+    for m, member in enumerate(members):
+        probs, _ = predict(member, inputs[rows], labels, c, device=device)
+        out[m, rows] = probs.argmax(axis=1)
+    return out
+
+
+def focus_set(frame) -> dict:
+    """Rows with precomputed activations: the errors (the FOCUS_ERROR_CAP most confident if there are more), one
+    representative per class (its most confident correct example, else its highest p[true] one), and the
+    FOCUS_LABEL_ISSUES top-ranked label issues. Order: errors, representatives, label issues; no duplicates."""
+    from deepdive.analysis.tables import by_confidence
+
+    errors = by_confidence(frame[~frame["correct"]]).index.to_numpy()
+    probs = frame.filter(regex=r"^p\d+$").to_numpy()
+    reps = {}
+    for cls in np.unique(frame["true"]):
+        members = frame.index[frame["true"] == cls].to_numpy()
+        correct = members[frame["correct"].to_numpy()[members]]
+        pool = correct if len(correct) else members
+        key = frame["confidence"].to_numpy()[pool] if len(correct) else probs[pool, cls]
+        reps[int(cls)] = int(pool[np.argmax(key)])
+    issues = frame.index[frame["label_issue"]].to_numpy()
+    issues = issues[np.argsort(frame["issue_rank"].to_numpy()[issues], kind="stable")][:FOCUS_LABEL_ISSUES]
+    order = [*errors[:FOCUS_ERROR_CAP].tolist(), *reps.values(), *issues.tolist()]
+    indices = list(dict.fromkeys(int(i) for i in order))
+    return {"indices": indices, "errors": [int(i) for i in errors[:FOCUS_ERROR_CAP]], "errors_total": len(errors),
+            "error_cap": FOCUS_ERROR_CAP, "representatives": {str(c): r for c, r in reps.items()},
+            "label_issues": [int(i) for i in issues]}
+
+
+def _stage_module(name):
+    # DEV-ONLY: the model stages are being written in parallel; remove this guard once they all exist.
+    import importlib
+
+    try:
+        return importlib.import_module(f"deepdive.analysis.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"deepdive.analysis.{name}":
+            raise
+        return None
+
+
+def _model_stages(stages, model, data, frame, focus, top, class_names, out_dir, device, notes, progress):
+    """Saliency, activations, embedding and robustness advice (deepdive.analysis.{saliency, activations,
+    embedding, advice}). Returns (summary entries, advice dict)."""
+    import torch
+
+    extra = {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False}}
+    if model is None:
+        for name in MODEL_STAGES:
+            stages.seconds[name] = 0.0
+        return extra, None
+    inputs = torch.as_tensor(data.inputs)
+    labels = torch.as_tensor(data.labels)
+    preds = torch.as_tensor(frame["pred"].to_numpy())
+    probes = suggestions = None
+    with stages("saliency"):
+        if (saliency := _stage_module("saliency")) is not None:
+            info = saliency.saliency_stage(model, inputs, labels, preds, data.probs, out_dir, progress=progress)
+            extra["saliency"] = {"methods": list(saliency.METHODS), **(info or {})}
+    with stages("activations"):
+        if (activations := _stage_module("activations")) is not None:
+            info = activations.activations_stage(model, inputs, np.asarray(focus["indices"], dtype=np.int64), out_dir)
+            extra["activations"] = {"available": True, **(info or {})}
+    with stages("embedding"):
+        if (embedding := _stage_module("embedding")) is not None:
+            features = embedding.penultimate_features(model, inputs)
+            xy = embedding.project_2d(features, seed=0)
+            frame["emb_x"], frame["emb_y"] = xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32)
+            extra["embedding"] = {"available": True, "features": int(features.shape[1]), "method": "openTSNE"}
+    with stages("advice"):
+        if (advice_mod := _stage_module("advice")) is not None:
+            probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
+            suggestions = advice_mod.recommend(probes, top)
+    if probes is None:
+        return extra, None
+    return extra, {"probes": probes, "suggestions": suggestions}
+
+
+# ---- outputs -------------------------------------------------------------------------------------------------
+def _summary(run, split, data, frame, per_class, counts, top, issue_table, hint, focus, extra, advice, notes,
+             seconds, folds) -> dict:
+    from deepdive import __version__
+    from deepdive.analysis import label_issues, tables, taxonomy
+
+    names = run.class_names
+    n = len(frame)
+    errors = int((~frame["correct"]).sum())
+    per_class_rows = []
+    for row in per_class.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        row["error_rows"] = [int(i) for i in tables.class_errors(frame, row["class"]).index]
+        per_class_rows.append(row)
+    macro = {m: _mean_or_none(per_class[m]) for m in ("recall", "precision", "f1")}
+    issue_source = f"{folds}-fold cross-validated probabilities" if split == "train" else "the model's own probabilities"
+    return {
+        "run_id": run.id, "split": split, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "deepdive_version": __version__, "data_source": data.source,
+        "n": n, "accuracy": float(frame["correct"].mean()) if n else None, "error_count": errors,
+        "mean_loss": float(frame["loss"].mean()) if n else None,
+        "num_classes": len(names), "class_names": names,
+        "image_shape": list(data.inputs.shape[1:]), "display_shape": list(data.images.shape[1:]),
+        "per_class": per_class_rows, "macro": macro,
+        "confusion": {"counts": counts.tolist(), "normalized": tables.normalize_rows(counts).round(6).tolist()},
+        "top_confusions": [{**t, "true_name": names[t["true"]], "pred_name": names[t["pred"]]} for t in top],
+        "label_issues": {"count": len(issue_table), "source": issue_source, "method": label_issues.METHOD,
+                         "top": issue_table["row"].head(FOCUS_LABEL_ISSUES).tolist()},
+        "taxonomy": {**taxonomy.describe(), **taxonomy.counts(frame, names)},
+        "insight": hint,
+        "advice": advice["suggestions"] if advice else None,
+        "focus": focus,
+        "notes": list(notes),
+        **extra,
+    }
+
+
+def _mean_or_none(series):
+    values = series.dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def _write_outputs(folder: Path, frame, images, issue_table, advice):
+    from deepdive.atomic import atomic_save_npy, atomic_write_bytes
+
+    atomic_write_bytes(folder / "examples.parquet", frame.to_parquet(index=False))
+    atomic_save_npy(folder / "images.npy", np.ascontiguousarray(images))
+    atomic_write_bytes(folder / "label_issues.parquet", issue_table.to_parquet(index=False))
+    if advice is not None:
+        _write_json(folder / "advice.json", advice)
+
+
+def _write_json(path, obj):
+    from deepdive.atomic import atomic_write_text
+    from deepdive.store import to_json
+
+    atomic_write_text(path, to_json(obj))
+
+
+def _new_tmp_dir(run_dir: Path, split: str) -> Path:
+    parent = run_dir / "analysis"
+    parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in parent.glob(f"{split}.*-*"):
+        if (old.name.startswith(f"{split}.tmp-") or old.name.startswith(f"{split}.old-")) \
+                and now - old.stat().st_mtime > STALE_TMP_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = parent / f"{split}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    return tmp
+
+
+def _swap_in(tmp: Path, final: Path, commit):
+    """Replace `final` by `tmp` (two renames), then run `commit` (the store row); on failure restore the old
+    folder. A still-valid verify_advice.json of the old analysis (same model, same split) is carried over."""
+    old = None
+    if final.exists():
+        verification = final / "verify_advice.json"
+        if verification.is_file() and not (tmp / "verify_advice.json").exists():
+            shutil.copy2(verification, tmp / "verify_advice.json")
+        old = final.with_name(f"{final.name}.old-{secrets.token_hex(4)}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    try:
+        commit()
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,377 @@
+"""Run store: one SQLite database (WAL) per workspace, beside one folder per run.
+
+    runs/deepdive.sqlite          runs, per-epoch metrics, per-example predictions, artifacts, analyses
+    runs/<run_id>/                checkpoints, config.json, analysis outputs (large arrays live here as files)
+
+One connection per Store; every write is one short IMMEDIATE transaction, so a second process (the dashboard
+reading while a run trains) only ever waits `timeout` seconds for a lock and never sees half a write.
+"""
+import json
+import secrets
+import sqlite3
+import subprocess
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from deepdive.errors import RunError
+from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.store.schema import DDL, SCHEMA_VERSION, STATUSES
+
+__all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json"]
+
+DB_NAME = "deepdive.sqlite"
+STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
+
+
+@dataclass
+class RunRecord:
+    id: str
+    name: str
+    dataset: str
+    status: str
+    config_json: str
+    data_source_json: str
+    code_version: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    train_seconds: float | None
+    test_accuracy: float | None
+    num_params: int | None
+    model_arch: str | None
+    class_names_json: str
+    device: str | None
+    run_dir: Path  # absolute; the db stores it relative to the workspace so workspaces can be moved
+    heartbeat_at: str | None
+    error: str | None
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.config_json)
+
+    @property
+    def data_source(self) -> dict:
+        return json.loads(self.data_source_json)
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self.class_names_json)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        return d
+
+
+_COLUMNS = [f.name for f in fields(RunRecord)]
+
+
+def _now() -> str:
+    # Fixed-width ISO-8601 UTC, so string comparison orders timestamps.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def to_json(obj) -> str:
+    """JSON for the store and run folders; numpy scalars/arrays and Paths become plain values."""
+
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"cannot store {type(o).__name__} as JSON")
+
+    return json.dumps(obj, default=default, sort_keys=True)
+
+
+@cache
+def code_version() -> str:
+    """`git describe --always --dirty` of the deepdive checkout, else the package version."""
+    from deepdive import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    if (root / ".git").exists():
+        try:
+            out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
+                                 text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return f"deepdive {__version__}"
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class Store:
+    def __init__(self, workspace, conn: sqlite3.Connection):
+        self.workspace = Path(workspace).resolve()
+        self._conn = conn
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()  # lets a web server share one Store between request threads
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, workspace=DEFAULT_WORKSPACE, *, create=True, timeout=30.0,
+             stale_after=STALE_AFTER_SECONDS) -> "Store":
+        """Open (creating with create=True) the workspace's store; marks runs without a recent heartbeat."""
+        ws = Path(workspace)
+        db = ws / DB_NAME
+        if not create and not db.is_file():
+            raise RunError(f"no deepdive workspace at {ws} (no {DB_NAME} there); train a run first: "
+                           f"deepdive train --workspace {ws}")
+        try:
+            ws.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create workspace folder {ws}: {e.strerror or e}") from None
+        try:
+            conn = sqlite3.connect(db, timeout=timeout, isolation_level=None, check_same_thread=False)
+            store = cls(ws, conn)
+            store._setup()
+        except sqlite3.DatabaseError as e:
+            raise RunError(f"{db} is not a usable deepdive database ({e})") from None
+        store.mark_stale(stale_after)
+        return store
+
+    def _setup(self):
+        c = self._conn
+        mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RunError(f"{self.db_path}: SQLite refused WAL mode (got {mode!r}); is the folder on a network drive?")
+        c.execute("PRAGMA synchronous=NORMAL")  # durable in WAL except for the last commits on power loss
+        c.execute("PRAGMA foreign_keys=ON")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RunError(f"{self.db_path} was written by a newer deepdive (schema v{version}, this one reads "
+                           f"v{SCHEMA_VERSION}); upgrade deepdive")
+        if version < SCHEMA_VERSION:
+            # executescript commits any open transaction first, so the script carries its own BEGIN/COMMIT.
+            try:
+                c.executescript(f"BEGIN IMMEDIATE;\n{DDL}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+    @property
+    def db_path(self) -> Path:
+        return self.workspace / DB_NAME
+
+    def close(self):
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql, params=()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _require_run(self, conn, run_id):
+        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise RunError(f"unknown run id {run_id!r} in {self.workspace}")
+
+    # ---- runs ---------------------------------------------------------------------------------------------
+    def create_run(self, name, dataset, config: dict, data_source: dict, class_names, device) -> RunRecord:
+        run_id = new_run_id()
+        (self.workspace / run_id).mkdir(parents=True)
+        now = _now()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version,"
+                " created_at, started_at, class_names_json, device, run_dir, heartbeat_at)"
+                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, dataset, to_json(config), to_json(data_source), code_version(), now, now,
+                 to_json(list(class_names)), str(device), run_id, now))
+        return self.get_run(run_id)
+
+    def set_config(self, run_id, config: dict):
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("UPDATE runs SET config_json = ? WHERE id = ?", (to_json(config), run_id))
+
+    def heartbeat(self, run_id):
+        # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
+        with self._tx() as c:
+            c.execute("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
+                      " WHERE id = ? AND status IN ('running', 'interrupted')", (_now(), run_id))
+
+    def finish_run(self, run_id, test_accuracy, train_seconds, num_params, model_arch):
+        now = _now()
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("UPDATE runs SET status = 'finished', finished_at = ?, heartbeat_at = ?, test_accuracy = ?,"
+                      " train_seconds = ?, num_params = ?, model_arch = ?, error = NULL WHERE id = ?",
+                      (now, now, float(test_accuracy), float(train_seconds), int(num_params), model_arch, run_id))
+
+    def mark_interrupted(self, run_id, message="interrupted"):
+        with self._tx() as c:
+            c.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, error = ?"
+                      " WHERE id = ? AND status = 'running'", (_now(), message, run_id))
+
+    def mark_failed(self, run_id, message):
+        with self._tx() as c:
+            c.execute("UPDATE runs SET status = 'failed', finished_at = ?, error = ?"
+                      " WHERE id = ? AND status IN ('running', 'interrupted')", (_now(), str(message), run_id))
+
+    def mark_stale(self, stale_after=STALE_AFTER_SECONDS) -> int:
+        """Mark `running` runs whose heartbeat is older than stale_after seconds as interrupted (process killed)."""
+        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=stale_after)).isoformat(timespec="milliseconds")
+        with self._tx() as c:
+            cur = c.execute("UPDATE runs SET status = 'interrupted', error = 'no heartbeat since ' || heartbeat_at"
+                            " || ' (process killed?)' WHERE status = 'running' AND heartbeat_at < ?", (cutoff,))
+            return cur.rowcount
+
+    def _record(self, row) -> RunRecord:
+        d = {k: row[k] for k in _COLUMNS}
+        d["run_dir"] = self.workspace / d["run_dir"]
+        return RunRecord(**d)
+
+    def list_runs(self) -> list[RunRecord]:
+        """All runs, newest first."""
+        return [self._record(r) for r in self._query("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC")]
+
+    def get_run(self, ref) -> RunRecord:
+        """A run by id, name (newest with that name), unique id prefix, or 'latest'."""
+        ref = str(ref).strip()
+        if not ref:
+            raise RunError("empty run reference; give a run id, id prefix, name or 'latest'")
+        if ref == "latest":
+            rows = self._query("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1")
+            if not rows:
+                raise RunError(f"no runs in {self.workspace} yet; train one with: deepdive train")
+            return self._record(rows[0])
+        for sql in ("SELECT * FROM runs WHERE id = ?",
+                    "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"):
+            rows = self._query(sql, (ref,))
+            if rows:
+                return self._record(rows[0])
+        rows = self._query("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at DESC",
+                           (len(ref), ref))
+        if len(rows) == 1:
+            return self._record(rows[0])
+        if rows:
+            ids = ", ".join(r["id"] for r in rows[:5])
+            raise RunError(f"run prefix {ref!r} is ambiguous: it matches {len(rows)} runs ({ids}"
+                           f"{', ...' if len(rows) > 5 else ''}); give more characters")
+        known = self.list_runs()
+        if not known:
+            raise RunError(f"no run {ref!r}: {self.workspace} has no runs yet; train one with: deepdive train")
+        listed = ", ".join(f"{r.id} ({r.name})" for r in known[:5])
+        more = f" and {len(known) - 5} more (see: deepdive runs)" if len(known) > 5 else ""
+        raise RunError(f"no run {ref!r} in {self.workspace}; known runs: {listed}{more}")
+
+    # ---- epochs -------------------------------------------------------------------------------------------
+    def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds):
+        now = _now()
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, int(epoch), *(None if v is None else float(v)
+                                             for v in (train_loss, train_acc, val_loss, val_acc, lr, seconds))))
+            c.execute("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
+                      " WHERE id = ? AND status IN ('running', 'interrupted')", (now, run_id))
+
+    def epochs(self, run_id) -> list[dict]:
+        rows = self._query("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+        return [{k: r[k] for k in r.keys() if k != "run_id"} for r in rows]
+
+    # ---- predictions --------------------------------------------------------------------------------------
+    def save_predictions(self, run_id, split, true, probs, losses, idx=None):
+        """Replace the run's predictions on `split` in one transaction. idx defaults to 0..N-1."""
+        probs = np.ascontiguousarray(probs, dtype="<f4")
+        true = np.asarray(true, dtype=np.int64)
+        losses = np.asarray(losses, dtype=np.float64)
+        idx = np.arange(len(true)) if idx is None else np.asarray(idx, dtype=np.int64)
+        if probs.ndim != 2:
+            raise ValueError(f"probs must be (N, num_classes), got shape {probs.shape}")
+        if not (len(true) == len(probs) == len(losses) == len(idx)):
+            raise ValueError(f"predictions for {split!r}: true {len(true)}, probs {len(probs)}, "
+                             f"losses {len(losses)}, idx {len(idx)} rows differ")
+        if len(true) and (true.min() < 0 or true.max() >= probs.shape[1]):
+            raise ValueError(f"true labels must be in [0, {probs.shape[1]}) for {probs.shape[1]} classes")
+        pred = probs.argmax(1)
+        conf = probs.max(1) if len(probs) else np.zeros(0, np.float32)
+        rows = ((run_id, split, int(i), int(t), int(p), float(c), float(l), row.tobytes())
+                for i, t, p, c, l, row in zip(idx, true, pred, conf, losses, probs))
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("DELETE FROM predictions WHERE run_id = ? AND split = ?", (run_id, split))
+            c.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def predictions(self, run_id, split) -> dict:
+        """{'idx', 'true', 'pred', 'confidence', 'loss', 'probs' (N, C) float32}, ordered by idx."""
+        rows = self._query("SELECT idx, true_label, pred_label, confidence, loss, probs FROM predictions"
+                           " WHERE run_id = ? AND split = ? ORDER BY idx", (run_id, split))
+        if not rows:
+            raise RunError(f"run {run_id} has no predictions on split {split!r}")
+        n = len(rows)
+        probs = np.frombuffer(b"".join(r[5] for r in rows), dtype="<f4").reshape(n, -1).astype(np.float32)
+        return {
+            "idx": np.fromiter((r[0] for r in rows), np.int64, n),
+            "true": np.fromiter((r[1] for r in rows), np.int64, n),
+            "pred": np.fromiter((r[2] for r in rows), np.int64, n),
+            "confidence": np.fromiter((r[3] for r in rows), np.float32, n),
+            "loss": np.fromiter((r[4] for r in rows), np.float32, n),
+            "probs": probs,
+        }
+
+    # ---- artifacts ----------------------------------------------------------------------------------------
+    def add_artifact(self, run_id, name, relpath, kind):
+        """Register a file inside the run folder (relpath is relative to it)."""
+        rel = Path(relpath)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"artifact path must be relative to the run folder, got {relpath!r}")
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                      (run_id, name, rel.as_posix(), kind, _now()))
+
+    def artifacts(self, run_id) -> list[dict]:
+        """[{'name', 'path' (absolute Path), 'kind', 'created_at'}] of the run."""
+        run_dir = self.get_run(run_id).run_dir
+        rows = self._query("SELECT name, path, kind, created_at FROM artifacts WHERE run_id = ? ORDER BY name",
+                           (run_id,))
+        return [{"name": r["name"], "path": run_dir / r["path"], "kind": r["kind"], "created_at": r["created_at"]}
+                for r in rows]
+
+    # ---- analyses -----------------------------------------------------------------------------------------
+    def save_analysis(self, run_id, split, summary: dict, stage_seconds: dict, status="finished"):
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            c.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?)",
+                      (run_id, split, status, to_json(summary), to_json(stage_seconds), _now()))
+
+    def analysis(self, run_id, split) -> dict | None:
+        """{'status', 'summary', 'stage_seconds', 'created_at'} of the run's analysis on split, or None."""
+        rows = self._query("SELECT * FROM analyses WHERE run_id = ? AND split = ?", (run_id, split))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"status": r["status"], "summary": json.loads(r["summary_json"]),
+                "stage_seconds": json.loads(r["stage_seconds_json"]), "created_at": r["created_at"]}

@@ -1,0 +1,39 @@
+# make demo  — set up .venv, get MNIST, train the default model, evaluate it, write everything into ./runs
+# make test  — set up .venv with the test extras and run the whole test suite
+# make bench — speed/accuracy benchmark of the training recipe
+PYTHON ?= python3.11
+VENV ?= .venv
+WORKSPACE ?= runs
+PIP_ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: pip runs again only when pyproject.toml changes (torch is pinned there, CPU build).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(PIP_ARGS) -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(PIP_ARGS) -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python -c "import deepdive; s = deepdive.load_dataset('mnist').source; print('MNIST from', s['kind'] + ':', s['location'])"
+	$(BIN)/deepdive train --dataset mnist --preset default --workspace $(WORKSPACE) --name demo
+# --- analysis + HTML report of the run named "demo" go here (deepdive analyze / deepdive report) ---
+	@echo
+	$(BIN)/deepdive runs --workspace $(WORKSPACE)
+	@echo
+	@echo "Results are in $(WORKSPACE)/: the database $(WORKSPACE)/deepdive.sqlite and one folder per run"
+	@echo "($(WORKSPACE)/<run id>/: model_best.pt, config.json, data_source.json, ...)."
+
+test: $(VENV)/.installed-test
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/deepdive bench

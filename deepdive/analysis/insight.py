@@ -1,0 +1,48 @@
+"""Training insight: when did validation accuracy stop improving, and what would stopping there have saved?"""
+import math
+
+DEFAULT_TOLERANCE_PP = 0.1  # percentage points of validation accuracy
+
+
+def early_stop(epochs: list[dict], tolerance_pp: float = DEFAULT_TOLERANCE_PP) -> dict | None:
+    """The earliest epoch whose val accuracy is within `tolerance_pp` percentage points of the best one.
+
+    `epochs` are store.epochs rows (epoch, val_acc, seconds, ...). val_acc is a fraction in [0, 1] as the
+    trainer stores it; a history whose values exceed 1 is read as percentages. Time saved = the seconds of all
+    epochs after the earliest one, absolute and as a fraction of the total. Returns None when no epoch has a
+    val accuracy (nothing to judge).
+    """
+    rows = sorted((e for e in epochs if _number(e.get("val_acc")) is not None), key=lambda e: e["epoch"])
+    if not rows:
+        return None
+    accs = [float(e["val_acc"]) for e in rows]
+    scale = 100.0 if max(accs) <= 1.0 else 1.0  # to percentage points
+    best = max(accs)
+    tolerance = tolerance_pp / scale
+    # A tiny epsilon so that "exactly 0.1 pp below" counts as within, despite float rounding.
+    earliest = next(e for e, a in zip(rows, accs) if a >= best - tolerance - 1e-12)
+    best_row = next(e for e, a in zip(rows, accs) if a == best)
+    all_rows = sorted(epochs, key=lambda e: e["epoch"])
+    seconds = [_number(e.get("seconds")) or 0.0 for e in all_rows]
+    total = sum(seconds)
+    saved = sum(s for e, s in zip(all_rows, seconds) if e["epoch"] > earliest["epoch"])
+    return {
+        "tolerance_pp": tolerance_pp,
+        "best_epoch": int(best_row["epoch"]),
+        "best_val_acc": best,
+        "earliest_epoch": int(earliest["epoch"]),
+        "earliest_val_acc": float(earliest["val_acc"]),
+        "epochs_total": len(all_rows),
+        "epochs_saved": sum(1 for e in all_rows if e["epoch"] > earliest["epoch"]),
+        "seconds_total": total,
+        "seconds_saved": saved,
+        "fraction_saved": saved / total if total > 0 else 0.0,
+        "seconds_missing": any(_number(e.get("seconds")) is None for e in all_rows),
+    }
+
+
+def _number(value):
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value

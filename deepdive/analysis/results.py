@@ -1,0 +1,182 @@
+"""Read a stored analysis: the only way the web (and the export) reads `runs/<id>/analysis/<split>/`.
+
+    res = AnalysisResult.load(run_dir, "test")
+    res.summary                 # dict (summary.json)
+    res.examples                # DataFrame, one row per example (row i <-> images[i])
+    res.images                  # uint8 (N, H, W) or (N, H, W, C), memory-mapped
+    res.saliency("gradcam")     # {errors, errors_index, class_mean, class_rep, class_rep_index}
+    res.activations()           # {layers, arrays, stats, focus_indices}
+    res.label_issues, res.advice, res.verification, res.focus_indices
+    res.has("saliency:gradcam") # ask before reading an optional piece
+
+Missing pieces raise RunError saying what is missing and how to produce it. Arrays are loaded lazily and
+cached, so a dashboard request for one table does not read every file.
+"""
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepdive.analysis import tables
+from deepdive.errors import RunError
+
+SPLITS = ("test", "val", "train")
+SALIENCY_PARTS = ("errors", "class_mean", "class_rep")
+
+
+def analysis_dir(run_dir, split) -> Path:
+    return Path(run_dir) / "analysis" / split
+
+
+class AnalysisResult:
+    def __init__(self, run_dir: Path, split: str, folder: Path, summary: dict):
+        self.run_dir, self.split, self.folder, self.summary = Path(run_dir), split, folder, summary
+
+    @classmethod
+    def load(cls, run_dir, split="test") -> "AnalysisResult":
+        folder = analysis_dir(run_dir, split)
+        path = folder / "summary.json"
+        if not path.is_file():
+            run_id = Path(run_dir).name
+            hint = (f"deepdive analyze {run_id} --label-issues train --folds K" if split == "train"
+                    else f"deepdive analyze {run_id} --split {split}")
+            raise RunError(f"run {run_id} has no analysis of its {split!r} split (no {path}); run: {hint}")
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RunError(f"cannot read {path}: {e}; re-run the analysis") from None
+        return cls(run_dir, split, folder, summary)
+
+    @staticmethod
+    def splits(run_dir) -> list[str]:
+        """The splits of a run that have a stored analysis."""
+        return [s for s in SPLITS if (analysis_dir(run_dir, s) / "summary.json").is_file()]
+
+    # ---- basic facts --------------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.summary["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.summary["class_names"])
+
+    @property
+    def focus_indices(self) -> np.ndarray:
+        """Rows of the focus set (errors, class representatives, top label issues) with precomputed activations."""
+        return np.asarray(self.summary.get("focus", {}).get("indices", []), dtype=np.int64)
+
+    # ---- tables -------------------------------------------------------------------------------------------
+    @cached_property
+    def examples(self) -> pd.DataFrame:
+        return self._parquet("examples.parquet", "the per-example table")
+
+    @cached_property
+    def label_issues(self) -> pd.DataFrame:
+        return self._parquet("label_issues.parquet", "the label-issue table")
+
+    def errors(self) -> pd.DataFrame:
+        """Misclassified examples, most confident first (with their taxonomy category)."""
+        return tables.by_confidence(self.examples[~self.examples["correct"]])
+
+    def group(self, true: int, pred: int) -> pd.DataFrame:
+        """Examples of class `true` predicted as `pred`, most confident first."""
+        return tables.group_rows(self.examples, true, pred)
+
+    def class_errors(self, cls: int) -> pd.DataFrame:
+        return tables.class_errors(self.examples, cls)
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        return self._npy("images.npy", "the evaluated images")
+
+    # ---- model-stage outputs ------------------------------------------------------------------------------
+    @property
+    def saliency_methods(self) -> list[str]:
+        return [m for m in self.summary.get("saliency", {}).get("methods", []) if self.has(f"saliency:{m}")]
+
+    def saliency(self, method: str) -> dict:
+        """{errors (n_err, 2, H, W) [pred map, true map], errors_index, class_mean (C, H, W), class_rep (C, H, W),
+        class_rep_index}; arrays memory-mapped."""
+        if not self.has(f"saliency:{method}"):
+            known = ", ".join(self.saliency_methods) or "none"
+            raise RunError(f"no {method!r} saliency stored for split {self.split!r} (available: {known})")
+        out = {part: self._npy(f"saliency/{method}_{part}.npy", f"{method} saliency") for part in SALIENCY_PARTS}
+        out["errors_index"] = self._npy("saliency/errors_index.npy", "saliency error rows")
+        out["class_rep_index"] = self._npy("saliency/class_rep_index.npy", "saliency class representatives")
+        return out
+
+    def activations(self) -> dict:
+        """{layers [{name, type, shape}], arrays {layer name: (n_focus, ...) float16}, stats, focus_indices}."""
+        if not self.has("activations"):
+            raise RunError(f"no activations stored for split {self.split!r} (the model could not be loaded "
+                           "when the run was analysed, or the analysis predates them)")
+        folder = self.folder / "activations"
+        layers = self._json("activations/layers.json", "activation layer list")
+        arrays = {}
+        for i, layer in enumerate(layers):
+            path = folder / f"{i}_{layer['name']}.npy"
+            if not path.is_file():
+                raise RunError(f"activation file missing: {path}; re-run the analysis")
+            arrays[layer["name"]] = np.load(path, mmap_mode="r")
+        stats = self._json("activations/stats.json", "activation statistics") if (folder / "stats.json").is_file() else {}
+        return {"layers": layers, "arrays": arrays, "stats": stats, "focus_indices": self.focus_indices}
+
+    @cached_property
+    def advice(self) -> dict:
+        return self._json("advice.json", "the advice")
+
+    @property
+    def verification(self) -> dict | None:
+        """The verify-advice result, or None when the advice has not been verified."""
+        if not (self.folder / "verify_advice.json").is_file():
+            return None
+        return self._json("verify_advice.json", "the advice verification")
+
+    # ---- presence -----------------------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        """Whether an optional piece is stored: examples, images, label_issues, advice, verification,
+        activations, embedding, saliency (any method) or saliency:<method>."""
+        f = self.folder
+        if name.startswith("saliency:"):
+            method = name.split(":", 1)[1]
+            return all((f / "saliency" / f"{method}_{p}.npy").is_file() for p in SALIENCY_PARTS) and \
+                (f / "saliency" / "errors_index.npy").is_file()
+        if name == "saliency":
+            return any(self.has(f"saliency:{m}") for m in self.summary.get("saliency", {}).get("methods", []))
+        if name == "embedding":
+            return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
+        files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
+                 "advice": "advice.json", "verification": "verify_advice.json",
+                 "activations": "activations/layers.json", "summary": "summary.json"}
+        if name not in files:
+            raise ValueError(f"unknown analysis piece {name!r}; known: {', '.join([*files, 'embedding', 'saliency'])}")
+        return (f / files[name]).is_file()
+
+    # ---- readers ------------------------------------------------------------------------------------------
+    def _missing(self, rel: str, what: str):
+        return RunError(f"{what} is missing from the {self.split!r} analysis of run {self.run_dir.name} "
+                        f"({self.folder / rel}); re-run: deepdive analyze {self.run_dir.name} --split {self.split}")
+
+    def _parquet(self, rel: str, what: str) -> pd.DataFrame:
+        path = self.folder / rel
+        if not path.is_file():
+            raise self._missing(rel, what)
+        return pd.read_parquet(path)
+
+    def _npy(self, rel: str, what: str) -> np.ndarray:
+        path = self.folder / rel
+        if not path.is_file():
+            raise self._missing(rel, what)
+        return np.load(path, mmap_mode="r")
+
+    def _json(self, rel: str, what: str):
+        path = self.folder / rel
+        if not path.is_file():
+            raise self._missing(rel, what)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise RunError(f"{path} is not valid JSON ({e}); re-run the analysis") from None

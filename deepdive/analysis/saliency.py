@@ -1,0 +1,315 @@
+"""Saliency maps with Captum: which pixels push a model's score for a class up or down.
+
+One class per method, one verb each: `attribute(inputs (N,C,H,W), target (N,)) -> Tensor (N,H,W)`, signed,
+summed over channels, on the model's own logits. Positive = the pixel supports the class (raising it raises the
+score, or, for occlusion, hiding it lowers the score); negative = it argues against the class.
+
+    attribute(model, inputs, target, method) -> np.ndarray float32 (N,H,W)   # batched, any method
+    saliency_stage(model, inputs, labels, preds, probs, out_dir)            # the analysis' saliency/ files
+
+Costs per image, in forward+backward passes: gradient 1, gradcam ~0.6, smoothgrad 16, integrated_gradients 32,
+occlusion 169 forwards (28×28, window 4, stride 2). The stage therefore computes gradient and Grad-CAM class
+means over every correct example and the other three over a capped sample per class (CLASS_SAMPLE).
+"""
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from captum import attr
+from tqdm.auto import tqdm
+
+from deepdive.atomic import atomic_save_npy
+from deepdive.errors import DeepdiveError
+
+METHODS = ("gradient", "smoothgrad", "integrated_gradients", "gradcam", "occlusion")
+
+# Correct examples per class whose maps make a class mean (None = all of them). The class representative (most
+# confident correct example) is always part of the sample.
+CLASS_SAMPLE = {"gradient": None, "gradcam": None, "smoothgrad": 50, "integrated_gradients": 25, "occlusion": 10}
+
+
+class GradientMap:
+    """Signed gradient of the target logit with respect to the input (vanilla saliency, no absolute value)."""
+
+    batch_size = 256
+
+    def __init__(self, model: nn.Module):
+        self._saliency = attr.Saliency(model)
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._saliency.attribute(inputs, target=target, abs=False).sum(1)
+
+
+class SmoothGradMap:
+    """Signed gradient averaged over `samples` noisy copies of the input (Gaussian noise, std `stdev`).
+
+    The noise is drawn from a generator reseeded per call, so a map depends only on its input and target.
+    """
+
+    batch_size = 16
+
+    def __init__(self, model: nn.Module, stdev: float, samples: int = 16, seed: int = 0):
+        self._tunnel = attr.NoiseTunnel(attr.Saliency(model))
+        self.stdev, self.samples, self.seed = float(stdev), int(samples), seed
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            maps = self._tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=self.samples,
+                                          nt_samples_batch_size=self.samples, stdevs=self.stdev,
+                                          target=target, abs=False)
+        return maps.sum(1)
+
+
+class IntegratedGradientsMap:
+    """Integrated Gradients from a black (all-zero) baseline, `steps` Gauss-Legendre points.
+
+    Completeness: the map sums to logit(x) - logit(baseline) up to the convergence delta.
+    """
+
+    batch_size = 8
+
+    def __init__(self, model: nn.Module, steps: int = 32, internal_batch_size: int = 256):
+        self._ig = attr.IntegratedGradients(model)
+        self.steps, self.internal_batch_size = int(steps), int(internal_batch_size)
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor, return_convergence_delta: bool = False):
+        result = self._ig.attribute(inputs, baselines=0.0, target=target, n_steps=self.steps,
+                                    internal_batch_size=self.internal_batch_size,
+                                    return_convergence_delta=return_convergence_delta)
+        if return_convergence_delta:
+            maps, delta = result
+            return maps.sum(1), delta
+        return result.sum(1)
+
+
+class GradCamMap:
+    """Grad-CAM on one conv layer (default: the model's last), kept signed and upsampled to the input size."""
+
+    batch_size = 256
+
+    def __init__(self, model: nn.Module, layer: nn.Module | None = None):
+        self.layer = layer if layer is not None else gradcam_layer(model)
+        self.layer_name = next((n for n, m in model.named_modules() if m is self.layer), type(self.layer).__name__)
+        self._cam = attr.LayerGradCam(model, self.layer)
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cam = self._cam.attribute(inputs, target=target, relu_attributions=False)  # (N, 1, h, w)
+        return attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+
+
+class OcclusionMap:
+    """Drop in the target logit when a `window`×`window` patch (all channels) is set to 0, averaged per pixel."""
+
+    batch_size = 16
+
+    def __init__(self, model: nn.Module, window: int = 4, stride: int = 2, perturbations_per_eval: int = 16):
+        self._occlusion = attr.Occlusion(model)
+        self.window, self.stride, self.perturbations_per_eval = int(window), int(stride), int(perturbations_per_eval)
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        c, h, w = inputs.shape[1:]
+        win = min(self.window, h, w)
+        stride = min(self.stride, win)
+        with torch.no_grad():
+            maps = self._occlusion.attribute(inputs, sliding_window_shapes=(c, win, win), strides=(c, stride, stride),
+                                             baselines=0.0, target=target,
+                                             perturbations_per_eval=self.perturbations_per_eval)
+        return maps.sum(1)
+
+
+def gradcam_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM reads: deepdive.models' choice for our nets, else the model's last Conv2d."""
+    from deepdive.models import last_conv_layer
+
+    try:
+        return last_conv_layer(model)
+    except ValueError as e:
+        raise DeepdiveError(f"Grad-CAM needs a Conv2d layer: {e}") from e
+
+
+def make_method(method: str, model: nn.Module, inputs):
+    """The attribution object for `method`, with data-dependent settings (SmoothGrad's noise: 15% of the input
+    range) taken from `inputs`."""
+    if method == "gradient":
+        return GradientMap(model)
+    if method == "smoothgrad":
+        x = torch.as_tensor(inputs)
+        value_range = float(x.max() - x.min()) if x.numel() else 1.0
+        return SmoothGradMap(model, stdev=0.15 * (value_range or 1.0))
+    if method == "integrated_gradients":
+        return IntegratedGradientsMap(model)
+    if method == "gradcam":
+        return GradCamMap(model)
+    if method == "occlusion":
+        return OcclusionMap(model)
+    raise DeepdiveError(f"unknown saliency method {method!r}; known: {', '.join(METHODS)}")
+
+
+def attribute(model: nn.Module, inputs, target, method: str, batch_size: int | None = None,
+              progress: bool = False) -> np.ndarray:
+    """Signed maps (N, H, W) float32 of `method` for `target` class per example, computed in batches on the
+    model's device. `inputs`: float (N, C, H, W), tensor or array, in the scale the model expects."""
+    inputs = _as_float_tensor(inputs)
+    target = torch.as_tensor(np.asarray(target), dtype=torch.long)
+    if len(target) != len(inputs):
+        raise DeepdiveError(f"saliency: {len(inputs)} inputs but {len(target)} targets")
+    with _analysis_mode(model):
+        return _run(make_method(method, model, inputs), inputs, target, _device(model), batch_size, progress, method)
+
+
+def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, progress: bool = True, *,
+                   error_idx=None, methods=METHODS, class_sample=None, seed: int = 0) -> dict:
+    """Write `saliency/` under out_dir (DESIGN.md "Analysis outputs") and return a summary.
+
+    - errors: for each index in `error_idx` (default: every misclassified example) the maps for the predicted
+      and the true class -> `<method>_errors.npy` float16 (n_err, 2, H, W), rows in `errors_index.npy`.
+    - per class: the mean map over correctly classified examples of that class (for their true class)
+      -> `<method>_class_mean.npy` float32 (C, H, W); and the map of the most confident correct example
+      -> `<method>_class_rep.npy` (C, H, W), indices in `class_rep_index.npy` (-1: class has no correct example).
+    A method that cannot run on this model (Grad-CAM without a conv layer) is skipped and reported.
+    """
+    inputs = _as_float_tensor(inputs)
+    labels, preds, probs = np.asarray(labels, np.int64), np.asarray(preds, np.int64), np.asarray(probs)
+    num_classes = probs.shape[1]
+    correct = labels == preds
+    error_idx = np.flatnonzero(~correct) if error_idx is None else np.asarray(error_idx, np.int64).reshape(-1)
+    caps = {**CLASS_SAMPLE, **(class_sample or {})}
+    rep_idx = representatives(labels, probs, correct, num_classes)
+    out = Path(out_dir) / "saliency"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(out / "errors_index.npy", error_idx)
+    atomic_save_npy(out / "class_rep_index.npy", rep_idx)
+
+    summary = {"methods": [], "skipped": {}, "seconds": {}, "n_errors": int(len(error_idx)),
+               "image_shape": list(inputs.shape[-2:]), "class_sample_cap": {}, "class_sample_counts": {},
+               "settings": {}}
+    n_err = len(error_idx)
+    with _analysis_mode(model):
+        for method in methods:
+            try:
+                engine = make_method(method, model, inputs)
+            except DeepdiveError as e:
+                summary["skipped"][method] = str(e)
+                continue
+            start = time.perf_counter()
+            sample = class_samples(labels, correct, rep_idx, caps.get(method), seed)
+            idx = np.concatenate([error_idx, error_idx, sample])
+            target = np.concatenate([preds[error_idx], labels[error_idx], labels[sample]])
+            maps = _run(engine, inputs[torch.as_tensor(idx)], torch.as_tensor(target), _device(model), None,
+                        progress, f"saliency {method}")
+            err_maps, class_maps = maps[:2 * n_err], maps[2 * n_err:]
+            atomic_save_npy(out / f"{method}_errors.npy",
+                            _to_float16(err_maps.reshape(2, n_err, *maps.shape[1:]).transpose(1, 0, 2, 3)))
+            mean, counts = class_means(class_maps, labels[sample], num_classes)
+            atomic_save_npy(out / f"{method}_class_mean.npy", mean)
+            atomic_save_npy(out / f"{method}_class_rep.npy", rep_maps(class_maps, sample, rep_idx))
+            summary["methods"].append(method)
+            summary["seconds"][method] = round(time.perf_counter() - start, 3)
+            summary["class_sample_cap"][method] = caps.get(method)
+            summary["class_sample_counts"][method] = counts.tolist()
+            summary["settings"][method] = _settings(engine)
+    return summary
+
+
+def representatives(labels, probs, correct, num_classes) -> np.ndarray:
+    """Per class, the correctly classified example with the highest probability for its class (-1 if none)."""
+    rep = np.full(num_classes, -1, np.int64)
+    for c in range(num_classes):
+        members = np.flatnonzero(correct & (labels == c))
+        if len(members):
+            rep[c] = members[np.argmax(probs[members, c])]
+    return rep
+
+
+def class_samples(labels, correct, rep_idx, cap, seed=0) -> np.ndarray:
+    """Indices of the correct examples whose maps form the class means: all of them when cap is None, else up to
+    `cap` per class (the representative plus a seeded random draw of the others), grouped by class."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c, rep in enumerate(rep_idx):
+        members = np.flatnonzero(correct & (labels == c))
+        if cap is not None and len(members) > cap:
+            others = members[members != rep]
+            members = np.concatenate([[rep], np.sort(rng.choice(others, cap - 1, replace=False))])
+        chosen.append(members)
+    return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros(0, np.int64)
+
+
+def class_means(maps: np.ndarray, classes: np.ndarray, num_classes: int):
+    """Mean map per class (zeros for a class without maps) and the number of maps behind each mean."""
+    sums = np.zeros((num_classes, *maps.shape[1:]), np.float64)
+    np.add.at(sums, classes, maps)
+    counts = np.bincount(classes, minlength=num_classes)
+    return (sums / np.maximum(counts, 1)[:, None, None]).astype(np.float32), counts
+
+
+def rep_maps(maps: np.ndarray, sample: np.ndarray, rep_idx: np.ndarray) -> np.ndarray:
+    """The maps of the class representatives, picked out of the class-sample maps (zeros where rep is -1)."""
+    out = np.zeros((len(rep_idx), *maps.shape[1:]), np.float32)
+    position = {int(i): k for k, i in enumerate(sample)}
+    for c, rep in enumerate(rep_idx):
+        if rep >= 0:
+            out[c] = maps[position[int(rep)]]
+    return out
+
+
+def _run(engine, inputs: torch.Tensor, target: torch.Tensor, device, batch_size, progress,
+         desc="saliency") -> np.ndarray:
+    """Apply engine.attribute batch by batch on `device`; (N, H, W) float32."""
+    batch_size = batch_size or engine.batch_size
+    out = np.zeros((len(inputs), *inputs.shape[-2:]), np.float32)
+    starts = range(0, len(inputs), batch_size)
+    for s in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, leave=False):
+        x = inputs[s:s + batch_size].to(device, copy=True)
+        t = target[s:s + batch_size].to(device)
+        out[s:s + len(x)] = engine.attribute(x, t).detach().float().cpu().numpy()
+    return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.zeros(0)).device
+
+
+@contextmanager
+def _analysis_mode(model: nn.Module):
+    """Eval mode with parameters frozen (gradients flow to the inputs only); the model's state is restored."""
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+def _as_float_tensor(inputs) -> torch.Tensor:
+    x = torch.as_tensor(inputs).detach()
+    if x.dim() != 4:
+        raise DeepdiveError(f"saliency needs inputs of shape (N, C, H, W), got {tuple(x.shape)}")
+    return x.float()
+
+
+def _to_float16(a: np.ndarray) -> np.ndarray:
+    """float16 without overflow to inf (|values| beyond float16's range are clipped)."""
+    return np.clip(a, -65504, 65504).astype(np.float16)
+
+
+def _settings(engine) -> dict:
+    if isinstance(engine, SmoothGradMap):
+        return {"samples": engine.samples, "stdev": round(engine.stdev, 6), "seed": engine.seed}
+    if isinstance(engine, IntegratedGradientsMap):
+        return {"steps": engine.steps, "baseline": 0.0}
+    if isinstance(engine, GradCamMap):
+        return {"layer": engine.layer_name, "upsampling": "bilinear"}
+    if isinstance(engine, OcclusionMap):
+        return {"window": engine.window, "stride": engine.stride, "baseline": 0.0}
+    return {}

@@ -1,0 +1,113 @@
+"""The default nets: a plain VGG-style CNN with BatchNorm, and an ensemble wrapper.
+
+Every layer is a named submodule, called in definition order, so the analysis can hook any layer by name
+(`model.conv3`, `model.act5`, ...) and Grad-CAM can find the last conv layer through `last_conv_layer(model)`.
+Only torch and the stdlib are imported here: this module runs on the GPU machine with nothing of ours installed.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Per-dataset pixel statistics of the [0, 1]-scaled training images. MNIST's are the classic 0.1307 / 0.3081
+# (also used by the PyTorch examples/mnist recipe); Fashion-MNIST's 0.2860 / 0.3530 are its train-set mean/std.
+# Anything else gets 0.5 / 0.5, which only centres the input: BatchNorm after conv1 absorbs the rest.
+PIXEL_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+}
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with the statistics stored as buffers so they travel in the state_dict."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class ConvNet(nn.Module):
+    """conv-bn-relu ×2, max-pool, conv-bn-relu ×2, max-pool, conv-bn-relu, max-pool, dropout, linear.
+
+    widths=(w1, w2, w3) are the channel counts of the three stages (stage 3 has one conv). The last stage ends
+    in a 2×2 max-pool (7×7 → 3×3 on 28-pixel inputs) and a linear layer over the flattened map: keeping a
+    little spatial layout before the classifier is what plain MNIST CNNs do, and it is cheap here.
+    """
+
+    gradcam_layer_name = "conv5"
+
+    def __init__(self, num_classes=10, in_channels=1, image_size=28, widths=(32, 64, 128), dropout=0.0,
+                 mean=None, std=None):
+        super().__init__()
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8 (three 2×2 poolings), got {image_size}")
+        w1, w2, w3 = widths
+        mean = tuple(mean) if mean is not None else (0.5,) * in_channels
+        std = tuple(std) if std is not None else (0.5,) * in_channels
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(f"mean/std need {in_channels} values, got {mean} / {std}")
+        self.norm = Normalize(mean, std)
+        # bias=False before BatchNorm: BN's shift makes a conv bias redundant.
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(in_channels, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU()
+        self.conv2, self.bn2, self.act2 = nn.Conv2d(w1, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv3, self.bn3, self.act3 = nn.Conv2d(w1, w2, 3, padding=1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()
+        self.conv4, self.bn4, self.act4 = nn.Conv2d(w2, w2, 3, padding=1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.conv5, self.bn5, self.act5 = nn.Conv2d(w2, w3, 3, padding=1, bias=False), nn.BatchNorm2d(w3), nn.ReLU()
+        self.pool3 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(dropout)
+        side = image_size // 2 // 2 // 2
+        self.fc = nn.Linear(w3 * side * side, num_classes)
+        self.num_classes = num_classes
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # A zero-initialised classifier starts every run at the uniform prediction (loss = ln C), which keeps
+        # the first high-LR steps of a short one-cycle schedule from overshooting.
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x
+
+
+class Ensemble(nn.Module):
+    """Averages its members' probabilities. forward returns log(mean softmax), so softmax(forward(x)) is the
+    averaged probability and cross-entropy on the output is the ensemble's loss."""
+
+    def __init__(self, members):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.num_classes = getattr(members[0], "num_classes", None)
+
+    def forward(self, x):
+        log_probs = torch.stack([F.log_softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def last_conv_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM should use: the model's declared `gradcam_layer_name`, else its last Conv2d.
+    For an Ensemble this is the first member's layer (Grad-CAM explains one network at a time)."""
+    if isinstance(model, Ensemble):
+        return last_conv_layer(model.members[0])
+    name = getattr(model, "gradcam_layer_name", None)
+    if name:
+        return model.get_submodule(name)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM")
+    return convs[-1]

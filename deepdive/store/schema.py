@@ -1,0 +1,69 @@
+"""SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change."""
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("running", "finished", "interrupted", "failed")
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN {STATUSES!r}),
+    config_json TEXT NOT NULL,
+    data_source_json TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    train_seconds REAL,
+    test_accuracy REAL,
+    num_params INTEGER,
+    model_arch TEXT,
+    class_names_json TEXT NOT NULL,
+    device TEXT,
+    run_dir TEXT NOT NULL,
+    heartbeat_at TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_name ON runs(name);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    true_label INTEGER NOT NULL,
+    pred_label INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    loss REAL NOT NULL,
+    probs BLOB NOT NULL,
+    PRIMARY KEY (run_id, split, idx)
+);
+
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS analyses (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary_json TEXT NOT NULL,
+    stage_seconds_json TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, split)
+);
+"""

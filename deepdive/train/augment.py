@@ -1,0 +1,124 @@
+"""Augmentation on whole batches, on the device the batch lives on, plus deterministic perturbations.
+
+Training:   augment_batch(x, cfg, generator) -> x'     one random geometric warp + stroke-width jitter per image
+Probes:     rotate(x, deg), shift(x, dx, dy), scale(x, factor), thicken(x), thin(x)
+
+All take and return float tensors (B, C, H, W) with values in [0, 1] (0 = background), on any device. Only torch
+is imported: this module runs on the bare GPU machine too.
+
+Why these and not more: handwritten digits vary in position, slant and size (the affine warp) and in pen width
+(dilation/erosion). One grid_sample call per batch does shift + rotation + scale together, so the cost is one
+pass over the batch whatever the mix; a pure shift uses nearest-neighbour sampling at whole-pixel offsets, which
+is exact (no interpolation blur).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Keys an `augment` config may hold. Missing or zero means off.
+#   shift: max |translation| in pixels (uniform, per axis)      rotate: max |angle| in degrees
+#   scale: max relative zoom (factor drawn from [1-s, 1+s])     thicken/thin: fraction of the batch dilated/eroded
+AUGMENT_KEYS = ("shift", "rotate", "scale", "thicken", "thin")
+
+
+def check_config(cfg: dict) -> dict:
+    """Validate an augment config; returns it with every key present (0 for off)."""
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(AUGMENT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown augment option(s) {sorted(unknown)}; known: {', '.join(AUGMENT_KEYS)}")
+    out = {k: float(cfg.get(k) or 0) for k in AUGMENT_KEYS}
+    for k, v in out.items():
+        if v < 0:
+            raise ValueError(f"augment {k} must be >= 0, got {v}")
+    if out["thicken"] + out["thin"] > 1:
+        raise ValueError("augment thicken + thin is a fraction of the batch and must be <= 1")
+    if out["scale"] >= 1:
+        raise ValueError("augment scale must be < 1 (zoom factor drawn from [1-scale, 1+scale])")
+    return out
+
+
+def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random augmentation of a batch (cfg as check_config returns it). Reproducible given the generator."""
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def uniform(lo, hi):
+        return torch.rand(b, device=dev, generator=generator) * (hi - lo) + lo
+
+    if cfg["shift"] or cfg["rotate"] or cfg["scale"]:
+        smooth = bool(cfg["rotate"] or cfg["scale"])
+        s = cfg["shift"]
+        if smooth:
+            dx, dy = uniform(-s, s), uniform(-s, s)
+        else:
+            # Whole-pixel shifts, uniform over {-s, ..., s}.
+            n = int(s)
+            dx = torch.randint(-n, n + 1, (b,), device=dev, generator=generator).float()
+            dy = torch.randint(-n, n + 1, (b,), device=dev, generator=generator).float()
+        angle = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
+        zoom = uniform(1 - cfg["scale"], 1 + cfg["scale"])
+        x = _warp(x, angle, zoom, dx, dy, mode="bilinear" if smooth else "nearest")
+
+    if cfg["thicken"] or cfg["thin"]:
+        u = torch.rand(b, 1, 1, 1, device=dev, generator=generator)
+        x = torch.where(u < cfg["thicken"], thicken(x), x)
+        x = torch.where((u >= cfg["thicken"]) & (u < cfg["thicken"] + cfg["thin"]), thin(x), x)
+    return x
+
+
+def _warp(x, angle, zoom, dx, dy, mode="bilinear"):
+    """Rotate by `angle` (radians, counter-clockwise as displayed), zoom by `zoom` about the centre, then move
+    the content by (dx, dy) pixels (+x right, +y down). Per-image 1-D tensors; zeros fill what comes in."""
+    b, _, h, w = x.shape
+    # affine_grid maps each output pixel to the input position it samples from, in coordinates where the image
+    # spans [-1, 1] (align_corners=False: one pixel = 2/w). Sampling from R(-angle)/zoom · (p - t) moves the
+    # content by +t, rotates it by +angle and enlarges it by zoom.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    tx, ty = dx * (2.0 / w), dy * (2.0 / h)
+    # Images have y pointing down, so a counter-clockwise turn on screen is a clockwise turn in (x, y).
+    theta = torch.stack([
+        torch.stack([cos, -sin, -(cos * tx - sin * ty)], dim=1),
+        torch.stack([sin, cos, -(sin * tx + cos * ty)], dim=1),
+    ], dim=1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def _per_image(value, x):
+    return torch.full((x.shape[0],), float(value), device=x.device, dtype=torch.float32)
+
+
+def rotate(x: torch.Tensor, deg: float) -> torch.Tensor:
+    """Rotate counter-clockwise (as displayed) by `deg` degrees about the image centre; bilinear."""
+    if deg == 0:
+        return x.clone()
+    zero = _per_image(0.0, x)
+    return _warp(x, _per_image(math.radians(deg), x), _per_image(1.0, x), zero, zero)
+
+
+def shift(x: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """Move the content by (dx, dy) pixels (+x right, +y down), zero-filling. Whole-pixel shifts are exact."""
+    whole = float(dx).is_integer() and float(dy).is_integer()
+    return _warp(x, _per_image(0.0, x), _per_image(1.0, x), _per_image(dx, x), _per_image(dy, x),
+                 mode="nearest" if whole else "bilinear")
+
+
+def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Zoom about the image centre by `factor` (> 1 enlarges the digit); bilinear."""
+    if factor <= 0:
+        raise ValueError(f"scale factor must be > 0, got {factor}")
+    zero = _per_image(0.0, x)
+    return _warp(x, zero, _per_image(factor, x), zero, zero)
+
+
+def thicken(x: torch.Tensor) -> torch.Tensor:
+    """Grey-scale dilation with a 2×2 square: strokes grow by one pixel (a 3×3 one would double a 2-pixel
+    MNIST stroke, which no longer looks like handwriting)."""
+    return F.max_pool2d(F.pad(x, (0, 1, 0, 1)), kernel_size=2, stride=1)
+
+
+def thin(x: torch.Tensor) -> torch.Tensor:
+    """Grey-scale erosion with a 2×2 square (the dual of thicken); outside the image counts as background."""
+    return -F.max_pool2d(F.pad(-x, (0, 1, 0, 1), value=0.0), kernel_size=2, stride=1)

@@ -1,0 +1,147 @@
+"""Subcommands train, runs and predict. Heavy imports (torch) happen inside the commands, not at registration."""
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.paths import DEFAULT_WORKSPACE
+
+# Static copies of the choices so that building the parser does not import torch; train() validates again.
+DATASETS = ("mnist", "fashion-mnist")
+PRESETS = ("fast", "default", "best")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers):
+    p = subparsers.add_parser("train", help="train a model, evaluate it on the test split and record the run",
+                              description="Train a CNN, evaluate it on the test split and record everything as a "
+                                          "run in the workspace (database + run folder).")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--preset", choices=PRESETS, default="default", help="training recipe (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", help="folder with the four idx files (default: $DEEPDIVE_DATA_DIR, else the "
+                                      "cache/download)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
+    p.add_argument("--name", help="run name (default: <dataset>-<preset>)")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N training images")
+    p.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on the first N test images")
+    p.add_argument("--ensemble", type=positive_int, default=1, metavar="K", help="train K models and average them")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("runs", help="list the runs in a workspace")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_runs)
+
+    p = subparsers.add_parser("predict", help="classify image files with a trained run's model",
+                              description="Classify PNG/JPEG files of any size: each is turned into an MNIST-style "
+                                          "digit (grayscale, dark background, fitted into 20x20 and centred in "
+                                          "28x28) first. Works for runs trained on 28x28 grayscale datasets.")
+    p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--json", action="store_true", help="print a JSON list, one entry per file")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_train(args) -> int:
+    from deepdive.train.run import train_and_evaluate
+
+    # With --json, stdout carries only the result line: anything else printed while training goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        result = train_and_evaluate(
+            args.dataset, args.preset, workspace=args.workspace, name=args.name, epochs=args.epochs,
+            seed=args.seed, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
+            limit_test=args.limit_test, ensemble=args.ensemble, progress=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"run {result['run_id']} finished: test accuracy {result['test_accuracy']:.2%} after "
+              f"{result['epochs']} epochs ({result['train_seconds']:.0f} s of training)")
+        print(f"run folder: {result['run_dir']}")
+        print(f"all runs:   deepdive runs --workspace {args.workspace}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from deepdive.store import DB_NAME, Store
+
+    if not (Path(args.workspace) / DB_NAME).is_file():
+        runs = []
+    else:
+        with Store.open(args.workspace, create=False) as store:
+            runs = store.list_runs()
+    rows = [{"id": r.id, "name": r.name, "dataset": r.dataset, "status": r.status,
+             "test_accuracy": r.test_accuracy, "created": r.created_at} for r in runs]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
+        return 0
+    table = [("ID", "NAME", "DATASET", "STATUS", "TEST ACC", "CREATED (UTC)")]
+    for r in rows:
+        acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2%}"
+        table.append((r["id"], r["name"], r["dataset"], r["status"], acc, r["created"][:19].replace("T", " ")))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from deepdive.data.images import load_image_file
+    from deepdive.models import load_checkpoint
+    from deepdive.store import Store
+
+    with Store.open(args.workspace, create=False) as store:
+        run = store.get_run(args.run)
+    if run.dataset not in DATASETS:
+        raise RunError(f"run {run.id} was trained on {run.dataset!r}; predict works only for runs trained on "
+                       f"28x28 grayscale datasets ({', '.join(DATASETS)})")
+    checkpoint = run.run_dir / "model_best.pt"
+    if not checkpoint.is_file():
+        raise RunError(f"run {run.id} ({run.status}) has no model checkpoint {checkpoint}; train a new run")
+    model = load_checkpoint(checkpoint)
+    class_names = run.class_names
+
+    results, failed = [], False
+    for path in args.images:
+        try:
+            digit = load_image_file(path)  # prepare_digit: MNIST-style 28x28, ink on black
+        except DeepdiveError as e:
+            failed = True
+            message = str(e) if path in str(e) else f"{path}: {e}"
+            results.append({"file": path, "error": message})
+            print(f"error: {message}", file=sys.stderr)
+            continue
+        x = torch.from_numpy(np.ascontiguousarray(digit, dtype=np.float32) / 255.0)[None, None]
+        with torch.no_grad():
+            probs = torch.softmax(model(x).float(), dim=1)[0].numpy()
+        label = int(probs.argmax())
+        results.append({"file": path, "class": class_names[label], "label": label,
+                        "probabilities": [round(float(p), 6) for p in probs]})
+        if not args.json:
+            spread = "  ".join(f"{name}:{p:.3f}" for name, p in zip(class_names, probs))
+            print(f"{path}: {class_names[label]} ({probs[label]:.1%})\n  {spread}")
+    if args.json:
+        print(json.dumps(results))
+    return 1 if failed else 0

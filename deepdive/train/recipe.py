@@ -1,0 +1,455 @@
+"""The training recipe: presets, train(), evaluate(). One file, top to bottom.
+
+    result = train(dataset, "default", seed=0)            # TrainResult (DESIGN.md, "Training API")
+    probs, losses = evaluate(result.model, dataset.test_images, dataset.test_labels)
+
+The recipe is a plain VGG-style BatchNorm CNN (deepdive.models.cnn) trained with Nesterov SGD under a one-cycle
+(linear warm-up, linear decay to zero) learning rate, label smoothing, and random shift/rotate/scale/stroke-width
+augmentation done on whole batches on the device. The whole dataset lives on the device as uint8; each step
+gathers a batch by index, so there is no DataLoader and no per-image Python.
+
+Speed: on CUDA the model runs under bf16 autocast and torch.compile, so a step is a handful of fused kernels
+instead of hundreds of eager launches; the compile happens in a warm-up before the clock starts (its time is
+reported as warmup_seconds) and the weights are restored afterwards, so warm-up changes nothing but speed.
+On the CPU the model runs channels_last (oneDNN's preferred layout for convs).
+
+Only torch, numpy, tqdm and the stdlib are imported: this file runs on a bare GPU machine with nothing of ours
+installed (PYTHONPATH=.).
+"""
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.models import (PIXEL_STATS, Ensemble, build_model, make_checkpoint, make_ensemble_checkpoint,
+                             save_checkpoint)
+from deepdive.train import augment as aug
+
+# ----------------------------------------------------------------------------------------------------------
+# Presets. Every hyperparameter lives here; `overrides` in train() merge into one of these (nested for
+# "augment"). Evidence for each choice is in the comments; numbers are from benchmarks/ runs on this project's
+# 2-core CPU unless marked GPU.
+# ----------------------------------------------------------------------------------------------------------
+PRESETS = {
+    "fast": {
+        "arch": "cnn",
+        "arch_kwargs": {},
+        "epochs": 3,
+        "batch_size": 256,
+        "lr": 0.1,                 # peak LR of the one-cycle schedule (per 256 images, Nesterov SGD)
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "warmup_frac": 0.2,        # fraction of all steps spent ramping the LR up from lr * start_frac
+        "start_frac": 0.1,
+        "augment": {"shift": 2},
+        "val_size": 5000,
+        "compile": "auto",         # "auto": on CUDA only; True/False force it
+        "compile_mode": None,      # None = torch.compile's default mode
+        "amp": "auto",             # "auto": bf16 autocast on CUDA only; True/False force it
+        "channels_last": True,
+        "eval_batch_size": 1000,
+    },
+    "default": {
+        "arch": "cnn",
+        "arch_kwargs": {},
+        "epochs": 10,
+        "batch_size": 256,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "warmup_frac": 0.2,
+        "start_frac": 0.1,
+        "augment": {"shift": 2, "rotate": 10, "scale": 0.1},
+        "val_size": 5000,
+        "compile": "auto",
+        "compile_mode": None,
+        "amp": "auto",
+        "channels_last": True,
+        "eval_batch_size": 1000,
+    },
+    "best": {
+        "arch": "cnn-wide",
+        "arch_kwargs": {},
+        "epochs": 20,
+        "batch_size": 256,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.1,
+        "warmup_frac": 0.2,
+        "start_frac": 0.1,
+        "augment": {"shift": 2, "rotate": 10, "scale": 0.1, "thicken": 0.1, "thin": 0.1},
+        "val_size": 5000,
+        "compile": "auto",
+        "compile_mode": None,
+        "amp": "auto",
+        "channels_last": True,
+        "eval_batch_size": 1000,
+    },
+}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module            # weights of the kept checkpoint (best val acc), eval mode
+    checkpoint: dict            # that checkpoint's dict (deepdive.models format)
+    history: list[dict]         # per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (+ member)
+    train_seconds: float        # pure training time: warm-up/compile and per-epoch validation excluded
+    warmup_seconds: float
+    val_indices: np.ndarray     # indices into dataset.train_* held out for validation
+    device: str
+    preset: str
+    config: dict = field(default_factory=dict)   # resolved hyperparameters (preset merged with overrides)
+
+
+def resolve_device(name="auto") -> torch.device:
+    """"auto" → CUDA when available, else CPU. A named device that is not there is a clear error."""
+    name = str(name or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DeepdiveError(f"unknown device {name!r} (use auto, cpu or cuda)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeepdiveError("device 'cuda' requested but no CUDA GPU is available to PyTorch; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeepdiveError(f"device {name!r} is not supported (use auto, cpu or cuda)")
+    return dev
+
+
+def resolve_config(preset="default", overrides=None, epochs=None) -> dict:
+    """The preset merged with overrides (the "augment" dict merges key by key). Unknown keys are errors, so a
+    typo in `overrides` cannot silently train the wrong thing."""
+    if preset not in PRESETS:
+        raise DeepdiveError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = copy.deepcopy(PRESETS[preset])
+    for key, value in (overrides or {}).items():
+        if key not in cfg:
+            raise DeepdiveError(f"unknown training option {key!r} in overrides; known: {', '.join(sorted(cfg))}")
+        if key in ("augment", "arch_kwargs") and isinstance(value, dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    if epochs is not None:
+        cfg["epochs"] = int(epochs)
+    try:
+        cfg["augment"] = aug.check_config(cfg["augment"])
+    except ValueError as e:
+        raise DeepdiveError(str(e)) from e
+    if cfg["epochs"] < 1:
+        raise DeepdiveError(f"epochs must be >= 1, got {cfg['epochs']}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limit_train=None, ensemble=1,
+          overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None) -> TrainResult:
+    """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
+
+    History rows of an ensemble carry a "member" index and are numbered on across members (epoch 1..E for the
+    first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
+    atomically after every epoch; for an ensemble they hold the finished members plus the current one.
+    """
+    from deepdive.data import split_train_val
+
+    cfg = resolve_config(preset, overrides, epochs)
+    dev = resolve_device(device)
+    ensemble = int(ensemble)
+    if ensemble < 1:
+        raise DeepdiveError(f"ensemble must be >= 1, got {ensemble}")
+    _check_dataset(dataset)
+
+    train_idx, val_idx = split_train_val(dataset.train_labels, val_size=cfg["val_size"], seed=0)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if limit_train is not None:
+        if int(limit_train) < 1:
+            raise DeepdiveError(f"limit_train must be >= 1, got {limit_train}")
+        # A fixed (seed-independent) random subset, so runs with different seeds see the same images.
+        train_idx = np.sort(np.random.default_rng(0).permutation(train_idx)[: int(limit_train)])
+
+    images = dataset.train_images
+    shape = _image_shape(images)
+    num_classes = len(dataset.class_names)
+    # The whole split on the device, uint8 (47 MB for MNIST): batches are gathered by index, converted there.
+    x_train = _to_device_images(images[train_idx], dev)
+    y_train = torch.as_tensor(np.asarray(dataset.train_labels)[train_idx], dtype=torch.long, device=dev)
+    x_val = images[val_idx]
+    y_val = np.asarray(dataset.train_labels)[val_idx]
+
+    mean, std = PIXEL_STATS.get(getattr(dataset, "name", ""), (None, None))
+    arch_kwargs = {**cfg["arch_kwargs"]}
+    if mean is not None:
+        arch_kwargs.setdefault("mean", mean)
+        arch_kwargs.setdefault("std", std)
+    ckpt_info = dict(arch=cfg["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes, in_channels=shape[0],
+                     image_size=shape[1], class_names=list(dataset.class_names), preset=preset)
+
+    history, members_best, members_last = [], [], []
+    train_seconds = warmup_seconds = 0.0
+    for member in range(ensemble):
+        out = _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, seed=seed + member,
+                         member=member if ensemble > 1 else None, epoch_offset=len(history), patience=patience,
+                         on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
+                         finished_best=members_best, finished_last=members_last)
+        history += out["history"]
+        members_best.append(out["best"])
+        members_last.append(out["last"])
+        train_seconds += out["train_seconds"]
+        warmup_seconds += out["warmup_seconds"]
+
+    if ensemble == 1:
+        checkpoint = members_best[0]
+    else:
+        checkpoint = make_ensemble_checkpoint(members_best, seeds=[seed + m for m in range(ensemble)])
+    from deepdive.models import load_checkpoint
+
+    model = load_checkpoint(checkpoint, device=dev)
+    return TrainResult(model=model, checkpoint=checkpoint, history=history, train_seconds=train_seconds,
+                       warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
+                       config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
+                               "patience": patience})
+
+
+def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, epoch_offset, patience,
+               on_epoch, progress, checkpoint_dir, finished_best, finished_last):
+    from tqdm.auto import tqdm
+
+    _seed_everything(seed)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+    use_amp = dev.type == "cuda" if cfg["amp"] == "auto" else bool(cfg["amp"])
+    use_compile = dev.type == "cuda" if cfg["compile"] == "auto" else bool(cfg["compile"])
+    memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+
+    model = build_model(ckpt_info["arch"], ckpt_info["num_classes"], ckpt_info["in_channels"],
+                        ckpt_info["image_size"], **ckpt_info["arch_kwargs"])
+    model = model.to(dev, memory_format=memory_format)
+    n = x_train.shape[0]
+    batch_size = min(int(cfg["batch_size"]), n)
+    steps_per_epoch = n // batch_size            # drop the ragged tail: fixed shapes for compile / CUDA graphs
+    total_steps = steps_per_epoch * cfg["epochs"]
+    # LR scales linearly with batch size around the 256 the presets were tuned at.
+    peak_lr = cfg["lr"] * batch_size / 256
+    optimizer = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
+                                weight_decay=cfg["weight_decay"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    augment_cfg = cfg["augment"]
+
+    def step_fn(xb, yb):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = compiled(xb)
+            loss = criterion(logits.float(), yb)
+        loss.backward()
+        return loss.detach(), (logits.argmax(1) == yb).sum()
+
+    compiled = torch.compile(model, mode=cfg["compile_mode"], dynamic=False) if use_compile else model
+
+    def batch(idx):
+        xb = x_train[idx].to(torch.float32).div_(255.0)
+        xb = aug.augment_batch(xb, augment_cfg, gen)
+        return xb.contiguous(memory_format=memory_format), y_train[idx]
+
+    # Warm-up: a few real steps trigger compilation (and cuDNN/oneDNN algorithm selection) before the clock
+    # starts; weights, BN statistics and optimizer state are then restored, and the RNGs reseeded, so the
+    # timed run is exactly the run without warm-up.
+    warmup_seconds = 0.0
+    if use_compile or dev.type == "cuda":
+        t0 = time.perf_counter()
+        saved_model = copy.deepcopy(model.state_dict())
+        saved_opt = copy.deepcopy(optimizer.state_dict())
+        model.train()
+        for _ in range(3):
+            xb, yb = batch(torch.randint(0, n, (batch_size,), device=dev, generator=gen))
+            optimizer.zero_grad(set_to_none=True)
+            step_fn(xb, yb)
+            optimizer.step()
+        _sync(dev)
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_opt)
+        _seed_everything(seed)
+        gen.manual_seed(seed)
+        warmup_seconds = time.perf_counter() - t0
+
+    warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
+
+    def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0
+        if step < warmup_steps:
+            return peak_lr * (cfg["start_frac"] + (1 - cfg["start_frac"]) * step / warmup_steps)
+        return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    history, best, last = [], None, None
+    best_acc, bad_epochs, train_seconds, step = -1.0, 0, 0.0, 0
+    label = f"member {member + 1} " if member is not None else ""
+    for epoch in range(1, cfg["epochs"] + 1):
+        model.train()
+        _sync(dev)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=dev, generator=gen)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        bar = tqdm(total=steps_per_epoch, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for i in range(steps_per_epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            xb, yb = batch(perm[i * batch_size:(i + 1) * batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss, hits = step_fn(xb, yb)
+            optimizer.step()
+            loss_sum += loss * batch_size
+            correct += hits
+            step += 1
+            # Reading the loss forces a device sync: do it rarely so the GPU queue never drains.
+            if progress and (i % 25 == 24 or i == steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1):.4f}", refresh=False)
+            bar.update(1)
+        _sync(dev)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        train_seconds += seconds
+        seen = steps_per_epoch * batch_size
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise RunError(f"training diverged: the train loss became {train_loss} in epoch {epoch} "
+                           f"(lr {peak_lr:g}); lower the learning rate via overrides={{'lr': ...}}")
+
+        model.eval()
+        probs, losses = evaluate(model, x_val, y_val, device=dev, batch_size=cfg["eval_batch_size"])
+        val_acc = float((probs.argmax(1) == y_val).mean())
+        row = {"epoch": epoch_offset + epoch, "train_loss": train_loss, "train_acc": correct.item() / seen,
+               "val_loss": float(losses.mean()), "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": seconds}
+        if member is not None:
+            row["member"] = member
+        history.append(row)
+        if progress:
+            tqdm.write(f"{label}epoch {epoch}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
+                       f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {val_acc:.4f} "
+                       f"| {seconds:.1f}s")
+
+        last = make_checkpoint(model, epoch=epoch, **ckpt_info)
+        # Ties go to the later epoch: it was trained at a lower LR for longer, which generalises at least as well.
+        if val_acc >= best_acc:
+            best_acc, best, bad_epochs = val_acc, last, 0
+        else:
+            bad_epochs += 1
+        if checkpoint_dir is not None:
+            _write_checkpoints(checkpoint_dir, finished_best + [best], finished_last + [last])
+        if on_epoch is not None:
+            on_epoch(dict(row))
+        if patience is not None and bad_epochs >= patience:
+            break
+    return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
+            "warmup_seconds": warmup_seconds}
+
+
+def _write_checkpoints(checkpoint_dir, best_members, last_members):
+    from pathlib import Path
+
+    d = Path(checkpoint_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, members in (("model_best.pt", best_members), ("model_last.pt", last_members)):
+        save_checkpoint(d / name, members[0] if len(members) == 1 else make_ensemble_checkpoint(members))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model, images_uint8, labels, device=None, batch_size=1000):
+    """Probabilities (N, C) float32 and per-example cross-entropy (N,) float32, batched, without gradients.
+
+    device: where to run; None runs on the device the model's weights are on (the CPU for a model without
+    any), a named device moves the model there first.
+    images_uint8: uint8 array/tensor (N, H, W) or (N, H, W, C) or (N, C, H, W); labels: ints in [0, C).
+    The model runs in eval mode (its mode is restored afterwards). Raises RunError when the model's output
+    width does not match the labels' classes or the outputs are not finite.
+    """
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        dev = param.device if param is not None else torch.device("cpu")
+    else:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        model.to(dev)
+    labels = np.asarray(labels, dtype=np.int64)
+    x_all = images_uint8 if isinstance(images_uint8, torch.Tensor) else torch.from_numpy(np.asarray(images_uint8))
+    if x_all.dtype != torch.uint8:
+        raise RunError(f"evaluate expects uint8 images, got {x_all.dtype}")
+    if x_all.shape[0] != labels.shape[0]:
+        raise RunError(f"evaluate got {x_all.shape[0]} images but {labels.shape[0]} labels")
+    x_all = _nchw(x_all)
+    was_training = model.training
+    model.eval()
+    probs_out, loss_out = [], []
+    try:
+        for start in range(0, x_all.shape[0], batch_size):
+            xb = x_all[start:start + batch_size].to(dev, non_blocking=True).float().div_(255.0)
+            logits = model(xb).float()
+            if start == 0 and (logits.ndim != 2 or logits.shape[1] <= int(labels.max(initial=0))):
+                raise RunError(f"the model outputs {tuple(logits.shape[1:])} scores per image but the labels go "
+                               f"up to {int(labels.max(initial=0))}: it was built for a different number of classes")
+            if not torch.isfinite(logits).all():
+                raise RunError(f"the model produced NaN/inf outputs for images {start}..{start + len(xb) - 1}: "
+                               "its weights are broken (diverged training or a corrupt checkpoint)")
+            yb = torch.as_tensor(labels[start:start + batch_size], device=dev)
+            log_p = F.log_softmax(logits, dim=1)
+            loss_out.append(F.nll_loss(log_p, yb, reduction="none").cpu())
+            probs_out.append(log_p.exp().cpu())
+    finally:
+        model.train(was_training)
+    if not probs_out:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
+    return torch.cat(probs_out).numpy().astype(np.float32), torch.cat(loss_out).numpy().astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------
+def _seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _check_dataset(dataset):
+    for attr in ("train_images", "train_labels", "class_names"):
+        if not hasattr(dataset, attr):
+            raise DeepdiveError(f"train() needs a deepdive.data.Dataset; the object given lacks {attr!r}")
+    if np.asarray(dataset.train_images).dtype != np.uint8:
+        raise DeepdiveError(f"dataset.train_images must be uint8, got {np.asarray(dataset.train_images).dtype}")
+    if len(dataset.train_images) != len(dataset.train_labels):
+        raise DeepdiveError("dataset.train_images and train_labels differ in length")
+
+
+def _image_shape(images):
+    """(C, H, W) of a uint8 image array shaped (N, H, W), (N, H, W, C) or (N, C, H, W)."""
+    return tuple(_nchw(torch.from_numpy(np.asarray(images[:1]))).shape[1:])
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    if x.ndim == 3:
+        return x.unsqueeze(1)
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            return x.permute(0, 3, 1, 2).contiguous()
+        return x
+    raise RunError(f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape {tuple(x.shape)}")
+
+
+def _to_device_images(images, dev):
+    return _nchw(torch.from_numpy(np.ascontiguousarray(images))).to(dev)

@@ -1,0 +1,115 @@
+"""train → evaluate → store: one call that produces a finished run folder and its rows in the workspace store.
+
+A run that stops early keeps every finished epoch: Ctrl-C / SIGTERM mark it `interrupted`, an exception marks it
+`failed` with the message, and a hard kill is caught later by the store's heartbeat check.
+"""
+import contextlib
+import signal
+import threading
+
+import numpy as np
+
+from deepdive.atomic import atomic_save_npy, atomic_write_text
+from deepdive.errors import DeepdiveError
+from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.store import Store, to_json
+
+
+def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_WORKSPACE, name=None, epochs=None,
+                       seed=0, device="auto", data_dir=None, limit_train=None, limit_test=None, ensemble=1,
+                       overrides=None, progress=True) -> dict:
+    """Train a model, evaluate it on the test split and record everything as a run in `workspace`.
+
+    Returns {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}.
+    """
+    from deepdive.data import load_dataset
+    from deepdive.models import count_parameters, save_checkpoint
+    from deepdive.train import recipe
+
+    if preset not in recipe.PRESETS:
+        raise DeepdiveError(f"unknown preset {preset!r}; choose one of: {', '.join(recipe.PRESETS)}")
+    for flag, value in (("epochs", epochs), ("limit_train", limit_train), ("limit_test", limit_test),
+                        ("ensemble", ensemble)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise DeepdiveError(f"{flag} must be a positive integer, got {value!r}")
+
+    ds = load_dataset(dataset, data_dir=data_dir, progress=progress)
+    request = {"dataset": dataset, "preset": preset, "epochs": epochs, "seed": seed, "device": device,
+               "limit_train": limit_train, "limit_test": limit_test, "ensemble": ensemble,
+               "overrides": overrides or {}}
+    store = Store.open(workspace)
+    try:
+        run = store.create_run(name or f"{dataset}-{preset}", dataset, request, ds.source, ds.class_names,
+                               device=str(recipe.resolve_device(device)))
+        run_dir = run.run_dir
+        with _record_outcome(store, run.id):
+            # Written first so an interrupted run still says what it was asked to do and where its data came from.
+            atomic_write_text(run_dir / "config.json", to_json(request))
+            atomic_write_text(run_dir / "data_source.json", to_json(ds.source))
+
+            def log_epoch(row):
+                store.log_epoch(run.id, row["epoch"], row.get("train_loss"), row.get("train_acc"),
+                                row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"))
+
+            result = recipe.train(ds, preset, epochs=epochs, seed=seed, device=device, limit_train=limit_train,
+                                  ensemble=ensemble, overrides=overrides, on_epoch=log_epoch,
+                                  checkpoint_dir=run_dir, progress=progress)
+
+            config = {**request, "resolved": result.config, "device": result.device,
+                      "warmup_seconds": result.warmup_seconds}
+            atomic_write_text(run_dir / "config.json", to_json(config))
+            store.set_config(run.id, config)
+            atomic_save_npy(run_dir / "val_indices.npy", np.asarray(result.val_indices, dtype=np.int64))
+            if not (run_dir / "model_best.pt").is_file():  # the recipe writes it per epoch; make sure it is there
+                save_checkpoint(run_dir / "model_best.pt", result.checkpoint)
+
+            n_test = len(ds.test_labels) if limit_test is None else min(limit_test, len(ds.test_labels))
+            images, labels = ds.test_images[:n_test], ds.test_labels[:n_test]
+            probs, losses = recipe.evaluate(result.model, images, labels, device=result.device)
+            store.save_predictions(run.id, "test", labels, probs, losses)
+            test_accuracy = float((probs.argmax(1) == labels).mean())
+
+            for fname, kind in (("model_best.pt", "checkpoint"), ("model_last.pt", "checkpoint"),
+                                ("config.json", "config"), ("data_source.json", "data_source"),
+                                ("val_indices.npy", "indices")):
+                if (run_dir / fname).is_file():
+                    store.add_artifact(run.id, fname, fname, kind)
+            store.finish_run(run.id, test_accuracy, result.train_seconds, count_parameters(result.model),
+                             result.checkpoint.get("arch"))
+        return {"run_id": run.id, "run_dir": str(run_dir), "test_accuracy": test_accuracy,
+                "train_seconds": float(result.train_seconds), "epochs": len(result.history)}
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _record_outcome(store, run_id):
+    """Mark the run interrupted on Ctrl-C/SIGTERM and failed on any other exception, then re-raise."""
+    with _sigterm_as_keyboard_interrupt():
+        try:
+            yield
+        except KeyboardInterrupt:
+            store.mark_interrupted(run_id)
+            raise
+        except BaseException as e:
+            store.mark_failed(run_id, f"{type(e).__name__}: {e}")
+            raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_keyboard_interrupt():
+    # `kill` / a container stop sends SIGTERM; handling it like Ctrl-C lets the run be marked before exiting.
+    # Signal handlers can only be installed from the main thread; elsewhere the heartbeat check covers it.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

@@ -1,0 +1,101 @@
+// Boot and hash router: #/ lists the runs, #/r/<run id>/<split>/<view> shows one view of a run's deep dive.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+  const config = DD.readJSON("dd-config");
+  const source = DD.makeSource(config);
+  const contexts = new Map();
+  let current = null;   // the context of the run on screen
+
+  DD.viewHref = (ctx, view) => `#/r/${encodeURIComponent(ctx.b.run.id)}/${encodeURIComponent(ctx.b.split)}/${view}`;
+  DD.go = (ctx, view) => { location.hash = DD.viewHref(ctx, view); };
+
+  function parseHash() {
+    const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+    if (parts[0] === "r" && parts.length >= 3) return {runId: parts[1], split: parts[2], view: parts[3] || "overview"};
+    return null;
+  }
+
+  async function contextFor(runId, split) {
+    const key = runId + "\u0000" + split;
+    if (!contexts.has(key)) contexts.set(key, DD.prepare(await source.bundle(runId, split), source));
+    return contexts.get(key);
+  }
+
+  function renderNav(ctx, view) {
+    const nav = DD.clear(document.getElementById("sidenav"));
+    if (!ctx) { nav.hidden = true; return; }
+    nav.hidden = false;
+    const s = ctx.b.summary;
+    const badges = {classes: s.error_count, issues: ctx.b.label_issues.length, predictions: ctx.n};
+    for (const name of DD.VIEW_ORDER) {
+      const v = DD.views[name];
+      nav.appendChild(el("a", {class: "nav-item" + (name === view ? " active" : ""), href: DD.viewHref(ctx, name),
+                               dataset: {view: name}},
+        el("span", {class: "nav-icon", text: v.icon}), el("span", {class: "nav-label", text: v.title}),
+        badges[name] !== undefined ? el("span", {class: "nav-badge", text: DD.fmt.int(badges[name])}) : null));
+    }
+  }
+
+  function renderCrumbs(ctx) {
+    const crumbs = DD.clear(document.getElementById("crumbs"));
+    if (source.mode === "served") crumbs.appendChild(el("a", {href: "#/", text: "Runs"}));
+    if (!ctx) return;
+    const run = ctx.b.run;
+    crumbs.appendChild(el("span", {class: "crumb-sep", text: "/"}));
+    crumbs.appendChild(el("span", {class: "crumb-run", text: run.name, attrs: {"data-testid": "run-name"}}));
+    crumbs.appendChild(el("span", {class: "crumb-id", text: run.id}));
+    crumbs.appendChild(el("span", {class: "pill", text: `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images`}));
+    document.getElementById("topbar-note").textContent = source.mode === "report" ?
+      `static report · generated ${DD.fmt.date(ctx.b.generated_at)}` : "";
+  }
+
+  async function route() {
+    const main = document.getElementById("main");
+    let target = parseHash();
+    if (!target && source.mode === "report") {
+      location.replace(`#/r/${encodeURIComponent(config.run_id)}/${encodeURIComponent(config.split)}/overview`);
+      return;
+    }
+    DD.closeDetail();
+    DD.tooltip.hide();
+    if (!target) {
+      current = null;
+      renderNav(null);
+      renderCrumbs(null);
+      document.title = "deepdive · runs";
+      DD.views.runs.render(DD.clear(main), source);
+      return;
+    }
+    let ctx;
+    try {
+      ctx = await contextFor(target.runId, target.split);
+    } catch (err) {
+      renderNav(null);
+      DD.clear(main).appendChild(DD.note(`Could not load run ${target.runId} (${target.split}): ${err.message}`, "error"));
+      return;
+    }
+    const view = DD.views[target.view] ? target.view : "overview";
+    current = ctx;
+    renderNav(ctx, view);
+    renderCrumbs(ctx);
+    document.title = `${ctx.b.run.name} · ${DD.views[view].title} · deepdive`;
+    const root = DD.clear(main);
+    root.dataset.view = view;
+    root.appendChild(el("h1", {class: "view-title", text: DD.views[view].title}));
+    DD.views[view].render(root, ctx);
+    main.scrollTop = 0;
+  }
+
+  // Any thumbnail anywhere opens its detail.
+  function openFromEvent(e) {
+    const thumb = e.target.closest(".thumb[data-row]");
+    if (!thumb || !current || thumb.classList.contains("big")) return false;
+    DD.openDetail(current, Number(thumb.dataset.row));
+    return true;
+  }
+  document.addEventListener("click", openFromEvent);
+  document.addEventListener("keydown", (e) => { if (e.key === "Enter" && openFromEvent(e)) e.preventDefault(); });
+  window.addEventListener("hashchange", route);
+  route();
+})(window.DD);

@@ -1,0 +1,112 @@
+// deepdive front end: shared namespace, DOM helpers, data sources. No build step, no modules: the report inlines
+// these files in order, so each one adds to window.DD. Data-derived text only ever goes through textContent.
+"use strict";
+window.DD = window.DD || {};
+(function (DD) {
+  DD.views = {};   // name -> {title, icon, render(root, ctx)}
+  DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "issues",
+                   "embedding", "advice"];
+
+  // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
+  DD.el = function (tag, props, ...children) {
+    const node = document.createElement(tag);
+    const p = props || {};
+    for (const [key, value] of Object.entries(p)) {
+      if (value === undefined || value === null) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = String(value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key === "style") Object.assign(node.style, value);
+      else if (key === "on") for (const [ev, fn] of Object.entries(value)) node.addEventListener(ev, fn);
+      else if (key === "attrs") for (const [a, v] of Object.entries(value)) node.setAttribute(a, String(v));
+      else node[key] = value;
+    }
+    DD.append(node, children);
+    return node;
+  };
+  DD.append = function (node, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  };
+  DD.clear = function (node) { while (node.firstChild) node.removeChild(node.firstChild); return node; };
+
+  DD.fmt = {
+    pct: (x, digits = 2) => (x === null || x === undefined ? "–" : (100 * x).toFixed(digits) + "%"),
+    num: (x, digits = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits)),
+    int: (x) => (x === null || x === undefined ? "–" : Math.round(x).toLocaleString("en-US")),
+    secs: function (s) {
+      if (s === null || s === undefined) return "–";
+      if (s < 60) return s.toFixed(1) + " s";
+      const m = Math.floor(s / 60);
+      return m < 60 ? `${m} min ${Math.round(s - 60 * m)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+    },
+    date: (iso) => (iso ? String(iso).replace("T", " ").slice(0, 19) : "–"),
+  };
+
+  // Ten well-separated class colours (Tableau 10); more classes cycle.
+  DD.CLASS_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                     "#9c755f", "#bab0ac"];
+  DD.classColor = (c) => DD.CLASS_COLORS[c % DD.CLASS_COLORS.length];
+
+  DD.readJSON = function (id) {
+    const node = document.getElementById(id);
+    return node ? JSON.parse(node.textContent) : null;
+  };
+
+  DD.mark = function (name) { try { performance.mark(name); } catch (e) { /* marks are best effort */ } };
+  // Mark after the browser has painted what we just put in the DOM.
+  DD.markPainted = function (name) { requestAnimationFrame(() => setTimeout(() => DD.mark(name), 0)); };
+
+  // ---- data sources: the served app fetches JSON/PNG; the report reads inline blocks and data: URIs ----------
+  DD.makeSource = function (config) {
+    if (config.mode === "report") {
+      const bundle = DD.readJSON("dd-bundle");
+      return {
+        mode: "report",
+        listRuns: async () => [bundle.run],
+        bundle: async () => bundle,
+        saliencyURL: function (b, method, row, which) {
+          const k = b.saliency.errorPos.get(row);
+          const maps = b.saliency.errors && b.saliency.errors[method];
+          return k === undefined || !maps ? null : maps[k][which === "pred" ? 0 : 1];
+        },
+        classSaliencyURL: (b, method, cls, kind) => b.saliency["class_" + kind][method][cls],
+        activations: async (b, row) => (b.activations.data[String(row)] || null),
+      };
+    }
+    const getJSON = async function (url) {
+      const res = await fetch(url);
+      if (!res.ok) {
+        let detail = res.statusText;
+        try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
+        throw new Error(`${res.status}: ${detail}`);
+      }
+      return res.json();
+    };
+    const base = (b) => b.urls.base;
+    const cache = new Map();
+    return {
+      mode: "served",
+      listRuns: () => getJSON("/api/runs"),
+      bundle: function (runId, split) {
+        const key = runId + "/" + split;
+        if (!cache.has(key)) {
+          const p = getJSON(`/api/runs/${encodeURIComponent(runId)}/splits/${encodeURIComponent(split)}/bundle`);
+          p.catch(() => cache.delete(key));
+          cache.set(key, p);
+        }
+        return cache.get(key);
+      },
+      saliencyURL: function (b, method, row, which) {
+        const col = b.examples.columns;
+        const target = which === "pred" ? col.pred[row] : col.true[row];
+        return `${base(b)}/saliency/${method}/row/${row}.png?target=${target}`;
+      },
+      classSaliencyURL: (b, method, cls, kind) => `${base(b)}/saliency/${method}/class/${kind}/${cls}.png`,
+      activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
+    };
+  };
+})(window.DD);

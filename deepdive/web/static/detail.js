@@ -1,0 +1,100 @@
+// Image detail drawer: opened by clicking any thumbnail. Shows the image, labels, all probabilities, saliency
+// (predicted vs true class, any method) and the feature maps of every layer.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+
+  DD.openDetail = function (ctx, row) {
+    const box = DD.clear(document.getElementById("detail"));
+    const col = ctx.col;
+    const t = col.true[row], p = col.pred[row];
+    const issue = col.label_issue[row];
+    box.hidden = false;
+    box.dataset.row = row;
+    box.appendChild(el("div", {class: "detail-head"},
+      el("h2", {text: `Image #${col.idx[row]}`}),
+      el("span", {class: "muted small", text: `row ${row} of the ${ctx.b.split} split`}),
+      el("button", {class: "icon-btn", type: "button", text: "×", attrs: {"aria-label": "close", "data-testid": "detail-close"},
+                    on: {click: DD.closeDetail}})));
+
+    const facts = el("dl", {class: "facts"},
+      el("dt", {text: "True class"}), el("dd", {text: ctx.className(t)}),
+      el("dt", {text: "Predicted"}), el("dd", {class: p === t ? "ok" : "bad", text: `${ctx.className(p)} (${DD.fmt.pct(col.confidence[row], 2)})`}),
+      el("dt", {text: "Category"}), el("dd", {text: ctx.category(row)}),
+      el("dt", {text: "Loss"}), el("dd", {text: DD.fmt.num(col.loss[row], 4)}),
+      el("dt", {text: "Label issue"}),
+      el("dd", {text: issue ? `yes — suggested label ${ctx.className(col.suggested_label[row])}` : "no"}),
+      el("dt", {text: "Label quality"}), el("dd", {text: DD.fmt.num(col.label_quality[row], 3)}));
+    box.appendChild(el("div", {class: "detail-top"}, DD.thumb(ctx, row, 168, "big"), facts));
+    box.appendChild(el("h3", {text: "Class probabilities"}));
+    box.appendChild(DD.probList(ctx, row));
+
+    // Saliency: the predicted class's map next to the true class's (one map when they agree).
+    const sal = el("div", {class: "detail-sal"});
+    const drawSaliency = () => {
+      DD.clear(sal);
+      const m = ctx.state.method;
+      const maps = [["pred", `toward predicted ${ctx.className(p)}`]];
+      if (p !== t) maps.push(["true", `toward true ${ctx.className(t)}`]);
+      for (const [which, label] of maps) {
+        sal.appendChild(el("figure", {class: "sal-fig"},
+          DD.saliencyImage(ctx.source.saliencyURL(ctx.b, m, row, which), label, 140), el("figcaption", {text: label})));
+      }
+      if (ctx.source.mode === "report" && !ctx.b.saliency.errorPos.has(row)) {
+        sal.appendChild(DD.note("This report holds saliency maps for the misclassified images only; " +
+                                "`deepdive serve` computes them for any image."));
+      }
+    };
+    box.appendChild(el("h3", {text: "Saliency"}));
+    box.appendChild(DD.methodSwitcher(ctx, drawSaliency));
+    box.appendChild(DD.legend(ctx));
+    box.appendChild(sal);
+    drawSaliency();
+
+    box.appendChild(el("div", {class: "detail-act-head"}, el("h3", {text: "Activations"}),
+      el("a", {href: DD.viewHref(ctx, "activations"), text: "open in Activations view →",
+               on: {click: () => { ctx.state.activationRow = row; }}})));
+    const acts = el("div", {class: "detail-acts"});
+    box.appendChild(acts);
+    DD.loadActivations(ctx, row, acts, true);
+    box.focus();
+  };
+
+  DD.closeDetail = function () {
+    const box = document.getElementById("detail");
+    box.hidden = true;
+    DD.clear(box);
+  };
+
+  // Fill `target` with the feature maps of every layer for `row` (compact = the drawer's smaller layout).
+  DD.loadActivations = async function (ctx, row, target, compact) {
+    DD.clear(target).appendChild(DD.note("Computing activations…", "muted"));
+    let result;
+    try {
+      result = await ctx.source.activations(ctx.b, row);
+    } catch (err) {
+      DD.clear(target).appendChild(DD.note("Could not compute activations: " + err.message, "error"));
+      return;
+    }
+    DD.clear(target);
+    if (!result) {
+      target.appendChild(DD.note(`This report holds activations for ${ctx.b.activations.rows.length} precomputed ` +
+        "images (errors, class representatives, top label issues); pick one of them, or run `deepdive serve` " +
+        "to see any image.", "muted"));
+      return;
+    }
+    for (const layer of result.layers) {
+      const stats = Object.entries(layer.stats || {});
+      target.appendChild(el("div", {class: "layer" + (compact ? " compact" : ""), dataset: {layer: layer.name}},
+        el("div", {class: "layer-head"},
+          el("span", {class: "layer-name", text: layer.name}),
+          el("span", {class: "muted small", text: `${layer.type} · ${layer.shape.join("×")}`})),
+        el("table", {class: "layer-stats"}, el("tbody", {}, stats.map(([k, v]) =>
+          el("tr", {}, el("th", {text: k.replace(/_/g, " ")}),
+             el("td", {text: typeof v === "number" ? (Number.isInteger(v) ? DD.fmt.int(v) : DD.fmt.num(v, 3)) : String(v)}))))),
+        layer.image ? el("img", {class: "layer-img", src: layer.image, alt: `${layer.name} feature maps`}) : null));
+    }
+  };
+
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") DD.closeDetail(); });
+})(window.DD);

@@ -1,0 +1,97 @@
+// Overview: what was trained on what, how well, how long; loss/accuracy curves with the early-stopping hint.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+
+  // The summary's early-stopping insight (insight.early_stop, or the insight itself in older summaries).
+  DD.earlyStop = function (summary) {
+    const ins = summary.insight;
+    if (!ins) return null;
+    const es = ins.early_stop || ins;
+    return es && es.earliest_epoch !== undefined ? es : null;
+  };
+
+  function sourceText(ds) {
+    if (!ds || !ds.kind) return "–";
+    return ds.location ? `${ds.kind}: ${ds.location}` : ds.kind;
+  }
+
+  function cards(ctx) {
+    const run = ctx.b.run, s = ctx.b.summary, cfg = run.config || {};
+    const im = ctx.b.images;
+    const resolved = cfg.resolved || {};
+    const shape = `${im.height}×${im.width}${im.channels > 1 ? "×" + im.channels : ""}`;
+    return el("div", {class: "cards", attrs: {"data-testid": "overview-cards"}},
+      DD.card("Dataset", run.dataset, `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images · ${shape} · ${ctx.C} classes`),
+      DD.card("Model", run.model_arch || "–", `${DD.fmt.int(run.num_params)} parameters`),
+      DD.card(`Accuracy (${ctx.b.split})`, DD.fmt.pct(s.accuracy, 2), `${DD.fmt.int(s.error_count)} errors of ${DD.fmt.int(s.n)}`),
+      DD.card("Training time", DD.fmt.secs(run.train_seconds), `${ctx.b.epochs.length} epochs on ${run.device || "?"}`),
+      DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
+        cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`].filter(Boolean).join(" · ")),
+      DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
+      DD.card("Label issues", DD.fmt.int(s.label_issue_count ?? ctx.b.label_issues.length), "flagged by confident learning"),
+      DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
+  }
+
+  function curves(ctx, lossBox, accBox) {
+    const ep = ctx.b.epochs;
+    const x = ep.map((e) => e.epoch);
+    const es = DD.earlyStop(ctx.b.summary);
+    const line = (key, name, color, dash) => ({x, y: ep.map((e) => e[key]), name, mode: "lines+markers",
+      line: {color, width: 2, dash}, marker: {size: 5}});
+    const shapes = [], annotations = [];
+    if (es) {
+      shapes.push({type: "line", xref: "x", yref: "paper", x0: es.earliest_epoch, x1: es.earliest_epoch, y0: 0, y1: 1,
+                   line: {color: "#7c3aed", width: 2, dash: "dot"}});
+      annotations.push({xref: "x", yref: "paper", x: es.earliest_epoch, y: 1, yanchor: "bottom", showarrow: false,
+                        text: `could stop at epoch ${es.earliest_epoch}`, font: {color: "#7c3aed", size: 11}});
+    }
+    const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
+      DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}}, xaxis: {title: {text: "epoch"}, dtick: 1},
+                     yaxis: {title: {text: "cross-entropy"}, type: "log"}, shapes, annotations}), DD.plotConfig);
+    const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
+      DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}}, xaxis: {title: {text: "epoch"}, dtick: 1},
+                     yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
+    return Promise.all([pLoss, pAcc]);
+  }
+
+  function insightText(es) {
+    if (!es) return "No validation accuracy was logged, so there is no early-stopping hint.";
+    if (es.epochs_saved === 0) return `Validation accuracy peaked in the last epoch (${es.best_epoch}); training longer may still help.`;
+    return `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
+      `${es.best_epoch}) already at epoch ${es.earliest_epoch} (${DD.fmt.pct(es.earliest_val_acc)}). Stopping there ` +
+      `would have saved ${es.epochs_saved} of ${es.epochs_total} epochs` +
+      (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
+  }
+
+  function topConfusions(ctx) {
+    const list = ctx.b.summary.top_confusions || [];
+    if (!list.length) return DD.note("No misclassified images.");
+    return el("div", {class: "confusion-list"}, list.slice(0, 6).map((tc) => el("div", {class: "confusion-item"},
+      el("div", {class: "confusion-label"},
+        el("span", {class: "strong", text: `${ctx.className(tc.true)} → ${ctx.className(tc.pred)}`}),
+        el("span", {class: "muted", text: ` ${tc.count} image${tc.count === 1 ? "" : "s"}`})),
+      el("div", {class: "thumb-row"}, tc.indices.slice(0, 12).map((r) => DD.thumb(ctx, r, 36))))));
+  }
+
+  DD.views.overview = {
+    title: "Overview", icon: "◧",
+    render(root, ctx) {
+      root.appendChild(cards(ctx));
+      const lossBox = el("div", {class: "chart", attrs: {"data-testid": "loss-chart"}});
+      const accBox = el("div", {class: "chart", attrs: {"data-testid": "acc-chart"}});
+      const es = DD.earlyStop(ctx.b.summary);
+      root.appendChild(DD.section("Training curves",
+        el("div", {class: "insight" + (es && es.epochs_saved ? " hint" : ""), attrs: {"data-testid": "insight"}},
+           el("span", {class: "insight-icon", text: "⏱"}), el("span", {text: insightText(es)})),
+        el("div", {class: "two-col"}, lossBox, accBox)));
+      const tax = (ctx.b.summary.taxonomy || {}).total || {};
+      root.appendChild(el("div", {class: "two-col"},
+        DD.section("Most frequent confusions", topConfusions(ctx)),
+        DD.section("Why the errors happen", el("div", {class: "cards small"},
+          Object.entries(tax).map(([cat, count]) => DD.card(cat, DD.fmt.int(count), DD.fmt.pct(count / Math.max(1, ctx.b.summary.error_count), 0) + " of errors"))),
+          el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}))));
+      curves(ctx, lossBox, accBox).then(() => DD.markPainted("dd-overview-painted"));
+    },
+  };
+})(window.DD);

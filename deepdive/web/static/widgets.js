@@ -1,0 +1,159 @@
+// Shared widgets: the run context, sprite-sheet thumbnails, probability bars, tooltip, small controls.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+  let contextCount = 0;
+
+  // Everything the views derive from a bundle, computed once per bundle.
+  DD.prepare = function (bundle, source) {
+    const col = bundle.examples.columns;
+    const n = bundle.examples.n;
+    const C = bundle.class_names.length;
+    const ctx = {
+      b: bundle, source, n, C, col, probs: bundle.examples.probs, names: bundle.class_names,
+      uid: ++contextCount,
+      state: {method: bundle.saliency.methods[0], activationRow: null, predFilter: {}},
+    };
+    // Rows of every confusion cell, most confident first (the order the tables use too).
+    const byConf = Array.from({length: n}, (_, i) => i).sort((a, b) => col.confidence[b] - col.confidence[a] || a - b);
+    const cells = Array.from({length: C * C}, () => []);
+    for (const r of byConf) cells[col.true[r] * C + col.pred[r]].push(r);
+    ctx.cell = (t, p) => cells[t * C + p];
+    ctx.byConfidence = byConf;
+    ctx.errorRows = byConf.filter((r) => !col.correct[r]);
+    ctx.category = (r) => bundle.examples.categories[col.category[r]];
+    ctx.className = (c) => (c === null || c === undefined || c < 0 ? "–" : bundle.class_names[c]);
+    bundle.saliency.errorPos = new Map(bundle.saliency.errors_rows.map((r, k) => [r, k]));
+    installSheets(ctx);
+    return ctx;
+  };
+
+  // One CSS rule per sprite sheet, so a data: URI is parsed once, not once per thumbnail.
+  function installSheets(ctx) {
+    const style = el("style", {id: "dd-sheets-" + ctx.uid});
+    style.textContent = ctx.b.images.sheets.map((url, k) =>
+      `.dd-s${ctx.uid}-${k}{background-image:url("${String(url).replace(/["\\\n]/g, "")}")}`).join("\n");
+    document.head.appendChild(style);
+  }
+
+  // A thumbnail of split row `row`, `size` px square, cut from the sprite sheets. Click opens the detail panel.
+  DD.thumb = function (ctx, row, size = 28, extraClass = "") {
+    const im = ctx.b.images;
+    const sheet = Math.floor(row / im.per_sheet);
+    const k = row % im.per_sheet;
+    const s = size / im.tile;
+    const [w, h] = im.sheet_sizes[sheet];
+    const col = ctx.col;
+    return el("div", {
+      class: `thumb dd-s${ctx.uid}-${sheet} ${col.correct[row] ? "" : "wrong"} ${extraClass}`,
+      dataset: {row},
+      attrs: {role: "button", tabindex: 0,
+              title: `#${col.idx[row]} · true ${ctx.className(col.true[row])} · pred ${ctx.className(col.pred[row])} (${DD.fmt.pct(col.confidence[row], 1)})`},
+      style: {width: size + "px", height: size + "px",
+              backgroundPosition: `${-(k % im.cols) * im.tile * s}px ${-Math.floor(k / im.cols) * im.tile * s}px`,
+              backgroundSize: `${w * s}px ${h * s}px`},
+    });
+  };
+
+  // A thumbnail with a caption line under it (e.g. "→ 7 · 93%").
+  DD.captioned = function (ctx, row, size, caption, cls) {
+    return el("figure", {class: "thumb-fig " + (cls || "")}, DD.thumb(ctx, row, size), el("figcaption", {text: caption}));
+  };
+
+  // Tiny bar chart of all class probabilities of one row: true class green, a wrong prediction red.
+  DD.probBars = function (ctx, row) {
+    const box = el("div", {class: "pbars"});
+    const t = ctx.col.true[row], p = ctx.col.pred[row];
+    for (let c = 0; c < ctx.C; c++) {
+      const v = ctx.probs[c][row];
+      const cls = c === t ? "bar true" : c === p ? "bar pred" : "bar";
+      box.appendChild(el("span", {class: cls, attrs: {title: `${ctx.names[c]}: ${DD.fmt.pct(v, 2)}`}},
+        el("span", {class: "fill", style: {height: Math.max(v * 100, v > 0.005 ? 4 : 0) + "%"}})));
+    }
+    return box;
+  };
+
+  // Full probability list: one labelled horizontal bar per class.
+  DD.probList = function (ctx, row) {
+    const t = ctx.col.true[row], p = ctx.col.pred[row];
+    return el("div", {class: "plist"}, ctx.names.map((name, c) => {
+      const v = ctx.probs[c][row];
+      return el("div", {class: "plist-row" + (c === t ? " true" : "") + (c === p && p !== t ? " pred" : "")},
+        el("span", {class: "plist-name", text: name}),
+        el("span", {class: "plist-track"}, el("span", {class: "plist-fill", style: {width: v * 100 + "%"}})),
+        el("span", {class: "plist-val", text: DD.fmt.pct(v, 2)}));
+    }));
+  };
+
+  // Segmented control: options [{value, label}], calls onChange(value).
+  DD.segmented = function (options, current, onChange, testid) {
+    const box = el("div", {class: "segmented", attrs: {role: "group", "data-testid": testid || ""}});
+    for (const o of options) {
+      const button = el("button", {class: o.value === current ? "active" : "", text: o.label, type: "button",
+                                   dataset: {value: o.value}});
+      button.addEventListener("click", () => {
+        for (const b of box.children) b.classList.toggle("active", b === button);
+        onChange(o.value);
+      });
+      box.appendChild(button);
+    }
+    return box;
+  };
+
+  DD.METHOD_LABELS = {gradient: "Gradient", smoothgrad: "SmoothGrad", integrated_gradients: "Integrated Gradients",
+                      gradcam: "Grad-CAM", occlusion: "Occlusion"};
+  DD.methodSwitcher = function (ctx, onChange) {
+    return DD.segmented(ctx.b.saliency.methods.map((m) => ({value: m, label: DD.METHOD_LABELS[m] || m})),
+      ctx.state.method, (m) => { ctx.state.method = m; onChange(m); }, "method-switcher");
+  };
+
+  DD.legend = function (ctx) {
+    return el("div", {class: "legend", attrs: {"data-testid": "saliency-legend"}},
+      el("span", {class: "legend-end away", text: "away from the class"}),
+      el("img", {class: "legend-bar", src: ctx.b.saliency.legend, alt: "diverging colour scale"}),
+      el("span", {class: "legend-end toward", text: "toward the class"}),
+      el("span", {class: "muted small", text: "blue lowers the class score, red raises it; white = no effect"}));
+  };
+
+  // A saliency overlay image, or a note saying why there is none.
+  DD.saliencyImage = function (url, alt, size) {
+    if (!url) return el("div", {class: "sal-missing", style: {width: size + "px", height: size + "px"},
+                                text: "not in this export"});
+    return el("img", {class: "sal", src: url, alt, width: size, height: size, loading: "lazy"});
+  };
+
+  DD.card = (label, value, sub) => el("div", {class: "card"}, el("div", {class: "card-label", text: label}),
+    el("div", {class: "card-value", text: value}), sub ? el("div", {class: "card-sub", text: sub}) : null);
+
+  DD.section = (title, ...children) => el("section", {class: "panel"}, el("h2", {text: title}), ...children);
+
+  DD.note = (text, cls) => el("p", {class: "note " + (cls || ""), text});
+
+  // Floating tooltip (confusion-cell previews, embedding hovers).
+  DD.tooltip = {
+    node: () => document.getElementById("tooltip"),
+    show(x, y, ...children) {
+      const t = DD.clear(this.node());
+      DD.append(t, children);
+      t.hidden = false;
+      this.move(x, y);
+    },
+    move(x, y) {
+      const t = this.node();
+      const w = t.offsetWidth, h = t.offsetHeight;
+      const left = x + 16 + w > window.innerWidth ? Math.max(4, x - w - 16) : x + 16;
+      const top = Math.min(Math.max(4, y + 16), Math.max(4, window.innerHeight - h - 4));
+      t.style.left = left + "px";
+      t.style.top = top + "px";
+    },
+    hide() { this.node().hidden = true; },
+  };
+
+  // Plotly layout defaults shared by the charts.
+  DD.plotLayout = (extra) => Object.assign({
+    margin: {l: 56, r: 16, t: 36, b: 44}, font: {family: "Inter, system-ui, sans-serif", size: 12, color: "#1f2937"},
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", hovermode: "x unified",
+    legend: {orientation: "h", y: 1.12, x: 0},
+  }, extra || {});
+  DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
+})(window.DD);

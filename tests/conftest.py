@@ -1,0 +1,82 @@
+"""Shared session fixtures (DESIGN.md): the dataset, one tiny trained run, the same run analysed.
+
+The dataset comes from the normal deepdive cache ($DEEPDIVE_HOME, else ~/.cache/deepdive): a clean CI machine
+downloads it once through the usual sources, later runs read the cache in about a second.
+"""
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepdive.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class RunFixture:
+    workspace: Path
+    store: Store  # open for the whole session, closed at teardown
+    run_id: str
+    run_dir: Path
+    result: dict  # what train_and_evaluate returned
+    summary: dict | None = None  # the analysis summary (analyzed_run only)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from deepdive.data import load_dataset
+
+    return load_dataset("mnist", progress=False)
+
+
+def train_run(workspace, **kw) -> RunFixture:
+    """Train a small run into `workspace` (kw go to train_and_evaluate) and open its store."""
+    from deepdive.train.run import train_and_evaluate
+
+    result = train_and_evaluate("mnist", workspace=workspace, progress=False, **kw)
+    store = Store.open(workspace, create=False)
+    return RunFixture(Path(workspace), store, result["run_id"], Path(result["run_dir"]), result)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(mnist, tmp_path_factory):
+    """A workspace with one finished run: preset fast, 3000 training images, 1 epoch, 1000 test images."""
+    run = train_run(tmp_path_factory.mktemp("tiny_ws"), preset="fast", epochs=1, limit_train=3000,
+                    limit_test=1000)
+    yield run
+    run.store.close()
+
+
+@pytest.fixture(scope="session")
+def analyzed_run(tiny_run):
+    """tiny_run after `deepdive.analysis.analyze` on its test split (summary in .summary)."""
+    from deepdive.analysis import analyze
+
+    summary = analyze(tiny_run.store, tiny_run.run_id, "test", progress=False)
+    return dataclasses.replace(tiny_run, summary=summary)
+
+
+@pytest.fixture(scope="session")
+def test_output_dir():
+    """./test-output/ (git-ignored): screenshots and other files worth looking at after a test run."""
+    out = REPO / "test-output"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """Run `python -m deepdive ARGS...` in a subprocess; returns the CompletedProcess (text, captured)."""
+
+    def run(*args, cwd=None, timeout=300, env=None):
+        # PYTHONPATH lets the subprocess find this checkout even where the package is not installed.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
+        return subprocess.run([sys.executable, "-m", "deepdive", *map(str, args)], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run

@@ -1,0 +1,114 @@
+"""train_and_evaluate: what a finished run leaves behind, and how interrupted/failed runs are recorded."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from deepdive.errors import DeepdiveError
+from deepdive.models import load_checkpoint
+from deepdive.store import Store
+from deepdive.train import recipe
+from deepdive.train.run import train_and_evaluate
+
+
+def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
+    store, run = tiny_run.store, tiny_run.store.get_run(tiny_run.run_id)
+    assert run.status == "finished" and run.error is None
+    assert run.run_dir == tiny_run.run_dir and tiny_run.run_dir.parent == tiny_run.workspace.resolve()
+    assert tiny_run.result["epochs"] == 1 and [e["epoch"] for e in store.epochs(run.id)] == [1]
+    assert run.data_source == mnist.source and run.class_names == mnist.class_names
+    assert run.config["resolved"]["limit_train"] == 3000 and run.config["limit_test"] == 1000
+    assert run.num_params > 0 and run.model_arch and run.train_seconds > 0
+
+    files = {p.name for p in run.run_dir.iterdir()}
+    assert {"model_best.pt", "model_last.pt", "config.json", "data_source.json", "val_indices.npy"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temp files
+    assert json.loads((run.run_dir / "config.json").read_text()) == run.config
+    assert {a["name"] for a in store.artifacts(run.id)} >= {"model_best.pt", "config.json", "val_indices.npy"}
+    val = np.load(run.run_dir / "val_indices.npy")
+    assert val.dtype == np.int64 and len(np.unique(val)) == len(val) > 0 and val.max() < len(mnist.train_labels)
+
+    # predictions: the first 1000 test images, and the kept checkpoint reproduces them
+    preds = store.predictions(run.id, "test")
+    assert len(preds["idx"]) == 1000
+    np.testing.assert_array_equal(preds["true"], mnist.test_labels[:1000])
+    np.testing.assert_allclose(preds["probs"].sum(1), 1, atol=1e-4)
+    assert run.test_accuracy == pytest.approx(float((preds["pred"] == preds["true"]).mean()))
+    assert tiny_run.result["test_accuracy"] == pytest.approx(run.test_accuracy)
+    model = load_checkpoint(run.run_dir / "model_best.pt")
+    with torch.no_grad():
+        x = torch.from_numpy(mnist.test_images[:8]).float().div(255)[:, None]
+        probs = torch.softmax(model(x), 1).numpy()
+    np.testing.assert_allclose(probs, preds["probs"][:8], atol=1e-4)
+
+
+def stop_after_first_epoch(monkeypatch, stop):
+    """Wrap recipe.train so that `stop()` runs right after epoch 1 has been logged to the store."""
+    real_train = recipe.train
+
+    def train(*args, on_epoch, **kw):
+        def hook(row):
+            on_epoch(row)
+            stop()
+
+        return real_train(*args, on_epoch=hook, **kw)
+
+    monkeypatch.setattr(recipe, "train", train)
+
+
+SMALL = dict(preset="fast", epochs=2, limit_train=500, limit_test=100, progress=False)
+
+
+def only_run(workspace):
+    with Store.open(workspace, create=False) as store:
+        (run,) = store.list_runs()
+        return run, store.epochs(run.id)
+
+
+def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkeypatch, mnist):
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    stop_after_first_epoch(monkeypatch, ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
+    run, epochs = only_run(tmp_path)
+    assert run.status == "interrupted" and run.finished_at
+    assert [e["epoch"] for e in epochs] == [1]
+    assert (run.run_dir / "model_best.pt").is_file() and (run.run_dir / "config.json").is_file()
+
+
+def test_sigterm_marks_run_interrupted_and_restores_the_handler(tmp_path, monkeypatch, mnist):
+    before = signal.getsignal(signal.SIGTERM)
+    stop_after_first_epoch(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
+    run, epochs = only_run(tmp_path)
+    assert run.status == "interrupted" and [e["epoch"] for e in epochs] == [1]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_exception_marks_run_failed_with_message(tmp_path, monkeypatch, mnist):
+    def crash():
+        raise RuntimeError("disk on fire")
+
+    stop_after_first_epoch(monkeypatch, crash)
+    with pytest.raises(RuntimeError):
+        train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
+    run, epochs = only_run(tmp_path)
+    assert run.status == "failed" and run.error == "RuntimeError: disk on fire"
+    assert [e["epoch"] for e in epochs] == [1]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"preset": "huge"}, "unknown preset 'huge'"),
+    ({"limit_test": 0}, "limit_test must be a positive integer"),
+    ({"epochs": -1}, "epochs must be a positive integer"),
+])
+def test_bad_arguments_fail_before_any_run_is_created(tmp_path, kw, message):
+    with pytest.raises(DeepdiveError, match=message):
+        train_and_evaluate("mnist", workspace=tmp_path / "ws", **{"progress": False, **kw})
+    assert not (tmp_path / "ws").exists()

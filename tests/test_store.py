@@ -1,0 +1,212 @@
+"""Run store: round trips, WAL, run lookup, crash bookkeeping. No training here: everything is written directly."""
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from deepdive.errors import RunError
+from deepdive.store import DB_NAME, Store
+from deepdive.store.schema import SCHEMA_VERSION
+
+CLASSES = [str(i) for i in range(10)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "ws") as s:
+        yield s
+
+
+def new_run(store, name="r", **kw):
+    args = dict(dataset="mnist", config={"preset": "fast", "lr": np.float32(0.5), "epochs": np.int64(3)},
+                data_source={"kind": "cache", "location": "/x"}, class_names=CLASSES, device="cpu")
+    args.update(kw)
+    return store.create_run(name, **args)
+
+
+def test_open_creates_wal_database_with_schema_version(tmp_path):
+    ws = tmp_path / "new" / "ws"
+    with Store.open(ws):
+        pass
+    conn = sqlite3.connect(ws / DB_NAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"runs", "epochs", "predictions", "artifacts", "analyses"} <= tables
+    conn.close()
+
+
+def test_open_refuses_missing_workspace_newer_schema_and_non_database(tmp_path):
+    with pytest.raises(RunError, match="no deepdive workspace"):
+        Store.open(tmp_path / "absent", create=False)
+    assert not (tmp_path / "absent").exists()
+
+    Store.open(tmp_path / "future").close()
+    conn = sqlite3.connect(tmp_path / "future" / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RunError, match="newer deepdive"):
+        Store.open(tmp_path / "future")
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RunError, match="not a usable deepdive database"):
+        Store.open(tmp_path / "junk")
+
+
+def test_run_round_trip(store):
+    run = new_run(store, "first")
+    assert run.status == "running"
+    assert run.run_dir == store.workspace / run.id and run.run_dir.is_dir()
+    assert run.config == {"preset": "fast", "lr": 0.5, "epochs": 3}
+    assert run.data_source == {"kind": "cache", "location": "/x"}
+    assert run.class_names == CLASSES
+    assert run.code_version  # git describe in a checkout, else the package version
+    assert run.heartbeat_at == run.created_at
+
+    store.log_epoch(run.id, 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5)
+    store.log_epoch(run.id, 2, 0.5, 0.85, 0.45, 0.88, 0.05, 2.4)
+    store.log_epoch(run.id, 2, 0.4, 0.86, 0.44, 0.89, 0.05, 2.3)  # re-logging an epoch replaces it
+    epochs = store.epochs(run.id)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[1] == {"epoch": 2, "train_loss": 0.4, "train_acc": 0.86, "val_loss": 0.44, "val_acc": 0.89,
+                         "lr": 0.05, "seconds": 2.3}
+
+    store.set_config(run.id, {"preset": "fast", "resolved": {"epochs": 2}})
+    store.finish_run(run.id, test_accuracy=0.9, train_seconds=4.8, num_params=1234, model_arch="cnn")
+    done = store.get_run(run.id)
+    assert (done.status, done.test_accuracy, done.train_seconds, done.num_params, done.model_arch) == \
+        ("finished", 0.9, 4.8, 1234, "cnn")
+    assert done.finished_at >= done.started_at
+    assert done.config["resolved"] == {"epochs": 2}
+    assert done.to_dict()["run_dir"] == str(run.run_dir)
+
+
+def test_predictions_round_trip_with_probability_blobs(store):
+    run = new_run(store)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), size=50).astype(np.float32)
+    true = rng.integers(0, 10, 50)
+    losses = -np.log(probs[np.arange(50), true])
+    store.save_predictions(run.id, "test", true, probs, losses)
+
+    got = store.predictions(run.id, "test")
+    np.testing.assert_array_equal(got["idx"], np.arange(50))
+    np.testing.assert_array_equal(got["true"], true)
+    np.testing.assert_array_equal(got["pred"], probs.argmax(1))
+    np.testing.assert_array_equal(got["probs"], probs)  # bit-exact float32
+    assert got["probs"].dtype == np.float32 and got["probs"].shape == (50, 10)
+    np.testing.assert_allclose(got["confidence"], probs.max(1), rtol=1e-6)
+    np.testing.assert_allclose(got["loss"], losses, rtol=1e-6)
+    blob = store._conn.execute("SELECT probs FROM predictions WHERE run_id = ? AND idx = 3", (run.id,)).fetchone()[0]
+    assert np.frombuffer(blob, "<f4").tolist() == probs[3].tolist()  # documented layout: float32 little-endian
+
+    # saving a split again replaces it; other splits are separate; explicit indices are kept
+    store.save_predictions(run.id, "test", true[:5], probs[:5], losses[:5])
+    store.save_predictions(run.id, "val", true[:3], probs[:3], losses[:3], idx=[7, 2, 40])
+    assert len(store.predictions(run.id, "test")["idx"]) == 5
+    assert store.predictions(run.id, "val")["idx"].tolist() == [2, 7, 40]
+    with pytest.raises(RunError, match="no predictions on split 'train'"):
+        store.predictions(run.id, "train")
+    with pytest.raises(ValueError, match="rows differ"):
+        store.save_predictions(run.id, "test", true[:4], probs[:5], losses[:5])
+    with pytest.raises(RunError, match="unknown run id"):
+        store.save_predictions("nope", "test", true, probs, losses)
+
+
+def test_artifacts_and_analyses_round_trip(store):
+    run = new_run(store)
+    (run.run_dir / "model_best.pt").write_bytes(b"x")
+    store.add_artifact(run.id, "model_best.pt", "model_best.pt", "checkpoint")
+    store.add_artifact(run.id, "saliency", "analysis/test/saliency/gradient_errors.npy", "array")
+    arts = {a["name"]: a for a in store.artifacts(run.id)}
+    assert arts["model_best.pt"]["path"] == run.run_dir / "model_best.pt" and arts["model_best.pt"]["kind"] == "checkpoint"
+    assert arts["saliency"]["path"] == run.run_dir / "analysis/test/saliency/gradient_errors.npy"
+    with pytest.raises(ValueError, match="relative to the run folder"):
+        store.add_artifact(run.id, "evil", "../other/file", "x")
+
+    assert store.analysis(run.id, "test") is None
+    summary = {"accuracy": np.float64(0.93), "per_class": [{"class": "1", "n": np.int64(5)}]}
+    store.save_analysis(run.id, "test", summary, {"tables": 0.5, "saliency": 3.0})
+    got = store.analysis(run.id, "test")
+    assert got["status"] == "finished"
+    assert got["summary"] == {"accuracy": 0.93, "per_class": [{"class": "1", "n": 5}]}
+    assert got["stage_seconds"] == {"tables": 0.5, "saliency": 3.0}
+    assert store.analysis(run.id, "val") is None
+
+
+def test_get_run_by_id_prefix_name_latest_and_errors(store):
+    with pytest.raises(RunError, match="no runs in .* yet"):
+        store.get_run("latest")
+    a = new_run(store, "alpha")
+    b = new_run(store, "beta")
+    c = new_run(store, "alpha")  # same name again: the name means the newest
+    assert store.get_run(a.id).id == a.id
+    assert store.get_run("latest").id == c.id
+    assert store.get_run("alpha").id == c.id
+    assert store.get_run("beta").id == b.id
+    assert store.get_run(b.id[:-1]).id == b.id  # unique prefix (ids differ in their random suffix)
+    assert [r.id for r in store.list_runs()] == [c.id, b.id, a.id]
+    with pytest.raises(RunError, match="ambiguous"):
+        store.get_run(a.id[:4])  # the year: every run matches
+    with pytest.raises(RunError) as err:
+        store.get_run("gamma")
+    assert "no run 'gamma'" in str(err.value) and a.id in str(err.value) and "beta" in str(err.value)
+
+
+def test_interrupted_and_failed_runs_keep_their_epochs(store):
+    run = new_run(store)
+    store.log_epoch(run.id, 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5)
+    store.mark_interrupted(run.id)
+    got = store.get_run(run.id)
+    assert got.status == "interrupted" and got.finished_at
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1]
+
+    other = new_run(store)
+    store.mark_failed(other.id, "RuntimeError: boom")
+    assert (store.get_run(other.id).status, store.get_run(other.id).error) == ("failed", "RuntimeError: boom")
+    store.mark_interrupted(other.id)  # a failed run stays failed
+    assert store.get_run(other.id).status == "failed"
+
+
+def test_stale_heartbeat_marks_run_interrupted_on_open(tmp_path):
+    ws = tmp_path / "ws"
+    with Store.open(ws) as s:
+        stale, fresh = new_run(s, "stale"), new_run(s, "fresh")
+        s.log_epoch(stale.id, 1, 1.0, 0.5, 1.0, 0.5, 0.1, 1.0)
+        old = (datetime.now(timezone.utc) - timedelta(minutes=11)).isoformat(timespec="milliseconds")
+        s._conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (old, stale.id))
+    with Store.open(ws) as s:
+        got = s.get_run(stale.id)
+        assert got.status == "interrupted" and "no heartbeat" in got.error
+        assert s.epochs(stale.id)[0]["epoch"] == 1
+        assert s.get_run(fresh.id).status == "running"
+        # a late heartbeat proves the process is alive after all
+        s.heartbeat(stale.id)
+        assert s.get_run(stale.id).status == "running"
+
+
+def test_concurrent_writers_from_two_connections(tmp_path):
+    ws = tmp_path / "ws"
+    with Store.open(ws) as s:
+        run = new_run(s)
+    errors = []
+
+    def writer(offset):
+        try:
+            with Store.open(ws) as mine:
+                for e in range(offset, offset + 20):
+                    mine.log_epoch(run.id, e, 1, 1, 1, 1, 1, 1)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k * 100,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with Store.open(ws) as s:
+        assert len(s.epochs(run.id)) == 60
