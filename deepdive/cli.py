@@ -5,6 +5,7 @@ cheap and `deepdive train` never loads captum, cleanlab, fastapi or plotly.
 """
 import argparse
 import importlib
+import os
 import sys
 
 from deepdive import __version__
@@ -41,3 +42,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into e.g. `head`, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 1

@@ -2,6 +2,8 @@
 import json
 import os
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -81,9 +83,20 @@ def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkey
     assert (run.run_dir / "model_best.pt").is_file() and (run.run_dir / "config.json").is_file()
 
 
+def fake_training(monkeypatch, stop):
+    """Replace recipe.train by one that logs a single epoch and then calls `stop()` (no real training)."""
+    def train(*args, on_epoch, **kw):
+        on_epoch({"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.9, "val_acc": 0.35, "lr": 0.1,
+                  "seconds": 0.1})
+        stop()
+        raise AssertionError("stop() should have raised")
+
+    monkeypatch.setattr(recipe, "train", train)
+
+
 def test_sigterm_marks_run_interrupted_and_restores_the_handler(tmp_path, monkeypatch, mnist):
     before = signal.getsignal(signal.SIGTERM)
-    stop_after_first_epoch(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    fake_training(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
     run, epochs = only_run(tmp_path)
@@ -95,7 +108,7 @@ def test_exception_marks_run_failed_with_message(tmp_path, monkeypatch, mnist):
     def crash():
         raise RuntimeError("disk on fire")
 
-    stop_after_first_epoch(monkeypatch, crash)
+    fake_training(monkeypatch, crash)
     with pytest.raises(RuntimeError):
         train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
     run, epochs = only_run(tmp_path)
@@ -112,3 +125,16 @@ def test_bad_arguments_fail_before_any_run_is_created(tmp_path, kw, message):
     with pytest.raises(DeepdiveError, match=message):
         train_and_evaluate("mnist", workspace=tmp_path / "ws", **{"progress": False, **kw})
     assert not (tmp_path / "ws").exists()
+
+
+def test_heartbeat_thread_keeps_a_long_epoch_alive(tmp_path):
+    from deepdive.train.run import _heartbeat
+
+    with Store.open(tmp_path) as store:
+        run = store.create_run("long", "mnist", {}, {}, [str(i) for i in range(10)], "cpu")
+        store._conn.execute("UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", (run.id,))
+        with _heartbeat(store.workspace, run.id, every=0.05):
+            time.sleep(0.5)
+        got = store.get_run(run.id)
+    assert got.status == "running" and got.heartbeat_at > run.created_at
+    assert "deepdive-heartbeat" not in {t.name for t in threading.enumerate()}

@@ -151,6 +151,8 @@ def test_get_run_by_id_prefix_name_latest_and_errors(store):
     assert [r.id for r in store.list_runs()] == [c.id, b.id, a.id]
     with pytest.raises(RunError, match="ambiguous"):
         store.get_run(a.id[:4])  # the year: every run matches
+    with pytest.raises(RunError, match="invalid run name"):
+        new_run(store, "latest")  # would be unreachable by name
     with pytest.raises(RunError) as err:
         store.get_run("gamma")
     assert "no run 'gamma'" in str(err.value) and a.id in str(err.value) and "beta" in str(err.value)

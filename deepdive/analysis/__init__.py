@@ -26,6 +26,8 @@ FOCUS_ERROR_CAP = 300      # errors with precomputed activations: the most confi
 FOCUS_LABEL_ISSUES = 20    # top-ranked label issues added to the focus set
 TOP_CONFUSIONS = 10
 STALE_TMP_SECONDS = 3600   # leftovers of a crashed analysis older than this are removed
+STORED_CHECK_EXAMPLES = 256
+STORED_TOLERANCE = 0.01    # max |p| difference: GPU vs CPU numerics differ by far less, a different model by more
 
 
 @dataclass
@@ -86,7 +88,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     if run.status != "finished":
         raise RunError(f"run {run.id} is {run.status}, not finished: it has no final model to analyse"
                        + (f" ({run.error})" if getattr(run, "error", None) else ""))
-    class_names = run.class_names
+    # A run started with deepdive.init() before its class names were known keeps them in its config.
+    class_names = run.class_names or run.config.get("class_names") or []
     stage_names = STAGES if split != "train" else tuple(s for s in STAGES if s not in MODEL_STAGES)
     stages = _Stages(stage_names, progress, f"analyze {run.id[-6:]} {split}")
     notes = []
@@ -109,6 +112,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                     raise RunError(f"run {run.id}: no stored predictions for split {split!r} and the model "
                                    f"cannot be loaded ({'; '.join(notes)})")
                 data.probs, data.losses = predict(model, data.inputs, data.labels, len(class_names), device=device)
+            elif model is not None:
+                _check_stored(model, data, len(class_names), device, notes)
             _check_width(data.probs, class_names)
         with stages("tables"):
             frame = tables.predictions_frame(data.labels, data.probs, data.losses, idx=data.idx)
@@ -138,7 +143,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, tmp, device,
                                               notes, progress)
             with stages("write"):
-                summary = _summary(run, split, data, frame, per_class, counts, top, issue_table, hint, focus,
+                summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table, hint, focus,
                                    extra, advice, notes, stages.seconds, folds)
                 _write_outputs(tmp, frame, data.images, issue_table, advice)
             summary["stage_seconds"] = dict(stages.seconds)
@@ -182,9 +187,9 @@ def _load_split(store, run, split, folds=5, progress=True) -> SplitData:
     eval_dir = run.run_dir / "eval"
     if (eval_dir / f"{split}_inputs.npy").is_file():
         return _load_eval_folder(store, run, split, eval_dir)
-    if split == "train":
-        raise RunError(f"run {run.id}: train-split label issues need the training data; runs logged with "
-                       "log_evaluation have none (analyse their evaluation split instead)")
+    if run.dataset == "custom" and split == "train":
+        raise RunError(f"run {run.id}: train-split label issues retrain the run's recipe on its training data; "
+                       "runs logged with log_evaluation have neither (analyse their evaluation split instead)")
     if run.dataset == "custom":
         raise RunError(f"run {run.id} has no stored evaluation data for split {split!r} "
                        f"({eval_dir / f'{split}_inputs.npy'} is missing)")
@@ -317,6 +322,18 @@ def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, dev
     return torch.cat(probs).numpy().astype(np.float32), torch.cat(losses).numpy().astype(np.float32)
 
 
+def _check_stored(model, data, num_classes, device, notes):
+    """Stored predictions are used only if the model reproduces them (on the first batch); otherwise they are
+    stale (e.g. the checkpoint was replaced) and the whole split is re-evaluated. This also surfaces a broken
+    model (wrong output width, NaN outputs) before any model stage runs."""
+    k = min(STORED_CHECK_EXAMPLES, len(data.labels))
+    probs, _ = predict(model, data.inputs[:k], data.labels[:k], num_classes, device=device)
+    if np.abs(probs - data.probs[:k]).max(initial=0.0) > STORED_TOLERANCE:
+        notes.append("the stored predictions did not match the model; the split was re-evaluated")
+        data.probs, data.losses = predict(model, data.inputs, data.labels, num_classes, device=device)
+        data.source = "evaluated (stored predictions were stale)"
+
+
 def _check_width(probs, class_names):
     if probs.ndim != 2 or probs.shape[1] != len(class_names):
         raise RunError(f"the predictions have {probs.shape[-1]} classes but the run has {len(class_names)} "
@@ -386,12 +403,14 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, out_dir, 
             stages.seconds[name] = 0.0
         return extra, None
     inputs = torch.as_tensor(data.inputs)
-    labels = torch.as_tensor(data.labels)
-    preds = torch.as_tensor(frame["pred"].to_numpy())
+    labels = torch.tensor(data.labels)
+    preds = torch.tensor(frame["pred"].to_numpy())
     probes = suggestions = None
     with stages("saliency"):
         if (saliency := _stage_module("saliency")) is not None:
-            info = saliency.saliency_stage(model, inputs, labels, preds, data.probs, out_dir, progress=progress)
+            # The errors of the focus set (capped), so saliency cost stays bounded on a weak model.
+            info = saliency.saliency_stage(model, inputs, labels, preds, data.probs, out_dir, progress=progress,
+                                           error_idx=np.asarray(focus["errors"], dtype=np.int64))
             extra["saliency"] = {"methods": list(saliency.METHODS), **(info or {})}
     with stages("activations"):
         if (activations := _stage_module("activations")) is not None:
@@ -413,12 +432,11 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, out_dir, 
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------
-def _summary(run, split, data, frame, per_class, counts, top, issue_table, hint, focus, extra, advice, notes,
+def _summary(run, names, split, data, frame, per_class, counts, top, issue_table, hint, focus, extra, advice, notes,
              seconds, folds) -> dict:
     from deepdive import __version__
     from deepdive.analysis import label_issues, tables, taxonomy
 
-    names = run.class_names
     n = len(frame)
     errors = int((~frame["correct"]).sum())
     per_class_rows = []

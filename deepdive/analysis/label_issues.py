@@ -108,9 +108,9 @@ def cross_validated_probs(dataset, indices: np.ndarray, config: dict, folds: int
     from deepdive.train import recipe
 
     folds = int(folds)
-    labels = np.asarray(dataset.train_labels)[indices]
     if folds < 2:
         raise DeepdiveError(f"--folds must be at least 2, got {folds}")
+    labels = np.asarray(dataset.train_labels)[indices]
     present = np.bincount(labels)[np.bincount(labels) > 0]
     smallest = int(present.min()) if present.size else 0
     if len(indices) < 2 * folds or smallest < folds:

@@ -117,7 +117,7 @@ class AnalysisResult:
         layers = self._json("activations/layers.json", "activation layer list")
         arrays = {}
         for i, layer in enumerate(layers):
-            path = folder / f"{i}_{layer['name']}.npy"
+            path = folder / layer.get("file", f"{i}_{layer['name']}.npy")
             if not path.is_file():
                 raise RunError(f"activation file missing: {path}; re-run the analysis")
             arrays[layer["name"]] = np.load(path, mmap_mode="r")

@@ -265,7 +265,7 @@ def _run(engine, inputs: torch.Tensor, target: torch.Tensor, device, batch_size,
     out = np.zeros((len(inputs), *inputs.shape[-2:]), np.float32)
     starts = range(0, len(inputs), batch_size)
     for s in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, leave=False):
-        x = inputs[s:s + batch_size].to(device, copy=True)
+        x = inputs[s:s + batch_size].to(device, copy=True).requires_grad_()  # gradients flow to the inputs only
         t = target[s:s + batch_size].to(device)
         out[s:s + len(x)] = engine.attribute(x, t).detach().float().cpu().numpy()
     return out

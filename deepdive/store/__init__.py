@@ -198,6 +198,8 @@ class Store:
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def create_run(self, name, dataset, config: dict, data_source: dict, class_names, device) -> RunRecord:
+        if not name or not str(name).strip() or name == "latest":
+            raise RunError(f"invalid run name {name!r}: give a non-empty name other than 'latest'")
         run_id = new_run_id()
         (self.workspace / run_id).mkdir(parents=True)
         now = _now()

@@ -71,8 +71,9 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"run {result['run_id']} finished: test accuracy {result['test_accuracy']:.2%} after "
-              f"{result['epochs']} epochs ({result['train_seconds']:.0f} s of training)")
+        epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
+        print(f"run {result['run_id']} finished: test accuracy {result['test_accuracy']:.2%} after {epochs} "
+              f"({result['train_seconds']:.0f} s of training)")
         print(f"run folder: {result['run_dir']}")
         print(f"all runs:   deepdive runs --workspace {args.workspace}")
     return 0

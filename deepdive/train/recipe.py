@@ -155,8 +155,13 @@ def resolve_config(preset="default", overrides=None, epochs=None) -> dict:
 # Training
 # ----------------------------------------------------------------------------------------------------------
 def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limit_train=None, ensemble=1,
-          overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None) -> TrainResult:
+          overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None,
+          eval_hook=None) -> TrainResult:
     """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
+
+    eval_hook(model, row), if given, is called after each epoch outside the timed region with the model the
+    run would keep if it stopped now (best-by-val so far; for an ensemble, the finished members plus the
+    current member's best), in eval mode on the training device. The bench uses it for per-epoch test accuracy.
 
     History rows of an ensemble carry a "member" index and are numbered on across members (epoch 1..E for the
     first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
@@ -202,7 +207,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         out = _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, seed=seed + member,
                          member=member if ensemble > 1 else None, epoch_offset=len(history), patience=patience,
                          on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
-                         finished_best=members_best, finished_last=members_last)
+                         finished_best=members_best, finished_last=members_last, eval_hook=eval_hook)
         history += out["history"]
         members_best.append(out["best"])
         members_last.append(out["last"])
@@ -223,13 +228,13 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 
 
 def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, epoch_offset, patience,
-               on_epoch, progress, checkpoint_dir, finished_best, finished_last):
+               on_epoch, progress, checkpoint_dir, finished_best, finished_last, eval_hook):
     from tqdm.auto import tqdm
 
     _seed_everything(seed)
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
-    use_amp = dev.type == "cuda" if cfg["amp"] == "auto" else bool(cfg["amp"])
+    use_amp = _bf16_fast(dev) if cfg["amp"] == "auto" else bool(cfg["amp"])
     use_compile = dev.type == "cuda" if cfg["compile"] == "auto" else bool(cfg["compile"])
     memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
 
@@ -348,6 +353,11 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             _write_checkpoints(checkpoint_dir, finished_best + [best], finished_last + [last])
         if on_epoch is not None:
             on_epoch(dict(row))
+        if eval_hook is not None:
+            from deepdive.models import load_checkpoint
+
+            kept = best if not finished_best and member is None else make_ensemble_checkpoint(finished_best + [best])
+            eval_hook(load_checkpoint(kept, device=dev), dict(row))
         if patience is not None and bad_epochs >= patience:
             break
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
@@ -419,6 +429,20 @@ def evaluate(model, images_uint8, labels, device=None, batch_size=1000):
 def _seed_everything(seed):
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def _bf16_fast(dev) -> bool:
+    """Whether bf16 autocast pays on this device: on CUDA always (tensor cores); on the CPU only with native
+    bf16 dot-product instructions (AVX512_BF16 or AMX), where oneDNN's bf16 convs ran 2-4x faster than fp32 in
+    benchmarks/cpu_throughput.py on this project's Zen 5 CPU. Without them oneDNN emulates bf16 and loses."""
+    if dev.type == "cuda":
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _sync(dev):

@@ -5,6 +5,7 @@ A run that stops early keeps every finished epoch: Ctrl-C / SIGTERM mark it `int
 """
 import contextlib
 import signal
+import sqlite3
 import threading
 
 import numpy as np
@@ -42,7 +43,8 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
         run = store.create_run(name or f"{dataset}-{preset}", dataset, request, ds.source, ds.class_names,
                                device=str(recipe.resolve_device(device)))
         run_dir = run.run_dir
-        with _record_outcome(store, run.id):
+        # Exits run inner-first: the heartbeat stops before the outcome is recorded, so it cannot revive the run.
+        with _record_outcome(store, run.id), _heartbeat(store.workspace, run.id):
             # Written first so an interrupted run still says what it was asked to do and where its data came from.
             atomic_write_text(run_dir / "config.json", to_json(request))
             atomic_write_text(run_dir / "data_source.json", to_json(ds.source))
@@ -55,8 +57,7 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
                                   ensemble=ensemble, overrides=overrides, on_epoch=log_epoch,
                                   checkpoint_dir=run_dir, progress=progress)
 
-            config = {**request, "resolved": result.config, "device": result.device,
-                      "warmup_seconds": result.warmup_seconds}
+            config = {**request, "resolved": result.config, "warmup_seconds": result.warmup_seconds}
             atomic_write_text(run_dir / "config.json", to_json(config))
             store.set_config(run.id, config)
             atomic_save_npy(run_dir / "val_indices.npy", np.asarray(result.val_indices, dtype=np.int64))
@@ -94,6 +95,31 @@ def _record_outcome(store, run_id):
         except BaseException as e:
             store.mark_failed(run_id, f"{type(e).__name__}: {e}")
             raise
+
+
+@contextlib.contextmanager
+def _heartbeat(workspace, run_id, every=60.0):
+    """Refresh the run's heartbeat from a thread, so an epoch longer than the stale limit does not look like a
+    killed process. The thread has its own Store: an SQLite connection belongs to one thread."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            store = Store.open(workspace)
+        except DeepdiveError:  # the per-epoch heartbeat still works; only very long epochs lose this one
+            return
+        with store:
+            while not stop.wait(every):
+                with contextlib.suppress(sqlite3.OperationalError):  # busy beyond the timeout: next time
+                    store.heartbeat(run_id)
+
+    thread = threading.Thread(target=beat, name="deepdive-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager

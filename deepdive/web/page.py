@@ -4,6 +4,8 @@ Served mode links /static/... files; report mode inlines every script and styles
 with no network request. Data reaches the page only through <script type="application/json"> blocks whose text
 is escaped by `json_for_script`, so no run name or class name can close the block or open a comment.
 """
+import base64
+import hashlib
 import html
 import json
 import math
@@ -65,19 +67,33 @@ def _inline_script_text(text: str) -> str:
     return re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
 
 
+def _script_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
 def render(mode: str, title: str, data_blocks: dict, *, inline: bool) -> str:
-    """The page. data_blocks: {element id: JSON-able object}; inline=True embeds scripts, styles and plotly.js."""
+    """The page. data_blocks: {element id: JSON-able object}; inline=True embeds scripts, styles and plotly.js.
+
+    An inlined page carries a Content-Security-Policy that allows exactly its own scripts (by hash) and data:
+    images, and no network access at all (the served app sends its policy as a header instead)."""
+    csp = ""
     if inline:
         styles = "\n".join(f"<style>\n{(STATIC_DIR / s).read_text()}\n</style>" for s in STYLES)
         sources = [plotly_js_path().read_text(encoding="utf-8")] + [(STATIC_DIR / s).read_text() for s in SCRIPTS]
-        scripts = "\n".join(f"<script>\n{_inline_script_text(src)}\n</script>" for src in sources)
+        bodies = [f"\n{_inline_script_text(src)}\n" for src in sources]
+        scripts = "\n".join(f"<script>{body}</script>" for body in bodies)
+        # 'unsafe-eval': plotly's WebGL scatter (regl) compiles its draw calls with new Function.
+        policy = (f"default-src 'none'; script-src {' '.join(map(_script_hash, bodies))} 'unsafe-eval'; "
+                  "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src 'none'; "
+                  "base-uri 'none'; form-action 'none'")
+        csp = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
     else:
         styles = "\n".join(f'<link rel="stylesheet" href="/static/{s}">' for s in STYLES)
         scripts = "\n".join(f'<script src="/static/{s}" defer></script>' for s in (PLOTLY, *SCRIPTS))
     blocks = "\n".join(f'<script type="application/json" id="{html.escape(key)}">{json_for_script(value)}</script>'
                        for key, value in data_blocks.items())
     page = TEMPLATE.read_text()
-    for marker, text in (("TITLE", html.escape(title)), ("MODE", html.escape(mode)), ("STYLES", styles),
+    for marker, text in (("CSP", csp), ("TITLE", html.escape(title)), ("MODE", html.escape(mode)), ("STYLES", styles),
                          ("DATA", blocks), ("SCRIPTS", scripts)):
         page = page.replace(f"<!--dd:{marker}-->", text)
     return page

@@ -26,8 +26,7 @@
     const nav = DD.clear(document.getElementById("sidenav"));
     if (!ctx) { nav.hidden = true; return; }
     nav.hidden = false;
-    const s = ctx.b.summary;
-    const badges = {classes: s.error_count, issues: ctx.b.label_issues.length, predictions: ctx.n};
+    const badges = {issues: ctx.b.label_issues.length, predictions: ctx.n};
     for (const name of DD.VIEW_ORDER) {
       const v = DD.views[name];
       nav.appendChild(el("a", {class: "nav-item" + (name === view ? " active" : ""), href: DD.viewHref(ctx, name),
@@ -90,12 +89,13 @@
   // Any thumbnail anywhere opens its detail.
   function openFromEvent(e) {
     const thumb = e.target.closest(".thumb[data-row]");
-    if (!thumb || !current || thumb.classList.contains("big")) return false;
+    if (!thumb || !current || thumb.matches(".big, .nodetail")) return false;
     DD.openDetail(current, Number(thumb.dataset.row));
     return true;
   }
   document.addEventListener("click", openFromEvent);
   document.addEventListener("keydown", (e) => { if (e.key === "Enter" && openFromEvent(e)) e.preventDefault(); });
+  DD.rerender = route;
   window.addEventListener("hashchange", route);
   route();
 })(window.DD);

@@ -57,6 +57,14 @@ window.DD = window.DD || {};
   };
 
   DD.mark = function (name) { try { performance.mark(name); } catch (e) { /* marks are best effort */ } };
+  // A performance measure from an input event's timestamp (so input delay counts) to now.
+  DD.measureSince = function (name, event) {
+    try { performance.measure(name, {start: event.timeStamp, end: performance.now()}); } catch (e) { /* best effort */ }
+  };
+  // The same, ending once the browser has painted the DOM changes just made.
+  DD.measurePainted = function (name, event) {
+    requestAnimationFrame(() => setTimeout(() => DD.measureSince(name, event), 0));
+  };
   // Mark after the browser has painted what we just put in the DOM.
   DD.markPainted = function (name) { requestAnimationFrame(() => setTimeout(() => DD.mark(name), 0)); };
 
@@ -71,7 +79,8 @@ window.DD = window.DD || {};
         saliencyURL: function (b, method, row, which) {
           const k = b.saliency.errorPos.get(row);
           const maps = b.saliency.errors && b.saliency.errors[method];
-          return k === undefined || !maps ? null : maps[k][which === "pred" ? 0 : 1];
+          const pair = maps && k !== undefined ? maps[k] : null;   // null: not inlined in this report
+          return pair ? pair[which === "pred" ? 0 : 1] : null;
         },
         classSaliencyURL: (b, method, cls, kind) => b.saliency["class_" + kind][method][cls],
         activations: async (b, row) => (b.activations.data[String(row)] || null),

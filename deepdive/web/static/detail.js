@@ -92,9 +92,15 @@
         el("table", {class: "layer-stats"}, el("tbody", {}, stats.map(([k, v]) =>
           el("tr", {}, el("th", {text: k.replace(/_/g, " ")}),
              el("td", {text: typeof v === "number" ? (Number.isInteger(v) ? DD.fmt.int(v) : DD.fmt.num(v, 3)) : String(v)}))))),
-        layer.image ? el("img", {class: "layer-img", src: layer.image, alt: `${layer.name} feature maps`}) : null));
+        el("img", {class: "layer-img", src: layer.image, alt: `${layer.name} feature maps`, on: {load: fitLayerImage}})));
     }
   };
+
+  // Feature-map grids arrive at native resolution: scale them up by a whole factor to about 300 px wide.
+  function fitLayerImage(e) {
+    const img = e.target;
+    img.style.width = img.naturalWidth * Math.max(1, Math.floor(300 / img.naturalWidth)) + "px";
+  }
 
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") DD.closeDetail(); });
 })(window.DD);

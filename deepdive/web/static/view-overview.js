@@ -29,7 +29,7 @@
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
-      DD.card("Label issues", DD.fmt.int(s.label_issue_count ?? ctx.b.label_issues.length), "flagged by confident learning"),
+      DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
   }
 
@@ -40,17 +40,17 @@
     const line = (key, name, color, dash) => ({x, y: ep.map((e) => e[key]), name, mode: "lines+markers",
       line: {color, width: 2, dash}, marker: {size: 5}});
     const shapes = [], annotations = [];
-    if (es) {
+    if (es && es.epochs_saved > 0) {
       shapes.push({type: "line", xref: "x", yref: "paper", x0: es.earliest_epoch, x1: es.earliest_epoch, y0: 0, y1: 1,
                    line: {color: "#7c3aed", width: 2, dash: "dot"}});
       annotations.push({xref: "x", yref: "paper", x: es.earliest_epoch, y: 1, yanchor: "bottom", showarrow: false,
-                        text: `could stop at epoch ${es.earliest_epoch}`, font: {color: "#7c3aed", size: 11}});
+                        text: `within ${es.tolerance_pp} pp of best at epoch ${es.earliest_epoch}`, font: {color: "#7c3aed", size: 11}});
     }
     const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
-      DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}}, xaxis: {title: {text: "epoch"}, dtick: 1},
+      DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
                      yaxis: {title: {text: "cross-entropy"}, type: "log"}, shapes, annotations}), DD.plotConfig);
     const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
-      DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}}, xaxis: {title: {text: "epoch"}, dtick: 1},
+      DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
                      yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
   }
@@ -81,9 +81,11 @@
       const lossBox = el("div", {class: "chart", attrs: {"data-testid": "loss-chart"}});
       const accBox = el("div", {class: "chart", attrs: {"data-testid": "acc-chart"}});
       const es = DD.earlyStop(ctx.b.summary);
+      const notes = ctx.b.summary.notes || [];
+      if (notes.length) root.appendChild(el("div", {class: "panel notes"}, notes.map((n) => DD.note(String(n), "muted"))));
       root.appendChild(DD.section("Training curves",
         el("div", {class: "insight" + (es && es.epochs_saved ? " hint" : ""), attrs: {"data-testid": "insight"}},
-           el("span", {class: "insight-icon", text: "⏱"}), el("span", {text: insightText(es)})),
+           el("span", {class: "insight-icon", text: "i"}), el("span", {text: insightText(es)})),
         el("div", {class: "two-col"}, lossBox, accBox)));
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},

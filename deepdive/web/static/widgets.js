@@ -112,7 +112,8 @@
       el("span", {class: "legend-end away", text: "away from the class"}),
       el("img", {class: "legend-bar", src: ctx.b.saliency.legend, alt: "diverging colour scale"}),
       el("span", {class: "legend-end toward", text: "toward the class"}),
-      el("span", {class: "muted small", text: "blue lowers the class score, red raises it; white = no effect"}));
+      el("span", {class: "muted small", text: "blue lowers the class score, red raises it, no colour = no effect; " +
+                                              "±1 = the 99th percentile of |attribution| in each image's maps"}));
   };
 
   // A saliency overlay image, or a note saying why there is none.
@@ -121,6 +122,8 @@
                                 text: "not in this export"});
     return el("img", {class: "sal", src: url, alt, width: size, height: size, loading: "lazy"});
   };
+
+  DD.categoryChip = (name) => el("span", {class: "cat cat-" + String(name).replace(/[^a-z]+/gi, "-"), text: name});
 
   DD.card = (label, value, sub) => el("div", {class: "card"}, el("div", {class: "card-label", text: label}),
     el("div", {class: "card-value", text: value}), sub ? el("div", {class: "card-sub", text: sub}) : null);
@@ -153,7 +156,7 @@
   DD.plotLayout = (extra) => Object.assign({
     margin: {l: 56, r: 16, t: 36, b: 44}, font: {family: "Inter, system-ui, sans-serif", size: 12, color: "#1f2937"},
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", hovermode: "x unified",
-    legend: {orientation: "h", y: 1.12, x: 0},
+    legend: {orientation: "h", y: 1.14, x: 1, xanchor: "right"},
   }, extra || {});
   DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
 })(window.DD);

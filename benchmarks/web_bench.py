@@ -1,0 +1,163 @@
+"""Dashboard performance on a real run (prints numbers; not a test).
+
+    python benchmarks/web_bench.py [RUN] [--workspace runs] [--split test] [--repeat 5]
+
+Serves the workspace from a local uvicorn (127.0.0.1, free port), drives Debian's Chromium through Playwright
+and reads the performance marks the front end sets:
+  first meaningful paint   navigation start → overview cards and both training charts painted   (target ≤ 1 s)
+  confusion-cell hover     mouseover → that cell's thumbnails painted                            (target ≤ 100 ms)
+  predictions filter       select change → the filtered table painted                            (target ≤ 200 ms)
+  static export size       `deepdive report` file size                                          (target ≤ 15 MB)
+Each browser number is the median over --repeat tries (a fresh browser context, so a cold cache, for the paint).
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+TARGETS = {"first meaningful paint (ms)": 1000, "confusion hover (ms)": 100, "predictions filter (ms)": 200,
+           "static export (MB)": 15}
+
+
+def start_server(workspace):
+    import uvicorn
+
+    from deepdive.web.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(workspace), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise SystemExit("the server did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/"
+
+
+def last_measure(page, name):
+    """Duration (ms) of the newest performance measure `name`, waiting for it to appear."""
+    page.wait_for_function("n => performance.getEntriesByName(n).length > 0", arg=name)
+    value = page.evaluate("n => { const m = performance.getEntriesByName(n); return m[m.length - 1].duration; }", name)
+    page.evaluate("n => performance.clearMeasures(n)", name)
+    return value
+
+
+def first_paint(browser, url):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("() => performance.getEntriesByName('dd-overview-painted').length > 0", timeout=60_000)
+    value = page.evaluate("performance.getEntriesByName('dd-overview-painted')[0].startTime")
+    context.close()
+    return value
+
+
+def hover_times(page, counts, repeat):
+    """Hover the biggest off-diagonal cell and the biggest diagonal cell (the worst case: ~1000 thumbnails)."""
+    c = len(counts)
+    off = max(((t, p) for t in range(c) for p in range(c) if t != p), key=lambda tp: counts[tp[0]][tp[1]])
+    diag = max(((t, t) for t in range(c)), key=lambda tp: counts[tp[0]][tp[1]])
+    times = {}
+    for t, p in (off, diag):
+        values = []
+        for _ in range(repeat):
+            page.mouse.move(2, 2)
+            page.wait_for_selector("#tooltip", state="hidden")
+            page.hover(f'td.cm-cell[data-t="{t}"][data-p="{p}"]')
+            values.append(last_measure(page, "dd-hover"))
+        times[f"{t}→{p} ({counts[t][p]} images)"] = statistics.median(values)
+    return times
+
+
+def filter_times(page, repeat):
+    steps = [("filter-correct", "wrong"), ("filter-correct", "all"), ("filter-true", "3"), ("filter-true", "all"),
+             ("sort", "conf-asc"), ("sort", "group")]
+    values = []
+    for _ in range(repeat):
+        for testid, value in steps:
+            page.select_option(f'[data-testid="{testid}"]', value)
+            values.append(last_measure(page, "dd-filter"))
+    return statistics.median(values), max(values)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", nargs="?", default="latest")
+    ap.add_argument("--workspace", default="runs")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    from deepdive.analysis.results import AnalysisResult
+    from deepdive.store import Store
+    from deepdive.web.report import build_report
+
+    with Store.open(args.workspace, create=False) as store:
+        rec = store.get_run(args.run)
+    summary = AnalysisResult.load(rec.run_dir, args.split).summary
+    print(f"run {rec.id} ({rec.name}), {args.split} split: {summary['n']} images, {summary['error_count']} errors")
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        info = build_report(args.workspace, rec.id, args.split, Path(tmp) / "report.html")
+        results["static export (MB)"] = info["bytes"] / 1e6
+        print(f"report built in {time.perf_counter() - start:.1f} s: {info['bytes'] / 1e6:.2f} MB, saliency maps for "
+              f"{info['saliency_errors']} of {info['errors']} errors, activations for {info['activation_images']} images")
+
+        server, thread, base = start_server(args.workspace)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                url = f"{base}#/r/{rec.id}/{args.split}/overview"
+                first_paint(browser, url)  # warm the server's bundle and sprite caches; not counted
+                paints = [first_paint(browser, url) for _ in range(args.repeat)]
+                results["first meaningful paint (ms)"] = statistics.median(paints)
+
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.goto(f"{base}#/r/{rec.id}/{args.split}/confusion")
+                page.wait_for_selector("td.cm-cell")
+                hovers = hover_times(page, summary["confusion"]["counts"], args.repeat)
+                results["confusion hover (ms)"] = max(hovers.values())
+                page.goto(f"{base}#/r/{rec.id}/{args.split}/predictions")
+                page.wait_for_selector(".vrow")
+                median, worst = filter_times(page, args.repeat)
+                results["predictions filter (ms)"] = worst
+
+                report_page = browser.new_page(viewport={"width": 1440, "height": 900})
+                report_page.goto((Path(tmp) / "report.html").as_uri())
+                report_page.wait_for_function("() => performance.getEntriesByName('dd-overview-painted').length > 0",
+                                              timeout=60_000)
+                report_paint = report_page.evaluate("performance.getEntriesByName('dd-overview-painted')[0].startTime")
+                browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+    print(f"first paint (served, cold cache): median {results['first meaningful paint (ms)']:.0f} ms of "
+          f"{', '.join(f'{v:.0f}' for v in paints)}; report from file://: {report_paint:.0f} ms")
+    for cell, value in hovers.items():
+        print(f"hover {cell}: {value:.1f} ms")
+    print(f"filter/sort: median {median:.1f} ms, worst {worst:.1f} ms")
+    print()
+    failed = False
+    for name, target in TARGETS.items():
+        value = results[name]
+        ok = value <= target
+        failed |= not ok
+        print(f"{name:32s} {value:10.2f}   target ≤ {target:<6} {'ok' if ok else 'OVER'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Augmentation advice: probe the model with small deterministic perturbations, find the ones that hurt its most
+confused class pairs, suggest the matching training augmentation, and check a suggestion by retraining.
+
+    robustness_probes(model, inputs, labels, num_classes) -> probes          # per-class accuracy per perturbation
+    recommend(probes, top_confusions) -> [suggestion, ...]                    # ranked, with evidence
+    verify_advice(store, run_id, suggestion=None) -> report                   # retrain + compare, verify_advice.json
+
+The perturbations are deepdive.train.augment's (rotate, shift, scale, thicken, thin), so a suggestion's training
+override switches on exactly the transformation that was probed. Probes run on a class-stratified sample of at
+most PROBE_EXAMPLES images (13 forward passes over it), so they take seconds on a CPU; evidence counts refer to
+that sample and say so.
+"""
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from deepdive.analysis.activations import evaluating
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.train import augment
+
+PROBE_EXAMPLES = 3000
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    id: str
+    label: str
+    apply: Callable[[torch.Tensor], torch.Tensor]
+
+
+PERTURBATIONS = (
+    Perturbation("none", "unchanged", lambda x: x),
+    Perturbation("rotate-20", "rotate -20°", lambda x: augment.rotate(x, -20)),
+    Perturbation("rotate-10", "rotate -10°", lambda x: augment.rotate(x, -10)),
+    Perturbation("rotate+10", "rotate +10°", lambda x: augment.rotate(x, 10)),
+    Perturbation("rotate+20", "rotate +20°", lambda x: augment.rotate(x, 20)),
+    Perturbation("shift-x", "shift left 2 px", lambda x: augment.shift(x, -2, 0)),
+    Perturbation("shift+x", "shift right 2 px", lambda x: augment.shift(x, 2, 0)),
+    Perturbation("shift-y", "shift up 2 px", lambda x: augment.shift(x, 0, -2)),
+    Perturbation("shift+y", "shift down 2 px", lambda x: augment.shift(x, 0, 2)),
+    Perturbation("scale0.85", "scale ×0.85", lambda x: augment.scale(x, 0.85)),
+    Perturbation("scale1.15", "scale ×1.15", lambda x: augment.scale(x, 1.15)),
+    Perturbation("thicken", "thicker strokes", augment.thicken),
+    Perturbation("thin", "thinner strokes", augment.thin),
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A training augmentation and the probes that stand for the variation it teaches."""
+    id: str
+    title: str
+    probes: tuple
+    augment: dict  # merged into the recipe's preset["augment"]
+
+
+CANDIDATES = (
+    Candidate("rotate-10", "rotate ±10°", ("rotate-10", "rotate+10"), {"rotate": 10}),
+    Candidate("rotate-20", "rotate ±20°", ("rotate-20", "rotate+20"), {"rotate": 20}),
+    Candidate("shift-2", "shift ±2 px", ("shift-x", "shift+x", "shift-y", "shift+y"), {"shift": 2}),
+    Candidate("scale-0.15", "scale ×0.85–1.15", ("scale0.85", "scale1.15"), {"scale": 0.15}),
+    Candidate("thicken", "thicker strokes (dilate 20% of images)", ("thicken",), {"thicken": 0.2}),
+    Candidate("thin", "thinner strokes (erode 20% of images)", ("thin",), {"thin": 0.2}),
+)
+
+
+# ---- probes ------------------------------------------------------------------------------------------------
+def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_examples: int = PROBE_EXAMPLES,
+                      batch_size: int = 500, seed: int = 0, progress: bool = False) -> dict:
+    """Accuracy, per-class accuracy and off-diagonal confusions under each perturbation in PERTURBATIONS.
+
+    inputs: float (N, C, H, W) in [0, 1] with 0 = background (what augment's functions expect). Returns
+    {n, n_total, sampled, class_counts, seconds, note, perturbations: [{id, label, accuracy, per_class_accuracy,
+    confusions: [[true, pred, count], ...]}]}; "none" (first) is the unperturbed baseline."""
+    start = time.perf_counter()
+    x = torch.as_tensor(inputs)
+    y = np.asarray(labels, np.int64).reshape(-1)
+    n_total = len(y)
+    if x.dim() != 4 or len(x) != len(y) or not len(y):
+        raise DeepdiveError(f"robustness probes need inputs (N, C, H, W) and N labels, got {tuple(x.shape)} and "
+                            f"{len(y)}")
+    rows = stratified_sample(y, max_examples, seed)
+    x, y = x[torch.as_tensor(rows)], y[rows]
+    lo, hi = float(x.min()), float(x.max())
+    note = None if lo >= -1e-6 and hi <= 1 + 1e-6 else (
+        f"inputs span [{lo:.3g}, {hi:.3g}], not [0, 1]: perturbations fill with 0, which may not be background")
+
+    device = next(model.parameters(), torch.zeros(0)).device
+    preds = np.zeros((len(PERTURBATIONS), len(y)), np.int64)
+    starts = range(0, len(y), batch_size)
+    with evaluating(model):
+        for s in tqdm(starts, desc="robustness probes", unit="batch", disable=not progress or len(starts) < 2,
+                      leave=False):
+            xb = x[s:s + batch_size].float().to(device)
+            for k, p in enumerate(PERTURBATIONS):
+                preds[k, s:s + len(xb)] = model(p.apply(xb)).argmax(1).cpu().numpy()
+
+    counts = np.bincount(y, minlength=num_classes)
+    results = []
+    for p, pred in zip(PERTURBATIONS, preds):
+        confusion = np.zeros((num_classes, num_classes), np.int64)
+        np.add.at(confusion, (y, pred), 1)
+        off = [[int(t), int(q), int(confusion[t, q])] for t, q in zip(*np.nonzero(confusion)) if t != q]
+        per_class = [float(confusion[c, c] / counts[c]) if counts[c] else None for c in range(num_classes)]
+        results.append({"id": p.id, "label": p.label, "accuracy": float((pred == y).mean()),
+                        "per_class_accuracy": per_class, "confusions": off})
+    return {"n": int(len(y)), "n_total": int(n_total), "sampled": bool(len(y) < n_total),
+            "class_counts": counts.tolist(), "seconds": round(time.perf_counter() - start, 3), "note": note,
+            "perturbations": results}
+
+
+def stratified_sample(labels: np.ndarray, max_examples: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `max_examples` rows keeping each class's share (all rows when there are few)."""
+    n = len(labels)
+    if n <= max_examples:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, round(len(members) * max_examples / n))
+        chosen.append(rng.choice(members, min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+# ---- recommendation ----------------------------------------------------------------------------------------
+def recommend(probes: dict, top_confusions: list, current_augment: dict | None = None,
+              class_names: list | None = None) -> list[dict]:
+    """Rank the CANDIDATES by how much their probes raise the confusions of `top_confusions` ([{true, pred,
+    count, ...}], most frequent first).
+
+    Score = Σ over pairs of (pair's share of the listed errors) × (worst rise in the pair's confusion rate under
+    the candidate's probes); with no pairs, the drop in overall accuracy. Candidates that hurt nothing are left
+    out. With `current_augment` (the recipe's preset["augment"]), a candidate the recipe already covers is marked
+    `in_recipe` and ranked after the others. Each suggestion: {id, title, text, overrides, score, in_recipe,
+    evidence: {pairs: [...], class_accuracy: [...], accuracy: {...}, probes, n}}."""
+    by_id = {p["id"]: p for p in probes["perturbations"]}
+    base = by_id["none"]
+    counts = probes["class_counts"]
+    pairs = [(int(c["true"]), int(c["pred"]), int(c.get("count", 1))) for c in top_confusions or []]
+    total = sum(w for *_, w in pairs) or 1
+    name = (lambda c: str(class_names[c])) if class_names else str
+
+    suggestions = []
+    for cand in CANDIDATES:
+        runs = [by_id[i] for i in cand.probes]
+        pair_evidence = []
+        for t, q, weight in pairs:
+            n_t = counts[t] if t < len(counts) else 0
+            before = _confusion_count(base, t, q)
+            worst = max(runs, key=lambda r: _confusion_count(r, t, q))
+            after = _confusion_count(worst, t, q)
+            pair_evidence.append({
+                "true": t, "pred": q, "weight": weight / total, "n_true": n_t, "before": before, "after": after,
+                "worst_probe": worst["id"],
+                "rate_before": before / n_t if n_t else None, "rate_after": after / n_t if n_t else None})
+        worst_acc = min(r["accuracy"] for r in runs)
+        if pairs:
+            score = sum(e["weight"] * max(0.0, (e["rate_after"] or 0) - (e["rate_before"] or 0))
+                        for e in pair_evidence)
+        else:
+            score = max(0.0, base["accuracy"] - worst_acc)
+        if score <= 0:
+            continue
+        classes = sorted({e["true"] for e in pair_evidence})
+        class_acc = [{"class": c, "before": base["per_class_accuracy"][c],
+                      "after": min(r["per_class_accuracy"][c] for r in runs)} for c in classes
+                     if base["per_class_accuracy"][c] is not None]
+        in_recipe = covered({"augment": cand.augment}, current_augment)
+        suggestions.append({
+            "id": cand.id, "title": cand.title,
+            "text": _evidence_text(cand, pair_evidence, class_acc, base["accuracy"], worst_acc, probes, name),
+            "overrides": {"augment": dict(cand.augment)}, "score": round(score, 6), "in_recipe": in_recipe,
+            "evidence": {"pairs": sorted(pair_evidence, key=lambda e: -(e["after"] - e["before"]) * e["weight"]),
+                         "class_accuracy": class_acc,
+                         "accuracy": {"before": base["accuracy"], "after": worst_acc},
+                         "probes": list(cand.probes), "n": probes["n"], "sampled": probes.get("sampled", False)},
+        })
+    suggestions.sort(key=lambda s: (s["in_recipe"], -s["score"], -(s["evidence"]["accuracy"]["before"] -
+                                                                    s["evidence"]["accuracy"]["after"])))
+    for rank, s in enumerate(suggestions, 1):
+        s["rank"] = rank
+    return suggestions
+
+
+def covered(overrides: dict, augment_config: dict | None) -> bool:
+    """Whether a recipe whose augment config is `augment_config` already does what `overrides` asks."""
+    wanted = (overrides or {}).get("augment") or {}
+    return bool(augment_config) and bool(wanted) and all(float(augment_config.get(k) or 0) >= float(v)
+                                                         for k, v in wanted.items())
+
+
+def _confusion_count(run: dict, t: int, q: int) -> int:
+    return next((n for a, b, n in run["confusions"] if a == t and b == q), 0)
+
+
+def _evidence_text(cand, pairs, class_acc, acc_before, acc_after, probes, name) -> str:
+    """e.g. "rotate ±20°: 7→1 confusions rise 1→12 of 300 probed 7s; class 7 accuracy drops 99.0%→88.0%"."""
+    parts = []
+    rising = [e for e in pairs if e["after"] > e["before"]]
+    if rising:
+        e = max(rising, key=lambda e: (e["after"] - e["before"]) * e["weight"])
+        parts.append(f"{name(e['true'])}→{name(e['pred'])} confusions rise {e['before']}→{e['after']} of "
+                     f"{e['n_true']} probed {name(e['true'])}s")
+        acc = next((a for a in class_acc if a["class"] == e["true"]), None)
+        if acc:
+            parts.append(f"class {name(e['true'])} accuracy drops {acc['before']:.1%}→{acc['after']:.1%}")
+    parts.append(f"overall accuracy {acc_before:.1%}→{acc_after:.1%} on {probes['n']} probed images")
+    return f"{cand.title}: " + "; ".join(parts)
+
+
+# ---- verification ------------------------------------------------------------------------------------------
+def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: str = "test") -> dict:
+    """Retrain the run's recipe (same dataset, preset, seed, epochs, limit_train/limit_test, ensemble, device
+    request) with a suggestion's augmentation added, store it as a new run "<name>+<suggestion id>" linked to
+    the original (config["verifies"]), and compare the suggestion's targeted confusions and the accuracy on
+    `split`. The report is written to the original run's analysis/<split>/verify_advice.json and returned.
+
+    suggestion: None = the top-ranked suggestion the recipe does not already include; a suggestion id; or a
+    suggestion dict as recommend() returns."""
+    from deepdive.analysis.results import AnalysisResult
+    from deepdive.atomic import atomic_write_text
+    from deepdive.store import to_json
+    from deepdive.train.run import train_and_evaluate
+
+    run = store.get_run(run_id)
+    if run.status != "finished":
+        raise RunError(f"run {run.id} is {run.status}; only a finished run can be verified")
+    config = run.config or {}
+    if "preset" not in config:
+        raise RunError(f"run {run.id} was not trained by deepdive (no recipe in its config), so it cannot be "
+                       "retrained with the advice")
+    result = AnalysisResult.load(run.run_dir, split)
+    recipe_augment = (config.get("resolved") or {}).get("augment") or {}
+    chosen = _choose(suggestion, (result.advice or {}).get("suggestions") or [], run.id, recipe_augment)
+    overrides = _merge_overrides(config.get("overrides") or {}, chosen["overrides"])
+
+    before = store.predictions(run.id, split)
+    started = time.perf_counter()
+    new = train_and_evaluate(
+        config.get("dataset", run.dataset), config["preset"], workspace=store.workspace,
+        name=f"{run.name}+{chosen['id']}", epochs=config.get("epochs"), seed=config.get("seed", 0),
+        device=config.get("device", "auto"), limit_train=config.get("limit_train"),
+        limit_test=config.get("limit_test"), ensemble=config.get("ensemble") or 1, overrides=overrides,
+        progress=progress)
+    retrain_seconds = time.perf_counter() - started
+    link = {"run_id": run.id, "suggestion": chosen["id"], "split": split}
+    store.set_config(new["run_id"], {**store.get_run(new["run_id"]).config, "verifies": link})
+    after = store.predictions(new["run_id"], split)
+    if not np.array_equal(before["true"], after["true"]):
+        raise RunError(f"the retrained run {new['run_id']} was evaluated on different {split} examples than "
+                       f"{run.id}; cannot compare")
+
+    targeted = [_pair_change(before, after, e["true"], e["pred"])
+                for e in chosen.get("evidence", {}).get("pairs", [])]
+    acc_before = float((before["pred"] == before["true"]).mean())
+    acc_after = float((after["pred"] == after["true"]).mean())
+    t_before, t_after = sum(t["before"] for t in targeted), sum(t["after"] for t in targeted)
+    report = {
+        "run_id": run.id, "retrained_run_id": new["run_id"], "retrained_run_name": f"{run.name}+{chosen['id']}",
+        "split": split, "suggestion": {k: chosen.get(k) for k in ("id", "title", "text", "overrides")},
+        "overrides": overrides,
+        "accuracy": {"before": acc_before, "after": acc_after, "delta": acc_after - acc_before},
+        "errors": {"before": int((before["pred"] != before["true"]).sum()),
+                   "after": int((after["pred"] != after["true"]).sum())},
+        "targeted_confusions": targeted,
+        "targeted_total": {"before": t_before, "after": t_after, "delta": t_after - t_before},
+        "verdict": _verdict(t_after - t_before, acc_after - acc_before),
+        "retrain_seconds": round(retrain_seconds, 1),
+        "note": "one retraining with the same seed: differences of a few errors are within run-to-run noise",
+    }
+    report["errors"]["delta"] = report["errors"]["after"] - report["errors"]["before"]
+    atomic_write_text(run.run_dir / "analysis" / split / "verify_advice.json", to_json(report))
+    return report
+
+
+def _choose(suggestion, suggestions: list, run_id, recipe_augment: dict) -> dict:
+    if isinstance(suggestion, dict):
+        if "id" not in suggestion or "overrides" not in suggestion:
+            raise DeepdiveError("a suggestion dict needs at least 'id' and 'overrides' (as recommend() returns)")
+        return suggestion
+    if not suggestions:
+        raise RunError(f"run {run_id} has no augmentation advice to verify; analyse it first "
+                       f"(deepdive analyze {run_id}) — or its probes found no weakness")
+    if suggestion is None:
+        fresh = [s for s in suggestions if not covered(s["overrides"], recipe_augment)]
+        if not fresh:
+            raise DeepdiveError(f"every suggestion for run {run_id} is already part of its recipe "
+                                f"({', '.join(s['id'] for s in suggestions)}); name one with --suggestion to retrain anyway")
+        return fresh[0]
+    for s in suggestions:
+        if s["id"] == str(suggestion):
+            return s
+    raise DeepdiveError(f"no suggestion {suggestion!r} for run {run_id}; its suggestions: "
+                        f"{', '.join(s['id'] for s in suggestions)}")
+
+
+def _merge_overrides(base: dict, extra: dict) -> dict:
+    """The run's own overrides plus the suggestion's; augment keys take the larger value of the two."""
+    merged = {**base, **{k: v for k, v in extra.items() if k != "augment"}}
+    aug = dict(base.get("augment") or {})
+    for key, value in (extra.get("augment") or {}).items():
+        aug[key] = max(float(aug.get(key) or 0), float(value))
+    if aug:
+        merged["augment"] = aug
+    return merged
+
+
+def _pair_change(before: dict, after: dict, t: int, q: int) -> dict:
+    b = int(((before["true"] == t) & (before["pred"] == q)).sum())
+    a = int(((after["true"] == t) & (after["pred"] == q)).sum())
+    return {"true": int(t), "pred": int(q), "before": b, "after": a, "delta": a - b}
+
+
+def _verdict(targeted_delta: int, accuracy_delta: float) -> str:
+    if targeted_delta < 0 and accuracy_delta >= 0:
+        return "helped: fewer targeted confusions, accuracy not lower"
+    if targeted_delta > 0 and accuracy_delta <= 0:
+        return "did not help: more targeted confusions, accuracy not higher"
+    return "mixed or no clear change"

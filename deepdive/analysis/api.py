@@ -1,0 +1,304 @@
+"""Bring your own model: record and analyse any PyTorch image classifier in one line.
+
+    run = deepdive.log_evaluation(model, (images, labels), class_names=[...])     # images float (N, C, H, W)
+
+or, with training curves:
+
+    run = deepdive.init(name="my-net", config={"lr": 0.01})
+    for epoch in ...:
+        run.log(epoch=epoch, train_loss=..., val_acc=...)
+    run.log_evaluation(model, test_loader, class_names)
+    run.finish()
+
+The run lands in the workspace like a trained one (dataset "custom", model arch "pickled"): the whole module
+pickled into model_best.pt (weights only, with a note, when it cannot be pickled), the evaluation inputs in
+eval/<split>_inputs.npy + eval/<split>_labels.npy, the predictions in the store, then the full analysis.
+"""
+import time
+
+import numpy as np
+
+from deepdive.errors import DeepdiveError
+from deepdive.paths import DEFAULT_WORKSPACE
+
+__all__ = ["Run", "init", "log_evaluation", "collect"]
+
+EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+SPLITS = ("test", "val")
+
+
+class Run:
+    """A run being recorded. Also a context manager: an exception inside `with` marks the run failed."""
+
+    def __init__(self, store, record, owns_store=True):
+        self._store, self._owns_store = store, owns_store
+        self.id, self.name, self.run_dir = record.id, record.name, record.run_dir
+        self.workspace = store.workspace
+        self.summary = None            # the analysis summary, after log_evaluation
+        self._last_epoch = 0
+        self._last_time = time.perf_counter()
+        self._finished = False
+
+    def __str__(self):
+        return self.id
+
+    def __repr__(self):
+        return f"<deepdive run {self.id} ({self.name}) in {self.workspace}>"
+
+    def log(self, epoch: int | None = None, **metrics):
+        """Record one epoch: any of train_loss, train_acc, val_loss, val_acc (fractions in [0, 1]), lr, seconds.
+
+        epoch defaults to the previous one + 1; seconds to the wall time since the previous log (or init)."""
+        self._check_open()
+        unknown = sorted(set(metrics) - set(EPOCH_FIELDS))
+        if unknown:
+            raise DeepdiveError(f"run.log got unknown metric(s) {', '.join(unknown)}; known: {', '.join(EPOCH_FIELDS)}")
+        epoch = self._last_epoch + 1 if epoch is None else int(epoch)
+        now = time.perf_counter()
+        if metrics.get("seconds") is None:
+            metrics["seconds"] = now - self._last_time
+        values = {}
+        for key in EPOCH_FIELDS:
+            value = metrics.get(key)
+            values[key] = None if value is None else _scalar(value, key)
+        self._store.log_epoch(self.id, epoch, **values)
+        self._last_epoch, self._last_time = epoch, now
+
+    def log_evaluation(self, model, data, class_names=None, split="test", progress=True, batch_size=256) -> dict:
+        """Save the model, store the evaluation data and predictions, finish the run and analyse it.
+        Returns the analysis summary (also in .summary)."""
+        self._check_open()
+        from deepdive.analysis import analyze, predict
+
+        if split not in SPLITS:
+            raise DeepdiveError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        inputs, labels = collect(data, batch_size)
+        num_classes = _output_width(model, inputs)
+        names = _class_names(class_names, num_classes, self._store.get_run(self.id).class_names)
+        if len(labels) and labels.max() >= num_classes:
+            raise DeepdiveError(f"labels go up to {int(labels.max())} but the model outputs {num_classes} classes")
+        try:
+            probs, losses = predict(model, inputs, labels, num_classes, batch_size=batch_size)
+            note = _save_model(model, self.run_dir / "model_best.pt", names, inputs.shape[1:])
+            _save_eval(self.run_dir, split, inputs, labels)
+            record = self._store.get_run(self.id)
+            if record.class_names != names:
+                # The store fixes class names at creation; init() may not have known them yet.
+                self._store.set_config(self.id, {**record.config, "class_names": names})
+            if note:
+                self._store.set_config(self.id, {**self._store.get_run(self.id).config, "model_note": note})
+            self._store.save_predictions(self.id, split, labels, probs, losses)
+            for name, rel, kind in (("model_best.pt", "model_best.pt", "checkpoint"),
+                                    (f"eval/{split}_inputs.npy", f"eval/{split}_inputs.npy", "eval"),
+                                    (f"eval/{split}_labels.npy", f"eval/{split}_labels.npy", "eval")):
+                self._store.add_artifact(self.id, name, rel, kind)
+            seconds = sum(e["seconds"] or 0.0 for e in self._store.epochs(self.id))
+            accuracy = float((probs.argmax(1) == labels).mean())
+            self._store.finish_run(self.id, accuracy, seconds, sum(p.numel() for p in model.parameters()),
+                                   "pickled")
+        except BaseException as e:
+            self._store.mark_failed(self.id, f"log_evaluation: {type(e).__name__}: {e}")
+            raise
+        self._finished = True
+        self.summary = analyze(self._store, self.id, split, progress=progress, model=model)
+        return self.summary
+
+    def finish(self):
+        """Close the run. A run that never logged an evaluation has no model: it is marked interrupted."""
+        if not self._finished:
+            self._store.mark_interrupted(self.id, "finished without log_evaluation: no model was evaluated")
+            self._finished = True
+        if self._owns_store:
+            self._store.close()
+            self._owns_store = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and not self._finished:
+            self._store.mark_failed(self.id, f"{exc_type.__name__}: {exc}")
+            self._finished = True
+        self.finish()
+
+    def _check_open(self):
+        if self._finished:
+            raise DeepdiveError(f"run {self.id} is already finished; start a new one with deepdive.init()")
+
+
+def init(name=None, workspace=DEFAULT_WORKSPACE, config=None, class_names=None) -> Run:
+    """Start recording a run of your own model (dataset "custom")."""
+    from deepdive.store import Store
+
+    store = Store.open(workspace)
+    try:
+        record = store.create_run(name or "custom", "custom", dict(config or {}),
+                                  {"kind": "custom", "location": "in-memory data passed to log_evaluation"},
+                                  list(class_names or []), device="user")
+    except BaseException:
+        store.close()
+        raise
+    return Run(store, record)
+
+
+def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, name=None, split="test",
+                   history=None, run=None, progress=True, batch_size=256) -> Run:
+    """Record `model` evaluated on `data` as a run and analyse it; returns the Run (str(run) is its id).
+
+    data: an (images, labels) pair (tensors or arrays; images float (N, C, H, W) as the model takes them, labels
+    int (N,)), or a DataLoader / Dataset / iterable yielding such pairs. history: optional per-epoch dicts
+    (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
+    """
+    own = run is None
+    run = run or init(name=name, workspace=workspace, class_names=class_names)
+    try:
+        for row in history or []:
+            row = dict(row)
+            run.log(row.pop("epoch", None), **row)
+        run.log_evaluation(model, data, class_names=class_names, split=split, progress=progress,
+                           batch_size=batch_size)
+    except BaseException as e:
+        if own:
+            run.__exit__(type(e), e, None)
+        raise
+    if own:
+        run.finish()
+    return run
+
+
+# ---- input handling ------------------------------------------------------------------------------------------
+def collect(data, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs float32 (N, C, H, W), labels int64 (N,)) from a pair, a DataLoader, a Dataset or an iterable."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_pair_of_items(data):
+        images, labels = data
+    else:
+        if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+            data = DataLoader(data, batch_size=batch_size, shuffle=False)
+        xs, ys = [], []
+        try:
+            for item in data:
+                if not isinstance(item, (tuple, list)) or len(item) < 2:
+                    raise DeepdiveError("data must yield (images, labels) pairs; got "
+                                        f"{type(item).__name__}")
+                xs.append(_array(item[0], "images"))
+                ys.append(_array(item[1], "labels").reshape(-1))
+        except TypeError as e:
+            raise DeepdiveError(f"data must be an (images, labels) pair or a DataLoader/Dataset yielding them; "
+                                f"got {type(data).__name__} ({e})") from None
+        if not xs:
+            raise DeepdiveError("data yielded no examples")
+        images, labels = np.concatenate(xs), np.concatenate(ys)
+    images, labels = _array(images, "images"), _array(labels, "labels")
+    return _check_images(images), _check_labels(labels, len(images))
+
+
+def _is_pair_of_items(data) -> bool:
+    # A list of exactly two (image, label) samples looks like a pair; tell them apart by the first element.
+    return isinstance(data[0], (tuple, list))
+
+
+def _array(x, what) -> np.ndarray:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, (int, np.integer)) and what == "labels":
+        return np.asarray([x])
+    try:
+        return np.asarray(x)
+    except Exception as e:
+        raise DeepdiveError(f"{what} must be a tensor or array, got {type(x).__name__}") from e
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(images.dtype, np.floating):
+        hint = " (convert with x.float() / 255 if your model takes [0, 1] inputs)" if images.dtype == np.uint8 else ""
+        raise DeepdiveError(f"images must be floating point, the values your model takes; got dtype "
+                            f"{images.dtype}{hint}")
+    if images.ndim != 4:
+        hint = " (add the channel axis: x.unsqueeze(1))" if images.ndim == 3 else ""
+        raise DeepdiveError(f"images must have shape (N, C, H, W); got {images.shape}{hint}")
+    if len(images) == 0:
+        raise DeepdiveError("there are no images to evaluate (N = 0)")
+    if not np.isfinite(images).all():
+        raise DeepdiveError("images contain NaN or infinite values")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != n:
+        raise DeepdiveError(f"labels must have shape ({n},), one class index per image; got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DeepdiveError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.min() < 0:
+        raise DeepdiveError(f"labels must be >= 0, got {int(labels.min())}")
+    return labels.astype(np.int64)
+
+
+def _output_width(model, inputs) -> int:
+    """The number of classes the model outputs, from one forward pass on the first image."""
+    import torch
+
+    from deepdive.analysis import _device_of
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.as_tensor(inputs[:1]).to(_device_of(model)))
+    except Exception as e:
+        raise DeepdiveError(f"the model failed on images of shape {tuple(inputs.shape[1:])}: "
+                            f"{type(e).__name__}: {e}") from e
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DeepdiveError(f"the model must return logits of shape (batch, num_classes); got {shape}")
+    return int(out.shape[1])
+
+
+def _class_names(given, num_classes, stored) -> list[str]:
+    names = list(given) if given is not None else (list(stored) or [str(c) for c in range(num_classes)])
+    if len(names) != num_classes:
+        raise DeepdiveError(f"the model outputs {num_classes} classes but {len(names)} class names were given "
+                            f"({', '.join(map(str, names))})")
+    return [str(n) for n in names]
+
+
+def _scalar(value, key) -> float:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        raise DeepdiveError(f"run.log: {key} must be a number, got {value!r}") from None
+
+
+# ---- what goes into the run folder ---------------------------------------------------------------------------
+def _save_model(model, path, class_names, input_shape) -> str | None:
+    """Pickle the whole module (DESIGN.md checkpoint {"arch": "pickled", "module": ...}). A module that cannot be
+    pickled (a lambda, a local class, an open file) is saved as its state_dict with a note; returns the note."""
+    from deepdive.atomic import atomic_torch_save
+
+    info = {"arch": "pickled", "num_classes": len(class_names), "class_names": list(class_names),
+            "input_shape": [int(s) for s in input_shape], "in_channels": int(input_shape[0]),
+            "image_size": int(input_shape[-1])}
+    try:
+        atomic_torch_save(path, {**info, "module": model})
+        return None
+    except Exception as e:
+        note = (f"the model could not be pickled ({type(e).__name__}: {e}); only its weights were saved, so "
+                "re-analysing this run later uses the stored predictions and skips the model stages")
+        atomic_torch_save(path, {**info, "module": None, "state_dict": {k: v.detach().cpu() for k, v in
+                                                                       model.state_dict().items()},
+                                 "note": note})
+        return note
+
+
+def _save_eval(run_dir, split, inputs, labels):
+    from deepdive.atomic import atomic_save_npy
+
+    atomic_save_npy(run_dir / "eval" / f"{split}_inputs.npy", inputs)
+    atomic_save_npy(run_dir / "eval" / f"{split}_labels.npy", labels)
+

@@ -1,0 +1,141 @@
+"""Subcommands analyze, export and verify-advice. Heavy imports happen inside the commands."""
+import argparse
+import contextlib
+import json
+import sys
+
+from deepdive.paths import DEFAULT_WORKSPACE
+
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors")  # static copy of export.TABLES
+
+
+def _folds(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"--folds must be at least 2, got {value}")
+    return value
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "analyze", help="analyse a run's mistakes (tables, label issues, saliency, activations, advice)",
+        description="Analyse a finished run on its test (or validation) split and store the results in the run "
+                    "folder and the workspace database. With --label-issues train, instead retrain the run's "
+                    "recipe K times on K-1 folds of its training data and find likely mislabeled training "
+                    "examples from the out-of-fold probabilities (slow: K trainings).")
+    p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="split to analyse (default: test)")
+    p.add_argument("--label-issues", choices=("train",), dest="label_issues",
+                   help="find label issues in the training split by K-fold cross-validation")
+    p.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds for --label-issues train (default 5)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    p.set_defaults(func=cmd_analyze)
+
+    p = subparsers.add_parser(
+        "export", help="write an analysis table to CSV or Parquet",
+        description=f"Write one table of a run's analysis to a file. Tables: {', '.join(TABLES)}.")
+    p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
+    p.add_argument("table", help=f"one of: {', '.join(TABLES)}")
+    p.add_argument("--format", choices=("csv", "parquet"), help="file format (default: from the --out suffix)")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write (replaced atomically)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser(
+        "verify-advice", help="retrain with the top suggestion and compare against the run",
+        description="Check the analysis' top suggestion (or the one named) by retraining the run's recipe with "
+                    "the same seed and budget plus the suggested change, and comparing test accuracy and errors.")
+    p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
+    p.add_argument("--suggestion", help="id of the suggestion to verify (default: the top-ranked one)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
+    p.set_defaults(func=cmd_verify_advice)
+
+
+def cmd_analyze(args) -> int:
+    from deepdive.analysis import analyze
+    from deepdive.store import Store
+
+    split = "train" if args.label_issues == "train" else args.split
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with Store.open(args.workspace, create=False) as store, quiet:
+        run = store.get_run(args.run)
+        summary = analyze(store, run.id, split, progress=True, folds=args.folds)
+    if args.json:
+        print(json.dumps(json_summary(summary)))
+    else:
+        print(text_summary(summary, args.workspace))
+    return 0
+
+
+def json_summary(summary: dict) -> dict:
+    return {
+        "run_id": summary["run_id"], "split": summary["split"], "n": summary["n"],
+        "accuracy": summary["accuracy"], "error_count": summary["error_count"],
+        "top_confusions": [{k: t[k] for k in ("true", "pred", "true_name", "pred_name", "count")}
+                           for t in summary["top_confusions"][:5]],
+        "label_issues": summary["label_issues"]["count"],
+        "taxonomy": summary["taxonomy"]["total"],
+        "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
+    }
+
+
+def text_summary(summary: dict, workspace) -> str:
+    s = summary
+    lines = [f"run {s['run_id']}, {s['split']} split: accuracy {s['accuracy']:.2%} ({s['error_count']} errors "
+             f"of {s['n']})"]
+    if s["top_confusions"]:
+        pairs = ", ".join(f"{t['true_name']}→{t['pred_name']} ×{t['count']}" for t in s["top_confusions"][:5])
+        lines.append(f"top confusions (true→predicted): {pairs}")
+    lines.append(f"likely label issues: {s['label_issues']['count']} (from {s['label_issues']['source']})")
+    lines.append("errors by cause: " + ", ".join(f"{k} {v}" for k, v in s["taxonomy"]["total"].items()))
+    hint = s.get("insight")
+    if hint and hint["epochs_saved"]:
+        lines.append(f"training: val accuracy was within {hint['tolerance_pp']} pp of its best at epoch "
+                     f"{hint['earliest_epoch']} of {hint['epochs_total']}; stopping there would have saved "
+                     f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})")
+    for suggestion in (s.get("advice") or [])[:3]:
+        lines.append(f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}")
+    for note in s.get("notes") or []:
+        lines.append(f"note: {note}")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items())
+    lines.append(f"took {s['total_seconds']:.1f} s ({stages})")
+    lines.append(f"browse: deepdive serve --workspace {workspace}   export: deepdive export {s['run_id']} errors "
+                 f"--out errors.csv --workspace {workspace}")
+    return "\n".join(lines)
+
+
+def cmd_export(args) -> int:
+    from deepdive.analysis.export import export_table
+    from deepdive.analysis.results import AnalysisResult
+    from deepdive.errors import DeepdiveError
+    from deepdive.store import Store
+
+    if args.table not in TABLES:
+        raise DeepdiveError(f"unknown table {args.table!r}; valid tables: {', '.join(TABLES)}")
+    with Store.open(args.workspace, create=False) as store:
+        run = store.get_run(args.run)
+    result = AnalysisResult.load(run.run_dir, args.split)
+    path = export_table(result, args.table, args.out, args.format)
+    print(f"wrote {args.table} of run {run.id} ({args.split}) to {path}")
+    return 0
+
+
+def cmd_verify_advice(args) -> int:
+    from deepdive.analysis.advice import verify_advice
+    from deepdive.store import Store
+
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with Store.open(args.workspace, create=False) as store, quiet:
+        run = store.get_run(args.run)
+        result = verify_advice(store, run.id, suggestion=args.suggestion, progress=True)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,83 @@
+"""`deepdive export RUN TABLE`: one analysis table as CSV or Parquet, written atomically.
+
+Tables (all read through AnalysisResult):
+  predictions   every example: row, idx, true/pred (+ names), confidence, margin, loss, correct, entropy,
+                p0..p{C-1}, label-issue columns, category, embedding coordinates
+  per-class     support, predicted, correct, errors, recall, precision, f1 and taxonomy counts per class
+  confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
+  label-issues  flagged examples, most suspicious first, with the suggested label
+  errors        the misclassified examples, most confident first, with their taxonomy category
+`row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
+"""
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepdive.analysis.results import AnalysisResult
+from deepdive.analysis.taxonomy import CATEGORIES
+from deepdive.errors import DeepdiveError
+
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors")
+FORMATS = ("csv", "parquet")
+
+
+def table(result: AnalysisResult, name: str) -> pd.DataFrame:
+    """The named table of a stored analysis as a DataFrame."""
+    if name not in TABLES:
+        raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
+    names = np.asarray(result.class_names, dtype=object)
+    if name == "predictions":
+        return _named(result.examples.copy(), names)
+    if name == "errors":
+        errors = _named(result.examples.copy(), names)
+        return errors[~errors["correct"]].sort_values("confidence", ascending=False, kind="stable") \
+            .reset_index(drop=True)
+    if name == "label-issues":
+        return result.label_issues.reset_index(drop=True)
+    if name == "confusion":
+        counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
+        frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])
+        frame.insert(0, "true_name", names)
+        frame.insert(0, "true", np.arange(len(names)))
+        return frame
+    # per-class: the summary's table plus the taxonomy counts of each class
+    rows = [{k: v for k, v in r.items() if k != "error_rows"} for r in result.summary["per_class"]]
+    frame = pd.DataFrame(rows)
+    for col in ("recall", "precision", "f1"):
+        frame[col] = frame[col].astype("float64")  # None (undefined) -> NaN
+    taxonomy = pd.DataFrame(result.summary["taxonomy"]["per_class"])
+    for cat in CATEGORIES:
+        frame[cat] = taxonomy[cat].to_numpy()
+    return frame
+
+
+def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None) -> Path:
+    """Write table `name` to `out` as csv or parquet (default: from the file suffix). Returns the path."""
+    from deepdive.atomic import atomic_write_bytes
+
+    out = Path(out)
+    fmt = fmt or out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise DeepdiveError(f"unknown export format {fmt!r}; use --format csv or --format parquet")
+    frame = table(result, name)
+    if fmt == "csv":
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False)
+        data = buf.getvalue().encode("utf-8")
+    else:
+        data = frame.to_parquet(index=False)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as e:
+        raise DeepdiveError(f"cannot write {out}: {e.strerror or e}") from None
+    return out
+
+
+def _named(frame: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
+    """Examples with the row position first and class names beside the class numbers."""
+    frame.insert(0, "row", np.arange(len(frame), dtype=np.int64))
+    frame.insert(frame.columns.get_loc("true") + 1, "true_name", names[frame["true"].to_numpy()])
+    frame.insert(frame.columns.get_loc("pred") + 1, "pred_name", names[frame["pred"].to_numpy()])
+    return frame

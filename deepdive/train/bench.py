@@ -1,0 +1,213 @@
+"""`deepdive bench`: time the presets against the PyTorch examples/mnist recipe, in one process, on one data set.
+
+    deepdive bench [--device cpu|cuda] [--presets fast,default,best] [--seeds N] [--ensemble K]
+                   [--peer-epochs N] [--limit-train N] [--epochs N] [--dataset mnist] [--data-dir DIR]
+
+For every (recipe, seed, epoch) it prints one JSON line
+    {"recipe", "seed", "epoch", "train_seconds" (cumulative, training only), "test_accuracy", "device"}
+(test accuracy is measured after each epoch, outside the timed region), then a table: time to 99.0 / 99.4 /
+99.5 / 99.7 % test accuracy (median over seeds), final accuracy, warm-up seconds, and the speed-up over the
+reference (its training time over the time the recipe needs to reach the reference's final accuracy).
+
+The training path imports only torch/numpy/tqdm/stdlib, so `PYTHONPATH=. python -m deepdive.train.bench`
+runs on a bare GPU machine (benchmarks/gpu_bench.sh).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+THRESHOLDS = (0.990, 0.994, 0.995, 0.997)
+
+
+def register(subparsers):
+    p = subparsers.add_parser("bench", help="time the training presets against the PyTorch examples/mnist recipe",
+                              description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_arguments(p):
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--presets", default="fast,default,best",
+                   help="comma-separated presets to time (default: fast,default,best); empty for none")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per preset: 0, 1, ... N-1 (default 1)")
+    p.add_argument("--ensemble", type=int, default=0,
+                   help="also train one K-model ensemble of --ensemble-preset (seed 0); 0 = none (default)")
+    p.add_argument("--ensemble-preset", default="best", help="preset of the ensemble's members (default best)")
+    p.add_argument("--peer-epochs", type=int, default=14,
+                   help="epochs of the examples/mnist reference (default 14, as the example); 0 skips it")
+    p.add_argument("--limit-train", type=int, default=None, help="train on this many images only (smoke tests)")
+    p.add_argument("--epochs", type=int, default=None, help="override every preset's epoch count")
+    p.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
+    p.add_argument("--data-dir", default=os.environ.get("DEEPDIVE_DATA_DIR"),
+                   help="folder with the raw idx files (default: $DEEPDIVE_DATA_DIR, else the usual sources)")
+    p.add_argument("--json-out", default=None, help="also append the JSON lines to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from deepdive.data import load_dataset
+    from deepdive.errors import DeepdiveError
+    from deepdive.train.recipe import PRESETS, evaluate, resolve_device, train
+
+    presets = [p for p in (args.presets or "").split(",") if p]
+    unknown = [p for p in presets + ([args.ensemble_preset] if args.ensemble else []) if p not in PRESETS]
+    if unknown:
+        raise DeepdiveError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if args.seeds < 1:
+        raise DeepdiveError("--seeds must be >= 1")
+    dev = resolve_device(args.device)
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
+    test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
+    out = open(args.json_out, "a") if args.json_out else None
+    records, summaries = [], []
+
+    def emit(recipe, seed, epoch, train_seconds, test_accuracy):
+        rec = {"recipe": recipe, "seed": seed, "epoch": epoch, "train_seconds": round(train_seconds, 3),
+               "test_accuracy": round(float(test_accuracy), 5), "device": str(dev)}
+        records.append(rec)
+        line = json.dumps(rec)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    def test_accuracy(model):
+        probs, _ = evaluate(model, test_x, test_y, device=dev)
+        return float((probs.argmax(1) == test_y).mean())
+
+    progress = not args.no_progress
+    overrides_epochs = args.epochs
+    try:
+        if args.peer_epochs > 0:
+            summaries.append(_bench_reference(dataset, args, dev, emit, test_accuracy, progress))
+        jobs = [(p, p, s, 1) for p in presets for s in range(args.seeds)]
+        if args.ensemble:
+            jobs.append((f"{args.ensemble_preset}-ensemble{args.ensemble}", args.ensemble_preset, 0, args.ensemble))
+        for recipe, preset, seed, k in jobs:
+            t_total, state = 0.0, {}
+
+            def hook(model, row, recipe=recipe, seed=seed, state=state):
+                state["t"] = state.get("t", 0.0) + row["seconds"]
+                emit(recipe, seed, row["epoch"], state["t"], test_accuracy(model))
+
+            t0 = time.perf_counter()
+            result = train(dataset, preset, epochs=overrides_epochs, seed=seed, device=dev,
+                           limit_train=args.limit_train, ensemble=k, progress=progress, eval_hook=hook)
+            t_total = time.perf_counter() - t0
+            final = test_accuracy(result.model)
+            summaries.append({"recipe": recipe, "seed": seed, "final": final, "train_seconds": result.train_seconds,
+                              "warmup_seconds": result.warmup_seconds, "wall_seconds": t_total})
+            print(json.dumps({"summary": summaries[-1] | {"device": str(dev)}}), flush=True)
+    finally:
+        if out:
+            out.close()
+    print()
+    print(format_table(records, summaries, device=str(dev)))
+    return 0
+
+
+def _bench_reference(dataset, args, dev, emit, test_accuracy, progress):
+    import numpy as np
+
+    from deepdive.data import split_train_val
+    from deepdive.train.recipe import PRESETS
+    from deepdive.train.reference import train_reference
+
+    # The same training split (and --limit-train subset) the presets train on.
+    train_idx, _ = split_train_val(dataset.train_labels, val_size=PRESETS["default"]["val_size"], seed=0)
+    train_idx = np.asarray(train_idx)
+    if args.limit_train is not None:
+        train_idx = np.sort(np.random.default_rng(0).permutation(train_idx)[: args.limit_train])
+
+    def hook(model, row):
+        emit("reference", 0, row["epoch"], row["train_seconds"], test_accuracy(model))
+
+    t0 = time.perf_counter()
+    model, rows = train_reference(dataset.train_images[train_idx], np.asarray(dataset.train_labels)[train_idx],
+                                  epochs=args.peer_epochs, seed=0, device=dev, eval_hook=hook, progress=progress)
+    summary = {"recipe": "reference", "seed": 0, "final": test_accuracy(model), "train_seconds": rows[-1]["train_seconds"],
+               "warmup_seconds": 0.0, "wall_seconds": time.perf_counter() - t0}
+    print(json.dumps({"summary": summary | {"device": str(dev)}}), flush=True)
+    return summary
+
+
+def time_to(rows, threshold):
+    """Cumulative train seconds at the first epoch whose test accuracy reaches threshold, else None."""
+    for r in sorted(rows, key=lambda r: r["epoch"]):
+        if r["test_accuracy"] >= threshold - 1e-9:
+            return r["train_seconds"]
+    return None
+
+
+def format_table(records, summaries, device=""):
+    """The bench's closing table: one line per recipe, medians over seeds."""
+    by_recipe = {}
+    for r in records:
+        by_recipe.setdefault(r["recipe"], {}).setdefault(r["seed"], []).append(r)
+    sums = {}
+    for s in summaries:
+        sums.setdefault(s["recipe"], []).append(s)
+    ref = sums.get("reference", [None])[0]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    def fmt_t(v):
+        return "-" if v is None else f"{v:.1f}s" if v >= 10 else f"{v:.2f}s"
+
+    head = ["recipe", "seeds"] + [f"t→{t * 100:.1f}%" for t in THRESHOLDS] + ["final acc (min-max)", "train s",
+                                                                            "warm-up s", "vs ref"]
+    lines = []
+    for recipe, seeds in by_recipe.items():
+        runs = list(seeds.values())
+        finals = [s["final"] for s in sums.get(recipe, [])] or [rows[-1]["test_accuracy"] for rows in runs]
+        train_s = med([s["train_seconds"] for s in sums.get(recipe, [])] or [rows[-1]["train_seconds"] for rows in runs])
+        warm = med([s["warmup_seconds"] for s in sums.get(recipe, [])])
+        cells = [recipe, str(len(runs))]
+        # Seeds that never reach a threshold count as missing: "-" unless at least half of them got there.
+        for t in THRESHOLDS:
+            times = [time_to(rows, t) for rows in runs]
+            reached = [x for x in times if x is not None]
+            cells.append(fmt_t(med(reached)) if len(reached) * 2 >= len(runs) else "-")
+        acc = f"{med(finals) * 100:.2f}%"
+        if len(finals) > 1:
+            acc += f" ({min(finals) * 100:.2f}-{max(finals) * 100:.2f})"
+        cells += [acc, fmt_t(train_s), fmt_t(warm)]
+        if ref is None or recipe == "reference":
+            cells.append("1.0x" if recipe == "reference" else "-")
+        else:
+            # Speed-up: the reference's whole training time over the time this recipe needs to reach the
+            # reference's final accuracy (median over seeds).
+            t = med([time_to(rows, ref["final"]) for rows in runs])
+            cells.append(f"{ref['train_seconds'] / t:.1f}x" if t else "-")
+        lines.append(cells)
+    widths = [max(len(str(row[i])) for row in [head] + lines) for i in range(len(head))]
+    fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))  # noqa: E731
+    title = f"deepdive bench on {device}: test accuracy after each epoch; times are training seconds, median over seeds"
+    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+
+
+def main(argv=None) -> int:
+    """`python -m deepdive.train.bench ...`: the bench without the rest of the CLI (for the bare GPU machine)."""
+    from deepdive.errors import DeepdiveError
+
+    parser = argparse.ArgumentParser(prog="deepdive bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except DeepdiveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

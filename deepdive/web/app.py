@@ -1,0 +1,172 @@
+"""`deepdive serve`: a FastAPI app over a workspace's run store.
+
+    GET /                                                   the single-page front end
+    GET /static/{name}                                      its scripts and styles (a fixed list), plotly.js
+    GET /api/runs                                           runs, newest first, with their analysed splits
+    GET /api/runs/{run_id}                                  one run
+    GET /api/runs/{run_id}/splits/{split}/bundle            everything the views show (see bundle.py)
+    GET /api/runs/{run_id}/splits/{split}/sprites/{n}.png   thumbnail sprite sheet n
+    GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
+    GET .../saliency/{method}/class/{rep|mean}/{cls}.png    per-class map
+    GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
+
+No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
+everything else is an integer, so `../` in any parameter can only yield a 4xx.
+"""
+import gzip
+import re
+import threading
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware.gzip import GZipMiddleware
+
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.web import page
+from deepdive.web.maps import NotFound, RunMaps
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+SERVED_CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+              "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+              "frame-ancestors 'none'")
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+class RunCache:
+    """Per (run, split): the loaded analysis, its bundle, sprite sheets and model maps. Rebuilt when the
+    analysis is redone (summary.json changes)."""
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = threading.Lock()
+        self._entries = {}
+
+    def record(self, run_id: str):
+        if not RUN_ID.match(run_id):
+            raise HTTPException(404, f"no run {run_id!r}")
+        try:
+            rec = self.store.get_run(run_id)
+        except RunError:
+            raise HTTPException(404, f"no run {run_id!r} in this workspace") from None
+        # Only exact ids: names and prefixes are for the CLI; a URL names one run.
+        if rec.id != run_id or not rec.run_dir.resolve().is_relative_to(self.store.workspace):
+            raise HTTPException(404, f"no run {run_id!r} in this workspace")
+        return rec
+
+    def get(self, run_id: str, split: str) -> RunMaps:
+        from deepdive.analysis.results import SPLITS, AnalysisResult, analysis_dir
+
+        rec = self.record(run_id)
+        if split not in SPLITS:
+            raise HTTPException(404, f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        summary = analysis_dir(rec.run_dir, split) / "summary.json"
+        try:
+            stamp = summary.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise HTTPException(404, f"run {run_id} has no analysis of its {split!r} split; run: "
+                                     f"deepdive analyze {run_id} --split {split}") from None
+        with self._lock:
+            entry = self._entries.get((run_id, split))
+            if entry is None or entry.stamp != stamp:
+                entry = RunMaps(rec, AnalysisResult.load(rec.run_dir, split))
+                entry.stamp = stamp
+                self._entries[(run_id, split)] = entry
+            return entry
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+def create_app(workspace) -> FastAPI:
+    from deepdive.store import Store
+
+    store = Store.open(workspace, create=False)
+    runs = RunCache(store)
+    app = FastAPI(title="deepdive", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    app.state.store = store
+    static = {name: page.STATIC_DIR / name for name in (*page.SCRIPTS, *page.STYLES)}
+    static[page.PLOTLY] = page.plotly_js_path()
+    static_cache = {}
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DeepdiveError)
+    async def deepdive_error(request: Request, exc: DeepdiveError):
+        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, RunError) else 422)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        html = page.render("served", "deepdive", {"dd-config": {"mode": "served"}}, inline=False)
+        return HTMLResponse(html, headers={"Content-Security-Policy": SERVED_CSP, "Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}")
+    def static_file(name: str, request: Request):
+        if name not in static:
+            raise HTTPException(404, "no such file")
+        if name not in static_cache:  # read and gzip once: plotly.js is ~4.8 MB
+            raw = static[name].read_bytes()
+            static_cache[name] = (raw, gzip.compress(raw, compresslevel=6))
+        raw, packed = static_cache[name]
+        headers = {"Cache-Control": "public, max-age=3600"}
+        media = STATIC_TYPES[static[name].suffix]
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(packed, media_type=media, headers={**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        return Response(raw, media_type=media, headers=headers)
+
+    @app.get("/api/runs")
+    def list_runs():
+        from deepdive.analysis.results import AnalysisResult
+
+        return [{**_run_row(r), "splits": AnalysisResult.splits(r.run_dir)} for r in store.list_runs()]
+
+    @app.get("/api/runs/{run_id}")
+    def get_run(run_id: str):
+        from deepdive.analysis.results import AnalysisResult
+
+        rec = runs.record(run_id)
+        return {**_run_row(rec), "config": rec.config, "data_source": rec.data_source,
+                "splits": AnalysisResult.splits(rec.run_dir)}
+
+    @app.get("/api/runs/{run_id}/splits/{split}/bundle")
+    def bundle(run_id: str, split: str):
+        entry = runs.get(run_id, split)
+        return Response(entry.bundle_json(store, f"/api/runs/{run_id}/splits/{split}"), media_type="application/json")
+
+    @app.get("/api/runs/{run_id}/splits/{split}/sprites/{sheet}.png")
+    def sprite(run_id: str, split: str, sheet: int):
+        return _png(runs.get(run_id, split).sprite(sheet))
+
+    @app.get("/api/runs/{run_id}/splits/{split}/saliency/{method}/row/{row}.png")
+    def saliency_row(run_id: str, split: str, method: str, row: int, target: int):
+        entry = runs.get(run_id, split)
+        entry.check_method(method)
+        entry.check_row(row)
+        entry.check_class(target)
+        return _png(entry.saliency_png(method, row, target))
+
+    @app.get("/api/runs/{run_id}/splits/{split}/saliency/{method}/class/{kind}/{cls}.png")
+    def saliency_class(run_id: str, split: str, method: str, kind: str, cls: int):
+        entry = runs.get(run_id, split)
+        entry.check_method(method)
+        entry.check_class(cls)
+        if kind not in ("rep", "mean"):
+            raise HTTPException(404, "class map kind must be 'rep' or 'mean'")
+        return _png(entry.class_png(method, cls, kind))
+
+    @app.get("/api/runs/{run_id}/splits/{split}/activations/{row}")
+    def activations(run_id: str, split: str, row: int):
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry.activations(row, on_demand=True)
+
+    return app
+
+
+def _run_row(r) -> dict:
+    keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
+            "device", "created_at", "finished_at")
+    return {k: getattr(r, k) for k in keys}

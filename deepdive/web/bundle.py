@@ -1,0 +1,160 @@
+"""The run "bundle": everything the front end shows for one analysed split, as one JSON-able dict.
+
+Both modes build it here. Served mode points its image fields at /api URLs and computes saliency and
+activations on demand; report mode fills them with data: URIs (see report.py). Shape:
+
+    {version, generated_at, split, splits, class_names,
+     run: {id, name, dataset, status, model_arch, num_params, ...},   epochs: [store.epochs rows],
+     summary: summary.json,
+     examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
+                             label_quality, suggested_label, category (codes), emb_x, emb_y},
+                probs: [C lists], categories: [code -> name]},
+     label_issues: [{row, rank}] most suspicious first,   advice, verification,
+     images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
+     saliency: {methods, errors_rows, class_rep_rows, legend (data URI)},
+     activations: {mode, rows, layers}}
+"""
+import base64
+import io
+from datetime import datetime, timezone
+
+import numpy as np
+
+SPRITE_COLS = 100          # thumbnails per sprite-sheet row
+SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 PNG)
+CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
+
+# Rounding of the float columns: enough for display and sorting, and it keeps the JSON small.
+_DECIMALS = {"confidence": 5, "margin": 4, "loss": 4, "entropy": 4, "label_quality": 4, "emb_x": 3, "emb_y": 3}
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 (H, W) grey or (H, W, 3|4) colour array as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _as_display(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) uint8 → (N, H, W) grey or (N, H, W, 3) colour."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.asarray(images, dtype=np.float32) * (255.0 if images.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return images
+
+
+def sprite_layout(n: int, height: int, width: int) -> dict:
+    """Where thumbnail i lies: sheet i // per_sheet, cell i % per_sheet in a grid `cols` wide."""
+    sheets = max(1, -(-n // SPRITE_PER_SHEET))
+    sizes = []
+    for s in range(sheets):
+        count = min(SPRITE_PER_SHEET, n - s * SPRITE_PER_SHEET)
+        rows = max(1, -(-count // SPRITE_COLS))
+        sizes.append([SPRITE_COLS * width, rows * height])
+    return {"n": n, "height": height, "width": width, "tile": width, "cols": SPRITE_COLS,
+            "per_sheet": SPRITE_PER_SHEET, "sheet_sizes": sizes}
+
+
+def sprite_sheet(images: np.ndarray, sheet: int) -> bytes:
+    """PNG of sprite sheet `sheet`: thumbnails laid out row-major, SPRITE_COLS per row, at native resolution."""
+    images = _as_display(images)
+    n, h, w = images.shape[:3]
+    start = sheet * SPRITE_PER_SHEET
+    if not 0 <= start < max(n, 1):
+        raise IndexError(f"sprite sheet {sheet} out of range")
+    chunk = images[start:start + SPRITE_PER_SHEET]
+    rows = -(-len(chunk) // SPRITE_COLS)
+    canvas = np.zeros((rows * SPRITE_COLS, *chunk.shape[1:]), dtype=np.uint8)
+    canvas[:len(chunk)] = chunk
+    # (rows, cols, h, w[, c]) → (rows*h, cols*w[, c])
+    grid = canvas.reshape(rows, SPRITE_COLS, h, w, *chunk.shape[3:]).swapaxes(1, 2)
+    return png_bytes(grid.reshape(rows * h, SPRITE_COLS * w, *chunk.shape[3:]))
+
+
+def _column(values, name):
+    a = np.asarray(values)
+    if a.dtype == bool:
+        return a.astype(np.int8).tolist()
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64).tolist()
+    a = a.astype(np.float64)
+    rounded = np.round(a, _DECIMALS.get(name, 4))
+    return [None if not np.isfinite(v) else v for v in rounded.tolist()]
+
+
+def examples_block(frame, num_classes: int) -> dict:
+    """The examples frame as columns (row order = images order); category dictionary-encoded."""
+    n = len(frame)
+    cols = {}
+    for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
+                 "label_quality", "suggested_label", "emb_x", "emb_y"):
+        if name in frame:
+            cols[name] = _column(frame[name].to_numpy(), name)
+        elif name in ("label_issue",):
+            cols[name] = [0] * n
+        elif name == "suggested_label":
+            cols[name] = cols["true"]
+        else:
+            cols[name] = [None] * n
+    raw = frame["category"].astype(str).to_numpy() if "category" in frame else \
+        np.where(frame["correct"].to_numpy(), "correct", "model-fixable")
+    categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))
+    code = {c: i for i, c in enumerate(categories)}
+    cols["category"] = [code[c] for c in raw]
+    probs = [np.round(frame[f"p{c}"].to_numpy(dtype=np.float64), 4).tolist() for c in range(num_classes)]
+    return {"n": n, "columns": cols, "probs": probs, "categories": categories}
+
+
+def run_block(record) -> dict:
+    keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
+            "device", "created_at", "started_at", "finished_at", "code_version", "error")
+    return {**{k: getattr(record, k) for k in keys}, "config": record.config, "data_source": record.data_source}
+
+
+def label_issue_rows(res) -> list[dict]:
+    """[{row, rank}] of the flagged examples, most suspicious first."""
+    if not res.has("label_issues"):
+        return []
+    table = res.label_issues
+    return [{"row": int(r), "rank": int(k)} for r, k in zip(table["row"], table["rank"])]
+
+
+def build(store, record, res, *, sheets: list[str], legend: str, activation_rows: list[int],
+          activation_mode: str) -> dict:
+    """The bundle of `record`'s analysed split `res`. Image fields come from the caller (URLs or data URIs)."""
+    from deepdive.analysis.results import AnalysisResult
+
+    frame = res.examples
+    images = res.images
+    methods = res.saliency_methods
+    sal = res.saliency(methods[0]) if methods else None
+    layers = res.activations()["layers"] if res.has("activations") else []
+    return {
+        "version": 1,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": res.split,
+        "splits": AnalysisResult.splits(record.run_dir),
+        "class_names": res.class_names,
+        "run": run_block(record),
+        "epochs": store.epochs(record.id),
+        "summary": res.summary,
+        "examples": examples_block(frame, res.num_classes),
+        "label_issues": label_issue_rows(res),
+        "advice": res.advice if res.has("advice") else None,
+        "verification": res.verification,
+        "images": {**sprite_layout(len(images), images.shape[1], images.shape[2]),
+                   "channels": 1 if images.ndim == 3 else images.shape[3], "sheets": sheets},
+        "saliency": {"methods": methods,
+                     "errors_rows": [] if sal is None else np.asarray(sal["errors_index"]).tolist(),
+                     "class_rep_rows": [] if sal is None else np.asarray(sal["class_rep_index"]).tolist(),
+                     "legend": legend},
+        "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
+    }

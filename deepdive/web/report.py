@@ -1,0 +1,89 @@
+"""`deepdive report`: one run's deep dive as a single self-contained HTML file.
+
+The page is the served front end with everything inlined: scripts, styles and plotly.js as <script>/<style>
+text, the bundle as a <script type="application/json"> block, thumbnails as sprite-sheet data: URIs, and the
+saliency and activation images the analysis precomputed (errors, class maps, the activation focus set) as
+PNG data: URIs. A Content-Security-Policy in the page forbids every network request.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from deepdive.atomic import atomic_write_text
+from deepdive.web import page
+from deepdive.web.bundle import data_uri
+from deepdive.web.maps import RunMaps
+
+SAL_SIZE = 56                         # px of the inlined saliency overlays (shown at 96-140 px, pixelated)
+SALIENCY_BUDGET = 3 * 1024 * 1024     # bytes of inlined per-error saliency maps (most confident errors first)
+MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB target, some margin)
+ACTIVATION_BUDGET = 6 * 1024 * 1024   # at most this many bytes of inlined activation images
+
+
+def saliency_assets(maps: RunMaps, errors_rows: list[int]) -> dict:
+    """{errors: {method: [[pred uri, true uri] or None per error row]}, class_mean/class_rep: {method: [uri per class]}}.
+
+    Every method's maps of an error go in together; errors that do not fit SALIENCY_BUDGET get None (the page
+    says they are not in this export)."""
+    conf = maps.res.examples["confidence"].to_numpy()
+    out = {"errors": {m: [None] * len(errors_rows) for m in maps.methods}, "class_mean": {}, "class_rep": {}}
+    used = 0
+    for k in sorted(range(len(errors_rows)), key=lambda k: -conf[errors_rows[k]]):
+        r = errors_rows[k]
+        pairs = {m: [data_uri(maps.saliency_png(m, r, int(maps.pred[r]), SAL_SIZE)),
+                     data_uri(maps.saliency_png(m, r, int(maps.true[r]), SAL_SIZE))] for m in maps.methods}
+        size = sum(len(u) for pair in pairs.values() for u in pair)
+        if used + size > SALIENCY_BUDGET:
+            break
+        used += size
+        for m, pair in pairs.items():
+            out["errors"][m][k] = pair
+    for method in maps.methods:
+        for kind in ("mean", "rep"):
+            out["class_" + kind][method] = [data_uri(maps.class_png(method, c, kind, SAL_SIZE))
+                                            for c in range(maps.num_classes)]
+    return out
+
+
+def activation_assets(maps: RunMaps, budget: int) -> dict:
+    """{row: activations} for the precomputed focus set, in focus order, until `budget` bytes are used."""
+    data, used = {}, 0
+    for row in np.asarray(maps.res.focus_indices).tolist() if maps.res.has("activations") else []:
+        result = maps.activations(int(row), on_demand=False)
+        size = sum(len(layer["image"]) for layer in result["layers"])
+        if used + size > budget:
+            break
+        data[str(row)], used = result, used + size
+    return data
+
+
+def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
+    """Write the report of run `run_ref`'s analysed `split` to `out`; returns {path, bytes, run_id, ...counts}.
+
+    Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
+    from deepdive.analysis.results import AnalysisResult
+    from deepdive.store import Store
+
+    with Store.open(workspace, create=False) as store:
+        rec = store.get_run(run_ref)
+        maps = RunMaps(rec, AnalysisResult.load(rec.run_dir, split))
+        sheets = [data_uri(maps.sprite(k)) for k in range(maps.sheet_count)]
+        b = maps.bundle(store, sheets=sheets, activation_rows=[], activation_mode="precomputed")
+    if maps.methods:
+        b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"]))
+    config = {"mode": "report", "run_id": rec.id, "split": split}
+    title = f"{rec.name} · deepdive report"
+
+    def render():
+        return page.render("report", title, {"dd-config": config, "dd-bundle": b}, inline=True)
+
+    b["activations"]["data"] = {}
+    budget = min(ACTIVATION_BUDGET, MAX_BYTES - len(render().encode("utf-8")))
+    acts = activation_assets(maps, budget)
+    b["activations"].update(rows=[int(r) for r in acts], data=acts)
+    out = Path(out)
+    atomic_write_text(out, render())
+    saliency_errors = sum(pair is not None for pair in b["saliency"].get("errors", {}).get(maps.methods[0], [])) \
+        if maps.methods else 0
+    return {"path": str(out), "bytes": out.stat().st_size, "run_id": rec.id, "activation_images": len(acts),
+            "saliency_errors": saliency_errors, "errors": len(b["saliency"]["errors_rows"])}

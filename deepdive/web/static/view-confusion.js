@@ -1,0 +1,82 @@
+// Confusion matrix heatmap. Hovering a cell previews exactly that cell's images; clicking lists them in the
+// predictions table.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+
+  // Row-normalised value → background: blue scale on the diagonal (recall), red scale off it (confusions).
+  function cellColor(v, diagonal) {
+    if (v <= 0) return "#ffffff";
+    const a = diagonal ? 0.12 + 0.88 * v : Math.min(1, 0.15 + 3 * v);
+    return diagonal ? `rgba(37, 99, 235, ${a})` : `rgba(220, 38, 38, ${a})`;
+  }
+
+  // Thumbnail size that fits `count` images into roughly 560×400 px.
+  const previewSize = (count) => Math.max(12, Math.min(44, Math.floor(Math.sqrt((560 * 400) / Math.max(1, count))) - 2));
+
+  function preview(ctx, t, p) {
+    const rows = ctx.cell(t, p);
+    const size = previewSize(rows.length);
+    const grid = el("div", {class: "cm-thumbs", attrs: {"data-testid": "cell-thumbs"}});
+    const frag = document.createDocumentFragment();
+    for (const r of rows) frag.appendChild(DD.thumb(ctx, r, size));
+    grid.appendChild(frag);
+    return [el("div", {class: "tooltip-title", text: `true ${ctx.className(t)} → predicted ${ctx.className(p)}`}),
+            el("div", {class: "muted small", attrs: {"data-testid": "cell-count"}, dataset: {count: rows.length},
+                       text: `${rows.length} image${rows.length === 1 ? "" : "s"} · click the cell to list them`}),
+            grid];
+  }
+
+  DD.views.confusion = {
+    title: "Confusion matrix", icon: "▦",
+    render(root, ctx) {
+      const counts = ctx.b.summary.confusion.counts;
+      const norm = ctx.b.summary.confusion.normalized;
+      let showNorm = false;
+      const table = el("table", {class: "cm", attrs: {"data-testid": "confusion-matrix"}});
+      const draw = () => {
+        DD.clear(table);
+        table.appendChild(el("thead", {}, el("tr", {}, el("th", {class: "cm-corner", text: "true ↓ / predicted →"}),
+          ctx.names.map((name) => el("th", {class: "cm-col", text: name})))));
+        table.appendChild(el("tbody", {}, counts.map((row, t) => el("tr", {},
+          el("th", {class: "cm-row", text: ctx.names[t]}),
+          row.map((count, p) => el("td", {
+            class: "cm-cell" + (t === p ? " diag" : "") + (count ? "" : " empty"),
+            dataset: {t, p, count},
+            style: {background: cellColor(norm[t][p], t === p), color: norm[t][p] > 0.55 ? "#fff" : "#111827"},
+            text: count ? (showNorm ? DD.fmt.pct(norm[t][p], 1) : DD.fmt.int(count)) : "",
+          }))))));
+      };
+      draw();
+
+      let hovered = null;
+      table.addEventListener("mouseover", (e) => {
+        const cell = e.target.closest("td.cm-cell");
+        if (!cell || cell === hovered) return;
+        hovered = cell;
+        const t = Number(cell.dataset.t), p = Number(cell.dataset.p);
+        DD.tooltip.show(e.clientX, e.clientY, ...preview(ctx, t, p));
+        DD.measurePainted("dd-hover", e);   // mouseover → the cell's thumbnails are on screen
+      });
+      table.addEventListener("mousemove", (e) => { if (e.target.closest("td.cm-cell")) DD.tooltip.move(e.clientX, e.clientY); });
+      table.addEventListener("mouseout", (e) => {
+        const to = e.relatedTarget && e.relatedTarget.closest && e.relatedTarget.closest("td.cm-cell");
+        if (to !== hovered) { hovered = null; if (!to) DD.tooltip.hide(); }
+      });
+      table.addEventListener("click", (e) => {
+        const cell = e.target.closest("td.cm-cell");
+        if (!cell) return;
+        DD.tooltip.hide();
+        ctx.state.predFilter = {true: Number(cell.dataset.t), pred: Number(cell.dataset.p)};
+        DD.go(ctx, "predictions");
+      });
+
+      root.appendChild(el("div", {class: "panel"},
+        el("div", {class: "toolbar"},
+          DD.segmented([{value: "count", label: "Counts"}, {value: "norm", label: "Row %"}], "count",
+            (v) => { showNorm = v === "norm"; draw(); }, "cm-mode"),
+          el("span", {class: "muted small", text: "Rows: true class · columns: predicted class · hover a cell to see its images, click to list them"})),
+        el("div", {class: "cm-wrap"}, table)));
+    },
+  };
+})(window.DD);

@@ -1,0 +1,149 @@
+// Predictions table: every row of the split, grouped by true class then predicted class, with filters, sorting
+// and probability bars. Virtual scrolling keeps 10k+ rows smooth: only the visible rows are in the DOM.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+  const ROW_H = 44;
+  const OVERSCAN = 8;
+
+  // Row orders, computed once per run context.
+  function orders(ctx) {
+    if (!ctx.orders) {
+      const col = ctx.col;
+      const group = ctx.byConfidence.slice().sort((a, b) => col.true[a] - col.true[b] || col.pred[a] - col.pred[b]);
+      const loss = Array.from({length: ctx.n}, (_, i) => i).sort((a, b) => col.loss[b] - col.loss[a] || a - b);
+      ctx.orders = {group, "conf-desc": ctx.byConfidence, "conf-asc": ctx.byConfidence.slice().reverse(), "loss-desc": loss};
+    }
+    return ctx.orders;
+  }
+
+  // The rows passing the filter f, in the order of f.sort.
+  DD.filterRows = function (ctx, f) {
+    const col = ctx.col;
+    const has = (v) => v !== undefined && v !== null && v !== "" && v !== "all";
+    const t = has(f.true) ? Number(f.true) : null, p = has(f.pred) ? Number(f.pred) : null;
+    const cat = has(f.category) ? Number(f.category) : null;
+    const out = [];
+    for (const r of orders(ctx)[f.sort || "group"]) {
+      if (t !== null && col.true[r] !== t) continue;
+      if (p !== null && col.pred[r] !== p) continue;
+      if (f.correct === "correct" && !col.correct[r]) continue;
+      if (f.correct === "wrong" && col.correct[r]) continue;
+      if (f.issue === "yes" && !col.label_issue[r]) continue;
+      if (f.issue === "no" && col.label_issue[r]) continue;
+      if (cat !== null && col.category[r] !== cat) continue;
+      out.push(r);
+    }
+    return out;
+  };
+
+  // Rows plus (when grouped) a header item before each (true, pred) group.
+  function items(ctx, rows, grouped) {
+    if (!grouped) return rows;
+    const col = ctx.col, list = [];
+    for (let i = 0; i < rows.length;) {
+      const t = col.true[rows[i]], p = col.pred[rows[i]];
+      let j = i;
+      while (j < rows.length && col.true[rows[j]] === t && col.pred[rows[j]] === p) j++;
+      list.push({t, p, count: j - i});
+      for (let k = i; k < j; k++) list.push(rows[k]);
+      i = j;
+    }
+    return list;
+  }
+
+  function rowNode(ctx, r) {
+    const col = ctx.col;
+    const ok = col.correct[r];
+    const issue = col.label_issue[r];
+    return el("div", {class: "vrow" + (ok ? "" : " wrong"), dataset: {row: r}},
+      DD.thumb(ctx, r, 36),
+      el("span", {class: "mono", text: col.idx[r]}),
+      el("span", {text: ctx.className(col.true[r])}),
+      el("span", {class: ok ? "ok" : "bad", text: ctx.className(col.pred[r])}),
+      el("span", {class: "conf"}, el("span", {class: "conf-track"}, el("span", {class: "conf-fill", style: {width: col.confidence[r] * 100 + "%"}})),
+         el("span", {class: "num", text: DD.fmt.pct(col.confidence[r], 1)})),
+      DD.probBars(ctx, r),
+      DD.categoryChip(ctx.category(r)),
+      el("span", {class: issue ? "issue" : "muted", text: issue ? `→ ${ctx.className(col.suggested_label[r])}` : "–"}),
+      el("span", {class: "num", text: DD.fmt.num(col.loss[r], 3)}));
+  }
+
+  function headerNode(ctx, item) {
+    return el("div", {class: "vgroup" + (item.t === item.p ? "" : " wrong")},
+      el("span", {class: "strong", text: `true ${ctx.className(item.t)} → predicted ${ctx.className(item.p)}`}),
+      el("span", {class: "muted", text: ` ${DD.fmt.int(item.count)} image${item.count === 1 ? "" : "s"}`}));
+  }
+
+  function select(label, options, value, onChange, testid) {
+    const node = el("select", {class: "input", attrs: {"data-testid": testid}, on: {change: (e) => onChange(node.value, e)}},
+      options.map(([v, text]) => el("option", {value: String(v), text, selected: String(v) === String(value ?? "all")})));
+    return el("label", {class: "filter"}, el("span", {class: "tool-label", text: label}), node);
+  }
+
+  DD.views.predictions = {
+    title: "Predictions", icon: "≣",
+    render(root, ctx) {
+      const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", sort: "group"},
+                              ctx.state.predFilter);
+      ctx.state.predFilter = f;
+      const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
+      const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
+      const set = (key) => (v, event) => { f[key] = v; apply(event); };
+      const count = el("span", {class: "row-count", attrs: {"data-testid": "row-count"}});
+      root.appendChild(el("div", {class: "panel toolbar filters"},
+        select("True", classOpts, f.true, set("true"), "filter-true"),
+        select("Predicted", classOpts, f.pred, set("pred"), "filter-pred"),
+        select("Result", [["all", "all"], ["correct", "correct"], ["wrong", "wrong"]], f.correct, set("correct"), "filter-correct"),
+        select("Label issue", [["all", "all"], ["yes", "flagged"], ["no", "not flagged"]], f.issue, set("issue"), "filter-issue"),
+        select("Category", catOpts, f.category, set("category"), "filter-category"),
+        select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
+                        ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
+        el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
+                      on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
+        count));
+
+      const head = el("div", {class: "vhead"}, ["", "#", "True", "Predicted", "Confidence", "Probabilities (0…" + (ctx.C - 1) + ")",
+                                                "Category", "Label issue", "Loss"].map((h) => el("span", {text: h})));
+      const spacer = el("div", {class: "vspacer"});
+      const scroller = el("div", {class: "vscroll", attrs: {"data-testid": "pred-table"}}, spacer);
+      root.appendChild(el("div", {class: "panel vtable"}, head, scroller));
+
+      let list = [], drawn = "";
+      const draw = (force) => {
+        const first = Math.max(0, Math.floor(scroller.scrollTop / ROW_H) - OVERSCAN);
+        const last = Math.min(list.length, Math.ceil((scroller.scrollTop + scroller.clientHeight) / ROW_H) + OVERSCAN);
+        const key = first + ":" + last;
+        if (!force && key === drawn) return;
+        drawn = key;
+        const frag = document.createDocumentFragment();
+        for (let i = first; i < last; i++) {
+          const item = list[i];
+          const node = typeof item === "number" ? rowNode(ctx, item) : headerNode(ctx, item);
+          node.style.top = i * ROW_H + "px";
+          frag.appendChild(node);
+        }
+        DD.clear(spacer).appendChild(frag);
+      };
+      let pending = false;
+      scroller.addEventListener("scroll", () => {
+        if (pending) return;
+        pending = true;
+        requestAnimationFrame(() => { pending = false; draw(false); });
+      });
+
+      function apply(event) {
+        const rows = DD.filterRows(ctx, f);
+        list = items(ctx, rows, f.sort === "group");
+        count.dataset.count = rows.length;
+        count.textContent = `${DD.fmt.int(rows.length)} of ${DD.fmt.int(ctx.n)} images`;
+        spacer.style.height = list.length * ROW_H + "px";
+        scroller.scrollTop = 0;
+        draw(true);
+        if (!rows.length) spacer.appendChild(DD.note("No image matches these filters."));
+        if (event) DD.measurePainted("dd-filter", event);   // change → the filtered rows are on screen
+      }
+      apply();
+    },
+  };
+})(window.DD);

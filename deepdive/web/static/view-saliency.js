@@ -1,0 +1,73 @@
+// Saliency: the per-class maps and, for every misclassified image, the predicted-class vs the true-class map,
+// for the selected attribution method. Signed diverging colours: red raises the class score, blue lowers it.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+  const PAGE = 24;
+
+  DD.views.saliency = {
+    title: "Saliency", icon: "◐",
+    render(root, ctx) {
+      const sal = ctx.b.saliency;
+      if (!sal.methods.length) {
+        root.appendChild(DD.note("This analysis has no saliency maps (the model could not be loaded when it ran).", "error"));
+        return;
+      }
+      let kind = "rep", page = 0;
+      const classGrid = el("div", {class: "sal-class-grid", attrs: {"data-testid": "class-maps"}});
+      const errorGrid = el("div", {class: "sal-error-grid", attrs: {"data-testid": "error-maps"}});
+      const pager = el("div", {class: "pager"});
+      // Errors in the order the analysis computed them, most confident mistakes first.
+      const errors = sal.errors_rows.slice().sort((a, b) => ctx.col.confidence[b] - ctx.col.confidence[a]);
+
+      const drawClasses = () => {
+        DD.clear(classGrid);
+        ctx.names.forEach((name, c) => {
+          const rep = sal.class_rep_rows[c];
+          classGrid.appendChild(el("figure", {class: "sal-class"},
+            kind === "rep" && rep >= 0 ? DD.thumb(ctx, rep, 96) : null,
+            kind === "rep" && rep < 0 ? el("div", {class: "sal-missing", style: {width: "96px", height: "96px"},
+                                                   text: "no correctly classified image"})
+              : DD.saliencyImage(ctx.source.classSaliencyURL(ctx.b, ctx.state.method, c, kind), `class ${name}`, 96),
+            el("figcaption", {text: name})));
+        });
+      };
+      const drawErrors = () => {
+        DD.clear(errorGrid);
+        for (const r of errors.slice(page * PAGE, (page + 1) * PAGE)) {
+          const t = ctx.col.true[r], p = ctx.col.pred[r];
+          errorGrid.appendChild(el("div", {class: "sal-card", dataset: {row: r}},
+            el("figure", {}, DD.thumb(ctx, r, 96), el("figcaption", {text: `#${ctx.col.idx[r]}`})),
+            el("figure", {}, DD.saliencyImage(ctx.source.saliencyURL(ctx.b, ctx.state.method, r, "pred"), "predicted", 96),
+               el("figcaption", {class: "bad", text: `pred ${ctx.className(p)} · ${DD.fmt.pct(ctx.col.confidence[r], 0)}`})),
+            el("figure", {}, DD.saliencyImage(ctx.source.saliencyURL(ctx.b, ctx.state.method, r, "true"), "true", 96),
+               el("figcaption", {class: "ok", text: `true ${ctx.className(t)}`}))));
+        }
+        const pages = Math.max(1, Math.ceil(errors.length / PAGE));
+        DD.clear(pager).append(
+          el("button", {class: "btn small", type: "button", text: "‹ prev", disabled: page === 0,
+                        on: {click: () => { page--; drawErrors(); }}}),
+          el("span", {class: "muted small", text: ` page ${page + 1} of ${pages} · ${errors.length} misclassified images `}),
+          el("button", {class: "btn small", type: "button", text: "next ›", disabled: page >= pages - 1,
+                        on: {click: () => { page++; drawErrors(); }}}));
+      };
+
+      root.appendChild(el("div", {class: "panel sticky-tools"},
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Method"}),
+           DD.methodSwitcher(ctx, () => { drawClasses(); drawErrors(); })),
+        DD.legend(ctx)));
+      root.appendChild(DD.section("Per-class maps",
+        el("div", {class: "toolbar"},
+          DD.segmented([{value: "rep", label: "Representative image"}, {value: "mean", label: "Mean over the class"}], kind,
+            (v) => { kind = v; drawClasses(); }, "class-map-kind"),
+          el("span", {class: "muted small", text: "attribution toward each class: on its most typical correctly classified image, or averaged over the class"})),
+        classGrid));
+      root.appendChild(DD.section("Misclassified images: predicted class vs true class",
+        errors.length ? [DD.note("Left: the image. Middle: what pushed the model toward its (wrong) prediction. " +
+                                 "Right: evidence for the true class."), errorGrid, pager]
+          : DD.note("No misclassified images.")));
+      drawClasses();
+      drawErrors();
+    },
+  };
+})(window.DD);

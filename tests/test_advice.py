@@ -1,0 +1,143 @@
+"""Robustness probes, ranked augmentation advice, and verification by retraining."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from deepdive.analysis import advice
+from deepdive.errors import DeepdiveError
+
+
+def side_model():
+    """2 classes on 28×28: class 1 when the ink's mass lies right of the centre column, else class 0."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2, bias=False))
+    offset = (torch.arange(28, dtype=torch.float32) - 13.5).repeat(28, 1).flatten()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([-offset, offset]))
+    return model.eval()
+
+
+def blob_images():
+    """Class 0: 4×4 blobs one pixel left of the centre; class 1: one pixel right. Five class-0 blobs sit high
+    in the image, where a ±10°/±20° turn carries them across the centre column; the rest sit on the centre row,
+    where turning hardly moves them sideways. A 2 px shift to the right flips every class-0 blob."""
+    x = torch.zeros(40, 1, 28, 28)
+    for i in range(20):
+        top = 5 if i < 5 else 12
+        x[i, 0, top:top + 4, 11:15] = 1.0  # columns 11..14: centre of mass 12.5
+        x[20 + i, 0, 12:16, 13:17] = 1.0  # columns 13..16: 14.5
+    return x, np.repeat([0, 1], 20)
+
+
+def test_probes_report_per_class_accuracy_per_perturbation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 3)).eval()
+    x, y = torch.rand(50, 1, 28, 28), np.arange(50) % 3
+    probes = advice.robustness_probes(model, x, y, num_classes=4)
+    ids = [p["id"] for p in probes["perturbations"]]
+    assert ids == [p.id for p in advice.PERTURBATIONS] and ids[0] == "none"
+    assert probes["n"] == probes["n_total"] == 50 and not probes["sampled"] and probes["note"] is None
+    assert probes["class_counts"] == [17, 17, 16, 0]
+    for p in probes["perturbations"]:
+        assert 0 <= p["accuracy"] <= 1
+        assert all(0 <= a <= 1 for a in p["per_class_accuracy"][:3]) and p["per_class_accuracy"][3] is None
+    with torch.no_grad():
+        base = (model(x).argmax(1).numpy() == y)
+    assert probes["perturbations"][0]["accuracy"] == pytest.approx(base.mean())
+    assert probes["perturbations"][0]["per_class_accuracy"][1] == pytest.approx(base[y == 1].mean())
+
+
+def test_probes_on_crafted_model_and_sampling():
+    x, y = blob_images()
+    probes = advice.robustness_probes(side_model(), x, y, num_classes=2)
+    by_id = {p["id"]: p for p in probes["perturbations"]}
+    assert by_id["none"]["accuracy"] == 1.0
+    assert by_id["shift+x"]["per_class_accuracy"] == [0.0, 1.0] and by_id["shift+x"]["confusions"] == [[0, 1, 20]]
+    assert by_id["shift-x"]["confusions"] == [[1, 0, 20]]
+    assert by_id["rotate+10"]["confusions"] == [[0, 1, 5]] or by_id["rotate-10"]["confusions"] == [[0, 1, 5]]
+    sampled = advice.robustness_probes(side_model(), x, y, num_classes=2, max_examples=10)
+    assert sampled["sampled"] and sampled["n"] == 10 and sampled["n_total"] == 40 and sampled["class_counts"] == [5, 5]
+    note = advice.robustness_probes(side_model(), x * 3 - 1, y, num_classes=2)["note"]
+    assert "not [0, 1]" in note
+
+
+def test_recommend_ranks_the_perturbation_that_hurts_the_pair_first():
+    x, y = blob_images()
+    probes = advice.robustness_probes(side_model(), x, y, num_classes=2)
+    ranked = advice.recommend(probes, [{"true": 0, "pred": 1, "count": 4, "indices": []}])
+    assert [s["id"] for s in ranked][:1] == ["shift-2"]
+    assert {s["id"] for s in ranked[1:]} == {"rotate-10", "rotate-20"}  # 5 of 20 flipped; nothing else hurts
+    top = ranked[0]
+    assert top["rank"] == 1 and top["overrides"] == {"augment": {"shift": 2}}
+    assert top["score"] == pytest.approx(1.0) and ranked[1]["score"] == pytest.approx(0.25)
+    assert top["text"].startswith("shift ±2 px: 0→1 confusions rise 0→20 of 20 probed 0s")
+    assert "class 0 accuracy drops 100.0%→0.0%" in top["text"]
+    assert top["evidence"]["pairs"][0]["weight"] == 1.0 and top["evidence"]["pairs"][0]["after"] == 20
+
+
+def test_recommend_on_a_probe_dict_and_recipe_coverage():
+    def run(pid, confusions, acc):
+        return {"id": pid, "label": pid, "accuracy": acc, "per_class_accuracy": [acc] * 10, "confusions": confusions}
+
+    probes = {"n": 1000, "class_counts": [100] * 10, "sampled": False, "perturbations": [
+        run(p.id, [[7, 1, 3], [4, 9, 2]], 0.99) for p in advice.PERTURBATIONS]}
+    by_id = {p["id"]: p for p in probes["perturbations"]}
+    by_id["rotate+20"]["confusions"] = [[7, 1, 41], [4, 9, 2]]
+    by_id["rotate+10"]["confusions"] = [[7, 1, 9], [4, 9, 2]]
+    by_id["thin"]["confusions"] = [[7, 1, 3], [4, 9, 30]]
+    top = [{"true": 7, "pred": 1, "count": 3}, {"true": 4, "pred": 9, "count": 2}]
+    ranked = advice.recommend(probes, top)
+    assert [s["id"] for s in ranked] == ["rotate-20", "thin", "rotate-10"]
+    assert "7→1 confusions rise 3→41 of 100 probed 7s" in ranked[0]["text"]
+    # a recipe that already rotates by 20° moves both rotation suggestions behind the new one
+    ranked = advice.recommend(probes, top, current_augment={"rotate": 20, "shift": 2})
+    assert [(s["id"], s["in_recipe"]) for s in ranked] == [("thin", False), ("rotate-20", True), ("rotate-10", True)]
+    # no confused pairs: ranked by the drop in overall accuracy; nothing hurts -> no suggestions
+    by_id["scale0.85"]["accuracy"] = 0.9
+    assert [s["id"] for s in advice.recommend(probes, [])] == ["scale-0.15"]
+    by_id["scale0.85"]["accuracy"] = 0.99
+    assert advice.recommend(probes, []) == []
+
+
+def test_stratified_sample_keeps_class_shares():
+    labels = np.array([0] * 600 + [1] * 300 + [2] * 100)
+    rows = advice.stratified_sample(labels, 100, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [60, 30, 10]
+    assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, advice.stratified_sample(labels, 100))
+
+
+def test_verify_advice_retrains_and_compares(analyzed_run, tmp_path):
+    from deepdive.analysis.results import AnalysisResult
+    from deepdive.store import Store
+
+    # A copy of the session's workspace, so the extra run does not show up in other tests.
+    workspace = shutil.copytree(analyzed_run.workspace, tmp_path / "ws")
+    suggestions = AnalysisResult.load(workspace / analyzed_run.run_id, "test").advice["suggestions"]
+    assert suggestions, "the tiny run's probes should find something to suggest"
+    with Store.open(workspace, create=False) as store:
+        original = store.get_run(analyzed_run.run_id)
+        report = advice.verify_advice(store, original.id, suggestion=suggestions[0]["id"], progress=False)
+        runs = store.list_runs()
+        new = store.get_run(report["retrained_run_id"])
+    assert len(runs) == 2 and new.id != original.id and new.status == "finished"
+    assert new.name == f"{original.name}+{suggestions[0]['id']}" == report["retrained_run_name"]
+    assert new.config["verifies"] == {"run_id": original.id, "suggestion": suggestions[0]["id"], "split": "test"}
+    for key in ("epochs", "seed", "limit_train", "limit_test", "preset"):
+        assert new.config[key] == original.config[key]
+    aug = new.config["resolved"]["augment"]
+    assert all(aug[k] >= v for k, v in suggestions[0]["overrides"]["augment"].items())
+    acc = report["accuracy"]
+    assert acc["before"] == pytest.approx(original.test_accuracy) and acc["after"] == pytest.approx(new.test_accuracy)
+    assert acc["delta"] == pytest.approx(acc["after"] - acc["before"])
+    assert report["errors"]["delta"] == report["errors"]["after"] - report["errors"]["before"]
+    pairs = [(e["true"], e["pred"]) for e in suggestions[0]["evidence"]["pairs"]]
+    assert [(t["true"], t["pred"]) for t in report["targeted_confusions"]] == pairs
+    assert report["targeted_total"]["delta"] == sum(t["delta"] for t in report["targeted_confusions"])
+    saved = json.loads((workspace / original.id / "analysis" / "test" / "verify_advice.json").read_text())
+    assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
+    with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):
+        advice.verify_advice(store, original.id, suggestion="nope", progress=False)

@@ -1,0 +1,151 @@
+"""The `deepdive` command line: train/runs JSON contracts, predict, error paths and exit codes."""
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from PIL import Image, ImageDraw
+
+from deepdive.cli import main
+from deepdive.store import Store
+
+TRAIN_KEYS = {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}
+RUNS_KEYS = {"id", "name", "dataset", "status", "test_accuracy", "created"}
+
+
+@pytest.fixture(scope="module")
+def cli_train(run_cli, mnist, tmp_path_factory):
+    """`deepdive train --json` in a subprocess, small: (workspace, CompletedProcess)."""
+    ws = tmp_path_factory.mktemp("cli_ws")
+    proc = run_cli("train", "--preset", "fast", "--epochs", "1", "--limit-train", "500", "--limit-test", "100",
+                   "--workspace", ws, "--name", "cli-run", "--json")
+    return ws, proc
+
+
+def test_train_json_contract(cli_train):
+    ws, proc = cli_train
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, "with --json stdout holds only the result; progress goes to stderr"
+    result = json.loads(lines[-1])
+    assert set(result) == TRAIN_KEYS
+    assert result["epochs"] == 1 and 0 <= result["test_accuracy"] <= 1 and result["train_seconds"] > 0
+    assert result["run_dir"].endswith(result["run_id"]) and (ws / result["run_id"] / "model_best.pt").is_file()
+    assert "epoch" in proc.stderr.lower()  # progress went to stderr
+
+
+def test_runs_json_and_table(cli_train, run_cli, capsys):
+    ws, train = cli_train
+    run_id = json.loads(train.stdout.splitlines()[-1])["run_id"]
+    proc = run_cli("runs", "--workspace", ws, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout.splitlines()[-1])
+    assert set(row) == RUNS_KEYS
+    assert (row["id"], row["name"], row["dataset"], row["status"]) == (run_id, "cli-run", "mnist", "finished")
+
+    assert main(["runs", "--workspace", str(ws)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["ID", "NAME", "DATASET", "STATUS"]
+    assert out[1].split()[:4] == [run_id, "cli-run", "mnist", "finished"]
+
+
+def test_runs_on_empty_workspace(tmp_path, capsys):
+    assert main(["runs", "--workspace", str(tmp_path / "none"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["runs", "--workspace", str(tmp_path / "none")]) == 0
+    assert "no runs" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()  # listing does not create a workspace
+
+
+def test_runs_shows_killed_run_as_interrupted(tmp_path, capsys):
+    with Store.open(tmp_path) as store:
+        run = store.create_run("killed", "mnist", {}, {}, [str(i) for i in range(10)], "cpu")
+        old = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat(timespec="milliseconds")
+        store._conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (old, run.id))
+    assert main(["runs", "--workspace", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "interrupted"
+
+
+def draw_one(path):
+    """A '1' as a person might draw it: a thick dark vertical stroke on a large white canvas."""
+    image = Image.new("RGB", (240, 300), "white")
+    ImageDraw.Draw(image).line([(125, 40), (115, 260)], fill="black", width=28)
+    image.save(path)
+
+
+def test_predict_classifies_a_drawn_one_and_reports_a_bad_file(tiny_run, tmp_path, capsys):
+    one, bad = tmp_path / "one.png", tmp_path / "broken.png"
+    draw_one(one)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is no image")
+    rc = main(["predict", tiny_run.run_id, str(one), str(bad), "--workspace", str(tiny_run.workspace), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1  # one file failed
+    good, failed = json.loads(captured.out)
+    assert set(good) == {"file", "class", "label", "probabilities"}
+    assert (good["file"], good["class"], good["label"]) == (str(one), "1", 1)
+    assert len(good["probabilities"]) == 10 and sum(good["probabilities"]) == pytest.approx(1, abs=1e-4)
+    assert set(failed) == {"file", "error"} and failed["file"] == str(bad) and "broken.png" in failed["error"]
+    assert f"error: {bad}" in captured.err
+
+    assert main(["predict", "latest", str(one), "--workspace", str(tiny_run.workspace)]) == 0
+    assert capsys.readouterr().out.startswith(f"{one}: 1 (")
+
+
+def test_predict_refuses_runs_not_trained_on_28x28_grayscale(tmp_path, capsys):
+    with Store.open(tmp_path) as store:
+        store.create_run("colour", "cifar10", {}, {}, [str(i) for i in range(10)], "cpu")
+    img = tmp_path / "one.png"
+    draw_one(img)
+    assert main(["predict", "colour", str(img), "--workspace", str(tmp_path)]) == 2
+    assert "28x28 grayscale" in capsys.readouterr().err
+
+
+def test_unknown_run_is_a_clear_error_without_traceback(tiny_run, run_cli, tmp_path):
+    proc = run_cli("predict", "no-such-run", tmp_path / "x.png", "--workspace", tiny_run.workspace)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no run 'no-such-run'") and tiny_run.run_id in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    proc = run_cli("predict", "latest", tmp_path / "x.png", "--workspace", tmp_path / "nothing-here")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no deepdive workspace")
+
+
+def test_ctrl_c_exits_130(monkeypatch, tmp_path, capsys):
+    import deepdive.train.run
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deepdive.train.run, "train_and_evaluate", interrupted)
+    assert main(["train", "--workspace", str(tmp_path)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "--limit-train", "0"], ["train", "--preset", "huge"],
+                                  ["train", "--epochs", "two"], ["predict", "latest"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+
+
+def test_all_commands_are_registered(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for command in ("train", "runs", "predict", "bench", "analyze", "export", "verify-advice", "serve", "report"):
+        assert f"    {command} " in listed or f"    {command}\n" in listed, command
+
+
+def test_training_path_does_not_import_analysis_or_web_libraries():
+    import subprocess
+    from pathlib import Path
+
+    import deepdive
+
+    code = ("import sys; from deepdive.cli import build_parser; build_parser(); "
+            "import deepdive.train.run, deepdive.train.recipe, deepdive.data, deepdive.models, deepdive.store; "
+            "print(sorted(m for m in ('captum', 'cleanlab', 'fastapi', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(deepdive.__file__).parents[1])
+    assert out.stdout.strip() == "[]"

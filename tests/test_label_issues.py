@@ -1,0 +1,99 @@
+"""Label issues: cleanlab finds labels flipped on purpose; K-fold probabilities for the train split."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepdive.analysis import label_issues, tables
+from deepdive.analysis.results import AnalysisResult
+from deepdive.errors import DeepdiveError
+
+
+def synthetic(n=1000, c=5, flips=20, seed=0):
+    """Well-separated out-of-sample probabilities (a ~99% accurate model) and labels with `flips` flipped."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, c, n)
+    logits = rng.normal(0, 1.0, (n, c))
+    logits[np.arange(n), true] += 4.0
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    flipped = rng.choice(n, flips, replace=False)
+    given = true.copy()
+    given[flipped] = (true[flipped] + rng.integers(1, c, flips)) % c
+    return true, given, probs.astype(np.float32), flipped
+
+
+def test_flipped_labels_are_found_with_their_true_label():
+    true, given, probs, flipped = synthetic()
+    issues = label_issues.find_issues(given, probs)
+    found = set(np.flatnonzero(issues["label_issue"]))
+    assert len(found & set(flipped)) >= 18          # most flipped labels found
+    assert len(found - set(flipped)) <= 3           # few false positives
+    hits = [i for i in flipped if i in found]
+    # the suggested label of a found flip is the label it had before flipping
+    assert (issues["suggested_label"].to_numpy()[hits] == true[hits]).mean() >= 0.9
+    # flagged examples are ranked 1..k, most suspicious (lowest p[given]) first
+    ranked = issues[issues["label_issue"]].sort_values("issue_rank")
+    assert ranked["issue_rank"].tolist() == list(range(1, len(found) + 1))
+    assert ranked["label_quality"].is_monotonic_increasing
+    # label quality is cleanlab's self-confidence: p[given label]
+    np.testing.assert_allclose(issues["label_quality"], probs[np.arange(len(given)), given], rtol=1e-5)
+    # unflagged examples keep their label as the "suggestion"
+    clean = ~issues["label_issue"].to_numpy()
+    np.testing.assert_array_equal(issues["suggested_label"].to_numpy()[clean], given[clean])
+
+
+def test_issues_table_is_ranked_and_named():
+    true, given, probs, flipped = synthetic(n=300, c=3, flips=6, seed=1)
+    frame = tables.predictions_frame(given, probs)
+    issues = label_issues.find_issues(given, probs)
+    for col in issues.columns:
+        frame[col] = issues[col].to_numpy()
+    table = label_issues.issues_table(frame, ["cat", "dog", "fox"])
+    assert len(table) == int(issues["label_issue"].sum()) > 0
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    first = table.iloc[0]
+    assert first["given_name"] == ["cat", "dog", "fox"][first["given_label"]]
+    assert first["p_given"] == pytest.approx(probs[first["row"], first["given_label"]])
+    assert first["p_suggested"] == pytest.approx(probs[first["row"], first["suggested_label"]])
+    assert first["suggested_label"] != first["given_label"]
+
+
+def test_degenerate_inputs_do_not_crash():
+    # a small custom evaluation set where most classes are absent: well defined, no exception
+    probs = np.full((4, 10), 0.1, np.float32)
+    out = label_issues.find_issues(np.array([0, 0, 1, 1]), probs)
+    assert len(out) == 4 and out["label_quality"].tolist() == pytest.approx([0.1] * 4)
+    assert len(label_issues.find_issues(np.zeros(0, int), np.zeros((0, 3), np.float32))) == 0
+
+
+def test_training_indices_follow_the_recipe(mnist):
+    from deepdive.data import split_train_val
+
+    config = {"limit_train": 500, "resolved": {"val_size": 5000}}
+    idx = label_issues.training_indices(mnist.train_labels, config)
+    _, val = split_train_val(mnist.train_labels, val_size=5000, seed=0)
+    assert len(idx) == 500 and np.all(np.diff(idx) > 0)
+    assert not set(idx) & set(val)
+
+
+def test_kfold_train_label_issues(tiny_run):
+    """`deepdive analyze RUN --label-issues train --folds 2` on a small run: out-of-fold probabilities for every
+    training example, stored as the run's train-split analysis."""
+    from deepdive.analysis import analyze
+
+    summary = analyze(tiny_run.store, tiny_run.run_id, "train", progress=False, folds=2)
+    res = AnalysisResult.load(tiny_run.run_dir, "train")
+    n = tiny_run.store.get_run(tiny_run.run_id).config["limit_train"]
+    ex = res.examples
+    assert summary["n"] == len(ex) == n == len(res.images)
+    assert sorted(ex["fold"].unique()) == [0, 1]
+    assert abs((ex["fold"] == 0).sum() - n / 2) <= 10  # stratified halves
+    assert summary["label_issues"]["source"] == "2-fold cross-validated probabilities"
+    assert len(res.label_issues) == summary["label_issues"]["count"] == int(ex["label_issue"].sum())
+    assert set(ex["category"]) <= {"correct", "likely label error", "ambiguous", "model-fixable"}
+    assert summary["accuracy"] == pytest.approx(float(ex["correct"].mean()))
+    assert "saliency" not in summary["stage_seconds"]  # no model stages on training data
+    assert tiny_run.store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
+    with pytest.raises(DeepdiveError, match="at least 2"):
+        label_issues.cross_validated_probs(None, np.arange(10), {}, folds=1)
+    assert isinstance(ex, pd.DataFrame)

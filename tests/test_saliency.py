@@ -1,0 +1,253 @@
+"""Saliency methods (Captum) and their rendering: shapes, signs, completeness, the stage's files, PNG colours."""
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from deepdive.analysis import render, saliency
+from deepdive.errors import DeepdiveError
+
+
+class SmallCNN(nn.Module):
+    """A custom (non-Sequential) classifier, like a user's model."""
+
+    def __init__(self, in_channels=1, size=28, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(16 * (size // 4) ** 2, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.head(x.flatten(1))
+
+
+def linear_model(size=28):
+    """Logit 0 = sum(left half) - sum(right half); logit 1 = the reverse. Gradients are known exactly."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(size * size, 2, bias=False))
+    w = torch.ones(size, size)
+    w[:, size // 2:] = -1
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([w.flatten(), -w.flatten()]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return SmallCNN().eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    return torch.rand(6, 1, 28, 28)
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_every_method_gives_signed_finite_maps_of_input_shape(cnn, images, method):
+    target = torch.arange(6) % 10
+    maps = saliency.attribute(cnn, images, target, method)
+    assert maps.shape == (6, 28, 28) and maps.dtype == np.float32
+    assert np.isfinite(maps).all()
+    assert (np.abs(maps).reshape(6, -1).max(1) > 0).all()  # no all-zero map
+    assert (maps > 0).any() and (maps < 0).any()  # signed, not absolute values
+
+
+def test_gradient_is_the_signed_input_gradient(cnn, images):
+    target = torch.tensor([3, 1, 4, 1, 5, 9])
+    x = images.clone().requires_grad_()
+    cnn(x).gather(1, target[:, None]).sum().backward()
+    expected = x.grad.sum(1).numpy()
+    np.testing.assert_allclose(saliency.attribute(cnn, images, target, "gradient", batch_size=4), expected,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_known_linear_model_maps():
+    model = linear_model()
+    x = torch.rand(2, 1, 28, 28)
+    target = torch.tensor([0, 1])
+    w0 = np.where(np.arange(28) < 14, 1.0, -1.0)[None, :].repeat(28, 0)
+    np.testing.assert_allclose(saliency.attribute(model, x, target, "gradient"), np.stack([w0, -w0]), atol=1e-6)
+    # IG of a linear model from a zero baseline is exactly input * weight.
+    ig = saliency.attribute(model, x, target, "integrated_gradients")
+    np.testing.assert_allclose(ig, x[:, 0].numpy() * np.stack([w0, -w0]), atol=1e-5)
+    # Occluding the left half lowers logit 0 (positive attribution), the right half raises it (negative).
+    occ = saliency.attribute(model, x, target, "occlusion")
+    assert (occ[0, :, :12] > 0).all() and (occ[0, :, 16:] < 0).all()
+    assert (occ[1, :, :12] < 0).all() and (occ[1, :, 16:] > 0).all()
+
+
+def test_integrated_gradients_completeness(cnn, images):
+    target = torch.tensor([0, 2, 4, 6, 8, 9])
+    ig = saliency.IntegratedGradientsMap(cnn, steps=64)
+    maps, delta = ig.attribute(images, target, return_convergence_delta=True)
+    with torch.no_grad():
+        gain = (cnn(images) - cnn(torch.zeros_like(images))).gather(1, target[:, None])[:, 0]
+    total = maps.detach().sum((1, 2))
+    assert torch.allclose(total, gain, rtol=0.02, atol=0.02 * float(gain.abs().max()))
+    assert float(delta.abs().max()) < 0.02 * float(gain.abs().max())
+
+
+def test_smoothgrad_is_deterministic_and_differs_from_gradient(cnn, images):
+    target = torch.zeros(6, dtype=torch.long)
+    a = saliency.attribute(cnn, images, target, "smoothgrad")
+    b = saliency.attribute(cnn, images, target, "smoothgrad", batch_size=2)
+    np.testing.assert_array_equal(a[:2], b[:2])  # same first batch, same noise
+    assert not np.allclose(a, saliency.attribute(cnn, images, target, "gradient"))
+
+
+def test_gradcam_on_a_three_channel_32px_model():
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=3, size=32).eval()
+    x = torch.rand(4, 3, 32, 32)
+    cam = saliency.GradCamMap(model)
+    assert cam.layer is model.conv2 and cam.layer_name == "conv2"
+    maps = saliency.attribute(model, x, torch.tensor([0, 1, 2, 3]), "gradcam")
+    assert maps.shape == (4, 32, 32) and np.isfinite(maps).all() and np.abs(maps).max() > 0
+
+
+def test_gradcam_without_conv_layer_is_a_clear_error():
+    with pytest.raises(DeepdiveError, match="Grad-CAM needs a Conv2d"):
+        saliency.attribute(linear_model(), torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), "gradcam")
+
+
+def test_unknown_method_and_bad_shapes_are_clear_errors(cnn, images):
+    with pytest.raises(DeepdiveError, match="unknown saliency method"):
+        saliency.attribute(cnn, images, torch.zeros(6, dtype=torch.long), "lime")
+    with pytest.raises(DeepdiveError, match=r"\(N, C, H, W\)"):
+        saliency.attribute(cnn, images[:, 0], torch.zeros(6, dtype=torch.long), "gradient")
+    with pytest.raises(DeepdiveError, match="targets"):
+        saliency.attribute(cnn, images, torch.zeros(5, dtype=torch.long), "gradient")
+
+
+def test_model_state_is_restored(images):
+    model = SmallCNN().train()
+    saliency.attribute(model, images, torch.zeros(6, dtype=torch.long), "gradient")
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_saliency_stage_files(cnn, tmp_path):
+    torch.manual_seed(2)
+    x = torch.rand(40, 1, 28, 28)
+    with torch.no_grad():
+        probs = cnn(x).softmax(1).numpy()
+    preds = probs.argmax(1)
+    labels = preds.copy()
+    errors = np.array([3, 17, 30])
+    labels[errors] = (preds[errors] + 1) % 10
+    summary = saliency.saliency_stage(cnn, x, labels, preds, probs, tmp_path, progress=False,
+                                      class_sample={"occlusion": 2, "integrated_gradients": 3, "smoothgrad": 3})
+    out = tmp_path / "saliency"
+    assert summary["methods"] == list(saliency.METHODS) and summary["n_errors"] == 3
+    np.testing.assert_array_equal(np.load(out / "errors_index.npy"), errors)
+    rep = np.load(out / "class_rep_index.npy")
+    correct = labels == preds
+    for c in range(10):
+        members = np.flatnonzero(correct & (labels == c))
+        assert rep[c] == (members[np.argmax(probs[members, c])] if len(members) else -1)
+    grad_mean = None
+    for method in saliency.METHODS:
+        errs = np.load(out / f"{method}_errors.npy")
+        assert errs.shape == (3, 2, 28, 28) and errs.dtype == np.float16 and np.isfinite(errs).all()
+        mean = np.load(out / f"{method}_class_mean.npy")
+        reps = np.load(out / f"{method}_class_rep.npy")
+        assert mean.shape == reps.shape == (10, 28, 28)
+        assert summary["seconds"][method] >= 0
+        if method == "gradient":
+            grad_mean = mean
+            # row k of the errors file: [map for the predicted class, map for the true class]
+            direct = saliency.attribute(cnn, x[errors], preds[errors], "gradient")
+            np.testing.assert_allclose(errs[:, 0].astype(np.float32), direct, rtol=1e-2, atol=1e-4)
+            direct = saliency.attribute(cnn, x[errors], labels[errors], "gradient")
+            np.testing.assert_allclose(errs[:, 1].astype(np.float32), direct, rtol=1e-2, atol=1e-4)
+    counts = summary["class_sample_counts"]
+    full = np.bincount(labels[correct], minlength=10)
+    assert counts["gradient"] == full.tolist()
+    assert counts["occlusion"] == np.minimum(full, 2).tolist() and summary["class_sample_cap"]["occlusion"] == 2
+    # a class mean is the average of its correct examples' maps for the true class
+    c = int(np.argmax(full))
+    members = np.flatnonzero(correct & (labels == c))
+    expected = saliency.attribute(cnn, x[members], np.full(len(members), c), "gradient").mean(0)
+    np.testing.assert_allclose(grad_mean[c], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_saliency_stage_skips_gradcam_without_conv(tmp_path):
+    model = linear_model()
+    x = torch.rand(8, 1, 28, 28)
+    probs = model(x).softmax(1).detach().numpy()
+    preds = probs.argmax(1)
+    summary = saliency.saliency_stage(model, x, preds, preds, probs, tmp_path, progress=False,
+                                      methods=("gradient", "gradcam"))
+    assert summary["methods"] == ["gradient"] and "gradcam" in summary["skipped"]
+    assert not (tmp_path / "saliency" / "gradcam_errors.npy").exists()
+    assert np.load(tmp_path / "saliency" / "gradient_errors.npy").shape == (0, 2, 28, 28)
+
+
+# ---- render ---------------------------------------------------------------------------------------------------
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_overlay_is_red_where_positive_blue_where_negative_neutral_at_zero():
+    image = np.zeros((28, 28), np.uint8)
+    image[10:18, 10:18] = 255
+    attr = np.zeros((28, 28), np.float32)
+    attr[:, :5] = 2.0
+    attr[:, -5:] = -2.0
+    png = render.overlay_png(image, attr, size=112, scale=1.0)
+    px = _pixels(png)
+    assert px.shape == (112, 112, 3)  # nearest-neighbour upscale ×4
+    red, blue, neutral = px[:, :20], px[:, -20:], px[:, 40:72]
+    assert (red[..., 0] > red[..., 1] + 100).all() and (red[..., 0] > red[..., 2] + 100).all()
+    assert (blue[..., 2] > blue[..., 0] + 100).all() and (blue[..., 2] > blue[..., 1] + 50).all()
+    assert (neutral[..., 0] == neutral[..., 1]).all() and (neutral[..., 1] == neutral[..., 2]).all()
+    # the digit is still visible under a neutral attribution: ink and paper differ
+    assert px[56, 56, 0] != px[56, 36, 0]
+
+
+def test_diverging_rgba_scale_and_transparency():
+    attr = np.array([[0.0, 0.5, -0.5, 4.0]], np.float32)
+    rgba = render.diverging_rgba(attr, scale=1.0)
+    assert rgba.dtype == np.uint8 and rgba.shape == (1, 4, 4)
+    assert rgba[0, 0, 3] == 0  # no influence: transparent
+    assert rgba[0, 1, 3] == rgba[0, 2, 3] == 128  # |attr| / scale
+    assert rgba[0, 3, 3] == 255  # clipped at the scale
+    assert tuple(rgba[0, 1, :3]) == tuple(render.POSITIVE.astype(int))
+    assert tuple(rgba[0, 2, :3]) == tuple(render.NEGATIVE.astype(int))
+
+
+def test_shared_scale_makes_maps_comparable():
+    small, big = np.full((4, 4), 0.1, np.float32), np.full((4, 4), 1.0, np.float32)
+    scale = render.shared_scale(small, big, percentile=100)
+    assert scale == pytest.approx(1.0)
+    assert render.diverging_rgba(small, scale)[0, 0, 3] < render.diverging_rgba(big, scale)[0, 0, 3]
+    assert render.shared_scale(np.zeros((3, 3))) == 1.0  # an all-zero map still gets a usable scale
+
+
+def test_colorbar_has_blue_white_red_and_labels():
+    px = _pixels(render.colorbar_png(0.25, width=200, height=40))
+    assert px.shape == (40, 200, 3)
+    left, middle, right = px[5, 2], px[5, 100], px[5, 197]
+    assert left[2] > left[0] + 100 and right[0] > right[2] + 100 and (middle > 240).all()
+    assert (px[25:, :].min(axis=2) < 128).any()  # dark label text under the bar
+
+
+def test_grid_png_layout_and_per_map_normalisation():
+    maps = np.stack([np.tile(np.linspace(0, 1, 6), (6, 1)), np.tile(np.linspace(0, 100, 6), (6, 1)),
+                     np.full((6, 6), 3.0)])
+    px = _pixels(render.grid_png(maps, cols=3, zoom=4, pad=2))
+    assert px.shape == (2 + 24 + 2, 2 + 3 * (24 + 2), 3)
+    first, second = px[2:26, 2:26], px[2:26, 28:52]
+    np.testing.assert_array_equal(first, second)  # each map normalised to its own range
+    assert tuple(first[0, 0]) == (68, 1, 84) and tuple(first[0, -1]) == (253, 231, 37)  # viridis ends
+    assert (px[2:26, 54:78] == (68, 1, 84)).all()  # a constant map: lowest colour
+    vector = _pixels(render.grid_png(np.arange(10, dtype=np.float32)))  # a linear layer's units
+    assert vector.shape[0] == vector.shape[1]

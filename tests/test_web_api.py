@@ -1,0 +1,198 @@
+"""The web API (FastAPI TestClient) and the report packer, on the small analysed run of tests/conftest.py."""
+import io
+import json
+import re
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deepdive.analysis.results import AnalysisResult  # noqa: E402
+from deepdive.web import page  # noqa: E402
+from deepdive.web.app import create_app  # noqa: E402
+from deepdive.web.report import build_report  # noqa: E402
+
+XSS_RUN = "<script>alert(1)</script>"
+# Class names that would run code or break out of a <script> block if any of them reached the DOM as markup.
+XSS_CLASSES = ['<img src=x onerror=alert("c0")>', "</script><script>alert(2)</script>", "<!--c2"]
+
+
+def hostile_copy(run, dest):
+    """A copy of `run`'s workspace whose run name and first class names are XSS payloads; returns the workspace."""
+    ws = dest / "hostile_ws"
+    shutil.copytree(run.workspace, ws)
+    summary_path = ws / run.run_id / "analysis" / "test" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    names = XSS_CLASSES + summary["class_names"][len(XSS_CLASSES):]
+    summary["class_names"] = names
+    for row in summary.get("per_class", []):
+        row["name"] = names[row["class"]]
+    summary_path.write_text(json.dumps(summary))
+    with sqlite3.connect(ws / "deepdive.sqlite") as db:
+        db.execute("UPDATE runs SET name = ?, class_names_json = ? WHERE id = ?", (XSS_RUN, json.dumps(names), run.run_id))
+    return ws
+
+
+@pytest.fixture(scope="module")
+def client(analyzed_run):
+    with TestClient(create_app(analyzed_run.workspace)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def res(analyzed_run):
+    return AnalysisResult.load(analyzed_run.run_dir, "test")
+
+
+@pytest.fixture(scope="module")
+def base(analyzed_run):
+    return f"/api/runs/{analyzed_run.run_id}/splits/test"
+
+
+def png_size(data: bytes):
+    from PIL import Image
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_index_and_static(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    for name in (*page.SCRIPTS, *page.STYLES):
+        assert f'src="/static/{name}"' in r.text or f'href="/static/{name}"' in r.text
+        assert client.get(f"/static/{name}").status_code == 200
+    plotly = client.get("/static/plotly.min.js")
+    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000  # the bundled plotly.js, served locally
+
+
+def test_runs_list_and_run(client, analyzed_run):
+    runs = client.get("/api/runs").json()
+    row = next(r for r in runs if r["id"] == analyzed_run.run_id)
+    assert row["splits"] == ["test"] and row["status"] == "finished"
+    one = client.get(f"/api/runs/{analyzed_run.run_id}").json()
+    assert one["id"] == analyzed_run.run_id and one["config"]["preset"] == "fast"
+
+
+def test_bundle_matches_the_analysis(client, base, res, analyzed_run):
+    b = client.get(f"{base}/bundle").json()
+    frame = res.examples
+    assert b["run"]["id"] == analyzed_run.run_id and b["split"] == "test"
+    assert b["examples"]["n"] == len(frame) == len(res.images)
+    cols = b["examples"]["columns"]
+    assert cols["true"] == frame["true"].tolist() and cols["pred"] == frame["pred"].tolist()
+    assert sum(cols["label_issue"]) == int(frame["label_issue"].sum()) == len(b["label_issues"])
+    cats = b["examples"]["categories"]
+    assert [cats[c] for c in cols["category"]] == frame["category"].astype(str).tolist()
+    probs = np.array(b["examples"]["probs"]).T
+    assert np.allclose(probs, frame[[f"p{c}" for c in range(res.num_classes)]].to_numpy(), atol=1e-4)
+    assert b["summary"]["confusion"]["counts"] == res.summary["confusion"]["counts"]
+    assert len(b["epochs"]) == analyzed_run.result["epochs"]
+    assert b["saliency"]["methods"] == res.saliency_methods and b["saliency"]["legend"].startswith("data:image/png")
+    assert b["images"]["sheets"] == [f"{base}/sprites/0.png"]
+
+
+def test_sprite_sheet(client, base, res):
+    r = client.get(f"{base}/sprites/0.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    h, w = res.images.shape[1:3]
+    assert png_size(r.content) == (100 * w, -(-len(res.images) // 100) * h)
+    assert client.get(f"{base}/sprites/1.png").status_code == 404
+
+
+def test_saliency_images(client, base, res):
+    frame = res.examples
+    error = int(np.flatnonzero(~frame["correct"].to_numpy())[0])
+    correct = int(np.flatnonzero(frame["correct"].to_numpy())[0])
+    for method in res.saliency_methods:
+        for row, target in ((error, frame["pred"][error]), (error, frame["true"][error]), (correct, frame["true"][correct])):
+            r = client.get(f"{base}/saliency/{method}/row/{row}.png", params={"target": int(target)})
+            assert r.status_code == 200 and png_size(r.content)[0] >= 112
+        for kind in ("rep", "mean"):
+            assert client.get(f"{base}/saliency/{method}/class/{kind}/0.png").status_code == 200
+
+
+def test_activations_on_demand_and_precomputed(client, base, res):
+    layers = res.activations()["layers"]
+    focus = int(res.focus_indices[0])
+    other = next(r for r in range(len(res.images)) if r not in set(res.focus_indices.tolist()))
+    for row, source in ((focus, "precomputed"), (other, "computed")):
+        body = client.get(f"{base}/activations/{row}").json()
+        assert body["source"] == source and [x["name"] for x in body["layers"]] == [x["name"] for x in layers]
+        assert all(x["image"].startswith("data:image/png;base64,") and x["stats"] for x in body["layers"])
+
+
+@pytest.mark.parametrize("path", [
+    "/api/runs/{run}/splits/..%2F..%2F..%2Fetc%2Fpasswd/bundle",
+    "/api/runs/..%2F..%2Fetc%2Fpasswd/splits/test/bundle",
+    "/api/runs/%2e%2e%2f%2e%2e%2fdeepdive.sqlite/splits/test/bundle",
+    "/api/runs/{run}/splits/test/sprites/..%2F..%2F..%2Fmodel_best.pt",
+    "/api/runs/{run}/splits/test/saliency/..%2F..%2Fgradient/row/0.png?target=0",
+    "/static/..%2Fapp.py",
+    "/static/%2e%2e%2fapp.py",
+    "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/static/../app.py",
+])
+def test_path_traversal_is_refused(client, analyzed_run, path):
+    r = client.get(path.format(run=analyzed_run.run_id))
+    assert 400 <= r.status_code < 500
+    assert b"import " not in r.content and b"root:" not in r.content and b"SQLite" not in r.content
+
+
+@pytest.mark.parametrize("suffix, status", [
+    ("/api/runs/20990101-000000-abcdef", 404),
+    ("/api/runs/20990101-000000-abcdef/splits/test/bundle", 404),
+    ("/api/runs/{prefix}/splits/test/bundle", 404),          # ids must be exact in URLs
+    ("/api/runs/{run}/splits/train/bundle", 404),            # not analysed
+    ("/api/runs/{run}/splits/nosuch/bundle", 404),
+    ("/api/runs/{run}/splits/test/saliency/nosuch/row/0.png?target=0", 404),
+    ("/api/runs/{run}/splits/test/saliency/gradient/row/99999.png?target=0", 404),
+    ("/api/runs/{run}/splits/test/saliency/gradient/row/-1.png?target=0", 404),
+    ("/api/runs/{run}/splits/test/saliency/gradient/row/0.png?target=10", 404),
+    ("/api/runs/{run}/splits/test/saliency/gradient/class/other/0.png", 404),
+    ("/api/runs/{run}/splits/test/activations/99999", 404),
+    ("/api/runs/{run}/splits/test/activations/abc", 422),
+])
+def test_unknown_things_are_4xx(client, analyzed_run, suffix, status):
+    r = client.get(suffix.format(run=analyzed_run.run_id, prefix=analyzed_run.run_id[:8]))
+    assert r.status_code == status, r.text
+
+
+def test_json_for_script_cannot_close_the_block():
+    payload = {"name": "</script><script>alert(1)</script><!--", "amp": "a&b", "sep": "\u2028"}
+    text = page.json_for_script(payload)
+    assert "</" not in text and "<!--" not in text and "<" not in text
+    assert json.loads(text) == payload
+
+
+def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
+    ws = hostile_copy(analyzed_run, tmp_path)
+    out = tmp_path / "report.html"
+    info = build_report(ws, analyzed_run.run_id, "test", out)
+    html = out.read_text()
+    assert info["bytes"] == out.stat().st_size < 15_000_000
+    # The markup outside the scripts names no URL to fetch (the browser test records the actual requests),
+    # and the page's CSP forbids connections.
+    markup = re.sub(r"<script\b[^>]*>.*?</script>", "", html, flags=re.S)
+    assert not re.search(r"(https?:)?//", markup) and "<link" not in markup
+    assert "connect-src 'none'" in html
+    # The hostile names occur only escaped: as HTML text in <title>, as \u003c-escaped JSON in the data block.
+    assert XSS_RUN not in html and XSS_CLASSES[0] not in html and "<!--c2" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; · deepdive report" in html
+    block = re.search(r'<script type="application/json" id="dd-bundle">(.*?)</script>', html, re.S).group(1)
+    bundle = json.loads(block)
+    assert bundle["run"]["name"] == XSS_RUN and bundle["class_names"][:3] == XSS_CLASSES
+    assert bundle["examples"]["n"] == len(res.images)
+    assert all(s.startswith("data:image/png;base64,") for s in bundle["images"]["sheets"])
+    sal = bundle["saliency"]
+    for method in res.saliency_methods:
+        assert len(sal["errors"][method]) == len(sal["errors_rows"])
+        assert len(sal["class_mean"][method]) == len(sal["class_rep"][method]) == res.num_classes
+    acts = bundle["activations"]
+    assert acts["rows"] and set(acts["data"]) == {str(r) for r in acts["rows"]}
+    assert set(acts["rows"]) <= set(res.focus_indices.tolist())

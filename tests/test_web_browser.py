@@ -1,0 +1,262 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium against `deepdive serve` (uvicorn in a
+thread, free 127.0.0.1 port) and against the `deepdive report` export opened from file://.
+
+Both run on a copy of the small analysed run whose run name and first class names are XSS payloads, so every
+test also checks that data-derived text is rendered as text. Screenshots land in test-output/.
+"""
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+VIEWS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "issues", "embedding", "advice")
+MODES = ("served", "report")
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                reason=f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workspace(analyzed_run, tmp_path_factory):
+    return hostile_copy(analyzed_run, tmp_path_factory.mktemp("web_browser"))
+
+
+@pytest.fixture(scope="module")
+def expected(analyzed_run):
+    """What the views must show, straight from the stored analysis."""
+    from deepdive.analysis.results import AnalysisResult
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    return {"frame": res.examples, "summary": res.summary, "layers": [x["name"] for x in res.activations()["layers"]],
+            "methods": res.saliency_methods, "focus": res.focus_indices.tolist(), "run_id": analyzed_run.run_id,
+            "class_reps": int((np.asarray(res.saliency(res.saliency_methods[0])["class_rep_index"]) >= 0).sum()),
+            "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None}
+
+
+@pytest.fixture(scope="module")
+def server_url(workspace):
+    import uvicorn
+
+    from deepdive.web.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(workspace), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def report_url(workspace, expected, tmp_path_factory):
+    from deepdive.web.report import build_report
+
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    build_report(workspace, expected["run_id"], "test", out)
+    return out.as_uri()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Tab:
+    """A page plus what it did: dialogs (an XSS would open one), page errors, every request URL."""
+
+    def __init__(self, browser, url, run_id):
+        self.page = browser.new_page(viewport={"width": 1440, "height": 900})
+        self.url, self.run_id = url, run_id
+        self.dialogs, self.errors, self.requests = [], [], []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url)
+
+    def view(self, name):
+        self.page.evaluate("h => { location.hash = h; }", f"#/r/{self.run_id}/test/{name}")
+        self.page.wait_for_selector(f'main[data-view="{name}"]')
+        return self.page
+
+    def count(self, selector):
+        return self.page.locator(selector).count()
+
+    def images_loaded(self, selector):
+        """Wait until every <img> matching selector has decoded with a real size; returns how many there are."""
+        self.page.wait_for_function("""sel => [...document.querySelectorAll(sel)].every(
+            i => i.complete && i.naturalWidth > 0)""", arg=selector)
+        return self.count(selector)
+
+
+@pytest.fixture(params=MODES)
+def tab(request, browser, expected):
+    url = request.getfixturevalue("server_url" if request.param == "served" else "report_url")
+    t = Tab(browser, url, expected["run_id"])
+    t.mode = request.param
+    yield t
+    assert not t.dialogs, f"a dialog opened (script injection?): {t.dialogs}"
+    assert not t.errors, f"page errors: {t.errors}"
+    t.page.close()
+
+
+# ---- tests ---------------------------------------------------------------------------------------------------
+def view_checks(tab, expected) -> dict:
+    """Per view: a check that waits for the view's content and compares it with the stored analysis."""
+    frame, summary = expected["frame"], expected["summary"]
+    n, c = len(frame), len(summary["class_names"])
+    shown_errors = min(3, len(summary["focus"]["errors"]))
+    advice = (expected["advice"] or {}).get("suggestions")
+
+    def overview(p):
+        p.wait_for_selector('[data-testid="loss-chart"] .scatterlayer .trace')
+        return f"{100 * summary['accuracy']:.2f}%" in p.inner_text('[data-testid="overview-cards"]')
+
+    def classes(p):
+        thumbs = sum(min(48, row["errors"]) for row in summary["per_class"])
+        return tab.count('[data-testid="class-table"] tbody tr') == c and \
+            tab.count('[data-testid="class-errors"] .thumb') == thumbs
+
+    def confusion(p):
+        cells = p.eval_on_selector_all("td.cm-cell", "cs => cs.map(c => Number(c.dataset.count))")
+        return cells == [x for row in summary["confusion"]["counts"] for x in row]
+
+    def saliency(p):
+        # One map per class over its representative image (classes with no correct image say so instead).
+        return tab.count('[data-testid="class-maps"] figure') == c and \
+            tab.images_loaded('[data-testid="class-maps"] img.sal') == expected["class_reps"] and \
+            tab.count(".sal-card") == min(24, len(summary["focus"]["errors"])) and \
+            tab.images_loaded(".sal-card:nth-child(-n+3) img.sal") == 2 * shown_errors
+
+    def activations(p):
+        p.wait_for_selector('[data-testid="layers"] .layer')
+        names = p.eval_on_selector_all('[data-testid="layers"] .layer', "ls => ls.map(l => l.dataset.layer)")
+        return names == expected["layers"] and tab.images_loaded(".layer-img") == len(names)
+
+    def predictions(p):
+        return p.get_attribute('[data-testid="row-count"]', "data-count") == str(n) and 0 < tab.count(".vrow") < 100
+
+    def issues(p):
+        return tab.count('[data-testid="issues-table"] tbody tr') == min(50, expected["issues"]) and \
+            tab.count('[data-testid="taxonomy"] .tax-block') == len(summary["taxonomy"]["categories"])
+
+    def embedding(p):
+        p.wait_for_selector('[data-testid="embedding-plot"] .plot-container')
+        points = p.evaluate("""() => document.querySelector('[data-testid="embedding-plot"]').data
+                                     .reduce((sum, trace) => sum + trace.x.length, 0)""")
+        return points == n
+
+    def advice_view(p):
+        if advice is None:
+            return "no augmentation advice" in p.inner_text("main")
+        return tab.count('[data-testid="advice-item"]') == len(advice)
+
+    return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
+            "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,
+            "advice": advice_view}
+
+
+def test_every_view_renders_the_runs_data(tab, expected, test_output_dir):
+    checks = view_checks(tab, expected)
+    for name in VIEWS:
+        page = tab.view(name)
+        assert checks[name](page), f"the {name} view ({tab.mode}) does not show the run's data"
+        page.screenshot(path=str(test_output_dir / f"web-{tab.mode}-{name}.png"))
+
+
+def test_hovering_a_confusion_cell_shows_exactly_its_images(tab, expected):
+    frame = expected["frame"]
+    counts = np.array(expected["summary"]["confusion"]["counts"])
+    off = counts - np.diag(np.diag(counts))
+    cells = [tuple(int(v) for v in np.unravel_index(off.argmax(), off.shape)), (1, 1)]
+    page = tab.view("confusion")
+    for t, p in cells:
+        page.hover(f'td.cm-cell[data-t="{t}"][data-p="{p}"]')
+        page.wait_for_selector('#tooltip:not([hidden]) [data-testid="cell-thumbs"]')
+        rows = page.eval_on_selector_all("#tooltip .thumb", "ts => ts.map(t => Number(t.dataset.row))")
+        truth = np.flatnonzero((frame["true"] == t).to_numpy() & (frame["pred"] == p).to_numpy())
+        assert len(rows) == counts[t, p] and sorted(rows) == truth.tolist()
+        page.mouse.move(5, 5)  # leave the matrix: the preview goes away
+        page.wait_for_selector("#tooltip", state="hidden")
+
+
+def test_filters_give_the_right_rows(tab, expected):
+    frame = expected["frame"]
+    wrong = ~frame["correct"].to_numpy()
+    page = tab.view("predictions")
+
+    def shown():
+        return int(page.get_attribute('[data-testid="row-count"]', "data-count"))
+
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    assert shown() == wrong.sum()
+    t = int(frame["true"][wrong].mode()[0])
+    page.select_option('[data-testid="filter-true"]', str(t))
+    expect = wrong & (frame["true"] == t).to_numpy()
+    assert shown() == expect.sum()
+    visible = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+    assert visible and set(visible) <= set(np.flatnonzero(expect).tolist())
+    page.select_option('[data-testid="filter-correct"]', "all")
+    page.select_option('[data-testid="filter-issue"]', "yes")
+    assert shown() == (frame["label_issue"].to_numpy() & (frame["true"] == t).to_numpy()).sum()
+    # Clicking a confusion cell lists exactly that cell.
+    counts = expected["summary"]["confusion"]["counts"]
+    tab.view("confusion").click(f'td.cm-cell[data-t="{t}"][data-p="{t}"]')
+    page.wait_for_selector('main[data-view="predictions"]')
+    assert shown() == counts[t][t]
+
+
+def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
+    frame, c = expected["frame"], len(expected["summary"]["class_names"])
+    # The most confident error: first in the table below, and first in the focus set, so its activations are in
+    # the report too.
+    row = int(frame.loc[~frame["correct"], "confidence"].idxmax())
+    assert row == expected["focus"][0]
+    page = tab.view("predictions")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.select_option('[data-testid="sort"]', "conf-desc")
+    page.click(f'.vrow .thumb[data-row="{row}"]')
+    detail = page.wait_for_selector("#detail:not([hidden])")
+    text = detail.inner_text()
+    assert f"Image #{frame['idx'][row]}" in text
+    assert tab.count("#detail .plist-row") == c
+    assert tab.images_loaded("#detail img.sal") == 2  # predicted-class and true-class maps
+    page.wait_for_selector("#detail .layer")
+    assert tab.count("#detail .layer") == len(expected["layers"])
+    page.click('[data-testid="detail-close"]')
+    assert page.is_hidden("#detail")
+
+
+def test_hostile_names_render_as_text(tab):
+    page = tab.view("confusion")
+    assert page.inner_text('[data-testid="run-name"]') == XSS_RUN
+    headers = page.eval_on_selector_all("th.cm-col", "hs => hs.map(h => h.textContent)")
+    assert headers[:3] == XSS_CLASSES
+    assert page.evaluate("document.title").startswith(XSS_RUN)
+    assert tab.count("main img[src='x'], main script") == 0
+
+
+def test_report_makes_no_network_requests(browser, report_url, expected):
+    t = Tab(browser, report_url, expected["run_id"])
+    for name in VIEWS:
+        t.view(name)
+    t.page.wait_for_timeout(300)
+    outside = [u for u in t.requests if not u.startswith(("file:", "data:", "blob:"))]
+    assert outside == [] and not t.dialogs and not t.errors
+    t.page.close()
