@@ -1,14 +1,16 @@
 """Dashboard performance on a real run (prints numbers; not a test).
 
-    python benchmarks/web_bench.py [RUN] [--workspace runs] [--split test] [--repeat 5]
+    python benchmarks/web_bench.py [RUN] [--workspace runs] [--split test] [--repeat 5] [--screenshots docs]
 
 Serves the workspace from a local uvicorn (127.0.0.1, free port), drives Debian's Chromium through Playwright
 and reads the performance marks the front end sets:
-  first meaningful paint   navigation start → overview cards and both training charts painted   (target ≤ 1 s)
+  first meaningful paint   navigation start → overview cards and insight painted                 (target ≤ 1 s)
+                           (the training charts follow once plotly.js is loaded; printed too)
   confusion-cell hover     mouseover → that cell's thumbnails painted                            (target ≤ 100 ms)
   predictions filter       select change → the filtered table painted                            (target ≤ 200 ms)
   static export size       `deepdive report` file size                                          (target ≤ 15 MB)
 Each browser number is the median over --repeat tries (a fresh browser context, so a cold cache, for the paint).
+With --screenshots DIR it also saves the README's screenshots of the main views (DIR/dashboard-<view>.png).
 """
 import argparse
 import statistics
@@ -50,14 +52,20 @@ def last_measure(page, name):
     return value
 
 
+def paint_times(page):
+    """(overview painted, charts painted) in ms since navigation start."""
+    page.wait_for_function("() => performance.getEntriesByName('dd-charts-painted').length > 0", timeout=60_000)
+    return tuple(page.evaluate(f"performance.getEntriesByName('{m}')[0].startTime")
+                 for m in ("dd-overview-painted", "dd-charts-painted"))
+
+
 def first_paint(browser, url):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(url)
-    page.wait_for_function("() => performance.getEntriesByName('dd-overview-painted').length > 0", timeout=60_000)
-    value = page.evaluate("performance.getEntriesByName('dd-overview-painted')[0].startTime")
+    times = paint_times(page)
     context.close()
-    return value
+    return times
 
 
 def hover_times(page, counts, repeat):
@@ -88,12 +96,43 @@ def filter_times(page, repeat):
     return statistics.median(values), max(values)
 
 
+SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "issues", "embedding", "advice")
+
+
+def screenshots(browser, base, run_id, split, counts, folder):
+    """One PNG per main view, plus a confusion-cell hover and an image's detail panel."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    for view in SHOTS:
+        page.goto(f"{base}#/r/{run_id}/{split}/{view}")
+        page.wait_for_selector(f'main[data-view="{view}"]')
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(800)  # plotly transitions, lazy images
+        if view == "confusion":
+            c = len(counts)
+            t, p = max(((t, p) for t in range(c) for p in range(c) if t != p), key=lambda tp: counts[tp[0]][tp[1]])
+            page.hover(f'td.cm-cell[data-t="{t}"][data-p="{p}"]')
+        page.screenshot(path=str(folder / f"dashboard-{view}.png"))
+    page.mouse.move(2, 2)
+    page.goto(f"{base}#/r/{run_id}/{split}/predictions")
+    page.wait_for_selector(".vrow")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.click(".vrow .thumb >> nth=0")
+    page.wait_for_selector("#detail .layer")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(folder / "dashboard-detail.png"))
+    page.close()
+    return sorted(folder.glob("dashboard-*.png"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", nargs="?", default="latest")
     ap.add_argument("--workspace", default="runs")
     ap.add_argument("--split", default="test")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--screenshots", metavar="DIR", help="also save screenshots of the views into DIR")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -122,7 +161,8 @@ def main(argv=None) -> int:
                 url = f"{base}#/r/{rec.id}/{args.split}/overview"
                 first_paint(browser, url)  # warm the server's bundle and sprite caches; not counted
                 paints = [first_paint(browser, url) for _ in range(args.repeat)]
-                results["first meaningful paint (ms)"] = statistics.median(paints)
+                results["first meaningful paint (ms)"] = statistics.median(p[0] for p in paints)
+                charts = statistics.median(p[1] for p in paints)
 
                 page = browser.new_page(viewport={"width": 1440, "height": 900})
                 page.goto(f"{base}#/r/{rec.id}/{args.split}/confusion")
@@ -136,16 +176,19 @@ def main(argv=None) -> int:
 
                 report_page = browser.new_page(viewport={"width": 1440, "height": 900})
                 report_page.goto((Path(tmp) / "report.html").as_uri())
-                report_page.wait_for_function("() => performance.getEntriesByName('dd-overview-painted').length > 0",
-                                              timeout=60_000)
-                report_paint = report_page.evaluate("performance.getEntriesByName('dd-overview-painted')[0].startTime")
+                report_paint, report_charts = paint_times(report_page)
+                if args.screenshots:
+                    for path in screenshots(browser, base, rec.id, args.split, summary["confusion"]["counts"],
+                                            args.screenshots):
+                        print(f"screenshot {path} ({path.stat().st_size / 1e3:.0f} kB)")
                 browser.close()
         finally:
             server.should_exit = True
             thread.join(timeout=10)
 
-    print(f"first paint (served, cold cache): median {results['first meaningful paint (ms)']:.0f} ms of "
-          f"{', '.join(f'{v:.0f}' for v in paints)}; report from file://: {report_paint:.0f} ms")
+    print(f"first meaningful paint (served, cold cache): median {results['first meaningful paint (ms)']:.0f} ms of "
+          f"{', '.join(f'{v[0]:.0f}' for v in paints)}; training charts painted: median {charts:.0f} ms")
+    print(f"report from file://: overview painted {report_paint:.0f} ms, charts {report_charts:.0f} ms")
     for cell, value in hovers.items():
         print(f"hover {cell}: {value:.1f} ms")
     print(f"filter/sort: median {median:.1f} ms, worst {worst:.1f} ms")

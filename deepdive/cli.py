@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepdive {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in STAGE_CLIS:
-        try:  # DEV-ONLY: remove once all stage CLIs exist
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(subparsers)
+        importlib.import_module(module).register(subparsers)
     return parser
 
 

@@ -94,9 +94,14 @@ def test_saliency_and_activations_cover_the_focus_set(result):
         idx = np.asarray(sal["errors_index"])
         assert sal["errors"].shape == (len(idx), 2, 28, 28) and sal["errors"].dtype == np.float16
         assert sal["class_mean"].shape == sal["class_rep"].shape == (10, 28, 28)
-        if len(errors) <= analysis.FOCUS_ERROR_CAP:  # otherwise the most confident FOCUS_ERROR_CAP of them
-            assert sorted(idx.tolist()) == sorted(errors.tolist())
         assert set(idx.tolist()) <= set(errors.tolist())
+        # maps exist for the most confident errors first
+        assert idx.tolist() == s["focus"]["errors"][:len(idx)]
+    all_maps = result.saliency("gradient")["errors_index"]  # gradient maps are cheap: every focus error
+    if len(errors) <= analysis.FOCUS_ERROR_CAP:  # otherwise the most confident FOCUS_ERROR_CAP of them
+        assert sorted(all_maps.tolist()) == sorted(errors.tolist())
+    else:
+        assert len(all_maps) == analysis.FOCUS_ERROR_CAP
     acts = result.activations()
     assert acts["layers"] and all(a.shape[0] == len(focus) for a in acts["arrays"].values())
     assert set(focus.tolist()) >= set(s["focus"]["errors"])
@@ -123,8 +128,12 @@ def test_val_split_inputs_come_from_val_indices(analyzed_run, mnist):
 
 
 # ---- export --------------------------------------------------------------------------------------------------
+NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name")}
+
+
 def _read(path, fmt):
-    return pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    # class names such as "7" must stay strings when read back from CSV
+    return pd.read_csv(path, dtype=NAME_COLUMNS) if fmt == "csv" else pd.read_parquet(path)
 
 
 @pytest.mark.parametrize("fmt", export.FORMATS)

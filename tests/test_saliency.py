@@ -143,7 +143,8 @@ def test_saliency_stage_files(cnn, tmp_path):
     errors = np.array([3, 17, 30])
     labels[errors] = (preds[errors] + 1) % 10
     summary = saliency.saliency_stage(cnn, x, labels, preds, probs, tmp_path, progress=False,
-                                      class_sample={"occlusion": 2, "integrated_gradients": 3, "smoothgrad": 3})
+                                      class_sample={"occlusion": 2, "integrated_gradients": 3, "smoothgrad": 3},
+                                      error_cap={"occlusion": 2})
     out = tmp_path / "saliency"
     assert summary["methods"] == list(saliency.METHODS) and summary["n_errors"] == 3
     np.testing.assert_array_equal(np.load(out / "errors_index.npy"), errors)
@@ -155,11 +156,16 @@ def test_saliency_stage_files(cnn, tmp_path):
     grad_mean = None
     for method in saliency.METHODS:
         errs = np.load(out / f"{method}_errors.npy")
-        assert errs.shape == (3, 2, 28, 28) and errs.dtype == np.float16 and np.isfinite(errs).all()
+        n = 2 if method == "occlusion" else 3  # capped: the first rows of errors_index
+        assert errs.shape == (n, 2, 28, 28) and errs.dtype == np.float16 and np.isfinite(errs).all()
+        assert summary["errors_computed"][method] == n
         mean = np.load(out / f"{method}_class_mean.npy")
         reps = np.load(out / f"{method}_class_rep.npy")
         assert mean.shape == reps.shape == (10, 28, 28)
         assert summary["seconds"][method] >= 0
+        if method == "occlusion":
+            direct = saliency.attribute(cnn, x[errors[:2]], labels[errors[:2]], "occlusion")
+            np.testing.assert_allclose(errs[:, 1].astype(np.float32), direct, rtol=1e-2, atol=1e-3)
         if method == "gradient":
             grad_mean = mean
             # row k of the errors file: [map for the predicted class, map for the true class]

@@ -140,8 +140,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
         tmp = _new_tmp_dir(run.run_dir, split)
         try:
             if split != "train":
-                extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, tmp, device,
-                                              notes, progress)
+                augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
+                extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
+                                              device, notes, progress)
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table, hint, focus,
                                    extra, advice, notes, stages.seconds, folds)
@@ -392,7 +393,7 @@ def _stage_module(name):
         return None
 
 
-def _model_stages(stages, model, data, frame, focus, top, class_names, out_dir, device, notes, progress):
+def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, device, notes, progress):
     """Saliency, activations, embedding and robustness advice (deepdive.analysis.{saliency, activations,
     embedding, advice}). Returns (summary entries, advice dict)."""
     import torch
@@ -425,7 +426,7 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, out_dir, 
     with stages("advice"):
         if (advice_mod := _stage_module("advice")) is not None:
             probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
-            suggestions = advice_mod.recommend(probes, top)
+            suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names)
     if probes is None:
         return extra, None
     return extra, {"probes": probes, "suggestions": suggestions}

@@ -70,13 +70,9 @@ class Run:
         self._check_open()
         from deepdive.analysis import analyze, predict
 
-        if split not in SPLITS:
-            raise DeepdiveError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        inputs, labels = collect(data, batch_size)
-        num_classes = _output_width(model, inputs)
-        names = _class_names(class_names, num_classes, self._store.get_run(self.id).class_names)
-        if len(labels) and labels.max() >= num_classes:
-            raise DeepdiveError(f"labels go up to {int(labels.max())} but the model outputs {num_classes} classes")
+        inputs, labels, names = prepare(model, data, class_names, split, batch_size,
+                                        self._store.get_run(self.id).class_names)
+        num_classes = len(names)
         try:
             probs, losses = predict(model, inputs, labels, num_classes, batch_size=batch_size)
             note = _save_model(model, self.run_dir / "model_best.pt", names, inputs.shape[1:])
@@ -150,6 +146,9 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
     (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
     """
     own = run is None
+    if own:  # bad input is reported before a run is created for it
+        inputs, labels, class_names = prepare(model, data, class_names, split, batch_size)
+        data = (inputs, labels)
     run = run or init(name=name, workspace=workspace, class_names=class_names)
     try:
         for row in history or []:
@@ -167,6 +166,22 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
 
 
 # ---- input handling ------------------------------------------------------------------------------------------
+def prepare(model, data, class_names, split, batch_size=256, stored_names=()):
+    """Validated (inputs, labels, class names): the data collected, the model's output width checked against
+    the class names and labels."""
+    if split not in SPLITS:
+        raise DeepdiveError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, np.ndarray) for d in data):
+        inputs, labels = _check_images(data[0]), _check_labels(data[1], len(data[0]))
+    else:
+        inputs, labels = collect(data, batch_size)
+    num_classes = _output_width(model, inputs)
+    names = _class_names(class_names, num_classes, stored_names)
+    if labels.max() >= num_classes:
+        raise DeepdiveError(f"labels go up to {int(labels.max())} but the model outputs {num_classes} classes")
+    return inputs, labels, names
+
+
 def collect(data, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
     """(inputs float32 (N, C, H, W), labels int64 (N,)) from a pair, a DataLoader, a Dataset or an iterable."""
     import torch

@@ -98,13 +98,14 @@ class AnalysisResult:
         return [m for m in self.summary.get("saliency", {}).get("methods", []) if self.has(f"saliency:{m}")]
 
     def saliency(self, method: str) -> dict:
-        """{errors (n_err, 2, H, W) [pred map, true map], errors_index, class_mean (C, H, W), class_rep (C, H, W),
-        class_rep_index}; arrays memory-mapped."""
+        """{errors (n_err, 2, H, W) [pred map, true map], errors_index (n_err,) rows, class_mean (C, H, W),
+        class_rep (C, H, W), class_rep_index}; arrays memory-mapped."""
         if not self.has(f"saliency:{method}"):
             known = ", ".join(self.saliency_methods) or "none"
             raise RunError(f"no {method!r} saliency stored for split {self.split!r} (available: {known})")
         out = {part: self._npy(f"saliency/{method}_{part}.npy", f"{method} saliency") for part in SALIENCY_PARTS}
-        out["errors_index"] = self._npy("saliency/errors_index.npy", "saliency error rows")
+        # Costly methods store maps for only the first (most confident) errors: index rows to match.
+        out["errors_index"] = self._npy("saliency/errors_index.npy", "saliency error rows")[:len(out["errors"])]
         out["class_rep_index"] = self._npy("saliency/class_rep_index.npy", "saliency class representatives")
         return out
 

@@ -9,7 +9,8 @@ score, or, for occlusion, hiding it lowers the score); negative = it argues agai
 
 Costs per image, in forward+backward passes: gradient 1, gradcam ~0.6, smoothgrad 16, integrated_gradients 32,
 occlusion 169 forwards (28×28, window 4, stride 2). The stage therefore computes gradient and Grad-CAM class
-means over every correct example and the other three over a capped sample per class (CLASS_SAMPLE).
+means over every correct example and the other three over a capped sample per class (CLASS_SAMPLE), and stores
+the costly methods' error maps for at most ERROR_CAP errors.
 """
 import time
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ METHODS = ("gradient", "smoothgrad", "integrated_gradients", "gradcam", "occlusi
 # Correct examples per class whose maps make a class mean (None = all of them). The class representative (most
 # confident correct example) is always part of the sample.
 CLASS_SAMPLE = {"gradient": None, "gradcam": None, "smoothgrad": 50, "integrated_gradients": 25, "occlusion": 10}
+# Errors whose maps are stored (None = all given): the first ones of error_idx, which the caller orders most
+# important first. Keeps a weak model's hundreds of errors from costing minutes.
+ERROR_CAP = {"gradient": None, "gradcam": None, "smoothgrad": 100, "integrated_gradients": 100, "occlusion": 50}
 
 
 class GradientMap:
@@ -163,11 +167,12 @@ def attribute(model: nn.Module, inputs, target, method: str, batch_size: int | N
 
 
 def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, progress: bool = True, *,
-                   error_idx=None, methods=METHODS, class_sample=None, seed: int = 0) -> dict:
+                   error_idx=None, methods=METHODS, class_sample=None, error_cap=None, seed: int = 0) -> dict:
     """Write `saliency/` under out_dir (DESIGN.md "Analysis outputs") and return a summary.
 
     - errors: for each index in `error_idx` (default: every misclassified example) the maps for the predicted
-      and the true class -> `<method>_errors.npy` float16 (n_err, 2, H, W), rows in `errors_index.npy`.
+      and the true class -> `<method>_errors.npy` float16 (n, 2, H, W), rows = the first n of `errors_index.npy`
+      (n = all errors, or ERROR_CAP[method] for the costly methods).
     - per class: the mean map over correctly classified examples of that class (for their true class)
       -> `<method>_class_mean.npy` float32 (C, H, W); and the map of the most confident correct example
       -> `<method>_class_rep.npy` (C, H, W), indices in `class_rep_index.npy` (-1: class has no correct example).
@@ -179,16 +184,16 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
     correct = labels == preds
     error_idx = np.flatnonzero(~correct) if error_idx is None else np.asarray(error_idx, np.int64).reshape(-1)
     caps = {**CLASS_SAMPLE, **(class_sample or {})}
+    error_caps = {**ERROR_CAP, **(error_cap or {})}
     rep_idx = representatives(labels, probs, correct, num_classes)
     out = Path(out_dir) / "saliency"
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(out / "errors_index.npy", error_idx)
     atomic_save_npy(out / "class_rep_index.npy", rep_idx)
 
-    summary = {"methods": [], "skipped": {}, "seconds": {}, "n_errors": int(len(error_idx)),
+    summary = {"methods": [], "skipped": {}, "seconds": {}, "n_errors": int(len(error_idx)), "errors_computed": {},
                "image_shape": list(inputs.shape[-2:]), "class_sample_cap": {}, "class_sample_counts": {},
                "settings": {}}
-    n_err = len(error_idx)
     with _analysis_mode(model):
         for method in methods:
             try:
@@ -198,8 +203,10 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
                 continue
             start = time.perf_counter()
             sample = class_samples(labels, correct, rep_idx, caps.get(method), seed)
-            idx = np.concatenate([error_idx, error_idx, sample])
-            target = np.concatenate([preds[error_idx], labels[error_idx], labels[sample]])
+            errors = error_idx[:error_caps.get(method)]  # [:None] keeps all
+            n_err = len(errors)
+            idx = np.concatenate([errors, errors, sample])
+            target = np.concatenate([preds[errors], labels[errors], labels[sample]])
             maps = _run(engine, inputs[torch.as_tensor(idx)], torch.as_tensor(target), _device(model), None,
                         progress, f"saliency {method}")
             err_maps, class_maps = maps[:2 * n_err], maps[2 * n_err:]
@@ -210,6 +217,7 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
             atomic_save_npy(out / f"{method}_class_rep.npy", rep_maps(class_maps, sample, rep_idx))
             summary["methods"].append(method)
             summary["seconds"][method] = round(time.perf_counter() - start, 3)
+            summary["errors_computed"][method] = n_err
             summary["class_sample_cap"][method] = caps.get(method)
             summary["class_sample_counts"][method] = counts.tolist()
             summary["settings"][method] = _settings(engine)

@@ -100,7 +100,8 @@ def create_app(workspace) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index():
-        html = page.render("served", "deepdive", {"dd-config": {"mode": "served"}}, inline=False)
+        config = {"mode": "served", "plotly_url": f"/static/{page.PLOTLY}"}
+        html = page.render("served", "deepdive", {"dd-config": config}, inline=False)
         return HTMLResponse(html, headers={"Content-Security-Policy": SERVED_CSP, "Cache-Control": "no-cache"})
 
     @app.get("/static/{name}")

@@ -93,17 +93,11 @@ def _column(values, name):
 def examples_block(frame, num_classes: int) -> dict:
     """The examples frame as columns (row order = images order); category dictionary-encoded."""
     n = len(frame)
-    cols = {}
-    for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
-                 "label_quality", "suggested_label", "emb_x", "emb_y"):
-        if name in frame:
-            cols[name] = _column(frame[name].to_numpy(), name)
-        elif name in ("label_issue",):
-            cols[name] = [0] * n
-        elif name == "suggested_label":
-            cols[name] = cols["true"]
-        else:
-            cols[name] = [None] * n
+    # A column an older or partial analysis lacks: no label issue, the given label as suggestion, else unknown.
+    missing = {"label_issue": [0] * n, "suggested_label": frame["true"].tolist()}
+    cols = {name: _column(frame[name].to_numpy(), name) if name in frame else missing.get(name, [None] * n)
+            for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
+                         "label_quality", "suggested_label", "emb_x", "emb_y")}
     raw = frame["category"].astype(str).to_numpy() if "category" in frame else \
         np.where(frame["correct"].to_numpy(), "correct", "model-fixable")
     categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))

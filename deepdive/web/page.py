@@ -89,7 +89,8 @@ def render(mode: str, title: str, data_blocks: dict, *, inline: bool) -> str:
         csp = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
     else:
         styles = "\n".join(f'<link rel="stylesheet" href="/static/{s}">' for s in STYLES)
-        scripts = "\n".join(f'<script src="/static/{s}" defer></script>' for s in (PLOTLY, *SCRIPTS))
+        # plotly.js (4.8 MB) is not among them: the page loads it after its first paint (DD.plotly()).
+        scripts = "\n".join(f'<script src="/static/{s}" defer></script>' for s in SCRIPTS)
     blocks = "\n".join(f'<script type="application/json" id="{html.escape(key)}">{json_for_script(value)}</script>'
                        for key, value in data_blocks.items())
     page = TEMPLATE.read_text()

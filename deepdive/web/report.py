@@ -17,7 +17,7 @@ from deepdive.web.maps import RunMaps
 SAL_SIZE = 56                         # px of the inlined saliency overlays (shown at 96-140 px, pixelated)
 SALIENCY_BUDGET = 3 * 1024 * 1024     # bytes of inlined per-error saliency maps (most confident errors first)
 MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB target, some margin)
-ACTIVATION_BUDGET = 6 * 1024 * 1024   # at most this many bytes of inlined activation images
+ACTIVATION_BUDGET = 4 * 1024 * 1024   # at most this many bytes of inlined activation images
 
 
 def saliency_assets(maps: RunMaps, errors_rows: list[int]) -> dict:

@@ -2,7 +2,7 @@
 "use strict";
 (function (DD) {
   const el = DD.el;
-  const config = DD.readJSON("dd-config");
+  const config = DD.config;
   const source = DD.makeSource(config);
   const contexts = new Map();
   let current = null;   // the context of the run on screen

@@ -55,6 +55,24 @@ window.DD = window.DD || {};
     const node = document.getElementById(id);
     return node ? JSON.parse(node.textContent) : null;
   };
+  DD.config = DD.readJSON("dd-config");
+
+  // plotly.js: inlined in the report; the served page loads it on first use, so the first paint need not wait
+  // for 4.8 MB of script to be parsed.
+  let plotlyPromise = null;
+  DD.plotly = function () {
+    if (window.Plotly) return Promise.resolve(window.Plotly);
+    if (!plotlyPromise) {
+      plotlyPromise = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = DD.config.plotly_url;
+        script.onload = () => resolve(window.Plotly);
+        script.onerror = () => reject(new Error("could not load plotly.js"));
+        document.head.appendChild(script);
+      });
+    }
+    return plotlyPromise;
+  };
 
   DD.mark = function (name) { try { performance.mark(name); } catch (e) { /* marks are best effort */ } };
   // A performance measure from an input event's timestamp (so input delay counts) to now.
@@ -66,7 +84,8 @@ window.DD = window.DD || {};
     requestAnimationFrame(() => setTimeout(() => DD.measureSince(name, event), 0));
   };
   // Mark after the browser has painted what we just put in the DOM.
-  DD.markPainted = function (name) { requestAnimationFrame(() => setTimeout(() => DD.mark(name), 0)); };
+  DD.afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
+  DD.markPainted = (name) => DD.afterPaint(() => DD.mark(name));
 
   // ---- data sources: the served app fetches JSON/PNG; the report reads inline blocks and data: URIs ----------
   DD.makeSource = function (config) {

@@ -1,32 +1,76 @@
-// Augmentation advice from the robustness probes, and its verification by retraining when present.
+// Augmentation advice: what the robustness probes found, the ranked suggestions with their evidence, and the
+// verification by retraining when `deepdive verify-advice` has run.
 "use strict";
 (function (DD) {
   const el = DD.el;
+  const pct = (x) => DD.fmt.pct(x, 1);
 
-  // A JSON value as readable text/DOM: numbers rounded, objects as nested key/value lists.
-  function value(v) {
-    if (v === null || v === undefined) return "–";
-    if (typeof v === "number") return Number.isInteger(v) ? DD.fmt.int(v) : DD.fmt.num(v, 4);
-    if (typeof v === "boolean") return v ? "yes" : "no";
-    if (Array.isArray(v)) return v.every((x) => typeof x !== "object" || x === null) ? v.map(value).join(", ") : el("div", {}, v.map(value));
-    if (typeof v === "object") return kv(v);
-    return String(v);
-  }
-  function kv(obj, skip) {
-    return el("dl", {class: "kv"}, Object.entries(obj).filter(([k]) => !(skip || []).includes(k)).map(([k, v]) =>
-      [el("dt", {text: k.replace(/_/g, " ")}), el("dd", {}, value(v))]));
+  function delta(before, after, asPct, lowerIsBetter) {
+    const d = after - before;
+    const better = lowerIsBetter ? d < 0 : d > 0;
+    const text = asPct ? `${d >= 0 ? "+" : ""}${(100 * d).toFixed(1)} pp` : `${d >= 0 ? "+" : ""}${d}`;
+    return el("span", {class: d === 0 ? "muted" : better ? "ok" : "bad", text});
   }
 
-  const TITLE_KEYS = ["title", "name", "augmentation", "suggestion", "action"];
-  const TEXT_KEYS = ["reason", "rationale", "why", "description", "message", "text"];
-  const pick = (obj, keys) => keys.find((k) => typeof obj[k] === "string");
+  function overridesText(overrides) {
+    const aug = (overrides || {}).augment || {};
+    return Object.entries(aug).map(([k, v]) => `${k}=${v}`).join(", ");
+  }
 
-  function suggestion(item, i) {
-    const titleKey = pick(item, TITLE_KEYS), textKey = pick(item, TEXT_KEYS);
+  function suggestion(ctx, s) {
+    const ev = s.evidence || {};
+    const pairs = (ev.pairs || []).slice(0, 6);
     return el("div", {class: "advice-item", attrs: {"data-testid": "advice-item"}},
-      el("h3", {}, el("span", {class: "advice-rank", text: i + 1}), titleKey ? item[titleKey] : `suggestion ${i + 1}`),
-      textKey ? el("p", {class: "note", text: item[textKey]}) : null,
-      kv(item, [titleKey, textKey]));
+      el("h3", {}, el("span", {class: "advice-rank", text: s.rank}), s.title,
+         s.in_recipe ? el("span", {class: "pill muted-pill", text: "already in the recipe"}) : null),
+      el("p", {class: "note", text: s.text}),
+      el("dl", {class: "kv"},
+        el("dt", {text: "training override"}), el("dd", {class: "mono", text: `augment: ${overridesText(s.overrides)}`}),
+        el("dt", {text: "score"}), el("dd", {text: DD.fmt.num(s.score, 3)}),
+        ev.accuracy ? [el("dt", {text: "accuracy under the perturbation"}),
+                       el("dd", {}, `${pct(ev.accuracy.before)} → ${pct(ev.accuracy.after)} `, delta(ev.accuracy.before, ev.accuracy.after, true))] : null,
+        el("dt", {text: "probed images"}), el("dd", {text: `${DD.fmt.int(ev.n)}${ev.sampled ? " (class-stratified sample)" : ""}`})),
+      pairs.length ? el("table", {class: "grid compact"},
+        el("thead", {}, el("tr", {}, ["confusion", "before", "after", "of", "worst probe"].map((h) => el("th", {text: h})))),
+        el("tbody", {}, pairs.map((p) => el("tr", {},
+          el("td", {class: "strong", text: `${ctx.className(p.true)} → ${ctx.className(p.pred)}`}),
+          el("td", {class: "num", text: p.before}),
+          el("td", {class: "num"}, `${p.after} `, delta(p.before, p.after, false, true)),
+          el("td", {class: "num muted", text: p.n_true}),
+          el("td", {class: "mono", text: p.worst_probe}))))) : null);
+  }
+
+  function probes(ctx, pr) {
+    const list = pr.perturbations || [];
+    const base = list.find((p) => p.id === "none") || list[0];
+    return DD.section(`Robustness probes (${DD.fmt.int(pr.n)} ${pr.sampled ? "sampled " : ""}images)`,
+      el("table", {class: "grid", attrs: {"data-testid": "probes"}},
+        el("thead", {}, el("tr", {}, ["perturbation", "accuracy", "", "vs unchanged", "worst class"].map((h) => el("th", {text: h})))),
+        el("tbody", {}, list.map((p) => {
+          const worst = (p.per_class_accuracy || []).reduce((w, a, c) => (a !== null && (w === null || a < p.per_class_accuracy[w]) ? c : w), null);
+          return el("tr", {},
+            el("td", {text: p.label}),
+            el("td", {class: "num", text: pct(p.accuracy)}),
+            el("td", {}, el("span", {class: "acc-track inline"}, el("span", {class: "acc-fill", style: {width: p.accuracy * 100 + "%"}}))),
+            el("td", {class: "num"}, p === base ? el("span", {class: "muted", text: "–"}) : delta(base.accuracy, p.accuracy, true)),
+            el("td", {text: worst === null ? "–" : `${ctx.className(worst)} (${pct(p.per_class_accuracy[worst])})`}));
+        }))),
+      pr.note ? DD.note(pr.note, "muted") : null);
+  }
+
+  function verification(ctx, v) {
+    return el("div", {attrs: {"data-testid": "verification"}},
+      el("p", {class: "insight hint"}, el("span", {class: "strong", text: v.verdict})),
+      el("dl", {class: "kv"},
+        el("dt", {text: "suggestion"}), el("dd", {text: `${v.suggestion.title} (augment: ${overridesText(v.suggestion.overrides)})`}),
+        el("dt", {text: "retrained run"}), el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
+        el("dt", {text: `accuracy (${v.split})`}),
+        el("dd", {}, `${DD.fmt.pct(v.accuracy.before, 2)} → ${DD.fmt.pct(v.accuracy.after, 2)} `, delta(v.accuracy.before, v.accuracy.after, true)),
+        el("dt", {text: "errors"}), el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
+        el("dt", {text: "targeted confusions"}),
+        el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
+        el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
+      v.note ? DD.note(v.note, "muted") : null);
   }
 
   DD.views.advice = {
@@ -38,15 +82,14 @@
                                  "robustness probes).", "error"));
         return;
       }
-      const items = Array.isArray(advice) ? advice : (advice.suggestions || advice.recommendations || []);
+      const items = advice.suggestions || [];
       root.appendChild(DD.section("Suggested augmentations, strongest evidence first",
-        items.length ? items.map(suggestion) : DD.note("The probes found no weakness an augmentation would address.")));
-      const rest = Array.isArray(advice) ? null : Object.fromEntries(Object.entries(advice).filter(([k]) =>
-        !["suggestions", "recommendations"].includes(k)));
-      if (rest && Object.keys(rest).length) root.appendChild(DD.section("Robustness probes", kv(rest)));
+        items.length ? items.map((s) => suggestion(ctx, s)) : DD.note("The probes found no weakness an augmentation would address.")));
       const ver = ctx.b.verification;
-      root.appendChild(DD.section("Verification", ver ? el("div", {attrs: {"data-testid": "verification"}}, kv(ver))
-        : DD.note(`Not verified yet. Retrain with the top suggestion and compare: deepdive verify-advice ${ctx.b.run.id}`, "muted")));
+      root.appendChild(DD.section("Verification by retraining", ver ? verification(ctx, ver)
+        : DD.note(`Not verified yet. Retrain with the top suggestion (same seed and budget) and compare: ` +
+                  `deepdive verify-advice ${ctx.b.run.id}`, "muted")));
+      if (advice.probes) root.appendChild(probes(ctx, advice.probes));
     },
   };
 })(window.DD);

@@ -28,20 +28,22 @@
                 `Ringed points are the ${DD.fmt.int(ctx.errorRows.length)} errors, filled with their true class's colour. ` +
                 "Hover to see an image, click to open it; click a legend entry to hide a class.", "muted"),
         plot));
-      Plotly.newPlot(plot, [...traces, errors], DD.plotLayout({hovermode: "closest", margin: {l: 30, r: 10, t: 10, b: 30},
-        xaxis: {zeroline: false, showticklabels: false}, yaxis: {zeroline: false, showticklabels: false, scaleanchor: "x"},
-        legend: {orientation: "v", x: 1.01, y: 1}}), DD.plotConfig);
-      plot.on("plotly_hover", (ev) => {
-        const pt = ev.points[0];
-        const r = pt.customdata;
-        const e = ev.event;
-        DD.tooltip.show(e.clientX, e.clientY, DD.thumb(ctx, r, 84),
-          el("div", {class: "tooltip-title", text: `#${col.idx[r]}`}),
-          el("div", {text: `true ${ctx.className(col.true[r])}`}),
-          el("div", {class: col.correct[r] ? "ok" : "bad", text: `predicted ${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}));
-      });
-      plot.on("plotly_unhover", () => DD.tooltip.hide());
-      plot.on("plotly_click", (ev) => { DD.tooltip.hide(); DD.openDetail(ctx, ev.points[0].customdata); });
+      DD.plotly().then((Plotly) => {
+        Plotly.newPlot(plot, [...traces, errors], DD.plotLayout({hovermode: "closest", margin: {l: 30, r: 10, t: 10, b: 30},
+          xaxis: {zeroline: false, showticklabels: false}, yaxis: {zeroline: false, showticklabels: false, scaleanchor: "x"},
+          legend: {orientation: "v", x: 1.01, y: 1}}), DD.plotConfig);
+        plot.on("plotly_hover", (ev) => {
+          const pt = ev.points[0];
+          const r = pt.customdata;
+          const e = ev.event;
+          DD.tooltip.show(e.clientX, e.clientY, DD.thumb(ctx, r, 84),
+            el("div", {class: "tooltip-title", text: `#${col.idx[r]}`}),
+            el("div", {text: `true ${ctx.className(col.true[r])}`}),
+            el("div", {class: col.correct[r] ? "ok" : "bad", text: `predicted ${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}));
+        });
+        plot.on("plotly_unhover", () => DD.tooltip.hide());
+        plot.on("plotly_click", (ev) => { DD.tooltip.hide(); DD.openDetail(ctx, ev.points[0].customdata); });
+      }).catch((err) => plot.replaceWith(DD.note(err.message, "error")));
     },
   };
 })(window.DD);

@@ -33,7 +33,7 @@
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
   }
 
-  function curves(ctx, lossBox, accBox) {
+  function curves(Plotly, ctx, lossBox, accBox) {
     const ep = ctx.b.epochs;
     const x = ep.map((e) => e.epoch);
     const es = DD.earlyStop(ctx.b.summary);
@@ -93,7 +93,11 @@
         DD.section("Why the errors happen", el("div", {class: "cards small"},
           Object.entries(tax).map(([cat, count]) => DD.card(cat, DD.fmt.int(count), DD.fmt.pct(count / Math.max(1, ctx.b.summary.error_count), 0) + " of errors"))),
           el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}))));
-      curves(ctx, lossBox, accBox).then(() => DD.markPainted("dd-overview-painted"));
+      // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
+      DD.markPainted("dd-overview-painted");
+      DD.afterPaint(() => DD.plotly().then((Plotly) => curves(Plotly, ctx, lossBox, accBox))
+        .then(() => DD.markPainted("dd-charts-painted"))
+        .catch((err) => lossBox.replaceWith(DD.note(err.message, "error"))));
     },
   };
 })(window.DD);

@@ -1,0 +1,203 @@
+"""deepdive.log_evaluation / deepdive.init on models that are not ours: a 3x32x32 net and Fashion-MNIST."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import deepdive
+from deepdive.analysis import analyze
+from deepdive.analysis.results import AnalysisResult
+from deepdive.errors import DeepdiveError
+from deepdive.store import Store
+
+
+class TinyNet(nn.Module):
+    """Any-size RGB classifier: conv, ReLU, adaptive pooling, linear."""
+
+    def __init__(self, in_channels=3, num_classes=5):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(8 * 16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.act(self.conv(x)))))
+
+
+class NanNet(TinyNet):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+def random_data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def custom_run(tmp_path_factory):
+    torch.manual_seed(0)
+    ws = tmp_path_factory.mktemp("custom_ws")
+    model = TinyNet()
+    images, labels = random_data()
+    run = deepdive.log_evaluation(model, (images, labels), class_names=list("abcde"), workspace=ws, name="rgb",
+                                  progress=False)
+    return run, model, images, labels
+
+
+def test_log_evaluation_on_a_custom_rgb_model(custom_run):
+    run, model, images, labels = custom_run
+    store = Store.open(run.workspace, create=False)
+    record = store.get_run(run.id)
+    assert (record.dataset, record.model_arch, record.status, record.name) == ("custom", "pickled", "finished", "rgb")
+    assert record.class_names == list("abcde")
+    with torch.no_grad():
+        expected = torch.softmax(model(images), 1).numpy()
+    np.testing.assert_allclose(store.predictions(run.id, "test")["probs"], expected, atol=1e-5)
+    assert record.test_accuracy == pytest.approx(float((expected.argmax(1) == labels.numpy()).mean()))
+    np.testing.assert_array_equal(np.load(run.run_dir / "eval" / "test_inputs.npy"), images.numpy())
+    ckpt = torch.load(run.run_dir / "model_best.pt", weights_only=False)
+    assert ckpt["arch"] == "pickled" and isinstance(ckpt["module"], TinyNet)
+
+    res = AnalysisResult.load(run.run_dir, "test")
+    n, n_err = 64, int((expected.argmax(1) != labels.numpy()).sum())
+    assert res.summary["n"] == len(res.examples) == n and res.summary["error_count"] == n_err
+    assert res.summary["image_shape"] == [3, 32, 32]
+    assert res.images.shape == (n, 32, 32, 3) and res.images.dtype == np.uint8
+    np.testing.assert_array_equal(res.images[5, 3, 7], np.rint(images[5, :, 3, 7].numpy() * 255))
+    error_rows = np.flatnonzero(expected.argmax(1) != labels.numpy())
+    for method in res.saliency_methods:
+        sal = res.saliency(method)
+        assert sal["errors"].shape == (len(sal["errors_index"]), 2, 32, 32) and sal["class_mean"].shape == (5, 32, 32)
+        assert set(sal["errors_index"].tolist()) <= set(error_rows.tolist())
+    assert sorted(res.saliency("gradient")["errors_index"].tolist()) == error_rows.tolist()  # uncapped method
+    assert len(res.saliency_methods) == 5
+    acts = res.activations()
+    assert all(a.shape[0] == len(res.focus_indices) for a in acts["arrays"].values())
+    assert np.isfinite(res.examples[["emb_x", "emb_y"]].to_numpy()).all()
+    assert res.has("advice")
+    store.close()
+
+
+def test_init_log_and_evaluate_with_curves(tmp_path):
+    images, labels = random_data(64, seed=1)
+    with deepdive.init(name="curves", workspace=tmp_path, config={"lr": 0.1}) as run:
+        for acc, seconds in zip([0.5, 0.7, 0.7995, 0.8], [3, 4, 5, 6]):
+            run.log(train_loss=1 - acc, val_acc=acc, seconds=seconds)
+        summary = run.log_evaluation(TinyNet(), DataLoader(TensorDataset(images, labels), batch_size=10),
+                                     class_names=["v", "w", "x", "y", "z"], progress=False)
+    store = Store.open(tmp_path, create=False)
+    epochs = store.epochs(run.id)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and epochs[3]["val_acc"] == 0.8
+    assert summary["class_names"] == ["v", "w", "x", "y", "z"] and summary["n"] == 64
+    # best 0.8 at epoch 4; within 0.1 pp (>= 0.799) first at epoch 3; stopping there saves epoch 4's 6 s of 18
+    hint = summary["insight"]
+    assert (hint["best_epoch"], hint["earliest_epoch"]) == (4, 3)
+    assert hint["seconds_saved"] == pytest.approx(6) and hint["fraction_saved"] == pytest.approx(6 / 18)
+    assert store.get_run(run.id).status == "finished" and store.get_run(run.id).train_seconds == pytest.approx(18)
+    with pytest.raises(DeepdiveError, match="already finished"):
+        run.log(val_acc=0.9)
+    store.close()
+
+
+def test_fashion_mnist_tiny_model(tmp_path):
+    from deepdive.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", progress=False)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    x = torch.from_numpy(ds.train_images[:6000]).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(ds.train_labels[:6000]).long()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):  # a few hundred steps: ~75-80% accuracy
+        batch = torch.randint(0, len(x), (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = TensorDataset(torch.from_numpy(ds.test_images[:500]).float().div(255).unsqueeze(1),
+                         torch.from_numpy(ds.test_labels[:500]).long())
+    run = deepdive.log_evaluation(model, test, class_names=ds.class_names, workspace=tmp_path, name="fashion",
+                                  progress=False)
+    s = run.summary
+    assert s["class_names"] == list(ds.class_names) and s["n"] == 500
+    assert s["accuracy"] > 0.6
+    assert [row["name"] for row in s["per_class"]] == list(ds.class_names)
+    top = s["top_confusions"][0]
+    assert (top["true_name"], top["pred_name"]) == (ds.class_names[top["true"]], ds.class_names[top["pred"]])
+    res = AnalysisResult.load(run.run_dir, "test")
+    np.testing.assert_array_equal(res.images, ds.test_images[:500])  # [0, 1] inputs shown as the original pixels
+    assert set(res.examples["category"]) >= {"correct"}
+    assert sum(s["taxonomy"]["total"].values()) == s["error_count"]
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    images, labels = random_data(8)
+    cases = [
+        ((images * 255).to(torch.uint8), labels, TinyNet(), None, "floating point.*uint8"),
+        (images[:, 0], labels, TinyNet(), None, r"shape \(N, C, H, W\).*unsqueeze"),
+        (images, labels[:5], TinyNet(), None, r"labels must have shape \(8,\)"),
+        (images, labels.float(), TinyNet(), None, "integer class indices"),
+        (images, labels, TinyNet(), list("abc"), "outputs 5 classes but 3 class names"),
+        (images[:, :1], labels, TinyNet(), None, r"model failed on images of shape \(1, 32, 32\)"),
+        (images, labels + 5, TinyNet(), None, "labels go up to"),
+    ]
+    for x, y, model, names, message in cases:
+        with pytest.raises(DeepdiveError, match=message):
+            deepdive.log_evaluation(model, (x, y), class_names=names, workspace=tmp_path, progress=False)
+    with pytest.raises(DeepdiveError, match="NaN or infinite"):
+        deepdive.log_evaluation(NanNet(), (images, labels), workspace=tmp_path, name="nan", progress=False)
+    store = Store.open(tmp_path, create=False)
+    assert [r.name for r in store.list_runs()] == ["nan"]  # invalid input never created a run
+    nan_run = store.get_run("nan")
+    assert nan_run.status == "failed" and "NaN" in nan_run.error
+    store.close()
+
+
+class Unpicklable(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.hook = lambda x: x  # a lambda cannot be pickled
+
+
+def test_unpicklable_model_saves_weights_and_reanalysis_falls_back(tmp_path):
+    images, labels = random_data(64, seed=2)
+    run = deepdive.log_evaluation(Unpicklable(), (images, labels), workspace=tmp_path, progress=False)
+    assert run.summary["saliency"]["methods"]  # the in-memory model served every stage
+    ckpt = torch.load(run.run_dir / "model_best.pt", weights_only=False)
+    assert ckpt["module"] is None and "conv.weight" in ckpt["state_dict"] and "could not be pickled" in ckpt["note"]
+    store = Store.open(tmp_path, create=False)
+    assert "could not be pickled" in store.get_run(run.id).config["model_note"]
+    summary = analyze(store, run.id, progress=False)  # no model: stored predictions, model stages skipped
+    assert summary["n"] == 64 and summary["data_source"] == "eval/test_inputs.npy"
+    assert summary["saliency"]["methods"] == [] and any("model stages skipped" in n for n in summary["notes"])
+    assert summary["accuracy"] == pytest.approx(run.summary["accuracy"])
+    store.close()
+
+
+def test_cli_analyze_json(tmp_path, run_cli):
+    # The subprocess cannot import this test module's TinyNet, so it also exercises the fallback to the stored
+    # predictions.
+    images, labels = random_data(64, seed=3)
+    run = deepdive.log_evaluation(TinyNet(), (images, labels), workspace=tmp_path, progress=False)
+    out = run_cli("analyze", run.id, "--workspace", run.workspace, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["run_id"] == run.id and result["n"] == 64
+    assert result["error_count"] == run.summary["error_count"]
+    assert result["accuracy"] == pytest.approx(run.summary["accuracy"])
+    assert result["label_issues"] == run.summary["label_issues"]["count"]
+    assert [(t["true"], t["pred"]) for t in result["top_confusions"]] == \
+        [(t["true"], t["pred"]) for t in run.summary["top_confusions"][:5]]
+    assert {"load", "tables", "label_issues", "write"} <= set(result["stage_seconds"])
+    assert result["taxonomy"] == run.summary["taxonomy"]["total"]
+    out = run_cli("analyze", "no-such-run", "--workspace", run.workspace)
+    assert out.returncode == 2 and "no run 'no-such-run'" in out.stderr and "Traceback" not in out.stderr
