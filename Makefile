@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 WORKSPACE ?= runs
 PIP_ARGS ?=
+# extra `deepdive train` options for the demo, e.g. TRAIN_ARGS="--preset fast --limit-train 3000" for a quick try
+TRAIN_ARGS ?=
 BIN := $(VENV)/bin
 
 .PHONY: demo test bench
@@ -23,7 +25,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/python -c "import deepdive; s = deepdive.load_dataset('mnist').source; print('MNIST from', s['kind'] + ':', s['location'])"
-	$(BIN)/deepdive train --dataset mnist --preset default --workspace $(WORKSPACE) --name demo
+	$(BIN)/deepdive train --dataset mnist --preset default --workspace $(WORKSPACE) --name demo $(TRAIN_ARGS)
 # --- analysis + HTML report of the run named "demo" go here (deepdive analyze / deepdive report) ---
 	@echo
 	$(BIN)/deepdive runs --workspace $(WORKSPACE)

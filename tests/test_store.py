@@ -38,7 +38,7 @@ def test_open_creates_wal_database_with_schema_version(tmp_path):
     conn.close()
 
 
-def test_open_refuses_missing_workspace_newer_schema_and_non_database(tmp_path):
+def test_open_refuses_missing_workspace_newer_schema_busy_and_non_database(tmp_path):
     with pytest.raises(RunError, match="no deepdive workspace"):
         Store.open(tmp_path / "absent", create=False)
     assert not (tmp_path / "absent").exists()
@@ -50,9 +50,17 @@ def test_open_refuses_missing_workspace_newer_schema_and_non_database(tmp_path):
     with pytest.raises(RunError, match="newer deepdive"):
         Store.open(tmp_path / "future")
 
+    Store.open(tmp_path / "busy").close()
+    holder = sqlite3.connect(tmp_path / "busy" / DB_NAME, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    with pytest.raises(RunError, match="database is locked"):
+        Store.open(tmp_path / "busy", timeout=0.1)
+    holder.execute("ROLLBACK")
+    holder.close()
+
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / DB_NAME).write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(RunError, match="not a usable deepdive database"):
+    with pytest.raises(RunError, match="cannot use .* as a deepdive database: file is not a database"):
         Store.open(tmp_path / "junk")
 
 

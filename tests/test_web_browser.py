@@ -4,6 +4,7 @@ thread, free 127.0.0.1 port) and against the `deepdive report` export opened fro
 Both run on a copy of the small analysed run whose run name and first class names are XSS payloads, so every
 test also checks that data-derived text is rendered as text. Screenshots land in test-output/.
 """
+import json
 import threading
 import time
 from pathlib import Path
@@ -24,9 +25,24 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------
+# A verify-advice result in the shape deepdive.analysis.advice.verify_advice writes (retraining is too slow for
+# these tests), so the Advice view's verification section is exercised too.
+VERIFICATION = {
+    "run_id": None, "retrained_run_id": "20990101-000000-abcdef", "retrained_run_name": "mnist-fast+shift-2",
+    "split": "test", "suggestion": {"id": "shift-2", "title": "shift ±2 px", "text": "…", "overrides": {"augment": {"shift": 2}}},
+    "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.9, "after": 0.91, "delta": 0.01},
+    "errors": {"before": 100, "after": 90, "delta": -10}, "targeted_confusions": [],
+    "targeted_total": {"before": 20, "after": 12, "delta": -8}, "verdict": "helped: targeted confusions fell 20 → 12",
+    "retrain_seconds": 12.5, "note": "one retraining with the same seed",
+}
+
+
 @pytest.fixture(scope="module")
 def workspace(analyzed_run, tmp_path_factory):
-    return hostile_copy(analyzed_run, tmp_path_factory.mktemp("web_browser"))
+    ws = hostile_copy(analyzed_run, tmp_path_factory.mktemp("web_browser"))
+    verification = {**VERIFICATION, "run_id": analyzed_run.run_id}
+    (ws / analyzed_run.run_id / "analysis" / "test" / "verify_advice.json").write_text(json.dumps(verification))
+    return ws
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +181,8 @@ def view_checks(tab, expected) -> dict:
     def advice_view(p):
         if advice is None:
             return "no augmentation advice" in p.inner_text("main")
-        return tab.count('[data-testid="advice-item"]') == len(advice)
+        return tab.count('[data-testid="advice-item"]') == len(advice) and \
+            VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]')
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

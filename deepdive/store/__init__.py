@@ -134,14 +134,19 @@ class Store:
             ws.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunError(f"cannot create workspace folder {ws}: {e.strerror or e}") from None
+        conn = None
         try:
             conn = sqlite3.connect(db, timeout=timeout, isolation_level=None, check_same_thread=False)
             store = cls(ws, conn)
             store._setup()
-        except sqlite3.DatabaseError as e:
-            raise RunError(f"{db} is not a usable deepdive database ({e})") from None
-        store.mark_stale(stale_after)
-        return store
+            store.mark_stale(stale_after)
+            return store
+        except BaseException as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, sqlite3.DatabaseError):  # not a database, locked for longer than timeout, read-only...
+                raise RunError(f"cannot use {db} as a deepdive database: {e}") from None
+            raise
 
     def _setup(self):
         c = self._conn

@@ -46,15 +46,22 @@ def run_model(run_dir):
         return _MODELS[key]
 
 
-class _Cache(OrderedDict):
-    def __init__(self, size):
-        super().__init__()
-        self.size = size
+class _Cache:
+    """A small thread-safe LRU of rendered images: `get(key, make)` returns the cached value or stores make()."""
 
-    def remember(self, key, value):
-        self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
+    def __init__(self, size):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()  # outside the lock: rendering (or a model call) may take a while
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
         return value
 
 
@@ -65,7 +72,8 @@ class RunMaps:
         self._lock = threading.Lock()
         self._bundle = None
         self._sprites = {}
-        self._pngs = _Cache(4096)
+        self._pngs = _Cache(4096)   # rendered PNGs
+        self._maps = _Cache(1024)   # saliency arrays computed on demand
         self._sal = {}
         frame = res.examples
         self.n = len(frame)
@@ -133,43 +141,44 @@ class RunMaps:
         return None
 
     def saliency_map(self, method: str, row: int, target: int) -> np.ndarray:
-        attr = self.precomputed_saliency(method, row, target)
-        if attr is None:
+        """The signed map of `method` toward class `target` for image `row`: stored, else computed (and cached)."""
+        def make():
+            attr = self.precomputed_saliency(method, row, target)
+            if attr is not None:
+                return attr
             from deepdive.analysis.saliency import attribute
 
             model = self._model()
             with _MODEL_LOCK:
-                attr = attribute(model, self.inputs([row]), [target], method)[0]
-        return attr
+                return attribute(model, self.inputs([row]), [target], method)[0]
+
+        return self._maps.get((method, row, target), make)
 
     def saliency_png(self, method: str, row: int, target: int, size: int = SAL_SIZE) -> bytes:
         """Overlay of `method`'s map toward class `target` on image `row`. The predicted- and the true-class
         maps of an image share one colour scale, so their strengths compare."""
-        from deepdive.analysis import render
+        def make():
+            from deepdive.analysis import render
 
-        key = ("row", method, row, target, size)
-        if key not in self._pngs:
-            attr = self.saliency_map(method, row, target)
             pair = {int(self.pred[row]), int(self.true[row])}
-            scale = render.shared_scale(*(attr if c == target else self.saliency_map(method, row, c) for c in pair)) \
-                if target in pair else None
-            self._pngs.remember(key, render.overlay_png(np.asarray(self.res.images[row]), attr, size=size, scale=scale))
-        return self._pngs[key]
+            maps = [self.saliency_map(method, row, c) for c in (pair if target in pair else {target})]
+            return render.overlay_png(np.asarray(self.res.images[row]), self.saliency_map(method, row, target),
+                                      size=size, scale=render.shared_scale(*maps))
+
+        return self._pngs.get(("row", method, row, target, size), make)
 
     def class_png(self, method: str, cls: int, kind: str, size: int = SAL_SIZE) -> bytes:
-        key = ("class", method, cls, kind, size)
-        if key in self._pngs:
-            return self._pngs[key]
-        sal = self._saliency(method)
-        attr = np.asarray(sal["class_rep" if kind == "rep" else "class_mean"][cls], dtype=np.float32)
-        rep = int(np.asarray(sal["class_rep_index"])[cls])
-        if kind == "rep" and rep >= 0:
-            base = self.res.images[rep]
-        else:  # the class's mean image under its mean map
-            base = self._class_mean_image(cls)
-        from deepdive.analysis import render
+        """The class's map over its representative image (kind 'rep') or its mean map over its mean image."""
+        def make():
+            from deepdive.analysis import render
 
-        return self._pngs.remember(key, render.overlay_png(base, attr, size=size))
+            sal = self._saliency(method)
+            attr = np.asarray(sal["class_rep" if kind == "rep" else "class_mean"][cls], dtype=np.float32)
+            rep = int(np.asarray(sal["class_rep_index"])[cls])
+            base = self.res.images[rep] if kind == "rep" and rep >= 0 else self._class_mean_image(cls)
+            return render.overlay_png(np.asarray(base), attr, size=size)
+
+        return self._pngs.get(("class", method, cls, kind, size), make)
 
     def _class_mean_image(self, cls):
         rows = np.flatnonzero(self.true == cls)

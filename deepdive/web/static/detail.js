@@ -46,10 +46,14 @@
       }
     };
     box.appendChild(el("h3", {text: "Saliency"}));
-    box.appendChild(DD.methodSwitcher(ctx, drawSaliency));
-    box.appendChild(DD.legend(ctx));
-    box.appendChild(sal);
-    drawSaliency();
+    if (ctx.b.saliency.methods.length) {
+      box.appendChild(DD.methodSwitcher(ctx, drawSaliency));
+      box.appendChild(DD.legend(ctx));
+      box.appendChild(sal);
+      drawSaliency();
+    } else {
+      box.appendChild(DD.note("This analysis has no saliency maps (the model could not be loaded when it ran).", "muted"));
+    }
 
     box.appendChild(el("div", {class: "detail-act-head"}, el("h3", {text: "Activations"}),
       el("a", {href: DD.viewHref(ctx, "activations"), text: "open in Activations view →",

@@ -31,7 +31,7 @@
       DD.plotly().then((Plotly) => {
         Plotly.newPlot(plot, [...traces, errors], DD.plotLayout({hovermode: "closest", margin: {l: 30, r: 10, t: 10, b: 30},
           xaxis: {zeroline: false, showticklabels: false}, yaxis: {zeroline: false, showticklabels: false, scaleanchor: "x"},
-          legend: {orientation: "v", x: 1.01, y: 1}}), DD.plotConfig);
+          legend: {orientation: "v", x: 1.01, y: 0.9, itemsizing: "constant"}}), DD.plotConfig);
         plot.on("plotly_hover", (ev) => {
           const pt = ev.points[0];
           const r = pt.customdata;

@@ -1,0 +1,252 @@
+"""The training recipe, models, checkpoints and augmentations (CPU, small: about a minute in all)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.models import (Ensemble, build_model, last_conv_layer, load_checkpoint, make_checkpoint,
+                             make_ensemble_checkpoint, save_checkpoint)
+from deepdive.train import augment
+from deepdive.train.recipe import PRESETS, TrainResult, evaluate, resolve_config, train
+
+HISTORY_FIELDS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist, tmp_path_factory):
+    """One epoch of the fast preset on 3000 training images, checkpoints in a temp folder."""
+    ckpt_dir = tmp_path_factory.mktemp("ckpt")
+    rows = []
+    result = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=3000, checkpoint_dir=ckpt_dir,
+                   progress=False, on_epoch=rows.append)
+    return result, ckpt_dir, rows
+
+
+def test_tiny_run_learns(tiny, mnist):
+    result, _, _ = tiny
+    assert isinstance(result, TrainResult)
+    # 3000 images and one epoch reach ~93% val accuracy; chance is 10%. 85% leaves room for seed/BLAS noise
+    # while still failing for any real breakage (wrong labels, no learning, broken eval-mode BatchNorm).
+    assert result.history[-1]["val_acc"] >= 0.85
+    probs, losses = evaluate(result.model, mnist.test_images[:1000], mnist.test_labels[:1000])
+    assert probs.shape == (1000, 10) and losses.shape == (1000,)
+    assert probs.dtype == np.float32 and losses.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == mnist.test_labels[:1000]).mean() >= 0.85
+    # per-example loss is the cross-entropy of the true class
+    np.testing.assert_allclose(losses, -np.log(probs[np.arange(1000), mnist.test_labels[:1000]]), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_history_and_result_fields(tiny, mnist):
+    result, _, rows = tiny
+    assert len(result.history) == 1
+    row = result.history[0]
+    assert HISTORY_FIELDS <= set(row)
+    assert row["epoch"] == 1 and row["seconds"] > 0 and 0 <= row["train_acc"] <= 1
+    assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
+    assert rows == result.history  # on_epoch saw the same rows
+    assert result.train_seconds > 0 and result.warmup_seconds >= 0
+    assert result.device == "cpu" and result.preset == "fast"
+    assert result.config["epochs"] == 1 and result.config["seed"] == 0
+    # val is 5000 held-out train images, the same for every run
+    assert len(result.val_indices) == 5000
+    assert len(np.unique(result.val_indices)) == 5000
+    assert result.val_indices.max() < len(mnist.train_images)
+    assert not result.model.training
+
+
+def test_checkpoints_reload_to_identical_outputs(tiny, mnist):
+    result, ckpt_dir, _ = tiny
+    assert (ckpt_dir / "model_best.pt").is_file() and (ckpt_dir / "model_last.pt").is_file()
+    assert not list(ckpt_dir.glob("*.tmp"))  # atomic writes leave no temp files
+    x = mnist.test_images[:200]
+    y = mnist.test_labels[:200]
+    want, _ = evaluate(result.model, x, y)
+    for name in ("model_best.pt", "model_last.pt"):
+        model = load_checkpoint(ckpt_dir / name)
+        assert not model.training
+        got, _ = evaluate(model, x, y)
+        np.testing.assert_array_equal(got, want)  # one epoch: best == last
+    ckpt = torch.load(ckpt_dir / "model_best.pt", weights_only=True)
+    for key in ("arch", "arch_kwargs", "num_classes", "in_channels", "image_size", "state_dict", "class_names",
+                "epoch", "preset"):
+        assert key in ckpt
+    assert ckpt["class_names"] == mnist.class_names and ckpt["preset"] == "fast" and ckpt["epoch"] == 1
+    np.testing.assert_array_equal(evaluate(load_checkpoint(result.checkpoint), x, y)[0], want)
+
+
+def test_same_seed_same_history(mnist):
+    def run(seed):
+        r = train(mnist, "fast", epochs=1, seed=seed, device="cpu", limit_train=1000, progress=False,
+                  overrides={"arch": "cnn-small"})
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in r.history], r.model
+
+    (h1, m1), (h2, m2), (h3, _) = run(7), run(7), run(8)
+    assert h1 == h2
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert h1 != h3
+
+
+def test_ensemble_checkpoint_averages_probabilities(tmp_path, mnist):
+    torch.manual_seed(0)
+    members = [build_model("cnn-small").eval() for _ in range(3)]
+    for m in members:  # move the weights away from the zero-initialised classifier
+        torch.nn.init.normal_(m.fc.weight, std=0.05)
+    info = dict(arch="cnn-small", arch_kwargs={}, num_classes=10, in_channels=1, image_size=28,
+                class_names=mnist.class_names, epoch=1, preset="fast")
+    ckpt = make_ensemble_checkpoint([make_checkpoint(m, **info) for m in members])
+    assert ckpt["arch"] == "ensemble" and len(ckpt["members"]) == 3
+    save_checkpoint(tmp_path / "ens.pt", ckpt)
+    model = load_checkpoint(tmp_path / "ens.pt")
+    assert isinstance(model, Ensemble) and not model.training
+    x, y = mnist.test_images[:64], mnist.test_labels[:64]
+    probs, losses = evaluate(model, x, y)
+    member_probs = np.mean([evaluate(m, x, y)[0] for m in members], axis=0)
+    np.testing.assert_allclose(probs, member_probs, atol=1e-5)
+    np.testing.assert_allclose(losses, -np.log(member_probs[np.arange(64), y]), rtol=1e-4, atol=1e-5)
+    assert last_conv_layer(model) is model.members[0].conv5
+
+
+def test_ensemble_training_numbers_epochs_across_members(mnist, tmp_path):
+    r = train(mnist, "fast", epochs=1, ensemble=2, device="cpu", limit_train=600, checkpoint_dir=tmp_path,
+              progress=False, overrides={"arch": "cnn-small"})
+    assert [row["epoch"] for row in r.history] == [1, 2]
+    assert [row["member"] for row in r.history] == [0, 1]
+    assert isinstance(r.model, Ensemble) and len(r.model.members) == 2
+    assert r.checkpoint["arch"] == "ensemble"
+    assert isinstance(load_checkpoint(tmp_path / "model_best.pt"), Ensemble)
+
+
+def test_evaluate_rejects_width_mismatch_and_nan(mnist):
+    model = build_model("cnn-small", num_classes=3)
+    with pytest.raises(RunError, match="different number of classes"):
+        evaluate(model, mnist.test_images[:10], mnist.test_labels[:10])
+    model = build_model("cnn-small")
+    with torch.no_grad():
+        model.fc.bias.fill_(float("nan"))
+    with pytest.raises(RunError, match="NaN"):
+        evaluate(model, mnist.test_images[:10], mnist.test_labels[:10])
+    with pytest.raises(RunError, match="uint8"):
+        evaluate(model, mnist.test_images[:10].astype(np.float32), mnist.test_labels[:10])
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(RunError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(RunError, match="cannot read checkpoint"):
+        load_checkpoint(bad)
+    good = make_checkpoint(build_model("cnn-small"), "cnn-small", {}, num_classes=10, in_channels=1, image_size=28)
+    good["arch_kwargs"] = {"widths": (8, 8, 8)}  # weights no longer fit
+    with pytest.raises(RunError, match="do not fit"):
+        load_checkpoint(good)
+    with pytest.raises(RunError, match="unknown model architecture"):
+        build_model("resnet9000")
+
+
+def test_pickled_module_checkpoint(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    torch.save({"arch": "pickled", "module": module}, tmp_path / "p.pt")
+    loaded = load_checkpoint(tmp_path / "p.pt")
+    assert not loaded.training
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), module(x))
+
+
+@pytest.mark.parametrize("in_channels,image_size,num_classes", [(1, 28, 10), (3, 32, 10), (1, 28, 5)])
+def test_build_model_shapes(in_channels, image_size, num_classes):
+    model = build_model("cnn", num_classes=num_classes, in_channels=in_channels, image_size=image_size).eval()
+    out = model(torch.rand(2, in_channels, image_size, image_size))
+    assert out.shape == (2, num_classes)
+    assert last_conv_layer(model) is model.conv5
+    names = [n for n, _ in model.named_children()]
+    assert names[0] == "norm" and names[-1] == "fc" and "conv1" in names and "bn1" in names
+
+
+def test_config_errors():
+    with pytest.raises(DeepdiveError, match="unknown preset"):
+        resolve_config("turbo")
+    with pytest.raises(DeepdiveError, match="unknown training option"):
+        resolve_config("fast", {"learning_rate": 1})
+    with pytest.raises(DeepdiveError, match="unknown augment option"):
+        resolve_config("fast", {"augment": {"flip": 1}})
+    cfg = resolve_config("fast", {"augment": {"thicken": 0.5}}, epochs=4)
+    assert cfg["epochs"] == 4 and cfg["augment"]["thicken"] == 0.5
+    assert cfg["augment"]["shift"] == PRESETS["fast"]["augment"]["shift"]  # merged, not replaced
+
+
+# ---- augmentations -------------------------------------------------------------------------------------
+def _digits(mnist, n=8):
+    return torch.from_numpy(mnist.test_images[:n].copy()).float().div(255).unsqueeze(1)
+
+
+def _centre_of_mass(x):
+    h, w = x.shape[-2:]
+    ys = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+    mass = x.sum((1, 2, 3))
+    return (x * xs).sum((1, 2, 3)) / mass, (x * ys).sum((1, 2, 3)) / mass
+
+
+def test_shift_moves_centre_of_mass(mnist):
+    x = _digits(mnist, 64)
+    # digits with at least 3 blank pixels on every side, so a shift by up to 3 cuts no ink off
+    ink = x[:, 0] > 0
+    margin = ~(ink[:, :3].any((1, 2)) | ink[:, -3:].any((1, 2)) | ink[:, :, :3].any((1, 2)) | ink[:, :, -3:].any((1, 2)))
+    x = x[margin]
+    assert len(x) >= 8
+    cx, cy = _centre_of_mass(x)
+    moved = augment.shift(x, 3, -2)
+    mx, my = _centre_of_mass(moved)
+    torch.testing.assert_close(mx - cx, torch.full_like(cx, 3.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(my - cy, torch.full_like(cy, -2.0), atol=1e-3, rtol=0)
+    # whole-pixel shifts are exact: the same pixel values, moved
+    torch.testing.assert_close(augment.shift(x, 1, 0)[..., 1:], x[..., :-1])
+
+
+def test_rotate_and_scale(mnist):
+    x = _digits(mnist)
+    torch.testing.assert_close(augment.rotate(x, 0), x)
+    torch.testing.assert_close(augment.scale(x, 1.0), x, atol=1e-5, rtol=0)
+    # four quarter turns return the image (28 is even: pixel centres land on pixel centres)
+    y = x
+    for _ in range(4):
+        y = augment.rotate(y, 90)
+    torch.testing.assert_close(y, x, atol=1e-4, rtol=0)
+    # a quarter turn counter-clockwise moves a pixel right of the centre to above it
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[0, 0, 13, 20] = 1.0
+    turned = augment.rotate(dot, 90)
+    assert turned[0, 0].argmax().item() == 7 * 28 + 13
+    # zooming in spreads the ink
+    assert augment.scale(x, 1.3).sum() > x.sum() * 1.3
+    assert augment.scale(x, 0.7).sum() < x.sum()
+
+
+def test_thicken_and_thin_change_ink(mnist):
+    x = _digits(mnist)
+    ink = x.sum((1, 2, 3))
+    assert (augment.thicken(x).sum((1, 2, 3)) > ink).all()
+    assert (augment.thin(x).sum((1, 2, 3)) < ink).all()
+    assert (augment.thicken(x) >= x).all() and (augment.thin(x) <= x).all()
+
+
+def test_augment_batch_reproducible_and_in_range(mnist):
+    x = _digits(mnist, 64)
+    cfg = augment.check_config({"shift": 2, "rotate": 10, "scale": 0.1, "thicken": 0.2, "thin": 0.2})
+    a = augment.augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment.augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    c = augment.augment_batch(x, cfg, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, x)
+    # pure whole-pixel shifts keep every image's pixel values (nearest sampling, no blur) unless cut at the edge
+    s = augment.augment_batch(x, augment.check_config({"shift": 1}), torch.Generator().manual_seed(0))
+    assert torch.isin(s.unique(), x.unique()).all()
+    with pytest.raises(ValueError, match="unknown augment option"):
+        augment.check_config({"elastic": 1})
