@@ -112,6 +112,36 @@ def test_gradcam_on_a_three_channel_32px_model():
     assert maps.shape == (4, 32, 32) and np.isfinite(maps).all() and np.abs(maps).max() > 0
 
 
+class SharedReluNet(nn.Module):
+    """One ReLU module reused after every conv, and a BatchNorm after the last conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.bn(self.conv2(self.relu(self.conv1(x))))).flatten(1))
+
+
+def test_gradcam_reads_the_last_conv_blocks_rectified_output():
+    from deepdive.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("cnn-small").train()  # train mode: the forward-order trace must not touch BN statistics
+    stats = net.bn5.running_mean.clone()
+    x = torch.rand(2, 1, 28, 28)
+    assert saliency.gradcam_layer(net) is net.conv5  # without an example: the conv itself
+    assert saliency.gradcam_layer(net, x[:1]) is net.act5  # conv5 -> bn5 -> act5
+    assert torch.equal(net.bn5.running_mean, stats) and net.training
+    cam = saliency.GradCamMap(net.eval())
+    cam.attribute(x.clone().requires_grad_(), torch.tensor([0, 1]))
+    assert cam.layer_name == "act5"
+    shared = SharedReluNet().eval()
+    assert saliency.gradcam_layer(shared, x[:1]) is shared.bn  # the shared ReLU runs twice: the block ends before it
+
+
 def test_gradcam_without_conv_layer_is_a_clear_error():
     with pytest.raises(DeepdiveError, match="Grad-CAM needs a Conv2d"):
         saliency.attribute(linear_model(), torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), "gradcam")

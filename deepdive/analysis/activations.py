@@ -6,8 +6,8 @@ nn.Module classifier works, Sequential or not. Per layer and example:
     active_fraction  share of units > 0 (for a conv output before its ReLU: the units the ReLU will pass)
     dead_channels    channels whose whole map is <= 0 on this input (image-shaped outputs only), dead_fraction
     input_corr_max / input_corr_mean
-                     |Pearson r| between each channel map, upsampled to the input size, and the input image
-                     (mean over channels), max and mean over the non-constant channels: how much the layer
+                     |Pearson r| between each channel map and the input image (mean over its channels, area-
+                     averaged to the map's size), max and mean over the non-constant channels: how much the layer
                      still looks like the picture. None for vectors (linear layers) and constant layers.
 
     compute(model, image (C,H,W)) -> [{name, type, shape, maps, stats}]         # on demand (web)
@@ -97,10 +97,10 @@ def layer_stats(output: torch.Tensor, inputs: torch.Tensor) -> list[dict]:
     stats = [{"active_fraction": float(a), "dead_channels": None, "dead_fraction": None,
               "input_corr_max": None, "input_corr_mean": None} for a in active.tolist()]
     if out.dim() >= 3:  # (B, C, spatial...): per-channel numbers
-        dead = out.flatten(2).amax(2) <= 0  # (B, C)
+        dead = (out.flatten(2).amax(2) <= 0).cpu().numpy()  # (B, C)
         for s, row in zip(stats, dead):
-            s["dead_channels"] = row.nonzero().flatten().tolist()
-            s["dead_fraction"] = float(row.float().mean())
+            s["dead_channels"] = np.flatnonzero(row).tolist()
+            s["dead_fraction"] = float(row.mean())
     if out.dim() == 4 and inputs.dim() == 4:
         corr_max, corr_mean = input_correlation(out, inputs)
         for s, mx, mn in zip(stats, corr_max, corr_mean):
@@ -109,23 +109,25 @@ def layer_stats(output: torch.Tensor, inputs: torch.Tensor) -> list[dict]:
 
 
 def input_correlation(maps: torch.Tensor, inputs: torch.Tensor) -> tuple[list, list]:
-    """Max and mean over channels of |Pearson r| between maps (B, C, h, w) upsampled to the input size and the
-    channel-averaged input (B, C', H, W). Constant channels are left out; None where every channel is constant."""
-    size = inputs.shape[-2:]
-    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False) if maps.shape[-2:] != size else maps
-    up = up.flatten(2)  # (B, C, HW)
-    image = inputs.float().mean(1).flatten(1)  # (B, HW)
-    up = up - up.mean(2, keepdim=True)
+    """Max and mean over channels of |Pearson r| between each channel map (B, C, h, w) and the channel-averaged
+    input (B, C', H, W) brought to the map's size by area averaging (the map cannot hold finer detail, and this
+    costs O(h·w) per channel instead of an upsampling to H×W). Constant channels are left out; None where every
+    channel is constant."""
+    image = inputs.float().mean(1, keepdim=True)
+    if image.shape[-2:] != maps.shape[-2:]:
+        image = F.adaptive_avg_pool2d(image, maps.shape[-2:])
+    image = image.flatten(1)  # (B, hw)
+    flat = maps.float().flatten(2)  # (B, C, hw)
+    flat = flat - flat.mean(2, keepdim=True)
     image = image - image.mean(1, keepdim=True)
-    cov = torch.einsum("bcp,bp->bc", up, image)
-    norm = up.norm(dim=2) * image.norm(dim=1, keepdim=True)
+    cov = torch.einsum("bcp,bp->bc", flat, image)
+    norm = flat.norm(dim=2) * image.norm(dim=1, keepdim=True)
     valid = norm > 1e-12
     r = torch.where(valid, cov.abs() / norm.clamp_min(1e-12), torch.zeros_like(cov)).clamp(0, 1)
     counts = valid.sum(1)
-    maxima = r.amax(1)
-    means = r.sum(1) / counts.clamp_min(1)
-    return ([float(m) if n else None for m, n in zip(maxima, counts)],
-            [float(m) if n else None for m, n in zip(means, counts)])
+    maxima, means = r.amax(1).tolist(), (r.sum(1) / counts.clamp_min(1)).tolist()
+    counts = counts.tolist()
+    return ([m if n else None for m, n in zip(maxima, counts)], [m if n else None for m, n in zip(means, counts)])
 
 
 def compute(model: nn.Module, image) -> list[dict]:

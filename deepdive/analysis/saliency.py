@@ -92,16 +92,25 @@ class IntegratedGradientsMap:
 
 
 class GradCamMap:
-    """Grad-CAM on one conv layer (default: the model's last), kept signed and upsampled to the input size."""
+    """Grad-CAM on the output of the model's last conv block (see gradcam_layer), kept signed (no ReLU on the
+    map) and upsampled bilinearly to the input size. The layer is found on the first call unless given."""
 
     batch_size = 256
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None):
-        self.layer = layer if layer is not None else gradcam_layer(model)
-        self.layer_name = next((n for n, m in model.named_modules() if m is self.layer), type(self.layer).__name__)
+        self.model = model
+        self.layer = layer if layer is not None else gradcam_layer(model)  # the conv itself until the first call
+        self._resolved = layer is not None
         self._cam = attr.LayerGradCam(model, self.layer)
 
+    @property
+    def layer_name(self) -> str:
+        return next((n for n, m in self.model.named_modules() if m is self.layer), type(self.layer).__name__)
+
     def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self._resolved:
+            self.layer = gradcam_layer(self.model, inputs[:1].detach())
+            self._cam, self._resolved = attr.LayerGradCam(self.model, self.layer), True
         cam = self._cam.attribute(inputs, target=target, relu_attributions=False)  # (N, 1, h, w)
         return attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")[:, 0]
 
@@ -126,14 +135,39 @@ class OcclusionMap:
         return maps.sum(1)
 
 
-def gradcam_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM reads: deepdive.models' choice for our nets, else the model's last Conv2d."""
+def gradcam_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
+    """The layer Grad-CAM reads: the last conv (deepdive.models' choice for our nets, else the last Conv2d) and,
+    given an example input to trace the forward order, the norm/activation modules that directly follow it, so
+    the maps are the block's rectified output. (On a conv→BatchNorm→ReLU block the raw conv output ignores BN's
+    shift: its Grad-CAM came out ~97% negative for the predicted class on our MNIST net, ~87% positive on the
+    ReLU output.) A module that runs more than once (a shared ReLU) ends the block."""
+    from deepdive.analysis.activations import evaluating, layer_type
     from deepdive.models import last_conv_layer
 
     try:
-        return last_conv_layer(model)
+        conv = last_conv_layer(model)
     except ValueError as e:
         raise DeepdiveError(f"Grad-CAM needs a Conv2d layer: {e}") from e
+    if example is None:
+        return conv
+    order = []
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(lambda module, args, out: order.append(module)) for m in leaves]
+    try:
+        with evaluating(model):
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if conv not in order:
+        return conv
+    i = max(k for k, m in enumerate(order) if m is conv)
+    layer = conv
+    for module in order[i + 1:]:
+        if layer_type(module) not in ("norm", "activation") or sum(m is module for m in order) > 1:
+            break
+        layer = module
+    return layer
 
 
 def make_method(method: str, model: nn.Module, inputs):

@@ -1,7 +1,7 @@
 """`deepdive bench`: time the presets against the PyTorch examples/mnist recipe, in one process, on one data set.
 
     deepdive bench [--device cpu|cuda] [--presets fast,default,best] [--seeds N] [--ensemble K]
-                   [--peer-epochs N] [--limit-train N] [--epochs N] [--dataset mnist] [--data-dir DIR]
+                   [--peer-epochs N] [--limit-train N] [--limit-test N] [--epochs N] [--dataset mnist] [--data-dir DIR]
 
 For every (recipe, seed, epoch) it prints one JSON line
     {"recipe", "seed", "epoch", "train_seconds" (cumulative, training only), "test_accuracy", "device"}
@@ -41,6 +41,7 @@ def add_arguments(p):
     p.add_argument("--peer-epochs", type=int, default=14,
                    help="epochs of the examples/mnist reference (default 14, as the example); 0 skips it")
     p.add_argument("--limit-train", type=int, default=None, help="train on this many images only (smoke tests)")
+    p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only (smoke tests)")
     p.add_argument("--epochs", type=int, default=None, help="override every preset's epoch count")
     p.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
     p.add_argument("--data-dir", default=os.environ.get("DEEPDIVE_DATA_DIR"),
@@ -65,6 +66,8 @@ def run(args) -> int:
     dev = resolve_device(args.device)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
+    if args.limit_test is not None:
+        test_x, test_y = test_x[: args.limit_test], test_y[: args.limit_test]
     out = open(args.json_out, "a") if args.json_out else None
     records, summaries = [], []
 
@@ -87,6 +90,7 @@ def run(args) -> int:
     try:
         if args.peer_epochs > 0:
             summaries.append(_bench_reference(dataset, args, dev, emit, test_accuracy, progress))
+            _emit_summary(summaries[-1], dev, out)
         jobs = [(p, p, s, 1) for p in presets for s in range(args.seeds)]
         if args.ensemble:
             jobs.append((f"{args.ensemble_preset}-ensemble{args.ensemble}", args.ensemble_preset, 0, args.ensemble))
@@ -104,7 +108,7 @@ def run(args) -> int:
             final = test_accuracy(result.model)
             summaries.append({"recipe": recipe, "seed": seed, "final": final, "train_seconds": result.train_seconds,
                               "warmup_seconds": result.warmup_seconds, "wall_seconds": t_total})
-            print(json.dumps({"summary": summaries[-1] | {"device": str(dev)}}), flush=True)
+            _emit_summary(summaries[-1], dev, out)
     finally:
         if out:
             out.close()
@@ -134,8 +138,32 @@ def _bench_reference(dataset, args, dev, emit, test_accuracy, progress):
                                   epochs=args.peer_epochs, seed=0, device=dev, eval_hook=hook, progress=progress)
     summary = {"recipe": "reference", "seed": 0, "final": test_accuracy(model), "train_seconds": rows[-1]["train_seconds"],
                "warmup_seconds": 0.0, "wall_seconds": time.perf_counter() - t0}
-    print(json.dumps({"summary": summary | {"device": str(dev)}}), flush=True)
     return summary
+
+
+def _emit_summary(summary, dev, out):
+    line = json.dumps({"summary": {k: round(v, 5) if isinstance(v, float) else v for k, v in summary.items()}
+                       | {"device": str(dev)}})
+    print(line, flush=True)
+    if out:
+        out.write(line + "\n")
+        out.flush()
+
+
+def read_jsonl(path):
+    """(records, summaries) from a --json-out file, for format_table (benchmarks/bench_table.py)."""
+    records, summaries = [], []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            obj = json.loads(line)
+            if "summary" in obj:
+                summaries.append(obj["summary"])
+            else:
+                records.append(obj)
+    return records, summaries
 
 
 def time_to(rows, threshold):

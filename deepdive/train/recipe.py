@@ -235,6 +235,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     from tqdm.auto import tqdm
 
     _seed_everything(seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest conv algorithms once
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     use_amp = _bf16_fast(dev) if cfg["amp"] == "auto" else bool(cfg["amp"])

@@ -69,12 +69,13 @@ class RunMaps:
     def __init__(self, record, res):
         self.record, self.res = record, res
         self.stamp = None
-        self._lock = threading.Lock()
+        self._bundle_lock, self._sprite_lock = threading.Lock(), threading.Lock()  # a slow sprite never blocks the bundle
         self._bundle = None
         self._sprites = {}
         self._pngs = _Cache(4096)   # rendered PNGs
         self._maps = _Cache(1024)   # saliency arrays computed on demand
         self._sal = {}
+        self._acts = None
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -103,7 +104,7 @@ class RunMaps:
 
     def bundle_json(self, store, base_url: str) -> str:
         """The served bundle (image fields are URLs under base_url), built once and kept as JSON text."""
-        with self._lock:
+        with self._bundle_lock:
             if self._bundle is None:
                 b = self.bundle(store, sheets=[f"{base_url}/sprites/{k}.png" for k in range(self.sheet_count)],
                                 activation_rows=[], activation_mode="on-demand")
@@ -114,7 +115,7 @@ class RunMaps:
     def sprite(self, sheet: int) -> bytes:
         if not 0 <= sheet < self.sheet_count:
             raise NotFound(f"no sprite sheet {sheet}")
-        with self._lock:
+        with self._sprite_lock:
             if sheet not in self._sprites:
                 self._sprites[sheet] = bundle_mod.sprite_sheet(self.res.images, sheet)
             return self._sprites[sheet]
@@ -210,7 +211,9 @@ class RunMaps:
         if row not in focus:
             return None
         k = focus.index(row)
-        acts = self.res.activations()
+        if self._acts is None:
+            self._acts = self.res.activations()
+        acts = self._acts
         out = []
         for i, layer in enumerate(acts["layers"]):
             maps = np.asarray(acts["arrays"][layer["name"]][k], dtype=np.float32)
@@ -265,7 +268,7 @@ def layer_view(name, kind, shape, maps, stats) -> dict:
     png = render.grid_png(np.asarray(maps, dtype=np.float32), zoom=1, pad=1)
     grid = Image.open(io.BytesIO(png)).quantize(64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buf = io.BytesIO()
-    grid.save(buf, format="PNG", optimize=True)
+    grid.save(buf, format="PNG")
     return {"name": name, "type": kind, "shape": list(shape), "stats": display_stats(stats or {}, list(shape)),
             "image": bundle_mod.data_uri(buf.getvalue())}
 

@@ -6,6 +6,7 @@
   const source = DD.makeSource(config);
   const contexts = new Map();
   let current = null;   // the context of the run on screen
+  let routeCount = 0;   // a route that finishes loading after a newer one started draws nothing
 
   DD.viewHref = (ctx, view) => `#/r/${encodeURIComponent(ctx.b.run.id)}/${encodeURIComponent(ctx.b.split)}/${view}`;
   DD.go = (ctx, view) => { location.hash = DD.viewHref(ctx, view); };
@@ -51,7 +52,8 @@
 
   async function route() {
     const main = document.getElementById("main");
-    let target = parseHash();
+    const token = ++routeCount;
+    const target = parseHash();
     if (!target && source.mode === "report") {
       location.replace(`#/r/${encodeURIComponent(config.run_id)}/${encodeURIComponent(config.split)}/overview`);
       return;
@@ -70,10 +72,12 @@
     try {
       ctx = await contextFor(target.runId, target.split);
     } catch (err) {
+      if (token !== routeCount) return;
       renderNav(null);
       DD.clear(main).appendChild(DD.note(`Could not load run ${target.runId} (${target.split}): ${err.message}`, "error"));
       return;
     }
+    if (token !== routeCount) return;
     const view = DD.views[target.view] ? target.view : "overview";
     current = ctx;
     renderNav(ctx, view);

@@ -4,11 +4,11 @@
 (function (DD) {
   const el = DD.el;
 
-  // Row-normalised value → background: blue scale on the diagonal (recall), red scale off it (confusions).
+  // Background: blue on the diagonal by the class's recall, red off it by the count relative to the largest
+  // confusion, so the worst confusions stand out however accurate the model is.
   function cellColor(v, diagonal) {
     if (v <= 0) return "#ffffff";
-    const a = diagonal ? 0.12 + 0.88 * v : Math.min(1, 0.15 + 3 * v);
-    return diagonal ? `rgba(37, 99, 235, ${a})` : `rgba(220, 38, 38, ${a})`;
+    return diagonal ? `rgba(37, 99, 235, ${0.12 + 0.88 * v})` : `rgba(220, 38, 38, ${0.12 + 0.78 * v})`;
   }
 
   // Thumbnail size that fits `count` images into roughly 560×400 px.
@@ -33,6 +33,8 @@
       const counts = ctx.b.summary.confusion.counts;
       const norm = ctx.b.summary.confusion.normalized;
       let showNorm = false;
+      const maxOff = Math.max(1, ...counts.flatMap((row, t) => row.filter((_, p) => p !== t)));
+      const shade = (t, p) => (t === p ? norm[t][p] : counts[t][p] / maxOff);
       const table = el("table", {class: "cm", attrs: {"data-testid": "confusion-matrix"}});
       const draw = () => {
         DD.clear(table);
@@ -43,7 +45,7 @@
           row.map((count, p) => el("td", {
             class: "cm-cell" + (t === p ? " diag" : "") + (count ? "" : " empty"),
             dataset: {t, p, count},
-            style: {background: cellColor(norm[t][p], t === p), color: norm[t][p] > 0.55 ? "#fff" : "#111827"},
+            style: {background: cellColor(shade(t, p), t === p), color: shade(t, p) > 0.6 ? "#fff" : "#111827"},
             text: count ? (showNorm ? DD.fmt.pct(norm[t][p], 1) : DD.fmt.int(count)) : "",
           }))))));
       };

@@ -125,6 +125,11 @@
         }
         DD.clear(spacer).appendChild(frag);
       };
+      // A click anywhere on a row opens its detail (a click on its thumbnail already does, app-wide).
+      scroller.addEventListener("click", (e) => {
+        const row = e.target.closest(".vrow");
+        if (row && !e.target.closest(".thumb")) DD.openDetail(ctx, Number(row.dataset.row));
+      });
       let pending = false;
       scroller.addEventListener("scroll", () => {
         if (pending) return;
