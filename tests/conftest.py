@@ -5,13 +5,16 @@ downloads it once through the usual sources, later runs read the cache in about 
 """
 import dataclasses
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from deepdive.store import Store
+from deepdive.store import DB_NAME, Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,22 +36,17 @@ def mnist():
     return load_dataset("mnist", progress=False)
 
 
-def train_run(workspace, **kw) -> RunFixture:
-    """Train a small run into `workspace` (kw go to train_and_evaluate) and open its store."""
-    from deepdive.train.run import train_and_evaluate
-
-    result = train_and_evaluate("mnist", workspace=workspace, progress=False, **kw)
-    store = Store.open(workspace, create=False)
-    return RunFixture(Path(workspace), store, result["run_id"], Path(result["run_dir"]), result)
-
-
 @pytest.fixture(scope="session")
 def tiny_run(mnist, tmp_path_factory):
     """A workspace with one finished run: preset fast, 3000 training images, 1 epoch, 1000 test images."""
-    run = train_run(tmp_path_factory.mktemp("tiny_ws"), preset="fast", epochs=1, limit_train=3000,
-                    limit_test=1000)
-    yield run
-    run.store.close()
+    from deepdive.train.run import train_and_evaluate
+
+    workspace = tmp_path_factory.mktemp("tiny_ws")
+    result = train_and_evaluate("mnist", "fast", workspace=workspace, epochs=1, limit_train=3000, limit_test=1000,
+                                progress=False)
+    store = Store.open(workspace, create=False)
+    yield RunFixture(workspace, store, result["run_id"], Path(result["run_dir"]), result)
+    store.close()
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +56,25 @@ def analyzed_run(tiny_run):
 
     summary = analyze(tiny_run.store, tiny_run.run_id, "test", progress=False)
     return dataclasses.replace(tiny_run, summary=summary)
+
+
+@pytest.fixture(scope="session")
+def copy_workspace():
+    """copy(workspace, dest) -> dest: a copy of a workspace whose store may be open (e.g. tiny_run's).
+
+    Never copy deepdive.sqlite* with shutil while this process has the store open: closing any file descriptor
+    of a file drops all of this process's POSIX locks on it, so another process then takes the database for
+    unused and deletes its WAL, losing writes. The database goes through SQLite's backup API instead.
+    """
+
+    def copy(workspace, dest):
+        dest = Path(dest)
+        shutil.copytree(workspace, dest, ignore=shutil.ignore_patterns(f"{DB_NAME}*"))
+        with closing(sqlite3.connect(Path(workspace) / DB_NAME)) as src, closing(sqlite3.connect(dest / DB_NAME)) as dst:
+            src.backup(dst)
+        return dest
+
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -130,3 +130,17 @@ def test_activations_stage_files(tmp_path):
     assert stats["per_example"]["19"][0]["active_fraction"] == pytest.approx(single[0]["stats"]["active_fraction"])
     assert len(stats["mean"]) == 7 and 0 <= stats["mean"][0]["active_fraction"] <= 1
     assert stats["mean"][-1]["input_corr_max"] is None
+
+
+def test_evaluating_restores_mode_flags_and_layout():
+    model = Custom().train()
+    with activations.evaluating(model, grad=True):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)  # CPU fast path
+        assert torch.is_grad_enabled()
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert model.conv2.weight.is_contiguous()
+    model.to(memory_format=torch.channels_last)
+    with activations.evaluating(model):
+        assert not torch.is_grad_enabled()
+    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)  # left as the caller had it

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import torch.nn as nn
 
 from deepdive import analysis

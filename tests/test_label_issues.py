@@ -1,6 +1,5 @@
 """Label issues: cleanlab finds labels flipped on purpose; K-fold probabilities for the train split."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from deepdive.analysis import label_issues, tables
@@ -76,14 +75,17 @@ def test_training_indices_follow_the_recipe(mnist):
     assert not set(idx) & set(val)
 
 
-def test_kfold_train_label_issues(tiny_run):
+def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
     """`deepdive analyze RUN --label-issues train --folds 2` on a small run: out-of-fold probabilities for every
     training example, stored as the run's train-split analysis."""
     from deepdive.analysis import analyze
+    from deepdive.store import Store
 
-    summary = analyze(tiny_run.store, tiny_run.run_id, "train", progress=False, folds=2)
-    res = AnalysisResult.load(tiny_run.run_dir, "train")
-    n = tiny_run.store.get_run(tiny_run.run_id).config["limit_train"]
+    store = Store.open(copy_workspace(tiny_run.workspace, tmp_path / "ws"), create=False)
+    summary = analyze(store, tiny_run.run_id, "train", progress=False, folds=2)
+    run_dir = store.get_run(tiny_run.run_id).run_dir
+    res = AnalysisResult.load(run_dir, "train")
+    n = store.get_run(tiny_run.run_id).config["limit_train"]
     ex = res.examples
     assert summary["n"] == len(ex) == n == len(res.images)
     assert sorted(ex["fold"].unique()) == [0, 1]
@@ -93,7 +95,7 @@ def test_kfold_train_label_issues(tiny_run):
     assert set(ex["category"]) <= {"correct", "likely label error", "ambiguous", "model-fixable"}
     assert summary["accuracy"] == pytest.approx(float(ex["correct"].mean()))
     assert "saliency" not in summary["stage_seconds"]  # no model stages on training data
-    assert tiny_run.store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
+    assert store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
+    store.close()
     with pytest.raises(DeepdiveError, match="at least 2"):
         label_issues.cross_validated_probs(None, np.arange(10), {}, folds=1)
-    assert isinstance(ex, pd.DataFrame)

@@ -61,7 +61,7 @@ def stop_after_first_epoch(monkeypatch, stop):
     monkeypatch.setattr(recipe, "train", train)
 
 
-SMALL = dict(preset="fast", epochs=2, limit_train=500, limit_test=100, progress=False)
+SMALL = dict(preset="fast", epochs=2, limit_train=500, limit_test=100, overrides={"val_size": 500}, progress=False)
 
 
 def only_run(workspace):

@@ -220,3 +220,18 @@ def test_concurrent_writers_from_two_connections(tmp_path):
     assert not errors
     with Store.open(ws) as s:
         assert len(s.epochs(run.id)) == 60
+
+
+def test_copy_workspace_fixture_keeps_the_open_store_intact(tmp_path, copy_workspace, run_cli):
+    ws = tmp_path / "ws"
+    with Store.open(ws) as live:  # like the session's tiny_run store
+        run = new_run(live)
+        live.log_epoch(run.id, 1, 1, 1, 1, 1, 1, 1)
+        copy = copy_workspace(ws, tmp_path / "copy")
+        assert run_cli("runs", "--workspace", ws, "--json").returncode == 0  # another process opens and closes it
+        assert (ws / f"{DB_NAME}-wal").exists()  # it did not take the database for unused and drop the WAL
+        live.log_epoch(run.id, 2, 1, 1, 1, 1, 1, 1)
+    with Store.open(ws) as reopened:
+        assert [e["epoch"] for e in reopened.epochs(run.id)] == [1, 2]
+    with Store.open(copy) as copied:
+        assert [e["epoch"] for e in copied.epochs(run.id)] == [1] and (copy / run.id).is_dir()

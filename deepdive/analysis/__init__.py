@@ -7,7 +7,6 @@ fails), so a failed re-analysis leaves the previous one readable.
 
 Importing this package stays cheap (numpy/pandas only); torch, cleanlab and the model stages load on use.
 """
-import json
 import os
 import secrets
 import shutil
@@ -102,19 +101,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             device = _device_of(model) if device is None else device
             data = _load_split(store, run, split, folds=folds, progress=progress)
         with stages("predict"):
-            if split == "train":
-                from deepdive.analysis.label_issues import cross_validated_probs
-
-                data.probs, data.losses, data.folds = cross_validated_probs(data.dataset, data.idx, run.config,
-                                                                            folds=folds, progress=progress)
-            elif data.probs is None:
-                if model is None:
-                    raise RunError(f"run {run.id}: no stored predictions for split {split!r} and the model "
-                                   f"cannot be loaded ({'; '.join(notes)})")
-                data.probs, data.losses = predict(model, data.inputs, data.labels, len(class_names), device=device)
-            elif model is not None:
-                _check_stored(model, data, len(class_names), device, notes)
-            _check_width(data.probs, class_names)
+            _probabilities(run, split, data, model, class_names, device, notes, folds, progress)
         with stages("tables"):
             frame = tables.predictions_frame(data.labels, data.probs, data.losses, idx=data.idx)
             if data.folds is not None:
@@ -142,10 +129,10 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             if split != "train":
                 augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
-                                              device, notes, progress)
+                                              progress)
             with stages("write"):
-                summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table, hint, focus,
-                                   extra, advice, notes, stages.seconds, folds)
+                summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
+                                   hint, focus, extra, advice, notes, folds)
                 _write_outputs(tmp, frame, data.images, issue_table, advice)
             summary["stage_seconds"] = dict(stages.seconds)
             summary["total_seconds"] = round(sum(stages.seconds.values()), 3)
@@ -323,6 +310,26 @@ def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, dev
     return torch.cat(probs).numpy().astype(np.float32), torch.cat(losses).numpy().astype(np.float32)
 
 
+def _probabilities(run, split, data, model, class_names, device, notes, folds, progress):
+    """Fill data.probs/losses: K-fold out-of-fold predictions for "train"; else the stored predictions (checked
+    against the model when there is one) or a fresh evaluation."""
+    if split == "train":
+        from deepdive.analysis.label_issues import cross_validated_probs
+
+        data.probs, data.losses, data.folds = cross_validated_probs(data.dataset, data.idx, run.config, folds=folds,
+                                                                    progress=progress)
+    elif data.probs is None:
+        if model is None:
+            raise RunError(f"run {run.id}: no stored predictions for split {split!r} and the model cannot be "
+                           f"loaded ({'; '.join(notes)})")
+        data.probs, data.losses = predict(model, data.inputs, data.labels, len(class_names), device=device)
+    elif model is not None:
+        _check_stored(model, data, len(class_names), device, notes)
+    if data.probs.ndim != 2 or data.probs.shape[1] != len(class_names):
+        raise RunError(f"the predictions have {data.probs.shape[-1]} classes but the run has {len(class_names)} "
+                       f"({', '.join(class_names)})")
+
+
 def _check_stored(model, data, num_classes, device, notes):
     """Stored predictions are used only if the model reproduces them (on the first batch); otherwise they are
     stale (e.g. the checkpoint was replaced) and the whole split is re-evaluated. This also surfaces a broken
@@ -333,12 +340,6 @@ def _check_stored(model, data, num_classes, device, notes):
         notes.append("the stored predictions did not match the model; the split was re-evaluated")
         data.probs, data.losses = predict(model, data.inputs, data.labels, num_classes, device=device)
         data.source = "evaluated (stored predictions were stale)"
-
-
-def _check_width(probs, class_names):
-    if probs.ndim != 2 or probs.shape[1] != len(class_names):
-        raise RunError(f"the predictions have {probs.shape[-1]} classes but the run has {len(class_names)} "
-                       f"({', '.join(class_names)})")
 
 
 def _member_predictions(model, inputs, frame, device):
@@ -381,19 +382,7 @@ def focus_set(frame) -> dict:
             "label_issues": [int(i) for i in issues]}
 
 
-def _stage_module(name):
-    # DEV-ONLY: the model stages are being written in parallel; remove this guard once they all exist.
-    import importlib
-
-    try:
-        return importlib.import_module(f"deepdive.analysis.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"deepdive.analysis.{name}":
-            raise
-        return None
-
-
-def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, device, notes, progress):
+def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress):
     """Saliency, activations, embedding and robustness advice (deepdive.analysis.{saliency, activations,
     embedding, advice}). Returns (summary entries, advice dict)."""
     import torch
@@ -406,35 +395,36 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
     inputs = torch.as_tensor(data.inputs)
     labels = torch.tensor(data.labels)
     preds = torch.tensor(frame["pred"].to_numpy())
-    probes = suggestions = None
     with stages("saliency"):
-        if (saliency := _stage_module("saliency")) is not None:
-            # The errors of the focus set (capped), so saliency cost stays bounded on a weak model.
-            info = saliency.saliency_stage(model, inputs, labels, preds, data.probs, out_dir, progress=progress,
-                                           error_idx=np.asarray(focus["errors"], dtype=np.int64))
-            extra["saliency"] = {"methods": list(saliency.METHODS), **(info or {})}
+        from deepdive.analysis import saliency
+
+        # The focus errors, most confident first (capped), so saliency cost stays bounded on a weak model.
+        info = saliency.saliency_stage(model, inputs, labels, preds, data.probs, out_dir, progress=progress,
+                                       error_idx=np.asarray(focus["errors"], dtype=np.int64))
+        extra["saliency"] = info
     with stages("activations"):
-        if (activations := _stage_module("activations")) is not None:
-            info = activations.activations_stage(model, inputs, np.asarray(focus["indices"], dtype=np.int64), out_dir)
-            extra["activations"] = {"available": True, **(info or {})}
+        from deepdive.analysis import activations
+
+        info = activations.activations_stage(model, inputs, np.asarray(focus["indices"], dtype=np.int64), out_dir)
+        extra["activations"] = {"available": True, **info}
     with stages("embedding"):
-        if (embedding := _stage_module("embedding")) is not None:
-            features = embedding.penultimate_features(model, inputs)
-            xy = embedding.project_2d(features, seed=0)
-            frame["emb_x"], frame["emb_y"] = xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32)
-            extra["embedding"] = {"available": True, "features": int(features.shape[1]), "method": "openTSNE"}
+        from deepdive.analysis import embedding
+
+        features = embedding.penultimate_features(model, inputs)
+        xy = embedding.project_2d(features, seed=0)
+        frame["emb_x"], frame["emb_y"] = xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32)
+        extra["embedding"] = {"available": True, "features": int(features.shape[1]), "method": "openTSNE"}
     with stages("advice"):
-        if (advice_mod := _stage_module("advice")) is not None:
-            probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
-            suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names)
-    if probes is None:
-        return extra, None
+        from deepdive.analysis import advice as advice_mod
+
+        probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
+        suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names)
     return extra, {"probes": probes, "suggestions": suggestions}
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------
 def _summary(run, names, split, data, frame, per_class, counts, top, issue_table, hint, focus, extra, advice, notes,
-             seconds, folds) -> dict:
+             folds) -> dict:
     from deepdive import __version__
     from deepdive.analysis import label_issues, tables, taxonomy
 
@@ -446,7 +436,8 @@ def _summary(run, names, split, data, frame, per_class, counts, top, issue_table
         row["error_rows"] = [int(i) for i in tables.class_errors(frame, row["class"]).index]
         per_class_rows.append(row)
     macro = {m: _mean_or_none(per_class[m]) for m in ("recall", "precision", "f1")}
-    issue_source = f"{folds}-fold cross-validated probabilities" if split == "train" else "the model's own probabilities"
+    issue_source = (f"{folds}-fold cross-validated probabilities" if split == "train"
+                    else "the model's own probabilities")
     return {
         "run_id": run.id, "split": split, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "deepdive_version": __version__, "data_source": data.source,

@@ -48,14 +48,29 @@ def layer_type(module: nn.Module) -> str | None:
 
 
 @contextmanager
-def evaluating(model: nn.Module):
-    """Eval mode and no autograd for the duration; the model's train/eval flag is restored afterwards."""
+def evaluating(model: nn.Module, grad: bool = False):
+    """The model as the analysis stages read it: eval mode; no autograd, or with grad=True autograd to the
+    inputs only (parameters frozen); on the CPU the channels-last layout oneDNN's convolutions prefer (about 1.5×
+    faster forward and backward on our nets; with batches of ~64, which keep activations in cache).
+    Mode, requires_grad flags and layout are restored afterwards."""
     was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad] if grad else []
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    to_channels_last = bool(weights) and weights[0].device.type == "cpu" and not any(
+        p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in weights)
     model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    if to_channels_last:
+        model.to(memory_format=torch.channels_last)
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             yield model
     finally:
+        if to_channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        for p in frozen:
+            p.requires_grad_(True)
         model.train(was_training)
 
 

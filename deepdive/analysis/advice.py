@@ -71,7 +71,7 @@ CANDIDATES = (
 
 # ---- probes ------------------------------------------------------------------------------------------------
 def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_examples: int = PROBE_EXAMPLES,
-                      batch_size: int = 500, seed: int = 0, progress: bool = False) -> dict:
+                      batch_size: int = 128, seed: int = 0, progress: bool = False) -> dict:
     """Accuracy, per-class accuracy and off-diagonal confusions under each perturbation in PERTURBATIONS.
 
     inputs: float (N, C, H, W) in [0, 1] with 0 = background (what augment's functions expect). Returns

@@ -47,7 +47,7 @@ def final_linear(model: nn.Module, example: torch.Tensor) -> nn.Linear:
                         "calls no layer modules")
 
 
-def penultimate_features(model: nn.Module, inputs, batch_size: int = 1000, progress: bool = False) -> np.ndarray:
+def penultimate_features(model: nn.Module, inputs, batch_size: int = 128, progress: bool = False) -> np.ndarray:
     """(N, F) float32: the input of the model's final Linear layer for each example, computed in batches.
     For a deepdive Ensemble, the members' features side by side."""
     from deepdive.models import Ensemble

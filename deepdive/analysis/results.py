@@ -122,7 +122,8 @@ class AnalysisResult:
             if not path.is_file():
                 raise RunError(f"activation file missing: {path}; re-run the analysis")
             arrays[layer["name"]] = np.load(path, mmap_mode="r")
-        stats = self._json("activations/stats.json", "activation statistics") if (folder / "stats.json").is_file() else {}
+        has_stats = (folder / "stats.json").is_file()
+        stats = self._json("activations/stats.json", "activation statistics") if has_stats else {}
         return {"layers": layers, "arrays": arrays, "stats": stats, "focus_indices": self.focus_indices}
 
     @cached_property

@@ -25,7 +25,8 @@ def validate_probs(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise DeepdiveError(f"class probabilities must have shape (N, num_classes >= 2), got {probs.shape}")
     if labels.shape != (probs.shape[0],):
-        raise DeepdiveError(f"labels must have shape ({probs.shape[0]},) to match the probabilities, got {labels.shape}")
+        raise DeepdiveError(f"labels must have shape ({probs.shape[0]},) to match the probabilities, "
+                            f"got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DeepdiveError(f"labels must be integers, got dtype {labels.dtype}")
     if not np.isfinite(probs).all():

@@ -27,7 +27,8 @@ RULE = ("error → 'likely label error' if cleanlab flags it; else 'ambiguous' i
         "else 'model-fixable'")
 
 
-def categorize(frame: pd.DataFrame, member_preds: np.ndarray | None = None, thresholds: dict | None = None) -> pd.Series:
+def categorize(frame: pd.DataFrame, member_preds: np.ndarray | None = None,
+               thresholds: dict | None = None) -> pd.Series:
     """Category per row of a predictions frame that already has a boolean `label_issue` column.
 
     member_preds: optional int (M, N) predicted classes of M member models for every row (rows that were not

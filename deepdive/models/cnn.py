@@ -42,7 +42,7 @@ class ConvNet(nn.Module):
     gradcam_layer_name = "conv5"
 
     def __init__(self, num_classes=10, in_channels=1, image_size=28, widths=(32, 64, 128), dropout=0.0,
-                 mean=None, std=None):
+                 mean=None, std=None, head="pool"):
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 (three 2×2 poolings), got {image_size}")
@@ -60,10 +60,18 @@ class ConvNet(nn.Module):
         self.conv4, self.bn4, self.act4 = nn.Conv2d(w2, w2, 3, padding=1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.conv5, self.bn5, self.act5 = nn.Conv2d(w2, w3, 3, padding=1, bias=False), nn.BatchNorm2d(w3), nn.ReLU()
-        self.pool3 = nn.MaxPool2d(2)
+        # head: "pool" = 2×2 max-pool then flatten; "gap" = global average pool; "flat" = flatten the 7×7 map.
+        side = image_size // 2 // 2
+        if head == "pool":
+            self.pool3, side = nn.MaxPool2d(2), side // 2
+        elif head == "gap":
+            self.pool3, side = nn.AdaptiveAvgPool2d(1), 1
+        elif head == "flat":
+            self.pool3 = nn.Identity()
+        else:
+            raise ValueError(f"head must be 'pool', 'gap' or 'flat', got {head!r}")
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
-        side = image_size // 2 // 2 // 2
         self.fc = nn.Linear(w3 * side * side, num_classes)
         self.num_classes = num_classes
         self._init_weights()
