@@ -168,6 +168,14 @@ def test_build_model_shapes(in_channels, image_size, num_classes):
     assert names[0] == "norm" and names[-1] == "fc" and "conv1" in names and "bn1" in names
 
 
+@pytest.mark.parametrize("head", ["pool", "gap", "flat"])
+def test_heads(head):
+    model = build_model("cnn-small", head=head).eval()
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ValueError, match="head must be"):
+        build_model("cnn-small", head="mlp")
+
+
 def test_config_errors():
     with pytest.raises(DeepdiveError, match="unknown preset"):
         resolve_config("turbo")
@@ -238,7 +246,7 @@ def test_thicken_and_thin_change_ink(mnist):
 
 def test_augment_batch_reproducible_and_in_range(mnist):
     x = _digits(mnist, 64)
-    cfg = augment.check_config({"shift": 2, "rotate": 10, "scale": 0.1, "thicken": 0.2, "thin": 0.2})
+    cfg = augment.check_config({"shift": 2, "rotate": 10, "scale": 0.1, "thicken": 0.2, "thin": 0.2, "elastic": 2})
     a = augment.augment_batch(x, cfg, torch.Generator().manual_seed(1))
     b = augment.augment_batch(x, cfg, torch.Generator().manual_seed(1))
     c = augment.augment_batch(x, cfg, torch.Generator().manual_seed(2))
@@ -249,4 +257,4 @@ def test_augment_batch_reproducible_and_in_range(mnist):
     s = augment.augment_batch(x, augment.check_config({"shift": 1}), torch.Generator().manual_seed(0))
     assert torch.isin(s.unique(), x.unique()).all()
     with pytest.raises(ValueError, match="unknown augment option"):
-        augment.check_config({"elastic": 1})
+        augment.check_config({"flip": 1})

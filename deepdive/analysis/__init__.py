@@ -71,6 +71,11 @@ MODEL_STAGES = ("saliency", "activations", "embedding", "advice")
 STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "write")
 
 
+def _no_model_stages() -> dict:
+    """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
+    return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False}}
+
+
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
     """Analyse a finished run on `split` ("test", "val", or "train" = K-fold label issues) and store it.
 
@@ -87,8 +92,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     if run.status != "finished":
         raise RunError(f"run {run.id} is {run.status}, not finished: it has no final model to analyse"
                        + (f" ({run.error})" if getattr(run, "error", None) else ""))
-    # A run started with deepdive.init() before its class names were known keeps them in its config.
-    class_names = run.class_names or run.config.get("class_names") or []
+    # The runs row fixes class names at creation; a run from deepdive.init() that learnt (other) names only at
+    # log_evaluation keeps those in its config.
+    class_names = run.config.get("class_names") or run.class_names
     stage_names = STAGES if split != "train" else tuple(s for s in STAGES if s not in MODEL_STAGES)
     stages = _Stages(stage_names, progress, f"analyze {run.id[-6:]} {split}")
     notes = []
@@ -121,7 +127,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             hint = insight.early_stop(store.epochs(run.id))
         focus = focus_set(frame)
 
-        extra, advice = {}, None
+        extra, advice = _no_model_stages(), None
         frame["emb_x"] = np.float32(np.nan)
         frame["emb_y"] = np.float32(np.nan)
         tmp = _new_tmp_dir(run.run_dir, split)
@@ -387,11 +393,11 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
     embedding, advice}). Returns (summary entries, advice dict)."""
     import torch
 
-    extra = {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False}}
     if model is None:
         for name in MODEL_STAGES:
             stages.seconds[name] = 0.0
-        return extra, None
+        return _no_model_stages(), None
+    extra = {}
     inputs = torch.as_tensor(data.inputs)
     labels = torch.tensor(data.labels)
     preds = torch.tensor(frame["pred"].to_numpy())

@@ -79,7 +79,8 @@ class Run:
             _save_eval(self.run_dir, split, inputs, labels)
             record = self._store.get_run(self.id)
             if record.class_names != names:
-                # The store fixes class names at creation; init() may not have known them yet.
+                # The runs row fixes class names at creation; init() may not have known them (the analysis reads
+                # config["class_names"] first).
                 self._store.set_config(self.id, {**record.config, "class_names": names})
             if note:
                 self._store.set_config(self.id, {**self._store.get_run(self.id).config, "model_note": note})

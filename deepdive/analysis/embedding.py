@@ -3,12 +3,10 @@
     penultimate_features(model, inputs) -> (N, F) float32   # the input of the model's last Linear layer
     project_2d(features, seed=0) -> (N, 2) float32          # PCA to 50 dims, then openTSNE (FFT gradients)
 
-t-SNE settings trade a little polish for speed (10k points in well under 20 s on 2 cores): PCA initialisation,
+t-SNE settings trade a little polish for speed (10k points in ~14 CPU-seconds, one thread): PCA initialisation,
 approximate (Annoy) neighbours above 1000 points, 250 early-exaggeration + 300 normal iterations. The result is
 deterministic for a given seed.
 """
-import os
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -74,12 +72,12 @@ def penultimate_features(model: nn.Module, inputs, batch_size: int = 128, progre
     return np.concatenate(chunks)
 
 
-def project_2d(features, seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
+def project_2d(features, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
     """(N, 2) float32 t-SNE coordinates of `features` (N, F). Fewer than 10 points get the first two principal
     components instead (t-SNE needs a neighbourhood). Deterministic for a given seed.
 
-    n_jobs: openTSNE threads; default 2 from 5000 points on, else 1 (for small inputs a second thread costs more
-    than it saves, and on a busy machine spinning threads slow it down many times)."""
+    n_jobs: openTSNE threads. One by default: 10k points take ~14 CPU-seconds, and on a busy 2-core machine a
+    second (spinning) thread made the wall time 1.4-6× longer, not shorter."""
     from openTSNE import TSNE
     from sklearn.decomposition import PCA
 
@@ -94,8 +92,7 @@ def project_2d(features, seed: int = 0, n_jobs: int | None = None) -> np.ndarray
     early, normal = TSNE_ITERATIONS
     tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
                 neighbors="annoy" if n > 1000 else "exact", negative_gradient_method="fft" if n > 1000 else "bh",
-                early_exaggeration_iter=early, n_iter=normal,
-                n_jobs=n_jobs or (min(2, os.cpu_count() or 1) if n >= 5000 else 1), random_state=seed, verbose=False)
+                early_exaggeration_iter=early, n_iter=normal, n_jobs=n_jobs, random_state=seed, verbose=False)
     return np.asarray(tsne.fit(x), np.float32)
 
 

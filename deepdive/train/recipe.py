@@ -18,7 +18,6 @@ installed (PYTHONPATH=.).
 """
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,8 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepdive.errors import DeepdiveError, RunError
-from deepdive.models import (PIXEL_STATS, Ensemble, build_model, make_checkpoint, make_ensemble_checkpoint,
-                             save_checkpoint)
+from deepdive.models import PIXEL_STATS, build_model, make_checkpoint, make_ensemble_checkpoint, save_checkpoint
 from deepdive.train import augment as aug
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,26 +272,24 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         xb = aug.augment_batch(xb, augment_cfg, gen)
         return xb.contiguous(memory_format=memory_format), y_train[idx]
 
-    # Warm-up: a few real steps trigger compilation (and cuDNN/oneDNN algorithm selection) before the clock
-    # starts; weights, BN statistics and optimizer state are then restored, and the RNGs reseeded, so the
-    # timed run is exactly the run without warm-up.
-    warmup_seconds = 0.0
-    if use_compile or dev.type == "cuda":
-        t0 = time.perf_counter()
-        saved_model = copy.deepcopy(model.state_dict())
-        saved_opt = copy.deepcopy(optimizer.state_dict())
-        model.train()
-        for _ in range(3):
-            xb, yb = batch(torch.randint(0, n, (batch_size,), device=dev, generator=gen))
-            optimizer.zero_grad(set_to_none=True)
-            step_fn(xb, yb)
-            optimizer.step()
-        _sync(dev)
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_opt)
-        _seed_everything(seed)
-        gen.manual_seed(seed)
-        warmup_seconds = time.perf_counter() - t0
+    # Warm-up: a few real steps trigger compilation and oneDNN/cuDNN kernel selection before the clock starts
+    # (the first CPU steps cost 1-3 s more than the rest); weights, BN statistics and optimizer state are then
+    # restored and the RNGs reseeded, so the timed run is exactly the run without warm-up.
+    t0 = time.perf_counter()
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    model.train()
+    for _ in range(3):
+        xb, yb = batch(torch.randint(0, n, (batch_size,), device=dev, generator=gen))
+        optimizer.zero_grad(set_to_none=True)
+        step_fn(xb, yb)
+        optimizer.step()
+    _sync(dev)
+    model.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_opt)
+    _seed_everything(seed)
+    gen.manual_seed(seed)
+    warmup_seconds = time.perf_counter() - t0
 
     warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
 

@@ -44,7 +44,7 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
                                device=str(recipe.resolve_device(device)))
         run_dir = run.run_dir
         # Exits run inner-first: the heartbeat stops before the outcome is recorded, so it cannot revive the run.
-        with _record_outcome(store, run.id), _heartbeat(store.workspace, run.id):
+        with _record_outcome(store, run.id), _heartbeat(store, run.id):
             # Written first so an interrupted run still says what it was asked to do and where its data came from.
             atomic_write_text(run_dir / "config.json", to_json(request))
             atomic_write_text(run_dir / "data_source.json", to_json(ds.source))
@@ -98,20 +98,15 @@ def _record_outcome(store, run_id):
 
 
 @contextlib.contextmanager
-def _heartbeat(workspace, run_id, every=60.0):
+def _heartbeat(store, run_id, every=60.0):
     """Refresh the run's heartbeat from a thread, so an epoch longer than the stale limit does not look like a
-    killed process. The thread has its own Store: an SQLite connection belongs to one thread."""
+    killed process (the Store serialises threads itself)."""
     stop = threading.Event()
 
     def beat():
-        try:
-            store = Store.open(workspace)
-        except DeepdiveError:  # the per-epoch heartbeat still works; only very long epochs lose this one
-            return
-        with store:
-            while not stop.wait(every):
-                with contextlib.suppress(sqlite3.OperationalError):  # busy beyond the timeout: next time
-                    store.heartbeat(run_id)
+        while not stop.wait(every):
+            with contextlib.suppress(sqlite3.OperationalError):  # busy beyond the timeout: next time
+                store.heartbeat(run_id)
 
     thread = threading.Thread(target=beat, name="deepdive-heartbeat", daemon=True)
     thread.start()
