@@ -226,6 +226,27 @@ def test_saliency_stage_skips_gradcam_without_conv(tmp_path):
     assert np.load(tmp_path / "saliency" / "gradient_errors.npy").shape == (0, 2, 28, 28)
 
 
+class Picky(SmallCNN):
+    """Refuses batches of more than 20 rows, as a model with a fixed-size buffer might."""
+
+    def forward(self, x):
+        if x.shape[0] > 20:
+            raise RuntimeError("batch too large")
+        return super().forward(x)
+
+
+def test_a_failing_method_is_reported_and_the_others_still_run(tmp_path):
+    torch.manual_seed(0)
+    model = Picky().eval()
+    x = torch.rand(5, 1, 28, 28)
+    probs = model(x).softmax(1).detach().numpy()
+    preds = probs.argmax(1)
+    summary = saliency.saliency_stage(model, x, preds, preds, probs, tmp_path, progress=False)
+    assert summary["methods"] == ["gradient", "gradcam"]  # ≤ 10 rows per pass; the others batch 64 rows
+    assert set(summary["skipped"]) == {"smoothgrad", "integrated_gradients", "occlusion"}
+    assert all(v == "failed: RuntimeError: batch too large" for v in summary["skipped"].values())
+
+
 # ---- render ---------------------------------------------------------------------------------------------------
 
 def _pixels(png: bytes) -> np.ndarray:

@@ -169,16 +169,18 @@ def activations_stage(model: nn.Module, inputs, focus_idx, out_dir, batch_size: 
     device = _device(model)
     layers, arrays, stats = None, None, []
     starts = range(0, len(focus_idx), batch_size)
-    for s in tqdm(starts, desc="activations", unit="batch", disable=not progress or len(starts) < 2, leave=False):
-        x = inputs[torch.as_tensor(focus_idx[s:s + batch_size])].float().to(device)
-        records = capture(model, x)
-        if layers is None:
-            layers = [(name, kind) for name, kind, _ in records]
-            arrays = [[] for _ in records]
-        per_layer = [layer_stats(out, x) for _, _, out in records]
-        for k, (_, _, out) in enumerate(records):
-            arrays[k].append(_to_float16(out.float().cpu().numpy()))
-        stats.extend([layer[i] for layer in per_layer] for i in range(len(x)))
+    with evaluating(model):  # once for all batches (the layout switch is not free)
+        for s in tqdm(starts, desc="activations", unit="batch", disable=not progress or len(starts) < 2,
+                      leave=False):
+            x = inputs[torch.as_tensor(focus_idx[s:s + batch_size])].float().to(device)
+            records = capture(model, x)
+            if layers is None:
+                layers = [(name, kind) for name, kind, _ in records]
+                arrays = [[] for _ in records]
+            per_layer = [layer_stats(out, x) for _, _, out in records]
+            for k, (_, _, out) in enumerate(records):
+                arrays[k].append(_to_float16(out.float().cpu().numpy()))
+            stats.extend([layer[i] for layer in per_layer] for i in range(len(x)))
 
     out = Path(out_dir) / "activations"
     out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ class GradientMap:
 class SmoothGradMap:
     """Signed gradient averaged over `samples` noisy copies of the input (Gaussian noise, std `stdev`).
 
-    The noise is drawn from a generator reseeded per call, so a map depends only on its input and target.
+    The global generator is reseeded (in a forked RNG state) per call, so the same batch always gets the same maps.
     """
 
     batch_size = 4  # × samples rows per pass
@@ -209,7 +209,8 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
     - per class: the mean map over correctly classified examples of that class (for their true class)
       -> `<method>_class_mean.npy` float32 (C, H, W); and the map of the most confident correct example
       -> `<method>_class_rep.npy` (C, H, W), indices in `class_rep_index.npy` (-1: class has no correct example).
-    A method that cannot run on this model (Grad-CAM without a conv layer) is skipped and reported.
+    A method that cannot run on this model (Grad-CAM without a conv layer, an op Captum cannot trace) is skipped
+    and reported in summary["skipped"]; the other methods still run.
     """
     inputs = _as_float_tensor(inputs)
     labels, preds, probs = np.asarray(labels, np.int64), np.asarray(preds, np.int64), np.asarray(probs)
@@ -240,8 +241,12 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
             n_err = len(errors)
             idx = np.concatenate([errors, errors, sample])
             target = np.concatenate([preds[errors], labels[errors], labels[sample]])
-            maps = _run(engine, inputs[torch.as_tensor(idx)], torch.as_tensor(target), _device(model), None,
-                        progress, f"saliency {method}")
+            try:
+                maps = _run(engine, inputs[torch.as_tensor(idx)], torch.as_tensor(target), _device(model), None,
+                            progress, f"saliency {method}")
+            except (RuntimeError, ValueError, AssertionError) as e:  # a method this model cannot take; keep the rest
+                summary["skipped"][method] = f"failed: {type(e).__name__}: {e}"
+                continue
             err_maps, class_maps = maps[:2 * n_err], maps[2 * n_err:]
             atomic_save_npy(out / f"{method}_errors.npy",
                             _to_float16(err_maps.reshape(2, n_err, *maps.shape[1:]).transpose(1, 0, 2, 3)))
