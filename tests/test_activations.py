@@ -144,3 +144,15 @@ def test_evaluating_restores_mode_flags_and_layout():
     with activations.evaluating(model):
         assert not torch.is_grad_enabled()
     assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)  # left as the caller had it
+
+
+def test_one_thread_while_the_machine_is_oversubscribed(monkeypatch):
+    model = Custom()
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(activations.os, "getloadavg", lambda: (100.0, 100.0, 100.0))
+    with activations.evaluating(model):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(activations.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    with activations.evaluating(model):
+        assert torch.get_num_threads() == threads

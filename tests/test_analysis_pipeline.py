@@ -154,7 +154,7 @@ def test_export_round_trip(result, tmp_path, fmt):
     np.testing.assert_array_equal(confusion[[f"pred_{c}" for c in range(10)]], s["confusion"]["counts"])
     per_class = _read(tmp_path / f"per-class.{fmt}", fmt)
     assert per_class["support"].tolist() == [r["support"] for r in s["per_class"]]
-    assert (per_class[["likely label error", "ambiguous", "model-fixable"]].sum(1) == per_class["errors"]).all()
+    assert (per_class[["likely label error", "ambiguous", "model-fixable"]].sum(axis=1) == per_class["errors"]).all()
     issues = _read(tmp_path / f"label-issues.{fmt}", fmt)
     assert len(issues) == s["label_issues"]["count"]
 

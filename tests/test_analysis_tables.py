@@ -129,19 +129,20 @@ def test_taxonomy_rules():
         _row(0, 0.50, 0.05, 2, 0.25),     # D runner-up is class 2, but H/ln10 = 0.675 >= 0.3: ambiguous
         _row(0, 0.97, 0.01),              # E like A, but ensemble members disagree: ambiguous
         _row(1, 0.97, 0.97),              # F correct
+        _row(0, 0.68, 0.32),              # G like C but flagged: uncertainty wins, ambiguous
     ])
-    f = tables.predictions_frame(np.array([0, 0, 0, 0, 0, 1]), probs)
-    f["label_issue"] = [False, True, False, False, False, False]
+    f = tables.predictions_frame(np.array([0, 0, 0, 0, 0, 1, 0]), probs)
+    f["label_issue"] = [False, True, False, False, False, False, True]
     assert f["entropy"][2] / math.log(10) == pytest.approx(0.2723, abs=1e-3)
     assert f["entropy"][3] / math.log(10) > 0.6
-    members = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 7, 1], [-1, -1, -1, -1, 1, -1]])
+    members = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 7, 1, 1], [-1, -1, -1, -1, 1, -1, -1]])
     f["category"] = taxonomy.categorize(f, members)
     assert f["category"].tolist() == ["model-fixable", "likely label error", "ambiguous", "ambiguous",
-                                      "ambiguous", "correct"]
+                                      "ambiguous", "correct", "ambiguous"]
     assert taxonomy.categorize(f)[4] == "model-fixable"  # without the members, E is a plain confident error
     counts = taxonomy.counts(f, [str(c) for c in range(10)])
-    assert counts["total"] == {"likely label error": 1, "ambiguous": 3, "model-fixable": 1}
-    assert counts["per_class"][0] == {"class": 0, "name": "0", "likely label error": 1, "ambiguous": 3,
+    assert counts["total"] == {"likely label error": 1, "ambiguous": 4, "model-fixable": 1}
+    assert counts["per_class"][0] == {"class": 0, "name": "0", "likely label error": 1, "ambiguous": 4,
                                       "model-fixable": 1}
     assert counts["per_class"][1]["ambiguous"] == 0
     described = taxonomy.describe()

@@ -66,3 +66,7 @@ def test_unknown_preset_is_a_clear_error(mnist, monkeypatch):
     bench.register(parser.add_subparsers())
     with pytest.raises(DeepdiveError, match="unknown preset"):
         bench.run(parser.parse_args(["bench", "--presets", "turbo"]))
+    with pytest.raises(DeepdiveError, match="not valid JSON"):
+        bench.run(parser.parse_args(["bench", "--presets", "fast", "--overrides", "{batch_size: 1}"]))
+    with pytest.raises(DeepdiveError, match="unknown training option"):
+        bench.run(parser.parse_args(["bench", "--presets", "fast", "--overrides", '{"batchsize": 1}']))

@@ -82,6 +82,9 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
     from deepdive.store import Store
 
     store = Store.open(copy_workspace(tiny_run.workspace, tmp_path / "ws"), create=False)
+    # On a copy, with the run's training subset cut to 600 examples: two quick retrainings instead of two full ones.
+    config = store.get_run(tiny_run.run_id).config
+    store.set_config(tiny_run.run_id, {**config, "limit_train": 600})
     summary = analyze(store, tiny_run.run_id, "train", progress=False, folds=2)
     run_dir = store.get_run(tiny_run.run_id).run_dir
     res = AnalysisResult.load(run_dir, "train")

@@ -99,6 +99,8 @@ def test_bundle_matches_the_analysis(client, base, res, analyzed_run):
     assert b["summary"]["confusion"]["counts"] == res.summary["confusion"]["counts"]
     assert len(b["epochs"]) == analyzed_run.result["epochs"]
     assert b["saliency"]["methods"] == res.saliency_methods and b["saliency"]["legend"].startswith("data:image/png")
+    counts = {m: len(res.saliency(m)["errors_index"]) for m in res.saliency_methods}
+    assert b["saliency"]["errors_count"] == counts and len(b["saliency"]["errors_rows"]) == max(counts.values())
     assert b["images"]["sheets"] == [f"{base}/sprites/0.png"]
 
 
@@ -112,8 +114,8 @@ def test_sprite_sheet(client, base, res):
 
 def test_saliency_images(client, base, res):
     frame = res.examples
-    error = int(np.flatnonzero(~frame["correct"].to_numpy())[0])
-    correct = int(np.flatnonzero(frame["correct"].to_numpy())[0])
+    error = int(res.saliency(res.saliency_methods[0])["errors_index"][0])  # stored for every method
+    correct = int(np.flatnonzero(frame["correct"].to_numpy())[0])          # computed on demand
     for method in res.saliency_methods:
         for row, target in ((error, frame["pred"][error]), (error, frame["true"][error]), (correct, frame["true"][correct])):
             r = client.get(f"{base}/saliency/{method}/row/{row}.png", params={"target": int(target)})
@@ -196,7 +198,9 @@ def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
     assert all(s.startswith("data:image/png;base64,") for s in bundle["images"]["sheets"])
     sal = bundle["saliency"]
     for method in res.saliency_methods:
+        # Only stored maps are inlined: a method with fewer stored errors has None past them.
         assert len(sal["errors"][method]) == len(sal["errors_rows"])
+        assert all(pair is None for pair in sal["errors"][method][sal["errors_count"][method]:])
         assert len(sal["class_mean"][method]) == len(sal["class_rep"][method]) == res.num_classes
     acts = bundle["activations"]
     assert acts["rows"] and set(acts["data"]) == {str(r) for r in acts["rows"]}

@@ -14,6 +14,7 @@ nn.Module classifier works, Sequential or not. Per layer and example:
     activations_stage(model, inputs, focus_idx, out_dir) -> summary             # activations/ files
 """
 import json
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,28 +51,43 @@ def layer_type(module: nn.Module) -> str | None:
 @contextmanager
 def evaluating(model: nn.Module, grad: bool = False):
     """The model as the analysis stages read it: eval mode; no autograd, or with grad=True autograd to the
-    inputs only (parameters frozen); on the CPU the channels-last layout oneDNN's convolutions prefer (about 1.5×
-    faster forward and backward on our nets; with batches of ~64, which keep activations in cache).
-    Mode, requires_grad flags and layout are restored afterwards."""
+    inputs only (parameters frozen). On the CPU also: the channels-last layout oneDNN's convolutions prefer
+    (about 1.5× faster forward and backward on our nets, with batches of ~64 that keep activations in cache), and
+    one intra-op thread while the machine is oversubscribed (see busy_machine). Everything is restored after."""
     was_training = model.training
     frozen = [p for p in model.parameters() if p.requires_grad] if grad else []
     weights = [p for p in model.parameters() if p.dim() == 4]
-    to_channels_last = bool(weights) and weights[0].device.type == "cpu" and not any(
+    on_cpu = next(model.parameters(), torch.zeros(0)).device.type == "cpu"
+    to_channels_last = on_cpu and bool(weights) and not any(
         p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in weights)
+    threads = torch.get_num_threads()
     model.eval()
     for p in frozen:
         p.requires_grad_(False)
     if to_channels_last:
         model.to(memory_format=torch.channels_last)
+    if on_cpu and threads > 1 and busy_machine():
+        torch.set_num_threads(1)
     try:
         with torch.set_grad_enabled(grad):
             yield model
     finally:
+        torch.set_num_threads(threads)
         if to_channels_last:
             model.to(memory_format=torch.contiguous_format)
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
+
+
+def busy_machine() -> bool:
+    """Whether the 1-minute load average exceeds the core count + 1. torch's OpenMP workers spin at the barrier
+    of every op; when one is descheduled the others wait, so on a 2-core machine at load 8 our batched gradient
+    loops ran 4-20× slower with 2 threads than with 1."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1) + 1
+    except (AttributeError, OSError):  # no load average on this platform
+        return False
 
 
 def capture(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:

@@ -2,14 +2,15 @@
 
 Every error (pred != true) gets exactly one category, checked in this order:
 
-1. 'likely label error' — cleanlab's confident learning flagged the example (label_issue is True): the model,
-   out of sample, is confident the given label is wrong.
-2. 'ambiguous' — a person could read it either way: the normalised entropy H(p) / ln C is at least
+1. 'ambiguous' — a person could read it either way: the normalised entropy H(p) / ln C is at least
    `entropy` (0.30 ≈ a 50/50 split between two of ten classes), or the true class is the runner-up and the
    margin p[pred] - p[true] is below `margin`, or, when several models' probabilities exist (ensemble members
-   or folds), they do not all predict the same class.
-3. 'model-fixable' — none of the above: the model is confidently wrong on an example with a clear label; more
-   capacity, data or augmentation can fix these.
+   or folds), they do not all predict the same class. Checked first: an uncertain model is no evidence that
+   the label is wrong, even where cleanlab's per-class thresholds are low enough to flag it.
+2. 'likely label error' — cleanlab's confident learning flagged the example (label_issue is True): the model,
+   out of sample, is confident the given label is wrong.
+3. 'model-fixable' — neither: the model is confidently wrong on an example with a clear label; more capacity,
+   data or augmentation can fix these.
 
 Correct examples are 'correct'. The thresholds travel in summary.json so every count can be re-derived.
 """
@@ -22,8 +23,8 @@ from deepdive.analysis.tables import probs_of
 
 CATEGORIES = ("likely label error", "ambiguous", "model-fixable")
 THRESHOLDS = {"entropy": 0.30, "margin": 0.40}
-RULE = ("error → 'likely label error' if cleanlab flags it; else 'ambiguous' if H(p)/ln C >= {entropy}, or the "
-        "true class is the runner-up with p[pred] - p[true] < {margin}, or model members disagree; "
+RULE = ("error → 'ambiguous' if H(p)/ln C >= {entropy}, or the true class is the runner-up with "
+        "p[pred] - p[true] < {margin}, or model members disagree; else 'likely label error' if cleanlab flags it; "
         "else 'model-fixable'")
 
 
@@ -53,8 +54,8 @@ def categorize(frame: pd.DataFrame, member_preds: np.ndarray | None = None,
 
     category = np.full(n, "correct", dtype=object)
     category[errors] = "model-fixable"
-    category[errors & ambiguous] = "ambiguous"
     category[errors & frame["label_issue"].to_numpy(dtype=bool)] = "likely label error"
+    category[errors & ambiguous] = "ambiguous"
     return pd.Series(category, index=frame.index, name="category")
 
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 # Keys an `augment` config may hold. Missing or zero means off.
 #   shift: max |translation| in pixels (uniform, per axis)      rotate: max |angle| in degrees
 #   scale: max relative zoom (factor drawn from [1-s, 1+s])     thicken/thin: fraction of the batch dilated/eroded
-#   elastic: max displacement in pixels of a smooth random warp (Simard et al. 2003, "Best practices for CNNs
-#            applied to visual document analysis": elastic distortions took their CNN from 99.40% to 99.60%)
-AUGMENT_KEYS = ("shift", "rotate", "scale", "thicken", "thin", "elastic")
+# Not here, on evidence: elastic distortions (Simard et al. 2003) — a smooth random 2-pixel warp added to the
+# default preset's took one CPU run (seed 0, 10 epochs) from 99.60-99.67% to 99.40%.
+AUGMENT_KEYS = ("shift", "rotate", "scale", "thicken", "thin")
 
 
 def check_config(cfg: dict) -> dict:
@@ -49,8 +49,8 @@ def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None 
     def uniform(lo, hi):
         return torch.rand(b, device=dev, generator=generator) * (hi - lo) + lo
 
-    if cfg["shift"] or cfg["rotate"] or cfg["scale"] or cfg.get("elastic"):
-        smooth = bool(cfg["rotate"] or cfg["scale"] or cfg.get("elastic"))
+    if cfg["shift"] or cfg["rotate"] or cfg["scale"]:
+        smooth = bool(cfg["rotate"] or cfg["scale"])
         s = cfg["shift"]
         if smooth:
             dx, dy = uniform(-s, s), uniform(-s, s)
@@ -61,8 +61,7 @@ def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None 
             dy = torch.randint(-n, n + 1, (b,), device=dev, generator=generator).float()
         angle = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
         zoom = uniform(1 - cfg["scale"], 1 + cfg["scale"])
-        field = _elastic_field(b, h, w, cfg.get("elastic", 0.0), dev, generator) if cfg.get("elastic") else None
-        x = _warp(x, angle, zoom, dx, dy, mode="bilinear" if smooth else "nearest", field=field)
+        x = _warp(x, angle, zoom, dx, dy, mode="bilinear" if smooth else "nearest")
 
     if cfg["thicken"] or cfg["thin"]:
         u = torch.rand(b, 1, 1, 1, device=dev, generator=generator)
@@ -71,17 +70,7 @@ def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None 
     return x
 
 
-def _elastic_field(b, h, w, pixels, dev, generator):
-    """A smooth random displacement field (B, H, W, 2) in grid units, at most `pixels` pixels per axis: uniform
-    noise on a 4×4 control grid, bicubically upsampled (smooth, like Simard's Gaussian-filtered noise, but one
-    small interpolate instead of a convolution over the full image)."""
-    coarse = torch.rand(b, 2, 4, 4, device=dev, generator=generator) * 2 - 1
-    fine = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp_(-1, 1)
-    unit = torch.tensor([2.0 / w, 2.0 / h], device=dev).view(1, 2, 1, 1)
-    return (fine * unit * pixels).permute(0, 2, 3, 1)
-
-
-def _warp(x, angle, zoom, dx, dy, mode="bilinear", field=None):
+def _warp(x, angle, zoom, dx, dy, mode="bilinear"):
     """Rotate by `angle` (radians, counter-clockwise as displayed), zoom by `zoom` about the centre, then move
     the content by (dx, dy) pixels (+x right, +y down). Per-image 1-D tensors; zeros fill what comes in."""
     b, _, h, w = x.shape
@@ -96,8 +85,6 @@ def _warp(x, angle, zoom, dx, dy, mode="bilinear", field=None):
         torch.stack([sin, cos, -(sin * tx + cos * ty)], dim=1),
     ], dim=1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if field is not None:
-        grid = grid + field
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 

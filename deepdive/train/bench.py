@@ -1,7 +1,8 @@
 """`deepdive bench`: time the presets against the PyTorch examples/mnist recipe, in one process, on one data set.
 
     deepdive bench [--device cpu|cuda] [--presets fast,default,best] [--seeds N] [--ensemble K]
-                   [--peer-epochs N] [--limit-train N] [--limit-test N] [--epochs N] [--dataset mnist] [--data-dir DIR]
+                   [--peer-epochs N] [--limit-train N] [--limit-test N] [--epochs N] [--overrides JSON]
+                   [--dataset mnist] [--data-dir DIR] [--json-out FILE] [--no-progress]
 
 For every (recipe, seed, epoch) it prints one JSON line
     {"recipe", "seed", "epoch", "train_seconds" (cumulative, training only), "test_accuracy", "device"}
@@ -43,6 +44,8 @@ def add_arguments(p):
     p.add_argument("--limit-train", type=int, default=None, help="train on this many images only (smoke tests)")
     p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only (smoke tests)")
     p.add_argument("--epochs", type=int, default=None, help="override every preset's epoch count")
+    p.add_argument("--overrides", default=None, metavar="JSON",
+                   help='recipe overrides for every preset, e.g. \'{"batch_size": 1024, "compile": true}\'')
     p.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
     p.add_argument("--data-dir", default=os.environ.get("DEEPDIVE_DATA_DIR"),
                    help="folder with the raw idx files (default: $DEEPDIVE_DATA_DIR, else the usual sources)")
@@ -55,7 +58,7 @@ def run(args) -> int:
 
     from deepdive.data import load_dataset
     from deepdive.errors import DeepdiveError
-    from deepdive.train.recipe import PRESETS, evaluate, resolve_device, train
+    from deepdive.train.recipe import PRESETS, evaluate, resolve_config, resolve_device, train
 
     presets = [p for p in (args.presets or "").split(",") if p]
     unknown = [p for p in presets + ([args.ensemble_preset] if args.ensemble else []) if p not in PRESETS]
@@ -63,6 +66,12 @@ def run(args) -> int:
         raise DeepdiveError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     if args.seeds < 1:
         raise DeepdiveError("--seeds must be >= 1")
+    try:
+        overrides = json.loads(args.overrides) if args.overrides else None
+    except json.JSONDecodeError as e:
+        raise DeepdiveError(f"--overrides is not valid JSON: {e}") from e
+    for p in set(presets + ([args.ensemble_preset] if args.ensemble else [])):
+        resolve_config(p, overrides, args.epochs)  # a bad option fails here, before any data is loaded
     dev = resolve_device(args.device)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
@@ -86,7 +95,6 @@ def run(args) -> int:
         return float((probs.argmax(1) == test_y).mean())
 
     progress = not args.no_progress
-    overrides_epochs = args.epochs
     try:
         if args.peer_epochs > 0:
             summaries.append(_bench_reference(dataset, args, dev, emit, test_accuracy, progress))
@@ -102,7 +110,7 @@ def run(args) -> int:
                 emit(recipe, seed, row["epoch"], state["t"], test_accuracy(model))
 
             t0 = time.perf_counter()
-            result = train(dataset, preset, epochs=overrides_epochs, seed=seed, device=dev,
+            result = train(dataset, preset, epochs=args.epochs, seed=seed, device=dev, overrides=overrides,
                            limit_train=args.limit_train, ensemble=k, progress=progress, eval_hook=hook)
             t_total = time.perf_counter() - t0
             final = test_accuracy(result.model)

@@ -11,7 +11,8 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                 probs: [C lists], categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
-     saliency: {methods, errors_rows, class_rep_rows, legend (data URI)},
+     saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
+                class_rep_rows, legend (data URI)},
      activations: {mode, rows, layers}}
 """
 import base64
@@ -129,7 +130,10 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
     frame = res.examples
     images = res.images
     methods = res.saliency_methods
-    sal = res.saliency(methods[0]) if methods else None
+    # Each method covers the first n of the same error rows (the costly ones fewer): the longest list is all.
+    error_rows = {m: np.asarray(res.saliency(m)["errors_index"]).tolist() for m in methods}
+    all_errors = max(error_rows.values(), key=len, default=[])
+    rep_rows = np.asarray(res.saliency(methods[0])["class_rep_index"]).tolist() if methods else []
     layers = res.activations()["layers"] if res.has("activations") else []
     return {
         "version": 1,
@@ -146,9 +150,8 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
         "verification": res.verification,
         "images": {**sprite_layout(len(images), images.shape[1], images.shape[2]),
                    "channels": 1 if images.ndim == 3 else images.shape[3], "sheets": sheets},
-        "saliency": {"methods": methods,
-                     "errors_rows": [] if sal is None else np.asarray(sal["errors_index"]).tolist(),
-                     "class_rep_rows": [] if sal is None else np.asarray(sal["class_rep_index"]).tolist(),
-                     "legend": legend},
+        "saliency": {"methods": methods, "errors_rows": all_errors,
+                     "errors_count": {m: len(rows) for m, rows in error_rows.items()},
+                     "class_rep_rows": rep_rows, "legend": legend},
         "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
     }

@@ -20,18 +20,19 @@ MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB t
 ACTIVATION_BUDGET = 4 * 1024 * 1024   # at most this many bytes of inlined activation images
 
 
-def saliency_assets(maps: RunMaps, errors_rows: list[int]) -> dict:
+def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -> dict:
     """{errors: {method: [[pred uri, true uri] or None per error row]}, class_mean/class_rep: {method: [uri per class]}}.
 
-    Every method's maps of an error go in together; errors that do not fit SALIENCY_BUDGET get None (the page
-    says they are not in this export)."""
+    Only maps the analysis stored go in (a method covers errors_rows[:errors_count[method]]); an error's maps
+    of every method go in together, and errors that do not fit SALIENCY_BUDGET get None (the page says so)."""
     conf = maps.res.examples["confidence"].to_numpy()
     out = {"errors": {m: [None] * len(errors_rows) for m in maps.methods}, "class_mean": {}, "class_rep": {}}
     used = 0
     for k in sorted(range(len(errors_rows)), key=lambda k: -conf[errors_rows[k]]):
         r = errors_rows[k]
         pairs = {m: [data_uri(maps.saliency_png(m, r, int(maps.pred[r]), SAL_SIZE)),
-                     data_uri(maps.saliency_png(m, r, int(maps.true[r]), SAL_SIZE))] for m in maps.methods}
+                     data_uri(maps.saliency_png(m, r, int(maps.true[r]), SAL_SIZE))]
+                 for m in maps.methods if k < errors_count[m]}
         size = sum(len(u) for pair in pairs.values() for u in pair)
         if used + size > SALIENCY_BUDGET:
             break
@@ -70,7 +71,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         sheets = [data_uri(maps.sprite(k)) for k in range(maps.sheet_count)]
         b = maps.bundle(store, sheets=sheets, activation_rows=[], activation_mode="precomputed")
     if maps.methods:
-        b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"]))
+        b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"], b["saliency"]["errors_count"]))
     config = {"mode": "report", "run_id": rec.id, "split": split}
     title = f"{rec.name} · deepdive report"
 

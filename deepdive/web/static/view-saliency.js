@@ -17,8 +17,19 @@
       const classGrid = el("div", {class: "sal-class-grid", attrs: {"data-testid": "class-maps"}});
       const errorGrid = el("div", {class: "sal-error-grid", attrs: {"data-testid": "error-maps"}});
       const pager = el("div", {class: "pager"});
-      // Errors in the order the analysis computed them, most confident mistakes first.
-      const errors = sal.errors_rows.slice().sort((a, b) => ctx.col.confidence[b] - ctx.col.confidence[a]);
+      const coverage = DD.note("", "muted");
+      // The errors the selected method has maps for (the costly methods cover only the most confident ones),
+      // most confident mistakes first.
+      let errors = [];
+      const selectErrors = () => {
+        const n = sal.errors_count[ctx.state.method];
+        errors = sal.errors_rows.slice(0, n).sort((a, b) => ctx.col.confidence[b] - ctx.col.confidence[a]);
+        page = Math.min(page, Math.max(0, Math.ceil(errors.length / PAGE) - 1));
+        coverage.textContent = n < ctx.errorRows.length ?
+          `${DD.METHOD_LABELS[ctx.state.method] || ctx.state.method} maps were precomputed for the ${n} most confident ` +
+          `of the ${ctx.errorRows.length} errors` + (ctx.source.mode === "served" ?
+            "; open any other image's detail to compute its maps." : ".") : "";
+      };
 
       const drawClasses = () => {
         DD.clear(classGrid);
@@ -54,7 +65,7 @@
 
       root.appendChild(el("div", {class: "panel sticky-tools"},
         el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Method"}),
-           DD.methodSwitcher(ctx, () => { drawClasses(); drawErrors(); })),
+           DD.methodSwitcher(ctx, () => { selectErrors(); drawClasses(); drawErrors(); })),
         DD.legend(ctx)));
       root.appendChild(DD.section("Per-class maps",
         el("div", {class: "toolbar"},
@@ -63,9 +74,10 @@
           el("span", {class: "muted small", text: "attribution toward each class: on its most typical correctly classified image, or averaged over the class"})),
         classGrid));
       root.appendChild(DD.section("Misclassified images: predicted class vs true class",
-        errors.length ? [DD.note("Left: the image. Middle: what pushed the model toward its (wrong) prediction. " +
-                                 "Right: evidence for the true class."), errorGrid, pager]
+        sal.errors_rows.length ? [DD.note("Left: the image. Middle: what pushed the model toward its (wrong) " +
+                                          "prediction. Right: evidence for the true class."), coverage, errorGrid, pager]
           : DD.note("No misclassified images.")));
+      selectErrors();
       drawClasses();
       drawErrors();
     },
