@@ -117,7 +117,8 @@ class SharedReluNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1, self.conv2, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
         self.relu = nn.ReLU()
         self.fc = nn.Linear(4 * 28 * 28, 10)
 

@@ -291,7 +291,8 @@ def _choose(suggestion, suggestions: list, run_id, recipe_augment: dict) -> dict
         fresh = [s for s in suggestions if not covered(s["overrides"], recipe_augment)]
         if not fresh:
             raise DeepdiveError(f"every suggestion for run {run_id} is already part of its recipe "
-                                f"({', '.join(s['id'] for s in suggestions)}); name one with --suggestion to retrain anyway")
+                                f"({', '.join(s['id'] for s in suggestions)}); name one with --suggestion "
+                                "to retrain anyway")
         return fresh[0]
     for s in suggestions:
         if s["id"] == str(suggestion):
