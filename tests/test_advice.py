@@ -1,6 +1,5 @@
 """Robustness probes, ranked augmentation advice, and verification by retraining."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -110,12 +109,12 @@ def test_stratified_sample_keeps_class_shares():
     assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, advice.stratified_sample(labels, 100))
 
 
-def test_verify_advice_retrains_and_compares(analyzed_run, tmp_path):
+def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_path):
     from deepdive.analysis.results import AnalysisResult
     from deepdive.store import Store
 
     # A copy of the session's workspace, so the extra run does not show up in other tests.
-    workspace = shutil.copytree(analyzed_run.workspace, tmp_path / "ws")
+    workspace = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
     suggestions = AnalysisResult.load(workspace / analyzed_run.run_id, "test").advice["suggestions"]
     assert suggestions, "the tiny run's probes should find something to suggest"
     with Store.open(workspace, create=False) as store:
