@@ -26,12 +26,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/python -c "import deepdive; s = deepdive.load_dataset('mnist').source; print('MNIST from', s['kind'] + ':', s['location'])"
 	$(BIN)/deepdive train --dataset mnist --preset default --workspace $(WORKSPACE) --name demo $(TRAIN_ARGS)
-# --- analysis + HTML report of the run named "demo" go here (deepdive analyze / deepdive report) ---
+	$(BIN)/deepdive analyze demo --workspace $(WORKSPACE)
+	$(BIN)/deepdive report demo --workspace $(WORKSPACE) --out $(WORKSPACE)/demo-report.html
 	@echo
 	$(BIN)/deepdive runs --workspace $(WORKSPACE)
 	@echo
 	@echo "Results are in $(WORKSPACE)/: the database $(WORKSPACE)/deepdive.sqlite and one folder per run"
-	@echo "($(WORKSPACE)/<run id>/: model_best.pt, config.json, data_source.json, ...)."
+	@echo "($(WORKSPACE)/<run id>/: model_best.pt, config.json, analysis/test/, ...)."
+	@echo "Static report (open from disk): $(WORKSPACE)/demo-report.html"
+	@echo "Dashboard: run '$(BIN)/deepdive serve $(WORKSPACE)' and open http://127.0.0.1:8765/"
 
 test: $(VENV)/.installed-test
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
