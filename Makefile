@@ -9,7 +9,7 @@ PIP_ARGS ?=
 TRAIN_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench
+.PHONY: demo test bench serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 	@echo "Results are in $(WORKSPACE)/: the database $(WORKSPACE)/deepdive.sqlite and one folder per run"
 	@echo "($(WORKSPACE)/<run id>/: model_best.pt, config.json, analysis/test/, ...)."
 	@echo "Static report (open from disk): $(WORKSPACE)/demo-report.html"
-	@echo "Dashboard: run '$(BIN)/deepdive serve $(WORKSPACE)' and open http://127.0.0.1:8765/"
+	@echo "Dashboard: run 'make serve' (or $(BIN)/deepdive serve $(WORKSPACE)), then open http://127.0.0.1:8765/"
 
 test: $(VENV)/.installed-test
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
@@ -42,3 +42,6 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/deepdive bench
+
+serve: $(VENV)/.installed
+	$(BIN)/deepdive serve $(WORKSPACE)
