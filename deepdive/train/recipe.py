@@ -68,10 +68,11 @@ _COMMON = {
 }
 
 PRESETS = {
-    # ≥ 99.5% in under a minute of 2-core CPU. [H200] 3 epochs: batch 128 → 99.47 / 99.52 / 99.51% (median
-    # 99.51); batch 256 → 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the half-width net
-    # for 6 epochs nor a 24-48-96 net for 4 epochs beat batch 128 (medians 99.43-99.50). [CPU1] batch 128 costs
-    # about what 256 does per image (~26-35 CPU s per 55k-image epoch on one core for either).
+    # Target ≥ 99.5% in under a minute of 2-core CPU. [H200] 3 epochs: batch 128 → 99.47 / 99.52 / 99.51%
+    # (median 99.51); batch 256 → 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the
+    # half-width net for 6 epochs nor a 24-48-96 net for 4 epochs beat batch 128 (medians 99.43-99.50).
+    # [CPU] seed 0: 99.43%; an epoch took 18.7 s on both cores at load ~2.3 (benchmarks/results/), so about
+    # 56 s for the three. Batch 128 costs ~15% more per image than 256 there (35.7 vs 61.9 ms per step).
     "fast": {**_COMMON, "epochs": 3, "batch_size": 128, "augment": {"shift": 2}},
     # `deepdive train` / make demo. [H200] 10 epochs: 99.67 / 99.60 / 99.60% (median 99.60); 15 epochs:
     # 99.61 / 99.61, so longer training does not help this net. [CPU] seed 0, 10 epochs: shift only 99.63%,
