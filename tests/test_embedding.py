@@ -83,3 +83,9 @@ def test_tiny_and_bad_inputs():
     assert embedding.project_2d(np.ones((3, 5))).shape == (3, 2)
     with pytest.raises(DeepdiveError, match="finite"):
         embedding.project_2d(np.full((20, 3), np.nan))
+
+
+def test_fewer_points_than_pca_dims():
+    # 32 points of 128 features: PCA must keep at most 32 components (this used to crash log_evaluation on 32 images).
+    coords = embedding.project_2d(np.random.default_rng(1).normal(size=(32, 128)))
+    assert coords.shape == (32, 2) and np.isfinite(coords).all()

@@ -87,8 +87,9 @@ def project_2d(features, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
     n = len(x)
     if n < 10:
         return _pca_2d(x)
-    if x.shape[1] > PCA_DIMS:
-        x = PCA(PCA_DIMS, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
+    dims = min(PCA_DIMS, n)  # PCA cannot keep more components than there are points
+    if x.shape[1] > dims:
+        x = PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
     early, normal = TSNE_ITERATIONS
     tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
                 neighbors="annoy" if n > 1000 else "exact", negative_gradient_method="fft" if n > 1000 else "bh",
