@@ -80,6 +80,20 @@ def evaluating(model: nn.Module, grad: bool = False):
         model.train(was_training)
 
 
+def call_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The leaf modules `model` calls on `example`, in call order (a module called twice appears twice)."""
+    order = []
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(lambda module, args, out: order.append(module)) for m in leaves]
+    try:
+        with evaluating(model):
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
 def busy_machine() -> bool:
     """Whether the 1-minute load average exceeds the core count + 1. torch's OpenMP workers spin at the barrier
     of every op; when one is descheduled the others wait, so on a 2-core machine at load 8 our batched gradient

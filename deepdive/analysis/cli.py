@@ -1,22 +1,12 @@
 """Subcommands analyze, export and verify-advice. Heavy imports happen inside the commands."""
-import argparse
 import contextlib
 import json
 import sys
 
 from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.train.cli import int_at_least
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors")  # static copy of export.TABLES
-
-
-def _folds(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"--folds must be at least 2, got {value}")
-    return value
 
 
 def register(subparsers):
@@ -30,7 +20,7 @@ def register(subparsers):
     p.add_argument("--split", choices=("test", "val"), default="test", help="split to analyse (default: test)")
     p.add_argument("--label-issues", choices=("train",), dest="label_issues",
                    help="find label issues in the training split by K-fold cross-validation")
-    p.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds for --label-issues train (default 5)")
+    p.add_argument("--folds", type=int_at_least(2), default=5, metavar="K", help="folds for --label-issues train (default 5)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.set_defaults(func=cmd_analyze)
@@ -106,7 +96,7 @@ def text_summary(summary: dict, workspace) -> str:
         lines.append(f"note: {note}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items())
     lines.append(f"took {s['total_seconds']:.1f} s ({stages})")
-    lines.append(f"browse: deepdive serve --workspace {workspace}   export: deepdive export {s['run_id']} errors "
+    lines.append(f"browse: deepdive serve {workspace}   export: deepdive export {s['run_id']} errors "
                  f"--out errors.csv --workspace {workspace}")
     return "\n".join(lines)
 

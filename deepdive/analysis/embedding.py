@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from deepdive.analysis.activations import evaluating
+from deepdive.analysis.activations import call_order, evaluating
 from deepdive.errors import DeepdiveError
 
 # Leaf modules that may follow the classifier's last Linear without changing what its input means.
@@ -25,15 +25,7 @@ TSNE_ITERATIONS = (250, 300)  # early exaggeration, then normal
 def final_linear(model: nn.Module, example: torch.Tensor) -> nn.Linear:
     """The Linear layer that produces the model's output, found by running `example` (B, C, H, W) and looking at
     the last leaf module called (skipping dropout/identity/softmax-like modules)."""
-    called = []
-    handles = [m.register_forward_hook(lambda module, args, out: called.append(module))
-               for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        with evaluating(model):
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    called = call_order(model, example)
     for module in reversed(called):
         if isinstance(module, _AFTER_CLASSIFIER):
             continue

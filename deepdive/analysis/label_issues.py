@@ -8,6 +8,13 @@ Flagging uses cleanlab.filter.find_label_issues with its default `prune_by_noise
 largest margin for the other class. Ranking and the `label_quality` column use cleanlab.rank's self-confidence
 score, p[given label] (lower = more suspicious). The suggested label of a flagged example is the most likely
 class other than the given one; unflagged examples keep their given label there.
+
+Calibration first: confident learning counts an example as "really class j" only when p[j] reaches class j's
+average self-confidence. Label smoothing (our recipes use 0.1) caps every probability near 0.9, so that bar is
+out of reach for any mislabeled example and nothing is flagged: on the demo run (99.60%), 0 issues. One
+temperature, fitted by NLL on the split's given labels, undoes that (T = 0.39 there) without changing any
+prediction, and the same run then flags 3 (test rows 6576, 2130, 9729: a 7 written like a 1, a 4 like a 9,
+a 5 like a 6).
 """
 import warnings
 
@@ -34,6 +41,7 @@ def find_issues(labels, probs) -> pd.DataFrame:
     if n == 0:
         return pd.DataFrame({"label_issue": np.zeros(0, bool), "label_quality": np.zeros(0, np.float32),
                              "suggested_label": np.zeros(0, np.int64), "issue_rank": np.zeros(0, np.int64)})
+    probs = calibrate(labels, probs)
     with warnings.catch_warnings():
         # cleanlab warns about classes with few or no examples (normal for a small custom eval set); the
         # flagged set is still well defined, so the warning would only be noise on the terminal.
@@ -53,6 +61,29 @@ def find_issues(labels, probs) -> pd.DataFrame:
         "suggested_label": np.where(flagged, others.argmax(axis=1), labels).astype(np.int64),
         "issue_rank": rank,
     })
+
+
+def calibrate(labels, probs) -> np.ndarray:
+    """probs re-scaled by the single temperature that minimises the NLL of `labels` (argmax unchanged).
+
+    Only sharpening (T <= 1) is applied: under-confidence is what hides label issues; softening over-confident
+    probabilities would only let the flipped labels themselves (which NLL pays most for) blunt the search."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
+    rows = np.arange(len(labels))
+
+    def scaled(t):
+        z = logp / t
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def nll(t):
+        return -np.log(np.clip(scaled(t)[rows, labels], 1e-12, 1.0)).mean()
+
+    best = minimize_scalar(nll, bounds=(0.05, 1.0), method="bounded")
+    return scaled(best.x).astype(np.float32) if nll(best.x) < nll(1.0) else probs.astype(np.float32)
 
 
 def issues_table(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:

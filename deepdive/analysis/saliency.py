@@ -21,7 +21,7 @@ import torch.nn as nn
 from captum import attr
 from tqdm.auto import tqdm
 
-from deepdive.analysis.activations import evaluating, layer_type
+from deepdive.analysis.activations import call_order, evaluating, layer_type
 from deepdive.atomic import atomic_save_npy
 from deepdive.errors import DeepdiveError
 
@@ -149,15 +149,7 @@ def gradcam_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.M
         raise DeepdiveError(f"Grad-CAM needs a Conv2d layer: {e}") from e
     if example is None:
         return conv
-    order = []
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(lambda module, args, out: order.append(module)) for m in leaves]
-    try:
-        with evaluating(model):
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    order = call_order(model, example)
     if conv not in order:
         return conv
     i = max(k for k, m in enumerate(order) if m is conv)
