@@ -28,7 +28,8 @@ from deepdive.analysis.tables import probs_of
 
 CATEGORIES = ("likely label error", "ambiguous", "model-fixable")
 THRESHOLDS = {"entropy": 0.30, "margin": 0.40}
-RULE = ("error → 'ambiguous' if H(p)/ln C >= {entropy}, or the true class is the runner-up with "
+RULE = ("p = the temperature-calibrated probabilities; "
+        "error → 'ambiguous' if H(p)/ln C >= {entropy}, or the true class is the runner-up with "
         "p[pred] - p[true] < {margin}, or model members disagree; else 'likely label error' if cleanlab flags it; "
         "else 'model-fixable'")
 
