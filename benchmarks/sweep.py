@@ -28,6 +28,7 @@ def main(argv=None):
     import numpy as np
 
     from deepdive.data import load_dataset
+    from deepdive.train.bench import print_jsonl
     from deepdive.train.recipe import evaluate, train
 
     text = open(args.variants).read() if os.path.exists(args.variants) else args.variants
@@ -46,11 +47,7 @@ def main(argv=None):
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),
                    "wall_seconds": round(time.perf_counter() - t0, 2), "epochs": len(r.history), "device": r.device}
             results.append(rec)
-            line = json.dumps(rec)
-            print(line, flush=True)
-            if out:
-                out.write(line + "\n")
-                out.flush()
+            print_jsonl(rec, out)
     print(f"\n{'variant':28s} {'seeds':>5s} {'test acc (median, min-max)':>28s} {'train s':>8s}")
     for name in dict.fromkeys(r["name"] for r in results):
         rs = [r for r in results if r["name"] == name]

@@ -84,11 +84,7 @@ def run(args) -> int:
         rec = {"recipe": recipe, "seed": seed, "epoch": epoch, "train_seconds": round(train_seconds, 3),
                "test_accuracy": round(float(test_accuracy), 5), "device": str(dev)}
         records.append(rec)
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
+        print_jsonl(rec, out)
 
     def test_accuracy(model):
         probs, _ = evaluate(model, test_x, test_y, device=dev)
@@ -149,13 +145,18 @@ def _bench_reference(dataset, args, dev, emit, test_accuracy, progress):
     return summary
 
 
-def _emit_summary(summary, dev, out):
-    line = json.dumps({"summary": {k: round(v, 5) if isinstance(v, float) else v for k, v in summary.items()}
-                       | {"device": str(dev)}})
+def print_jsonl(record, out=None):
+    """Print one JSON line (and append it to the open file `out`, when given)."""
+    line = json.dumps(record)
     print(line, flush=True)
     if out:
         out.write(line + "\n")
         out.flush()
+
+
+def _emit_summary(summary, dev, out):
+    print_jsonl({"summary": {k: round(v, 5) if isinstance(v, float) else v for k, v in summary.items()}
+                 | {"device": str(dev)}}, out)
 
 
 def read_jsonl(path):
