@@ -121,7 +121,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 frame[col] = issues[col].to_numpy()
             issue_table = label_issues.issues_table(frame, class_names)
         with stages("taxonomy"):
-            members = _member_predictions(model, data.inputs, frame, device) if split != "train" else None
+            members = (_member_predictions(model, data.inputs, frame, len(class_names), device)
+                       if split != "train" else None)
             frame["category"] = taxonomy.categorize(frame, members)
         with stages("insight"):
             hint = insight.early_stop(store.epochs(run.id))
@@ -348,7 +349,7 @@ def _check_stored(model, data, num_classes, device, notes):
         data.source = "evaluated (stored predictions were stale)"
 
 
-def _member_predictions(model, inputs, frame, device):
+def _member_predictions(model, inputs, frame, num_classes, device):
     """(M, N) member predictions on the error rows (-1 elsewhere) when the model is an ensemble, else None:
     members that disagree mark an error 'ambiguous'."""
     members = getattr(model, "members", None)
@@ -357,9 +358,8 @@ def _member_predictions(model, inputs, frame, device):
         return None
     out = np.full((len(members), len(frame)), -1, dtype=np.int64)
     labels = frame["true"].to_numpy()[rows]
-    c = frame.filter(regex=r"^p\d+$").shape[1]
     for m, member in enumerate(members):
-        probs, _ = predict(member, inputs[rows], labels, c, device=device)
+        probs, _ = predict(member, inputs[rows], labels, num_classes, device=device)
         out[m, rows] = probs.argmax(axis=1)
     return out
 
@@ -368,10 +368,10 @@ def focus_set(frame) -> dict:
     """Rows with precomputed activations: the errors (the FOCUS_ERROR_CAP most confident if there are more), one
     representative per class (its most confident correct example, else its highest p[true] one), and the
     FOCUS_LABEL_ISSUES top-ranked label issues. Order: errors, representatives, label issues; no duplicates."""
-    from deepdive.analysis.tables import by_confidence
+    from deepdive.analysis.tables import by_confidence, probs_of
 
     errors = by_confidence(frame[~frame["correct"]]).index.to_numpy()
-    probs = frame.filter(regex=r"^p\d+$").to_numpy()
+    probs = probs_of(frame)
     reps = {}
     for cls in np.unique(frame["true"]):
         members = frame.index[frame["true"] == cls].to_numpy()
@@ -510,7 +510,12 @@ def _swap_in(tmp: Path, final: Path, commit):
             shutil.copy2(verification, tmp / "verify_advice.json")
         old = final.with_name(f"{final.name}.old-{secrets.token_hex(4)}")
         os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
     try:
         commit()
     except BaseException:

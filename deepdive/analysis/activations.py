@@ -247,4 +247,5 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _to_float16(a: np.ndarray) -> np.ndarray:
+    """float16 without overflow to inf (|values| beyond float16's range are clipped)."""
     return np.clip(a, -65504, 65504).astype(np.float16)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from deepdive.analysis.activations import evaluating
+from deepdive.analysis.activations import _device, evaluating
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.train import augment
 
@@ -90,7 +90,7 @@ def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_ex
     note = None if lo >= -1e-6 and hi <= 1 + 1e-6 else (
         f"inputs span [{lo:.3g}, {hi:.3g}], not [0, 1]: perturbations fill with 0, which may not be background")
 
-    device = next(model.parameters(), torch.zeros(0)).device
+    device = _device(model)
     preds = np.zeros((len(PERTURBATIONS), len(y)), np.int64)
     starts = range(0, len(y), batch_size)
     with evaluating(model):
@@ -223,6 +223,9 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
 
     suggestion: None = the top-ranked suggestion the recipe does not already include; a suggestion id; or a
     suggestion dict as recommend() returns."""
+    if split != "test":
+        # Training evaluates (and stores predictions for) the test split only: that is what both runs share.
+        raise DeepdiveError(f"verify-advice compares test-split predictions; got split {split!r}")
     from deepdive.analysis.results import AnalysisResult
     from deepdive.atomic import atomic_write_text
     from deepdive.store import to_json

@@ -42,7 +42,6 @@ def register(subparsers):
                     "the same seed and budget plus the suggested change, and comparing test accuracy and errors.")
     p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("--suggestion", help="id of the suggestion to verify (default: the top-ranked one)")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="analysed split whose advice to verify")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_verify_advice)
@@ -124,7 +123,7 @@ def cmd_verify_advice(args) -> int:
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with Store.open(args.workspace, create=False) as store, quiet:
         run = store.get_run(args.run)
-        result = verify_advice(store, run.id, suggestion=args.suggestion, progress=True, split=args.split)
+        result = verify_advice(store, run.id, suggestion=args.suggestion, progress=True)
     if args.json:
         print(json.dumps(result, default=str))
     else:

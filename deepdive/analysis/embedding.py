@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from deepdive.analysis.activations import call_order, evaluating
+from deepdive.analysis.activations import _device, call_order, evaluating
 from deepdive.errors import DeepdiveError
 
 # Leaf modules that may follow the classifier's last Linear without changing what its input means.
@@ -47,7 +47,7 @@ def penultimate_features(model: nn.Module, inputs, batch_size: int = 128, progre
         raise DeepdiveError("penultimate_features needs at least one input")
     if isinstance(model, Ensemble):
         return np.concatenate([penultimate_features(m, inputs, batch_size, progress) for m in model.members], 1)
-    device = next(model.parameters(), torch.zeros(0)).device
+    device = _device(model)
     layer = final_linear(model, inputs[:2].float().to(device))
     captured = []
     handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))

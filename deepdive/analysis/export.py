@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from deepdive.analysis.results import AnalysisResult
+from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
@@ -32,8 +33,7 @@ def table(result: AnalysisResult, name: str) -> pd.DataFrame:
         return _named(result.examples.copy(), names)
     if name == "errors":
         errors = _named(result.examples.copy(), names)
-        return errors[~errors["correct"]].sort_values("confidence", ascending=False, kind="stable") \
-            .reset_index(drop=True)
+        return by_confidence(errors[~errors["correct"]]).reset_index(drop=True)
     if name == "label-issues":
         return result.label_issues.reset_index(drop=True)
     if name == "confusion":

@@ -88,9 +88,11 @@ def calibrate(labels, probs) -> np.ndarray:
 
 def issues_table(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
     """The flagged examples of an analysed predictions frame, most suspicious first (label_issues.parquet)."""
+    from deepdive.analysis.tables import prob_columns
+
     flagged = frame[frame["label_issue"]].sort_values("issue_rank", kind="stable")
     rows = flagged.index.to_numpy()
-    probs = flagged[[f"p{c}" for c in range(len(class_names))]].to_numpy()
+    probs = flagged[prob_columns(len(class_names))].to_numpy()
     given = flagged["true"].to_numpy()
     suggested = flagged["suggested_label"].to_numpy()
     names = np.asarray(class_names, dtype=object)

@@ -21,7 +21,7 @@ import torch.nn as nn
 from captum import attr
 from tqdm.auto import tqdm
 
-from deepdive.analysis.activations import call_order, evaluating, layer_type
+from deepdive.analysis.activations import _device, _to_float16, call_order, evaluating, layer_type
 from deepdive.atomic import atomic_save_npy
 from deepdive.errors import DeepdiveError
 
@@ -309,20 +309,11 @@ def _run(engine, inputs: torch.Tensor, target: torch.Tensor, device, batch_size,
     return out
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.zeros(0)).device
-
-
 def _as_float_tensor(inputs) -> torch.Tensor:
     x = torch.as_tensor(inputs).detach()
     if x.dim() != 4:
         raise DeepdiveError(f"saliency needs inputs of shape (N, C, H, W), got {tuple(x.shape)}")
     return x.float()
-
-
-def _to_float16(a: np.ndarray) -> np.ndarray:
-    """float16 without overflow to inf (|values| beyond float16's range are clipped)."""
-    return np.clip(a, -65504, 65504).astype(np.float16)
 
 
 def _settings(engine) -> dict:

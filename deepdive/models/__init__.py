@@ -126,7 +126,11 @@ def _from_dict(ckpt: dict, where: str) -> nn.Module:
     missing = [k for k in ("arch_kwargs", "num_classes", "in_channels", "image_size", "state_dict") if k not in ckpt]
     if missing:
         raise RunError(f"{where}: checkpoint lacks {', '.join(missing)}")
-    model = build_model(arch, ckpt["num_classes"], ckpt["in_channels"], ckpt["image_size"], **ckpt["arch_kwargs"])
+    try:
+        model = build_model(arch, ckpt["num_classes"], ckpt["in_channels"], ckpt["image_size"],
+                            **ckpt["arch_kwargs"])
+    except (TypeError, ValueError, RunError) as e:  # unknown arch, or arch_kwargs this version does not take
+        raise RunError(f"{where}: cannot build a {arch!r} model from {ckpt['arch_kwargs']!r}: {e}") from e
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -27,6 +27,9 @@ __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json
 
 DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
+# A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
+_HEARTBEAT_SQL = ("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
+                  " WHERE id = ? AND status IN ('running', 'interrupted')")
 
 
 @dataclass
@@ -223,10 +226,8 @@ class Store:
             c.execute("UPDATE runs SET config_json = ? WHERE id = ?", (to_json(config), run_id))
 
     def heartbeat(self, run_id):
-        # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
         with self._tx() as c:
-            c.execute("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
-                      " WHERE id = ? AND status IN ('running', 'interrupted')", (_now(), run_id))
+            c.execute(_HEARTBEAT_SQL, (_now(), run_id))
 
     def finish_run(self, run_id, test_accuracy, train_seconds, num_params, model_arch):
         now = _now()
@@ -301,8 +302,7 @@ class Store:
             c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                       (run_id, int(epoch), *(None if v is None else float(v)
                                              for v in (train_loss, train_acc, val_loss, val_acc, lr, seconds))))
-            c.execute("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
-                      " WHERE id = ? AND status IN ('running', 'interrupted')", (now, run_id))
+            c.execute(_HEARTBEAT_SQL, (now, run_id))
 
     def epochs(self, run_id) -> list[dict]:
         rows = self._query("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))

@@ -65,8 +65,11 @@ def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None 
 
     if cfg["thicken"] or cfg["thin"]:
         u = torch.rand(b, 1, 1, 1, device=dev, generator=generator)
-        x = torch.where(u < cfg["thicken"], thicken(x), x)
-        x = torch.where((u >= cfg["thicken"]) & (u < cfg["thicken"] + cfg["thin"]), thin(x), x)
+        # only the enabled op is computed: each one is a full pass over the batch on every training step
+        if cfg["thicken"]:
+            x = torch.where(u < cfg["thicken"], thicken(x), x)
+        if cfg["thin"]:
+            x = torch.where((u >= cfg["thicken"]) & (u < cfg["thicken"] + cfg["thin"]), thin(x), x)
     return x
 
 

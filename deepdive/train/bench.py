@@ -32,18 +32,20 @@ def register(subparsers):
 
 
 def add_arguments(p):
+    from deepdive.train.cli import int_at_least, positive_int  # stdlib-only module: fine on the bare GPU machine
+
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--presets", default="fast,default,best",
                    help="comma-separated presets to time (default: fast,default,best); empty for none")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per preset: 0, 1, ... N-1 (default 1)")
-    p.add_argument("--ensemble", type=int, default=0,
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per preset: 0, 1, ... N-1 (default 1)")
+    p.add_argument("--ensemble", type=int_at_least(0), default=0,
                    help="also train one K-model ensemble of --ensemble-preset (seed 0); 0 = none (default)")
     p.add_argument("--ensemble-preset", default="best", help="preset of the ensemble's members (default best)")
-    p.add_argument("--peer-epochs", type=int, default=14,
+    p.add_argument("--peer-epochs", type=int_at_least(0), default=14,
                    help="epochs of the examples/mnist reference (default 14, as the example); 0 skips it")
-    p.add_argument("--limit-train", type=int, default=None, help="train on this many images only (smoke tests)")
-    p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only (smoke tests)")
-    p.add_argument("--epochs", type=int, default=None, help="override every preset's epoch count")
+    p.add_argument("--limit-train", type=positive_int, default=None, help="train on this many images only (smoke tests)")
+    p.add_argument("--limit-test", type=positive_int, default=None, help="evaluate on the first N test images only (smoke tests)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override every preset's epoch count")
     p.add_argument("--overrides", default=None, metavar="JSON",
                    help='recipe overrides for every preset, e.g. \'{"batch_size": 1024, "compile": true}\'')
     p.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
@@ -70,6 +72,8 @@ def run(args) -> int:
         overrides = json.loads(args.overrides) if args.overrides else None
     except json.JSONDecodeError as e:
         raise DeepdiveError(f"--overrides is not valid JSON: {e}") from e
+    if overrides is not None and not isinstance(overrides, dict):
+        raise DeepdiveError(f"--overrides must be a JSON object, got {type(overrides).__name__}")
     for p in set(presets + ([args.ensemble_preset] if args.ensemble else [])):
         resolve_config(p, overrides, args.epochs)  # a bad option fails here, before any data is loaded
     dev = resolve_device(args.device)
@@ -77,7 +81,10 @@ def run(args) -> int:
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
     if args.limit_test is not None:
         test_x, test_y = test_x[: args.limit_test], test_y[: args.limit_test]
-    out = open(args.json_out, "a") if args.json_out else None
+    try:
+        out = open(args.json_out, "a") if args.json_out else None
+    except OSError as e:
+        raise DeepdiveError(f"cannot open --json-out {args.json_out}: {e.strerror or e}") from None
     records, summaries = [], []
 
     def emit(recipe, seed, epoch, train_seconds, test_accuracy):
@@ -99,7 +106,7 @@ def run(args) -> int:
         if args.ensemble:
             jobs.append((f"{args.ensemble_preset}-ensemble{args.ensemble}", args.ensemble_preset, 0, args.ensemble))
         for recipe, preset, seed, k in jobs:
-            t_total, state = 0.0, {}
+            state = {}
 
             def hook(model, row, recipe=recipe, seed=seed, state=state):
                 state["t"] = state.get("t", 0.0) + row["seconds"]
@@ -124,15 +131,11 @@ def run(args) -> int:
 def _bench_reference(dataset, args, dev, emit, test_accuracy, progress):
     import numpy as np
 
-    from deepdive.data import split_train_val
-    from deepdive.train.recipe import PRESETS
+    from deepdive.train.recipe import PRESETS, train_val_indices
     from deepdive.train.reference import train_reference
 
     # The same training split (and --limit-train subset) the presets train on.
-    train_idx, _ = split_train_val(dataset.train_labels, val_size=PRESETS["default"]["val_size"], seed=0)
-    train_idx = np.asarray(train_idx)
-    if args.limit_train is not None:
-        train_idx = np.sort(np.random.default_rng(0).permutation(train_idx)[: args.limit_train])
+    train_idx, _ = train_val_indices(dataset.train_labels, PRESETS["default"]["val_size"], args.limit_train)
 
     def hook(model, row):
         emit("reference", 0, row["epoch"], row["train_seconds"], test_accuracy(model))

@@ -156,8 +156,6 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
     atomically after every epoch; for an ensemble they hold the finished members plus the current one.
     """
-    from deepdive.data import split_train_val
-
     cfg = resolve_config(preset, overrides, epochs)
     dev = resolve_device(device)
     ensemble = int(ensemble)
@@ -165,13 +163,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         raise DeepdiveError(f"ensemble must be >= 1, got {ensemble}")
     _check_dataset(dataset)
 
-    train_idx, val_idx = split_train_val(dataset.train_labels, val_size=cfg["val_size"], seed=0)
-    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
-    if limit_train is not None:
-        if int(limit_train) < 1:
-            raise DeepdiveError(f"limit_train must be >= 1, got {limit_train}")
-        # A fixed (seed-independent) random subset, so runs with different seeds see the same images.
-        train_idx = np.sort(np.random.default_rng(0).permutation(train_idx)[: int(limit_train)])
+    train_idx, val_idx = train_val_indices(dataset.train_labels, cfg["val_size"], limit_train)
 
     images = dataset.train_images
     shape = _image_shape(images)
@@ -214,6 +206,20 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
                        warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
                                "patience": patience})
+
+
+def train_val_indices(train_labels, val_size, limit_train=None):
+    """(train_idx, val_idx) of the train split: the fixed validation split, and with `limit_train` a fixed
+    (seed-independent) random subset of the rest, so runs with different seeds see the same images."""
+    from deepdive.data import split_train_val
+
+    train_idx, val_idx = split_train_val(train_labels, val_size=val_size, seed=0)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if limit_train is not None:
+        if int(limit_train) < 1:
+            raise DeepdiveError(f"limit_train must be >= 1, got {limit_train}")
+        train_idx = np.sort(np.random.default_rng(0).permutation(train_idx)[: int(limit_train)])
+    return train_idx, val_idx
 
 
 def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, epoch_offset, patience,

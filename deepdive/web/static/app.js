@@ -12,7 +12,12 @@
   DD.go = (ctx, view) => { location.hash = DD.viewHref(ctx, view); };
 
   function parseHash() {
-    const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+    let parts;
+    try {
+      parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+    } catch (e) {
+      return null;   // a malformed %-escape: show the runs (or, in a report, its run)
+    }
     if (parts[0] === "r" && parts.length >= 3) return {runId: parts[1], split: parts[2], view: parts[3] || "overview"};
     return null;
   }
@@ -65,7 +70,9 @@
       renderNav(null);
       renderCrumbs(null);
       document.title = "deepdive · runs";
-      DD.views.runs.render(DD.clear(main), source);
+      const root = DD.clear(main);
+      root.dataset.view = "runs";
+      DD.views.runs.render(root, source);
       return;
     }
     let ctx;
@@ -74,6 +81,7 @@
     } catch (err) {
       if (token !== routeCount) return;
       renderNav(null);
+      delete main.dataset.view;
       DD.clear(main).appendChild(DD.note(`Could not load run ${target.runId} (${target.split}): ${err.message}`, "error"));
       return;
     }

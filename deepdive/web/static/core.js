@@ -79,12 +79,10 @@ window.DD = window.DD || {};
   DD.measureSince = function (name, event) {
     try { performance.measure(name, {start: event.timeStamp, end: performance.now()}); } catch (e) { /* best effort */ }
   };
-  // The same, ending once the browser has painted the DOM changes just made.
-  DD.measurePainted = function (name, event) {
-    requestAnimationFrame(() => setTimeout(() => DD.measureSince(name, event), 0));
-  };
-  // Mark after the browser has painted what we just put in the DOM.
+  // Run fn once the browser has painted what we just put in the DOM.
   DD.afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
+  // A measure from an input event, ending once the browser has painted the DOM changes just made.
+  DD.measurePainted = (name, event) => DD.afterPaint(() => DD.measureSince(name, event));
   DD.markPainted = (name) => DD.afterPaint(() => DD.mark(name));
 
   // ---- data sources: the served app fetches JSON/PNG; the report reads inline blocks and data: URIs ----------

@@ -57,7 +57,11 @@
 
     box.appendChild(el("div", {class: "detail-act-head"}, el("h3", {text: "Activations"}),
       el("a", {href: DD.viewHref(ctx, "activations"), text: "open in Activations view →",
-               on: {click: () => { ctx.state.activationRow = row; }}})));
+               on: {click: (e) => {
+                 ctx.state.activationRow = row;
+                 // Already on the Activations view: the hash would not change, so redraw it for this row.
+                 if (location.hash === e.currentTarget.getAttribute("href")) { e.preventDefault(); DD.rerender(); }
+               }}})));
     const acts = el("div", {class: "detail-acts"});
     box.appendChild(acts);
     DD.loadActivations(ctx, row, acts, true);

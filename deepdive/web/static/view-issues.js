@@ -44,10 +44,7 @@
           el("td", {}, DD.categoryChip(ctx.category(r)))));
       });
       const pages = Math.max(1, Math.ceil(issues.length / PAGE));
-      DD.clear(pager).append(
-        el("button", {class: "btn small", type: "button", text: "‹ prev", disabled: page === 0, on: {click: () => { page--; draw(); }}}),
-        el("span", {class: "muted small", text: ` page ${page + 1} of ${pages} `}),
-        el("button", {class: "btn small", type: "button", text: "next ›", disabled: page >= pages - 1, on: {click: () => { page++; draw(); }}}));
+      DD.pager(pager, page, pages, (p) => { page = p; draw(); });
     };
     draw();
     const head = ["Rank", "Image", "#", "Given label", "Suggested label", "Model prediction", "Label quality", "Category"];

@@ -6,14 +6,15 @@
   DD.views.runs = {
     title: "Runs",
     render: async function (root, source) {
-      root.appendChild(el("h1", {class: "view-title", text: "Runs"}));
+      const title = root.appendChild(el("h1", {class: "view-title", text: "Runs"}));
       let runs;
       try {
         runs = await source.listRuns();
       } catch (err) {
-        root.appendChild(DD.note("Could not list the runs: " + err.message, "error"));
+        if (title.isConnected) root.appendChild(DD.note("Could not list the runs: " + err.message, "error"));
         return;
       }
+      if (!title.isConnected) return;   // another route replaced this page while the list was loading
       if (!runs.length) {
         root.appendChild(DD.note("No runs in this workspace yet. Train one with `deepdive train`, then " +
                                  "`deepdive analyze latest`."));

@@ -55,12 +55,7 @@
                el("figcaption", {class: "ok", text: `true ${ctx.className(t)}`}))));
         }
         const pages = Math.max(1, Math.ceil(errors.length / PAGE));
-        DD.clear(pager).append(
-          el("button", {class: "btn small", type: "button", text: "‹ prev", disabled: page === 0,
-                        on: {click: () => { page--; drawErrors(); }}}),
-          el("span", {class: "muted small", text: ` page ${page + 1} of ${pages} · ${errors.length} misclassified images `}),
-          el("button", {class: "btn small", type: "button", text: "next ›", disabled: page >= pages - 1,
-                        on: {click: () => { page++; drawErrors(); }}}));
+        DD.pager(pager, page, pages, (p) => { page = p; drawErrors(); }, ` · ${errors.length} misclassified images`);
       };
 
       root.appendChild(el("div", {class: "panel sticky-tools"},

@@ -130,6 +130,13 @@
 
   DD.section = (title, ...children) => el("section", {class: "panel"}, el("h2", {text: title}), ...children);
 
+  // Fill `box` with ‹ prev / "page i of n" / next › controls; onPage(new page index) redraws.
+  DD.pager = (box, page, pages, onPage, extra) => DD.clear(box).append(
+    el("button", {class: "btn small", type: "button", text: "‹ prev", disabled: page === 0, on: {click: () => onPage(page - 1)}}),
+    el("span", {class: "muted small", text: ` page ${page + 1} of ${pages}${extra || ""} `}),
+    el("button", {class: "btn small", type: "button", text: "next ›", disabled: page >= pages - 1,
+                  on: {click: () => onPage(page + 1)}}));
+
   DD.note = (text, cls) => el("p", {class: "note " + (cls || ""), text});
 
   // Floating tooltip (confusion-cell previews, embedding hovers).
