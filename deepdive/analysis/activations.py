@@ -84,14 +84,19 @@ def call_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """The leaf modules `model` calls on `example`, in call order (a module called twice appears twice)."""
     order = []
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(lambda module, args, out: order.append(module)) for m in leaves]
+    forward_with_hooks(model, example, [(m, lambda module, args, out: order.append(module)) for m in leaves])
+    return order
+
+
+def forward_with_hooks(model: nn.Module, inputs: torch.Tensor, hooks):
+    """model(inputs) in eval mode with forward hooks [(module, fn), ...] attached only for this call."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
     try:
         with evaluating(model):
-            model(example)
+            return model(inputs)
     finally:
         for h in handles:
             h.remove()
-    return order
 
 
 def busy_machine() -> bool:
@@ -118,17 +123,9 @@ def capture(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, str, torc
                 records.append((name if calls[name] == 1 else f"{name}#{calls[name]}", kind, output.detach().clone()))
         return record
 
-    handles = []
-    for name, module in model.named_modules():
-        kind = layer_type(module)
-        if kind and not any(True for _ in module.children()):
-            handles.append(module.register_forward_hook(hook(name, kind)))
-    try:
-        with evaluating(model):
-            model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = [(module, hook(name, kind)) for name, module in model.named_modules()
+             if (kind := layer_type(module)) and not any(True for _ in module.children())]
+    forward_with_hooks(model, inputs, hooks)
     if not records:
         raise DeepdiveError(f"{type(model).__name__} has no conv, pool, linear, activation or norm layer to show")
     return records
