@@ -186,6 +186,26 @@ def test_config_errors():
     cfg = resolve_config("fast", {"augment": {"thicken": 0.5}}, epochs=4)
     assert cfg["epochs"] == 4 and cfg["augment"]["thicken"] == 0.5
     assert cfg["augment"]["shift"] == PRESETS["fast"]["augment"]["shift"]  # merged, not replaced
+    with pytest.raises(DeepdiveError, match="clean_tail"):
+        resolve_config("fast", {"clean_tail": 1.5})
+    with pytest.raises(DeepdiveError, match="shear"):
+        resolve_config("fast", {"augment": {"shear": 75}})
+    with pytest.raises(DeepdiveError, match="stretch"):
+        resolve_config("fast", {"augment": {"stretch": 1.0}})
+
+
+def test_clean_tail_trains_on_unaugmented_images(mnist):
+    """clean_tail 1.0 switches augmentation off for every step: the same weights as no augmentation at all."""
+    def run(**overrides):
+        return train(mnist, "fast", epochs=1, seed=5, device="cpu", limit_train=500, progress=False,
+                     overrides={"arch": "cnn-small", **overrides}).model.state_dict()
+
+    clean = run(augment={"shift": 2, "rotate": 10}, clean_tail=1.0)
+    plain = run(augment={"shift": 0})
+    augmented = run(augment={"shift": 2, "rotate": 10})
+    for (k, a), b in zip(clean.items(), plain.values()):
+        assert torch.equal(a, b), k
+    assert not torch.equal(clean["conv1.weight"], augmented["conv1.weight"])
 
 
 # ---- augmentations -------------------------------------------------------------------------------------
@@ -234,6 +254,22 @@ def test_rotate_and_scale(mnist):
     # zooming in spreads the ink
     assert augment.scale(x, 1.3).sum() > x.sum() * 1.3
     assert augment.scale(x, 0.7).sum() < x.sum()
+
+
+def test_shear_slants_and_stretch_widens():
+    line = torch.zeros(1, 1, 28, 28)
+    line[0, 0, 4:24, 14] = 1.0                         # a vertical stroke through the centre
+    torch.testing.assert_close(augment.shear(line, 0), line)
+    slanted = augment.shear(line, 20)
+    top, bottom = slanted[0, 0, 5].argmax().item(), slanted[0, 0, 22].argmax().item()
+    assert top > 14 > bottom                           # the top leans right, the bottom left, like italics
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[0, 0, 14, 8:20] = 1.0                          # a horizontal bar 12 pixels wide
+    wide = augment.stretch(bar, 1.5)
+    assert abs(wide[0, 0, 14].sum().item() - 18.0) < 0.5   # 1.5x as wide
+    assert wide[0, 0, :14].sum() < 1e-3 and wide[0, 0, 15:].sum() < 1e-3   # and no taller
+    with pytest.raises(ValueError):
+        augment.stretch(bar, 0)
 
 
 def test_thicken_and_thin_change_ink(mnist):

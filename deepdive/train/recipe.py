@@ -65,6 +65,8 @@ _COMMON = {
     "compile": False,
     "compile_mode": None,         # torch.compile mode when compile is on, e.g. "max-autotune-no-cudagraphs"
     "eval_batch_size": 1000,
+    # Fraction of the last optimizer steps trained on un-augmented images (0 = augment to the end).
+    "clean_tail": 0.0,
 }
 
 PRESETS = {
@@ -137,6 +139,8 @@ def resolve_config(preset="default", overrides=None, epochs=None) -> dict:
         raise DeepdiveError(str(e)) from e
     if cfg["epochs"] < 1:
         raise DeepdiveError(f"epochs must be >= 1, got {cfg['epochs']}")
+    if not 0 <= float(cfg["clean_tail"]) <= 1:
+        raise DeepdiveError(f"clean_tail is a fraction of the steps and must be in [0, 1], got {cfg['clean_tail']}")
     return cfg
 
 
@@ -261,9 +265,10 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
 
     compiled = torch.compile(model, mode=cfg["compile_mode"], dynamic=False) if use_compile else model
 
-    def batch(idx):
+    def batch(idx, augment=True):
         xb = x_train[idx].to(torch.float32).div_(255.0)
-        xb = aug.augment_batch(xb, augment_cfg, gen)
+        if augment:
+            xb = aug.augment_batch(xb, augment_cfg, gen)
         return xb.contiguous(memory_format=memory_format), y_train[idx]
 
     # Warm-up: a few real steps trigger compilation and oneDNN/cuDNN kernel selection before the clock starts
@@ -286,6 +291,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     warmup_seconds = time.perf_counter() - t0
 
     warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
+    clean_from = total_steps - int(cfg["clean_tail"] * total_steps)
 
     def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0
         if step < warmup_steps:
@@ -307,7 +313,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         for i in range(steps_per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            xb, yb = batch(perm[i * batch_size:(i + 1) * batch_size])
+            xb, yb = batch(perm[i * batch_size:(i + 1) * batch_size], augment=step < clean_from)
             optimizer.zero_grad(set_to_none=True)
             loss, hits = step_fn(xb, yb)
             optimizer.step()
