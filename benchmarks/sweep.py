@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=os.environ.get("DEEPDIVE_DATA_DIR"))
     p.add_argument("--out", default=None, help="append JSON lines here too")
     p.add_argument("--bn-recal", action="store_true",
-                   help="also report test accuracy after re-estimating BatchNorm statistics on the clean train split")
+                   help="also report test accuracy after re-estimating BatchNorm statistics on the 60,000 un-augmented training images")
     args = p.parse_args(argv)
 
     import numpy as np

@@ -40,7 +40,10 @@ from deepdive.train import augment as aug
 # ----------------------------------------------------------------------------------------------------------
 _COMMON = {
     "arch": "cnn",
-    "arch_kwargs": {},            # e.g. {"widths": (48, 96, 192), "dropout": 0.1, "head": "pool"}
+    # e.g. {"widths": (48, 96, 192), "dropout": 0.1, "head": "pool", "stem": "pair"}. The logits stay float32
+    # under autocast (fp32_head): [CPU] fast preset 99.50 / 99.45% vs 99.47 / 99.41% (seeds 0 / 1): within
+    # seed noise, but never worse and free (the head is 1152x10).
+    "arch_kwargs": {"fp32_head": True},
     "lr": 0.1,                    # peak LR per 256 images (scaled linearly with the batch size), Nesterov SGD
     "momentum": 0.9,
     "weight_decay": 5e-4,
@@ -65,27 +68,33 @@ _COMMON = {
     "compile": False,
     "compile_mode": None,         # torch.compile mode when compile is on, e.g. "max-autotune-no-cudagraphs"
     "eval_batch_size": 1000,
-    # Fraction of the last optimizer steps trained on un-augmented images (0 = augment to the end).
-    "clean_tail": 0.0,
 }
 
 PRESETS = {
-    # Target ≥ 99.5% in under a minute of 2-core CPU. [H200] 3 epochs: batch 128 → 99.47 / 99.52 / 99.51%
-    # (median 99.51); batch 256 → 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the
-    # half-width net for 6 epochs nor a 24-48-96 net for 4 epochs beat batch 128 (medians 99.43-99.50).
-    # [CPU] seed 0: 99.43%; an epoch took 18.7 s on both cores at load ~2.3 (benchmarks/results/), so about
-    # 56 s for the three. Batch 128 costs ~15% more per image than 256 there (35.7 vs 61.9 ms per step).
-    "fast": {**_COMMON, "epochs": 3, "batch_size": 128, "augment": {"shift": 2}},
-    # `deepdive train` / make demo. [H200] 10 epochs: 99.67 / 99.60 / 99.60% (median 99.60); 15 epochs:
-    # 99.61 / 99.61, so longer training does not help this net. [CPU] seed 0, 10 epochs: shift only 99.63%,
-    # plus thicken/thin 0.1 99.66% (both within seed noise), plus 2-px elastic warps 99.40% (dropped).
-    # [CPU] both cores, load ~2: 148 s (14.8 s/epoch), 99.60%; with widths 48-96-192: 352 s, 99.67% (one
-    # seed, within noise: not adopted without more seeds).
-    "default": {**_COMMON, "epochs": 10, "batch_size": 256, "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
-    # Twice the width (4x the compute) and twice the epochs, all augmentations. Not yet measured to the end in
-    # this project: treat as the starting point for the ≥ 99.75% target, and for the members of --ensemble.
-    "best": {**_COMMON, "arch": "cnn-wide", "epochs": 20, "batch_size": 256,
-             "augment": {"shift": 2, "rotate": 10, "scale": 0.1, "thicken": 0.1, "thin": 0.1}},
+    # Target ≥ 99.5% in under a minute of 2-core CPU. The full-resolution stage is ~60% of a step there, so
+    # this preset trades the second 28x28 conv for a 5x5 first conv ("single" stem, ~30% less time per image)
+    # and spends that on a fourth epoch.
+    # [CPU] 3 epochs, "pair" stem: 99.47 / 99.41% (seeds 0 / 1); 4 epochs, "single" stem: 99.52 / 99.52%.
+    # float32 classifier head, 3 epochs: 99.50 / 99.45% (fp32 throughout: 99.51 / 99.46%, at 1.75x the time).
+    # [H200] with the "pair" stem, 3 epochs: batch 128 → 99.47 / 99.52 / 99.51% (median 99.51); batch 256 →
+    # 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the half-width net for 6 epochs nor a
+    # 24-48-96 net for 4 epochs beat batch 128 there (medians 99.43-99.50).
+    "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single"}, "epochs": 4,
+             "batch_size": 128, "augment": {"shift": 2}},
+    # `deepdive train` / make demo. [CPU] 12 epochs at lr 0.2: 99.67 / 99.67 / 99.64% (seeds 0 / 1 / 2, median
+    # 99.67). At 10 epochs, seed 0: lr 0.1 99.60%, lr 0.2 99.70% (seed 1: 99.63%), lr 0.4 99.67%, wd 1e-3
+    # 99.66%, lr 0.2 + wd 1e-3 99.67%, batch 128 99.62%, dropout 0.25 + rotate 15 / scale 0.15 99.55%, lr 0.2 +
+    # shear 15° / stretch 0.15 99.61%; re-estimating BatchNorm statistics on clean images after training
+    # changed none of them by more than 0.02 pp. Earlier: shift only 99.63%, plus thicken/thin 99.66%, plus 2-px
+    # elastic warps 99.40% (dropped); [H200] lr 0.1: 10 epochs 99.67 / 99.60 / 99.60%, 15 epochs 99.61 / 99.61.
+    # Short of the 99.70% median the record-accuracy issue asks for: this net, on the 55,000 training images
+    # left beside the validation split, sits at 99.6-99.7% whatever we tried within the demo's time budget.
+    "default": {**_COMMON, "lr": 0.2, "epochs": 12, "batch_size": 256,
+                "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
+    # 1.5x the width (2.25x the compute) and 15 epochs. [CPU] lr 0.2: 99.68% (seed 0); lr 0.1: 99.64 / 99.67%
+    # (seeds 0 / 1). No better than default within seed noise: the remaining errors are not a matter of width.
+    "best": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "widths": (48, 96, 192)}, "lr": 0.2,
+             "epochs": 15, "batch_size": 256, "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
 }
 
 
@@ -139,8 +148,6 @@ def resolve_config(preset="default", overrides=None, epochs=None) -> dict:
         raise DeepdiveError(str(e)) from e
     if cfg["epochs"] < 1:
         raise DeepdiveError(f"epochs must be >= 1, got {cfg['epochs']}")
-    if not 0 <= float(cfg["clean_tail"]) <= 1:
-        raise DeepdiveError(f"clean_tail is a fraction of the steps and must be in [0, 1], got {cfg['clean_tail']}")
     return cfg
 
 
@@ -265,10 +272,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
 
     compiled = torch.compile(model, mode=cfg["compile_mode"], dynamic=False) if use_compile else model
 
-    def batch(idx, augment=True):
+    def batch(idx):
         xb = x_train[idx].to(torch.float32).div_(255.0)
-        if augment:
-            xb = aug.augment_batch(xb, augment_cfg, gen)
+        xb = aug.augment_batch(xb, augment_cfg, gen)
         return xb.contiguous(memory_format=memory_format), y_train[idx]
 
     # Warm-up: a few real steps trigger compilation and oneDNN/cuDNN kernel selection before the clock starts
@@ -291,7 +297,6 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     warmup_seconds = time.perf_counter() - t0
 
     warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
-    clean_from = total_steps - int(cfg["clean_tail"] * total_steps)
 
     def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0
         if step < warmup_steps:
@@ -313,7 +318,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         for i in range(steps_per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            xb, yb = batch(perm[i * batch_size:(i + 1) * batch_size], augment=step < clean_from)
+            xb, yb = batch(perm[i * batch_size:(i + 1) * batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss, hits = step_fn(xb, yb)
             optimizer.step()
