@@ -41,8 +41,8 @@ from deepdive.train import augment as aug
 _COMMON = {
     "arch": "cnn",
     # e.g. {"widths": (48, 96, 192), "dropout": 0.1, "head": "pool", "stem": "pair"}. The logits stay float32
-    # under autocast (fp32_head): [CPU] fast preset 99.50 / 99.45% vs 99.47 / 99.41% (seeds 0 / 1): within
-    # seed noise, but never worse and free (the head is 1152x10).
+    # under autocast (fp32_head): [CPU] the 3-epoch fast recipe 99.50 / 99.45% vs 99.47 / 99.41% (seeds 0 / 1):
+    # within seed noise, but never worse and free (the head is 1152x10 weights).
     "arch_kwargs": {"fp32_head": True},
     "lr": 0.1,                    # peak LR per 256 images (scaled linearly with the batch size), Nesterov SGD
     "momentum": 0.9,
@@ -76,6 +76,8 @@ PRESETS = {
     # and spends that on a fourth epoch.
     # [CPU] 3 epochs, "pair" stem: 99.47 / 99.41% (seeds 0 / 1); 4 epochs, "single" stem: 99.52 / 99.52%.
     # float32 classifier head, 3 epochs: 99.50 / 99.45% (fp32 throughout: 99.51 / 99.46%, at 1.75x the time).
+    # This preset as it stands, both cores, nothing else running: 99.53 / 99.53 / 99.51% (seeds 0 / 1 / 2) in
+    # 46.1 / 46.4 / 43.8 s of training (`deepdive bench --device cpu --presets fast`, benchmarks/sweep.py).
     # [H200] with the "pair" stem, 3 epochs: batch 128 → 99.47 / 99.52 / 99.51% (median 99.51); batch 256 →
     # 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the half-width net for 6 epochs nor a
     # 24-48-96 net for 4 epochs beat batch 128 there (medians 99.43-99.50).
