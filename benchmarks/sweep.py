@@ -5,9 +5,9 @@
 
 A variant is {"name", "preset", "overrides" (optional), "epochs" (optional), "seeds" (optional, default [0])}.
 Prints one JSON line per run and a table (median over seeds) last; for a variant with several seeds the table
-also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model). This is how the presets in
-deepdive/train/recipe.py were chosen; it imports only what the training path does, so it runs on the bare
-GPU machine too (benchmarks/gpu_bench.sh).
+also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model).
+This is how the presets in deepdive/train/recipe.py were chosen; it imports only what the training path does,
+so it runs on the bare GPU machine too (benchmarks/gpu_bench.sh).
 """
 import argparse
 import json
@@ -25,7 +25,8 @@ def main(argv=None):
     p.add_argument("--data-dir", default=os.environ.get("DEEPDIVE_DATA_DIR"))
     p.add_argument("--out", default=None, help="append JSON lines here too")
     p.add_argument("--bn-recal", action="store_true",
-                   help="also report test accuracy after re-estimating BatchNorm statistics on the 60,000 un-augmented training images")
+                   help="also report test accuracy after re-estimating BatchNorm statistics on the 60,000 "
+                        "un-augmented training images")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -77,6 +78,7 @@ def bn_recalibrated(model, images_uint8, batch_size=1000):
     import torch
 
     m = copy.deepcopy(model)
+    dev = next(m.parameters()).device
     for mod in m.modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.reset_running_stats()
@@ -84,7 +86,7 @@ def bn_recalibrated(model, images_uint8, batch_size=1000):
     m.train()
     with torch.no_grad():
         for start in range(0, len(images_uint8), batch_size):
-            m(torch.from_numpy(images_uint8[start:start + batch_size]).unsqueeze(1).float().div_(255.0))
+            m(torch.from_numpy(images_uint8[start:start + batch_size]).unsqueeze(1).to(dev).float().div_(255.0))
     return m.eval()
 
 
