@@ -15,14 +15,18 @@ def atomic_open(path, mode="wb"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
-        with os.fdopen(fd, mode) as f:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+        f = os.fdopen(fd, mode)
+        fd = None                           # the file object owns (and closes) the descriptor from here on
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
+        if fd is not None:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
