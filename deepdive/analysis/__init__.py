@@ -116,14 +116,16 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             counts = tables.confusion(frame["true"], frame["pred"], len(class_names))
             top = tables.top_confusions(frame, TOP_CONFUSIONS)
         with stages("label_issues"):
-            issues = label_issues.find_issues(data.labels, data.probs)
+            # One temperature serves the label issues and the taxonomy's entropy/margin (label_issues.calibrate).
+            calibrated = label_issues.calibrate(data.labels, data.probs)
+            issues = label_issues.find_issues(data.labels, data.probs, calibrated=calibrated)
             for col in issues.columns:
                 frame[col] = issues[col].to_numpy()
             issue_table = label_issues.issues_table(frame, class_names)
         with stages("taxonomy"):
             members = (_member_predictions(model, data.inputs, frame, len(class_names), device)
                        if split != "train" else None)
-            frame["category"] = taxonomy.categorize(frame, members)
+            frame["category"] = taxonomy.categorize(frame, members, calibrated=calibrated)
         with stages("insight"):
             hint = insight.early_stop(store.epochs(run.id))
         focus = focus_set(frame)

@@ -27,10 +27,11 @@ METHOD = {"filter_by": "prune_by_noise_rate", "ranked_by": "self_confidence",
           "library": "cleanlab.filter.find_label_issues + cleanlab.rank.get_label_quality_scores"}
 
 
-def find_issues(labels, probs) -> pd.DataFrame:
+def find_issues(labels, probs, calibrated=None) -> pd.DataFrame:
     """Per example (same order as the inputs): label_issue (bool), label_quality, suggested_label, issue_rank.
 
     issue_rank is 1 for the most suspicious flagged example, 2 for the next, ...; 0 for unflagged ones.
+    calibrated: calibrate(labels, probs) when the caller already has it (the analysis shares it with the taxonomy).
     """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -41,7 +42,7 @@ def find_issues(labels, probs) -> pd.DataFrame:
     if n == 0:
         return pd.DataFrame({"label_issue": np.zeros(0, bool), "label_quality": np.zeros(0, np.float32),
                              "suggested_label": np.zeros(0, np.int64), "issue_rank": np.zeros(0, np.int64)})
-    probs = calibrate(labels, probs)
+    probs = calibrate(labels, probs) if calibrated is None else np.asarray(calibrated, dtype=np.float32)
     with warnings.catch_warnings():
         # cleanlab warns about classes with few or no examples (normal for a small custom eval set); the
         # flagged set is still well defined, so the warning would only be noise on the terminal.

@@ -35,15 +35,16 @@ RULE = ("p = the temperature-calibrated probabilities; "
 
 
 def categorize(frame: pd.DataFrame, member_preds: np.ndarray | None = None,
-               thresholds: dict | None = None) -> pd.Series:
+               thresholds: dict | None = None, calibrated: np.ndarray | None = None) -> pd.Series:
     """Category per row of a predictions frame that already has a boolean `label_issue` column.
 
     member_preds: optional int (M, N) predicted classes of M member models for every row (rows that were not
     evaluated may hold -1 and are ignored).
+    calibrated: label_issues.calibrate(true, probs) of the frame when the caller already has it.
     """
     t = {**THRESHOLDS, **(thresholds or {})}
     true = frame["true"].to_numpy()
-    probs = calibrate(true, probs_of(frame))
+    probs = calibrate(true, probs_of(frame)) if calibrated is None else np.asarray(calibrated, dtype=np.float32)
     n, c = probs.shape
     rows = np.arange(n)
     pred = frame["pred"].to_numpy()
