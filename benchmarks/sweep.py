@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/sweep.py VARIANTS.json [--device cuda] [--out results.jsonl]
     PYTHONPATH=. python benchmarks/sweep.py '[{"name": "fast-lr.2", "preset": "fast", "overrides": {"lr": 0.2}}]'
 
-A variant is {"name", "preset", "overrides" (optional), "epochs" (optional), "seeds" (optional, default [0])}.
+A variant is {"name", "preset", "overrides", "epochs", "seeds" (default [0]), "ensemble", "limit_train"}; all but
+name and preset are optional.
 Prints one JSON line per run and a table (median over seeds) last; for a variant with several seeds the table
 also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model).
 This is how the presets in deepdive/train/recipe.py were chosen; it imports only what the training path does,
@@ -12,8 +13,10 @@ so it runs on the bare GPU machine too (benchmarks/gpu_bench.sh).
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 
@@ -27,11 +30,21 @@ def main(argv=None):
     p.add_argument("--bn-recal", action="store_true",
                    help="also report test accuracy after re-estimating BatchNorm statistics on the 60,000 "
                         "un-augmented training images")
+    p.add_argument("--last", action="store_true",
+                   help="also report the test accuracy of the last epoch's model (the kept one is best-by-val)")
+    p.add_argument("--tta", action="store_true",
+                   help="also report test accuracy with test-time augmentation: the mean probability over the "
+                        "image and its four one-pixel shifts (a measurement only; the product does not do this)")
+    p.add_argument("--per-epoch", action="store_true",
+                   help="also record every epoch's test accuracy of that epoch's model (with --last's checkpoints), "
+                        "to compare checkpoint-selection rules offline against the history's val numbers")
     args = p.parse_args(argv)
+    args.last = args.last or args.per_epoch
 
     import numpy as np
 
     from deepdive.data import load_dataset
+    from deepdive.models import load_checkpoint
     from deepdive.train.bench import print_jsonl
     from deepdive.train.recipe import evaluate, train
 
@@ -43,14 +56,34 @@ def main(argv=None):
     for v in variants:
         for seed in v.get("seeds", [0]):
             t0 = time.perf_counter()
+            ckpt_dir = tempfile.mkdtemp(prefix="sweep-") if args.last else None
+            per_epoch = []
+
+            def on_epoch(row, ckpt_dir=ckpt_dir, per_epoch=per_epoch):
+                if args.per_epoch:
+                    p_last, _ = evaluate(load_checkpoint(os.path.join(ckpt_dir, "model_last.pt")), ds.test_images,
+                                         ds.test_labels)
+                    per_epoch.append({"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"],
+                                      "test_accuracy": float((p_last.argmax(1) == ds.test_labels).mean())})
+
             r = train(ds, v["preset"], epochs=v.get("epochs"), seed=seed, device=args.device,
-                      overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False)
+                      overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False,
+                      checkpoint_dir=ckpt_dir, on_epoch=on_epoch, limit_train=v.get("limit_train"))
             probs, _ = evaluate(r.model, ds.test_images, ds.test_labels)
             probs_by_variant.setdefault(v["name"], []).append(probs)
             extra = {}
             if args.bn_recal:
                 recal, _ = evaluate(bn_recalibrated(r.model, ds.train_images), ds.test_images, ds.test_labels)
                 extra["test_accuracy_bn_recal"] = float((recal.argmax(1) == ds.test_labels).mean())
+            if args.last:
+                last, _ = evaluate(load_checkpoint(os.path.join(ckpt_dir, "model_last.pt")), ds.test_images,
+                                   ds.test_labels)
+                extra["test_accuracy_last"] = float((last.argmax(1) == ds.test_labels).mean())
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            if per_epoch:
+                extra["per_epoch"] = per_epoch
+            if args.tta:
+                extra["test_accuracy_tta"] = float((shift_tta(r.model, ds.test_images).argmax(1) == ds.test_labels).mean())
             rec = {"name": v["name"], "seed": seed, "test_accuracy": float((probs.argmax(1) == ds.test_labels).mean()),
                    "val_acc": r.history[-1]["val_acc"], "best_val_acc": max(h["val_acc"] for h in r.history),
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),
@@ -76,18 +109,30 @@ def bn_recalibrated(model, images_uint8, batch_size=1000):
     import copy
 
     import torch
+    from torch.optim.swa_utils import update_bn
 
     m = copy.deepcopy(model)
     dev = next(m.parameters()).device
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None                      # cumulative average instead of an exponential one
-    m.train()
-    with torch.no_grad():
-        for start in range(0, len(images_uint8), batch_size):
-            m(torch.from_numpy(images_uint8[start:start + batch_size]).unsqueeze(1).to(dev).float().div_(255.0))
+    x = torch.from_numpy(images_uint8).unsqueeze(1)
+    update_bn((x[i:i + batch_size].to(dev).float().div_(255.0) for i in range(0, len(x), batch_size)), m)
     return m.eval()
+
+
+def shift_tta(model, images_uint8, batch_size=1000):
+    """Mean softmax over each image and its four one-pixel shifts."""
+    import torch
+
+    from deepdive.train import augment
+
+    dev = next(model.parameters()).device
+    x_all = torch.from_numpy(images_uint8).unsqueeze(1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x_all), batch_size):
+            x = x_all[i:i + batch_size].to(dev).float().div_(255.0)
+            views = [x] + [augment.shift(x, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+            out.append(torch.stack([model.eval()(v).float().softmax(1) for v in views]).mean(0).cpu())
+    return torch.cat(out).numpy()
 
 
 if __name__ == "__main__":

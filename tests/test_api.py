@@ -201,3 +201,16 @@ def test_cli_analyze_json(tmp_path, run_cli):
     assert result["taxonomy"] == run.summary["taxonomy"]["total"]
     out = run_cli("analyze", "no-such-run", "--workspace", run.workspace)
     assert out.returncode == 2 and "no run 'no-such-run'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_data_is_collected_and_checked_once(tmp_path, monkeypatch):
+    """log_evaluation without a run validates the data before creating one, and does not redo it afterwards."""
+    from deepdive.analysis import api
+
+    calls = []
+    real = api.prepare
+    monkeypatch.setattr(api, "prepare", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images, labels = random_data(n=16)
+    run = deepdive.log_evaluation(TinyNet(), (images, labels), workspace=tmp_path, progress=False)
+    assert len(calls) == 1
+    assert Store.open(run.workspace, create=False).get_run(run.id).status == "finished"

@@ -91,6 +91,53 @@ def test_same_seed_same_history(mnist):
     assert h1 != h3
 
 
+def test_kept_checkpoint_follows_keep_rule(mnist, tmp_path, monkeypatch):
+    """keep="last" keeps the final epoch (the presets' rule), keep="best" the best val accuracy (ties: later),
+    and early stopping (patience) always keeps the best-by-val epoch. Val accuracies are scripted (0.90, 0.95,
+    0.93, 0.92, ...) so that the best epoch (2) is neither the first nor the last."""
+    import deepdive.train.recipe as recipe
+
+    def scripted_evaluate(accs):
+        accs = iter(accs)
+
+        def fake(model, images, labels, device=None, batch_size=1000):
+            labels = np.asarray(labels)
+            right = int(round(next(accs) * len(labels)))
+            probs = np.full((len(labels), 10), 0.01, np.float32)
+            probs[np.arange(len(labels)), labels] = 0.91
+            probs[right:] = np.roll(probs[right:], 1, axis=1)   # the rest: wrong
+            return probs, np.ones(len(labels), np.float32)
+        return fake
+
+    def run(keep, patience=None, epochs=4):
+        monkeypatch.setattr(recipe, "evaluate", scripted_evaluate([0.90, 0.95, 0.93, 0.92, 0.91, 0.90]))
+        return train(mnist, "fast", epochs=epochs, seed=0, device="cpu", limit_train=500, progress=False,
+                     overrides={"arch": "cnn-small", "keep": keep}, patience=patience,
+                     checkpoint_dir=tmp_path / f"{keep}-{patience}")
+
+    assert PRESETS["default"]["keep"] == "last"
+    assert [round(r["val_acc"], 2) for r in run("last").history] == [0.90, 0.95, 0.93, 0.92]
+    assert run("last").checkpoint["epoch"] == 4
+    best = run("best")
+    assert best.checkpoint["epoch"] == 2
+    # the file the analysis reads holds the kept checkpoint
+    assert torch.load(tmp_path / "best-None" / "model_best.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "best-None" / "model_last.pt", weights_only=True)["epoch"] == 4
+    stopped = run("last", patience=1, epochs=6)
+    assert len(stopped.history) == 3 and stopped.checkpoint["epoch"] == 2
+    with pytest.raises(DeepdiveError, match="keep"):
+        resolve_config("fast", {"keep": "first"})
+    with pytest.raises(DeepdiveError, match="aug_repeats"):
+        resolve_config("fast", {"aug_repeats": 0})
+
+
+def test_batch_augmentation_repeats_each_image(mnist):
+    r = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=1000, progress=False,
+              overrides={"arch": "cnn-small", "aug_repeats": 2})
+    assert r.config["aug_repeats"] == 2
+    assert 0 < r.history[0]["train_acc"] <= 1 and r.history[0]["val_acc"] >= 0.5
+
+
 def test_ensemble_checkpoint_averages_probabilities(tmp_path, mnist):
     torch.manual_seed(0)
     members = [build_model("cnn-small").eval() for _ in range(3)]

@@ -68,10 +68,15 @@ class Run:
         """Save the model, store the evaluation data and predictions, finish the run and analyse it.
         Returns the analysis summary (also in .summary)."""
         self._check_open()
-        from deepdive.analysis import analyze, predict
-
         inputs, labels, names = prepare(model, data, class_names, split, batch_size,
                                         self._store.get_run(self.id).class_names)
+        return self._log_prepared(model, inputs, labels, names, split, progress, batch_size)
+
+    def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size) -> dict:
+        """log_evaluation after prepare(): the data collected and checked against the model once."""
+        self._check_open()
+        from deepdive.analysis import analyze, predict
+
         num_classes = len(names)
         try:
             probs, losses = predict(model, inputs, labels, num_classes, batch_size=batch_size)
@@ -147,16 +152,18 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
     (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
     """
     own = run is None
-    if own:  # bad input is reported before a run is created for it
+    if own:  # bad input is reported before a run is created for it (and checked only this once)
         inputs, labels, class_names = prepare(model, data, class_names, split, batch_size)
-        data = (inputs, labels)
     run = run or init(name=name, workspace=workspace, class_names=class_names)
     try:
         for row in history or []:
             row = dict(row)
             run.log(row.pop("epoch", None), **row)
-        run.log_evaluation(model, data, class_names=class_names, split=split, progress=progress,
-                           batch_size=batch_size)
+        if own:
+            run._log_prepared(model, inputs, labels, class_names, split, progress, batch_size)
+        else:
+            run.log_evaluation(model, data, class_names=class_names, split=split, progress=progress,
+                               batch_size=batch_size)
     except BaseException as e:
         if own:
             run.__exit__(type(e), e, None)
