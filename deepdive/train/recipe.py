@@ -58,8 +58,8 @@ _COMMON = {
     # are the ones it was built to produce; picking among the last, near-identical epochs by a 5,000-image val
     # split picks by noise (1-2 images): [CPU] test accuracy of the last epoch minus that of the best-by-val one,
     # 7 runs of the default recipe and variants (benchmarks/sweep.py --last): +0.04, +0.04, +0.04, 0, 0, -0.01,
-    # -0.01 pp. Early
-    # stopping (train(patience=...)) always keeps the best-by-val epoch: there the LR never reached zero.
+    # -0.01 pp. Early stopping (train(patience=...)) always keeps the best-by-val epoch: there the LR never
+    # reached zero.
     "keep": "last",
     # Small training sets (limit_train, tests) shrink the batch so that an epoch takes at least this many steps.
     "min_steps_per_epoch": 50,
