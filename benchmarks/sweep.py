@@ -31,7 +31,8 @@ def main(argv=None):
                    help="also report test accuracy after re-estimating BatchNorm statistics on the 60,000 "
                         "un-augmented training images")
     p.add_argument("--last", action="store_true",
-                   help="also report the test accuracy of the last epoch's model (the kept one is best-by-val)")
+                   help="also report the test accuracy of the last epoch's model (the kept one follows the "
+                        "recipe's \"keep\" rule)")
     p.add_argument("--tta", action="store_true",
                    help="also report test accuracy with test-time augmentation: the mean probability over the "
                         "image and its four one-pixel shifts (a measurement only; the product does not do this)")
@@ -83,7 +84,8 @@ def main(argv=None):
             if per_epoch:
                 extra["per_epoch"] = per_epoch
             if args.tta:
-                extra["test_accuracy_tta"] = float((shift_tta(r.model, ds.test_images).argmax(1) == ds.test_labels).mean())
+                tta = shift_tta(r.model, ds.test_images)
+                extra["test_accuracy_tta"] = float((tta.argmax(1) == ds.test_labels).mean())
             rec = {"name": v["name"], "seed": seed, "test_accuracy": float((probs.argmax(1) == ds.test_labels).mean()),
                    "val_acc": r.history[-1]["val_acc"], "best_val_acc": max(h["val_acc"] for h in r.history),
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),

@@ -186,7 +186,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 
     eval_hook(model, row), if given, is called after each epoch outside the timed region with the model the
     run would keep if it stopped now (per config "keep"; for an ensemble, the finished members plus the
-    current member's kept one), in eval mode on the training device. The bench uses it for per-epoch test accuracy.
+    current member's kept one), in eval mode on the training device. The bench uses it for per-epoch test
+    accuracy.
 
     History rows of an ensemble carry a "member" index and are numbered on across members (epoch 1..E for the
     first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
@@ -369,8 +370,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         model.eval()
         probs, losses = evaluate(model, x_val, y_val, device=dev, batch_size=cfg["eval_batch_size"])
         val_acc = float((probs.argmax(1) == y_val).mean())
-        row = {"epoch": epoch_offset + epoch, "train_loss": train_loss, "train_acc": correct.item() / (seen * cfg["aug_repeats"]),
-               "val_loss": float(losses.mean()), "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": seconds}
+        row = {"epoch": epoch_offset + epoch, "train_loss": train_loss,
+               "train_acc": correct.item() / (seen * cfg["aug_repeats"]), "val_loss": float(losses.mean()),
+               "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": seconds}
         if member is not None:
             row["member"] = member
         history.append(row)
