@@ -13,7 +13,6 @@ so it runs on the bare GPU machine too (benchmarks/gpu_bench.sh).
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -54,42 +53,48 @@ def main(argv=None):
     ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=False)
     results, probs_by_variant = [], {}
     out = open(args.out, "a") if args.out else None
+
+    def test_accuracy(probs):
+        return float((probs.argmax(1) == ds.test_labels).mean())
+
+    def test_probs(model_or_path):
+        model = load_checkpoint(model_or_path) if isinstance(model_or_path, str) else model_or_path
+        return evaluate(model, ds.test_images, ds.test_labels)[0]
+
     for v in variants:
         for seed in v.get("seeds", [0]):
             t0 = time.perf_counter()
-            ckpt_dir = tempfile.mkdtemp(prefix="sweep-") if args.last else None
-            per_epoch = []
+            with tempfile.TemporaryDirectory(prefix="sweep-") as ckpt_dir:
+                last_path = os.path.join(ckpt_dir, "model_last.pt")
+                per_epoch = []
 
-            def on_epoch(row, ckpt_dir=ckpt_dir, per_epoch=per_epoch):
-                if args.per_epoch:
-                    p_last, _ = evaluate(load_checkpoint(os.path.join(ckpt_dir, "model_last.pt")), ds.test_images,
-                                         ds.test_labels)
-                    per_epoch.append({"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"],
-                                      "test_accuracy": float((p_last.argmax(1) == ds.test_labels).mean())})
+                def on_epoch(row, last_path=last_path, per_epoch=per_epoch):
+                    if args.per_epoch:
+                        per_epoch.append({"epoch": row["epoch"], "val_acc": row["val_acc"],
+                                          "val_loss": row["val_loss"],
+                                          "test_accuracy": test_accuracy(test_probs(last_path))})
 
-            r = train(ds, v["preset"], epochs=v.get("epochs"), seed=seed, device=args.device,
-                      overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False,
-                      checkpoint_dir=ckpt_dir, on_epoch=on_epoch, limit_train=v.get("limit_train"))
-            probs, _ = evaluate(r.model, ds.test_images, ds.test_labels)
+                r = train(ds, v["preset"], epochs=v.get("epochs"), seed=seed, device=args.device,
+                          overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False,
+                          checkpoint_dir=ckpt_dir if args.last else None, on_epoch=on_epoch,
+                          limit_train=v.get("limit_train"))
+                extra = {}
+                if per_epoch:   # its final entry is the last epoch's model: no need to evaluate that twice
+                    extra["test_accuracy_last"] = per_epoch[-1]["test_accuracy"]
+                    extra["per_epoch"] = per_epoch
+                elif args.last:
+                    extra["test_accuracy_last"] = test_accuracy(test_probs(last_path))
+            probs = test_probs(r.model)
             probs_by_variant.setdefault(v["name"], []).append(probs)
-            extra = {}
             if args.bn_recal:
-                recal, _ = evaluate(bn_recalibrated(r.model, ds.train_images), ds.test_images, ds.test_labels)
-                extra["test_accuracy_bn_recal"] = float((recal.argmax(1) == ds.test_labels).mean())
-            if args.last:
-                last, _ = evaluate(load_checkpoint(os.path.join(ckpt_dir, "model_last.pt")), ds.test_images,
-                                   ds.test_labels)
-                extra["test_accuracy_last"] = float((last.argmax(1) == ds.test_labels).mean())
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-            if per_epoch:
-                extra["per_epoch"] = per_epoch
+                extra["test_accuracy_bn_recal"] = test_accuracy(test_probs(bn_recalibrated(r.model, ds.train_images)))
             if args.tta:
-                tta = shift_tta(r.model, ds.test_images)
-                extra["test_accuracy_tta"] = float((tta.argmax(1) == ds.test_labels).mean())
-            rec = {"name": v["name"], "seed": seed, "test_accuracy": float((probs.argmax(1) == ds.test_labels).mean()),
+                extra["test_accuracy_tta"] = test_accuracy(shift_tta(r.model, ds.test_images))
+            rec = {"name": v["name"], "seed": seed, "test_accuracy": test_accuracy(probs),
                    "val_acc": r.history[-1]["val_acc"], "best_val_acc": max(h["val_acc"] for h in r.history),
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),
-                   "wall_seconds": round(time.perf_counter() - t0, 2), "epochs": len(r.history), "device": r.device, **extra}
+                   "wall_seconds": round(time.perf_counter() - t0, 2), "epochs": len(r.history), "device": r.device,
+                   **extra}
             results.append(rec)
             print_jsonl(rec, out)
     print(f"\n{'variant':28s} {'seeds':>5s} {'test acc (median, min-max)':>28s} {'train s':>8s} {'ensemble of seeds':>18s}")
@@ -99,7 +104,7 @@ def main(argv=None):
         ens = ""
         if len(rs) > 1:
             mean_probs = np.mean(probs_by_variant[name], axis=0)
-            ens = f"{(mean_probs.argmax(1) == ds.test_labels).mean() * 100:17.2f}%"
+            ens = f"{test_accuracy(mean_probs) * 100:17.2f}%"
         print(f"{name:28s} {len(rs):5d} {statistics.median(accs):10.2f}% ({min(accs):.2f}-{max(accs):.2f}) "
               f"{statistics.median(r['train_seconds'] for r in rs):8.1f} {ens}")
     return 0
