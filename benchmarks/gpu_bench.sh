@@ -1,61 +1,74 @@
 #!/usr/bin/env bash
 # The GPU benchmark, for a bare CUDA machine with PyTorch (nothing of ours installed, no internet).
 #
-#   benchmarks/gpu_bench.sh [bench|speed|sweep VARIANTS.json|all VARIANTS.json]
+#   benchmarks/gpu_bench.sh [bench | sweep VARIANTS.json | all VARIANTS.json]
 #
-# bench (default): `deepdive bench` on cuda: fast x3 seeds, default x3, best x1, a 5-model ensemble of best,
-#                  and the PyTorch examples/mnist reference for 3 epochs; the combined table is printed last.
-# speed:           the fast preset (1 seed) with larger batches and with torch.compile + CUDA graphs, to find
-#                  what brings it under 1 s: a step there is bound by Python dispatch (~5.7 ms/step on an H200).
+# bench (default): a capture check, then `deepdive bench` on cuda: fast x3 seeds with the PyTorch examples/mnist
+#                  reference (14 epochs), fast x1 with eager steps (what CUDA graphs buy), default x3, best x1 and
+#                  a 5-model ensemble of best; the combined table is printed last.
 # sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen).
+# all FILE:        bench, then the sweep for whatever time is left of $DEADLINE seconds (default 450).
 #
 # MNIST travels with the working tree: copy the four idx files (raw or .gz) into .device/mnist/ (git-ignored)
-# and carry ".device". Logs and JSON lines go to $OUT (default ./gpu-bench-out).
+# and carry ".device". Everything goes to $OUT (default ./gpu-bench-out): log.txt, bench.jsonl, sweep.jsonl,
+# table.txt (few files: the device tool brings back at most 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=. PYTHONUNBUFFERED=1 DEEPDIVE_DATA_DIR="${DEEPDIVE_DATA_DIR:-.device/mnist}"
 OUT="${OUT:-gpu-bench-out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
+LOG="$OUT/log.txt"
+START=$(date +%s)
+DEADLINE="${DEADLINE:-450}"
 mode="${1:-bench}"
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
-} 2>&1 | tee "$OUT/env.txt"
+} 2>&1 | tee -a "$LOG" || true
 
 bench() {
-  local jsonl="$OUT/bench.jsonl"
+  local jsonl="$OUT/bench.jsonl" b="$PY -m deepdive.train.bench --device cuda --no-progress"
   : > "$jsonl"
-  # One process per preset group: a crash in one leaves the others' lines in bench.jsonl.
-  "$PY" -m deepdive.train.bench --device cuda --presets fast --seeds 3 --peer-epochs 3 --no-progress \
-    --json-out "$jsonl" 2>&1 | tee "$OUT/bench_fast.log"
-  "$PY" -m deepdive.train.bench --device cuda --presets default --seeds 3 --peer-epochs 0 --no-progress \
-    --json-out "$jsonl" 2>&1 | tee "$OUT/bench_default.log"
-  "$PY" -m deepdive.train.bench --device cuda --presets best --seeds 1 --ensemble 5 --peer-epochs 0 \
-    --no-progress --json-out "$jsonl" 2>&1 | tee "$OUT/bench_best.log"
-  echo
-  "$PY" benchmarks/bench_table.py "$jsonl" | tee "$OUT/table.txt"
+  # Capture check first: cuda_graphs forced on, so a capture failure is an error here, not a silent eager run.
+  echo "== capture check" | tee -a "$LOG"
+  $b --presets fast --seeds 1 --epochs 1 --limit-train 5000 --peer-epochs 0 --overrides '{"cuda_graphs": true}' \
+    2>&1 | tail -3 | tee -a "$LOG" || true
+  # One process per group: a crash in one leaves the others' lines in bench.jsonl.
+  $b --presets fast --seeds 3 --peer-epochs ${PEER_EPOCHS:-14} --json-out "$jsonl" 2>&1 | tee -a "$LOG" || true
+  echo "== fast, eager steps (cuda_graphs off)" | tee -a "$LOG"
+  $b --presets fast --seeds 1 --peer-epochs 0 --overrides '{"cuda_graphs": false}' 2>&1 | tail -4 | tee -a "$LOG" || true
+  $b --presets default,best --seeds 3 --ensemble 5 --peer-epochs 0 --json-out "$jsonl" 2>&1 | tee -a "$LOG" || true
+  "$PY" benchmarks/bench_table.py "$jsonl" > "$OUT/table.txt" || true
 }
 
-speed() {
-  local jsonl="$OUT/speed.jsonl"
-  : > "$jsonl"
-  for ov in '{"batch_size": 512}' '{"batch_size": 1024}' '{"batch_size": 1024, "epochs": 5}' \
-            '{"compile": true, "compile_mode": "reduce-overhead"}' \
-            '{"batch_size": 1024, "compile": true, "compile_mode": "reduce-overhead"}'; do
-    echo "== fast with $ov"
-    "$PY" -m deepdive.train.bench --device cuda --presets fast --seeds 1 --peer-epochs 0 --no-progress \
-      --overrides "$ov" 2>&1 | tee -a "$OUT/speed.log" | tail -4
-  done
+sweep() {
+  local left=$(( DEADLINE - ($(date +%s) - START) ))
+  if (( left < 30 )); then echo "== no time left for the sweep" | tee -a "$LOG"; return 0; fi
+  echo "== sweep $1 (${left}s left)" | tee -a "$LOG"
+  timeout "$left" "$PY" benchmarks/sweep.py "$1" --device cuda --out "$OUT/sweep.jsonl" 2>&1 | tee -a "$LOG" || true
+  # the sweep's own table is lost if the timeout cut it: rebuild it from the JSON lines
+  [ -s "$OUT/sweep.jsonl" ] || return 0
+  "$PY" - "$OUT/sweep.jsonl" <<'EOF' | tee -a "$OUT/table.txt"
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault(r["name"], []).append(r)
+print(f"\nsweep: {'variant':24s} seeds  test acc median (min-max)  train s  graphs")
+for name, rs in rows.items():
+    accs = [100 * r["test_accuracy"] for r in rs]
+    print(f"       {name:24s} {len(rs):5d}  {statistics.median(accs):6.2f}% ({min(accs):.2f}-{max(accs):.2f})"
+          f"  {statistics.median(r['train_seconds'] for r in rs):7.2f}  {rs[0].get('cuda_graphs')}")
+EOF
 }
 
 case "$mode" in
   bench) bench ;;
-  speed) speed ;;
-  sweep) "$PY" benchmarks/sweep.py "$2" --device cuda --out "$OUT/sweep.jsonl" 2>&1 | tee "$OUT/sweep.log" ;;
-  all)
-    "$PY" benchmarks/sweep.py "$2" --device cuda --out "$OUT/sweep.jsonl" 2>&1 | tee "$OUT/sweep.log"
-    bench ;;
+  sweep) sweep "$2" ;;
+  all) bench; sweep "$2" ;;
   *) echo "usage: $0 [bench|sweep FILE|all FILE]" >&2; exit 2 ;;
 esac
+echo
+cat "$OUT/table.txt" 2>/dev/null || true

@@ -251,6 +251,41 @@ def test_config_errors():
         resolve_config("fast", {"augment": {"shear": 75}})
     with pytest.raises(DeepdiveError, match="stretch"):
         resolve_config("fast", {"augment": {"stretch": 1.0}})
+    with pytest.raises(DeepdiveError, match="cuda_graphs must be"):
+        resolve_config("fast", {"cuda_graphs": "yes"})
+
+
+def test_cuda_graphs_need_a_cuda_device(mnist):
+    with pytest.raises(DeepdiveError, match="cuda_graphs needs a CUDA device"):
+        train(mnist, "fast", epochs=1, device="cpu", limit_train=500, progress=False, overrides={"cuda_graphs": True})
+    result = train(mnist, "fast", epochs=1, device="cpu", limit_train=500, progress=False)
+    assert result.config["cuda_graphs"] is False        # "auto" on the CPU: eager steps
+
+
+def test_graph_sgd_update_matches_torch_sgd():
+    """The capturable update (LR from a device tensor) is torch.optim.SGD's Nesterov + weight decay, step for
+    step, under a changing LR."""
+    from deepdive.train.graphed import sgd_step_
+
+    torch.manual_seed(0)
+    ref = [torch.randn(5, 3), torch.randn(7)]
+    ours = [p.clone() for p in ref]
+    start = [p.clone() for p in ref]
+    for p in ref + ours:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(ref, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    bufs = [torch.zeros_like(p) for p in ours]
+    for lr in (0.05, 0.2, 0.1, 0.0, 0.3):
+        grads = [torch.randn_like(p) for p in ref]
+        for p, q, g in zip(ref, ours, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        sgd_step_(ours, bufs, torch.tensor(lr), 0.9, 5e-4)
+        for p, q in zip(ref, ours):
+            assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)
+    assert all((p - s).abs().max() > 0.01 for p, s in zip(ref, start))   # the steps did move the weights
 
 
 # ---- augmentations -------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ def run(args) -> int:
             t_total = time.perf_counter() - t0
             final = test_accuracy(result.model)
             summaries.append({"recipe": recipe, "seed": seed, "final": final, "train_seconds": result.train_seconds,
-                              "warmup_seconds": result.warmup_seconds, "wall_seconds": t_total})
+                              "warmup_seconds": result.warmup_seconds, "wall_seconds": t_total,
+                              "cuda_graphs": result.config["cuda_graphs"]})
             _emit_summary(summaries[-1], dev, out)
     finally:
         if out:
