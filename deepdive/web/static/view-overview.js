@@ -48,11 +48,22 @@
     }
     const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
-                     yaxis: {title: {text: "cross-entropy"}, type: "log"}, shapes, annotations}), DD.plotConfig);
+                     yaxis: {title: {text: "cross-entropy"}, type: "log", ...logTicks(ep)}, shapes, annotations}), DD.plotConfig);
     const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
                      yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
+  }
+
+  // Log-axis ticks at 1-2-5 steps with full numbers: plotly's own labels the minor ticks with bare digits
+  // ("2 … 9" under "0.1"), which reads as values.
+  function logTicks(ep) {
+    const ys = ep.flatMap((e) => [e.train_loss, e.val_loss]).filter((v) => v > 0 && Number.isFinite(v));
+    if (!ys.length) return {};
+    const lo = Math.min(...ys), hi = Math.max(...ys), vals = [];
+    for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++)
+      for (const m of [1, 2, 5]) { const v = m * 10 ** p; if (v >= lo / 2 && v <= hi * 2) vals.push(v); }
+    return {tickmode: "array", tickvals: vals, ticktext: vals.map((v) => String(+v.toPrecision(1)))};
   }
 
   function insightText(es) {
