@@ -5,6 +5,7 @@ Both run on a copy of the small analysed run whose run name and first class name
 test also checks that data-derived text is rendered as text. Screenshots land in test-output/.
 """
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -55,7 +56,8 @@ def expected(analyzed_run):
             "methods": res.saliency_methods, "focus": res.focus_indices.tolist(), "run_id": analyzed_run.run_id,
             "class_reps": int((np.asarray(res.saliency(res.saliency_methods[0])["class_rep_index"]) >= 0).sum()),
             "saliency_errors": len(res.saliency(res.saliency_methods[0])["errors_index"]),
-            "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None}
+            "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None,
+            "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")]}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,14 @@ def view_checks(tab, expected) -> dict:
 
     def overview(p):
         p.wait_for_selector('[data-testid="loss-chart"] .scatterlayer .trace')
-        return f"{100 * summary['accuracy']:.2f}%" in p.inner_text('[data-testid="overview-cards"]')
+        # The loss axis (log) is labelled at 1-2-5 steps with full values near the losses; plotly's own labels
+        # minor ticks with bare digits ("2".."9" under "0.1") or at uneven steps.
+        ticks = p.eval_on_selector_all('[data-testid="loss-chart"] .ytick text', "ts => ts.map(t => t.textContent)")
+        lo, hi = min(expected["losses"]), max(expected["losses"])
+        mantissas = [float(t) / 10 ** math.floor(math.log10(float(t))) for t in ticks]
+        one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2 <= float(t) <= hi * 2 for m, t in zip(mantissas, ticks))
+        return f"{100 * summary['accuracy']:.2f}%" in p.inner_text('[data-testid="overview-cards"]') and \
+            len(ticks) >= 2 and one_two_five
 
     def classes(p):
         thumbs = sum(min(48, row["errors"]) for row in summary["per_class"])
