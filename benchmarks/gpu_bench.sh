@@ -4,7 +4,7 @@
 #   benchmarks/gpu_bench.sh [bench | sweep VARIANTS.json | all VARIANTS.json]
 #
 # bench (default): a capture check, then `deepdive bench` on cuda: fast x3 seeds with the PyTorch examples/mnist
-#                  reference (14 epochs), fast x1 with eager steps (what CUDA graphs buy), default x3, best x1 and
+#                  reference (14 epochs), fast x1 with eager steps (what CUDA graphs buy), default x3, best x3 and
 #                  a 5-model ensemble of best; the combined table is printed last.
 # sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen).
 # all FILE:        bench, then the sweep for whatever time is left of $DEADLINE seconds (default 450).
