@@ -105,8 +105,8 @@ PRESETS = {
     # target; also measured there (seeds 0-2): batch 256 for 4 epochs 99.40-99.50% in 0.82 s, for 5 epochs
     # 99.55-99.57% in 1.02 s; batch 384 for 6 epochs 99.49-99.53% in 1.06 s; batch 512 for 8 epochs 99.51-99.56%
     # in 1.27 s; this preset with the model compiled inside the graph ("compile": true) 99.49% (seed 0) in 0.97 s.
-    # Batch 256 for 5 epochs on the CPU (both cores): 99.62 / 99.50 / 99.50% (seeds 0-2) in 56-58 s, against this preset's
-    # 99.53% in 46.6 s (seed 0, same session): less margin on both counts, so the preset stays as it is.
+    # Batch 256 for 5 epochs on the CPU (both cores): 99.62 / 99.50 / 99.50% (seeds 0-2) in 56-58 s, against
+    # this preset's 99.53% in 46.6 s (seed 0, same session): less margin on both counts, so it stays as it is.
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single"}, "epochs": 4,
              "batch_size": 128, "augment": {"shift": 2}},
     # `deepdive train` / make demo. Batch augmentation: every image twice per batch, differently warped
