@@ -4,14 +4,14 @@
 #   benchmarks/gpu_bench.sh [bench | sweep VARIANTS.json | all VARIANTS.json]
 #
 # bench (default): a capture check, then `deepdive bench` on cuda: fast x3 seeds with the PyTorch examples/mnist
-#                  reference (14 epochs), fast x1 with eager steps (what CUDA graphs buy), default x3, best x3 and
-#                  a 5-model ensemble of best; the combined table is printed last.
-# sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen).
+#                  reference (14 epochs), then default x3 and best x3; the combined table is printed last.
+# sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen), keeping every
+#                  run's test probabilities in probs.npz for benchmarks/ensembles.py.
 # all FILE:        bench, then the sweep for whatever time is left of $DEADLINE seconds (default 450).
 #
 # MNIST travels with the working tree: copy the four idx files (raw or .gz) into .device/mnist/ (git-ignored)
 # and carry ".device". Everything goes to $OUT (default ./gpu-bench-out): log.txt, bench.jsonl, sweep.jsonl,
-# table.txt (few files: the device tool brings back at most 8).
+# probs.npz, table.txt (few files: the device tool brings back at most 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=. PYTHONUNBUFFERED=1 DEEPDIVE_DATA_DIR="${DEEPDIVE_DATA_DIR:-.device/mnist}"
@@ -37,9 +37,7 @@ bench() {
     2>&1 | tail -3 | tee -a "$LOG" || true
   # One process per group: a crash in one leaves the others' lines in bench.jsonl.
   $b --presets fast --seeds 3 --peer-epochs ${PEER_EPOCHS:-14} --json-out "$jsonl" 2>&1 | tee -a "$LOG" || true
-  echo "== fast, eager steps (cuda_graphs off)" | tee -a "$LOG"
-  $b --presets fast --seeds 1 --peer-epochs 0 --overrides '{"cuda_graphs": false}' 2>&1 | tail -4 | tee -a "$LOG" || true
-  $b --presets default,best --seeds 3 --ensemble 5 --peer-epochs 0 --json-out "$jsonl" 2>&1 | tee -a "$LOG" || true
+  $b --presets default,best --seeds 3 --peer-epochs 0 --json-out "$jsonl" 2>&1 | tee -a "$LOG" || true
   "$PY" benchmarks/bench_table.py "$jsonl" > "$OUT/table.txt" || true
 }
 
@@ -47,7 +45,8 @@ sweep() {
   local left=$(( DEADLINE - ($(date +%s) - START) ))
   if (( left < 30 )); then echo "== no time left for the sweep" | tee -a "$LOG"; return 0; fi
   echo "== sweep $1 (${left}s left)" | tee -a "$LOG"
-  timeout "$left" "$PY" benchmarks/sweep.py "$1" --device cuda --out "$OUT/sweep.jsonl" 2>&1 | tee -a "$LOG" || true
+  timeout "$left" "$PY" benchmarks/sweep.py "$1" --device cuda --out "$OUT/sweep.jsonl" --probs-out "$OUT/probs.npz" \
+    2>&1 | tee -a "$LOG" || true
   # the sweep's own table is lost if the timeout cut it: rebuild it from the JSON lines
   [ -s "$OUT/sweep.jsonl" ] || return 0
   "$PY" - "$OUT/sweep.jsonl" <<'EOF' | tee -a "$OUT/table.txt"

@@ -38,11 +38,15 @@ def main(argv=None):
     p.add_argument("--per-epoch", action="store_true",
                    help="also record every epoch's test accuracy of that epoch's model (with --last's checkpoints), "
                         "to compare checkpoint-selection rules offline against the history's val numbers")
+    p.add_argument("--probs-out", default=None,
+                   help="keep every run's test probabilities (float32, compressed) in this .npz, rewritten after each run, so "
+                        "ensembles across variants can be scored afterwards (benchmarks/ensembles.py)")
     args = p.parse_args(argv)
     args.last = args.last or args.per_epoch
 
     import numpy as np
 
+    from deepdive.atomic import atomic_open
     from deepdive.data import load_dataset
     from deepdive.models import load_checkpoint
     from deepdive.train.bench import print_jsonl
@@ -51,7 +55,7 @@ def main(argv=None):
     text = open(args.variants).read() if os.path.exists(args.variants) else args.variants
     variants = json.loads(text)
     ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=False)
-    results, probs_by_variant = [], {}
+    results, probs_by_variant, saved_probs = [], {}, {}
     out = open(args.out, "a") if args.out else None
 
     def test_accuracy(probs):
@@ -86,6 +90,10 @@ def main(argv=None):
                     extra["test_accuracy_last"] = test_accuracy(test_probs(last_path))
             probs = test_probs(r.model)
             probs_by_variant.setdefault(v["name"], []).append(probs)
+            if args.probs_out:
+                saved_probs[f"{v['name']}/{seed}"] = probs.astype(np.float32)
+                with atomic_open(args.probs_out) as f:   # whole or not at all, should a timeout cut the sweep
+                    np.savez_compressed(f, labels=np.asarray(ds.test_labels), **saved_probs)
             if args.bn_recal:
                 extra["test_accuracy_bn_recal"] = test_accuracy(test_probs(bn_recalibrated(r.model, ds.train_images)))
             if args.tta:

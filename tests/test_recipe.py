@@ -255,6 +255,36 @@ def test_config_errors():
         resolve_config("fast", {"cuda_graphs": "yes"})
 
 
+def test_cuda_block_applies_on_cuda_only(monkeypatch):
+    """A preset's "cuda" changes apply when the device is CUDA (no GPU needed to resolve them), overrides still
+    win, and the resolved config carries the values, not the block."""
+    cpu, gpu = resolve_config("fast", device="cpu"), resolve_config("fast", device="cuda")
+    block = PRESETS["fast"]["cuda"]
+    assert block and "cuda" not in cpu and "cuda" not in gpu
+    for key, value in block.items():
+        assert gpu[key] == value and cpu[key] == PRESETS["fast"][key]
+    assert resolve_config("fast", {"batch_size": 64}, device="cuda")["batch_size"] == 64
+    assert resolve_config("fast", device=torch.device("cuda"), epochs=2)["epochs"] == 2
+    with pytest.raises(DeepdiveError, match="unknown training option 'cuda'"):
+        resolve_config("fast", {"cuda": {"epochs": 1}})
+    monkeypatch.setitem(PRESETS["fast"], "cuda", {"batchsize": 256})
+    with pytest.raises(DeepdiveError, match="'batchsize' in the preset's cuda block"):
+        resolve_config("fast", device="cuda")
+    assert resolve_config("fast", device="cpu")["batch_size"] == PRESETS["fast"]["batch_size"]
+
+
+def test_compiled_step_trains_like_the_eager_one(mnist):
+    """compile: true compiles the step's gather, augmentation, forward and loss (the fast preset's CUDA path,
+    here on the CPU): same data, same random draws, so the first epoch ends close to the eager run's."""
+    kw = dict(epochs=1, seed=0, device="cpu", limit_train=600, progress=False)
+    eager = train(mnist, "fast", **kw)
+    compiled = train(mnist, "fast", overrides={"compile": True}, **kw)
+    assert compiled.config["compile"] is True and eager.config["compile"] is False
+    e, c = eager.history[0], compiled.history[0]
+    assert abs(e["train_loss"] - c["train_loss"]) < 0.02 * e["train_loss"]
+    assert abs(e["val_acc"] - c["val_acc"]) < 0.03 and c["val_acc"] > 0.8
+
+
 def test_cuda_graphs_need_a_cuda_device(mnist):
     with pytest.raises(DeepdiveError, match="cuda_graphs needs a CUDA device"):
         train(mnist, "fast", epochs=1, device="cpu", limit_train=500, progress=False, overrides={"cuda_graphs": True})

@@ -1,6 +1,7 @@
 """Augmentation on whole batches, on the device the batch lives on, plus deterministic perturbations.
 
 Training:   augment_batch(x, cfg, generator) -> x'     one random geometric warp + stroke-width jitter per image
+            = apply_params(x, cfg, sample_params(len(x), cfg, generator, x.device))
 Probes:     rotate(x, deg), shift(x, dx, dy), scale(x, factor), shear(x, deg), stretch(x, factor),
             thicken(x), thin(x)
 
@@ -48,38 +49,56 @@ def check_config(cfg: dict) -> dict:
 
 def augment_batch(x: torch.Tensor, cfg: dict, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random augmentation of a batch (cfg as check_config returns it). Reproducible given the generator."""
-    b, _, h, w = x.shape
-    dev = x.device
+    return apply_params(x, cfg, sample_params(x.shape[0], cfg, generator, x.device))
 
+
+def sample_params(b: int, cfg: dict, generator: torch.Generator | None = None, device=None) -> dict:
+    """The random part of augment_batch: per-image parameters for `b` images, drawn from `generator`.
+
+    Kept apart from apply_params so that a compiled training step can take them as inputs: torch.compile does
+    not trace random ops on an explicit generator, and everything after the draw compiles into a few kernels."""
     def uniform(lo, hi):
-        return torch.rand(b, device=dev, generator=generator) * (hi - lo) + lo
+        return torch.rand(b, device=device, generator=generator) * (hi - lo) + lo
 
+    params = {}
     if cfg["shift"] or cfg["rotate"] or cfg["scale"] or cfg.get("shear") or cfg.get("stretch"):
-        smooth = bool(cfg["rotate"] or cfg["scale"] or cfg.get("shear") or cfg.get("stretch"))
         s = cfg["shift"]
-        if smooth:
-            dx, dy = uniform(-s, s), uniform(-s, s)
+        if _smooth(cfg):
+            params["dx"], params["dy"] = uniform(-s, s), uniform(-s, s)
         else:
             # Whole-pixel shifts, uniform over {-s, ..., s}.
             n = int(s)
-            dx = torch.randint(-n, n + 1, (b,), device=dev, generator=generator).float()
-            dy = torch.randint(-n, n + 1, (b,), device=dev, generator=generator).float()
-        angle = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
-        zoom = uniform(1 - cfg["scale"], 1 + cfg["scale"])
-        extra = {}
+            params["dx"] = torch.randint(-n, n + 1, (b,), device=device, generator=generator).float()
+            params["dy"] = torch.randint(-n, n + 1, (b,), device=device, generator=generator).float()
+        params["angle"] = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
+        params["zoom"] = uniform(1 - cfg["scale"], 1 + cfg["scale"])
         if cfg.get("shear") or cfg.get("stretch"):
-            extra = {"shear": torch.tan(uniform(-cfg.get("shear", 0), cfg.get("shear", 0)) * (math.pi / 180)),
-                     "stretch": uniform(1 - cfg.get("stretch", 0), 1 + cfg.get("stretch", 0))}
-        x = _warp(x, angle, zoom, dx, dy, mode="bilinear" if smooth else "nearest", **extra)
-
+            params["shear"] = torch.tan(uniform(-cfg.get("shear", 0), cfg.get("shear", 0)) * (math.pi / 180))
+            params["stretch"] = uniform(1 - cfg.get("stretch", 0), 1 + cfg.get("stretch", 0))
     if cfg["thicken"] or cfg["thin"]:
-        u = torch.rand(b, 1, 1, 1, device=dev, generator=generator)
+        params["u"] = torch.rand(b, 1, 1, 1, device=device, generator=generator)
+    return params
+
+
+def apply_params(x: torch.Tensor, cfg: dict, params: dict) -> torch.Tensor:
+    """The deterministic part of augment_batch: warp and stroke-width change by sample_params' parameters."""
+    if "dx" in params:
+        extra = {k: params[k] for k in ("shear", "stretch") if k in params}
+        x = _warp(x, params["angle"], params["zoom"], params["dx"], params["dy"],
+                  mode="bilinear" if _smooth(cfg) else "nearest", **extra)
+    if "u" in params:
+        u = params["u"]
         # only the enabled op is computed: each one is a full pass over the batch on every training step
         if cfg["thicken"]:
             x = torch.where(u < cfg["thicken"], thicken(x), x)
         if cfg["thin"]:
             x = torch.where((u >= cfg["thicken"]) & (u < cfg["thicken"] + cfg["thin"]), thin(x), x)
     return x
+
+
+def _smooth(cfg):
+    """Whether the warp interpolates (anything but a pure whole-pixel shift)."""
+    return bool(cfg["rotate"] or cfg["scale"] or cfg.get("shear") or cfg.get("stretch"))
 
 
 def _warp(x, angle, zoom, dx, dy, mode="bilinear", shear=None, stretch=None):

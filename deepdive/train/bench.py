@@ -74,9 +74,9 @@ def run(args) -> int:
         raise DeepdiveError(f"--overrides is not valid JSON: {e}") from e
     if overrides is not None and not isinstance(overrides, dict):
         raise DeepdiveError(f"--overrides must be a JSON object, got {type(overrides).__name__}")
-    for p in set(presets + ([args.ensemble_preset] if args.ensemble else [])):
-        resolve_config(p, overrides, args.epochs)  # a bad option fails here, before any data is loaded
     dev = resolve_device(args.device)
+    for p in set(presets + ([args.ensemble_preset] if args.ensemble else [])):
+        resolve_config(p, overrides, args.epochs, device=dev)  # a bad option fails here, before any data loads
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
     if args.limit_test is not None:
