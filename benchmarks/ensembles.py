@@ -2,6 +2,7 @@
 
     python benchmarks/ensembles.py probs.npz                     # each variant, and all its seeds averaged
     python benchmarks/ensembles.py probs.npz default best/3      # plus one ensemble: all of "default", best seed 3
+    python benchmarks/ensembles.py a.npz b.npz default           # several sweeps' files together
 
 A member is "variant" (all its seeds) or "variant/seed". Ensembles average probabilities, as `--ensemble K` does.
 Combinations are named up front, not searched for: picking members by their test accuracy would fit the test set.
@@ -15,12 +16,24 @@ import numpy as np
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("npz")
-    p.add_argument("members", nargs="*", help="one ensemble, from these variants / variant/seed runs")
+    p.add_argument("args", nargs="+", metavar="FILE.npz | MEMBER",
+                   help="the sweeps' .npz files, then the members of one ensemble (variants or variant/seed runs)")
     args = p.parse_args(argv)
-    data = np.load(args.npz)
-    labels = data["labels"]
-    runs = {k: data[k].astype(np.float32) for k in data.files if k != "labels"}
+    files = [a for a in args.args if a.endswith(".npz")]
+    args.members = [a for a in args.args if not a.endswith(".npz")]
+    if not files:
+        p.error("name at least one .npz file written by benchmarks/sweep.py --probs-out")
+    runs, labels = {}, None
+    for path in files:
+        data = np.load(path)
+        if labels is not None and not np.array_equal(labels, data["labels"]):
+            p.error(f"{path} holds other test labels than {files[0]}")
+        labels = data["labels"]
+        for k in data.files:
+            if k != "labels":
+                if k in runs:
+                    p.error(f"run {k!r} is in two files; rename the variant in one sweep")
+                runs[k] = data[k].astype(np.float32)
 
     def acc(probs):
         return 100 * float((probs.argmax(1) == labels).mean())
@@ -41,8 +54,11 @@ def main(argv=None):
             elif m in variants:
                 keys += variants[m]
             else:
-                p.error(f"no run or variant {m!r} in {args.npz}; variants: {', '.join(variants)}")
-        print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(np.mean([runs[k] for k in keys], axis=0)):.2f}%")
+                p.error(f"no run or variant {m!r} in {', '.join(files)}; variants: {', '.join(variants)}")
+        probs = np.stack([runs[k] for k in keys])
+        shared = int(((probs.argmax(2) != labels).mean(0) >= 0.5).sum())
+        print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(probs.mean(0)):.2f}%; "
+              f"{shared} test images are wrong in at least half of these runs")
     return 0
 
 

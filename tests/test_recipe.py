@@ -1,5 +1,6 @@
 """The training recipe, models, checkpoints and augmentations (CPU, small: about a minute in all)."""
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -273,6 +274,8 @@ def test_cuda_block_applies_on_cuda_only(monkeypatch):
     assert resolve_config("fast", device="cpu")["batch_size"] == PRESETS["fast"]["batch_size"]
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile's CPU code generation needs a C++ compiler")
 def test_compiled_step_trains_like_the_eager_one(mnist):
     """compile: true compiles the step's gather, augmentation, forward and loss (the fast preset's CUDA path,
     here on the CPU): same data, same random draws, so the first epoch ends close to the eager run's."""
