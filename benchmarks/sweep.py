@@ -39,8 +39,8 @@ def main(argv=None):
                    help="also record every epoch's test accuracy of that epoch's model (with --last's checkpoints), "
                         "to compare checkpoint-selection rules offline against the history's val numbers")
     p.add_argument("--probs-out", default=None,
-                   help="keep every run's test probabilities (float32, compressed) in this .npz, rewritten after each run, so "
-                        "ensembles across variants can be scored afterwards (benchmarks/ensembles.py)")
+                   help="keep every run's test probabilities (float32, compressed) in this .npz, rewritten after "
+                        "each run, so ensembles across variants can be scored afterwards (benchmarks/ensembles.py)")
     args = p.parse_args(argv)
     args.last = args.last or args.per_epoch
 
