@@ -102,7 +102,8 @@ def main(argv=None):
                    "val_acc": r.history[-1]["val_acc"], "best_val_acc": max(h["val_acc"] for h in r.history),
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),
                    "wall_seconds": round(time.perf_counter() - t0, 2), "epochs": len(r.history), "device": r.device,
-                   "cuda_graphs": r.config.get("cuda_graphs"), **extra}
+                   "cuda_graphs": r.config.get("cuda_graphs"),
+                   "compile": r.config.get("compile"), **extra}
             results.append(rec)
             print_jsonl(rec, out)
     print(f"\n{'variant':28s} {'seeds':>5s} {'test acc (median, min-max)':>28s} {'train s':>8s} {'ensemble of seeds':>18s}")

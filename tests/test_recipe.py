@@ -288,6 +288,25 @@ def test_compiled_step_trains_like_the_eager_one(mnist):
     assert abs(e["val_acc"] - c["val_acc"]) < 0.03 and c["val_acc"] > 0.8
 
 
+def test_failed_compile_trains_uncompiled(mnist, monkeypatch):
+    """Where torch.compile cannot build the step (no C++ compiler, no Triton), training warns and goes on
+    uncompiled, and the result says so; the fast preset compiles by default on CUDA, so this must not crash."""
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    kw = dict(epochs=1, seed=0, device="cpu", limit_train=500, progress=False)
+    with pytest.warns(UserWarning, match="compiling the training step failed.*no working C\\+\\+ compiler"):
+        result = train(mnist, "fast", overrides={"compile": True}, **kw)
+    assert result.config["compile"] is False
+    plain = train(mnist, "fast", **kw)      # same seed, never compiled: the fallback run is exactly that run
+    assert result.history[0]["train_loss"] == plain.history[0]["train_loss"]
+    weights = zip(result.model.state_dict().values(), plain.model.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in weights)
+
+
 def test_cuda_graphs_need_a_cuda_device(mnist):
     with pytest.raises(DeepdiveError, match="cuda_graphs needs a CUDA device"):
         train(mnist, "fast", epochs=1, device="cpu", limit_train=500, progress=False, overrides={"cuda_graphs": True})

@@ -272,7 +272,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 
     history, members_best, members_last = [], [], []
     train_seconds = warmup_seconds = 0.0
-    graphs_used = False
+    graphs_used = compiled = False
     for member in range(ensemble):
         out = _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, seed=seed + member,
                          member=member if ensemble > 1 else None, epoch_offset=len(history), patience=patience,
@@ -283,7 +283,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         members_last.append(out["last"])
         train_seconds += out["train_seconds"]
         warmup_seconds += out["warmup_seconds"]
-        graphs_used = out["cuda_graphs"]
+        graphs_used, compiled = out["cuda_graphs"], out["compiled"]
 
     if ensemble == 1:
         checkpoint = members_best[0]
@@ -295,7 +295,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     return TrainResult(model=model, checkpoint=checkpoint, history=history, train_seconds=train_seconds,
                        warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
-                               "patience": patience, "cuda_graphs": graphs_used})
+                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled})
 
 
 def train_val_indices(train_labels, val_size, limit_train=None):
@@ -385,25 +385,26 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     t0 = time.perf_counter()
     saved_model = copy.deepcopy(model.state_dict())
     model.train()
-    run_step = None
-    if use_graphs:
-        from deepdive.train.graphed import GraphedStep
 
-        try:
-            run_step = GraphedStep(forward_backward, model.parameters(), batch_size=batch_size,
+    def make_step(graphs):
+        """The training step, warmed up: (run_step(idx, lr) -> loss, reset() to a fresh optimizer state, whether
+        it is a CUDA graph). A failed capture under cuda_graphs "auto" falls back to eager steps."""
+        if graphs:
+            from deepdive.train.graphed import GraphedStep
+
+            try:
+                step = GraphedStep(forward_backward, model.parameters(), batch_size=batch_size,
                                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], generator=gen)
-        except Exception as e:  # noqa: BLE001 - any capture failure (old driver, op not capturable): go eager
-            if cfg["cuda_graphs"] is True:
-                raise RunError(f"CUDA graph capture of the training step failed: {e}") from e
-            warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); training with eager steps")
-            use_graphs = False
-            model.load_state_dict(saved_model)
-    if run_step is None:
+                return step, step.reset, True
+            except Exception as e:  # noqa: BLE001 - any capture failure (old driver, op not capturable): go eager
+                if cfg["cuda_graphs"] is True:
+                    raise RunError(f"CUDA graph capture of the training step failed: {e}") from e
+                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); training with eager steps")
+                model.load_state_dict(saved_model)
         optimizer = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
                                     weight_decay=cfg["weight_decay"])
-        saved_opt = copy.deepcopy(optimizer.state_dict())
 
-        def run_step(idx, lr):
+        def eager_step(idx, lr):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
@@ -412,13 +413,21 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             return loss
 
         for _ in range(3):
-            run_step(torch.randint(0, n, (batch_size,), device=dev, generator=gen), peak_lr)
+            eager_step(torch.randint(0, n, (batch_size,), device=dev, generator=gen), peak_lr)
+        return eager_step, optimizer.state.clear, False
+
+    try:
+        run_step, reset_optimizer, use_graphs = make_step(use_graphs)
+    except Exception as e:  # noqa: BLE001 - compiling needs a toolchain (a C++ compiler; Triton on the GPU)
+        if not use_compile:
+            raise
+        warnings.warn(f"compiling the training step failed ({type(e).__name__}: {e}); training it uncompiled")
+        model.load_state_dict(saved_model)
+        step_loss, use_compile = batch_loss, False
+        run_step, reset_optimizer, use_graphs = make_step(use_graphs)
     _sync(dev)
     model.load_state_dict(saved_model)
-    if use_graphs:
-        run_step.reset()
-    else:
-        optimizer.load_state_dict(saved_opt)
+    reset_optimizer()
     _seed_everything(seed)
     gen.manual_seed(seed)
     warmup_seconds = time.perf_counter() - t0
@@ -493,7 +502,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         if patience is not None and bad_epochs >= patience:
             break
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
-            "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs)}
+            "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile)}
 
 
 def _write_checkpoints(checkpoint_dir, best_members, last_members):
