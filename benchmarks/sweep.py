@@ -91,7 +91,7 @@ def main(argv=None):
             probs = test_probs(r.model)
             probs_by_variant.setdefault(v["name"], []).append(probs)
             if args.probs_out:
-                saved_probs[f"{v['name']}/{seed}"] = probs.astype(np.float32)
+                saved_probs[f"{v['name']}/{seed}"] = probs      # evaluate() returns float32
                 with atomic_open(args.probs_out) as f:   # whole or not at all, should a timeout cut the sweep
                     np.savez_compressed(f, labels=np.asarray(ds.test_labels), **saved_probs)
             if args.bn_recal:

@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep.py"
 
 
@@ -18,7 +20,9 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     variants = [{"name": "tiny", "preset": "fast", "epochs": 1, "seeds": [0, 1], "limit_train": 1000,
                  "overrides": {"arch": "cnn-small"}}]
     out = tmp_path / "sweep.jsonl"
-    rc = _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out), "--per-epoch", "--tta"])
+    probs_out = tmp_path / "probs.npz"
+    rc = _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out), "--per-epoch", "--tta",
+                               "--probs-out", str(probs_out)])
     assert rc == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["seed"] for r in records] == [0, 1]
@@ -29,6 +33,28 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
         assert r["test_accuracy_last"] == r["test_accuracy"]
         assert [e["epoch"] for e in r["per_epoch"]] == [1]
         assert r["per_epoch"][0]["test_accuracy"] == r["test_accuracy"]
+    kept = np.load(probs_out)         # every run's test probabilities, as scored
+    assert sorted(kept.files) == ["labels", "tiny/0", "tiny/1"]
+    for r in records:
+        assert float((kept[f"tiny/{r['seed']}"].argmax(1) == kept["labels"]).mean()) == r["test_accuracy"]
     table = capsys.readouterr().out.strip().splitlines()
     row = table[-1].split()
     assert row[0] == "tiny" and row[1] == "2" and row[-1].endswith("%")   # two seeds: an ensemble column
+
+
+def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
+    """benchmarks/ensembles.py reads --probs-out files (here a hand-made one: two runs, one of them wrong on one of
+    four images): each run, their median, the averaged ensemble and the images half the runs get wrong."""
+    spec = importlib.util.spec_from_file_location("ensembles", SWEEP.parent / "ensembles.py")
+    ensembles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensembles)
+    labels = np.array([0, 1, 1, 0])
+    right = np.eye(2, dtype=np.float32)[labels]
+    wrong = right.copy()
+    wrong[3] = [0.4, 0.6]
+    path = tmp_path / "probs.npz"
+    np.savez_compressed(path, labels=labels, **{"a/0": right, "a/1": wrong})
+    assert ensembles.main([str(path), "a"]) == 0
+    out = capsys.readouterr().out
+    assert "87.50% (75.00-100.00)" in out                      # the two runs' median and range
+    assert "ensemble of 2 (a/0 + a/1): 100.00%; 1 test images are wrong in at least half" in out
