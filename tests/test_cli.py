@@ -121,6 +121,27 @@ def test_ctrl_c_exits_130(monkeypatch, tmp_path, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+def test_train_arch_flag_overrides_the_preset_net(monkeypatch, tmp_path):
+    import deepdive.models
+    import deepdive.train.cli
+    import deepdive.train.recipe
+    import deepdive.train.run
+
+    # the parser's static copies (no torch import at startup) match the real registries
+    assert set(deepdive.train.cli.ARCHS) == set(deepdive.models.ARCHS)
+    assert set(deepdive.train.cli.PRESETS) == set(deepdive.train.recipe.PRESETS)
+    calls = []
+    monkeypatch.setattr(deepdive.train.run, "train_and_evaluate",
+                        lambda *a, **kw: calls.append(kw) or {"run_id": "x", "run_dir": "d", "test_accuracy": 0.5,
+                                                              "train_seconds": 1.0, "epochs": 1})
+    assert main(["train", "--workspace", str(tmp_path), "--arch", "stack5", "--ensemble", "2"]) == 0
+    assert main(["train", "--workspace", str(tmp_path)]) == 0
+    assert calls[0]["overrides"] == {"arch": "stack5"} and calls[0]["ensemble"] == 2
+    assert calls[1]["overrides"] is None
+    with pytest.raises(SystemExit):
+        main(["train", "--arch", "resnet"])
+
+
 @pytest.mark.parametrize("argv", [["train", "--limit-train", "0"], ["train", "--preset", "huge"],
                                   ["train", "--epochs", "two"], ["predict", "latest"]])
 def test_bad_arguments_exit_2(argv, capsys):

@@ -169,6 +169,35 @@ def test_ensemble_training_numbers_epochs_across_members(mnist, tmp_path):
     assert isinstance(load_checkpoint(tmp_path / "model_best.pt"), Ensemble)
 
 
+def test_ensemble_members_mix_model_families(mnist, tmp_path):
+    """ensemble_members changes each member's recipe (cycled); overrides still win over every member."""
+    members = [{}, {"arch": "stack7", "arch_kwargs": {"widths": [8, 8, 8, 8]}, "aug_repeats": 1}]
+    cfg1 = resolve_config("fast", {"ensemble_members": members, "lr": 0.05}, member=1)
+    # a new arch drops the preset's net-specific kwargs ("stem") and keeps the shared ones ("fp32_head")
+    assert cfg1["arch"] == "stack7" and cfg1["arch_kwargs"] == {"fp32_head": True, "widths": [8, 8, 8, 8]}
+    assert cfg1["lr"] == 0.05 and cfg1["aug_repeats"] == 1
+    assert resolve_config("fast", {"ensemble_members": members}, member=2)["arch"] == "cnn"     # cycles
+    assert resolve_config("fast", {"ensemble_members": members})["arch"] == "cnn"               # single model
+    assert resolve_config("fast", {"ensemble_members": members, "arch": "cnn-small"}, member=1)["arch"] == "cnn-small"
+    r = train(mnist, "fast", epochs=1, ensemble=3, device="cpu", limit_train=600, checkpoint_dir=tmp_path,
+              progress=False, overrides={"arch": "cnn-small", "ensemble_members": [{}, members[1]]})
+    # the override's arch wins over member 1's (and its widths go with it): all three are cnn-small
+    assert [m["arch"] for m in r.checkpoint["members"]] == ["cnn-small"] * 3
+    assert "widths" not in r.checkpoint["members"][1]["arch_kwargs"]
+    r = train(mnist, "fast", epochs=1, ensemble=2, device="cpu", limit_train=600, checkpoint_dir=tmp_path,
+              progress=False, overrides={"ensemble_members": [{"arch": "cnn-small"}, members[1]]})
+    assert [m["arch"] for m in r.checkpoint["members"]] == ["cnn-small", "stack7"]
+    assert r.config["member_archs"] == ["cnn-small", "stack7"] and [row["member"] for row in r.history] == [0, 1]
+    model = load_checkpoint(tmp_path / "model_best.pt")
+    assert isinstance(model, Ensemble) and type(model.members[1]).__name__ == "StackNet"
+    probs, _ = evaluate(model, mnist.test_images[:200], mnist.test_labels[:200])
+    assert (probs.argmax(1) == mnist.test_labels[:200]).mean() > 0.5
+    for bad, match in (([], "non-empty list"), ([{"val_size": 10}], "all members share"),
+                       ([{"lr_typo": 1}], r"unknown training option 'lr_typo' in ensemble_members\[0\]")):
+        with pytest.raises(DeepdiveError, match=match):
+            resolve_config("fast", {"ensemble_members": bad}, member=0)
+
+
 def test_evaluate_rejects_width_mismatch_and_nan(mnist):
     model = build_model("cnn-small", num_classes=3)
     with pytest.raises(RunError, match="different number of classes"):
@@ -426,3 +455,45 @@ def test_augment_batch_reproducible_and_in_range(mnist):
     assert torch.isin(s.unique(), x.unique()).all()
     with pytest.raises(ValueError, match="unknown augment option"):
         augment.check_config({"flip": 1})
+
+
+def test_warp_interpolation_keeps_strokes_sharp_or_not(mnist):
+    """Bilinear warps blur (fewer saturated pixels); bicubic stays in [0, 1]; nearest keeps the pixel values."""
+    x = _digits(mnist, 64)
+    warps = {}
+    for mode in augment.INTERPOLATIONS:
+        cfg = augment.check_config({"shift": 2, "rotate": 10, "scale": 0.1, "interpolation": mode})
+        assert cfg["interpolation"] == mode
+        warps[mode] = augment.augment_batch(x, cfg, torch.Generator().manual_seed(3))
+        assert warps[mode].min() >= 0 and warps[mode].max() <= 1
+    assert augment.check_config({"rotate": 10})["interpolation"] == "bilinear"
+    assert torch.isin(warps["nearest"].unique(), x.unique()).all()
+    saturated = {m: int((w > 0.99).sum()) for m, w in warps.items()}
+    assert saturated["bilinear"] < 0.6 * saturated["bicubic"] and saturated["bicubic"] <= saturated["nearest"]
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        augment.check_config({"rotate": 10, "interpolation": "lanczos"})
+
+
+@pytest.mark.parametrize("arch,kernel,layers,side", [("stack3", 3, 10, 8), ("stack5", 5, 5, 8), ("stack7", 7, 4, 4)])
+def test_stack_nets(arch, kernel, layers, side, tmp_path):
+    """The no-pooling family: unpadded k×k convs shrink the map by k-1 per layer, nothing else does."""
+    model = build_model(arch, fp32_head=True).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == layers and all(c.kernel_size == (kernel, kernel) and c.padding == (0, 0) for c in convs)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert model.fc.in_features == convs[-1].out_channels * side * side
+    assert last_conv_layer(model) is convs[-1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.rand(2, 1, 28, 28)).dtype == torch.float32
+    ckpt = make_checkpoint(model, arch, {"fp32_head": True}, num_classes=10, in_channels=1, image_size=28)
+    save_checkpoint(tmp_path / "s.pt", ckpt)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "s.pt")(x), model(x))
+
+
+def test_stack_net_rejects_images_it_would_shrink_away():
+    with pytest.raises(ValueError, match="larger than 40 pixels"):
+        build_model("stack3", image_size=28, widths=(8,) * 20)
+    with pytest.raises(ValueError, match="no default widths"):
+        build_model("stack3", kernel=9)
+    assert build_model("stack5", in_channels=3, image_size=32).eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep.py"
 
@@ -58,3 +59,18 @@ def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "87.50% (75.00-100.00)" in out                      # the two runs' median and range
     assert "ensemble of 2 (a/0 + a/1): 100.00%; 1 test images are wrong in at least half" in out
+
+
+@pytest.mark.parametrize("path", sorted(SWEEP.parent.glob("sweep_*.json")),
+                         ids=lambda p: p.name)
+def test_committed_sweep_files_resolve(path):
+    """A typo in a sweep file would surface only on the GPU machine, minutes into its device time: every variant
+    must resolve (preset, overrides, epochs) on the CPU and on CUDA, as a single model and as each member."""
+    from deepdive.train.recipe import resolve_config
+
+    variants = json.loads(path.read_text())
+    assert variants and all(v["name"] and v["preset"] for v in variants)
+    for v in variants:
+        for device in ("cpu", "cuda"):
+            for member in [None] + list(range(int(v.get("ensemble", 1)))):
+                resolve_config(v["preset"], v.get("overrides"), v.get("epochs"), device=device, member=member)

@@ -16,18 +16,24 @@ import torch.nn as nn
 
 from deepdive.errors import RunError
 from deepdive.models.cnn import PIXEL_STATS, ConvNet, Ensemble, Normalize, last_conv_layer
+from deepdive.models.stack import StackNet
 
 __all__ = [
-    "ARCHS", "PIXEL_STATS", "ConvNet", "Ensemble", "Normalize", "build_model", "last_conv_layer",
+    "ARCHS", "PIXEL_STATS", "ConvNet", "Ensemble", "Normalize", "StackNet", "build_model", "last_conv_layer",
     "make_checkpoint", "make_ensemble_checkpoint", "save_checkpoint", "load_checkpoint", "count_parameters",
 ]
 
 # arch name -> (class, default kwargs). "cnn" is the recipe's net; "cnn-small" halves the widths for tests
 # and quick runs; "cnn-wide" doubles them (the `best` preset widens by 1.5x through arch_kwargs instead).
+# "stack3/5/7" are the no-pooling stacks of 3x3 / 5x5 / 7x7 convs (deepdive.models.stack), a second family
+# for ensembles.
 ARCHS = {
     "cnn": (ConvNet, {"widths": (32, 64, 128)}),
     "cnn-small": (ConvNet, {"widths": (16, 32, 64)}),
     "cnn-wide": (ConvNet, {"widths": (64, 128, 256)}),
+    "stack3": (StackNet, {"kernel": 3}),
+    "stack5": (StackNet, {"kernel": 5}),
+    "stack7": (StackNet, {"kernel": 7}),
 }
 
 

@@ -25,14 +25,24 @@ import torch.nn.functional as F
 # Not here, on evidence: elastic distortions (Simard et al. 2003) — a smooth random 2-pixel warp added to the
 # default preset's took one CPU run (seed 0, 10 epochs) from 99.60-99.67% to 99.40%.
 AUGMENT_KEYS = ("shift", "rotate", "scale", "thicken", "thin", "shear", "stretch")
+# How a warp (anything beyond whole-pixel shifts) samples the image: "bilinear", "bicubic" (clamped to [0, 1])
+# or "nearest". Bilinear sampling at a random sub-pixel offset is a blur: on 4,000 MNIST training images the
+# default preset's warp leaves 14 saturated (> 0.99) pixels per image against 43 unwarped (the test images have
+# 39) and 0.39 squared-gradient energy per unit of ink against 0.59 (test: 0.61). Bicubic: 39 and 0.49;
+# nearest: 43 and 0.63, with jagged edges instead.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def check_config(cfg: dict) -> dict:
-    """Validate an augment config; returns it with every key present (0 for off)."""
+    """Validate an augment config; returns it with every key present (0 for off, "bilinear" warps)."""
     cfg = dict(cfg or {})
-    unknown = set(cfg) - set(AUGMENT_KEYS)
+    unknown = set(cfg) - set(AUGMENT_KEYS) - {"interpolation"}
     if unknown:
-        raise ValueError(f"unknown augment option(s) {sorted(unknown)}; known: {', '.join(AUGMENT_KEYS)}")
+        raise ValueError(f"unknown augment option(s) {sorted(unknown)}; known: "
+                         f"{', '.join(AUGMENT_KEYS)}, interpolation")
+    interpolation = cfg.pop("interpolation", None) or "bilinear"
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"augment interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     out = {k: float(cfg.get(k) or 0) for k in AUGMENT_KEYS}
     for k, v in out.items():
         if v < 0:
@@ -44,6 +54,7 @@ def check_config(cfg: dict) -> dict:
             raise ValueError(f"augment {k} must be < 1 (factor drawn from [1-{k}, 1+{k}])")
     if out["shear"] >= 60:
         raise ValueError("augment shear is a slant angle in degrees and must be < 60")
+    out["interpolation"] = interpolation
     return out
 
 
@@ -85,7 +96,7 @@ def apply_params(x: torch.Tensor, cfg: dict, params: dict) -> torch.Tensor:
     if "dx" in params:
         extra = {k: params[k] for k in ("shear", "stretch") if k in params}
         x = _warp(x, params["angle"], params["zoom"], params["dx"], params["dy"],
-                  mode="bilinear" if _smooth(cfg) else "nearest", **extra)
+                  mode=cfg.get("interpolation", "bilinear") if _smooth(cfg) else "nearest", **extra)
     if "u" in params:
         u = params["u"]
         # only the enabled op is computed: each one is a full pass over the batch on every training step
@@ -124,7 +135,8 @@ def _warp(x, angle, zoom, dx, dy, mode="bilinear", shear=None, stretch=None):
         torch.stack([c, d, -(c * tx + d * ty)], dim=1),
     ], dim=1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.clamp(0.0, 1.0) if mode == "bicubic" else out     # bicubic over- and undershoots at edges
 
 
 def _per_image(value, x):

@@ -76,8 +76,11 @@ def run(args) -> int:
     if overrides is not None and not isinstance(overrides, dict):
         raise DeepdiveError(f"--overrides must be a JSON object, got {type(overrides).__name__}")
     dev = resolve_device(args.device)
-    for p in set(presets + ([args.ensemble_preset] if args.ensemble else [])):
-        resolve_config(p, overrides, args.epochs, device=dev)  # a bad option fails here, before any data loads
+    # a bad option fails here, before any data loads (for the ensemble, in every member's config)
+    for p in presets:
+        resolve_config(p, overrides, args.epochs, device=dev)
+    for m in (range(args.ensemble) if args.ensemble > 1 else [None] if args.ensemble else []):
+        resolve_config(args.ensemble_preset, overrides, args.epochs, device=dev, member=m)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
     if args.limit_test is not None:

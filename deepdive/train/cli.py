@@ -11,6 +11,7 @@ from deepdive.paths import DEFAULT_WORKSPACE
 # Static copies of the choices so that building the parser does not import torch; train() validates again.
 DATASETS = ("mnist", "fashion-mnist")
 PRESETS = ("fast", "default", "best")
+ARCHS = ("cnn", "cnn-small", "cnn-wide", "stack3", "stack5", "stack7")
 
 
 def int_at_least(minimum):
@@ -46,7 +47,12 @@ def register(subparsers):
     p.add_argument("--name", help="run name (default: <dataset>-<preset>)")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N training images")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on the first N test images")
-    p.add_argument("--ensemble", type=positive_int, default=1, metavar="K", help="train K models and average them")
+    p.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
+                   help="train K models (seeds S..S+K-1) and average their probabilities; the best preset mixes "
+                        "model families across members")
+    p.add_argument("--arch", choices=ARCHS, help="train this net instead of the preset's (every member of an "
+                                                 "ensemble): cnn (VGG-style, with pooling), cnn-small, cnn-wide, "
+                                                 "stack3/5/7 (unpadded 3x3/5x5/7x7 convs, no pooling)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -75,7 +81,8 @@ def cmd_train(args) -> int:
         result = train_and_evaluate(
             args.dataset, args.preset, workspace=args.workspace, name=args.name, epochs=args.epochs,
             seed=args.seed, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
-            limit_test=args.limit_test, ensemble=args.ensemble, progress=True)
+            limit_test=args.limit_test, ensemble=args.ensemble, progress=True,
+            overrides={"arch": args.arch} if args.arch else None)
     if args.json:
         print(json.dumps(result))
     else:

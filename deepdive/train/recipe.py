@@ -95,6 +95,11 @@ _COMMON = {
     # runs a step's kernels in well under a millisecond whatever the batch, so the best trade of batch size,
     # epochs and compilation is not the CPU's; the resolved values are in TrainResult.config.
     "cuda": {},
+    # What changes from member to member of an ensemble (train(ensemble=K), K > 1): member m trains with
+    # ensemble_members[m % len] applied over the preset (after its cuda block, before `overrides`, which still
+    # win), each with its own seed. [{}] = every member is the preset itself. Mixing model families gives the
+    # average members whose mistakes differ (see the `best` preset).
+    "ensemble_members": [{}],
 }
 
 PRESETS = {
@@ -192,23 +197,27 @@ def resolve_device(name="auto") -> torch.device:
     return dev
 
 
-def resolve_config(preset="default", overrides=None, epochs=None, device=None) -> dict:
-    """The preset merged with its "cuda" block (when `device` is a CUDA device) and then with overrides (the
-    "augment" and "arch_kwargs" dicts merge key by key). Unknown keys are errors, so a typo in `overrides`
-    cannot silently train the wrong thing."""
+def resolve_config(preset="default", overrides=None, epochs=None, device=None, member=None) -> dict:
+    """The preset merged with its "cuda" block (when `device` is a CUDA device), then, for ensemble member
+    `member` (an index; None for a single model), with that member's ensemble_members entry, and last with
+    overrides (the "augment" and "arch_kwargs" dicts merge key by key). Unknown keys are errors, so a typo in
+    `overrides` cannot silently train the wrong thing."""
     if preset not in PRESETS:
         raise DeepdiveError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     cfg = copy.deepcopy(PRESETS[preset])
     on_cuda = device is not None and torch.device(device).type == "cuda"
-    for source, changes in (("the preset's cuda block", cfg["cuda"] if on_cuda else {}), ("overrides", overrides)):
-        for key, value in (changes or {}).items():
-            if key not in cfg or key == "cuda":
-                raise DeepdiveError(f"unknown training option {key!r} in {source}; "
-                                    f"known: {', '.join(sorted(k for k in cfg if k != 'cuda'))}")
-            if key in ("augment", "arch_kwargs") and isinstance(value, dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
+    _merge(cfg, cfg["cuda"] if on_cuda else {}, "the preset's cuda block")
+    # The member list itself may come from overrides: look it up in the fully merged config first.
+    members = (overrides or {}).get("ensemble_members", cfg["ensemble_members"])
+    if not isinstance(members, (list, tuple)) or not members or not all(isinstance(m, dict) for m in members):
+        raise DeepdiveError(f"ensemble_members must be a non-empty list of option dicts, got {members!r}")
+    for i, changes in enumerate(members):
+        fixed = set(changes) & {"ensemble_members", "val_size"}
+        if fixed:
+            raise DeepdiveError(f"ensemble_members[{i}] sets {', '.join(sorted(fixed))}, which all members share")
+    if member is not None:
+        _merge(cfg, members[int(member) % len(members)], f"ensemble_members[{int(member) % len(members)}]")
+    _merge(cfg, overrides, "overrides")
     del cfg["cuda"]           # applied or not: the config says what ran
     if epochs is not None:
         cfg["epochs"] = int(epochs)
@@ -225,6 +234,23 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None) -
     if not isinstance(cfg["aug_repeats"], int) or cfg["aug_repeats"] < 1:
         raise DeepdiveError(f"aug_repeats must be an integer >= 1, got {cfg['aug_repeats']!r}")
     return cfg
+
+
+def _merge(cfg, changes, source):
+    """Apply `changes` to cfg in place: known keys only; "augment" and "arch_kwargs" merge key by key. A change
+    of "arch" first resets arch_kwargs to the arch-independent ones (_COMMON's): a preset's widths or stem belong
+    to its own net and would not fit (or would silently resize) another."""
+    changes = changes or {}
+    if "arch" in changes and changes["arch"] != cfg["arch"]:
+        cfg["arch_kwargs"] = copy.deepcopy(_COMMON["arch_kwargs"])
+    for key, value in changes.items():
+        if key not in cfg or key == "cuda":
+            raise DeepdiveError(f"unknown training option {key!r} in {source}; "
+                                f"known: {', '.join(sorted(k for k in cfg if k != 'cuda'))}")
+        if key in ("augment", "arch_kwargs") and isinstance(value, dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,10 +271,12 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     atomically after every epoch; for an ensemble they hold the finished members plus the current one.
     """
     dev = resolve_device(device)
-    cfg = resolve_config(preset, overrides, epochs, device=dev)
     ensemble = int(ensemble)
     if ensemble < 1:
         raise DeepdiveError(f"ensemble must be >= 1, got {ensemble}")
+    member_cfgs = [resolve_config(preset, overrides, epochs, device=dev, member=m if ensemble > 1 else None)
+                   for m in range(ensemble)]
+    cfg = member_cfgs[0]
     _check_dataset(dataset)
 
     train_idx, val_idx = train_val_indices(dataset.train_labels, cfg["val_size"], limit_train)
@@ -263,20 +291,22 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     y_val = np.asarray(dataset.train_labels)[val_idx]
 
     mean, std = PIXEL_STATS.get(getattr(dataset, "name", ""), (None, None))
-    arch_kwargs = {**cfg["arch_kwargs"]}
-    if mean is not None:
-        arch_kwargs.setdefault("mean", mean)
-        arch_kwargs.setdefault("std", std)
-    ckpt_info = dict(arch=cfg["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes, in_channels=shape[0],
-                     image_size=shape[1], class_names=list(dataset.class_names), preset=preset)
+
+    def checkpoint_info(member_cfg):
+        arch_kwargs = {**member_cfg["arch_kwargs"]}
+        if mean is not None:
+            arch_kwargs.setdefault("mean", mean)
+            arch_kwargs.setdefault("std", std)
+        return dict(arch=member_cfg["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes,
+                    in_channels=shape[0], image_size=shape[1], class_names=list(dataset.class_names), preset=preset)
 
     history, members_best, members_last = [], [], []
     train_seconds = warmup_seconds = 0.0
     graphs_used = compiled = False
-    for member in range(ensemble):
-        out = _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, seed=seed + member,
-                         member=member if ensemble > 1 else None, epoch_offset=len(history), patience=patience,
-                         on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
+    for member, member_cfg in enumerate(member_cfgs):
+        out = _train_one(member_cfg, checkpoint_info(member_cfg), x_train, y_train, x_val, y_val, dev,
+                         seed=seed + member, member=member if ensemble > 1 else None, epoch_offset=len(history),
+                         patience=patience, on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
                          finished_best=members_best, finished_last=members_last, eval_hook=eval_hook)
         history += out["history"]
         members_best.append(out["best"])
@@ -295,7 +325,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     return TrainResult(model=model, checkpoint=checkpoint, history=history, train_seconds=train_seconds,
                        warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
-                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled})
+                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled,
+                               "member_archs": [c["arch"] for c in member_cfgs]})
 
 
 def train_val_indices(train_labels, val_size, limit_train=None):
