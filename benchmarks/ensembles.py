@@ -4,6 +4,8 @@
     python benchmarks/ensembles.py probs.npz default best/3      # plus one ensemble: all of "default", best seed 3
     python benchmarks/ensembles.py a.npz b.npz default           # several sweeps' files together
 
+For a named ensemble it also prints how many test errors each two members share (what averaging cannot fix).
+
 A member is "variant" (all its seeds) or "variant/seed". Ensembles average probabilities, as `--ensemble K` does.
 Combinations are named up front, not searched for: picking members by their test accuracy would fit the test set.
 """
@@ -59,6 +61,13 @@ def main(argv=None):
         shared = int(((probs.argmax(2) != labels).mean(0) >= 0.5).sum())
         print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(probs.mean(0)):.2f}%; "
               f"{shared} test images are wrong in at least half of these runs")
+        # Averaging fixes only what the members do not all get wrong: how many errors two members share says more
+        # about what an ensemble can gain than their accuracies do.
+        wrong = probs.argmax(2) != labels
+        width = max(len(k) for k in keys)
+        print("test errors two members share (diagonal: the member's own errors):")
+        for i, k in enumerate(keys):
+            print(f"  {k:{width}s} " + " ".join(f"{int((wrong[i] & wrong[j]).sum()):4d}" for j in range(len(keys))))
     return 0
 
 

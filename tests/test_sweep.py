@@ -59,6 +59,7 @@ def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "87.50% (75.00-100.00)" in out                      # the two runs' median and range
     assert "ensemble of 2 (a/0 + a/1): 100.00%; 1 test images are wrong in at least half" in out
+    assert out.splitlines()[-2:] == ["  a/0    0    0", "  a/1    0    1"]     # shared errors; a/1's own on the diagonal
 
 
 @pytest.mark.parametrize("path", sorted(SWEEP.parent.glob("sweep_*.json")),

@@ -139,6 +139,8 @@ PRESETS = {
     # on this host's slower days against ~13.5 min at 20 epochs: 20 epochs keeps the demo within ~15 minutes.
     # Candidate, not adopted on 6 runs: shear 10° / stretch 0.1 added to the warp (24 epochs), 99.69-99.76%
     # (median 99.73%, mean 99.73%): +0.03 pp in the mean, ~2 standard errors; not run on the CPU.
+    # Warp interpolation (augment "interpolation"; bilinear blurs every warped image, see augment.py): [CPU] seed 0,
+    # one thread, bicubic 99.70%, nearest 99.66%, against bilinear's 99.70% (benchmarks/results/cpu_stack_2026-11-27.jsonl).
     # [CPU] 12 epochs: 99.70 / 99.70 / 99.68 / 99.66 / 99.68% (seeds 0-4, median 99.68); the same without batch
     # augmentation 99.67 / 99.67 / 99.64% (seeds 0-2, best-by-val). Seed noise is ±0.035 pp (one s.d.).
     # Tried on this net at 12 epochs, lr 0.2 (seed 0 unless noted; best-by-val): dropout 0.3 before the
