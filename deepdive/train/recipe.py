@@ -97,8 +97,9 @@ _COMMON = {
     "cuda": {},
     # What changes from member to member of an ensemble (train(ensemble=K), K > 1): member m trains with
     # ensemble_members[m % len] applied over the preset (after its cuda block, before `overrides`, which still
-    # win), each with its own seed. [{}] = every member is the preset itself. Mixing model families gives the
-    # average members whose mistakes differ (see the `best` preset).
+    # win), each with its own seed. [{}] = every member is the preset itself. For ensembles of different model
+    # families, e.g. [{}, {"arch": "stack5", "aug_repeats": 1, "epochs": 15}]; no preset mixes them yet (the
+    # `best` preset's comment has the measurements).
     "ensemble_members": [{}],
 }
 
@@ -164,6 +165,15 @@ PRESETS = {
     # (benchmarks/results/h200_test_predictions_2026-11-27b.npz, benchmarks/ensembles.py).
     # The old best (this net, 15 epochs, each image once per batch): 99.75 / 99.67 / 99.66% [H200G], and a
     # five-model ensemble of it 99.69%: averaging models that share their mistakes does not fix them.
+    # A second family for the ensemble, the no-pooling stacks (deepdive.models.stack, after An et al. 2020), [CPU]
+    # seed 0 (stack5 also seed 1), default preset with the arch swapped, 15 epochs of each image once per batch
+    # (4-6x cnn's cost per image): stack5 99.69 / 99.69%, stack3 99.68%, stack7 99.63%, against the default cnn's
+    # 99.70%. They share fewer test errors with a cnn run (17-18 of 30-37) than cnn runs share with each other
+    # (22-23), but averaging gains little: cnn + stack5 99.71-99.76% (median 99.735%, six pairs) against cnn +
+    # cnn 99.71-99.73% (three pairs); cnn + stack3 99.73%, cnn + stack7 99.70%, cnn + stack3/5/7 99.70%, two
+    # cnns + two stack5 99.76%, three cnns 99.72% (benchmarks/ensembles.py on
+    # benchmarks/results/cpu_families_probs_2026-11-28.npz). Not adopted: within seed noise. GPU round 6
+    # (benchmarks/sweep_gpu_round6.json) measures them over seeds and at 30 epochs.
     "best": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "widths": (48, 96, 192)}, "lr": 0.2,
              "epochs": 20, "batch_size": 256, "aug_repeats": 2,
              "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
