@@ -58,12 +58,12 @@ def main(argv=None):
             else:
                 p.error(f"no run or variant {m!r} in {', '.join(files)}; variants: {', '.join(variants)}")
         probs = np.stack([runs[k] for k in keys])
-        shared = int(((probs.argmax(2) != labels).mean(0) >= 0.5).sum())
+        wrong = probs.argmax(2) != labels                                   # (members, images)
+        shared = int((wrong.mean(0) >= 0.5).sum())
         print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(probs.mean(0)):.2f}%; "
               f"{shared} test images are wrong in at least half of these runs")
         # Averaging fixes only what the members do not all get wrong: how many errors two members share says more
         # about what an ensemble can gain than their accuracies do.
-        wrong = probs.argmax(2) != labels
         width = max(len(k) for k in keys)
         print("test errors two members share (diagonal: the member's own errors):")
         for i, k in enumerate(keys):

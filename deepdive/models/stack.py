@@ -40,11 +40,7 @@ class StackNet(nn.Module):
         if side < 1:
             raise ValueError(f"{len(widths)} unpadded {kernel}x{kernel} convs need images larger than "
                              f"{len(widths) * (kernel - 1)} pixels, got {image_size}")
-        mean = tuple(mean) if mean is not None else (0.5,) * in_channels
-        std = tuple(std) if std is not None else (0.5,) * in_channels
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(f"mean/std need {in_channels} values, got {mean} / {std}")
-        self.norm = Normalize(mean, std)
+        self.norm = Normalize(mean, std, in_channels)
         c_in = in_channels
         for i, c_out in enumerate(widths, start=1):
             setattr(self, f"conv{i}", nn.Conv2d(c_in, c_out, kernel, bias=False))   # BN's shift replaces a bias

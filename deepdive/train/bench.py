@@ -79,8 +79,9 @@ def run(args) -> int:
     # a bad option fails here, before any data loads (for the ensemble, in every member's config)
     for p in presets:
         resolve_config(p, overrides, args.epochs, device=dev)
-    for m in (range(args.ensemble) if args.ensemble > 1 else [None] if args.ensemble else []):
-        resolve_config(args.ensemble_preset, overrides, args.epochs, device=dev, member=m)
+    for m in range(args.ensemble):   # as train() resolves them: member indices only in a real ensemble
+        resolve_config(args.ensemble_preset, overrides, args.epochs, device=dev,
+                       member=m if args.ensemble > 1 else None)
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
     if args.limit_test is not None:

@@ -141,7 +141,8 @@ PRESETS = {
     # Candidate, not adopted on 6 runs: shear 10° / stretch 0.1 added to the warp (24 epochs), 99.69-99.76%
     # (median 99.73%, mean 99.73%): +0.03 pp in the mean, ~2 standard errors; not run on the CPU.
     # Warp interpolation (augment "interpolation"; bilinear blurs every warped image, see augment.py): [CPU] seed 0,
-    # one thread, bicubic 99.70%, nearest 99.66%, against bilinear's 99.70% (benchmarks/results/cpu_stack_2026-11-27.jsonl).
+    # one thread, bicubic 99.70%, nearest 99.66%, against bilinear's 99.70%
+    # (benchmarks/results/cpu_families_2026-11-28.jsonl).
     # [CPU] 12 epochs: 99.70 / 99.70 / 99.68 / 99.66 / 99.68% (seeds 0-4, median 99.68); the same without batch
     # augmentation 99.67 / 99.67 / 99.64% (seeds 0-2, best-by-val). Seed noise is ±0.035 pp (one s.d.).
     # Tried on this net at 12 epochs, lr 0.2 (seed 0 unless noted; best-by-val): dropout 0.3 before the
@@ -219,7 +220,7 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
     cfg = copy.deepcopy(PRESETS[preset])
     on_cuda = device is not None and torch.device(device).type == "cuda"
     _merge(cfg, cfg["cuda"] if on_cuda else {}, "the preset's cuda block")
-    # The member list itself may come from overrides: look it up in the fully merged config first.
+    # The member list may itself be an override: take that one, else the preset's.
     members = (overrides or {}).get("ensemble_members", cfg["ensemble_members"])
     if not isinstance(members, (list, tuple)) or not members or not all(isinstance(m, dict) for m in members):
         raise DeepdiveError(f"ensemble_members must be a non-empty list of option dicts, got {members!r}")
