@@ -45,7 +45,8 @@ def register(subparsers):
                                       "cache/download)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
     p.add_argument("--name", help="run name (default: <dataset>-<preset>)")
-    p.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N training images")
+    p.add_argument("--limit-train", type=positive_int, metavar="N",
+                   help="train on a fixed random subset of N training images (never the validation images)")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on the first N test images")
     p.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
                    help="train K models (seeds S..S+K-1) and store them as one that averages their probabilities")
