@@ -61,7 +61,7 @@ def run(args) -> int:
 
     from deepdive.data import load_dataset
     from deepdive.errors import DeepdiveError
-    from deepdive.train.recipe import PRESETS, evaluate, resolve_config, resolve_device, train
+    from deepdive.train.recipe import PRESETS, evaluate, member_configs, resolve_config, resolve_device, train
 
     presets = [p for p in (args.presets or "").split(",") if p]
     unknown = [p for p in presets + ([args.ensemble_preset] if args.ensemble else []) if p not in PRESETS]
@@ -79,9 +79,7 @@ def run(args) -> int:
     # a bad option fails here, before any data loads (for the ensemble, in every member's config)
     for p in presets:
         resolve_config(p, overrides, args.epochs, device=dev)
-    for m in range(args.ensemble):   # as train() resolves them: member indices only in a real ensemble
-        resolve_config(args.ensemble_preset, overrides, args.epochs, device=dev,
-                       member=m if args.ensemble > 1 else None)
+    member_configs(args.ensemble_preset, overrides, args.epochs, dev, args.ensemble)   # as train() resolves them
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, progress=not args.no_progress)
     test_x, test_y = dataset.test_images, np.asarray(dataset.test_labels)
     if args.limit_test is not None:

@@ -256,6 +256,13 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
     return cfg
 
 
+def member_configs(preset, overrides, epochs, device, ensemble) -> list[dict]:
+    """The resolved config of each of `ensemble` models: member indices only in a real ensemble (K > 1), so a
+    single model is the preset itself whatever its ensemble_members say."""
+    return [resolve_config(preset, overrides, epochs, device=device, member=m if ensemble > 1 else None)
+            for m in range(ensemble)]
+
+
 def _merge(cfg, changes, source):
     """Apply `changes` to cfg in place: known keys only; "augment" and "arch_kwargs" merge key by key. A change
     of "arch" first resets arch_kwargs to the arch-independent ones (_COMMON's): a preset's widths or stem belong
@@ -294,8 +301,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     ensemble = int(ensemble)
     if ensemble < 1:
         raise DeepdiveError(f"ensemble must be >= 1, got {ensemble}")
-    member_cfgs = [resolve_config(preset, overrides, epochs, device=dev, member=m if ensemble > 1 else None)
-                   for m in range(ensemble)]
+    member_cfgs = member_configs(preset, overrides, epochs, dev, ensemble)
     cfg = member_cfgs[0]
     _check_dataset(dataset)
 
