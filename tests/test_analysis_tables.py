@@ -181,6 +181,23 @@ def test_early_stop_tolerance_and_percent_scale():
     assert insight.early_stop([]) is None
 
 
+def test_early_stop_judges_each_ensemble_member_on_its_own_curve():
+    """Members train one after another from scratch: a fresh member's first epochs must not count as a drop
+    from the previous member's best, nor its best hide the previous member's plateau."""
+    first = _epochs([0.90, 0.98, 0.985, 0.985])                          # member 0: within 0.1 pp at its epoch 3
+    second = [{**e, "epoch": e["epoch"] + 4} for e in _epochs([0.80, 0.97, 0.99, 0.9895], [5, 5, 5, 5])]
+    rows = [{**e, "member": 0} for e in first] + [{**e, "member": 1} for e in second]
+    hint = insight.early_stop(rows)
+    assert [m["member"] for m in hint["members"]] == [0, 1]
+    m0, m1 = hint["members"]
+    assert (m0["earliest_epoch"], m0["earliest_member_epoch"], m0["best_member_epoch"]) == (3, 3, 3)
+    assert (m1["first_epoch"], m1["earliest_epoch"], m1["earliest_member_epoch"], m1["member_epochs"]) == (5, 7, 3, 4)
+    assert (hint["epochs_total"], hint["epochs_saved"]) == (8, 2)
+    assert hint["seconds_saved"] == pytest.approx(10 + 5) and hint["seconds_total"] == pytest.approx(60)
+    # judged as one curve, member 0 would look 0.5 pp short of member 1's best and "stop" only in member 1
+    assert insight.early_stop([{k: v for k, v in r.items() if k != "member"} for r in rows])["earliest_epoch"] == 7
+
+
 # ---- focus set and display images -------------------------------------------------------------------------------
 def test_focus_set(frame, monkeypatch):
     frame["label_issue"] = [False, False, False, True, False, True]

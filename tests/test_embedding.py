@@ -31,15 +31,25 @@ def test_features_are_the_last_linear_layers_input():
         np.testing.assert_allclose(feats, model.body(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_deepdive_net_and_ensemble():
+@pytest.mark.parametrize("arch", ["cnn-small", "stack5"])
+def test_deepdive_nets_and_a_mixed_ensemble(arch):
+    """Every deepdive family: stack nets put a BatchNorm on the logits after their classifier (An et al.), which
+    must not hide the classifier's input. (`best --ensemble` trains stack5 members.)"""
     from deepdive.models import Ensemble, build_model
 
     torch.manual_seed(0)
-    net = build_model("cnn-small").eval()
+    net = build_model(arch).eval()
     x = torch.rand(3, 1, 28, 28)
-    assert embedding.penultimate_features(net, x).shape == (3, net.fc.in_features)
-    ens = Ensemble([net, build_model("cnn-small").eval()])
-    assert embedding.penultimate_features(ens, x).shape == (3, 2 * net.fc.in_features)
+    feats = embedding.penultimate_features(net, x)
+    assert feats.shape == (3, net.fc.in_features)
+    captured = []
+    net.fc.register_forward_hook(lambda module, args, out: captured.append(args[0].flatten(1)))
+    with torch.no_grad():
+        net(x)
+    np.testing.assert_allclose(feats, captured[0].numpy(), rtol=1e-5, atol=1e-6)
+    other = build_model("cnn-small").eval()
+    ens = Ensemble([net, other])
+    assert embedding.penultimate_features(ens, x).shape == (3, net.fc.in_features + other.fc.in_features)
 
 
 def test_model_not_ending_in_linear_is_a_clear_error():

@@ -70,6 +70,23 @@ def only_run(workspace):
         return run, store.epochs(run.id)
 
 
+def test_a_mixed_ensemble_run_stores_its_members_and_analyses_end_to_end(tmp_path, mnist):
+    """What `best --ensemble K` does, in miniature: members of two families (a stack net's output BatchNorm
+    follows its classifier), each member's epochs stored with its index, and the analysis runs every stage."""
+    from deepdive.analysis import analyze
+
+    members = [{"arch": "cnn-small"}, {"arch": "stack5", "arch_kwargs": {"widths": [8, 8, 8, 8, 8]}}]
+    result = train_and_evaluate("mnist", "fast", workspace=tmp_path, epochs=2, limit_train=600, limit_test=200,
+                                ensemble=2, overrides={"ensemble_members": members}, progress=False)
+    with Store.open(tmp_path, create=False) as store:
+        assert [(e["epoch"], e["member"]) for e in store.epochs(result["run_id"])] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+        summary = analyze(store, result["run_id"], "test", progress=False)
+    assert [m["member"] for m in summary["insight"]["members"]] == [0, 1]
+    assert all(m["member_epochs"] == 2 for m in summary["insight"]["members"])
+    assert summary["embedding"]["available"] and not summary["saliency"]["skipped"]
+    assert load_checkpoint(result["run_dir"] + "/model_best.pt").members[1].__class__.__name__ == "StackNet"
+
+
 def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkeypatch, mnist):
     def ctrl_c():
         raise KeyboardInterrupt

@@ -38,6 +38,31 @@ def test_open_creates_wal_database_with_schema_version(tmp_path):
     conn.close()
 
 
+def test_open_migrates_a_version_1_database(tmp_path):
+    """A workspace written before epochs had a member column opens, keeps its rows, and takes member indices."""
+    from deepdive.store.schema import DDL
+
+    ws = tmp_path / "old"
+    ws.mkdir()
+    v1 = DDL.replace("    member INTEGER,                -- an ensemble's member index (its epochs are numbered on "
+                     "across members)\n", "")
+    assert "member" not in v1
+    conn = sqlite3.connect(ws / DB_NAME)
+    conn.executescript(v1 + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version, "
+                 "created_at, class_names_json, run_dir) VALUES ('r1', 'old', 'mnist', 'finished', '{}', '{}', "
+                 "'0.1', '2026-11-01T00:00:00+00:00', '[]', ?)", (str(ws / "r1"),))
+    conn.execute("INSERT INTO epochs VALUES ('r1', 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5)")
+    conn.commit()
+    conn.close()
+    with Store.open(ws) as s:
+        s.log_epoch("r1", 2, 0.5, 0.8, 0.5, 0.8, 0.1, 2.5, member=1)
+        assert [(e["epoch"], e["val_acc"], e["member"]) for e in s.epochs("r1")] == [(1, 0.75, None), (2, 0.8, 1)]
+    conn = sqlite3.connect(ws / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
 def test_open_refuses_missing_workspace_newer_schema_busy_and_non_database(tmp_path):
     with pytest.raises(RunError, match="no deepdive workspace"):
         Store.open(tmp_path / "absent", create=False)
@@ -80,7 +105,9 @@ def test_run_round_trip(store):
     epochs = store.epochs(run.id)
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert epochs[1] == {"epoch": 2, "train_loss": 0.4, "train_acc": 0.86, "val_loss": 0.44, "val_acc": 0.89,
-                         "lr": 0.05, "seconds": 2.3}
+                         "lr": 0.05, "seconds": 2.3, "member": None}
+    store.log_epoch(run.id, 3, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5, member=1)   # an ensemble's second member
+    assert store.epochs(run.id)[2]["member"] == 1
 
     store.set_config(run.id, {"preset": "fast", "resolved": {"epochs": 2}})
     store.finish_run(run.id, test_accuracy=0.9, train_seconds=4.8, num_params=1234, model_arch="cnn")

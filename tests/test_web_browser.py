@@ -287,3 +287,37 @@ def test_report_makes_no_network_requests(browser, report_url, expected):
     outside = [u for u in t.requests if not u.startswith(("file:", "data:", "blob:"))]
     assert outside == [] and not t.dialogs and not t.errors
     t.page.close()
+
+
+def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy_workspace, tmp_path, test_output_dir):
+    """An ensemble's members train one after another: the curves break between members, and the early-stopping
+    hint judges each member on its own curve (the report reads the stored epochs and summary)."""
+    from deepdive.analysis import insight
+    from deepdive.store import Store
+    from deepdive.web.report import build_report
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+    vals = [0.90, 0.95, 0.951, 0.91, 0.96, 0.962]              # member 0 is within 0.1 pp at its epoch 2
+    with Store.open(ws) as store:
+        store._conn.execute("DELETE FROM epochs WHERE run_id = ?", (rid,))
+        for i, v in enumerate(vals):
+            store.log_epoch(rid, i + 1, 1 - v, v, 1.05 - v, v, 0.1, 2.0, member=i // 3)
+        hint = insight.early_stop(store.epochs(rid))
+    summary_path = ws / rid / "analysis" / "test" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "insight": hint}))
+    out = tmp_path / "report.html"
+    build_report(ws, rid, "test", out)
+    t = Tab(browser, out.as_uri(), rid)
+    page = t.view("overview")
+    text = page.inner_text('[data-testid="insight"]')
+    assert "ensemble of 2 members" in text and "epochs 2 of 3, 3 of 3" in text and "saved 1 of 6 epochs" in text
+    page.wait_for_selector('[data-testid="acc-chart"] .scatterlayer .trace')
+    val = page.evaluate("() => document.querySelector('[data-testid=\"acc-chart\"]').data[1].y")
+    assert val == vals[:3] + [None] + vals[3:]               # no line from member 1's last epoch to member 2's first
+    notes = page.eval_on_selector_all('[data-testid="acc-chart"] .annotation-text', "as => as.map(a => a.textContent)")
+    assert notes.count("member 1") == 1 and notes.count("member 2") == 1
+    page.screenshot(path=str(test_output_dir / "web-report-overview-ensemble.png"))
+    assert not t.dialogs and not t.errors
+    t.page.close()

@@ -85,7 +85,12 @@ def text_summary(summary: dict, workspace) -> str:
     lines.append(f"likely label issues: {s['label_issues']['count']} (from {s['label_issues']['source']})")
     lines.append("errors by cause: " + ", ".join(f"{k} {v}" for k, v in s["taxonomy"]["total"].items()))
     hint = s.get("insight")
-    if hint and hint["epochs_saved"]:
+    if hint and hint["epochs_saved"] and hint.get("members"):
+        at = ", ".join(f"{m['earliest_member_epoch']}/{m['member_epochs']}" for m in hint["members"])
+        lines.append(f"training: each of the {len(hint['members'])} ensemble members' val accuracy was within "
+                     f"{hint['tolerance_pp']} pp of its best at epoch {at}; stopping each there would have saved "
+                     f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})")
+    elif hint and hint["epochs_saved"]:
         lines.append(f"training: val accuracy was within {hint['tolerance_pp']} pp of its best at epoch "
                      f"{hint['earliest_epoch']} of {hint['epochs_total']}; stopping there would have saved "
                      f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})")

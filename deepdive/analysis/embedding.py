@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 from deepdive.analysis.activations import _device, call_order, evaluating
 from deepdive.errors import DeepdiveError
 
-# Leaf modules that may follow the classifier's last Linear without changing what its input means.
+# Leaf modules that may follow the classifier's last Linear without changing what its input means. BatchNorm1d
+# there is a per-class affine map of the logits in eval mode (StackNet's output BatchNorm, after An et al.).
 _AFTER_CLASSIFIER = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.Flatten,
-                     nn.Softmax, nn.LogSoftmax)
+                     nn.Softmax, nn.LogSoftmax, nn.BatchNorm1d)
 PCA_DIMS = 50
 TSNE_ITERATIONS = (250, 300)  # early exaggeration, then normal
 

@@ -7,11 +7,44 @@ DEFAULT_TOLERANCE_PP = 0.1  # percentage points of validation accuracy
 def early_stop(epochs: list[dict], tolerance_pp: float = DEFAULT_TOLERANCE_PP) -> dict | None:
     """The earliest epoch whose val accuracy is within `tolerance_pp` percentage points of the best one.
 
-    `epochs` are store.epochs rows (epoch, val_acc, seconds, ...). val_acc is a fraction in [0, 1] as the
+    `epochs` are store.epochs rows (epoch, val_acc, seconds, member, ...). val_acc is a fraction in [0, 1] as the
     trainer stores it; a history whose values exceed 1 is read as percentages. Time saved = the seconds of all
     epochs after the earliest one, absolute and as a fraction of the total. Returns None when no epoch has a
     val accuracy (nothing to judge).
+
+    An ensemble's rows carry their member's index, and its members train one after another from scratch, so each
+    member is judged on its own curve: the result then has "members" (one single-model result each, plus
+    "member", "first_epoch" and member-local "earliest_member_epoch" / "best_member_epoch" / "member_epochs")
+    and the totals over all members (stopping each member at its own earliest epoch).
     """
+    member_ids = sorted({int(e["member"]) for e in epochs if e.get("member") is not None})
+    if len(member_ids) < 2:
+        return _one_curve(epochs, tolerance_pp)
+    members = []
+    for m in member_ids:
+        rows = [e for e in epochs if e.get("member") is not None and int(e["member"]) == m]
+        hint = _one_curve(rows, tolerance_pp)
+        if hint is None:
+            return None
+        first = min(int(e["epoch"]) for e in rows)
+        members.append({"member": m, "first_epoch": first, "member_epochs": len(rows),
+                        "earliest_member_epoch": hint["earliest_epoch"] - first + 1,
+                        "best_member_epoch": hint["best_epoch"] - first + 1, **hint})
+    total = sum(h["seconds_total"] for h in members)
+    saved = sum(h["seconds_saved"] for h in members)
+    return {
+        "tolerance_pp": tolerance_pp,
+        "members": members,
+        "epochs_total": sum(h["epochs_total"] for h in members),
+        "epochs_saved": sum(h["epochs_saved"] for h in members),
+        "seconds_total": total,
+        "seconds_saved": saved,
+        "fraction_saved": saved / total if total > 0 else 0.0,
+        "seconds_missing": any(h["seconds_missing"] for h in members),
+    }
+
+
+def _one_curve(epochs, tolerance_pp):
     rows = sorted((e for e in epochs if _number(e.get("val_acc")) is not None), key=lambda e: e["epoch"])
     if not rows:
         return None

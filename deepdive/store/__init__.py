@@ -21,7 +21,7 @@ import numpy as np
 
 from deepdive.errors import RunError
 from deepdive.paths import DEFAULT_WORKSPACE
-from deepdive.store.schema import DDL, SCHEMA_VERSION, STATUSES
+from deepdive.store.schema import DDL, MIGRATIONS, SCHEMA_VERSION, STATUSES
 
 __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json"]
 
@@ -163,9 +163,12 @@ class Store:
             raise RunError(f"{self.db_path} was written by a newer deepdive (schema v{version}, this one reads "
                            f"v{SCHEMA_VERSION}); upgrade deepdive")
         if version < SCHEMA_VERSION:
-            # executescript commits any open transaction first, so the script carries its own BEGIN/COMMIT.
+            # An existing database (version >= 1) is migrated step by step, a fresh one (0) created at the latest;
+            # both in one transaction. executescript commits any open transaction first, so the script carries its
+            # own BEGIN/COMMIT.
+            steps = "\n".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION)) if version else ""
             try:
-                c.executescript(f"BEGIN IMMEDIATE;\n{DDL}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+                c.executescript(f"BEGIN IMMEDIATE;\n{steps}\n{DDL}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
             except BaseException:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
@@ -295,13 +298,16 @@ class Store:
         raise RunError(f"no run {ref!r} in {self.workspace}; known runs: {listed}{more}")
 
     # ---- epochs -------------------------------------------------------------------------------------------
-    def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds):
+    def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None):
+        """One epoch's metrics; `member` is the ensemble member the epoch trained (None for a single model)."""
         now = _now()
         with self._tx() as c:
             self._require_run(c, run_id)
-            c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute("INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, "
+                      "seconds, member) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (run_id, int(epoch), *(None if v is None else float(v)
-                                             for v in (train_loss, train_acc, val_loss, val_acc, lr, seconds))))
+                                             for v in (train_loss, train_acc, val_loss, val_acc, lr, seconds)),
+                       None if member is None else int(member)))
             c.execute(_HEARTBEAT_SQL, (now, run_id))
 
     def epochs(self, run_id) -> list[dict]:

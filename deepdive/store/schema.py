@@ -1,6 +1,7 @@
-"""SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change."""
+"""SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
+step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     epoch INTEGER NOT NULL,
     train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
+    member INTEGER,                -- an ensemble's member index (its epochs are numbered on across members)
     PRIMARY KEY (run_id, epoch)
 );
 
@@ -67,3 +69,8 @@ CREATE TABLE IF NOT EXISTS analyses (
     PRIMARY KEY (run_id, split)
 );
 """
+
+# version v -> the SQL that turns a v database into a v + 1 one (DDL alone creates a fresh database at the latest).
+MIGRATIONS = {
+    1: "ALTER TABLE epochs ADD COLUMN member INTEGER;",
+}

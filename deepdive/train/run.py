@@ -51,7 +51,8 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
 
             def log_epoch(row):
                 store.log_epoch(run.id, row["epoch"], row.get("train_loss"), row.get("train_acc"),
-                                row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"))
+                                row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
+                                member=row.get("member"))
 
             result = recipe.train(ds, preset, epochs=epochs, seed=seed, device=device, limit_train=limit_train,
                                   ensemble=ensemble, overrides=overrides, on_epoch=log_epoch,

@@ -8,7 +8,7 @@
     const ins = summary.insight;
     if (!ins) return null;
     const es = ins.early_stop || ins;
-    return es && es.earliest_epoch !== undefined ? es : null;
+    return es && (es.earliest_epoch !== undefined || es.members) ? es : null;
   };
 
   function sourceText(ds) {
@@ -35,22 +35,41 @@
 
   function curves(Plotly, ctx, lossBox, accBox) {
     const ep = ctx.b.epochs;
-    const x = ep.map((e) => e.epoch);
     const es = DD.earlyStop(ctx.b.summary);
-    const line = (key, name, color, dash) => ({x, y: ep.map((e) => e[key]), name, mode: "lines+markers",
-      line: {color, width: 2, dash}, marker: {size: 5}});
+    // An ensemble's members train one after another from scratch (epochs numbered on): a gap (null point)
+    // between members keeps a line from joining one member's last epoch to the next one's first.
+    const x = [], rows = [];
+    ep.forEach((e, i) => {
+      if (i && e.member != null && e.member !== ep[i - 1].member) { x.push(e.epoch - 0.5); rows.push({}); }
+      x.push(e.epoch); rows.push(e);
+    });
+    const line = (key, name, color, dash) => ({x, y: rows.map((e) => e[key] ?? null), name, mode: "lines+markers",
+      line: {color, width: 2, dash}, marker: {size: 5}, connectgaps: false});
     const shapes = [], annotations = [];
-    if (es && es.epochs_saved > 0) {
-      shapes.push({type: "line", xref: "x", yref: "paper", x0: es.earliest_epoch, x1: es.earliest_epoch, y0: 0, y1: 1,
+    const stopLine = (epoch, text) => {
+      shapes.push({type: "line", xref: "x", yref: "paper", x0: epoch, x1: epoch, y0: 0, y1: 1,
                    line: {color: "#7c3aed", width: 2, dash: "dot"}});
-      annotations.push({xref: "x", yref: "paper", x: es.earliest_epoch, y: 1, yanchor: "bottom", showarrow: false,
-                        text: `within ${es.tolerance_pp} pp of best at epoch ${es.earliest_epoch}`, font: {color: "#7c3aed", size: 11}});
+      if (text) annotations.push({xref: "x", yref: "paper", x: epoch, y: 1, yanchor: "bottom", showarrow: false,
+                                  text, font: {color: "#7c3aed", size: 11}});
+    };
+    if (es && es.members) {
+      for (const m of es.members) {
+        if (m.member > 0) shapes.push({type: "line", xref: "x", yref: "paper", x0: m.first_epoch - 0.5, x1: m.first_epoch - 0.5,
+                                       y0: 0, y1: 1, line: {color: "#9ca3af", width: 1}});
+        annotations.push({xref: "x", yref: "paper", x: m.first_epoch - 0.5, xanchor: "left", y: 0, yanchor: "bottom",
+                          showarrow: false, text: `member ${m.member + 1}`, font: {color: "#6b7280", size: 10}});
+        if (m.epochs_saved > 0) stopLine(m.earliest_epoch, null);
+      }
+    } else if (es && es.epochs_saved > 0) {
+      stopLine(es.earliest_epoch, `within ${es.tolerance_pp} pp of best at epoch ${es.earliest_epoch}`);
     }
+    const xaxis = {title: {text: es && es.members ? "epoch (members one after another)" : "epoch"},
+                   ...(ep.length <= 30 ? {dtick: 1} : {})};
     const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
-      DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
+      DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
                      yaxis: {title: {text: "cross-entropy"}, type: "log", ...logTicks(ep)}, shapes, annotations}), DD.plotConfig);
     const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
-      DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}, dtick: 1},
+      DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
                      yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
   }
@@ -68,6 +87,15 @@
 
   function insightText(es) {
     if (!es) return "No validation accuracy was logged, so there is no early-stopping hint.";
+    if (es.members) {
+      const n = es.members.length;
+      if (es.epochs_saved === 0) return `Each of the ${n} ensemble members reached its best validation accuracy in its last epoch; training longer may still help.`;
+      const at = es.members.map((m) => `${m.earliest_member_epoch} of ${m.member_epochs}`).join(", ");
+      return `An ensemble of ${n} members, trained one after another, each judged on its own validation curve: ` +
+        `they were within ${es.tolerance_pp} pp of their best at epochs ${at}. Stopping each there would have saved ` +
+        `${es.epochs_saved} of ${es.epochs_total} epochs` +
+        (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
+    }
     if (es.epochs_saved === 0) return `Validation accuracy peaked in the last epoch (${es.best_epoch}); training longer may still help.`;
     return `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
       `${es.best_epoch}) already at epoch ${es.earliest_epoch} (${DD.fmt.pct(es.earliest_val_acc)}). Stopping there ` +
