@@ -193,8 +193,9 @@ PRESETS = {
     # of 26-32; two An-style stack5 runs: 18.5), so three of them average to little better than one. The rule
     # fixed before seeds 6-11 ran (after seeds 0-5 had shown 99.76 / 99.80%): members become the An-style stack5
     # if its two fresh 3-seed ensembles average >= 99.77%. They scored 99.78 / 99.77%: adopted. The cnn + stack5
-    # mix (the earlier rule: 3 + 3 at >= 99.78%) scored 99.72%: not adopted. On the CPU such a member trains
-    # ~62 min on one thread (3723 s, benchmarks/results/cpu_families2_2026-11-28.jsonl).
+    # mix (the earlier rule: 3 + 3 at >= 99.78%) scored 99.72%: not adopted. [CPU] one thread each, seeds 0-2:
+    # 99.67 / 99.72 / 99.70%, ensemble 99.75% (three default cnns there: 99.71%), 3723-4243 s of training per
+    # member (benchmarks/results/cpu_families2_2026-11-28.jsonl, cpu_stack5an_2026-11-28.jsonl).
     "best": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "widths": (48, 96, 192)}, "lr": 0.2,
              "epochs": 20, "batch_size": 256, "aug_repeats": 2,
              "augment": {"shift": 2, "rotate": 10, "scale": 0.1},
