@@ -6,8 +6,10 @@ test also checks that data-derived text is rendered as text. Screenshots land in
 """
 import json
 import math
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -293,14 +295,15 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     """An ensemble's members train one after another: the curves break between members, and the early-stopping
     hint judges each member on its own curve (the report reads the stored epochs and summary)."""
     from deepdive.analysis import insight
-    from deepdive.store import Store
+    from deepdive.store import DB_NAME, Store
     from deepdive.web.report import build_report
 
     ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
     rid = analyzed_run.run_id
     vals = [0.90, 0.95, 0.951, 0.91, 0.96, 0.962]              # member 0 is within 0.1 pp at its epoch 2
+    with closing(sqlite3.connect(ws / DB_NAME)) as conn, conn:
+        conn.execute("DELETE FROM epochs WHERE run_id = ?", (rid,))
     with Store.open(ws) as store:
-        store._conn.execute("DELETE FROM epochs WHERE run_id = ?", (rid,))
         for i, v in enumerate(vals):
             store.log_epoch(rid, i + 1, 1 - v, v, 1.05 - v, v, 0.1, 2.0, member=i // 3)
         hint = insight.early_stop(store.epochs(rid))
