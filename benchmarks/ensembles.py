@@ -8,6 +8,12 @@ For a named ensemble it also prints how many test errors each two members share 
 
 A member is "variant" (all its seeds) or "variant/seed". Ensembles average probabilities, as `--ensemble K` does.
 Combinations are named up front, not searched for: picking members by their test accuracy would fit the test set.
+
+    python benchmarks/ensembles.py --compact probs.npz small.npz  # keep only the images some run is unsure of
+
+A compact file keeps the test images on which at least one run gives the true class at most 0.5, and counts the
+others (n_test): every run gives those more than 0.5, so every average of its runs gets them right too. Scores
+from it equal the full file's for any ensemble of its own runs, so it is scored alone, never beside other files.
 """
 import argparse
 import statistics
@@ -20,25 +26,36 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("args", nargs="+", metavar="FILE.npz | MEMBER",
                    help="the sweeps' .npz files, then the members of one ensemble (variants or variant/seed runs)")
+    p.add_argument("--compact", action="store_true", help="write the compact form of FILE.npz to OUT.npz and exit")
     args = p.parse_args(argv)
+    if args.compact:
+        if len(args.args) != 2:
+            p.error("--compact takes the full file and the file to write: --compact FILE.npz OUT.npz")
+        return compact(*args.args)
     files = [a for a in args.args if a.endswith(".npz")]
     args.members = [a for a in args.args if not a.endswith(".npz")]
     if not files:
         p.error("name at least one .npz file written by benchmarks/sweep.py --probs-out")
-    runs, labels = {}, None
+    runs, labels, n_test = {}, None, None
     for path in files:
         data = np.load(path)
+        if "n_test" in data.files:
+            if len(files) > 1:
+                p.error(f"{path} is a compact file (--compact): it can only be scored alone")
+            n_test = int(data["n_test"])
         if labels is not None and not np.array_equal(labels, data["labels"]):
             p.error(f"{path} holds other test labels than {files[0]}")
         labels = data["labels"]
         for k in data.files:
-            if k != "labels":
+            if k not in ("labels", "n_test"):
                 if k in runs:
                     p.error(f"run {k!r} is in two files; rename the variant in one sweep")
                 runs[k] = data[k].astype(np.float32)
 
+    omitted = 0 if n_test is None else n_test - len(labels)   # a compact file's images every run gets right
+
     def acc(probs):
-        return 100 * float((probs.argmax(1) == labels).mean())
+        return 100 * float((probs.argmax(1) == labels).sum() + omitted) / (len(labels) + omitted)
 
     variants = {}
     for key in runs:
@@ -68,6 +85,21 @@ def main(argv=None):
         print("test errors two members share (diagonal: the member's own errors):")
         for i, k in enumerate(keys):
             print(f"  {k:{width}s} " + " ".join(f"{int((wrong[i] & wrong[j]).sum()):4d}" for j in range(len(keys))))
+    return 0
+
+
+def compact(src, dst):
+    """Write src's runs restricted to the test images some run is unsure of (true class <= 0.5), plus n_test."""
+    data = np.load(src)
+    if "n_test" in data.files:
+        raise SystemExit(f"{src} is compact already")
+    labels = data["labels"]
+    keys = [k for k in data.files if k != "labels"]
+    true_prob = np.stack([data[k][np.arange(len(labels)), labels] for k in keys])   # (runs, images)
+    keep = (true_prob <= 0.5).any(0)
+    np.savez_compressed(dst, labels=labels[keep], n_test=np.int64(len(labels)),
+                        **{k: data[k][keep].astype(np.float16) for k in keys})
+    print(f"{dst}: {int(keep.sum())} of {len(labels)} test images kept, {len(keys)} runs")
     return 0
 
 

@@ -75,3 +75,30 @@ def test_committed_sweep_files_resolve(path):
         for device in ("cpu", "cuda"):
             for member in [None] + list(range(int(v.get("ensemble", 1)))):
                 resolve_config(v["preset"], v.get("overrides"), v.get("epochs"), device=device, member=member)
+
+
+def test_a_compact_probabilities_file_scores_like_the_full_one(tmp_path, capsys):
+    """--compact keeps only the images some run gives the true class <= 0.5; every ensemble of its runs scores
+    exactly as from the full file, and it refuses to be mixed with other files (whose runs it cannot bound)."""
+    spec = importlib.util.spec_from_file_location("ensembles", SWEEP.parent / "ensembles.py")
+    ensembles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ensembles)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 40)
+    runs = {f"v/{i}": np.eye(3, dtype=np.float32)[labels] * 0.9 + 0.1 / 3 for i in range(3)}
+    runs["v/0"][:4] = [0.5, 0.25, 0.25]                      # unsure (or wrong) on the first four images
+    runs["v/1"][2:6] = [0.2, 0.2, 0.6]
+    full, small = tmp_path / "full.npz", tmp_path / "small.npz"
+    np.savez_compressed(full, labels=labels, **runs)
+    assert ensembles.main(["--compact", str(full), str(small)]) == 0
+    kept = np.load(small)
+    assert int(kept["n_test"]) == 40 and 0 < len(kept["labels"]) <= 6
+    capsys.readouterr()
+    for members in (["v"], ["v/0", "v/1"], ["v/1"]):
+        ensembles.main([str(full), *members])
+        from_full = capsys.readouterr().out
+        ensembles.main([str(small), *members])
+        assert capsys.readouterr().out == from_full
+    with pytest.raises(SystemExit):
+        ensembles.main([str(small), str(full), "v"])
+    assert "can only be scored alone" in capsys.readouterr().err
