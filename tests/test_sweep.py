@@ -43,12 +43,18 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     assert row[0] == "tiny" and row[1] == "2" and row[-1].endswith("%")   # two seeds: an ensemble column
 
 
-def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
-    """benchmarks/ensembles.py reads --probs-out files (here a hand-made one: two runs, one of them wrong on one of
-    four images): each run, their median, the averaged ensemble and the images half the runs get wrong."""
+def _load_ensembles():
+    """benchmarks/ensembles.py as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location("ensembles", SWEEP.parent / "ensembles.py")
     ensembles = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ensembles)
+    return ensembles
+
+
+def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
+    """benchmarks/ensembles.py reads --probs-out files (here a hand-made one: two runs, one of them wrong on one of
+    four images): each run, their median, the averaged ensemble and the images half the runs get wrong."""
+    ensembles = _load_ensembles()
     labels = np.array([0, 1, 1, 0])
     right = np.eye(2, dtype=np.float32)[labels]
     wrong = right.copy()
@@ -80,9 +86,7 @@ def test_committed_sweep_files_resolve(path):
 def test_a_compact_probabilities_file_scores_like_the_full_one(tmp_path, capsys):
     """--compact keeps only the images some run gives the true class <= 0.5; every ensemble of its runs scores
     exactly as from the full file, and it refuses to be mixed with other files (whose runs it cannot bound)."""
-    spec = importlib.util.spec_from_file_location("ensembles", SWEEP.parent / "ensembles.py")
-    ensembles = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ensembles)
+    ensembles = _load_ensembles()
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 40)
     runs = {f"v/{i}": np.eye(3, dtype=np.float32)[labels] * 0.9 + 0.1 / 3 for i in range(3)}

@@ -85,15 +85,16 @@ def text_summary(summary: dict, workspace) -> str:
     lines.append(f"likely label issues: {s['label_issues']['count']} (from {s['label_issues']['source']})")
     lines.append("errors by cause: " + ", ".join(f"{k} {v}" for k, v in s["taxonomy"]["total"].items()))
     hint = s.get("insight")
-    if hint and hint["epochs_saved"] and hint.get("members"):
-        at = ", ".join(f"{m['earliest_member_epoch']}/{m['member_epochs']}" for m in hint["members"])
-        lines.append(f"training: each of the {len(hint['members'])} ensemble members' val accuracy was within "
-                     f"{hint['tolerance_pp']} pp of its best at epoch {at}; stopping each there would have saved "
-                     f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})")
-    elif hint and hint["epochs_saved"]:
-        lines.append(f"training: val accuracy was within {hint['tolerance_pp']} pp of its best at epoch "
-                     f"{hint['earliest_epoch']} of {hint['epochs_total']}; stopping there would have saved "
-                     f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})")
+    if hint and hint["epochs_saved"]:
+        saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"
+        if hint.get("members"):
+            at = ", ".join(f"{m['earliest_member_epoch']}/{m['member_epochs']}" for m in hint["members"])
+            lines.append(f"training: each of the {len(hint['members'])} ensemble members' val accuracy was within "
+                         f"{hint['tolerance_pp']} pp of its best at epoch {at}; stopping each there would have "
+                         f"saved {saved}")
+        else:
+            lines.append(f"training: val accuracy was within {hint['tolerance_pp']} pp of its best at epoch "
+                         f"{hint['earliest_epoch']} of {hint['epochs_total']}; stopping there would have saved {saved}")
     for suggestion in (s.get("advice") or [])[:3]:
         lines.append(f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}")
     for note in s.get("notes") or []:
