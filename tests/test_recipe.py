@@ -132,6 +132,24 @@ def test_kept_checkpoint_follows_keep_rule(mnist, tmp_path, monkeypatch):
         resolve_config("fast", {"aug_repeats": 0})
 
 
+def test_train_loss_is_plain_cross_entropy_whatever_the_smoothing(mnist):
+    """The logged train loss measures what val_loss measures (cross-entropy against the true labels), not the
+    label-smoothed objective, whose floor drew the train curve far above the validation one. With smoothing 0.3
+    (10 classes) the objective can never fall below the smoothed target's entropy, 1.18; the plain cross-entropy
+    of a model that has learnt something can."""
+    eps, k = 0.3, 10
+    target = np.full(k, eps / k)
+    target[0] += 1 - eps
+    floor = float(-(target * np.log(target)).sum())
+    assert floor == pytest.approx(1.18, abs=0.01)
+    result = train(mnist, "fast", epochs=2, seed=0, device="cpu", limit_train=1000, progress=False,
+                   overrides={"label_smoothing": eps})
+    last = result.history[-1]
+    assert last["val_acc"] > 0.8
+    assert last["train_loss"] < floor - 0.2
+    assert abs(last["train_loss"] - last["val_loss"]) < 0.5     # the two curves measure the same thing
+
+
 def test_batch_augmentation_repeats_each_image(mnist):
     r = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=1000, progress=False,
               overrides={"arch": "cnn-small", "aug_repeats": 2})

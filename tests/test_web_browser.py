@@ -153,8 +153,10 @@ def view_checks(tab, expected) -> dict:
         lo, hi = min(expected["losses"]), max(expected["losses"])
         mantissas = [float(t) / 10 ** math.floor(math.log10(float(t))) for t in ticks]
         one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2 <= float(t) <= hi * 2 for m, t in zip(mantissas, ticks))
+        # a deepdive-trained run says what its train and validation lines measure
+        note = tab.count('[data-testid="curves-note"]') and p.inner_text('[data-testid="curves-note"]')
         return f"{100 * summary['accuracy']:.2f}%" in p.inner_text('[data-testid="overview-cards"]') and \
-            len(ticks) >= 2 and one_two_five
+            len(ticks) >= 2 and one_two_five and bool(note) and "cross-entropy against the true labels" in note
 
     def classes(p):
         thumbs = sum(min(48, row["errors"]) for row in summary["per_class"])

@@ -125,7 +125,12 @@
       root.appendChild(DD.section("Training curves",
         el("div", {class: "insight" + (es && es.epochs_saved ? " hint" : ""), attrs: {"data-testid": "insight"}},
            el("span", {class: "insight-icon", text: "i"}), el("span", {text: insightText(es)})),
-        el("div", {class: "two-col"}, lossBox, accBox)));
+        el("div", {class: "two-col"}, lossBox, accBox),
+        // deepdive's own runs: say what the two lines measure (runs logged through the API define their own)
+        (ctx.b.run.config || {}).preset ? el("p", {class: "note muted", attrs: {"data-testid": "curves-note"},
+          text: "Train: mean over each epoch's augmented training batches, measured while they trained. " +
+                "Validation: the held-out images, unaugmented, after the epoch. Both losses are cross-entropy " +
+                "against the true labels."}) : null));
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
         DD.section("Most frequent confusions", topConfusions(ctx)),
