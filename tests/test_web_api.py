@@ -80,8 +80,13 @@ def test_runs_list_and_run(client, analyzed_run):
     runs = client.get("/api/runs").json()
     row = next(r for r in runs if r["id"] == analyzed_run.run_id)
     assert row["splits"] == ["test"] and row["status"] == "finished"
+    assert (row["preset"], row["epochs"], row["seed"], row["ensemble"]) == ("fast", 1, 0, 1)
     one = client.get(f"/api/runs/{analyzed_run.run_id}").json()
     assert one["id"] == analyzed_run.run_id and one["config"]["preset"] == "fast"
+    epochs = client.get(f"/api/runs/{analyzed_run.run_id}/epochs").json()
+    assert epochs == analyzed_run.store.epochs(analyzed_run.run_id) and len(epochs) == 1
+    for bad in ("nope", "..%2F..%2Fetc", analyzed_run.run_id[:8]):       # exact ids only, like every run URL
+        assert client.get(f"/api/runs/{bad}/epochs").status_code == 404
 
 
 def test_bundle_matches_the_analysis(client, base, res, analyzed_run):

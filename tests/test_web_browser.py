@@ -9,7 +9,7 @@ import math
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +62,9 @@ def expected(analyzed_run):
             "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")]}
 
 
-@pytest.fixture(scope="module")
-def server_url(workspace):
+@contextmanager
+def serving(workspace):
+    """`deepdive serve` of `workspace` on a free 127.0.0.1 port, in a thread; yields its URL."""
     import uvicorn
 
     from deepdive.web.app import create_app
@@ -76,9 +77,17 @@ def server_url(workspace):
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(workspace):
+    with serving(workspace) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +335,39 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     page.screenshot(path=str(test_output_dir / "web-report-overview-ensemble.png"))
     assert not t.dialogs and not t.errors
     t.page.close()
+
+
+def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tmp_path, test_output_dir):
+    """The runs page lists each run's recipe and overlays the training curves of the ticked runs (the newest
+    ones start ticked), one colour per run; unticking a run takes its lines away."""
+    import deepdive
+
+    ws = hostile_copy(analyzed_run, tmp_path)                   # the trained run is named XSS_RUN
+    run = deepdive.init(name="my-net", workspace=ws)             # a run logged through the Python API
+    logged = [0.8, 0.9, 0.95, 0.97]
+    for acc in logged:
+        run.log(train_loss=1.2 - acc, train_acc=acc, val_loss=1.1 - acc, val_acc=acc)
+    run.finish()
+    with serving(ws) as url:
+        t = Tab(browser, url, analyzed_run.run_id)
+        page = t.page
+        page.wait_for_selector('[data-testid="runs-table"]')
+        recipes = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr td:nth-child(5)',
+                                            "tds => tds.map(td => td.textContent)")
+        assert recipes == ["–", "fast · 1 ep · seed 0"]             # newest first; the API run has no recipe
+        page.wait_for_selector('[data-testid="compare-acc"] .scatterlayer .trace')
+        acc = page.evaluate("() => document.querySelector('[data-testid=\"compare-acc\"]').data")
+        assert [tr["y"] for tr in acc] == [logged, [e["val_acc"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]]
+        assert acc[0]["name"].startswith("my-net") and acc[1]["name"].startswith(XSS_RUN)
+        legend = page.eval_on_selector_all('[data-testid="compare-acc"] .legendtext', "ts => ts.map(t => t.textContent)")
+        assert legend[0].startswith("my-net") and legend[1].startswith(XSS_RUN)   # markup in a name shows as text
+        loss = page.evaluate("() => document.querySelector('[data-testid=\"compare-loss\"]').data.length")
+        assert loss == 4                                              # validation and train loss per run
+        page.screenshot(path=str(test_output_dir / "web-runs-compare.png"))
+        page.locator('[data-testid="compare-tick"]').first.uncheck()
+        page.wait_for_function("() => document.querySelector('[data-testid=\"compare-acc\"]').data.length === 1")
+        page.locator('[data-testid="compare-tick"]').last.uncheck()
+        page.wait_for_selector('[data-testid="compare"] .note')
+        assert "Tick runs" in page.inner_text('[data-testid="compare"]')
+        assert not t.dialogs and not t.errors
+        t.page.close()

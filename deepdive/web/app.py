@@ -4,6 +4,7 @@
     GET /static/{name}                                      its scripts and styles (a fixed list), plotly.js
     GET /api/runs                                           runs, newest first, with their analysed splits
     GET /api/runs/{run_id}                                  one run
+    GET /api/runs/{run_id}/epochs                           its per-epoch metrics (the runs page's comparison)
     GET /api/runs/{run_id}/splits/{split}/bundle            everything the views show (see bundle.py)
     GET /api/runs/{run_id}/splits/{split}/sprites/{n}.png   thumbnail sprite sheet n
     GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
@@ -132,6 +133,10 @@ def create_app(workspace) -> FastAPI:
         return {**_run_row(rec), "config": rec.config, "data_source": rec.data_source,
                 "splits": AnalysisResult.splits(rec.run_dir)}
 
+    @app.get("/api/runs/{run_id}/epochs")
+    def epochs(run_id: str):
+        return store.epochs(runs.record(run_id).id)
+
     @app.get("/api/runs/{run_id}/splits/{split}/bundle")
     def bundle(run_id: str, split: str):
         entry = runs.get(run_id, split)
@@ -170,4 +175,9 @@ def create_app(workspace) -> FastAPI:
 def _run_row(r) -> dict:
     keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
             "device", "created_at", "finished_at")
-    return {k: getattr(r, k) for k in keys}
+    cfg = r.config
+    # What the runs table tells runs apart by: the recipe of a `deepdive train` run (None for runs logged
+    # through the Python API, whose config is the user's own).
+    recipe = {k: cfg.get(k) for k in ("preset", "seed", "ensemble")}
+    recipe["epochs"] = (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs"))
+    return {**{k: getattr(r, k) for k in keys}, **(recipe if cfg.get("preset") else {})}

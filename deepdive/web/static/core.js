@@ -117,6 +117,15 @@ window.DD = window.DD || {};
     return {
       mode: "served",
       listRuns: () => getJSON("/api/runs"),
+      epochs: function (runId) {
+        const key = "epochs/" + runId;
+        if (!cache.has(key)) {
+          const p = getJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`);
+          p.catch(() => cache.delete(key));
+          cache.set(key, p);
+        }
+        return cache.get(key);
+      },
       bundle: function (runId, split) {
         const key = runId + "/" + split;
         if (!cache.has(key)) {

@@ -36,14 +36,8 @@
   function curves(Plotly, ctx, lossBox, accBox) {
     const ep = ctx.b.epochs;
     const es = DD.earlyStop(ctx.b.summary);
-    // An ensemble's members train one after another from scratch (epochs numbered on): a gap (null point)
-    // between members keeps a line from joining one member's last epoch to the next one's first.
-    const x = [], rows = [];
-    ep.forEach((e, i) => {
-      if (i && e.member != null && e.member !== ep[i - 1].member) { x.push(e.epoch - 0.5); rows.push({}); }
-      x.push(e.epoch); rows.push(e);
-    });
-    const line = (key, name, color, dash) => ({x, y: rows.map((e) => e[key] ?? null), name, mode: "lines+markers",
+    const s = DD.epochSeries(ep);    // with gaps between an ensemble's members
+    const line = (key, name, color, dash) => ({x: s.x, y: s.series(key), name, mode: "lines+markers",
       line: {color, width: 2, dash}, marker: {size: 5}, connectgaps: false});
     const shapes = [], annotations = [];
     const stopLine = (epoch, text) => {
@@ -67,22 +61,11 @@
                    ...(ep.length <= 30 ? {dtick: 1} : {})};
     const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
-                     yaxis: {title: {text: "cross-entropy"}, type: "log", ...logTicks(ep)}, shapes, annotations}), DD.plotConfig);
+                     yaxis: {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(ep.flatMap((e) => [e.train_loss, e.val_loss]))}, shapes, annotations}), DD.plotConfig);
     const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
                      yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
-  }
-
-  // Log-axis ticks at 1-2-5 steps with full numbers: plotly's own labels the minor ticks with bare digits
-  // ("2 … 9" under "0.1"), which reads as values.
-  function logTicks(ep) {
-    const ys = ep.flatMap((e) => [e.train_loss, e.val_loss]).filter((v) => v > 0 && Number.isFinite(v));
-    if (!ys.length) return {};
-    const lo = Math.min(...ys), hi = Math.max(...ys), vals = [];
-    for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++)
-      for (const m of [1, 2, 5]) { const v = m * 10 ** p; if (v >= lo / 2 && v <= hi * 2) vals.push(v); }
-    return {tickmode: "array", tickvals: vals, ticktext: vals.map((v) => String(+v.toPrecision(1)))};
   }
 
   function insightText(es) {

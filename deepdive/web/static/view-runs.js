@@ -1,7 +1,62 @@
-// The workspace's runs (served mode's home page).
+// The workspace's runs (served mode's home page): the table, and the ticked runs' training curves overlaid.
 "use strict";
 (function (DD) {
   const el = DD.el;
+  const COMPARE_FIRST = 5;      // the newest runs with curves start ticked, so the page opens on a comparison
+
+  function recipeText(r) {
+    if (!r.preset) return "–";
+    return [r.preset, r.epochs != null && `${r.epochs} ep`, r.seed != null && `seed ${r.seed}`,
+            r.ensemble > 1 && `×${r.ensemble}`].filter(Boolean).join(" · ");
+  }
+
+  // Validation accuracy and loss per epoch of every ticked run, one colour per run (train loss dotted).
+  async function drawComparison(source, runs, ticked, box) {
+    const chosen = runs.filter((r) => ticked.has(r.id));
+    const token = (box.dataset.token = String(Number(box.dataset.token || 0) + 1));
+    if (!chosen.length) {
+      DD.clear(box).appendChild(DD.note("Tick runs in the table to overlay their training curves.", "muted"));
+      return;
+    }
+    let epochs;
+    try {
+      epochs = await Promise.all(chosen.map((r) => source.epochs(r.id)));
+    } catch (err) {
+      if (box.dataset.token === token) DD.clear(box).appendChild(DD.note("Could not load the curves: " + err.message, "error"));
+      return;
+    }
+    const Plotly = await DD.plotly();
+    if (box.dataset.token !== token || !box.isConnected) return;   // a newer tick redrew it meanwhile
+    const acc = [], loss = [], empty = [];
+    chosen.forEach((r, i) => {
+      const s = DD.epochSeries(epochs[i]);
+      const color = DD.CLASS_COLORS[runs.indexOf(r) % DD.CLASS_COLORS.length];
+      const name = `${r.name} · ${r.id.slice(-6)}`;
+      if (!epochs[i].length) { empty.push(r.name); return; }
+      const line = (key, dash, show, suffix) => ({x: s.x, y: s.series(key), name: name + suffix, legendgroup: r.id,
+        showlegend: show, mode: "lines+markers", line: {color, width: 2, dash}, marker: {size: 4}, connectgaps: false});
+      acc.push(line("val_acc", undefined, true, ""));
+      loss.push(line("val_loss", undefined, true, ""), line("train_loss", "dot", false, " (train)"));
+    });
+    const accBox = el("div", {class: "chart", attrs: {"data-testid": "compare-acc"}});
+    const lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
+    DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox),
+      DD.note("Solid: validation; dotted: train (mean over each epoch's augmented batches). An ensemble's members " +
+              "follow one another along the epoch axis." + (empty.length ? ` No epochs logged for: ${empty.join(", ")}.` : ""),
+              "muted small"));
+    const longest = Math.max(...epochs.map((ep) => ep.length));
+    const layout = (title, yaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02, xanchor: "left"},
+      xaxis: {title: {text: "epoch"}, ...(longest <= 30 ? {dtick: 1} : {})}, yaxis: {automargin: true, ...yaxis},
+      hovermode: "closest", legend: {orientation: "h", y: -0.25, x: 0}});
+    const losses = epochs.flat().flatMap((e) => [e.train_loss, e.val_loss]);
+    await Promise.all([
+      Plotly.newPlot(accBox, acc, layout("Validation accuracy per epoch", {title: {text: "accuracy"}, tickformat: ".2%"}),
+                     DD.plotConfig),
+      Plotly.newPlot(lossBox, loss, layout("Loss per epoch", {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(losses)}),
+                     DD.plotConfig),
+    ]);
+    DD.mark("dd-compare-painted");
+  }
 
   DD.views.runs = {
     title: "Runs",
@@ -20,14 +75,23 @@
                                  "`deepdive analyze latest`."));
         return;
       }
-      const head = ["Name", "Run id", "Dataset", "Status", "Test accuracy", "Parameters", "Train time", "Created",
-                    "Deep dive"];
+      const ticked = new Set(runs.filter((r) => r.status !== "running").slice(0, COMPARE_FIRST).map((r) => r.id));
+      const compareBox = el("div", {attrs: {"data-testid": "compare"}});
+      const redraw = () => drawComparison(source, runs, ticked, compareBox)
+        .catch((err) => DD.clear(compareBox).appendChild(DD.note(err.message, "error")));
+      const head = ["", "Name", "Run id", "Dataset", "Recipe", "Status", "Test accuracy", "Parameters", "Train time",
+                    "Created", "Deep dive"];
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))),
-        el("tbody", {}, runs.map((r) => el("tr", {dataset: {run: r.id}},
+        el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}},
+          el("td", {}, el("input", {type: "checkbox", checked: ticked.has(r.id),
+            attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
+            style: {accentColor: DD.CLASS_COLORS[i % DD.CLASS_COLORS.length]},
+            on: {change: (e) => { if (e.target.checked) ticked.add(r.id); else ticked.delete(r.id); redraw(); }}})),
           el("td", {class: "strong", text: r.name}),
           el("td", {class: "mono", text: r.id}),
           el("td", {text: r.dataset}),
+          el("td", {class: "small", text: recipeText(r)}),
           el("td", {}, el("span", {class: "status " + r.status, text: r.status})),
           el("td", {class: "num", text: DD.fmt.pct(r.test_accuracy, 2)}),
           el("td", {class: "num", text: DD.fmt.int(r.num_params)}),
@@ -38,6 +102,8 @@
             href: `#/r/${encodeURIComponent(r.id)}/${encodeURIComponent(s)}/overview`,
           })) : el("span", {class: "muted small", text: `not analysed: deepdive analyze ${r.id}`}))))));
       root.appendChild(el("div", {class: "panel"}, table));
+      root.appendChild(DD.section("Compare training curves", compareBox));
+      redraw();
     },
   };
 })(window.DD);

@@ -165,5 +165,26 @@
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", hovermode: "x unified",
     legend: {orientation: "h", y: 1.14, x: 1, xanchor: "right"},
   }, extra || {});
+  // Per-epoch rows as chart series: {x, rows}. An ensemble's members train one after another from scratch
+  // (epochs numbered on): a gap (a null point) between members keeps a line from joining one member's last
+  // epoch to the next one's first. series(key) gives the y values for one metric.
+  DD.epochSeries = function (epochs) {
+    const x = [], rows = [];
+    epochs.forEach((e, i) => {
+      if (i && e.member != null && e.member !== epochs[i - 1].member) { x.push(e.epoch - 0.5); rows.push({}); }
+      x.push(e.epoch); rows.push(e);
+    });
+    return {x, rows, series: (key) => rows.map((e) => e[key] ?? null)};
+  };
+  // Log-axis ticks at 1-2-5 steps with full numbers, for the given values: plotly's own labels the minor ticks
+  // with bare digits ("2 … 9" under "0.1"), which reads as values.
+  DD.logTicks = function (values) {
+    const ys = values.filter((v) => v > 0 && Number.isFinite(v));
+    if (!ys.length) return {};
+    const lo = Math.min(...ys), hi = Math.max(...ys), vals = [];
+    for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++)
+      for (const m of [1, 2, 5]) { const v = m * 10 ** p; if (v >= lo / 2 && v <= hi * 2) vals.push(v); }
+    return {tickmode: "array", tickvals: vals, ticktext: vals.map((v) => String(+v.toPrecision(1)))};
+  };
   DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
 })(window.DD);
