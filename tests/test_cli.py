@@ -1,5 +1,6 @@
 """The `deepdive` command line: train/runs JSON contracts, predict, error paths and exit codes."""
 import json
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 
@@ -10,7 +11,7 @@ from deepdive.cli import main
 from deepdive.store import Store
 
 TRAIN_KEYS = {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}
-RUNS_KEYS = {"id", "name", "dataset", "status", "test_accuracy", "created"}
+RUNS_KEYS = {"id", "name", "dataset", "recipe", "status", "test_accuracy", "created"}
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,12 @@ def test_runs_json_and_table(cli_train, run_cli, capsys):
     (row,) = json.loads(proc.stdout.splitlines()[-1])
     assert set(row) == RUNS_KEYS
     assert (row["id"], row["name"], row["dataset"], row["status"]) == (run_id, "cli-run", "mnist", "finished")
+    assert row["recipe"] == {"preset": "fast", "epochs": 1, "seed": 0, "ensemble": 1}
 
     assert main(["runs", "--workspace", str(ws)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:4] == ["ID", "NAME", "DATASET", "STATUS"]
-    assert out[1].split()[:4] == [run_id, "cli-run", "mnist", "finished"]
+    out = [re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0][:5] == ["ID", "NAME", "DATASET", "RECIPE", "STATUS"]
+    assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0", "finished"]
 
 
 def test_runs_on_empty_workspace(tmp_path, capsys):
@@ -63,7 +65,10 @@ def test_runs_shows_killed_run_as_interrupted(tmp_path, capsys):
         old = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat(timespec="milliseconds")
         store._conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (old, run.id))
     assert main(["runs", "--workspace", str(tmp_path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["status"] == "interrupted"
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["status"] == "interrupted" and row["recipe"] is None    # no preset: not a `deepdive train` run
+    assert main(["runs", "--workspace", str(tmp_path)]) == 0
+    assert re.split(r"\s{2,}", capsys.readouterr().out.splitlines()[1])[3] == "-"
 
 
 def draw_one(path):

@@ -63,6 +63,26 @@ class RunRecord:
         return json.loads(self.data_source_json)
 
     @property
+    def recipe(self) -> dict | None:
+        """How a `deepdive train` run was trained: {preset, epochs (per member), seed, ensemble}; None for runs
+        logged through the Python API, whose config is the user's own."""
+        cfg = self.config
+        if not cfg.get("preset"):
+            return None
+        return {"preset": cfg["preset"], "epochs": (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs")),
+                "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble")}
+
+    @property
+    def recipe_text(self) -> str:
+        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3"; "-" for a run without one."""
+        r = self.recipe
+        if r is None:
+            return "-"
+        return " · ".join([r["preset"]] + [text for ok, text in (
+            (r["epochs"] is not None, f"{r['epochs']} ep"), (r["seed"] is not None, f"seed {r['seed']}"),
+            ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}")) if ok])
+
+    @property
     def class_names(self) -> list[str]:
         return json.loads(self.class_names_json)
 

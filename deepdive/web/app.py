@@ -175,9 +175,4 @@ def create_app(workspace) -> FastAPI:
 def _run_row(r) -> dict:
     keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
             "device", "created_at", "finished_at")
-    cfg = r.config
-    # What the runs table tells runs apart by: the recipe of a `deepdive train` run (None for runs logged
-    # through the Python API, whose config is the user's own).
-    recipe = {k: cfg.get(k) for k in ("preset", "seed", "ensemble")}
-    recipe["epochs"] = (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs"))
-    return {**{k: getattr(r, k) for k in keys}, **(recipe if cfg.get("preset") else {})}
+    return {**{k: getattr(r, k) for k in keys}, "recipe": r.recipe_text if r.recipe else None}

@@ -4,12 +4,6 @@
   const el = DD.el;
   const COMPARE_FIRST = 5;      // the newest runs with curves start ticked, so the page opens on a comparison
 
-  function recipeText(r) {
-    if (!r.preset) return "–";
-    return [r.preset, r.epochs != null && `${r.epochs} ep`, r.seed != null && `seed ${r.seed}`,
-            r.ensemble > 1 && `×${r.ensemble}`].filter(Boolean).join(" · ");
-  }
-
   // Validation accuracy and loss per epoch of every ticked run, one colour per run (train loss dotted).
   async function drawComparison(source, runs, ticked, box) {
     const chosen = runs.filter((r) => ticked.has(r.id));
@@ -91,7 +85,7 @@
           el("td", {class: "strong", text: r.name}),
           el("td", {class: "mono", text: r.id}),
           el("td", {text: r.dataset}),
-          el("td", {class: "small", text: recipeText(r)}),
+          el("td", {class: "small", text: r.recipe || "–"}),
           el("td", {}, el("span", {class: "status " + r.status, text: r.status})),
           el("td", {class: "num", text: DD.fmt.pct(r.test_accuracy, 2)}),
           el("td", {class: "num", text: DD.fmt.int(r.num_params)}),
