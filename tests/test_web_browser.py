@@ -371,3 +371,30 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         assert "Tick runs" in page.inner_text('[data-testid="compare"]')
         assert not t.dialogs and not t.errors
         t.page.close()
+
+
+def test_the_runs_page_follows_a_run_while_it_trains(browser, analyzed_run, copy_workspace, tmp_path):
+    """A run still training: its curves grow as it logs epochs and its row turns finished, without a reload."""
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    with Store.open(ws) as store, serving(ws) as url:
+        rid = store.create_run("live", "mnist", {"preset": "fast", "seed": 3}, {}, [str(c) for c in range(10)],
+                               "cpu").id
+        for epoch, acc in ((1, 0.9), (2, 0.95)):
+            store.log_epoch(rid, epoch, 0.5, acc, 0.4, acc, 0.1, 1.0)
+        t = Tab(browser, url, rid)
+        page = t.page
+        page.wait_for_selector('[data-testid="compare-acc"] .scatterlayer .trace')
+        live_y = "document.querySelector('[data-testid=\"compare-acc\"]').data[0].y"
+        assert page.evaluate(f"() => {live_y}") == [0.9, 0.95]
+        assert page.inner_text(f'tr[data-run="{rid}"] .status') == "running"
+        store.log_epoch(rid, 3, 0.3, 0.97, 0.3, 0.97, 0.1, 1.0)
+        store.finish_run(rid, 0.96, 3.0, 1000, "cnn")
+        page.wait_for_function(f"() => {live_y}.length === 3", timeout=20_000)
+        page.wait_for_function(f"() => document.querySelector('tr[data-run=\"{rid}\"] .status').textContent === 'finished'",
+                               timeout=20_000)
+        assert page.evaluate(f"() => {live_y}") == [0.9, 0.95, 0.97]
+        assert "96.00%" in page.inner_text(f'tr[data-run="{rid}"]')
+        assert not t.dialogs and not t.errors
+        t.page.close()

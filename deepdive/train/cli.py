@@ -104,17 +104,17 @@ def cmd_runs(args) -> int:
         with Store.open(args.workspace, create=False) as store:
             runs = store.list_runs()
     rows = [{"id": r.id, "name": r.name, "dataset": r.dataset, "recipe": r.recipe, "status": r.status,
-             "test_accuracy": r.test_accuracy, "created": r.created_at, "recipe_text": r.recipe_text} for r in runs]
+             "test_accuracy": r.test_accuracy, "created": r.created_at} for r in runs]
     if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "recipe_text"} for r in rows]))
+        print(json.dumps(rows))
         return 0
     if not rows:
         print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
         return 0
     table = [("ID", "NAME", "DATASET", "RECIPE", "STATUS", "TEST ACC", "CREATED (UTC)")]
-    for r in rows:
+    for run, r in zip(runs, rows):
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2%}"
-        table.append((r["id"], r["name"], r["dataset"], r["recipe_text"], r["status"], acc,
+        table.append((r["id"], r["name"], r["dataset"], run.recipe_text, r["status"], acc,
                       r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:

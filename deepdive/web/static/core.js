@@ -117,9 +117,9 @@ window.DD = window.DD || {};
     return {
       mode: "served",
       listRuns: () => getJSON("/api/runs"),
-      epochs: function (runId) {
+      epochs: function (runId, fresh) {     // fresh: refetch (a run still training logs more)
         const key = "epochs/" + runId;
-        if (!cache.has(key)) {
+        if (fresh || !cache.has(key)) {
           const p = getJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`);
           p.catch(() => cache.delete(key));
           cache.set(key, p);

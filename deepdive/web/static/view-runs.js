@@ -2,10 +2,11 @@
 "use strict";
 (function (DD) {
   const el = DD.el;
-  const COMPARE_FIRST = 5;      // the newest runs with curves start ticked, so the page opens on a comparison
+  const COMPARE_FIRST = 5;      // the newest runs start ticked, so the page opens on a comparison
+  const POLL_MS = 5000;         // how often the page refreshes while a run is training
 
   // Validation accuracy and loss per epoch of every ticked run, one colour per run (train loss dotted).
-  async function drawComparison(source, runs, ticked, box) {
+  async function drawComparison(source, runs, ticked, box, live) {
     const chosen = runs.filter((r) => ticked.has(r.id));
     const token = (box.dataset.token = String(Number(box.dataset.token || 0) + 1));
     if (!chosen.length) {
@@ -14,7 +15,7 @@
     }
     let epochs;
     try {
-      epochs = await Promise.all(chosen.map((r) => source.epochs(r.id)));
+      epochs = await Promise.all(chosen.map((r) => source.epochs(r.id, live.delete(r.id))));
     } catch (err) {
       if (box.dataset.token === token) DD.clear(box).appendChild(DD.note("Could not load the curves: " + err.message, "error"));
       return;
@@ -32,21 +33,25 @@
       acc.push(line("val_acc", undefined, true, ""));
       loss.push(line("val_loss", undefined, true, ""), line("train_loss", "dot", false, " (train)"));
     });
-    const accBox = el("div", {class: "chart", attrs: {"data-testid": "compare-acc"}});
-    const lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
-    DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox),
-      DD.note("Solid: validation; dotted: train (mean over each epoch's augmented batches). An ensemble's members " +
-              "follow one another along the epoch axis." + (empty.length ? ` No epochs logged for: ${empty.join(", ")}.` : ""),
-              "muted small"));
+    // The charts stay in place across redraws (Plotly.react updates them), so a live refresh does not flicker.
+    let accBox = box.querySelector('[data-testid="compare-acc"]'), lossBox = box.querySelector('[data-testid="compare-loss"]');
+    if (!accBox) {
+      accBox = el("div", {class: "chart", attrs: {"data-testid": "compare-acc"}});
+      lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
+      DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"));
+    }
+    box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
+      "batches). An ensemble's members follow one another along the epoch axis." +
+      (empty.length ? ` No epochs logged yet for: ${empty.join(", ")}.` : "");
     const longest = Math.max(...epochs.map((ep) => ep.length));
     const layout = (title, yaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02, xanchor: "left"},
       xaxis: {title: {text: "epoch"}, ...(longest <= 30 ? {dtick: 1} : {})}, yaxis: {automargin: true, ...yaxis},
       hovermode: "closest", legend: {orientation: "h", y: -0.25, x: 0}});
     const losses = epochs.flat().flatMap((e) => [e.train_loss, e.val_loss]);
     await Promise.all([
-      Plotly.newPlot(accBox, acc, layout("Validation accuracy per epoch", {title: {text: "accuracy"}, tickformat: ".2%"}),
+      Plotly.react(accBox, acc, layout("Validation accuracy per epoch", {title: {text: "accuracy"}, tickformat: ".2%"}),
                      DD.plotConfig),
-      Plotly.newPlot(lossBox, loss, layout("Loss per epoch", {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(losses)}),
+      Plotly.react(lossBox, loss, layout("Loss per epoch", {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(losses)}),
                      DD.plotConfig),
     ]);
     DD.mark("dd-compare-painted");
@@ -69,35 +74,57 @@
                                  "`deepdive analyze latest`."));
         return;
       }
-      const ticked = new Set(runs.filter((r) => r.status !== "running").slice(0, COMPARE_FIRST).map((r) => r.id));
+      const ticked = new Set(runs.slice(0, COMPARE_FIRST).map((r) => r.id));
+      const live = new Set();          // runs whose epochs to fetch afresh on the next redraw (still training)
       const compareBox = el("div", {attrs: {"data-testid": "compare"}});
-      const redraw = () => drawComparison(source, runs, ticked, compareBox)
+      const redraw = () => drawComparison(source, runs, ticked, compareBox, live)
         .catch((err) => DD.clear(compareBox).appendChild(DD.note(err.message, "error")));
+      const cells = (r, i) => [
+        el("td", {}, el("input", {type: "checkbox", checked: ticked.has(r.id),
+          attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
+          style: {accentColor: DD.CLASS_COLORS[i % DD.CLASS_COLORS.length]},
+          on: {change: (e) => { if (e.target.checked) ticked.add(r.id); else ticked.delete(r.id); redraw(); }}})),
+        el("td", {class: "strong", text: r.name}),
+        el("td", {class: "mono", text: r.id}),
+        el("td", {text: r.dataset}),
+        el("td", {class: "small", text: r.recipe || "–"}),
+        el("td", {}, el("span", {class: "status " + r.status, text: r.status})),
+        el("td", {class: "num", text: DD.fmt.pct(r.test_accuracy, 2)}),
+        el("td", {class: "num", text: DD.fmt.int(r.num_params)}),
+        el("td", {class: "num", text: DD.fmt.secs(r.train_seconds)}),
+        el("td", {text: DD.fmt.date(r.created_at)}),
+        el("td", {}, r.splits.length ? r.splits.map((s) => el("a", {
+          class: "btn small", text: `open ${s}`,
+          href: `#/r/${encodeURIComponent(r.id)}/${encodeURIComponent(s)}/overview`,
+        })) : el("span", {class: "muted small", text: r.status === "running" ? "training…" :
+          `not analysed: deepdive analyze ${r.id}`}))];
       const head = ["", "Name", "Run id", "Dataset", "Recipe", "Status", "Test accuracy", "Parameters", "Train time",
                     "Created", "Deep dive"];
+      const tbody = el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}}, cells(r, i))));
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
-        el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))),
-        el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}},
-          el("td", {}, el("input", {type: "checkbox", checked: ticked.has(r.id),
-            attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
-            style: {accentColor: DD.CLASS_COLORS[i % DD.CLASS_COLORS.length]},
-            on: {change: (e) => { if (e.target.checked) ticked.add(r.id); else ticked.delete(r.id); redraw(); }}})),
-          el("td", {class: "strong", text: r.name}),
-          el("td", {class: "mono", text: r.id}),
-          el("td", {text: r.dataset}),
-          el("td", {class: "small", text: r.recipe || "–"}),
-          el("td", {}, el("span", {class: "status " + r.status, text: r.status})),
-          el("td", {class: "num", text: DD.fmt.pct(r.test_accuracy, 2)}),
-          el("td", {class: "num", text: DD.fmt.int(r.num_params)}),
-          el("td", {class: "num", text: DD.fmt.secs(r.train_seconds)}),
-          el("td", {text: DD.fmt.date(r.created_at)}),
-          el("td", {}, r.splits.length ? r.splits.map((s) => el("a", {
-            class: "btn small", text: `open ${s}`,
-            href: `#/r/${encodeURIComponent(r.id)}/${encodeURIComponent(s)}/overview`,
-          })) : el("span", {class: "muted small", text: `not analysed: deepdive analyze ${r.id}`}))))));
+        el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), tbody);
       root.appendChild(el("div", {class: "panel"}, table));
       root.appendChild(DD.section("Compare training curves", compareBox));
       redraw();
+
+      // While a run trains, its row and curves follow it, like a live dashboard: poll the list, refetch the
+      // epochs of the runs that were training, and redraw. A run that appears or disappears re-renders the page.
+      const poll = () => setTimeout(async () => {
+        if (!table.isConnected) return;
+        let latest;
+        try { latest = await source.listRuns(); } catch (err) { poll(); return; }
+        if (!table.isConnected) return;
+        if (latest.map((r) => r.id).join() !== runs.map((r) => r.id).join()) { DD.rerender(); return; }
+        runs.forEach((r, i) => {
+          if (r.status !== "running") return;
+          live.add(r.id);
+          runs[i] = latest[i];
+          tbody.children[i].replaceChildren(...cells(latest[i], i));
+        });
+        await redraw();
+        if (latest.some((r) => r.status === "running")) poll();
+      }, POLL_MS);
+      if (runs.some((r) => r.status === "running")) poll();
     },
   };
 })(window.DD);
