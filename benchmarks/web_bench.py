@@ -100,10 +100,14 @@ SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predict
 
 
 def screenshots(browser, base, run_id, split, counts, folder):
-    """One PNG per main view, plus a confusion-cell hover and an image's detail panel."""
+    """One PNG per main view, plus the runs page, a confusion-cell hover and an image's detail panel."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(base)
+    page.wait_for_selector('[data-testid="compare-acc"] .scatterlayer .trace')
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(folder / "dashboard-runs.png"))
     for view in SHOTS:
         page.goto(f"{base}#/r/{run_id}/{split}/{view}")
         page.wait_for_selector(f'main[data-view="{view}"]')
