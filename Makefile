@@ -36,8 +36,12 @@ demo: $(VENV)/.installed
 	@echo "Static report (open from disk): $(WORKSPACE)/demo-report.html"
 	@echo "Dashboard: run 'make serve' (or $(BIN)/deepdive serve $(WORKSPACE)), then open http://127.0.0.1:8765/"
 
+# The browser tests need Debian's chromium, the Fashion-MNIST tests Debian's dataset package: apt-get installs
+# whichever is missing (CI runs as root on Debian).
 test: $(VENV)/.installed-test
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	  if [ -n "$$missing" ]; then echo "apt-get install $$missing"; apt-get update && apt-get install -y $$missing; fi
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
