@@ -113,7 +113,8 @@
         (ctx.b.run.config || {}).preset ? el("p", {class: "note muted", attrs: {"data-testid": "curves-note"},
           text: "Train: mean over each epoch's augmented training batches, measured while they trained. " +
                 "Validation: the held-out images, unaugmented, after the epoch. Both losses are cross-entropy " +
-                "against the true labels."}) : null));
+                "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
+                "their train loss instead, which stays above ~0.5)."}) : null));
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
         DD.section("Most frequent confusions", topConfusions(ctx)),
