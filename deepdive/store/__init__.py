@@ -73,11 +73,11 @@ class RunRecord:
                 "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble")}
 
     @property
-    def recipe_text(self) -> str:
-        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3"; "-" for a run without one."""
+    def recipe_text(self) -> str | None:
+        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3"; None for a run without one."""
         r = self.recipe
         if r is None:
-            return "-"
+            return None
         return " · ".join([r["preset"]] + [text for ok, text in (
             (r["epochs"] is not None, f"{r['epochs']} ep"), (r["seed"] is not None, f"seed {r['seed']}"),
             ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}")) if ok])

@@ -114,7 +114,7 @@ def cmd_runs(args) -> int:
     table = [("ID", "NAME", "DATASET", "RECIPE", "STATUS", "TEST ACC", "CREATED (UTC)")]
     for run, r in zip(runs, rows):
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2%}"
-        table.append((r["id"], r["name"], r["dataset"], run.recipe_text, r["status"], acc,
+        table.append((r["id"], r["name"], r["dataset"], run.recipe_text or "-", r["status"], acc,
                       r["created"][:19].replace("T", " ")))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:

@@ -114,27 +114,22 @@ window.DD = window.DD || {};
     };
     const base = (b) => b.urls.base;
     const cache = new Map();
+    // One fetch per URL (a failed one is forgotten, so it is tried again); fresh: fetch anew.
+    const cachedJSON = function (url, fresh) {
+      if (fresh || !cache.has(url)) {
+        const p = getJSON(url);
+        p.catch(() => cache.delete(url));
+        cache.set(url, p);
+      }
+      return cache.get(url);
+    };
     return {
       mode: "served",
       listRuns: () => getJSON("/api/runs"),
-      epochs: function (runId, fresh) {     // fresh: refetch (a run still training logs more)
-        const key = "epochs/" + runId;
-        if (fresh || !cache.has(key)) {
-          const p = getJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`);
-          p.catch(() => cache.delete(key));
-          cache.set(key, p);
-        }
-        return cache.get(key);
-      },
-      bundle: function (runId, split) {
-        const key = runId + "/" + split;
-        if (!cache.has(key)) {
-          const p = getJSON(`/api/runs/${encodeURIComponent(runId)}/splits/${encodeURIComponent(split)}/bundle`);
-          p.catch(() => cache.delete(key));
-          cache.set(key, p);
-        }
-        return cache.get(key);
-      },
+      // fresh: refetch (a run still training logs more epochs)
+      epochs: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`, fresh),
+      bundle: (runId, split) =>
+        cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/${encodeURIComponent(split)}/bundle`),
       saliencyURL: function (b, method, row, which) {
         const col = b.examples.columns;
         const target = which === "pred" ? col.pred[row] : col.true[row];

@@ -25,7 +25,7 @@
     const acc = [], loss = [], empty = [];
     chosen.forEach((r, i) => {
       const s = DD.epochSeries(epochs[i]);
-      const color = DD.CLASS_COLORS[runs.indexOf(r) % DD.CLASS_COLORS.length];
+      const color = DD.classColor(runs.indexOf(r));      // the colour of the run's tick box
       const name = `${r.name} · ${r.id.slice(-6)}`;
       if (!epochs[i].length) { empty.push(r.name); return; }
       const line = (key, dash, show, suffix) => ({x: s.x, y: s.series(key), name: name + suffix, legendgroup: r.id,
@@ -82,7 +82,7 @@
       const cells = (r, i) => [
         el("td", {}, el("input", {type: "checkbox", checked: ticked.has(r.id),
           attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
-          style: {accentColor: DD.CLASS_COLORS[i % DD.CLASS_COLORS.length]},
+          style: {accentColor: DD.classColor(i)},
           on: {change: (e) => { if (e.target.checked) ticked.add(r.id); else ticked.delete(r.id); redraw(); }}})),
         el("td", {class: "strong", text: r.name}),
         el("td", {class: "mono", text: r.id}),
