@@ -122,7 +122,8 @@ def run(args) -> int:
             final = test_accuracy(result.model)
             summaries.append({"recipe": recipe, "seed": seed, "final": final, "train_seconds": result.train_seconds,
                               "warmup_seconds": result.warmup_seconds, "wall_seconds": t_total,
-                              "cuda_graphs": result.config["cuda_graphs"], "compile": result.config["compile"]})
+                              "cuda_graphs": result.config["cuda_graphs"], "compile": result.config["compile"],
+                              "bf16": result.config["amp"]})
             _emit_summary(summaries[-1], dev, out)
     finally:
         if out:

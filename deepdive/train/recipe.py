@@ -8,7 +8,7 @@ The recipe is a plain VGG-style BatchNorm CNN (deepdive.models.cnn) trained with
 augmentation done on whole batches on the device. The whole dataset lives on the device as uint8; each step
 gathers a batch by index, so there is no DataLoader and no per-image Python.
 
-Speed: bf16 autocast (CUDA, and CPUs with native bf16) and channels_last; torch.compile is an option
+Speed: bf16 autocast (CUDA, and CPUs where it measures faster) and channels_last; torch.compile is an option
 (measured not to pay for this net, see the presets). A few warm-up steps run before the clock starts (kernel
 selection, compilation when on; reported as warmup_seconds) and the weights are restored afterwards, so the
 warm-up changes nothing but the timing.
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.models import PIXEL_STATS, build_model, make_checkpoint, make_ensemble_checkpoint, save_checkpoint
 from deepdive.train import augment as aug
+from deepdive.train.precision import bf16_pays
 
 # ----------------------------------------------------------------------------------------------------------
 # Presets. Every hyperparameter lives here; `overrides` in train() merge into one of these (key by key for
@@ -71,7 +72,8 @@ _COMMON = {
     "aug_repeats": 1,
     "val_size": 5000,
     # bf16 autocast: [CPU1] cnn, batch 256, channels_last: 241 ms/step fp32 vs 138 ms/step bf16 (oneDNN uses
-    # AVX512_BF16). "auto" = on CUDA, and on CPUs with native bf16 dot products (see _bf16_fast).
+    # AVX512_BF16), but 315 vs 412 ms/step on an Intel Xeon with the same flag. "auto" = on CUDA; on a CPU with
+    # native bf16 instructions where a timed probe of the model says it pays (deepdive.train.precision).
     "amp": "auto",
     # channels_last: [CPU1] bf16 181 ms/step NCHW vs 138 ms/step channels_last.
     "channels_last": True,
@@ -345,7 +347,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 
     history, members_best, members_last = [], [], []
     train_seconds = warmup_seconds = 0.0
-    graphs_used = compiled = False
+    graphs_used = compiled = amp_used = False
     for member, member_cfg in enumerate(member_cfgs):
         out = _train_one(member_cfg, checkpoint_info(member_cfg), x_train, y_train, x_val, y_val, dev,
                          seed=seed + member, member=member if ensemble > 1 else None, epoch_offset=len(history),
@@ -356,7 +358,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         members_last.append(out["last"])
         train_seconds += out["train_seconds"]
         warmup_seconds += out["warmup_seconds"]
-        graphs_used, compiled = out["cuda_graphs"], out["compiled"]
+        graphs_used, compiled, amp_used = out["cuda_graphs"], out["compiled"], out["amp"]
 
     if ensemble == 1:
         checkpoint = members_best[0]
@@ -368,7 +370,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     return TrainResult(model=model, checkpoint=checkpoint, history=history, train_seconds=train_seconds,
                        warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
-                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled,
+                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled, "amp": amp_used,
                                "member_archs": [c["arch"] for c in member_cfgs]})
 
 
@@ -395,7 +397,6 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest conv algorithms once
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
-    use_amp = _bf16_fast(dev) if cfg["amp"] == "auto" else bool(cfg["amp"])
     use_compile = dev.type == "cuda" if cfg["compile"] == "auto" else bool(cfg["compile"])
     # torch.compile's "reduce-overhead" / "max-autotune" modes make CUDA graphs of their own (of the model only)
     own_graphs = use_compile and cfg["compile_mode"] in ("reduce-overhead", "max-autotune")
@@ -407,9 +408,20 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                             "makes CUDA graphs itself); use compile_mode None or 'max-autotune-no-cudagraphs'")
     memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
 
-    model = build_model(ckpt_info["arch"], ckpt_info["num_classes"], ckpt_info["in_channels"],
-                        ckpt_info["image_size"], **ckpt_info["arch_kwargs"])
-    model = model.to(dev, memory_format=memory_format)
+    def build():
+        model = build_model(ckpt_info["arch"], ckpt_info["num_classes"], ckpt_info["in_channels"],
+                            ckpt_info["image_size"], **ckpt_info["arch_kwargs"])
+        return model.to(dev, memory_format=memory_format)
+
+    if cfg["amp"] == "auto":
+        use_amp = bf16_pays(dev, build, input_shape=(ckpt_info["in_channels"], ckpt_info["image_size"],
+                                                     ckpt_info["image_size"]),
+                            num_classes=ckpt_info["num_classes"], memory_format=memory_format, progress=progress,
+                            key={"arch": ckpt_info["arch"], "arch_kwargs": _model_shape_kwargs(ckpt_info),
+                                 "channels_last": bool(cfg["channels_last"])})
+    else:
+        use_amp = bool(cfg["amp"])
+    model = build()
     n = x_train.shape[0]
     # Small training sets (limit_train, tests) shrink the batch so an epoch still takes min_steps_per_epoch
     # optimizer steps: 11 steps of 256 on 3000 images left BatchNorm's running statistics (momentum 0.1)
@@ -581,7 +593,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         if patience is not None and bad_epochs >= patience:
             break
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
-            "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile)}
+            "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
+            "amp": bool(use_amp)}
 
 
 def _write_checkpoints(checkpoint_dir, best_members, last_members):
@@ -651,18 +664,10 @@ def _seed_everything(seed):
     np.random.seed(seed % 2**32)
 
 
-def _bf16_fast(dev) -> bool:
-    """Whether bf16 autocast pays on this device: on CUDA always (tensor cores); on the CPU only with native
-    bf16 dot-product instructions (AVX512_BF16 or AMX), where oneDNN's bf16 convs ran 2-4x faster than fp32 in
-    benchmarks/cpu_throughput.py on this project's Zen 5 CPU. Without them oneDNN emulates bf16 and loses."""
-    if dev.type == "cuda":
-        return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def _model_shape_kwargs(ckpt_info) -> dict:
+    """The arch kwargs that shape the model's compute (widths, stem, head...), for bf16_pays's cache key: the
+    input normalisation constants and dropout do not change which precision is faster."""
+    return {k: v for k, v in sorted(ckpt_info["arch_kwargs"].items()) if k not in ("mean", "std", "dropout")}
 
 
 def _sync(dev):

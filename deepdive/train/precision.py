@@ -1,0 +1,118 @@
+"""Whether bf16 autocast pays for a model on this machine: always on CUDA; on a CPU, timed once and cached.
+
+CPU flags do not predict it. benchmarks/cpu_throughput.py, one thread, batch 256, channels_last:
+  - this project's AMD Zen 5 host (AVX512_BF16): 138 ms/step bf16 vs 241 ms/step fp32;
+  - an Intel Xeon host with the same AVX512_BF16 flag (no AMX exposed; oneDNN picks avx512_core_bf16 kernels),
+    2026-11-30: 412 ms/step bf16 vs 315 ms/step fp32. bf16 was 1.3x *slower* there.
+So where the CPU has native bf16 instructions (AVX512_BF16 or AMX), a few training steps of the actual model are
+timed in both precisions. The answer is cached per CPU, torch version, thread count and model under
+$DEEPDIVE_HOME/cpu_precision.json, so later runs on the machine make the same choice and a seed keeps fixing
+the result. Without those instructions oneDNN emulates bf16, which always loses, so no timing is needed.
+
+Only torch and the stdlib: like recipe.py this runs on a bare GPU machine with PYTHONPATH=.
+"""
+import hashlib
+import json
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from deepdive.atomic import atomic_write_text
+from deepdive.paths import deepdive_home
+
+CACHE_NAME = "cpu_precision.json"
+PROBE_BATCH = 128      # images per timed step: enough to reach the conv kernels' steady throughput, ~0.1-0.5 s
+PROBE_ROUNDS = 3       # interleaved rounds; the minimum per precision is the least disturbed by neighbours
+# bf16 must be clearly faster to be chosen: fp32 is exact, and a near-tie would make the choice noise.
+MIN_SPEEDUP = 1.15
+
+
+def bf16_pays(dev, build, *, input_shape, num_classes, memory_format, key, progress=False) -> bool:
+    """Whether to train under bf16 autocast on `dev`. `build()` returns a fresh model on `dev` in
+    `memory_format`, taking images of `input_shape` (C, H, W) to `num_classes` logits; `key` (JSON-able) names the
+    model and its layout, so the cached answer is per model."""
+    if dev.type == "cuda":
+        return True   # tensor cores
+    if dev.type != "cpu" or not _native_bf16():
+        return False
+    # A VM may name its CPU generically ("Intel(R) Xeon(R) Processor"): the flags tell such CPUs apart.
+    flags = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:12]
+    full_key = json.dumps({"cpu": _cpu_name(), "cpu_flags": flags, "torch": torch.__version__,
+                           "threads": torch.get_num_threads(), "model": key}, sort_keys=True)
+    path = deepdive_home() / CACHE_NAME
+    cache = _read(path)
+    if full_key not in cache:
+        noise = torch.Generator(device=dev).manual_seed(0)   # not the global RNG: the run's seed owns that
+        x = torch.rand(PROBE_BATCH, *input_shape, device=dev, generator=noise).contiguous(memory_format=memory_format)
+        y = torch.arange(PROBE_BATCH, device=dev) % num_classes
+        fp32_s, bf16_s = probe(build, x, y)
+        cache = _read(path)   # another process may have added entries meanwhile
+        cache[full_key] = {"bf16": bf16_s * MIN_SPEEDUP < fp32_s, "fp32_ms": round(fp32_s * 1e3, 1),
+                           "bf16_ms": round(bf16_s * 1e3, 1), "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+        if progress:
+            entry = cache[full_key]
+            print(f"deepdive: a training step of {PROBE_BATCH} images takes {entry['fp32_ms']:.0f} ms in fp32 and "
+                  f"{entry['bf16_ms']:.0f} ms under bf16 autocast on this CPU, so this model trains in "
+                  f"{'bf16' if entry['bf16'] else 'fp32'} here (cached in {path})", file=sys.stderr)
+    return bool(cache[full_key]["bf16"])
+
+
+def probe(build, x, y, rounds=PROBE_ROUNDS):
+    """(fp32 seconds, bf16 seconds) per training step of `build()`'s model on the batch (x, y): the fastest of
+    `rounds` interleaved steps in each precision, after one warm-up step each (oneDNN picks and builds its
+    kernels then). Leaves torch's global RNG as it found it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(bf16):
+            t0 = time.perf_counter()
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return time.perf_counter() - t0
+
+        step(False), step(True)
+        times = {False: [], True: []}
+        for _ in range(rounds):
+            for bf16 in (False, True):
+                times[bf16].append(step(bf16))
+    return min(times[False]), min(times[True])
+
+
+def _native_bf16() -> bool:
+    return any(f in _cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.partition(":")[2].split())
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("model name")), "")
+        return line.partition(":")[2].strip() or platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def _read(path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}   # missing or damaged: measure again and rewrite it whole
