@@ -15,8 +15,8 @@ def small_model():
                                torch.nn.Linear(4 * 26 * 26, 10))
 
 
-def pays(key="m", progress=False):
-    return precision.bf16_pays(CPU, small_model, input_shape=(1, 28, 28), num_classes=10,
+def pays(key="m", progress=False, batch=64):
+    return precision.bf16_pays(CPU, small_model, input_shape=(1, 28, 28), num_classes=10, batch=batch,
                                memory_format=torch.contiguous_format, key=key, progress=progress)
 
 
@@ -41,7 +41,7 @@ def scripted_probe(monkeypatch, fp32_s, bf16_s):
 def test_the_faster_precision_is_chosen_once_and_cached(home, monkeypatch, capsys):
     calls = scripted_probe(monkeypatch, fp32_s=0.315, bf16_s=0.412)   # the Intel host's numbers: fp32 wins
     assert pays(progress=True) is False
-    assert calls == [((precision.PROBE_BATCH, 1, 28, 28), 9)]
+    assert calls == [((64, 1, 28, 28), 9)]
     assert "412 ms under bf16" in capsys.readouterr().err
     entry, = json.loads((home / precision.CACHE_NAME).read_text()).values()
     assert entry["bf16"] is False and entry["fp32_ms"] == 315.0 and entry["bf16_ms"] == 412.0
@@ -53,7 +53,10 @@ def test_the_faster_precision_is_chosen_once_and_cached(home, monkeypatch, capsy
     # another model is timed on its own
     calls = scripted_probe(monkeypatch, fp32_s=0.241, bf16_s=0.138)   # the Zen 5 host's: bf16 wins
     assert pays(key="other") is True and len(calls) == 1
-    assert len(json.loads((home / precision.CACHE_NAME).read_text())) == 2
+    # and so is another batch size, capped at MAX_PROBE_BATCH images
+    calls = scripted_probe(monkeypatch, fp32_s=0.3, bf16_s=0.1)
+    assert pays(batch=2048) is True and calls == [((precision.MAX_PROBE_BATCH, 1, 28, 28), 9)]
+    assert len(json.loads((home / precision.CACHE_NAME).read_text())) == 3
 
 
 def test_a_near_tie_keeps_fp32(home, monkeypatch):
@@ -74,7 +77,7 @@ def test_no_native_bf16_means_fp32_without_timing(home, monkeypatch):
     assert pays() is False and calls == []
     assert not (home / precision.CACHE_NAME).exists()
     assert precision.bf16_pays(torch.device("cuda"), small_model, input_shape=(1, 28, 28), num_classes=10,
-                               memory_format=torch.contiguous_format, key="m") is True
+                               batch=64, memory_format=torch.contiguous_format, key="m") is True
 
 
 def test_the_probe_times_both_precisions_and_leaves_the_rng_alone():
@@ -97,6 +100,7 @@ def test_train_records_the_precision_it_chose_and_the_probe_changes_no_result(mn
     assert [r["val_loss"] for r in forced.history] == [r["val_loss"] for r in probed.history]
 
     calls = scripted_probe(monkeypatch, fp32_s=0.3, bf16_s=0.1)
-    assert train(mnist, "fast", **kw, overrides={"arch": "cnn-small", "arch_kwargs": {"widths": (8, 16, 32)}}).config["amp"] is True
+    narrower = {"arch": "cnn-small", "arch_kwargs": {"widths": (8, 16, 32)}}
+    assert train(mnist, "fast", **kw, overrides=narrower).config["amp"] is True
     assert len(calls) == 1    # other widths: another model, timed on its own
     assert train(mnist, "fast", **kw, overrides={"arch": "cnn-small", "amp": False}).config["amp"] is False

@@ -4,8 +4,8 @@ CPU flags do not predict it. benchmarks/cpu_throughput.py, one thread, batch 256
   - this project's AMD Zen 5 host (AVX512_BF16): 138 ms/step bf16 vs 241 ms/step fp32;
   - an Intel Xeon host with the same AVX512_BF16 flag (no AMX exposed; oneDNN picks avx512_core_bf16 kernels),
     2026-11-30: 412 ms/step bf16 vs 315 ms/step fp32. bf16 was 1.3x *slower* there.
-So where the CPU has native bf16 instructions (AVX512_BF16 or AMX), a few training steps of the actual model are
-timed in both precisions. The answer is cached per CPU, torch version, thread count and model under
+So where the CPU has native bf16 instructions (AVX512_BF16 or AMX), a few training steps of the actual model and
+batch are timed in both precisions. The answer is cached per CPU (name and flags), torch version, thread count and model under
 $DEEPDIVE_HOME/cpu_precision.json, so later runs on the machine make the same choice and a seed keeps fixing
 the result. Without those instructions oneDNN emulates bf16, which always loses, so no timing is needed.
 
@@ -24,16 +24,18 @@ from deepdive.atomic import atomic_write_text
 from deepdive.paths import deepdive_home
 
 CACHE_NAME = "cpu_precision.json"
-PROBE_BATCH = 128      # images per timed step: enough to reach the conv kernels' steady throughput, ~0.1-0.5 s
+# Images per timed step: the run's own step (batch x aug_repeats) up to this many. The ratio depends on it: the
+# default net on the Intel host, two threads, bf16 vs fp32: 129 vs 126 ms at 128 images, 228 vs 186 ms at 512.
+MAX_PROBE_BATCH = 512
 PROBE_ROUNDS = 3       # interleaved rounds; the minimum per precision is the least disturbed by neighbours
-# bf16 must be clearly faster to be chosen: fp32 is exact, and a near-tie would make the choice noise.
+# bf16 must be clearly faster to be chosen: fp32 is the more precise, and a near-tie would make the choice noise.
 MIN_SPEEDUP = 1.15
 
 
-def bf16_pays(dev, build, *, input_shape, num_classes, memory_format, key, progress=False) -> bool:
+def bf16_pays(dev, build, *, input_shape, num_classes, batch, memory_format, key, progress=False) -> bool:
     """Whether to train under bf16 autocast on `dev`. `build()` returns a fresh model on `dev` in
-    `memory_format`, taking images of `input_shape` (C, H, W) to `num_classes` logits; `key` (JSON-able) names the
-    model and its layout, so the cached answer is per model."""
+    `memory_format`, taking images of `input_shape` (C, H, W) to `num_classes` logits; a training step sees
+    `batch` images; `key` (JSON-able) names the model and its layout, so the cached answer is per model."""
     if dev.type == "cuda":
         return True   # tensor cores
     if dev.type != "cpu" or not _native_bf16():
@@ -41,13 +43,14 @@ def bf16_pays(dev, build, *, input_shape, num_classes, memory_format, key, progr
     # A VM may name its CPU generically ("Intel(R) Xeon(R) Processor"): the flags tell such CPUs apart.
     flags = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:12]
     full_key = json.dumps({"cpu": _cpu_name(), "cpu_flags": flags, "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "model": key}, sort_keys=True)
+                           "threads": torch.get_num_threads(), "model": key, "batch": batch}, sort_keys=True)
     path = deepdive_home() / CACHE_NAME
     cache = _read(path)
     if full_key not in cache:
         noise = torch.Generator(device=dev).manual_seed(0)   # not the global RNG: the run's seed owns that
-        x = torch.rand(PROBE_BATCH, *input_shape, device=dev, generator=noise).contiguous(memory_format=memory_format)
-        y = torch.arange(PROBE_BATCH, device=dev) % num_classes
+        n = max(1, min(int(batch), MAX_PROBE_BATCH))
+        x = torch.rand(n, *input_shape, device=dev, generator=noise).contiguous(memory_format=memory_format)
+        y = torch.arange(n, device=dev) % num_classes
         fp32_s, bf16_s = probe(build, x, y)
         cache = _read(path)   # another process may have added entries meanwhile
         cache[full_key] = {"bf16": bf16_s * MIN_SPEEDUP < fp32_s, "fp32_ms": round(fp32_s * 1e3, 1),
@@ -55,7 +58,7 @@ def bf16_pays(dev, build, *, input_shape, num_classes, memory_format, key, progr
         atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
         if progress:
             entry = cache[full_key]
-            print(f"deepdive: a training step of {PROBE_BATCH} images takes {entry['fp32_ms']:.0f} ms in fp32 and "
+            print(f"deepdive: a training step of {n} images takes {entry['fp32_ms']:.0f} ms in fp32 and "
                   f"{entry['bf16_ms']:.0f} ms under bf16 autocast on this CPU, so this model trains in "
                   f"{'bf16' if entry['bf16'] else 'fp32'} here (cached in {path})", file=sys.stderr)
     return bool(cache[full_key]["bf16"])

@@ -413,15 +413,6 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                             ckpt_info["image_size"], **ckpt_info["arch_kwargs"])
         return model.to(dev, memory_format=memory_format)
 
-    if cfg["amp"] == "auto":
-        use_amp = bf16_pays(dev, build, input_shape=(ckpt_info["in_channels"], ckpt_info["image_size"],
-                                                     ckpt_info["image_size"]),
-                            num_classes=ckpt_info["num_classes"], memory_format=memory_format, progress=progress,
-                            key={"arch": ckpt_info["arch"], "arch_kwargs": _model_shape_kwargs(ckpt_info),
-                                 "channels_last": bool(cfg["channels_last"])})
-    else:
-        use_amp = bool(cfg["amp"])
-    model = build()
     n = x_train.shape[0]
     # Small training sets (limit_train, tests) shrink the batch so an epoch still takes min_steps_per_epoch
     # optimizer steps: 11 steps of 256 on 3000 images left BatchNorm's running statistics (momentum 0.1)
@@ -436,6 +427,16 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     augment_cfg = cfg["augment"]
     stats = torch.zeros(2, device=dev)           # this epoch's summed train loss and correct count, on the device
     repeats = int(cfg["aug_repeats"])
+    if cfg["amp"] == "auto":
+        use_amp = bf16_pays(dev, build, input_shape=(ckpt_info["in_channels"], ckpt_info["image_size"],
+                                                     ckpt_info["image_size"]),
+                            num_classes=ckpt_info["num_classes"], batch=batch_size * repeats,
+                            memory_format=memory_format, progress=progress,
+                            key={"arch": ckpt_info["arch"], "arch_kwargs": _model_shape_kwargs(ckpt_info),
+                                 "channels_last": bool(cfg["channels_last"])})
+    else:
+        use_amp = bool(cfg["amp"])
+    model = build()
 
     def batch_loss(idx, aug_params):
         """Everything of a step between the random draws and backward: gather, augment, forward, loss. With
