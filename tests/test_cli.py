@@ -19,7 +19,7 @@ def cli_train(run_cli, mnist, tmp_path_factory):
     """`deepdive train --json` in a subprocess, small: (workspace, CompletedProcess)."""
     ws = tmp_path_factory.mktemp("cli_ws")
     proc = run_cli("train", "--preset", "fast", "--epochs", "1", "--limit-train", "500", "--limit-test", "100",
-                   "--workspace", ws, "--name", "cli-run", "--json")
+                   "--workspace", ws, "--name", "cli-run", "--precision", "fp32", "--json")
     return ws, proc
 
 
@@ -33,6 +33,10 @@ def test_train_json_contract(cli_train):
     assert result["epochs"] == 1 and 0 <= result["test_accuracy"] <= 1 and result["train_seconds"] > 0
     assert result["run_dir"].endswith(result["run_id"]) and (ws / result["run_id"] / "model_best.pt").is_file()
     assert "epoch" in proc.stderr.lower()  # progress went to stderr
+    from deepdive.store import Store
+
+    with Store.open(ws, create=False) as store:
+        assert store.get_run(result["run_id"]).config["resolved"]["amp"] is False   # --precision fp32
 
 
 def test_runs_json_and_table(cli_train, run_cli, capsys):
@@ -141,8 +145,11 @@ def test_train_arch_flag_overrides_the_preset_net(monkeypatch, tmp_path):
                                                               "train_seconds": 1.0, "epochs": 1})
     assert main(["train", "--workspace", str(tmp_path), "--arch", "stack5", "--ensemble", "2"]) == 0
     assert main(["train", "--workspace", str(tmp_path)]) == 0
+    assert main(["train", "--workspace", str(tmp_path), "--arch", "cnn", "--precision", "bf16"]) == 0
+    assert main(["train", "--workspace", str(tmp_path), "--precision", "auto"]) == 0
     assert calls[0]["overrides"] == {"arch": "stack5"} and calls[0]["ensemble"] == 2
     assert calls[1]["overrides"] is None
+    assert calls[2]["overrides"] == {"arch": "cnn", "amp": True} and calls[3]["overrides"] is None
     with pytest.raises(SystemExit):
         main(["train", "--arch", "resnet"])
 

@@ -59,7 +59,9 @@ def expected(analyzed_run):
             "class_reps": int((np.asarray(res.saliency(res.saliency_methods[0])["class_rep_index"]) >= 0).sum()),
             "saliency_errors": len(res.saliency(res.saliency_methods[0])["errors_index"]),
             "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None,
-            "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")]}
+            "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")],
+            "precision": "bf16 autocast" if analyzed_run.store.get_run(analyzed_run.run_id).config["resolved"]["amp"]
+            else "fp32"}
 
 
 @contextmanager
@@ -164,7 +166,8 @@ def view_checks(tab, expected) -> dict:
         one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2 <= float(t) <= hi * 2 for m, t in zip(mantissas, ticks))
         # a deepdive-trained run says what its train and validation lines measure
         note = tab.count('[data-testid="curves-note"]') and p.inner_text('[data-testid="curves-note"]')
-        return f"{100 * summary['accuracy']:.2f}%" in p.inner_text('[data-testid="overview-cards"]') and \
+        cards = p.inner_text('[data-testid="overview-cards"]')
+        return f"{100 * summary['accuracy']:.2f}%" in cards and f"on cpu · {expected['precision']}" in cards and \
             len(ticks) >= 2 and one_two_five and bool(note) and "cross-entropy against the true labels" in note
 
     def classes(p):

@@ -12,6 +12,7 @@ from deepdive.paths import DEFAULT_WORKSPACE
 DATASETS = ("mnist", "fashion-mnist")
 PRESETS = ("fast", "default", "best")
 ARCHS = ("cnn", "cnn-small", "cnn-wide", "stack3", "stack5", "stack7")
+PRECISIONS = {"auto": "auto", "bf16": True, "fp32": False}   # --precision -> the recipe's "amp"
 
 
 def int_at_least(minimum):
@@ -54,6 +55,9 @@ def register(subparsers):
     p.add_argument("--arch", choices=ARCHS, help="train this net instead of the preset's (every member of an "
                                                  "ensemble): cnn (VGG-style, with pooling), cnn-small, cnn-wide, "
                                                  "stack3/5/7 (unpadded 3x3/5x5/7x7 convs, no pooling)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="auto",
+                   help="bf16 autocast or fp32; auto (default): bf16 on CUDA, and on a CPU where a timed probe of "
+                        "the model finds it faster (cached per machine in ~/.cache/deepdive/cpu_precision.json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -78,12 +82,15 @@ def cmd_train(args) -> int:
 
     # With --json, stdout carries only the result line: anything else printed while training goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    overrides = {"arch": args.arch} if args.arch else {}
+    if args.precision != "auto":
+        overrides["amp"] = PRECISIONS[args.precision]
     with quiet:
         result = train_and_evaluate(
             args.dataset, args.preset, workspace=args.workspace, name=args.name, epochs=args.epochs,
             seed=args.seed, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
             limit_test=args.limit_test, ensemble=args.ensemble, progress=True,
-            overrides={"arch": args.arch} if args.arch else None)
+            overrides=overrides or None)
     if args.json:
         print(json.dumps(result))
     else:

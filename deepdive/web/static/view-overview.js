@@ -16,6 +16,11 @@
     return ds.location ? `${ds.kind}: ${ds.location}` : ds.kind;
   }
 
+  // The precision a run trained in; runs stored before 2026-11-30 kept only the setting ("auto"), so no text.
+  function precisionText(amp) {
+    return amp === true ? "bf16 autocast" : amp === false ? "fp32" : "";
+  }
+
   function cards(ctx) {
     const run = ctx.b.run, s = ctx.b.summary, cfg = run.config || {};
     const im = ctx.b.images;
@@ -25,7 +30,8 @@
       DD.card("Dataset", run.dataset, `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images · ${shape} · ${ctx.C} classes`),
       DD.card("Model", run.model_arch || "–", `${DD.fmt.int(run.num_params)} parameters`),
       DD.card(`Accuracy (${ctx.b.split})`, DD.fmt.pct(s.accuracy, 2), `${DD.fmt.int(s.error_count)} errors of ${DD.fmt.int(s.n)}`),
-      DD.card("Training time", DD.fmt.secs(run.train_seconds), `${ctx.b.epochs.length} epochs on ${run.device || "?"}`),
+      DD.card("Training time", DD.fmt.secs(run.train_seconds), [`${ctx.b.epochs.length} epochs on ${run.device || "?"}`,
+        precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
