@@ -85,9 +85,29 @@ def test_the_probe_times_both_precisions_and_leaves_the_rng_alone():
     state = torch.get_rng_state()
     x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
     torch.set_rng_state(state)
-    fp32_s, bf16_s = precision.probe(small_model, x, y, rounds=2)
+    fp32_s, bf16_s = precision.probe(small_model, x, y, min_rounds=2, seconds=0)
     assert 0 < fp32_s < 10 and 0 < bf16_s < 10
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_cheap_steps_get_more_rounds_up_to_the_cap():
+    forwards = []
+
+    class Counted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = small_model()
+
+        def forward(self, x):
+            forwards.append(torch.is_autocast_enabled("cpu"))
+            return self.net(x)
+
+    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
+    precision.probe(Counted, x, y, min_rounds=3, max_rounds=5, seconds=0)
+    assert forwards == [False, True] * (1 + 3)          # warm-up, then the minimum
+    forwards.clear()
+    precision.probe(Counted, x, y, min_rounds=3, max_rounds=5, seconds=60)
+    assert forwards == [False, True] * (1 + 5)          # a minute allowed: the cap stops it
 
 
 def test_train_records_the_precision_it_chose_and_the_probe_changes_no_result(mnist, home, monkeypatch):

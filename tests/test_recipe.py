@@ -315,6 +315,10 @@ def test_config_errors():
         resolve_config("fast", {"augment": {"stretch": 1.0}})
     with pytest.raises(DeepdiveError, match="cuda_graphs must be"):
         resolve_config("fast", {"cuda_graphs": "yes"})
+    with pytest.raises(DeepdiveError, match="amp must be 'auto', true or false, got 'false'"):
+        resolve_config("fast", {"amp": "false"})
+    with pytest.raises(DeepdiveError, match="compile must be"):
+        resolve_config("fast", {"compile": "on"})
 
 
 def test_cuda_block_applies_on_cuda_only(monkeypatch):

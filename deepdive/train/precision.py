@@ -5,9 +5,10 @@ CPU flags do not predict it. benchmarks/cpu_throughput.py, one thread, batch 256
   - an Intel Xeon host with the same AVX512_BF16 flag (no AMX exposed; oneDNN picks avx512_core_bf16 kernels),
     2026-11-30: 412 ms/step bf16 vs 315 ms/step fp32. bf16 was 1.3x *slower* there.
 So where the CPU has native bf16 instructions (AVX512_BF16 or AMX), a few training steps of the actual model and
-batch are timed in both precisions. The answer is cached per CPU (name and flags), torch version, thread count and model under
-$DEEPDIVE_HOME/cpu_precision.json, so later runs on the machine make the same choice and a seed keeps fixing
-the result. Without those instructions oneDNN emulates bf16, which always loses, so no timing is needed.
+batch are timed in both precisions. The answer is cached per CPU (name and flags), torch version, thread count,
+batch and model under $DEEPDIVE_HOME/cpu_precision.json, so later runs on the machine make the same choice and a
+seed keeps fixing the result. Without those instructions oneDNN emulates bf16, which always loses, so nothing
+is timed.
 
 Only torch and the stdlib: like recipe.py this runs on a bare GPU machine with PYTHONPATH=.
 """
@@ -27,7 +28,10 @@ CACHE_NAME = "cpu_precision.json"
 # Images per timed step: the run's own step (batch x aug_repeats) up to this many. The ratio depends on it: the
 # default net on the Intel host, two threads, bf16 vs fp32: 129 vs 126 ms at 128 images, 228 vs 186 ms at 512.
 MAX_PROBE_BATCH = 512
-PROBE_ROUNDS = 3       # interleaved rounds; the minimum per precision is the least disturbed by neighbours
+# Interleaved rounds (one step in each precision); the minimum per precision is the least disturbed by the
+# neighbours. Small steps get more rounds, up to about a second of timing: in a test run, 3 rounds of a 60-image
+# step once read 72 ms fp32 against 27 ms for a 40-image step just before.
+MIN_ROUNDS, MAX_ROUNDS, PROBE_SECONDS = 3, 50, 1.0
 # bf16 must be clearly faster to be chosen: fp32 is the more precise, and a near-tie would make the choice noise.
 MIN_SPEEDUP = 1.15
 
@@ -64,10 +68,11 @@ def bf16_pays(dev, build, *, input_shape, num_classes, batch, memory_format, key
     return bool(cache[full_key]["bf16"])
 
 
-def probe(build, x, y, rounds=PROBE_ROUNDS):
+def probe(build, x, y, min_rounds=MIN_ROUNDS, max_rounds=MAX_ROUNDS, seconds=PROBE_SECONDS):
     """(fp32 seconds, bf16 seconds) per training step of `build()`'s model on the batch (x, y): the fastest of
-    `rounds` interleaved steps in each precision, after one warm-up step each (oneDNN picks and builds its
-    kernels then). Leaves torch's global RNG as it found it."""
+    interleaved steps in each precision (at least `min_rounds`, more until `seconds` have passed, at most
+    `max_rounds`), after one warm-up step each (oneDNN picks and builds its kernels then). Leaves torch's global
+    RNG as it found it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build()
@@ -85,7 +90,9 @@ def probe(build, x, y, rounds=PROBE_ROUNDS):
 
         step(False), step(True)
         times = {False: [], True: []}
-        for _ in range(rounds):
+        t0 = time.perf_counter()
+        while len(times[True]) < min_rounds or (time.perf_counter() - t0 < seconds
+                                                 and len(times[True]) < max_rounds):
             for bf16 in (False, True):
                 times[bf16].append(step(bf16))
     return min(times[False]), min(times[True])

@@ -268,8 +268,9 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
         raise DeepdiveError(f"epochs must be >= 1, got {cfg['epochs']}")
     if cfg["keep"] not in ("last", "best"):
         raise DeepdiveError(f"keep must be 'last' or 'best', got {cfg['keep']!r}")
-    if cfg["cuda_graphs"] not in ("auto", True, False):
-        raise DeepdiveError(f"cuda_graphs must be 'auto', true or false, got {cfg['cuda_graphs']!r}")
+    for key in ("cuda_graphs", "compile", "amp"):   # a string "false" would otherwise read as true
+        if cfg[key] not in ("auto", True, False):
+            raise DeepdiveError(f"{key} must be 'auto', true or false, got {cfg[key]!r}")
     if not isinstance(cfg["aug_repeats"], int) or cfg["aug_repeats"] < 1:
         raise DeepdiveError(f"aug_repeats must be an integer >= 1, got {cfg['aug_repeats']!r}")
     return cfg
