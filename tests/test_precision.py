@@ -71,6 +71,16 @@ def test_a_damaged_cache_is_measured_again(home, monkeypatch):
     assert len(json.loads((home / precision.CACHE_NAME).read_text())) == 1
 
 
+def test_an_unwritable_cache_warns_and_still_answers(tmp_path, monkeypatch):
+    home = tmp_path / "not-a-folder"
+    home.write_text("")
+    monkeypatch.setenv("DEEPDIVE_HOME", str(home))
+    monkeypatch.setattr(precision, "_native_bf16", lambda: True)
+    scripted_probe(monkeypatch, fp32_s=0.3, bf16_s=0.1)
+    with pytest.warns(UserWarning, match="could not cache the CPU precision choice"):
+        assert pays() is True
+
+
 def test_no_native_bf16_means_fp32_without_timing(home, monkeypatch):
     monkeypatch.setattr(precision, "_native_bf16", lambda: False)
     calls = scripted_probe(monkeypatch, fp32_s=1.0, bf16_s=0.1)

@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,10 @@ def bf16_pays(dev, build, *, input_shape, num_classes, batch, memory_format, key
         cache = _read(path)   # another process may have added entries meanwhile
         cache[full_key] = {"bf16": bf16_s * MIN_SPEEDUP < fp32_s, "fp32_ms": round(fp32_s * 1e3, 1),
                            "bf16_ms": round(bf16_s * 1e3, 1), "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+        try:
+            atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+        except OSError as e:   # a read-only or odd cache folder costs a probe per run, not the run itself
+            warnings.warn(f"could not cache the CPU precision choice in {path}: {e}")
         if progress:
             entry = cache[full_key]
             print(f"deepdive: a training step of {n} images takes {entry['fp32_ms']:.0f} ms in fp32 and "
