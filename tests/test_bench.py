@@ -29,8 +29,10 @@ def test_bench_smoke(mnist, capsys, tmp_path, monkeypatch):
     assert table[0].startswith("deepdive bench on cpu")
     assert table[1].split()[:2] == ["recipe", "seeds"]
     assert table[2].startswith("-")
-    assert table[3].split()[0] == "reference"
+    assert table[3].split()[:3] == ["reference", "1", "fp32"]
     assert table[4].split()[0] == "fast" and table[4].rstrip().endswith("x")  # speed-up vs the reference
+    fast_summary, = [s for s in sums if s["recipe"] == "fast"]
+    assert table[4].split()[2] == ("bf16" if fast_summary["bf16"] else "fp32")   # the precision it trained in
 
 
 def test_time_to_and_table():
@@ -42,13 +44,14 @@ def test_time_to_and_table():
     ref = [{"recipe": "reference", "seed": 0, "epoch": 1, "train_seconds": 100.0, "test_accuracy": 0.995,
             "device": "cpu"}]
     sums = [{"recipe": "reference", "seed": 0, "final": 0.995, "train_seconds": 100.0, "warmup_seconds": 0.0},
-            {"recipe": "a", "seed": 0, "final": 0.996, "train_seconds": 30.0, "warmup_seconds": 18.5},
-            {"recipe": "a", "seed": 1, "final": 0.996, "train_seconds": 30.0, "warmup_seconds": 0.3},
+            {"recipe": "a", "seed": 0, "final": 0.996, "train_seconds": 30.0, "warmup_seconds": 18.5, "bf16": True},
+            {"recipe": "a", "seed": 1, "final": 0.996, "train_seconds": 30.0, "warmup_seconds": 0.3, "bf16": False},
             {"recipe": "a", "seed": 2, "final": 0.996, "train_seconds": 30.0, "warmup_seconds": 0.4}]
     table = bench.format_table(ref + rows, sums, device="cpu").splitlines()
     a = next(line for line in table if line.startswith("a "))
     # reaches the reference's final 99.5% after 20 s where the reference took 100 s; the warm-up column shows
     # the first (cold) run's 18.5 s, not the median 0.4 s of runs that hit the compile caches
+    assert a.split()[2] == "bf16/fp32" and next(x for x in table if x.startswith("reference")).split()[2] == "-"
     assert a.split()[-1] == "5.0x" and "99.60%" in a and "20.0s" in a and "18.5s" in a and "0.40s" not in a
 
 

@@ -149,7 +149,7 @@ def _bench_reference(dataset, args, dev, emit, test_accuracy, progress):
     model, rows = train_reference(dataset.train_images[train_idx], np.asarray(dataset.train_labels)[train_idx],
                                   epochs=args.peer_epochs, seed=0, device=dev, eval_hook=hook, progress=progress)
     summary = {"recipe": "reference", "seed": 0, "final": test_accuracy(model), "train_seconds": rows[-1]["train_seconds"],
-               "warmup_seconds": 0.0, "wall_seconds": time.perf_counter() - t0}
+               "warmup_seconds": 0.0, "wall_seconds": time.perf_counter() - t0, "bf16": False}
     return summary
 
 
@@ -208,7 +208,7 @@ def format_table(records, summaries, device=""):
     def fmt_t(v):
         return "-" if v is None else f"{v:.1f}s" if v >= 10 else f"{v:.2f}s"
 
-    head = ["recipe", "seeds"] + [f"t→{t * 100:.1f}%" for t in THRESHOLDS] + ["final acc (min-max)", "train s",
+    head = ["recipe", "seeds", "precision"] + [f"t→{t * 100:.1f}%" for t in THRESHOLDS] + ["final acc (min-max)", "train s",
                                                                             "warm-up s (max)", "vs ref"]
     lines = []
     for recipe, seeds in by_recipe.items():
@@ -218,7 +218,11 @@ def format_table(records, summaries, device=""):
         # The longest warm-up, not the median: a process's first run pays for autotuning and compiling, the
         # later ones hit the caches, and the first is what a user starting `deepdive train` waits for.
         warm = max([s["warmup_seconds"] for s in sums.get(recipe, [])], default=None)
-        cells = [recipe, str(len(runs))]
+        # bf16 or fp32 as the runs chose it (amp "auto" depends on the machine); "-" where no summary says
+        # (JSON lines written before the summaries recorded it)
+        chosen = sorted({"bf16" if s["bf16"] else "fp32" for s in sums.get(recipe, []) if s.get("bf16") is not None})
+        chosen = chosen or ["-"]
+        cells = [recipe, str(len(runs)), "/".join(chosen)]
         # Seeds that never reach a threshold count as missing: "-" unless at least half of them got there.
         for t in THRESHOLDS:
             times = [time_to(rows, t) for rows in runs]
