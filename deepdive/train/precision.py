@@ -12,6 +12,7 @@ is timed.
 
 Only torch and the stdlib: like recipe.py this runs on a bare GPU machine with PYTHONPATH=.
 """
+import functools
 import hashlib
 import json
 import platform
@@ -46,8 +47,9 @@ def bf16_pays(dev, build, *, input_shape, num_classes, batch, memory_format, key
     if dev.type != "cpu" or not _native_bf16():
         return False
     # A VM may name its CPU generically ("Intel(R) Xeon(R) Processor"): the flags tell such CPUs apart.
-    flags = hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:12]
-    full_key = json.dumps({"cpu": _cpu_name(), "cpu_flags": flags, "torch": torch.__version__,
+    name, flags = _cpu()
+    flags = hashlib.sha1(" ".join(sorted(flags)).encode()).hexdigest()[:12]
+    full_key = json.dumps({"cpu": name, "cpu_flags": flags, "torch": torch.__version__,
                            "threads": torch.get_num_threads(), "model": key, "batch": batch}, sort_keys=True)
     path = deepdive_home() / CACHE_NAME
     cache = _read(path)
@@ -103,25 +105,23 @@ def probe(build, x, y, min_rounds=MIN_ROUNDS, max_rounds=MAX_ROUNDS, seconds=PRO
 
 
 def _native_bf16() -> bool:
-    return any(f in _cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
+    return any(f in _cpu()[1] for f in ("avx512_bf16", "amx_bf16"))
 
 
-def _cpu_flags() -> set:
+@functools.cache
+def _cpu() -> tuple[str, frozenset]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo, read once per process."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("flags")), "")
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if "model name" in fields and "flags" in fields:
+                    break
     except OSError:
-        return set()
-    return set(line.partition(":")[2].split())
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("model name")), "")
-        return line.partition(":")[2].strip() or platform.processor()
-    except OSError:
-        return platform.processor()
+        pass
+    return fields.get("model name") or platform.processor(), frozenset(fields.get("flags", "").split())
 
 
 def _read(path) -> dict:
