@@ -299,6 +299,29 @@ def test_single_stem_and_float32_head():
         build_model("cnn-small", stem="triple")
 
 
+
+@pytest.mark.parametrize("stem", ["pair", "single"])
+def test_pool_first_reorders_the_stages_and_keeps_the_weights(stem):
+    torch.manual_seed(0)
+    plain = build_model("cnn-small", stem=stem).eval()
+    torch.manual_seed(0)
+    pooled = build_model("cnn-small", stem=stem, pool_first=True).eval()
+    # same parameters, initialised alike: checkpoints of either order load into the other's layout
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), pooled.state_dict().values()))
+    names = [n for n, _ in pooled.named_children()]
+    last = "conv2" if stem == "pair" else "conv1"
+    # each stage pools straight after its last conv, before BatchNorm and ReLU
+    for conv, pool, bn in [(last, "pool1", "bn" + last[-1]), ("conv4", "pool2", "bn4"), ("conv5", "pool3", "bn5")]:
+        assert names.index(pool) == names.index(conv) + 1 and names.index(bn) == names.index(pool) + 1
+    x = torch.rand(3, 1, 28, 28)
+    assert pooled(x).shape == (3, 10)
+    # the forward pass is the children in order, so hooks on any named layer see what the net computes
+    seen = {}
+    pooled.bn5.register_forward_hook(lambda m, i, o: seen.update(bn5_in=i[0].shape))
+    pooled(x)
+    assert seen["bn5_in"][-2:] == (3, 3)          # BN of the last stage runs on the pooled 3x3 map
+    assert last_conv_layer(pooled) is pooled.conv5
+
 def test_config_errors():
     with pytest.raises(DeepdiveError, match="unknown preset"):
         resolve_config("turbo")
@@ -328,7 +351,11 @@ def test_cuda_block_applies_on_cuda_only(monkeypatch):
     block = PRESETS["fast"]["cuda"]
     assert block and "cuda" not in cpu and "cuda" not in gpu
     for key, value in block.items():
-        assert gpu[key] == value and cpu[key] == PRESETS["fast"][key]
+        if key == "arch_kwargs":      # merged key by key: the block's entries win, the preset's others stay
+            assert gpu[key] == {**PRESETS["fast"][key], **value} and cpu[key] == PRESETS["fast"][key]
+            assert gpu[key]["stem"] == cpu[key]["stem"] == "single" and gpu[key] != cpu[key]
+        else:
+            assert gpu[key] == value and cpu[key] == PRESETS["fast"][key]
     assert resolve_config("fast", {"batch_size": 64}, device="cuda")["batch_size"] == 64
     assert resolve_config("fast", device=torch.device("cuda"), epochs=2)["epochs"] == 2
     with pytest.raises(DeepdiveError, match="unknown training option 'cuda'"):

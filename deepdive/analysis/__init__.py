@@ -85,7 +85,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
     from deepdive.analysis import insight, label_issues, tables, taxonomy
+    from deepdive.malloc import keep_freed_memory
 
+    keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
     run = store.get_run(run_id)
     if split not in ("test", "val", "train"):
         raise DeepdiveError(f"unknown split {split!r}; analyze test, val, or train (K-fold label issues)")

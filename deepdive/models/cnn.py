@@ -46,7 +46,8 @@ class Float32Linear(nn.Linear):
 
 
 class ConvNet(nn.Module):
-    """conv-bn-relu ×2, max-pool, conv-bn-relu ×2, max-pool, conv-bn-relu, max-pool, dropout, linear.
+    """conv-bn-relu ×2, max-pool, conv-bn-relu ×2, max-pool, conv-bn-relu, max-pool, dropout, linear
+    (with pool_first, each stage's max-pool moves up to straight after its last conv).
 
     widths=(w1, w2, w3) are the channel counts of the three stages (stage 3 has one conv). The last stage ends
     in a 2×2 max-pool (7×7 → 3×3 on 28-pixel inputs) and a linear layer over the flattened map: keeping a
@@ -56,7 +57,7 @@ class ConvNet(nn.Module):
     gradcam_layer_name = "conv5"
 
     def __init__(self, num_classes=10, in_channels=1, image_size=28, widths=(32, 64, 128), dropout=0.0,
-                 mean=None, std=None, head="pool", fp32_head=False, stem="pair"):
+                 mean=None, std=None, head="pool", fp32_head=False, stem="pair", pool_first=False):
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 (three 2×2 poolings), got {image_size}")
@@ -69,26 +70,28 @@ class ConvNet(nn.Module):
         if stem not in ("pair", "single"):
             raise ValueError(f"stem must be 'pair' or 'single', got {stem!r}")
         k1 = 3 if stem == "pair" else 5
-        self.conv1, self.bn1, self.act1 = nn.Conv2d(in_channels, w1, k1, padding=k1 // 2, bias=False), nn.BatchNorm2d(w1), nn.ReLU()
-        if stem == "pair":
-            self.conv2, self.bn2, self.act2 = nn.Conv2d(w1, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv3, self.bn3, self.act3 = nn.Conv2d(w1, w2, 3, padding=1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()
-        self.conv4, self.bn4, self.act4 = nn.Conv2d(w2, w2, 3, padding=1, bias=False), nn.BatchNorm2d(w2), nn.ReLU()
-        self.pool2 = nn.MaxPool2d(2)
-        self.conv5, self.bn5, self.act5 = nn.Conv2d(w2, w3, 3, padding=1, bias=False), nn.BatchNorm2d(w3), nn.ReLU()
         # head: "pool" = 2×2 max-pool then flatten; "gap" = global average pool; "flat" = flatten the 7×7 map.
         # "pool" is the default on evidence: fast preset (3 epochs, batch 256, CPU, seed 0) 99.40% test vs
         # 99.23% for "flat"; "gap" trailed by ~1% val accuracy after the first epoch (97.5% vs 98.4-98.9%).
-        side = image_size // 2 // 2
-        if head == "pool":
-            self.pool3, side = nn.MaxPool2d(2), side // 2
-        elif head == "gap":
-            self.pool3, side = nn.AdaptiveAvgPool2d(1), 1
-        elif head == "flat":
-            self.pool3 = nn.Identity()
-        else:
+        if head not in ("pool", "gap", "flat"):
             raise ValueError(f"head must be 'pool', 'gap' or 'flat', got {head!r}")
+        pool3 = {"pool": nn.MaxPool2d(2), "gap": nn.AdaptiveAvgPool2d(1), "flat": nn.Identity()}[head]
+        side = {"pool": image_size // 8, "gap": 1, "flat": image_size // 4}[head]
+
+        def block(i, c_in, c_out, k=3):
+            return [(f"conv{i}", nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)),
+                    (f"bn{i}", nn.BatchNorm2d(c_out)), (f"act{i}", nn.ReLU())]
+
+        stages = [block(1, in_channels, w1, k1) + (block(2, w1, w1) if stem == "pair" else []),
+                  block(3, w1, w2) + block(4, w2, w2),
+                  block(5, w2, w3)]
+        # pool_first: each stage pools straight after its last conv, before BatchNorm and ReLU (conv-pool-bn-relu,
+        # as in Keller Jordan's airbench), so BN and ReLU, memory-bound passes over the biggest activations, run
+        # on a quarter of the pixels. Max-pool commutes with the ReLU; BN's statistics are then the pooled map's.
+        for i, (stage, pool) in enumerate(zip(stages, (nn.MaxPool2d(2), nn.MaxPool2d(2), pool3)), start=1):
+            stage.insert(len(stage) - 2 if pool_first else len(stage), (f"pool{i}", pool))
+            for name, module in stage:
+                self.add_module(name, module)
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
         self.fc = (Float32Linear if fp32_head else nn.Linear)(w3 * side * side, num_classes)
