@@ -6,7 +6,8 @@ A variant is ARCH:FLAGS, ARCH one of deepdive.models.ARCHS or wA-B-C (ConvNet wi
 subset of cl (channels_last), bf16 (bf16 autocast), compile (torch.compile). Reports per-step *process CPU
 time* (min over rounds) next to wall time: on a shared machine wall time depends on the neighbours' load,
 while single-threaded CPU time is close to what the step costs on a quiet core. Multiply by the core count
-you will train on, and expect 2 threads to scale by somewhat less than 2x.
+you will train on, and expect 2 threads to scale by somewhat less than 2x. Like train() on the CPU, it first keeps
+freed memory in the process (deepdive.malloc; --glibc-defaults to time without).
 """
 import argparse
 import time
@@ -14,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from deepdive.malloc import keep_freed_memory
 from deepdive.models import build_model
 
 
@@ -49,7 +51,10 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--glibc-defaults", action="store_true", help="leave malloc's thresholds alone (page faults)")
     args = p.parse_args()
+    if not args.glibc_defaults:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"threads {torch.get_num_threads()}, batch {args.batch}")
