@@ -163,7 +163,8 @@ def view_checks(tab, expected) -> dict:
         ticks = p.eval_on_selector_all('[data-testid="loss-chart"] .ytick text', "ts => ts.map(t => t.textContent)")
         lo, hi = min(expected["losses"]), max(expected["losses"])
         mantissas = [float(t) / 10 ** math.floor(math.log10(float(t))) for t in ticks]
-        one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2 <= float(t) <= hi * 2 for m, t in zip(mantissas, ticks))
+        # (1-2-5 steps are at most 2.5x apart: an axis widened to the steps around narrow losses stays within that)
+        one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2.5 <= float(t) <= hi * 2.5 for m, t in zip(mantissas, ticks))
         # a deepdive-trained run says what its train and validation lines measure
         note = tab.count('[data-testid="curves-note"]') and p.inner_text('[data-testid="curves-note"]')
         cards = p.inner_text('[data-testid="overview-cards"]')
@@ -213,6 +214,20 @@ def view_checks(tab, expected) -> dict:
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,
             "advice": advice_view}
+
+
+def test_log_axes_always_carry_two_labels(tab):
+    """DD.logTicks (the loss charts' log axes): losses within less than two 1-2-5 steps (a one-epoch run's
+    0.24-0.74 showed the single label "0.5") widen the axis to the steps around them."""
+    tab.view("overview")
+    for lo, hi in [(0.2444, 0.7392), (0.49, 0.51), (1.2, 1.3), (0.0123, 0.0456), (0.01, 2.3)]:
+        axis = tab.page.evaluate("v => DD.logTicks(v)", [lo, hi])
+        shown_lo, shown_hi = (10 ** r for r in axis["range"]) if "range" in axis else (lo, hi)
+        assert shown_lo <= lo and shown_hi >= hi, (lo, hi, axis)
+        labels = [v for v in axis["tickvals"] if shown_lo <= v <= shown_hi]
+        assert len(labels) >= 2, (lo, hi, axis)
+        assert axis["ticktext"] == [str(v).removesuffix(".0") for v in axis["tickvals"]]
+    assert "range" not in tab.page.evaluate("v => DD.logTicks(v)", [0.01, 2.3])   # wide spans: plotly's autorange
 
 
 def test_every_view_renders_the_runs_data(tab, expected, test_output_dir):

@@ -178,13 +178,22 @@
   };
   // Log-axis ticks at 1-2-5 steps with full numbers, for the given values: plotly's own labels the minor ticks
   // with bare digits ("2 … 9" under "0.1"), which reads as values.
+  // When the values span less than two such steps (e.g. 0.24-0.74: only "0.5" inside), the axis is widened to the
+  // steps around them, so it always carries at least two labels to read a value against.
   DD.logTicks = function (values) {
     const ys = values.filter((v) => v > 0 && Number.isFinite(v));
     if (!ys.length) return {};
-    const lo = Math.min(...ys), hi = Math.max(...ys), vals = [];
-    for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++)
-      for (const m of [1, 2, 5]) { const v = m * 10 ** p; if (v >= lo / 2 && v <= hi * 2) vals.push(v); }
-    return {tickmode: "array", tickvals: vals, ticktext: vals.map((v) => String(+v.toPrecision(1)))};
+    const lo = Math.min(...ys), hi = Math.max(...ys), steps = [];
+    for (let p = Math.floor(Math.log10(lo)) - 1; p <= Math.ceil(Math.log10(hi)); p++)
+      for (const m of [1, 2, 5]) steps.push(+(m * 10 ** p).toPrecision(1));
+    const below = Math.max(...steps.filter((v) => v <= lo)), above = Math.min(...steps.filter((v) => v >= hi));
+    const axis = {tickmode: "array"};
+    let vals = steps.filter((v) => v >= lo / 2 && v <= hi * 2);
+    if (steps.filter((v) => v >= lo && v <= hi).length < 2) {
+      vals = steps.filter((v) => v >= below && v <= above);
+      axis.range = [Math.log10(below) - 0.03, Math.log10(above) + 0.03];    // log axes take log10 units
+    }
+    return {...axis, tickvals: vals, ticktext: vals.map((v) => String(v))};
   };
   DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
 })(window.DD);
