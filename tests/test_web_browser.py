@@ -164,7 +164,8 @@ def view_checks(tab, expected) -> dict:
         lo, hi = min(expected["losses"]), max(expected["losses"])
         mantissas = [float(t) / 10 ** math.floor(math.log10(float(t))) for t in ticks]
         # (1-2-5 steps are at most 2.5x apart: an axis widened to the steps around narrow losses stays within that)
-        one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2.5 <= float(t) <= hi * 2.5 for m, t in zip(mantissas, ticks))
+        one_two_five = all(round(m, 6) in (1, 2, 5) and lo / 2.5 <= float(t) <= hi * 2.5
+                           for m, t in zip(mantissas, ticks))
         # a deepdive-trained run says what its train and validation lines measure
         note = tab.count('[data-testid="curves-note"]') and p.inner_text('[data-testid="curves-note"]')
         cards = p.inner_text('[data-testid="overview-cards"]')

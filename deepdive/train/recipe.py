@@ -112,7 +112,8 @@ PRESETS = {
     # [CPU] 3 epochs, "pair" stem: 99.47 / 99.41% (seeds 0 / 1); 4 epochs, "single" stem: 99.52 / 99.52%.
     # float32 classifier head, 3 epochs: 99.50 / 99.45% (fp32 throughout: 99.51 / 99.46%, at 1.75x the time).
     # That net (full width, pools last: the GPU's below) on the Zen 5 host, both cores, nothing else running:
-    # 99.53 / 99.53 / 99.51% (seeds 0 / 1 / 2) in 46.1 / 46.4 / 43.8 s of training (`deepdive bench --device cpu --presets fast`, benchmarks/sweep.py).
+    # 99.53 / 99.53 / 99.51% (seeds 0 / 1 / 2) in 46.1 / 46.4 / 43.8 s of training (`deepdive bench --device
+    # cpu --presets fast`, benchmarks/sweep.py).
     # [H200] with the "pair" stem, 3 epochs: batch 128 → 99.47 / 99.52 / 99.51% (median 99.51); batch 256 →
     # 99.46 / 99.46 / 99.43. Neither lr 0.2, wd 1e-3, shift 1, 4 epochs, the half-width net for 6 epochs nor a
     # 24-48-96 net for 4 epochs beat batch 128 there (medians 99.43-99.50).
@@ -132,8 +133,11 @@ PRESETS = {
     #   - pool_first (each stage max-pools before BatchNorm and ReLU, which then run on a quarter of the pixels)
     #     and a 48-wide middle stage: [CPU] 99.57 / 99.56 / 99.57% (seeds 0-2, one thread each) in 105-112 s of
     #     one thread, against pool_first alone at full width 99.56 / 99.58 / 99.55% in 146-155 s.
-    #   `deepdive bench --device cpu --presets fast --seeds 3`, both cores: 99.59% (99.55-99.60) in 53.0 s median
-    #   (52.0-53.1), 99.5% reached at 52.0 s (benchmarks/results/cpu_bench_fast3_intel_2026-11-30b.*).
+    #   `deepdive bench --device cpu --presets fast --seeds 3 --peer-epochs 0`, both cores: 99.59% (99.55-99.60) in
+    #   53.0 s median (52.0-53.1), 99.5% reached at 52.0 s (benchmarks/results/cpu_bench_fast3_pfw48_malloc_*).
+    #   The host's own speed drifts: an hour later the same bench with the reference took 69.4 s (64-69 s;
+    #   the reference 55 s/epoch against 49 s in the morning's bench), one seed alone 77 s, and the same step
+    #   timed in isolation 38 ms against 31 ms (cpu_bench_fast3_ref_intel_2026-11-30b.*, *_alone_*).
     # Tried there, not adopted (one thread, seeds 0-2 unless noted): widths 32-40-128 99.51 / 99.49% (seeds 0-1);
     # 24-40-96 99.48 / 99.56 / 99.57% (both cores: 99.48 / 99.49 / 99.54% in 57.8 s); the same net for 3 epochs
     # 99.50 / 99.46 / 99.50%; a stride-2 5x5 stem in place of conv + pool 99.48 / 99.48% (seeds 0-1); torch.compile
