@@ -139,9 +139,9 @@ PRESETS = {
     #   the reference 55 s/epoch against 49 s in the morning's bench), one seed alone 77 s, and the same step
     #   timed in isolation 38 ms against 31 ms (cpu_bench_fast3_ref_intel_2026-11-30b.*, *_alone_*).
     # Tried there, not adopted (one thread, seeds 0-2 unless noted): widths 32-40-128 99.51 / 99.49% (seeds 0-1);
-    # 24-40-96 99.48 / 99.56 / 99.57% (both cores: 99.48 / 99.49 / 99.54% in 57.8 s); the same net for 3 epochs
-    # 99.50 / 99.46 / 99.50%; a stride-2 5x5 stem in place of conv + pool 99.48 / 99.48% (seeds 0-1); torch.compile
-    # (no faster); batch 64 / 96 / 256 (no cheaper per image); bf16 and fp16 autocast (slower on this host).
+    # 24-40-96 99.48 / 99.56 / 99.57% (both cores: 99.54 / 99.48 / 99.49% in 55-58 s); this net (32-48-128) for
+    # 3 epochs 99.50 / 99.46 / 99.50%; a stride-2 5x5 stem in place of conv + pool 99.48 / 99.48% (seeds 0-1);
+    # torch.compile (no faster); batch 64 / 96 / 256 (no cheaper per image); bf16 and fp16 autocast (slower here).
     # The GPU keeps the full-width, pool-last net its numbers above were measured with (cuda block) until a GPU
     # round measures this one (DEVELOPERS.md, round 7).
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
