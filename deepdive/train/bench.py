@@ -101,12 +101,6 @@ def run(args) -> int:
         return float((probs.argmax(1) == test_y).mean())
 
     progress = not args.no_progress
-    if dev.type == "cpu":
-        # train() keeps freed memory in the process on the CPU (deepdive.malloc); the reference runs first, so
-        # it gets the same allocator: the table compares recipes, not malloc settings.
-        from deepdive.malloc import keep_freed_memory
-
-        keep_freed_memory()
     try:
         if args.peer_epochs > 0:
             summaries.append(_bench_reference(dataset, args, dev, emit, test_accuracy, progress))
