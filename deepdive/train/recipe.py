@@ -176,8 +176,21 @@ PRESETS = {
     # BatchNorm statistics on clean images after training: within 0.02 pp. Earlier: shift only 99.63%, plus
     # thicken/thin 99.66%, plus 2-px elastic warps 99.40% (dropped). Test-time averaging over one-pixel shifts
     # (benchmarks/sweep.py --tta, not in the product) added -0.01 to +0.05 pp.
-    "default": {**_COMMON, "lr": 0.2, "epochs": 20, "batch_size": 256, "aug_repeats": 2,
-                "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
+    # 2026-11-30, Intel Xeon host (2.3x slower per core than the Zen 5): make demo took 27 min 49 s, 1,499 s of it
+    # training (~72 s/epoch), against the ~15 minutes the demo should take. The CPU now trains `fast`'s CPU net
+    # (5x5 single stem, pool_first, 32-48-128): a step of 512 images costs 141 ms there against 346 ms (two
+    # threads, benchmarks/cpu_throughput.py ... w32-48-128:cl-pf-single cnn:cl), so it can afford 24 epochs.
+    # Rule fixed before the runs: adopt if median and mean of seeds 0-2 reach 99.70% (the 32-64-128 net's 99.70 /
+    # 99.70 / 99.71% above). [CPU] one thread each (benchmarks/results/cpu_default_fastnet_intel_2026-11-30.jsonl):
+    # 20 epochs 99.69 / 99.68% (seeds 0 / 1; fails, seed 2 not run); 24 epochs 99.70 / 99.74 / 99.66% (median
+    # and mean 99.70%: adopted), seed 3, run alongside for evidence only, 99.78%. 1,453-1,607 s of one thread
+    # per run. The GPU keeps the net and the 20 epochs its numbers above were measured with (cuda block);
+    # Fashion-MNIST was measured with neither net.
+    "default": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
+                                           "widths": (32, 48, 128)},
+                "lr": 0.2, "epochs": 24, "batch_size": 256, "aug_repeats": 2,
+                "augment": {"shift": 2, "rotate": 10, "scale": 0.1},
+                "cuda": {"epochs": 20, "arch_kwargs": {"stem": "pair", "pool_first": False, "widths": (32, 64, 128)}}},
     # 1.5x the width (2.25x the compute per image), batch augmentation, 20 epochs: 2.25x the compute of default.
     # [H200G] 99.70 / 99.76 / 99.70% (seeds 0-2; their three-model ensemble 99.75%), and on another day 99.71-99.77%
     # (seeds 0-5, median 99.73%): over nine runs, median 99.73% against default's 99.695% (24 epochs). Also tried there
