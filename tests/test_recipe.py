@@ -344,6 +344,19 @@ def test_config_errors():
         resolve_config("fast", {"compile": "on"})
 
 
+def test_default_keeps_its_measured_net_per_device():
+    """The CPU's `default` (since 2026-11-30) trains fast's CPU net for 24 epochs; on CUDA the cuda block restores the
+    net and epoch count every H200 number of the preset was measured with. Editing the CPU side must not move the GPU's."""
+    cpu, gpu = resolve_config("default", device="cpu"), resolve_config("default", device="cuda")
+    assert gpu["arch_kwargs"] == {"fp32_head": True, "stem": "pair", "pool_first": False, "widths": (32, 64, 128)}
+    assert gpu["epochs"] == 20
+    assert cpu["arch_kwargs"] == resolve_config("fast", device="cpu")["arch_kwargs"] and cpu["epochs"] == 24
+    for cfg in (cpu, gpu):   # the rest of the recipe is shared
+        assert (cfg["lr"], cfg["batch_size"], cfg["aug_repeats"]) == (0.2, 256, 2)
+    names = dict(build_model(cpu["arch"], **cpu["arch_kwargs"]).named_children())
+    assert "conv2" not in names and list(names).index("pool1") < list(names).index("bn1")
+
+
 def test_cuda_block_applies_on_cuda_only(monkeypatch):
     """A preset's "cuda" changes apply when the device is CUDA (no GPU needed to resolve them), overrides still
     win, and the resolved config carries the values, not the block."""
