@@ -28,6 +28,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameters, from glib
 KEEP_BYTES = 1 << 30
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (Linux), the only malloc with these knobs."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def user_configured_malloc(environ=None) -> bool:
     """Whether the environment already chooses the allocator or its thresholds: then that choice stands."""
     env = os.environ if environ is None else environ
@@ -41,7 +46,7 @@ def user_configured_malloc(environ=None) -> bool:
 @functools.cache
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds to 1 GiB for this process (once). Returns whether they were set."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_configured_malloc():
+    if not on_glibc() or user_configured_malloc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

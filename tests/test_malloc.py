@@ -1,16 +1,14 @@
 """deepdive.malloc: freed tensor memory stays in the process, so CPU steps stop page-faulting (glibc only)."""
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from deepdive.malloc import user_configured_malloc
+from deepdive.malloc import on_glibc, user_configured_malloc
 
-glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                           reason="mallopt thresholds are a glibc feature")
+glibc = pytest.mark.skipif(not on_glibc(), reason="mallopt thresholds are a glibc feature")
 
 # A fresh process runs eight steps of a one-layer conv net on 512 MNIST-sized images (its 51 MB activations are
 # above glibc's largest dynamic mmap threshold, as the default preset's are) and prints the minor page faults of
