@@ -9,12 +9,16 @@ time* (min over rounds) next to wall time: on a shared machine wall time depends
 while single-threaded CPU time is close to what the step costs on a quiet core. Multiply by the core count
 you will train on, and expect 2 threads to scale by somewhat less than 2x. Like train() on the CPU, it first keeps
 freed memory in the process (deepdive.malloc; --glibc-defaults to time without).
+The last column is the arithmetic rate the step reached: its floating-point operations (counted once, eagerly, by
+torch.utils.flop_counter: convolutions and matmuls, forward and backward) over its wall time. Set it against the
+machine's peak (cores x clock x FLOPs per cycle) to see whether a faster step needs fewer operations or faster ones.
 """
 import argparse
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from deepdive.malloc import keep_freed_memory
 from deepdive.models import build_model
@@ -39,14 +43,16 @@ def variant(spec, batch):
     x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
 
-    def step():
+    def step(net=fwd):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in flags):
-            loss = F.cross_entropy(fwd(x).float(), y)
+            loss = F.cross_entropy(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    return step
+    with FlopCounterMode(display=False) as counter:    # the eager model: compiling changes no arithmetic
+        step(model)
+    return step, counter.get_total_flops()
 
 
 def main():
@@ -63,10 +69,10 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"threads {torch.get_num_threads()}, batch {args.batch}")
-    steps = {}
+    steps, flops = {}, {}
     for spec in args.variants:
         t0 = time.perf_counter()
-        steps[spec] = variant(spec, args.batch)
+        steps[spec], flops[spec] = variant(spec, args.batch)
         for _ in range(3):  # warm-up: oneDNN primitive creation, compilation
             steps[spec]()
         print(f"{spec:28s} warm-up {time.perf_counter() - t0:6.1f}s", flush=True)
@@ -81,7 +87,8 @@ def main():
         cpu = min(r[0] for r in rs)
         wall = min(r[1] for r in rs)
         print(f"{spec:28s} cpu {cpu * 1e3:7.1f} ms/step  wall {wall * 1e3:7.1f} ms/step  "
-              f"cpu-s per 55k-image epoch {55000 / args.batch * cpu:6.1f}", flush=True)
+              f"cpu-s per 55k-image epoch {55000 / args.batch * cpu:6.1f}  "
+              f"{flops[spec] / 1e9:6.2f} GFLOP/step at {flops[spec] / wall / 1e9:5.0f} GFLOP/s", flush=True)
 
 
 if __name__ == "__main__":
