@@ -231,6 +231,21 @@ def test_log_axes_always_carry_two_labels(tab):
     assert "range" not in tab.page.evaluate("v => DD.logTicks(v)", [0.01, 2.3])   # wide spans: plotly's autorange
 
 
+def test_curve_axis_titles_clear_their_tick_labels(tab):
+    """Each training chart's y-axis title sits left of its widest tick label: with plotly's fixed margin the
+    accuracy chart's "100.00%" ran into the title."""
+    page = tab.view("overview")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .ytitle').length >= 2")
+    charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((gd) => {
+        const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.right]; };
+        return {title: box(gd.querySelector('.ytitle')), ticks: [...gd.querySelectorAll('.ytick text')].map(box)};
+    })""")
+    assert len(charts) >= 2
+    for chart in charts:
+        assert len(chart["ticks"]) >= 2, chart
+        assert all(chart["title"][1] <= left for left, _ in chart["ticks"]), chart
+
+
 def test_every_view_renders_the_runs_data(tab, expected, test_output_dir):
     checks = view_checks(tab, expected)
     for name in VIEWS:

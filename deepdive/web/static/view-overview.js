@@ -67,10 +67,10 @@
                    ...(ep.length <= 30 ? {dtick: 1} : {})};
     const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
-                     yaxis: {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(ep.flatMap((e) => [e.train_loss, e.val_loss]))}, shapes, annotations}), DD.plotConfig);
+                     yaxis: {title: {text: "cross-entropy"}, automargin: true, type: "log", ...DD.logTicks(ep.flatMap((e) => [e.train_loss, e.val_loss]))}, shapes, annotations}), DD.plotConfig);
     const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
-                     yaxis: {title: {text: "accuracy"}, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
+                     yaxis: {title: {text: "accuracy"}, automargin: true, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
   }
 
