@@ -328,7 +328,7 @@ def test_config_errors():
     with pytest.raises(DeepdiveError, match="unknown training option"):
         resolve_config("fast", {"learning_rate": 1})
     with pytest.raises(DeepdiveError, match="unknown augment option"):
-        resolve_config("fast", {"augment": {"flip": 1}})
+        resolve_config("fast", {"augment": {"mirror": 1}})
     cfg = resolve_config("fast", {"augment": {"thicken": 0.5}}, epochs=4)
     assert cfg["epochs"] == 4 and cfg["augment"]["thicken"] == 0.5
     assert cfg["augment"]["shift"] == PRESETS["fast"]["augment"]["shift"]  # merged, not replaced
@@ -530,7 +530,20 @@ def test_augment_batch_reproducible_and_in_range(mnist):
     s = augment.augment_batch(x, augment.check_config({"shift": 1}), torch.Generator().manual_seed(0))
     assert torch.isin(s.unique(), x.unique()).all()
     with pytest.raises(ValueError, match="unknown augment option"):
-        augment.check_config({"flip": 1})
+        augment.check_config({"mirror": 1})
+
+
+def test_flip_mirrors_that_fraction_of_the_batch(mnist):
+    x = _digits(mnist, 200)
+    assert augment.check_config({})["flip"] == 0
+    for fraction in (0.0, 0.5, 1.0):
+        out = augment.augment_batch(x, augment.check_config({"flip": fraction}), torch.Generator().manual_seed(0))
+        mirrored = [torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in zip(out, x)]
+        kept = [torch.equal(o, i) for o, i in zip(out, x)]
+        assert all(m or k for m, k in zip(mirrored, kept))        # each image is either itself or its mirror
+        assert abs(sum(mirrored) / len(x) - fraction) < 0.1
+    with pytest.raises(ValueError, match="flip is a fraction"):
+        augment.check_config({"flip": 1.5})
 
 
 def test_warp_interpolation_keeps_strokes_sharp_or_not(mnist):
