@@ -138,6 +138,11 @@ PRESETS = {
     #   The host's own speed drifts: an hour later the same bench with the reference took 69.4 s (64-69 s;
     #   the reference 55 s/epoch against 49 s in the morning's bench), one seed alone 77 s, and the same step
     #   timed in isolation 38 ms against 31 ms (cpu_bench_fast3_ref_intel_2026-11-30b.*, *_alone_*).
+    #   Little is left to win in software there: at 16:35 that afternoon (the host slow again: 50-52 ms per step of
+    #   128) a step of 512 ran at 147-178 GFLOP/s on two threads (benchmarks/cpu_throughput.py, FLOPs counted by
+    #   torch.utils.flop_counter), its two big convs alone at 199-218 GFLOP/s and a 4096x4096 matmul at 275: the
+    #   convolutions, the bulk of the step, already run near the machine's rate, the rest is memory-bound
+    #   BatchNorm / pooling / ReLU passes. A faster step needs fewer operations.
     # Tried there, not adopted (one thread, seeds 0-2 unless noted): widths 32-40-128 99.51 / 99.49% (seeds 0-1);
     # 24-40-96 99.48 / 99.56 / 99.57% (both cores: 99.54 / 99.48 / 99.49% in 55-58 s); this net (32-48-128) for
     # 3 epochs 99.50 / 99.46 / 99.50%; a stride-2 5x5 stem in place of conv + pool 99.48 / 99.48% (seeds 0-1);
