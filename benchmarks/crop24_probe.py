@@ -1,6 +1,6 @@
 """Probe, not product code: `fast`'s CPU net trained and tested on the central 24x24 of each (augmented) image.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/crop24_probe.py SEED      # prints one JSON line
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/crop24_probe.py SEED... [sweep.py options, e.g. --out F]
 
 MNIST digits sit in a 20x20 box centred in 28x28, so the outer 2-pixel ring is nearly empty; cropping it saves
 26% of a step's operations (benchmarks/cpu_throughput.py: the step is compute-bound). Results and the rule they
@@ -11,11 +11,9 @@ input (they would cover only its central 24x24).
 import json
 import sys
 
-import torch
+import sweep      # benchmarks/sweep.py, beside this file: its train / evaluate / report loop does the rest
 
-from deepdive.data import load_dataset
 from deepdive.models import ARCHS, ConvNet
-from deepdive.train.recipe import evaluate, train
 
 
 class Crop24(ConvNet):
@@ -28,16 +26,14 @@ class Crop24(ConvNet):
         return super().forward(x[..., 2:26, 2:26])
 
 
-def main(seed):
-    ARCHS["cnn-crop24"] = (Crop24, {})
-    ds = load_dataset("mnist", progress=False)
-    overrides = {"arch": "cnn-crop24", "arch_kwargs": {"stem": "single", "pool_first": True, "widths": (32, 48, 128)}}
-    result = train(ds, "fast", seed=seed, device="cpu", overrides=overrides, progress=False)
-    probs, _ = evaluate(result.model, ds.test_images, ds.test_labels)
-    acc = float((torch.as_tensor(probs).argmax(1) == torch.as_tensor(ds.test_labels)).float().mean())
-    print(json.dumps({"name": "fast-crop24", "seed": seed, "test_accuracy": round(acc, 4),
-                      "train_seconds": round(result.train_seconds, 1)}))
+def main(argv):
+    ARCHS["cnn-crop24"] = (Crop24, {})     # registered in this process only
+    seeds, rest = [int(a) for a in argv if a.isdigit()], [a for a in argv if not a.isdigit()]
+    variant = {"name": "fast-crop24", "preset": "fast", "seeds": seeds or [0],
+               "overrides": {"arch": "cnn-crop24",
+                             "arch_kwargs": {"stem": "single", "pool_first": True, "widths": [32, 48, 128]}}}
+    return sweep.main([json.dumps([variant]), "--device", "cpu", *rest])
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))
