@@ -4,7 +4,7 @@
 
 A variant is ARCH:FLAGS, ARCH one of deepdive.models.ARCHS or wA-B-C (ConvNet widths), FLAGS a '-'-joined
 subset of cl (channels_last), bf16 (bf16 autocast), compile (torch.compile), pf (ConvNet pool_first), single
-(ConvNet's 5x5 single-conv stem). Reports per-step *process CPU
+(ConvNet's 5x5 single-conv stem), valid (ConvNet's stem_padding "valid"). Reports per-step *process CPU
 time* (min over rounds) next to wall time: on a shared machine wall time depends on the neighbours' load,
 while single-threaded CPU time is close to what the step costs on a quiet core. Multiply by the core count
 you will train on, and expect 2 threads to scale by somewhat less than 2x. Like train() on the CPU, it first keeps
@@ -35,6 +35,8 @@ def variant(spec, batch):
         kw["pool_first"] = True
     if "single" in flags:
         kw["stem"] = "single"
+    if "valid" in flags:
+        kw["stem_padding"] = "valid"
     fmt = torch.channels_last if "cl" in flags else torch.contiguous_format
     torch.manual_seed(0)
     model = build_model(arch, **kw).to(memory_format=fmt)

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.models import (Ensemble, build_model, last_conv_layer, load_checkpoint, make_checkpoint,
@@ -321,6 +322,29 @@ def test_pool_first_reorders_the_stages_and_keeps_the_weights(stem):
     pooled(x)
     assert seen["bn5_in"][-2:] == (3, 3)          # BN of the last stage runs on the pooled 3x3 map
     assert last_conv_layer(pooled) is pooled.conv5
+
+
+@pytest.mark.parametrize("stem", ["pair", "single"])
+def test_valid_stem_padding_shrinks_the_maps_but_not_the_head(stem):
+    same = build_model("cnn-small", stem=stem, pool_first=True)
+    valid = build_model("cnn-small", stem=stem, pool_first=True, stem_padding="valid").eval()
+    # same parameter shapes (28 -> 24 after the stem, then 12, 6, 3: the same 3x3 head), so the same weights fit
+    assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in valid.state_dict().items()}
+    assert valid.gradcam_margin == 2 and same.gradcam_margin == 0
+    seen = {}
+    valid.conv3.register_forward_hook(lambda m, i, o: seen.update(conv3=o.shape))
+    assert valid(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert seen["conv3"][-2:] == (12, 12)
+    # every input pixel reaches the output, corners included (a crop would drop them)
+    nn.init.normal_(valid.fc.weight)      # a fresh net's classifier is zero: no gradient would reach the input
+    x = torch.rand(1, 1, 28, 28, requires_grad=True)
+    valid(x)[0, 0].backward()
+    assert x.grad[0, 0, 0, 0] != 0 and x.grad[0, 0, -1, -1] != 0
+    with pytest.raises(ValueError, match="stem_padding must be"):
+        build_model("cnn-small", stem_padding="reflect")
+    with pytest.raises(ValueError, match="6 after the stem"):
+        build_model("cnn-small", stem="single", stem_padding="valid", image_size=10)
+
 
 def test_config_errors():
     with pytest.raises(DeepdiveError, match="unknown preset"):

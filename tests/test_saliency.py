@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from captum import attr
 from PIL import Image
 
 from deepdive.analysis import render, saliency
@@ -110,6 +111,32 @@ def test_gradcam_on_a_three_channel_32px_model():
     assert cam.layer is model.conv2 and cam.layer_name == "conv2"
     maps = saliency.attribute(model, x, torch.tensor([0, 1, 2, 3]), "gradcam")
     assert maps.shape == (4, 32, 32) and np.isfinite(maps).all() and np.abs(maps).max() > 0
+
+
+def test_gradcam_of_a_valid_stem_net_sits_on_the_region_its_maps_cover():
+    from deepdive.models import Ensemble, build_model
+
+    torch.manual_seed(0)
+    net = build_model("cnn-small", stem="single", pool_first=True, stem_padding="valid").eval()
+    nn.init.normal_(net.fc.weight)      # a fresh net's classifier is zero: no gradient would reach the maps
+    x, target = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    maps = saliency.attribute(net, x, target, "gradcam")
+    layer = saliency.gradcam_layer(net, x[:1])
+    raw = attr.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=False)   # (3, 1, 3, 3)
+    inner = attr.LayerAttribution.interpolate(raw, (24, 24), interpolate_mode="bilinear")[:, 0]
+    # the 3x3 map is upsampled onto the central 24x24 its cells centre on, not stretched over all 28x28
+    np.testing.assert_allclose(maps[:, 2:26, 2:26], inner.detach().numpy(), rtol=1e-5, atol=1e-7)
+    ring = np.ones((28, 28), bool)
+    ring[2:26, 2:26] = False
+    assert np.all(maps[:, ring] == 0) and np.abs(maps[:, 2:26, 2:26]).max() > 0
+    # an ensemble's Grad-CAM explains its first member, with that member's margin
+    both = saliency.attribute(Ensemble([net, build_model("cnn-small").eval()]), x, target, "gradcam")
+    assert np.all(both[:, ring] == 0)
+    # a stack5 net (five unpadded 5x5 convs, no pooling) ends on an 8x8 map centred on input pixels 10-17
+    stack = build_model("stack5").eval()
+    maps = saliency.attribute(stack, x, target, "gradcam")
+    assert stack.gradcam_margin == 10
+    assert np.abs(maps[:, 10:18, 10:18]).min() > 0 and maps[:, :10].any() == maps[:, 18:].any() == False
 
 
 class SharedReluNet(nn.Module):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from captum import attr
 from tqdm.auto import tqdm
 
@@ -93,7 +94,9 @@ class IntegratedGradientsMap:
 
 class GradCamMap:
     """Grad-CAM on the output of the model's last conv block (see gradcam_layer), kept signed (no ReLU on the
-    map) and upsampled bilinearly to the input size. The layer is found on the first call unless given."""
+    map) and upsampled bilinearly to the input size, or, for a net that declares a `gradcam_margin` (its maps'
+    cells centre only on the input's inner region: unpadded convs), to that inner region, zero outside it. The
+    layer is found on the first call unless given."""
 
     batch_size = 64
 
@@ -112,7 +115,20 @@ class GradCamMap:
             self.layer = gradcam_layer(self.model, inputs[:1].detach())
             self._cam, self._resolved = attr.LayerGradCam(self.model, self.layer), True
         cam = self._cam.attribute(inputs, target=target, relu_attributions=False)  # (N, 1, h, w)
-        return attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+        # Unpadded convs (ConvNet's valid stem, the stack nets) leave maps whose cells centre on the input's inner
+        # region only: upsample onto that region and leave the margin at zero rather than stretch the map over it.
+        m = _gradcam_margin(self.model)
+        h, w = inputs.shape[-2:]
+        cam = attr.LayerAttribution.interpolate(cam, (h - 2 * m, w - 2 * m), interpolate_mode="bilinear")
+        return F.pad(cam, (m, m, m, m))[:, 0]
+
+
+def _gradcam_margin(model: nn.Module) -> int:
+    """Input pixels per side that the Grad-CAM layer's map does not cover (of the member Grad-CAM explains)."""
+    from deepdive.models import Ensemble
+
+    net = model.members[0] if isinstance(model, Ensemble) else model
+    return int(getattr(net, "gradcam_margin", 0))
 
 
 class OcclusionMap:

@@ -48,6 +48,9 @@ class StackNet(nn.Module):
             setattr(self, f"act{i}", nn.ReLU())
             c_in = c_out
         self.gradcam_layer_name = f"conv{len(widths)}"
+        # The last map's cells centre on the input's central side x side pixels (stride 1, no padding): Grad-CAM
+        # places the map there instead of stretching it over the whole image (deepdive.analysis.saliency).
+        self.gradcam_margin = (image_size - side) // 2
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
         self.fc = (Float32Linear if fp32_head else nn.Linear)(c_in * side * side, num_classes, bias=False)
