@@ -109,6 +109,19 @@ def test_bundle_matches_the_analysis(client, base, res, analyzed_run):
     assert b["images"]["sheets"] == [f"{base}/sprites/0.png"]
 
 
+def test_gradcam_note_says_where_its_maps_sit(res):
+    from types import SimpleNamespace
+
+    from deepdive.web.bundle import method_notes
+
+    # the analysis records Grad-CAM's margin; the fast preset's net pads its stem, so its maps cover every pixel
+    assert res.summary["saliency"]["settings"]["gradcam"]["margin"] == 0 and method_notes(res) == {}
+    summary = json.loads(json.dumps(res.summary))
+    summary["saliency"]["settings"]["gradcam"].update(margin=10, layer="act5")   # a stack5 net: an 8x8 map
+    note = method_notes(SimpleNamespace(summary=summary, images=res.images))["gradcam"]
+    assert "(act5)" in note and "central 8×8 pixels" in note and "10-pixel border is left blank" in note
+
+
 def test_sprite_sheet(client, base, res):
     r = client.get(f"{base}/sprites/0.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"

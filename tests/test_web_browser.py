@@ -371,6 +371,33 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     t.page.close()
 
 
+def test_the_gradcam_note_shows_with_gradcam_only(browser, analyzed_run, copy_workspace, tmp_path, test_output_dir):
+    """A net with unpadded convs has Grad-CAM maps that cover only the input's centre: the saliency view says so
+    under the legend while Grad-CAM is the chosen method, and says nothing for the other methods."""
+    from deepdive.web.report import build_report
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+    summary_path = ws / rid / "analysis" / "test" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["saliency"]["settings"]["gradcam"]["margin"] = 2       # as for ConvNet(stem_padding="valid")
+    summary_path.write_text(json.dumps(summary))
+    out = tmp_path / "report.html"
+    build_report(ws, rid, "test", out)
+    t = Tab(browser, out.as_uri(), rid)
+    page = t.view("saliency")
+    note = page.locator('[data-testid="method-note"]')
+    switcher = '[data-testid="method-switcher"]'
+    assert page.locator(f"{switcher} button.active").get_attribute("data-value") != "gradcam"
+    assert not note.is_visible()
+    page.click(f'{switcher} button[data-value="gradcam"]')
+    assert note.is_visible() and "central 24×24 pixels" in note.inner_text()
+    page.screenshot(path=str(test_output_dir / "web-report-saliency-gradcam-note.png"))
+    page.click(f'{switcher} button[data-value="gradient"]')
+    assert not note.is_visible() and not t.dialogs and not t.errors
+    t.page.close()
+
+
 def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tmp_path, test_output_dir):
     """The runs page lists each run's recipe and overlays the training curves of the ticked runs (the newest
     ones start ticked), one colour per run; unticking a run takes its lines away."""

@@ -338,7 +338,7 @@ def _settings(engine) -> dict:
     if isinstance(engine, IntegratedGradientsMap):
         return {"steps": engine.steps, "baseline": 0.0}
     if isinstance(engine, GradCamMap):
-        return {"layer": engine.layer_name, "upsampling": "bilinear"}
+        return {"layer": engine.layer_name, "upsampling": "bilinear", "margin": _gradcam_margin(engine.model)}
     if isinstance(engine, OcclusionMap):
         return {"window": engine.window, "stride": engine.stride, "baseline": 0.0}
     return {}

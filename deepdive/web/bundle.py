@@ -122,6 +122,19 @@ def label_issue_rows(res) -> list[dict]:
     return [{"row": int(r), "rank": int(k)} for r, k in zip(table["row"], table["rank"])]
 
 
+def method_notes(res) -> dict:
+    """Per saliency method, what a reader must know to read its maps right (shown under the colour legend)."""
+    settings = (res.summary.get("saliency") or {}).get("settings") or {}
+    gradcam = settings.get("gradcam") or {}
+    margin = int(gradcam.get("margin") or 0)
+    if not margin:
+        return {}
+    h, w = res.images.shape[1:3]
+    return {"gradcam": f"Grad-CAM's layer ({gradcam.get('layer', 'the last conv block')}) has its cells centred on "
+                       f"the central {h - 2 * margin}×{w - 2 * margin} pixels only (unpadded convolutions), so the "
+                       f"map covers those; the {margin}-pixel border is left blank, which does not mean no effect."}
+
+
 def build(store, record, res, *, sheets: list[str], legend: str, activation_rows: list[int],
           activation_mode: str) -> dict:
     """The bundle of `record`'s analysed split `res`. Image fields come from the caller (URLs or data URIs)."""
@@ -152,6 +165,6 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
                    "channels": 1 if images.ndim == 3 else images.shape[3], "sheets": sheets},
         "saliency": {"methods": methods, "errors_rows": all_errors,
                      "errors_count": {m: len(rows) for m, rows in error_rows.items()},
-                     "class_rep_rows": rep_rows, "legend": legend},
+                     "class_rep_rows": rep_rows, "legend": legend, "notes": method_notes(res)},
         "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
     }

@@ -104,7 +104,16 @@
                       gradcam: "Grad-CAM", occlusion: "Occlusion"};
   DD.methodSwitcher = function (ctx, onChange) {
     return DD.segmented(ctx.b.saliency.methods.map((m) => ({value: m, label: DD.METHOD_LABELS[m] || m})),
-      ctx.state.method, (m) => { ctx.state.method = m; onChange(m); }, "method-switcher");
+      ctx.state.method, (m) => { ctx.state.method = m; DD.syncMethodNotes(ctx); onChange(m); }, "method-switcher");
+  };
+
+  // The chosen method's reading note (bundle saliency.notes), under every legend on the page; hidden when none.
+  DD.syncMethodNotes = function (ctx) {
+    const text = (ctx.b.saliency.notes || {})[ctx.state.method] || "";
+    for (const node of document.querySelectorAll(".method-note")) {
+      node.textContent = text;
+      node.hidden = !text;
+    }
   };
 
   DD.legend = function (ctx) {
@@ -113,7 +122,13 @@
       el("img", {class: "legend-bar", src: ctx.b.saliency.legend, alt: "diverging colour scale"}),
       el("span", {class: "legend-end toward", text: "toward the class"}),
       el("span", {class: "muted small", text: "blue lowers the class score, red raises it, no colour = no effect; " +
-                                              "±1 = the 99th percentile of |attribution| in each image's maps"}));
+                                              "±1 = the 99th percentile of |attribution| in each image's maps"}),
+      (() => {
+        const text = (ctx.b.saliency.notes || {})[ctx.state.method] || "";
+        const note = el("div", {class: "muted small method-note", text, attrs: {"data-testid": "method-note"}});
+        note.hidden = !text;
+        return note;
+      })());
   };
 
   // A saliency overlay image, or a note saying why there is none.
