@@ -12,7 +12,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
      saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
-                class_rep_rows, legend (data URI)},
+                class_rep_rows, legend (data URI), notes: {method: reading note, e.g. where Grad-CAM sits}},
      activations: {mode, rows, layers}}
 """
 import base64

@@ -108,13 +108,12 @@
   };
 
   // The chosen method's reading note (bundle saliency.notes), under every legend on the page; hidden when none.
-  DD.syncMethodNotes = function (ctx) {
-    const text = (ctx.b.saliency.notes || {})[ctx.state.method] || "";
-    for (const node of document.querySelectorAll(".method-note")) {
-      node.textContent = text;
-      node.hidden = !text;
-    }
+  const showMethodNote = (node, ctx) => {
+    node.textContent = (ctx.b.saliency.notes || {})[ctx.state.method] || "";
+    node.hidden = !node.textContent;
+    return node;
   };
+  DD.syncMethodNotes = (ctx) => document.querySelectorAll(".method-note").forEach((n) => showMethodNote(n, ctx));
 
   DD.legend = function (ctx) {
     return el("div", {class: "legend", attrs: {"data-testid": "saliency-legend"}},
@@ -123,12 +122,7 @@
       el("span", {class: "legend-end toward", text: "toward the class"}),
       el("span", {class: "muted small", text: "blue lowers the class score, red raises it, no colour = no effect; " +
                                               "±1 = the 99th percentile of |attribution| in each image's maps"}),
-      (() => {
-        const text = (ctx.b.saliency.notes || {})[ctx.state.method] || "";
-        const note = el("div", {class: "muted small method-note", text, attrs: {"data-testid": "method-note"}});
-        note.hidden = !text;
-        return note;
-      })());
+      showMethodNote(el("div", {class: "muted small method-note", attrs: {"data-testid": "method-note"}}), ctx));
   };
 
   // A saliency overlay image, or a note saying why there is none.
