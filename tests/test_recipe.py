@@ -346,6 +346,19 @@ def test_valid_stem_padding_shrinks_the_maps_but_not_the_head(stem):
         build_model("cnn-small", stem="single", stem_padding="valid", image_size=10)
 
 
+def test_stem_padding_override_reaches_the_trained_model_and_its_checkpoint(mnist, tmp_path):
+    """How the valid stem was measured (benchmarks/sweep.py overrides): merged key by key into the preset's
+    arch_kwargs, trained, and restored from the checkpoint with it."""
+    r = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=600, progress=False, checkpoint_dir=tmp_path,
+              overrides={"arch_kwargs": {"stem_padding": "valid"}})
+    assert r.config["arch_kwargs"] == {**resolve_config("fast", device="cpu")["arch_kwargs"], "stem_padding": "valid"}
+    assert r.model.gradcam_margin == 2
+    restored = load_checkpoint(str(tmp_path / "model_best.pt"))
+    assert restored.gradcam_margin == 2 and restored.conv1.padding == (0, 0)
+    x = torch.from_numpy(mnist.test_images[:8]).unsqueeze(1).float().div(255)
+    torch.testing.assert_close(restored(x), r.model.eval().cpu()(x))
+
+
 def test_config_errors():
     with pytest.raises(DeepdiveError, match="unknown preset"):
         resolve_config("turbo")
