@@ -124,11 +124,8 @@ class GradCamMap:
 
 
 def _gradcam_margin(model: nn.Module) -> int:
-    """Input pixels per side that the Grad-CAM layer's map does not cover (of the member Grad-CAM explains)."""
-    from deepdive.models import Ensemble
-
-    net = model.members[0] if isinstance(model, Ensemble) else model
-    return int(getattr(net, "gradcam_margin", 0))
+    """Input pixels per side that the Grad-CAM layer's map does not cover (an Ensemble carries its first member's)."""
+    return int(getattr(model, "gradcam_margin", 0))
 
 
 class OcclusionMap:

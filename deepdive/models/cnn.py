@@ -134,6 +134,8 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.num_classes = getattr(members[0], "num_classes", None)
+        # Grad-CAM explains the first member (last_conv_layer), so its maps sit where that member's do.
+        self.gradcam_margin = getattr(members[0], "gradcam_margin", 0)
 
     def forward(self, x):
         log_probs = torch.stack([F.log_softmax(m(x).float(), dim=1) for m in self.members])
