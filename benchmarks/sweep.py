@@ -38,11 +38,16 @@ def main(argv=None):
     p.add_argument("--per-epoch", action="store_true",
                    help="also record every epoch's test accuracy of that epoch's model (with --last's checkpoints), "
                         "to compare checkpoint-selection rules offline against the history's val numbers")
+    p.add_argument("--swa", default=None, metavar="K,K,...",
+                   help="also report the test accuracy of the average of the last K epochs' weights, for each K "
+                        "(BatchNorm statistics averaged too, and re-estimated on the clean training images): "
+                        "stochastic weight averaging over the tail of the same run, so paired with the kept model")
     p.add_argument("--probs-out", default=None,
                    help="keep every run's test probabilities (float32, compressed) in this .npz, rewritten after "
                         "each run, so ensembles across variants can be scored afterwards (benchmarks/ensembles.py)")
     args = p.parse_args(argv)
     args.last = args.last or args.per_epoch
+    swa_ks = sorted({int(k) for k in args.swa.split(",")}) if args.swa else []
 
     import numpy as np
 
@@ -54,6 +59,8 @@ def main(argv=None):
 
     text = open(args.variants).read() if os.path.exists(args.variants) else args.variants
     variants = json.loads(text)
+    if swa_ks and any(v.get("ensemble", 1) > 1 for v in variants):
+        p.error("--swa averages one model's epochs; it does not apply to ensemble variants")
     ds = load_dataset(args.dataset, data_dir=args.data_dir, progress=False)
     results, probs_by_variant, saved_probs = [], {}, {}
     out = open(args.out, "a") if args.out else None
@@ -70,7 +77,11 @@ def main(argv=None):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="sweep-") as ckpt_dir:
                 last_path = os.path.join(ckpt_dir, "model_last.pt")
-                per_epoch = []
+                per_epoch, snapshots = [], []
+
+                def keep_snapshot(model, row, snapshots=snapshots):   # the kept model after each epoch
+                    snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                    del snapshots[:-max(swa_ks)]
 
                 def on_epoch(row, last_path=last_path, per_epoch=per_epoch):
                     if args.per_epoch:
@@ -81,7 +92,7 @@ def main(argv=None):
                 r = train(ds, v["preset"], epochs=v.get("epochs"), seed=seed, device=args.device,
                           overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False,
                           checkpoint_dir=ckpt_dir if args.last else None, on_epoch=on_epoch,
-                          limit_train=v.get("limit_train"))
+                          limit_train=v.get("limit_train"), eval_hook=keep_snapshot if swa_ks else None)
                 extra = {}
                 if per_epoch:   # its final entry is the last epoch's model: no need to evaluate that twice
                     extra["test_accuracy_last"] = per_epoch[-1]["test_accuracy"]
@@ -96,6 +107,13 @@ def main(argv=None):
                     np.savez_compressed(f, labels=np.asarray(ds.test_labels), **saved_probs)
             if args.bn_recal:
                 extra["test_accuracy_bn_recal"] = test_accuracy(test_probs(bn_recalibrated(r.model, ds.train_images)))
+            for k in swa_ks:
+                if k > len(snapshots):
+                    continue
+                avg = averaged_model(r.model, snapshots[-k:])
+                extra[f"test_accuracy_swa{k}"] = test_accuracy(test_probs(avg))
+                extra[f"test_accuracy_swa{k}_bn_recal"] = test_accuracy(
+                    test_probs(bn_recalibrated(avg, ds.train_images)))
             if args.tta:
                 extra["test_accuracy_tta"] = test_accuracy(shift_tta(r.model, ds.test_images))
             rec = {"name": v["name"], "seed": seed, "test_accuracy": test_accuracy(probs),
@@ -117,6 +135,20 @@ def main(argv=None):
         print(f"{name:28s} {len(rs):5d} {statistics.median(accs):10.2f}% ({min(accs):.2f}-{max(accs):.2f}) "
               f"{statistics.median(r['train_seconds'] for r in rs):8.1f} {ens}")
     return 0
+
+
+def averaged_model(model, state_dicts):
+    """A copy of `model` holding the mean of `state_dicts` (floating-point entries: weights and BatchNorm running
+    statistics; integer ones, BatchNorm's batch counters, from the last)."""
+    import copy
+
+    import torch
+
+    avg = {k: (torch.stack([sd[k].float() for sd in state_dicts]).mean(0).to(v.dtype)
+               if v.is_floating_point() else v) for k, v in state_dicts[-1].items()}
+    m = copy.deepcopy(model)
+    m.load_state_dict(avg)
+    return m.eval()
 
 
 def bn_recalibrated(model, images_uint8, batch_size=1000):

@@ -221,6 +221,15 @@ PRESETS = {
     # seeds 0-3 reach 99.71%. [CPU] 99.63 / 99.71 / 99.71 / 99.71% (median 99.71%, mean 99.69%): not adopted
     # (benchmarks/results/cpu_default_valid28_intel_2026-11-30.jsonl; 1,517-1,671 s of one thread each at a slow
     # hour; seeds 0 / 1 had run once before at 1,010-1,029 s, to the same accuracies).
+    # Averaging the last K epochs' weights of the same run (stochastic weight averaging over the schedule's tail;
+    # benchmarks/sweep.py --swa), rule fixed before the runs: keep the average of the last 4, BatchNorm statistics
+    # re-estimated on the clean training images, if it beats the last epoch's model by >= 0.02 pp on average over
+    # seeds 0-3 and on no seed loses; stop after seeds 0-1 if it gains nothing there. [CPU] seeds 0 / 1 (their last
+    # epochs again 99.70 / 99.74%, bit for bit): 99.69 / 99.70%, so stopped, not adopted. For the record (seeds
+    # 0 / 1): last 2 / 3 / 4 / 6 / 8 epochs averaged, BatchNorm's statistics averaged too: 99.68 / 99.68 / 99.66 /
+    # 99.69 / 99.65% and 99.73 / 99.74 / 99.75 / 99.72 / 99.72%; the last epoch's model with its statistics
+    # re-estimated on clean images: 99.69 / 99.67% (benchmarks/results/cpu_default_swa_intel_2026-11-30.jsonl).
+    # With the learning rate annealed to zero the last epochs sit close together: there is little to average.
     "default": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
                                            "widths": (32, 48, 128)},
                 "lr": 0.2, "epochs": 24, "batch_size": 256, "aug_repeats": 2,
