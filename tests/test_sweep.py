@@ -23,7 +23,7 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     out = tmp_path / "sweep.jsonl"
     probs_out = tmp_path / "probs.npz"
     rc = _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out), "--per-epoch", "--tta",
-                               "--probs-out", str(probs_out)])
+                               "--swa", "1,2", "--probs-out", str(probs_out)])
     assert rc == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["seed"] for r in records] == [0, 1]
@@ -34,6 +34,9 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
         assert r["test_accuracy_last"] == r["test_accuracy"]
         assert [e["epoch"] for e in r["per_epoch"]] == [1]
         assert r["per_epoch"][0]["test_accuracy"] == r["test_accuracy"]
+        # --swa: the "average" of the last one epoch is the kept model; two epochs are more than the run had
+        assert r["test_accuracy_swa1"] == r["test_accuracy"]
+        assert "test_accuracy_swa2" not in r
     kept = np.load(probs_out)         # every run's test probabilities, as scored
     assert sorted(kept.files) == ["labels", "tiny/0", "tiny/1"]
     for r in records:
@@ -41,6 +44,24 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     table = capsys.readouterr().out.strip().splitlines()
     row = table[-1].split()
     assert row[0] == "tiny" and row[1] == "2" and row[-1].endswith("%")   # two seeds: an ensemble column
+
+
+def test_averaged_model_means_float_entries_and_keeps_the_last_counters():
+    import torch
+    import torch.nn as nn
+
+    sweep = _sweep_module()
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    for v in model.state_dict().values():
+        v += 4 if v.is_floating_point() else 7          # weights, running statistics, the batch counter
+    second = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = sweep.averaged_model(model, [first, second]).state_dict()
+    for k, v in avg.items():
+        want = (first[k] + second[k]) / 2 if v.is_floating_point() else second[k]
+        assert torch.equal(v, want), k
+    assert not torch.equal(avg["0.weight"], second["0.weight"])
+    assert all(torch.equal(v, second[k]) for k, v in model.state_dict().items())   # a copy: the model is untouched
 
 
 def _load_ensembles():
