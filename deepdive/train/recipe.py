@@ -236,7 +236,8 @@ PRESETS = {
                 "augment": {"shift": 2, "rotate": 10, "scale": 0.1},
                 "cuda": {"epochs": 20, "arch_kwargs": {"stem": "pair", "pool_first": False, "widths": (32, 64, 128)}}},
     # 1.5x the width (2.25x the compute per image), batch augmentation, 20 epochs: 2.25x the compute of default's
-    # GPU net (32-64-128).
+    # GPU net (32-64-128). [CPU] seed 0, two threads (make bench on the Intel host, a slow hour): 99.71% in 3,125 s
+    # (benchmarks/results/cpu_bench_all1_intel_2026-11-30f.jsonl).
     # [H200G] 99.70 / 99.76 / 99.70% (seeds 0-2; their three-model ensemble 99.75%), and on another day 99.71-99.77%
     # (seeds 0-5, median 99.73%): over nine runs, median 99.73% against default's 99.695% (24 epochs). Also tried there
     # (seeds 0-2): 40 epochs 99.73-99.75% (median 99.73); shear 10° / stretch 0.1 added 99.69-99.76% (99.74);
