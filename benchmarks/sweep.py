@@ -48,6 +48,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.last = args.last or args.per_epoch
     swa_ks = sorted({int(k) for k in args.swa.split(",")}) if args.swa else []
+    if any(k < 1 for k in swa_ks):
+        p.error(f"--swa takes epoch counts of at least 1, got {args.swa}")
 
     import numpy as np
 

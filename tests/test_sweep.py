@@ -1,4 +1,5 @@
-"""benchmarks/sweep.py smoke test: two seeds of a tiny variant, the optional measurements but --bn-recal (CPU)."""
+"""benchmarks/sweep.py smoke test: two seeds of a tiny variant, the optional measurements (CPU; BatchNorm
+re-estimation only as part of --swa)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
         assert r["per_epoch"][0]["test_accuracy"] == r["test_accuracy"]
         # --swa: the "average" of the last one epoch is the kept model; two epochs are more than the run had
         assert r["test_accuracy_swa1"] == r["test_accuracy"]
+        assert 0.5 < r["test_accuracy_swa1_bn_recal"] <= 1
         assert "test_accuracy_swa2" not in r
     kept = np.load(probs_out)         # every run's test probabilities, as scored
     assert sorted(kept.files) == ["labels", "tiny/0", "tiny/1"]
@@ -44,6 +46,12 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     table = capsys.readouterr().out.strip().splitlines()
     row = table[-1].split()
     assert row[0] == "tiny" and row[1] == "2" and row[-1].endswith("%")   # two seeds: an ensemble column
+
+
+def test_swa_needs_epoch_counts_of_at_least_one(capsys):
+    with pytest.raises(SystemExit):
+        _sweep_module().main(['[{"name": "x", "preset": "fast"}]', "--swa", "0,4"])
+    assert "--swa takes epoch counts of at least 1" in capsys.readouterr().err
 
 
 def test_averaged_model_means_float_entries_and_keeps_the_last_counters():
