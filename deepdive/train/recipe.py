@@ -225,9 +225,9 @@ PRESETS = {
     # benchmarks/sweep.py --swa), rule fixed before the runs: keep the average of the last 4, BatchNorm statistics
     # re-estimated on the clean training images, if it beats the last epoch's model by >= 0.02 pp on average over
     # seeds 0-3 and on no seed loses; stop after seeds 0-1 if it gains nothing there. [CPU] seeds 0 / 1 (their last
-    # epochs again 99.70 / 99.74%, as in the earlier runs): 99.69 / 99.70%, so stopped, not adopted. For the record (seeds
-    # 0 / 1): last 2 / 3 / 4 / 6 / 8 epochs averaged, BatchNorm's statistics averaged too: 99.68 / 99.68 / 99.66 /
-    # 99.69 / 99.65% and 99.73 / 99.74 / 99.75 / 99.72 / 99.72%; the last epoch's model with its statistics
+    # epochs again 99.70 / 99.74%, as in the earlier runs): 99.69 / 99.70%, so stopped, not adopted. For the record
+    # (seeds 0 / 1): last 2 / 3 / 4 / 6 / 8 epochs averaged, BatchNorm's statistics averaged too: 99.68 / 99.68 /
+    # 99.66 / 99.69 / 99.65% and 99.73 / 99.74 / 99.75 / 99.72 / 99.72%; the last epoch's model with its statistics
     # re-estimated on clean images: 99.69 / 99.67% (benchmarks/results/cpu_default_swa_intel_2026-11-30.jsonl).
     # With the learning rate annealed to zero the last epochs sit close together: there is little to average.
     "default": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
