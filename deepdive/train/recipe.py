@@ -156,7 +156,8 @@ PRESETS = {
     # Tried there, not adopted (one thread, seeds 0-2 unless noted): widths 32-40-128 99.51 / 99.49% (seeds 0-1);
     # 24-40-96 99.48 / 99.56 / 99.57% (both cores: 99.54 / 99.48 / 99.49% in 55-58 s); this net (32-48-128) for
     # 3 epochs 99.50 / 99.46 / 99.50%; a stride-2 5x5 stem in place of conv + pool 99.48 / 99.48% (seeds 0-1);
-    # torch.compile (no faster); batch 64 / 96 / 256 (no cheaper per image); bf16 and fp16 autocast (slower here).
+    # torch.compile (slower: the model compiled, 50.1 against 41.5 ms per step of 128 on two threads, 2026-12-01,
+    # benchmarks/cpu_throughput.py); batch 64 / 96 / 256 (no cheaper per image); bf16 and fp16 autocast (slower).
     # The GPU keeps the full-width, pool-last net its numbers above were measured with (cuda block) until a GPU
     # round measures this one (DEVELOPERS.md, round 7).
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
@@ -206,7 +207,8 @@ PRESETS = {
     # benchmarks/results/cpu_fashion_intel_2026-11-30.jsonl), the GPU's was not measured there. make demo on a
     # fresh clone then took 17 min 5 s on that host (887 s of training, 30-46 s/epoch) and scored 99.68% (seed 0
     # on two threads, 32 errors; the old net's demo: 99.70%, 30 errors): inside the seed noise, on the other side
-    # of the line. Seed 1 on two threads: 99.71%.
+    # of the line. On two threads, as the demo trains, seeds 0-4: 99.68 / 99.71 / 99.70 / 99.71 / 99.70% (median and
+    # mean 99.70%; 849-978 s of training; seeds 2-4 in benchmarks/results/cpu_default_2threads_intel_2026-12-01.jsonl).
     # The one free candidate left, shear 10° / stretch 0.1 added to the warp (the GPU's +0.03 pp above), under a rule
     # fixed before the runs (adopt if median and mean of seeds 0-5 reach 99.73%, this recipe's six runs + 0.02 pp):
     # [CPU] 99.73 / 99.74 / 99.63 / 99.70 / 99.68 / 99.67% (median 99.69%, mean 99.69%; this recipe: 99.705 / 99.71%),
