@@ -207,8 +207,9 @@ PRESETS = {
     # benchmarks/results/cpu_fashion_intel_2026-11-30.jsonl), the GPU's was not measured there. make demo on a
     # fresh clone then took 17 min 5 s on that host (887 s of training, 30-46 s/epoch) and scored 99.68% (seed 0
     # on two threads, 32 errors; the old net's demo: 99.70%, 30 errors): inside the seed noise, on the other side
-    # of the line. On two threads, as the demo trains, seeds 0-4: 99.68 / 99.71 / 99.70 / 99.71 / 99.70% (median and
-    # mean 99.70%; 849-978 s of training; seeds 2-4 in benchmarks/results/cpu_default_2threads_intel_2026-12-01.jsonl).
+    # of the line. On two threads, as the demo trains, seeds 0-6: 99.68 / 99.71 / 99.70 / 99.71 / 99.70 / 99.73 /
+    # 99.68% (median and mean 99.70%; 849-1,250 s of training as the host's speed drifted; seeds 2-6 in
+    # benchmarks/results/cpu_default_2threads_intel_2026-12-01.jsonl).
     # Seeds 2-4 share 21-23 of their 29-30 test errors pairwise; their three-run ensemble: 99.70%
     # (cpu_default_2threads_probs_intel_2026-12-01.npz, benchmarks/ensembles.py).
     # The one free candidate left, shear 10° / stretch 0.1 added to the warp (the GPU's +0.03 pp above), under a rule
