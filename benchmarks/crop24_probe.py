@@ -4,7 +4,7 @@
 
 MNIST digits sit in a 20x20 box centred in 28x28, so the outer 2-pixel ring is nearly empty; cropping it saves
 26% of a step's operations (benchmarks/cpu_throughput.py: the step is compute-bound). Results and the rule they
-were held to: benchmarks/results/cpu_fast_crop24_intel_2026-11-30.jsonl and the `fast` comment in recipe.py.
+were held to: benchmarks/results/cpu_fast_crop24_intel_2026-11-30.jsonl and benchmarks/EXPERIMENTS.md (`fast`).
 The crop lives in the model here, so a product version would also declare `gradcam_margin = 2` (as ConvNet's
 valid stem does) for Grad-CAM to place its maps on the central 24x24 they cover.
 """

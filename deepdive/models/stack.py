@@ -5,10 +5,10 @@ M7 nets: 3×3, 5×5 and 7×7 kernels; the receptive field grows by k-1 pixels pe
 at a max-pool).
 
 Why a second family: averaging many ConvNet (deepdive.models.cnn) runs stalls at ~99.75% because the runs share
-their mistakes (recipe.py, the `best` preset's comment). These nets see the digit through other receptive fields
+their mistakes (benchmarks/EXPERIMENTS.md, `best`). These nets see the digit through other receptive fields
 and without pooling's shift invariance. Single stack5 models score about what the cnn does (H200 medians
 99.71-99.73%), but three An-style ones average to 99.76-99.80% where three cnns stay at 99.70-99.72%, so
-`best --ensemble K` trains stack5 members (numbers in recipe.py, at the `best` preset).
+`best --ensemble K` trains stack5 members (numbers in benchmarks/EXPERIMENTS.md).
 
 Layers are named submodules called in definition order (conv1, bn1, act1, ..., flatten, dropout, fc, bn_out),
 as in ConvNet, so the analysis hooks them by name. Only torch is imported: this runs on the bare GPU machine.

@@ -33,8 +33,8 @@ AUGMENT_KEYS = ("shift", "rotate", "scale", "thicken", "thin", "shear", "stretch
 # or "nearest". Bilinear sampling at a random sub-pixel offset is a blur: on 4,000 MNIST training images the
 # default preset's warp leaves 14 saturated (> 0.99) pixels per image against 43 unwarped (the test images have
 # 39) and 0.39 squared-gradient energy per unit of ink against 0.59 (test: 0.61). Bicubic: 39 and 0.49;
-# nearest: 43 and 0.63, with jagged edges instead. The sharper warps did not train better models (recipe.py,
-# `default` preset: bicubic 99.70%, nearest 99.66%, bilinear 99.70%; seed 0), so the presets keep bilinear.
+# nearest: 43 and 0.63, with jagged edges instead. The sharper warps did not train better models (benchmarks/
+# EXPERIMENTS.md, `default`: bicubic 99.70%, nearest 99.66%, bilinear 99.70%; seed 0), so the presets keep bilinear.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
