@@ -109,6 +109,37 @@ def test_stratified_sample_keeps_class_shares():
     assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, advice.stratified_sample(labels, 100))
 
 
+def _preds(true, pred):
+    return {"true": np.array(true), "pred": np.array(pred)}
+
+
+def test_paired_changes_and_verdict_tell_an_effect_from_retraining_churn():
+    # 12 nines, 18 ones. Before: ten 9→4 confusions. After: nine of them fixed, one new 9→4, one new 1→7.
+    true = [9] * 12 + [1] * 18
+    before = _preds(true, [4] * 10 + [9] * 2 + [1] * 18)
+    after = _preds(true, [4] + [9] * 9 + [4, 9] + [7] + [1] * 17)
+    changes = advice.paired_changes(before, after, [(9, 4)])
+    assert changes["targeted"] == {"fixed": 9, "new": 1, "p_value": 0.0215}      # 2 * 11 / 2**10
+    assert changes["errors"] == {"fixed": 9, "new": 2, "p_value": 0.0654}        # 2 * 67 / 2**11
+    assert advice.verdict(changes).startswith("helped: 9 targeted confusions fixed, 1 new (p = 0.021)")
+    # the same run the other way round: significantly more confusions
+    assert advice.verdict(advice.paired_changes(after, before, [(9, 4)])).startswith("hurt:")
+    # three fixed, one new: a lean retraining alone produces often (p = 0.625)
+    few = _preds(true, [9] * 3 + [4] * 7 + [4] + [9] + [1] * 18)
+    changes = advice.paired_changes(before, few, [(9, 4)])
+    assert changes["targeted"] == {"fixed": 3, "new": 1, "p_value": 0.625}
+    assert advice.verdict(changes).startswith("no clear change:")
+    # fewer targeted confusions, but significantly more errors elsewhere (25 ones now read as 7s)
+    more_ones = [1] * 30
+    before = _preds([9] * 12 + more_ones, [4] * 10 + [9] * 2 + more_ones)
+    elsewhere = _preds([9] * 12 + more_ones, [4] + [9] * 9 + [4, 9] + [7] * 25 + [1] * 5)
+    changes = advice.paired_changes(before, elsewhere, [(9, 4)])
+    assert changes["errors"] == {"fixed": 9, "new": 26, "p_value": 0.006}
+    assert advice.verdict(changes).startswith("mixed: 9 targeted confusions fixed")
+    # nothing changed at all
+    assert advice.paired_changes(before, before, [(9, 4)])["targeted"] == {"fixed": 0, "new": 0, "p_value": 1.0}
+
+
 def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_path):
     from deepdive.analysis.results import AnalysisResult
     from deepdive.store import Store
@@ -136,6 +167,10 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     pairs = [(e["true"], e["pred"]) for e in suggestions[0]["evidence"]["pairs"]]
     assert [(t["true"], t["pred"]) for t in report["targeted_confusions"]] == pairs
     assert report["targeted_total"]["delta"] == sum(t["delta"] for t in report["targeted_confusions"])
+    paired = report["paired"]
+    assert paired["targeted"]["new"] - paired["targeted"]["fixed"] == report["targeted_total"]["delta"]
+    assert paired["errors"]["new"] - paired["errors"]["fixed"] == report["errors"]["delta"]
+    assert report["verdict"].split(":")[0] in ("helped", "hurt", "mixed", "no clear change")
     saved = json.loads((workspace / original.id / "analysis" / "test" / "verify_advice.json").read_text())
     assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
     with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):

@@ -35,7 +35,10 @@ VERIFICATION = {
     "split": "test", "suggestion": {"id": "shift-2", "title": "shift ±2 px", "text": "…", "overrides": {"augment": {"shift": 2}}},
     "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.9, "after": 0.91, "delta": 0.01},
     "errors": {"before": 100, "after": 90, "delta": -10}, "targeted_confusions": [],
-    "targeted_total": {"before": 20, "after": 12, "delta": -8}, "verdict": "helped: targeted confusions fell 20 → 12",
+    "targeted_total": {"before": 20, "after": 12, "delta": -8},
+    "paired": {"targeted": {"fixed": 9, "new": 1, "p_value": 0.0214},
+               "errors": {"fixed": 14, "new": 4, "p_value": 0.0309}},
+    "verdict": "helped: 9 targeted confusions fixed, 1 new (p = 0.021); all errors: 14 fixed, 4 new (p = 0.031)",
     "retrain_seconds": 12.5, "note": "one retraining with the same seed",
 }
 
@@ -210,7 +213,9 @@ def view_checks(tab, expected) -> dict:
         if advice is None:
             return "no augmentation advice" in p.inner_text("main")
         return tab.count('[data-testid="advice-item"]') == len(advice) and \
-            VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]')
+            VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
+            p.inner_text('[data-testid="verification-paired"]') == \
+            "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)"
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

@@ -58,6 +58,12 @@
       pr.note ? DD.note(pr.note, "muted") : null);
   }
 
+  // Fixed vs new images and the exact McNemar p-value (deepdive.analysis.advice.paired_changes); reports written
+  // before that existed have no "paired" block and show without it.
+  function pairedText(what, c) {
+    return `${what}: ${c.fixed} fixed, ${c.new} new (p = ${Number(c.p_value.toPrecision(2))})`;
+  }
+
   function verification(ctx, v) {
     return el("div", {attrs: {"data-testid": "verification"}},
       el("p", {class: "insight hint"}, el("span", {class: "strong", text: v.verdict})),
@@ -69,6 +75,9 @@
         el("dt", {text: "errors"}), el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
         el("dt", {text: "targeted confusions"}),
         el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
+        v.paired ? el("dt", {text: "images that changed"}) : null,
+        v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}},
+                      `${pairedText("targeted", v.paired.targeted)} · ${pairedText("all errors", v.paired.errors)}`) : null,
         el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
       v.note ? DD.note(v.note, "muted") : null);
   }
