@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from deepdive.analysis import advice
+from deepdive.analysis.cli import verification_text
 from deepdive.errors import DeepdiveError
 
 
@@ -171,6 +172,11 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     assert paired["targeted"]["new"] - paired["targeted"]["fixed"] == report["targeted_total"]["delta"]
     assert paired["errors"]["new"] - paired["errors"]["fixed"] == report["errors"]["delta"]
     assert report["verdict"].split(":")[0] in ("helped", "hurt", "mixed", "no clear change")
+    text = verification_text(report, workspace)           # what `deepdive verify-advice RUN` prints
+    assert f"retrained as {new.name} ({new.id})" in text and f"verdict: {report['verdict']}" in text
+    assert f"errors {report['errors']['before']} → {report['errors']['after']}" in text
+    first = report["targeted_confusions"][0]
+    assert f"{first['true']} as {first['pred']}: {first['before']}→{first['after']}" in text
     saved = json.loads((workspace / original.id / "analysis" / "test" / "verify_advice.json").read_text())
     assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
     with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):

@@ -133,5 +133,20 @@ def cmd_verify_advice(args) -> int:
     if args.json:
         print(json.dumps(result, default=str))
     else:
-        print(json.dumps(result, indent=2, default=str))
+        print(verification_text(result, args.workspace))
     return 0
+
+
+def verification_text(report: dict, workspace) -> str:
+    r, acc = report, report["accuracy"]
+    pairs = "; ".join(f"{t['true']} as {t['pred']}: {t['before']}→{t['after']}" for t in r["targeted_confusions"])
+    lines = [f"suggestion {r['suggestion']['id']} ({r['suggestion']['title']}): retrained as "
+             f"{r['retrained_run_name']} ({r['retrained_run_id']}) in {r['retrain_seconds']:.0f} s",
+             f"{r['split']} accuracy {acc['before']:.2%} → {acc['after']:.2%} ({100 * acc['delta']:+.2f} pp), errors "
+             f"{r['errors']['before']} → {r['errors']['after']}",
+             f"targeted confusions {r['targeted_total']['before']} → {r['targeted_total']['after']}"
+             + (f" ({pairs})" if pairs else ""),
+             f"verdict: {r['verdict']}",
+             f"note: {r['note']}",
+             f"compare: deepdive serve {workspace} (runs page, or the original run's Advice view)"]
+    return "\n".join(lines)
