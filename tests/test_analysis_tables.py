@@ -172,6 +172,18 @@ def test_early_stop_within_tolerance():
     assert hint["fraction_saved"] == pytest.approx(28 / 60)
 
 
+def test_early_stop_needs_the_curve_to_stay_within_tolerance():
+    # The demo model's validation curve (seed 0, 2026-12-01): a lucky 99.50% at epoch 4 is within 0.1 pp of the best
+    # (99.58%) but the curve falls back below 99.48% until epoch 19; stopping at 4 would have kept a far worse model.
+    demo = [.9872, .9910, .9834, .9950, .9922, .9940, .9932, .9934, .9954, .9920, .9954, .9942, .9944, .9952, .9956,
+            .9928, .9954, .9944, .9958, .9948, .9952, .9956, .9956, .9958]
+    hint = insight.early_stop(_epochs(demo))
+    assert (hint["best_epoch"], hint["earliest_epoch"], hint["epochs_saved"]) == (19, 19, 5)
+    # a dip after the best does not move the hint; one before it does
+    assert insight.early_stop(_epochs([0.90, 0.99, 0.95, 0.992, 0.98]))["earliest_epoch"] == 4
+    assert insight.early_stop(_epochs([0.90, 0.9915, 0.992, 0.98]))["earliest_epoch"] == 2
+
+
 def test_early_stop_tolerance_and_percent_scale():
     accs = [90.0, 98.0, 98.05, 98.2]  # percentages: tolerance stays 0.1 points
     assert insight.early_stop(_epochs(accs))["earliest_epoch"] == 4

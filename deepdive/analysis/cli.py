@@ -89,12 +89,12 @@ def text_summary(summary: dict, workspace) -> str:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"
         if hint.get("members"):
             at = ", ".join(f"{m['earliest_member_epoch']}/{m['member_epochs']}" for m in hint["members"])
-            lines.append(f"training: each of the {len(hint['members'])} ensemble members' val accuracy was within "
-                         f"{hint['tolerance_pp']} pp of its best at epoch {at}; stopping each there would have "
+            lines.append(f"training: each of the {len(hint['members'])} ensemble members' val accuracy stayed within "
+                         f"{hint['tolerance_pp']} pp of its best from epoch {at} on; stopping each there would have "
                          f"saved {saved}")
         else:
-            lines.append(f"training: val accuracy was within {hint['tolerance_pp']} pp of its best at epoch "
-                         f"{hint['earliest_epoch']} of {hint['epochs_total']}; stopping there would have saved {saved}")
+            lines.append(f"training: val accuracy stayed within {hint['tolerance_pp']} pp of its best from epoch "
+                         f"{hint['earliest_epoch']} of {hint['epochs_total']} on; stopping there would have saved {saved}")
     for suggestion in (s.get("advice") or [])[:3]:
         lines.append(f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}")
     for note in s.get("notes") or []:

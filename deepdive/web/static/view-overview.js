@@ -61,7 +61,7 @@
         if (m.epochs_saved > 0) stopLine(m.earliest_epoch, null);
       }
     } else if (es && es.epochs_saved > 0) {
-      stopLine(es.earliest_epoch, `within ${es.tolerance_pp} pp of best at epoch ${es.earliest_epoch}`);
+      stopLine(es.earliest_epoch, `within ${es.tolerance_pp} pp of best from epoch ${es.earliest_epoch}`);
     }
     const xaxis = {title: {text: es && es.members ? "epoch (members one after another)" : "epoch"},
                    ...(ep.length <= 30 ? {dtick: 1} : {})};
@@ -81,13 +81,13 @@
       if (es.epochs_saved === 0) return `Each of the ${n} ensemble members reached its best validation accuracy in its last epoch; training longer may still help.`;
       const at = es.members.map((m) => `${m.earliest_member_epoch} of ${m.member_epochs}`).join(", ");
       return `An ensemble of ${n} members, trained one after another, each judged on its own validation curve: ` +
-        `they were within ${es.tolerance_pp} pp of their best at epochs ${at}. Stopping each there would have saved ` +
+        `they stayed within ${es.tolerance_pp} pp of their best from epochs ${at} on. Stopping each there would have saved ` +
         `${es.epochs_saved} of ${es.epochs_total} epochs` +
         (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
     }
     if (es.epochs_saved === 0) return `Validation accuracy peaked in the last epoch (${es.best_epoch}); training longer may still help.`;
     return `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
-      `${es.best_epoch}) already at epoch ${es.earliest_epoch} (${DD.fmt.pct(es.earliest_val_acc)}). Stopping there ` +
+      `${es.best_epoch}) from epoch ${es.earliest_epoch} on (${DD.fmt.pct(es.earliest_val_acc)} there). Stopping there ` +
       `would have saved ${es.epochs_saved} of ${es.epochs_total} epochs` +
       (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
   }
