@@ -7,8 +7,8 @@ A variant is {"name", "preset", "overrides", "epochs", "seeds" (default [0]), "e
 name and preset are optional.
 Prints one JSON line per run and a table (median over seeds) last; for a variant with several seeds the table
 also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model).
-This is how the presets in deepdive/train/recipe.py were chosen (benchmarks/EXPERIMENTS.md); it imports only what the training path does,
-so it runs on the bare GPU machine too (benchmarks/gpu_bench.sh).
+This is how the presets in deepdive/train/recipe.py were chosen (benchmarks/EXPERIMENTS.md); it imports only what
+the training path does, so it runs on the bare GPU machine too (benchmarks/gpu_bench.sh).
 """
 import argparse
 import json

@@ -175,8 +175,10 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     text = verification_text(report, workspace)           # what `deepdive verify-advice RUN` prints
     assert f"retrained as {new.name} ({new.id})" in text and f"verdict: {report['verdict']}" in text
     assert f"errors {report['errors']['before']} → {report['errors']['after']}" in text
-    first = report["targeted_confusions"][0]
-    assert f"{first['true']} as {first['pred']}: {first['before']}→{first['after']}" in text
+    total = report["targeted_total"]
+    assert f"targeted confusions {total['before']} → {total['after']}" in text
+    for t in report["targeted_confusions"]:
+        assert f"{t['true']} as {t['pred']}: {t['before']}→{t['after']}" in text
     saved = json.loads((workspace / original.id / "analysis" / "test" / "verify_advice.json").read_text())
     assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
     with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):

@@ -94,7 +94,8 @@ def text_summary(summary: dict, workspace) -> str:
                          f"saved {saved}")
         else:
             lines.append(f"training: val accuracy stayed within {hint['tolerance_pp']} pp of its best from epoch "
-                         f"{hint['earliest_epoch']} of {hint['epochs_total']} on; stopping there would have saved {saved}")
+                         f"{hint['earliest_epoch']} of {hint['epochs_total']} on; stopping there would have saved "
+                         f"{saved}")
     for suggestion in (s.get("advice") or [])[:3]:
         lines.append(f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}")
     for note in s.get("notes") or []:
