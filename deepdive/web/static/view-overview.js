@@ -86,8 +86,11 @@
         (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
     }
     if (es.epochs_saved === 0) return `Validation accuracy peaked in the last epoch (${es.best_epoch}); training longer may still help.`;
-    return `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
-      `${es.best_epoch}) from epoch ${es.earliest_epoch} on (${DD.fmt.pct(es.earliest_val_acc)} there). Stopping there ` +
+    const when = es.earliest_epoch === es.best_epoch
+      ? `Validation accuracy reached its best, ${DD.fmt.pct(es.best_val_acc)}, at epoch ${es.best_epoch}. Stopping there `
+      : `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
+        `${es.best_epoch}) from epoch ${es.earliest_epoch} on (${DD.fmt.pct(es.earliest_val_acc)} there). Stopping there `;
+    return when +
       `would have saved ${es.epochs_saved} of ${es.epochs_total} epochs` +
       (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
   }
