@@ -76,8 +76,8 @@
         el("dt", {text: "targeted confusions"}),
         el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
         v.paired ? el("dt", {text: "images that changed"}) : null,
-        v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}},
-                      `${pairedText("targeted", v.paired.targeted)} · ${pairedText("all errors", v.paired.errors)}`) : null,
+        v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}}, pairedText("targeted", v.paired.targeted) +
+                      " · " + pairedText("all errors", v.paired.errors)) : null,
         el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
       v.note ? DD.note(v.note, "muted") : null);
   }

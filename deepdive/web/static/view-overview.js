@@ -81,15 +81,17 @@
       if (es.epochs_saved === 0) return `Each of the ${n} ensemble members reached its best validation accuracy in its last epoch; training longer may still help.`;
       const at = es.members.map((m) => `${m.earliest_member_epoch} of ${m.member_epochs}`).join(", ");
       return `An ensemble of ${n} members, trained one after another, each judged on its own validation curve: ` +
-        `they stayed within ${es.tolerance_pp} pp of their best from epochs ${at} on. Stopping each there would have saved ` +
+        `they stayed within ${es.tolerance_pp} pp of their best from epochs ${at} on. ` +
+        `Stopping each there would have saved ` +
         `${es.epochs_saved} of ${es.epochs_total} epochs` +
         (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
     }
     if (es.epochs_saved === 0) return `Validation accuracy peaked in the last epoch (${es.best_epoch}); training longer may still help.`;
+    const best = DD.fmt.pct(es.best_val_acc);
     const when = es.earliest_epoch === es.best_epoch
-      ? `Validation accuracy reached its best, ${DD.fmt.pct(es.best_val_acc)}, at epoch ${es.best_epoch}. Stopping there `
-      : `Validation accuracy was within ${es.tolerance_pp} pp of its best (${DD.fmt.pct(es.best_val_acc)}, epoch ` +
-        `${es.best_epoch}) from epoch ${es.earliest_epoch} on (${DD.fmt.pct(es.earliest_val_acc)} there). Stopping there `;
+      ? `Validation accuracy reached its best, ${best}, at epoch ${es.best_epoch}. Stopping there `
+      : `Validation accuracy was within ${es.tolerance_pp} pp of its best (${best}, epoch ${es.best_epoch}) ` +
+        `from epoch ${es.earliest_epoch} on (${DD.fmt.pct(es.earliest_val_acc)} there). Stopping there `;
     return when +
       `would have saved ${es.epochs_saved} of ${es.epochs_total} epochs` +
       (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
