@@ -320,9 +320,13 @@ def _merge_overrides(base: dict, extra: dict) -> dict:
     return merged
 
 
+def _confused(preds: dict, t: int, q: int) -> np.ndarray:
+    """Which images of `preds` are true class t predicted as q."""
+    return (preds["true"] == t) & (preds["pred"] == q)
+
+
 def _pair_change(before: dict, after: dict, t: int, q: int) -> dict:
-    b = int(((before["true"] == t) & (before["pred"] == q)).sum())
-    a = int(((after["true"] == t) & (after["pred"] == q)).sum())
+    b, a = int(_confused(before, t, q).sum()), int(_confused(after, t, q).sum())
     return {"true": int(t), "pred": int(q), "before": b, "after": a, "delta": a - b}
 
 
@@ -346,7 +350,7 @@ def paired_changes(before: dict, after: dict, pairs) -> dict:
     def targeted(preds):
         hit = np.zeros(len(preds["true"]), dtype=bool)
         for t, q in pairs:
-            hit |= (preds["true"] == t) & (preds["pred"] == q)
+            hit |= _confused(preds, t, q)
         return hit
 
     return {"targeted": split(targeted(before), targeted(after)),
