@@ -346,17 +346,18 @@ def test_valid_stem_padding_shrinks_the_maps_but_not_the_head(stem):
         build_model("cnn-small", stem="single", stem_padding="valid", image_size=10)
 
 
-def test_stem_padding_override_reaches_the_trained_model_and_its_checkpoint(mnist, tmp_path):
-    """How the valid stem was measured (benchmarks/sweep.py overrides): merged key by key into the preset's
-    arch_kwargs, trained, and restored from the checkpoint with it."""
-    r = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=600, progress=False, checkpoint_dir=tmp_path,
-              overrides={"arch_kwargs": {"stem_padding": "valid"}})
-    assert r.config["arch_kwargs"] == {**resolve_config("fast", device="cpu")["arch_kwargs"], "stem_padding": "valid"}
-    assert r.model.gradcam_margin == 2
+def test_fast_trains_its_valid_stem_on_the_cpu_and_restores_it_from_the_checkpoint(mnist, tmp_path):
+    """`fast` on the CPU pads nothing in its stem (since 2026-12-02): the trained model and the one restored from its
+    checkpoint both map 28x28 to 24x24 (Grad-CAM margin 2) and agree; an override restores the padded stem."""
+    r = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=600, progress=False, checkpoint_dir=tmp_path)
+    assert r.config["arch_kwargs"]["stem_padding"] == "valid" and r.model.gradcam_margin == 2
     restored = load_checkpoint(str(tmp_path / "model_best.pt"))
     assert restored.gradcam_margin == 2 and restored.conv1.padding == (0, 0)
     x = torch.from_numpy(mnist.test_images[:8]).unsqueeze(1).float().div(255)
     torch.testing.assert_close(restored(x), r.model.eval().cpu()(x))
+    padded = resolve_config("fast", {"arch_kwargs": {"stem_padding": "same"}}, device="cpu")["arch_kwargs"]
+    assert padded == {**resolve_config("fast", device="cpu")["arch_kwargs"], "stem_padding": "same"}
+    assert build_model("cnn", **padded).conv1.padding == (2, 2)
 
 
 def test_config_errors():
@@ -382,12 +383,15 @@ def test_config_errors():
 
 
 def test_default_keeps_its_measured_net_per_device():
-    """The CPU's `default` (since 2026-11-30) trains fast's CPU net for 24 epochs; on CUDA the cuda block restores the
-    net and epoch count every H200 number of the preset was measured with. Editing the CPU side must not move the GPU's."""
+    """The CPU's `default` (since 2026-11-30) trains fast's CPU net with its stem padded (fast's since 2026-12-02
+    is not) for 24 epochs; on CUDA the cuda block restores the net and epoch count every H200 number of the preset
+    was measured with. Editing the CPU side must not move the GPU's, nor fast's net default's."""
     cpu, gpu = resolve_config("default", device="cpu"), resolve_config("default", device="cuda")
     assert gpu["arch_kwargs"] == {"fp32_head": True, "stem": "pair", "pool_first": False, "widths": (32, 64, 128)}
     assert gpu["epochs"] == 20
-    assert cpu["arch_kwargs"] == resolve_config("fast", device="cpu")["arch_kwargs"] and cpu["epochs"] == 24
+    assert cpu["arch_kwargs"] == {"fp32_head": True, "stem": "single", "pool_first": True, "widths": (32, 48, 128)}
+    assert cpu["epochs"] == 24
+    assert resolve_config("fast", device="cpu")["arch_kwargs"] == {**cpu["arch_kwargs"], "stem_padding": "valid"}
     for cfg in (cpu, gpu):   # the rest of the recipe is shared
         assert (cfg["lr"], cfg["batch_size"], cfg["aug_repeats"]) == (0.2, 256, 2)
     names = dict(build_model(cpu["arch"], **cpu["arch_kwargs"]).named_children())
@@ -404,6 +408,8 @@ def test_cuda_block_applies_on_cuda_only(monkeypatch):
         if key == "arch_kwargs":      # merged key by key: the block's entries win, the preset's others stay
             assert gpu[key] == {**PRESETS["fast"][key], **value} and cpu[key] == PRESETS["fast"][key]
             assert gpu[key]["stem"] == cpu[key]["stem"] == "single" and gpu[key] != cpu[key]
+            # the H200's numbers are the padded stem's
+            assert (cpu[key]["stem_padding"], gpu[key]["stem_padding"]) == ("valid", "same")
         else:
             assert gpu[key] == value and cpu[key] == PRESETS["fast"][key]
     assert resolve_config("fast", {"batch_size": 64}, device="cuda")["batch_size"] == 64

@@ -124,10 +124,10 @@ PRESETS = {
     # 0.66-0.67 s of training, plus ~18 s of compiling in a fresh process. The GPU has not yet measured the CPU's net
     # or lr 0.2 (DEVELOPERS.md, round 7). Every run and rule: benchmarks/EXPERIMENTS.md, `fast`.
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
-                                        "widths": (32, 48, 128)},
+                                        "widths": (32, 48, 128), "stem_padding": "valid"},
              "lr": 0.2, "epochs": 4, "batch_size": 128, "augment": {"shift": 2},
              "cuda": {"lr": 0.1, "batch_size": 256, "epochs": 5, "compile": True,
-                      "arch_kwargs": {"pool_first": False, "widths": (32, 64, 128)}}},
+                      "arch_kwargs": {"pool_first": False, "widths": (32, 64, 128), "stem_padding": "same"}}},
     # `deepdive train` / make demo: fast's CPU net for 24 epochs, each image twice per batch (batch augmentation,
     # twice the compute per epoch), differently warped by shift / rotate / scale, and on the CPU a fifth of each
     # batch eroded to thinner strokes; the last epoch kept.
