@@ -114,12 +114,16 @@ def test_gradcam_note_says_where_its_maps_sit(res):
 
     from deepdive.web.bundle import method_notes
 
-    # the analysis records Grad-CAM's margin; the fast preset's net pads its stem, so its maps cover every pixel
-    assert res.summary["saliency"]["settings"]["gradcam"]["margin"] == 0 and method_notes(res) == {}
+    # the analysis records Grad-CAM's margin: the fast preset's CPU net leaves its 5x5 stem unpadded (28 -> 24)
+    assert res.summary["saliency"]["settings"]["gradcam"]["margin"] == 2
+    note = method_notes(res)["gradcam"]
+    assert "central 24×24 pixels" in note and "2-pixel border is left blank" in note
     summary = json.loads(json.dumps(res.summary))
     summary["saliency"]["settings"]["gradcam"].update(margin=10, layer="act5")   # a stack5 net: an 8x8 map
     note = method_notes(SimpleNamespace(summary=summary, images=res.images))["gradcam"]
     assert "(act5)" in note and "central 8×8 pixels" in note and "10-pixel border is left blank" in note
+    summary["saliency"]["settings"]["gradcam"]["margin"] = 0                     # a padded stem: maps cover it all
+    assert method_notes(SimpleNamespace(summary=summary, images=res.images)) == {}
 
 
 def test_sprite_sheet(client, base, res):
