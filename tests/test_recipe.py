@@ -385,7 +385,7 @@ def test_config_errors():
 def test_default_keeps_its_measured_net_per_device():
     """The CPU's `default` (since 2026-11-30) trains fast's CPU net with its stem padded (fast's since 2026-12-02
     is not) for 24 epochs; on CUDA the cuda block restores the net and epoch count every H200 number of the preset
-    was measured with. Editing the CPU side must not move the GPU's, nor fast's net default's."""
+    was measured with. Editing the CPU side must not move the GPU's, nor a change to fast move default."""
     cpu, gpu = resolve_config("default", device="cpu"), resolve_config("default", device="cuda")
     assert gpu["arch_kwargs"] == {"fp32_head": True, "stem": "pair", "pool_first": False, "widths": (32, 64, 128)}
     assert gpu["epochs"] == 20
