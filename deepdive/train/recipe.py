@@ -144,7 +144,7 @@ PRESETS = {
     # pp on average, no seed lower, about two standard errors of the paired difference. The errors left are mostly
     # the same images run after run (seeds share 21-23 of ~30). Tried there under rules fixed before the runs, not
     # adopted: shear / stretch in the warp, an unpadded stem (24 and 28 epochs; on the Zen 4 host with the thin
-    # strokes 99.67 / 99.75 / 99.75 / 99.75% in ~15% less time, the demo's seed 0 below the rule's 99.68% floor),
+    # strokes 99.67 / 99.75 / 99.75 / 99.75% in 11% less time, the demo's seed 0 below the rule's 99.68% floor),
     # averaging the last epochs' weights, BatchNorm re-estimation, test-time shifts. The 32-64-128 net (pair stem,
     # pools last) for 20 epochs scored 99.70 / 99.70 / 99.71% (Zen 5 host) at 2.5x the cost per image: 28 minutes
     # of make demo on the Intel host.
