@@ -10,12 +10,18 @@ A member is "variant" (all its seeds) or "variant/seed". Ensembles average proba
 Combinations are named up front, not searched for: picking members by their test accuracy would fit the test set.
 
     python benchmarks/ensembles.py --compact probs.npz small.npz  # keep only the images some run is unsure of
+    python benchmarks/ensembles.py probs.npz --sizes stack5-an      # ensembles of K of one variant's runs, each K
+
+--sizes scores, for each K from 2 to the variant's number of runs, the mean (and min-max) over every K-run subset,
+an unbiased estimate of what one K-model ensemble scores for seeds drawn like these, and the disjoint ensembles in
+seed order (0..K-1, K..2K-1, ...), the ones a sweep of that many seeds would report.
 
 A compact file keeps the test images on which at least one run gives the true class at most 0.5, and counts the
 others (n_test): every run gives those more than 0.5, so every average of its runs gets them right too. Scores
 from it equal the full file's for any ensemble of its own runs, so it is scored alone, never beside other files.
 """
 import argparse
+import itertools
 import statistics
 import sys
 
@@ -27,6 +33,7 @@ def main(argv=None):
     p.add_argument("args", nargs="+", metavar="FILE.npz | MEMBER",
                    help="the sweeps' .npz files, then the members of one ensemble (variants or variant/seed runs)")
     p.add_argument("--compact", action="store_true", help="write the compact form of FILE.npz to OUT.npz and exit")
+    p.add_argument("--sizes", metavar="VARIANT", help="score K-run ensembles of VARIANT's runs for every K")
     args = p.parse_args(argv)
     if args.compact:
         if len(args.args) != 2:
@@ -85,6 +92,19 @@ def main(argv=None):
         print("test errors two members share (diagonal: the member's own errors):")
         for i, k in enumerate(keys):
             print(f"  {k:{width}s} " + " ".join(f"{int((wrong[i] & wrong[j]).sum()):4d}" for j in range(len(keys))))
+    if args.sizes:
+        if args.sizes not in variants:
+            p.error(f"no variant {args.sizes!r} in {', '.join(files)}; variants: {', '.join(variants)}")
+        # seed order, not the file's order, so that "disjoint" means seeds 0..K-1, K..2K-1, ...
+        keys = sorted(variants[args.sizes], key=lambda k: int(k.rsplit("/", 1)[1]))
+        probs = np.stack([runs[k] for k in keys])
+        print(f"\nensembles of K of the {len(keys)} {args.sizes} runs")
+        print(f"{'K':>3s} {'subsets':>7s} {'mean':>7s} {'min-max':>13s}  disjoint, in seed order")
+        for k in range(2, len(keys) + 1):
+            scores = [acc(probs[list(c)].mean(0)) for c in itertools.combinations(range(len(keys)), k)]
+            disjoint = [acc(probs[i:i + k].mean(0)) for i in range(0, len(keys) - k + 1, k)]
+            print(f"{k:3d} {len(scores):7d} {statistics.fmean(scores):6.3f}% {min(scores):5.2f}-{max(scores):5.2f}%  "
+                  + " / ".join(f"{d:.2f}" for d in disjoint))
     return 0
 
 
