@@ -97,6 +97,26 @@ def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
     assert out.splitlines()[-2:] == ["  a/0    0    0", "  a/1    0    1"]     # shared errors; a/1's own on the diagonal
 
 
+def test_ensembles_sizes_scores_every_subset_and_the_disjoint_ones_in_seed_order(tmp_path, capsys):
+    """--sizes: for each K, the mean and range over every K-run subset, then the disjoint ensembles taken in seed
+    order (1, 2, 10: numeric, not the file's or the alphabet's order). Three runs, each wrong on some of four
+    images: seeds 1 + 2 fix each other (100%), a pair with seed 10 fixes one of its two errors (75%), all three
+    together get both shared images wrong (50%)."""
+    ensembles = _load_ensembles()
+    labels = np.zeros(4, dtype=int)
+    runs = {seed: np.tile(np.float32([0.9, 0.1]), (4, 1)) for seed in (10, 1, 2)}
+    runs[1][0] = runs[2][1] = [0.3, 0.7]
+    runs[10][:2] = [0.2, 0.8]
+    path = tmp_path / "probs.npz"
+    np.savez_compressed(path, labels=labels, **{f"v/{seed}": p for seed, p in runs.items()})
+    assert ensembles.main([str(path), "--sizes", "v"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == ["  2       3 83.333% 75.00-100.00%  100.00", "  3       1 50.000% 50.00-50.00%  50.00"]
+    with pytest.raises(SystemExit):
+        ensembles.main([str(path), "--sizes", "w"])
+    assert "no variant 'w'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("path", sorted(SWEEP.parent.glob("sweep_*.json")),
                          ids=lambda p: p.name)
 def test_committed_sweep_files_resolve(path):
