@@ -16,9 +16,10 @@ Combinations are named up front, not searched for: picking members by their test
 an unbiased estimate of what one K-model ensemble scores for seeds drawn like these, and the disjoint ensembles in
 seed order (0..K-1, K..2K-1, ...), the ones a sweep of that many seeds would report.
 
-A compact file keeps the test images on which at least one run gives the true class at most 0.5, and counts the
-others (n_test): every run gives those more than 0.5, so every average of its runs gets them right too. Scores
-from it equal the full file's for any ensemble of its own runs, so it is scored alone, never beside other files.
+A compact file keeps the test images on which at least one run gives the true class at most 0.5 (and their test
+rows), and counts the others (n_test): every run gives those more than 0.5, so every average of its runs gets them
+right too. Scores from it equal the full file's for any ensemble of its own runs, so it is scored alone, never
+beside other files.
 """
 import argparse
 import itertools
@@ -43,18 +44,21 @@ def main(argv=None):
     args.members = [a for a in args.args if not a.endswith(".npz")]
     if not files:
         p.error("name at least one .npz file written by benchmarks/sweep.py --probs-out")
-    runs, labels, n_test = {}, None, None
+    runs, labels, n_test, rows = {}, None, None, None
     for path in files:
         data = np.load(path)
         if "n_test" in data.files:
             if len(files) > 1:
                 p.error(f"{path} is a compact file (--compact): it can only be scored alone")
             n_test = int(data["n_test"])
+            rows = data["rows"] if "rows" in data.files else None     # compact files before 2026-12-02 lack them
+        else:
+            rows = np.arange(len(data["labels"]))
         if labels is not None and not np.array_equal(labels, data["labels"]):
             p.error(f"{path} holds other test labels than {files[0]}")
         labels = data["labels"]
         for k in data.files:
-            if k not in ("labels", "n_test"):
+            if k not in ("labels", "n_test", "rows"):
                 if k in runs:
                     p.error(f"run {k!r} is in two files; rename the variant in one sweep")
                 runs[k] = data[k].astype(np.float32)
@@ -86,6 +90,8 @@ def main(argv=None):
         shared = int((wrong.mean(0) >= 0.5).sum())
         print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(probs.mean(0)):.2f}%; "
               f"{shared} test images are wrong in at least half of these runs")
+        if rows is not None:
+            print(f"wrong in every one of them: test rows {rows[wrong.all(0)].tolist()}")
         # Averaging fixes only what the members do not all get wrong: how many errors two members share says more
         # about what an ensemble can gain than their accuracies do.
         width = max(len(k) for k in keys)
@@ -114,10 +120,10 @@ def compact(src, dst):
     if "n_test" in data.files:
         raise SystemExit(f"{src} is compact already")
     labels = data["labels"]
-    keys = [k for k in data.files if k != "labels"]
+    keys = [k for k in data.files if k not in ("labels", "rows")]
     true_prob = np.stack([data[k][np.arange(len(labels)), labels] for k in keys])   # (runs, images)
     keep = (true_prob <= 0.5).any(0)
-    np.savez_compressed(dst, labels=labels[keep], n_test=np.int64(len(labels)),
+    np.savez_compressed(dst, labels=labels[keep], n_test=np.int64(len(labels)), rows=np.flatnonzero(keep),
                         **{k: data[k][keep].astype(np.float16) for k in keys})
     print(f"{dst}: {int(keep.sum())} of {len(labels)} test images kept, {len(keys)} runs")
     return 0

@@ -95,6 +95,9 @@ def test_ensembles_scores_runs_and_their_average(tmp_path, capsys):
     assert "87.50% (75.00-100.00)" in out                      # the two runs' median and range
     assert "ensemble of 2 (a/0 + a/1): 100.00%; 1 test images are wrong in at least half" in out
     assert out.splitlines()[-2:] == ["  a/0    0    0", "  a/1    0    1"]     # shared errors; a/1's own on the diagonal
+    assert "wrong in every one of them: test rows []" in out
+    assert ensembles.main([str(path), "a/1"]) == 0
+    assert "wrong in every one of them: test rows [3]" in capsys.readouterr().out
 
 
 def test_ensembles_sizes_scores_every_subset_and_the_disjoint_ones_in_seed_order(tmp_path, capsys):
@@ -146,6 +149,7 @@ def test_a_compact_probabilities_file_scores_like_the_full_one(tmp_path, capsys)
     assert ensembles.main(["--compact", str(full), str(small)]) == 0
     kept = np.load(small)
     assert int(kept["n_test"]) == 40 and 0 < len(kept["labels"]) <= 6
+    assert set(kept["rows"]) <= set(range(6)) and np.array_equal(kept["labels"], labels[kept["rows"]])
     capsys.readouterr()
     for members in (["v"], ["v/0", "v/1"], ["v/1"]):
         ensembles.main([str(full), *members])
