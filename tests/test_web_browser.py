@@ -33,8 +33,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 VERIFICATION = {
     "run_id": None, "retrained_run_id": "20990101-000000-abcdef", "retrained_run_name": "mnist-fast+shift-2",
     "split": "test", "suggestion": {"id": "shift-2", "title": "shift ±2 px", "text": "…", "overrides": {"augment": {"shift": 2}}},
-    "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.9, "after": 0.91, "delta": 0.01},
-    "errors": {"before": 100, "after": 90, "delta": -10}, "targeted_confusions": [],
+    "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.9971, "after": 0.9981, "delta": 0.001},
+    "errors": {"before": 29, "after": 19, "delta": -10}, "targeted_confusions": [],
     "targeted_total": {"before": 20, "after": 12, "delta": -8},
     "paired": {"targeted": {"fixed": 9, "new": 1, "p_value": 0.0214},
                "errors": {"fixed": 14, "new": 4, "p_value": 0.0309}},
@@ -215,7 +215,8 @@ def view_checks(tab, expected) -> dict:
         return tab.count('[data-testid="advice-item"]') == len(advice) and \
             VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
             p.inner_text('[data-testid="verification-paired"]') == \
-            "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)"
+            "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \
+            p.inner_text('[data-testid="verification-accuracy"]') == "99.71% → 99.81% +0.10 pp"   # not "+0.1 pp"
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

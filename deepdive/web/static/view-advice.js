@@ -5,10 +5,11 @@
   const el = DD.el;
   const pct = (x) => DD.fmt.pct(x, 1);
 
-  function delta(before, after, asPct, lowerIsBetter) {
+  // digits: decimals of a pp delta; as many as the accuracies beside it show, or 99.71% → 99.70% reads "-0.0 pp".
+  function delta(before, after, asPct, lowerIsBetter, digits = 1) {
     const d = after - before;
     const better = lowerIsBetter ? d < 0 : d > 0;
-    const text = asPct ? `${d >= 0 ? "+" : ""}${(100 * d).toFixed(1)} pp` : `${d >= 0 ? "+" : ""}${d}`;
+    const text = asPct ? `${d >= 0 ? "+" : ""}${(100 * d).toFixed(digits)} pp` : `${d >= 0 ? "+" : ""}${d}`;
     return el("span", {class: d === 0 ? "muted" : better ? "ok" : "bad", text});
   }
 
@@ -71,7 +72,8 @@
         el("dt", {text: "suggestion"}), el("dd", {text: `${v.suggestion.title} (augment: ${overridesText(v.suggestion.overrides)})`}),
         el("dt", {text: "retrained run"}), el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
         el("dt", {text: `accuracy (${v.split})`}),
-        el("dd", {}, `${DD.fmt.pct(v.accuracy.before, 2)} → ${DD.fmt.pct(v.accuracy.after, 2)} `, delta(v.accuracy.before, v.accuracy.after, true)),
+        el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, 2)} → ` +
+           `${DD.fmt.pct(v.accuracy.after, 2)} `, delta(v.accuracy.before, v.accuracy.after, true, false, 2)),
         el("dt", {text: "errors"}), el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
         el("dt", {text: "targeted confusions"}),
         el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
