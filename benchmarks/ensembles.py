@@ -11,10 +11,15 @@ Combinations are named up front, not searched for: picking members by their test
 
     python benchmarks/ensembles.py --compact probs.npz small.npz  # keep only the images some run is unsure of
     python benchmarks/ensembles.py probs.npz --sizes stack5-an      # ensembles of K of one variant's runs, each K
+    python benchmarks/ensembles.py probs.npz --mix a b c            # one run of each variant, different seeds
 
 --sizes scores, for each K from 2 to the variant's number of runs, the mean (and min-max) over every K-run subset,
 an unbiased estimate of what one K-model ensemble scores for seeds drawn like these, and the disjoint ensembles in
 seed order (0..K-1, K..2K-1, ...), the ones a sweep of that many seeds would report.
+
+--mix scores ensembles of one run of each named variant: the mean (and min-max) over every choice with pairwise
+different seeds, and the ensembles `ensemble_members` cycling through those variants would train (member m with
+seed s + m): seeds s, s+1, ... for s = 0, K, 2K, ... while every variant has the seed it needs.
 
 A compact file keeps the test images on which at least one run gives the true class at most 0.5 (and their test
 rows), and counts the others (n_test): every run gives those more than 0.5, so every average of its runs gets them
@@ -35,6 +40,7 @@ def main(argv=None):
                    help="the sweeps' .npz files, then the members of one ensemble (variants or variant/seed runs)")
     p.add_argument("--compact", action="store_true", help="write the compact form of FILE.npz to OUT.npz and exit")
     p.add_argument("--sizes", metavar="VARIANT", help="score K-run ensembles of VARIANT's runs for every K")
+    p.add_argument("--mix", nargs="+", metavar="VARIANT", help="score ensembles of one run of each VARIANT")
     args = p.parse_args(argv)
     if args.compact:
         if len(args.args) != 2:
@@ -102,7 +108,7 @@ def main(argv=None):
         if args.sizes not in variants:
             p.error(f"no variant {args.sizes!r} in {', '.join(files)}; variants: {', '.join(variants)}")
         # seed order, not the file's order, so that "disjoint" means seeds 0..K-1, K..2K-1, ...
-        keys = sorted(variants[args.sizes], key=lambda k: int(k.rsplit("/", 1)[1]))
+        keys = sorted(variants[args.sizes], key=seed_of)
         probs = np.stack([runs[k] for k in keys])
         print(f"\nensembles of K of the {len(keys)} {args.sizes} runs")
         print(f"{'K':>3s} {'subsets':>7s} {'mean':>7s} {'min-max':>13s}  disjoint, in seed order")
@@ -111,7 +117,29 @@ def main(argv=None):
             disjoint = [acc(probs[i:i + k].mean(0)) for i in range(0, len(keys) - k + 1, k)]
             print(f"{k:3d} {len(scores):7d} {statistics.fmean(scores):6.3f}% {min(scores):5.2f}-{max(scores):5.2f}%  "
                   + " / ".join(f"{d:.2f}" for d in disjoint))
+    if args.mix:
+        missing = [v for v in args.mix if v not in variants]
+        if missing or len(set(args.mix)) < len(args.mix):
+            p.error(f"--mix takes distinct variants of {', '.join(files)}; "
+                    f"{'unknown: ' + ', '.join(missing) if missing else 'one is named twice'}")
+        by_seed = [{seed_of(k): runs[k] for k in variants[v]} for v in args.mix]
+        scores = [acc(np.mean([runs_v[s] for runs_v, s in zip(by_seed, seeds)], axis=0))
+                  for seeds in itertools.product(*[sorted(r) for r in by_seed]) if len(set(seeds)) == len(seeds)]
+        k, cycled = len(args.mix), []
+        for start in itertools.count(0, k):
+            if not all(start + m in r for m, r in enumerate(by_seed)):
+                break
+            cycled.append(acc(np.mean([r[start + m] for m, r in enumerate(by_seed)], axis=0)))
+        print(f"\none run each of {' + '.join(args.mix)}, pairwise different seeds: {len(scores)} ensembles, "
+              f"mean {statistics.fmean(scores):.3f}% ({min(scores):.2f}-{max(scores):.2f}%)")
+        print("as ensemble_members cycling through them would train (member m: seed s + m; s = 0, K, 2K, ...): "
+              + (" / ".join(f"{c:.2f}%" for c in cycled) or "none: the seeds are not there"))
     return 0
+
+
+def seed_of(key):
+    """The seed of a run key "variant/seed"."""
+    return int(key.rsplit("/", 1)[1])
 
 
 def compact(src, dst):

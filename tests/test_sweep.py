@@ -120,6 +120,25 @@ def test_ensembles_sizes_scores_every_subset_and_the_disjoint_ones_in_seed_order
     assert "no variant 'w'" in capsys.readouterr().err
 
 
+def test_ensembles_mix_scores_one_run_per_variant_with_different_seeds(tmp_path, capsys):
+    """--mix a b: every pair of an `a` run and a `b` run with different seeds (four of the six pairs here), and the
+    pairs ensemble_members cycling [a, b] would train: a/0 + b/1, then a/2 + b/3, which are not there."""
+    ensembles = _load_ensembles()
+    right, wrong_0, wrong_1 = ([[0.9, 0.1], [0.9, 0.1]], [[0.3, 0.7], [0.9, 0.1]], [[0.9, 0.1], [0.2, 0.8]])
+    runs = {"a/0": wrong_0, "a/1": right, "b/0": wrong_1, "b/1": right, "b/2": [[0.05, 0.95], [0.9, 0.1]]}
+    path = tmp_path / "probs.npz"
+    np.savez_compressed(path, labels=np.zeros(2, dtype=int), **{k: np.float32(v) for k, v in runs.items()})
+    assert ensembles.main([str(path), "--mix", "a", "b"]) == 0
+    out = capsys.readouterr().out
+    # a/0+b/1 100%, a/0+b/2 50% (both runs wrong on image 0), a/1+b/0 100%, a/1+b/2 50%
+    assert "one run each of a + b, pairwise different seeds: 4 ensembles, mean 75.000% (50.00-100.00%)" in out
+    assert out.rstrip().endswith("(member m: seed s + m; s = 0, K, 2K, ...): 100.00%")
+    for bad, why in ((["a", "a"], "one is named twice"), (["a", "z"], "unknown: z")):
+        with pytest.raises(SystemExit):
+            ensembles.main([str(path), "--mix", *bad])
+        assert why in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("path", sorted(SWEEP.parent.glob("sweep_*.json")),
                          ids=lambda p: p.name)
 def test_committed_sweep_files_resolve(path):
