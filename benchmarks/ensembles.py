@@ -41,6 +41,9 @@ def main(argv=None):
     p.add_argument("--compact", action="store_true", help="write the compact form of FILE.npz to OUT.npz and exit")
     p.add_argument("--sizes", metavar="VARIANT", help="score K-run ensembles of VARIANT's runs for every K")
     p.add_argument("--mix", nargs="+", metavar="VARIANT", help="score ensembles of one run of each VARIANT")
+    p.add_argument("--combine", choices=COMBINE, default="mean",
+                   help="how members combine: mean probability (as deepdive's Ensemble does; default), geometric "
+                        "mean, or majority vote with ties broken by the mean probability")
     args = p.parse_args(argv)
     if args.compact:
         if len(args.args) != 2:
@@ -71,6 +74,9 @@ def main(argv=None):
 
     omitted = 0 if n_test is None else n_test - len(labels)   # a compact file's images every run gets right
 
+    def ens_acc(member_probs):
+        return acc(combine(np.stack(member_probs), args.combine))
+
     def acc(probs):
         return 100 * float((probs.argmax(1) == labels).sum() + omitted) / (len(labels) + omitted)
 
@@ -81,7 +87,7 @@ def main(argv=None):
     for name, keys in variants.items():
         singles = [acc(runs[k]) for k in keys]
         print(f"{name:28s} {len(keys):4d} {statistics.median(singles):10.2f}% ({min(singles):.2f}-{max(singles):.2f})"
-              f" {acc(np.mean([runs[k] for k in keys], axis=0)):12.2f}%")
+              f" {ens_acc([runs[k] for k in keys]):12.2f}%")
     if args.members:
         keys = []
         for m in args.members:
@@ -94,7 +100,7 @@ def main(argv=None):
         probs = np.stack([runs[k] for k in keys])
         wrong = probs.argmax(2) != labels                                   # (members, images)
         shared = int((wrong.mean(0) >= 0.5).sum())
-        print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {acc(probs.mean(0)):.2f}%; "
+        print(f"\nensemble of {len(keys)} ({' + '.join(keys)}): {ens_acc(probs):.2f}%; "
               f"{shared} test images are wrong in at least half of these runs")
         if rows is not None:
             print(f"wrong in every one of them: test rows {rows[wrong.all(0)].tolist()}")
@@ -113,8 +119,8 @@ def main(argv=None):
         print(f"\nensembles of K of the {len(keys)} {args.sizes} runs")
         print(f"{'K':>3s} {'subsets':>7s} {'mean':>7s} {'min-max':>13s}  disjoint, in seed order")
         for k in range(2, len(keys) + 1):
-            scores = [acc(probs[list(c)].mean(0)) for c in itertools.combinations(range(len(keys)), k)]
-            disjoint = [acc(probs[i:i + k].mean(0)) for i in range(0, len(keys) - k + 1, k)]
+            scores = [ens_acc(probs[list(c)]) for c in itertools.combinations(range(len(keys)), k)]
+            disjoint = [ens_acc(probs[i:i + k]) for i in range(0, len(keys) - k + 1, k)]
             print(f"{k:3d} {len(scores):7d} {statistics.fmean(scores):6.3f}% {min(scores):5.2f}-{max(scores):5.2f}%  "
                   + " / ".join(f"{d:.2f}" for d in disjoint))
     if args.mix:
@@ -123,18 +129,37 @@ def main(argv=None):
             p.error(f"--mix takes distinct variants of {', '.join(files)}; "
                     f"{'unknown: ' + ', '.join(missing) if missing else 'one is named twice'}")
         by_seed = [{seed_of(k): runs[k] for k in variants[v]} for v in args.mix]
-        scores = [acc(np.mean([runs_v[s] for runs_v, s in zip(by_seed, seeds)], axis=0))
+        scores = [ens_acc([runs_v[s] for runs_v, s in zip(by_seed, seeds)])
                   for seeds in itertools.product(*[sorted(r) for r in by_seed]) if len(set(seeds)) == len(seeds)]
         k, cycled = len(args.mix), []
         for start in itertools.count(0, k):
             if not all(start + m in r for m, r in enumerate(by_seed)):
                 break
-            cycled.append(acc(np.mean([r[start + m] for m, r in enumerate(by_seed)], axis=0)))
+            cycled.append(ens_acc([r[start + m] for m, r in enumerate(by_seed)]))
         print(f"\none run each of {' + '.join(args.mix)}, pairwise different seeds: {len(scores)} ensembles, "
               f"mean {statistics.fmean(scores):.3f}% ({min(scores):.2f}-{max(scores):.2f}%)")
         print("as ensemble_members cycling through them would train (member m: seed s + m; s = 0, K, 2K, ...): "
               + (" / ".join(f"{c:.2f}%" for c in cycled) or "none: the seeds are not there"))
     return 0
+
+
+COMBINE = ("mean", "geometric", "vote")
+
+
+def combine(member_probs, how="mean"):
+    """(members, images, classes) probabilities -> (images, classes) scores whose argmax is the ensemble's
+    prediction. A compact file's omitted images (every run gives the true class > 0.5) stay right under each rule:
+    the true class wins every vote and has the highest geometric mean."""
+    mean = member_probs.mean(0)
+    if how == "mean":
+        return mean
+    if how == "geometric":
+        return np.exp(np.log(np.clip(member_probs, 1e-12, 1.0)).mean(0))
+    if how == "vote":
+        votes = np.zeros_like(mean)
+        np.add.at(votes, (np.arange(mean.shape[0])[None, :], member_probs.argmax(2)), 1.0)
+        return votes + 0.5 * mean          # a mean probability (< 1) only breaks a tie, never outweighs a vote
+    raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {how!r}")
 
 
 def seed_of(key):

@@ -139,6 +139,26 @@ def test_ensembles_mix_scores_one_run_per_variant_with_different_seeds(tmp_path,
         assert why in capsys.readouterr().err
 
 
+def test_ensembles_combine_rules_disagree_where_they_should():
+    """Three members, three images (true class 0 each). Image 0: one confident member outvoted by two unsure ones
+    (mean right, vote wrong). Image 1: every member gives class 0 0.35; class 1 has the higher mean, but one
+    member gives it 0.05, which the geometric mean punishes. Image 2: two members narrowly right, one
+    certain of class 1 (only the vote is right). A tied vote goes to the higher mean probability."""
+    combine = _load_ensembles().combine
+    members = np.float32([
+        [[0.45, 0.55, 0.00], [0.35, 0.60, 0.05], [0.55, 0.45, 0.00]],
+        [[0.45, 0.55, 0.00], [0.35, 0.05, 0.60], [0.55, 0.45, 0.00]],
+        [[0.98, 0.01, 0.01], [0.35, 0.60, 0.05], [0.00, 1.00, 0.00]],
+    ])
+    assert combine(members, "mean").argmax(1).tolist() == [0, 1, 1]
+    assert combine(members, "geometric").argmax(1).tolist() == [0, 0, 1]
+    assert combine(members, "vote").argmax(1).tolist() == [1, 1, 0]
+    tie = np.float32([[[0.6, 0.4]], [[0.2, 0.8]]])
+    assert combine(tie, "vote").argmax(1).tolist() == [1]
+    with pytest.raises(ValueError, match="combine must be one of"):
+        combine(members, "median")
+
+
 @pytest.mark.parametrize("path", sorted(SWEEP.parent.glob("sweep_*.json")),
                          ids=lambda p: p.name)
 def test_committed_sweep_files_resolve(path):
