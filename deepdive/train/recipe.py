@@ -160,8 +160,9 @@ PRESETS = {
                          "arch_kwargs": {"stem": "pair", "pool_first": False, "widths": (32, 64, 128)}}},
     # 1.5x the width of default's GPU net (48-96-192: 2.25x the compute per image), 20 epochs of batch
     # augmentation. [H200G] medians 99.73% (nine runs, 2026-11-27) and 99.71% (nine, 2026-11-28) against
-    # default's 99.695-99.71%; [CPU] 99.71% (seed 0, two threads, 3,125 s). Single models of this family plateau at
-    # ~99.73% (40 epochs, shear / stretch, a 64-128-256 net: medians 99.68-99.73%).
+    # default's 99.695-99.71%; [CPU] seed 0, two threads: 99.71% (Intel host, 3,125 s), 99.73% (Zen 4, 1,114 s).
+    # Single models of this family plateau at ~99.73% (40 epochs, shear / stretch, a 64-128-256 net: medians
+    # 99.68-99.73%).
     # --ensemble K trains its members as An et al.'s no-pooling stack5 (deepdive.models.stack) for 30 epochs of
     # shift 4 / rotate 20 / scale 0.1: two of its runs share fewer errors (a median 18.5 of ~28) than two of the
     # cnn's (22.5), so averaging them fixes more. [H200G] four disjoint 3-member ensembles 99.76 / 99.80 / 99.78
