@@ -3,8 +3,10 @@
     PYTHONPATH=. python benchmarks/sweep.py VARIANTS.json [--device cuda] [--out results.jsonl]
     PYTHONPATH=. python benchmarks/sweep.py '[{"name": "fast-lr.2", "preset": "fast", "overrides": {"lr": 0.2}}]'
 
-A variant is {"name", "preset", "overrides", "epochs", "seeds" (default [0]), "ensemble", "limit_train"}; all but
-name and preset are optional.
+A variant is {"name", "preset", "overrides", "epochs", "seeds" (default [0]), "ensemble", "limit_train", "teacher"};
+all but name and preset are optional. "teacher" distills (the recipe's "distill" option, which overrides must set):
+a checkpoint path, or a spec {"preset", "overrides", "epochs", "seed", "ensemble", "limit_train"} trained once per
+process and shared by every variant naming the same spec; its test accuracy is recorded beside each student's.
 Prints one JSON line per run and a table (median over seeds) last; for a variant with several seeds the table
 also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model).
 This is how the presets in deepdive/train/recipe.py were chosen (benchmarks/EXPERIMENTS.md); it imports only what
@@ -42,6 +44,9 @@ def main(argv=None):
                    help="also report the test accuracy of the average of the last K epochs' weights, for each K "
                         "(BatchNorm statistics averaged too, and re-estimated on the clean training images): "
                         "stochastic weight averaging over the tail of the same run, so paired with the kept model")
+    p.add_argument("--keep-models", default=None, metavar="DIR",
+                   help="save every run's kept checkpoint as DIR/<variant>_s<seed>.pt (and trained teachers as "
+                        "DIR/teacher_<n>.pt), e.g. to distill from them in a later sweep")
     p.add_argument("--probs-out", default=None,
                    help="keep every run's test probabilities (float32, compressed) in this .npz, rewritten after "
                         "each run, so ensembles across variants can be scored afterwards (benchmarks/ensembles.py)")
@@ -55,7 +60,7 @@ def main(argv=None):
 
     from deepdive.atomic import atomic_open
     from deepdive.data import load_dataset
-    from deepdive.models import load_checkpoint
+    from deepdive.models import load_checkpoint, save_checkpoint
     from deepdive.train.bench import print_jsonl
     from deepdive.train.recipe import evaluate, train
 
@@ -74,8 +79,31 @@ def main(argv=None):
         model = load_checkpoint(model_or_path) if isinstance(model_or_path, str) else model_or_path
         return evaluate(model, ds.test_images, ds.test_labels)[0]
 
+    if args.keep_models:
+        os.makedirs(args.keep_models, exist_ok=True)
+    teachers = {}   # json of a teacher spec -> (model, its test accuracy)
+
+    def teacher_for(spec):
+        """(model, test accuracy) of a variant's "teacher": None, a checkpoint path, or a spec trained once."""
+        if spec is None:
+            return None, None
+        key = json.dumps(spec, sort_keys=True)
+        if key not in teachers:
+            if isinstance(spec, str):
+                model = load_checkpoint(spec)
+            else:
+                t = train(ds, spec["preset"], epochs=spec.get("epochs"), seed=spec.get("seed", 0),
+                          device=args.device, overrides=spec.get("overrides"), ensemble=spec.get("ensemble", 1),
+                          limit_train=spec.get("limit_train"), progress=False)
+                model = t.model
+                if args.keep_models:
+                    save_checkpoint(os.path.join(args.keep_models, f"teacher_{len(teachers)}.pt"), t.checkpoint)
+            teachers[key] = (model, test_accuracy(test_probs(model)))
+        return teachers[key]
+
     for v in variants:
         for seed in v.get("seeds", [0]):
+            teacher, teacher_accuracy = teacher_for(v.get("teacher"))
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="sweep-") as ckpt_dir:
                 last_path = os.path.join(ckpt_dir, "model_last.pt")
@@ -94,13 +122,18 @@ def main(argv=None):
                 r = train(ds, v["preset"], epochs=v.get("epochs"), seed=seed, device=args.device,
                           overrides=v.get("overrides"), ensemble=v.get("ensemble", 1), progress=False,
                           checkpoint_dir=ckpt_dir if args.last else None, on_epoch=on_epoch,
-                          limit_train=v.get("limit_train"), eval_hook=keep_snapshot if swa_ks else None)
+                          limit_train=v.get("limit_train"), eval_hook=keep_snapshot if swa_ks else None,
+                          teacher=teacher)
                 extra = {}
                 if per_epoch:   # its final entry is the last epoch's model: no need to evaluate that twice
                     extra["test_accuracy_last"] = per_epoch[-1]["test_accuracy"]
                     extra["per_epoch"] = per_epoch
                 elif args.last:
                     extra["test_accuracy_last"] = test_accuracy(test_probs(last_path))
+            if args.keep_models:
+                save_checkpoint(os.path.join(args.keep_models, f"{v['name']}_s{seed}.pt"), r.checkpoint)
+            if teacher is not None:
+                extra["teacher_test_accuracy"] = teacher_accuracy
             probs = test_probs(r.model)
             probs_by_variant.setdefault(v["name"], []).append(probs)
             if args.probs_out:

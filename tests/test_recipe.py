@@ -231,6 +231,44 @@ def test_ensemble_members_mix_model_families(mnist, tmp_path):
             resolve_config("fast", {"ensemble_members": bad}, member=0)
 
 
+def test_distillation_learns_from_the_teacher_not_the_labels(mnist):
+    """distill 1.0 trains on the teacher's probabilities alone: a student whose training labels are all shifted by
+    one class still classifies the test images like its teacher, while one trained on those labels (distill 0)
+    learns the shift."""
+    import dataclasses
+
+    small = {"arch": "cnn-small"}
+    teacher = train(mnist, "fast", epochs=1, seed=0, device="cpu", limit_train=1000, progress=False,
+                    overrides=small).model
+    shifted = dataclasses.replace(mnist, train_labels=(np.asarray(mnist.train_labels) + 1) % 10)
+    x, y = mnist.test_images[:500], mnist.test_labels[:500]
+    teacher_pred = evaluate(teacher, x, y)[0].argmax(1)
+    assert (teacher_pred == y).mean() > 0.8
+    student = train(shifted, "fast", epochs=1, seed=1, device="cpu", limit_train=1000, progress=False,
+                    overrides={**small, "distill": 1.0, "distill_temperature": 2.0}, teacher=teacher)
+    pred = evaluate(student.model, x, y)[0].argmax(1)
+    assert (pred == y).mean() > 0.7 and (pred == teacher_pred).mean() > 0.75
+    assert student.config["distill"] == 1.0 and not teacher.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    plain = train(shifted, "fast", epochs=1, seed=1, device="cpu", limit_train=1000, progress=False,
+                  overrides=small).model
+    assert (evaluate(plain, x, y)[0].argmax(1) == (y + 1) % 10).mean() > 0.7
+
+
+def test_distillation_config_errors(mnist):
+    teacher = build_model("cnn-small")
+    for kwargs, match in (({"overrides": {"distill": 0.5}}, "needs a teacher model"),
+                          ({"teacher": teacher}, "config distill is 0"),
+                          ({"teacher": "model.pt", "overrides": {"distill": 0.5}}, "must be a torch.nn.Module"),
+                          ({"teacher": build_model("cnn-small", num_classes=3), "overrides": {"distill": 0.5}},
+                           r"outputs \(3,\) scores per image; the dataset has 10 classes"),
+                          ({"teacher": teacher, "overrides": {"distill": 1.5}}, r"in \[0, 1\]"),
+                          ({"teacher": teacher, "overrides": {"distill": 0.5, "distill_temperature": 0}},
+                           "distill_temperature must be > 0")):
+        with pytest.raises(DeepdiveError, match=match):
+            train(mnist, "fast", epochs=1, device="cpu", limit_train=200, progress=False, **kwargs)
+
+
 def test_evaluate_rejects_width_mismatch_and_nan(mnist):
     model = build_model("cnn-small", num_classes=3)
     with pytest.raises(RunError, match="different number of classes"):

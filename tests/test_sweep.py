@@ -48,6 +48,26 @@ def test_sweep_smoke(mnist, capsys, tmp_path, monkeypatch):
     assert row[0] == "tiny" and row[1] == "2" and row[-1].endswith("%")   # two seeds: an ensemble column
 
 
+def test_sweep_distills_from_a_teacher_spec_or_a_kept_checkpoint(mnist, tmp_path, monkeypatch):
+    """A teacher spec trains once per process and is shared; --keep-models keeps it and every run's checkpoint, and
+    a later variant can name such a file as its teacher."""
+    monkeypatch.setattr("deepdive.data.load_dataset", lambda *a, **k: mnist)
+    spec = {"preset": "fast", "epochs": 1, "limit_train": 600, "overrides": {"arch": "cnn-small"}}
+    student = {"preset": "fast", "epochs": 1, "limit_train": 600,
+               "overrides": {"arch": "cnn-small", "distill": 0.5}}
+    models, out = tmp_path / "models", tmp_path / "sweep.jsonl"
+    variants = [{"name": "a", **student, "teacher": spec, "seeds": [0, 1]}, {"name": "b", **student, "teacher": spec}]
+    assert _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out),
+                                 "--keep-models", str(models)]) == 0
+    assert sorted(p.name for p in models.iterdir()) == ["a_s0.pt", "a_s1.pt", "b_s0.pt", "teacher_0.pt"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len({r["teacher_test_accuracy"] for r in records}) == 1 and 0.5 < records[0]["teacher_test_accuracy"] <= 1
+    variants = [{"name": "c", **student, "teacher": str(models / "teacher_0.pt")}]
+    assert _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out)]) == 0
+    last = json.loads(out.read_text().splitlines()[-1])
+    assert last["name"] == "c" and last["teacher_test_accuracy"] == records[0]["teacher_test_accuracy"]
+
+
 def test_swa_needs_epoch_counts_of_at_least_one(capsys):
     with pytest.raises(SystemExit):
         _sweep_module().main(['[{"name": "x", "preset": "fast"}]', "--swa", "0,4"])

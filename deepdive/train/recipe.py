@@ -105,6 +105,12 @@ _COMMON = {
     # win), each with its own seed. [{}] = every member is the preset itself; `best` trains its ensemble members
     # as another net (see there); a list of several entries mixes families, e.g. [{}, {"arch": "stack5", ...}].
     "ensemble_members": [{}],
+    # Knowledge distillation, with train(..., teacher=model): the loss becomes (1 - distill) x the label-smoothed
+    # cross-entropy + distill x T^2 x KL(teacher || student), both softened by T = distill_temperature (Hinton et
+    # al. 2015), the teacher scoring the very batch the student sees, augmentations included ("consistent
+    # teaching", Beyer et al. 2022). 0 = off. No preset distills: benchmarks/EXPERIMENTS.md, `best`.
+    "distill": 0.0,
+    "distill_temperature": 1.0,
 }
 
 PRESETS = {
@@ -244,6 +250,10 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
             raise DeepdiveError(f"{key} must be 'auto', true or false, got {cfg[key]!r}")
     if not isinstance(cfg["aug_repeats"], int) or cfg["aug_repeats"] < 1:
         raise DeepdiveError(f"aug_repeats must be an integer >= 1, got {cfg['aug_repeats']!r}")
+    if not 0 <= float(cfg["distill"]) <= 1:
+        raise DeepdiveError(f"distill is the teacher's share of the loss, in [0, 1]; got {cfg['distill']!r}")
+    if not float(cfg["distill_temperature"]) > 0:
+        raise DeepdiveError(f"distill_temperature must be > 0, got {cfg['distill_temperature']!r}")
     return cfg
 
 
@@ -276,8 +286,11 @@ def _merge(cfg, changes, source):
 # ----------------------------------------------------------------------------------------------------------
 def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limit_train=None, ensemble=1,
           overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None,
-          eval_hook=None) -> TrainResult:
+          eval_hook=None, teacher=None) -> TrainResult:
     """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
+
+    teacher: a trained model (e.g. load_checkpoint of an ensemble) to distill from, with config "distill" > 0
+    (see _COMMON); it is moved to the training device and only ever run in eval mode, without gradients.
 
     eval_hook(model, row), if given, is called after each epoch outside the timed region with the model the
     run would keep if it stopped now (per config "keep"; for an ensemble, the finished members plus the
@@ -299,6 +312,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     _check_dataset(dataset)
 
     train_idx, val_idx = train_val_indices(dataset.train_labels, cfg["val_size"], limit_train)
+    teacher = _check_teacher(teacher, member_cfgs, dataset, val_idx, dev)
 
     images = dataset.train_images
     shape = _image_shape(images)
@@ -326,7 +340,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         out = _train_one(member_cfg, checkpoint_info(member_cfg), x_train, y_train, x_val, y_val, dev,
                          seed=seed + member, member=member if ensemble > 1 else None, epoch_offset=len(history),
                          patience=patience, on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
-                         finished_best=members_best, finished_last=members_last, eval_hook=eval_hook)
+                         finished_best=members_best, finished_last=members_last, eval_hook=eval_hook,
+                         teacher=teacher)
         history += out["history"]
         members_best.append(out["best"])
         members_last.append(out["last"])
@@ -363,7 +378,7 @@ def train_val_indices(train_labels, val_size, limit_train=None):
 
 
 def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, epoch_offset, patience,
-               on_epoch, progress, checkpoint_dir, finished_best, finished_last, eval_hook):
+               on_epoch, progress, checkpoint_dir, finished_best, finished_last, eval_hook, teacher):
     from tqdm.auto import tqdm
 
     _seed_everything(seed)
@@ -411,6 +426,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     else:
         use_amp = bool(cfg["amp"])
     model = build()
+    distill, temperature = float(cfg["distill"]), float(cfg["distill_temperature"])
+    if teacher is not None:
+        teacher = teacher.to(dev, memory_format=memory_format)
 
     def batch_loss(idx, aug_params):
         """Everything of a step between the random draws and backward: gather, augment, forward, loss. With
@@ -424,6 +442,12 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=not use_graphs):
             logits = model(xb).float()
             loss = criterion(logits, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb).float() / temperature, dim=1)
+                kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean",
+                              log_target=True)
+                loss = (1 - distill) * loss + distill * temperature ** 2 * kl
         # What the run logs as its train loss is the plain cross-entropy against the true labels, the measure
         # val_loss uses: the label-smoothed objective cannot fall below ~0.5 (smoothing 0.1, 10 classes), which
         # drew the train curve far above the validation one and flattened it.
@@ -648,6 +672,28 @@ def _model_shape_kwargs(ckpt_info) -> dict:
 def _sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+def _check_teacher(teacher, member_cfgs, dataset, val_idx, dev):
+    """The teacher in eval mode without gradients, or None; a clear error when it and config "distill" disagree
+    or its output does not fit the dataset's classes."""
+    wants = [float(c["distill"]) > 0 for c in member_cfgs]
+    if teacher is None:
+        if any(wants):
+            raise DeepdiveError("config distill > 0 needs a teacher model: train(..., teacher=load_checkpoint(...))")
+        return None
+    if not isinstance(teacher, nn.Module):
+        raise DeepdiveError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    if not all(wants):
+        raise DeepdiveError("a teacher was given but config distill is 0: set overrides={'distill': w}, 0 < w <= 1")
+    teacher = teacher.to(dev).eval().requires_grad_(False)
+    probe = _to_device_images(np.asarray(dataset.train_images)[val_idx[:2]], dev).float().div_(255.0)
+    with torch.no_grad():
+        out = teacher(probe)
+    if out.ndim != 2 or out.shape[1] != len(dataset.class_names):
+        raise DeepdiveError(f"the teacher outputs {tuple(out.shape[1:])} scores per image; the dataset has "
+                            f"{len(dataset.class_names)} classes")
+    return teacher
 
 
 def _check_dataset(dataset):
