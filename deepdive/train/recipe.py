@@ -168,7 +168,7 @@ PRESETS = {
     # augmentation. [H200G] medians 99.73% (nine runs, 2026-11-27) and 99.71% (nine, 2026-11-28) against
     # default's 99.695-99.71%; [CPU] seed 0, two threads: 99.71% (Intel host, 3,125 s), 99.73% (Zen 4, 1,114 s).
     # Single models of this family plateau at ~99.73% (40 epochs, shear / stretch, a 64-128-256 net: medians
-    # 99.68-99.73%).
+    # 99.68-99.73%; [CPU] Zen 4, default's thin strokes added: 99.72 / 99.70%, seeds 0 / 1).
     # --ensemble K trains its members as An et al.'s no-pooling stack5 (deepdive.models.stack) for 30 epochs of
     # shift 4 / rotate 20 / scale 0.1: two of its runs share fewer errors (a median 18.5 of ~28) than two of the
     # cnn's (22.5), so averaging them fixes more. [H200G] four disjoint 3-member ensembles 99.76 / 99.80 / 99.78
