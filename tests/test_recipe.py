@@ -264,7 +264,8 @@ def test_distillation_config_errors(mnist):
                            r"outputs \(3,\) scores per image; the dataset has 10 classes"),
                           ({"teacher": teacher, "overrides": {"distill": 1.5}}, r"in \[0, 1\]"),
                           ({"teacher": teacher, "overrides": {"distill": 0.5, "distill_temperature": 0}},
-                           "distill_temperature must be > 0")):
+                           "distill_temperature must be a number > 0"),
+                          ({"teacher": teacher, "overrides": {"distill": "half"}}, r"in \[0, 1\]; got 'half'")):
         with pytest.raises(DeepdiveError, match=match):
             train(mnist, "fast", epochs=1, device="cpu", limit_train=200, progress=False, **kwargs)
 

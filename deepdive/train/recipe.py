@@ -250,10 +250,10 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
             raise DeepdiveError(f"{key} must be 'auto', true or false, got {cfg[key]!r}")
     if not isinstance(cfg["aug_repeats"], int) or cfg["aug_repeats"] < 1:
         raise DeepdiveError(f"aug_repeats must be an integer >= 1, got {cfg['aug_repeats']!r}")
-    if not 0 <= float(cfg["distill"]) <= 1:
+    if not isinstance(cfg["distill"], (int, float)) or not 0 <= cfg["distill"] <= 1:
         raise DeepdiveError(f"distill is the teacher's share of the loss, in [0, 1]; got {cfg['distill']!r}")
-    if not float(cfg["distill_temperature"]) > 0:
-        raise DeepdiveError(f"distill_temperature must be > 0, got {cfg['distill_temperature']!r}")
+    if not isinstance(cfg["distill_temperature"], (int, float)) or not cfg["distill_temperature"] > 0:
+        raise DeepdiveError(f"distill_temperature must be a number > 0, got {cfg['distill_temperature']!r}")
     return cfg
 
 
@@ -290,7 +290,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
 
     teacher: a trained model (e.g. load_checkpoint of an ensemble) to distill from, with config "distill" > 0
-    (see _COMMON); it is moved to the training device and only ever run in eval mode, without gradients.
+    (see _COMMON), taking images in [0, 1] as evaluate() gives them; it is moved to the training device, set to
+    eval mode and frozen (requires_grad False), and only ever run without gradients.
 
     eval_hook(model, row), if given, is called after each epoch outside the timed region with the model the
     run would keep if it stopped now (per config "keep"; for an ensemble, the finished members plus the
