@@ -166,7 +166,8 @@ PRESETS = {
                          "arch_kwargs": {"stem": "pair", "pool_first": False, "widths": (32, 64, 128)}}},
     # 1.5x the width of default's GPU net (48-96-192: 2.25x the compute per image), 20 epochs of batch
     # augmentation. [H200G] medians 99.73% (nine runs, 2026-11-27) and 99.71% (nine, 2026-11-28) against
-    # default's 99.695-99.71%; [CPU] seed 0, two threads: 99.71% (Intel host, 3,125 s), 99.73% (Zen 4, 1,114 s).
+    # default's 99.695-99.71%; [CPU] two threads: seed 0 99.71% (Intel host, 3,125 s); Zen 4 host seeds 0-2 99.73 /
+    # 99.68 / 99.66% (median 99.68%, no better than default's 99.73% there, in ~2x its time; 1,114-1,453 s).
     # Single models of this family plateau at ~99.73% (40 epochs, shear / stretch, a 64-128-256 net: medians
     # 99.68-99.73%; [CPU] Zen 4, default's thin strokes added: 99.72 / 99.70%, seeds 0 / 1).
     # --ensemble K trains its members as An et al.'s no-pooling stack5 (deepdive.models.stack) for 30 epochs of
