@@ -123,8 +123,9 @@ PRESETS = {
     # before the runs. lr 0.2 over 0.1 (padded stem): +0.068 pp over ten seeds, higher on every seed, same time.
     # On CUDA (cuda block) a step costs about the same at batch 256 as at 128: the full-width net, pooling last,
     # stem padded, 5 epochs of 256 at lr 0.1, the step compiled inside a CUDA graph. [H200G] 99.50-99.59% (seeds
-    # 0-5, median 99.55%) in 0.66 s of training, plus ~18 s of compiling in a fresh process. A seed fixes the
-    # accuracy, not the time: the hosts' speed drifts by the hour. Every run and rule: EXPERIMENTS.md, `fast`.
+    # 0-5, median 99.55%) in 0.66 s of training, plus ~18 s of compiling in a fresh process. The GPU has not yet
+    # measured the CPU's net or lr 0.2 (DEVELOPERS.md, round 7), hence the block. A seed fixes the accuracy, not the
+    # time: the hosts' speed drifts by the hour. Every run and rule: EXPERIMENTS.md, `fast`.
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
                                         "widths": (32, 48, 128), "stem_padding": "valid"},
              "lr": 0.2, "epochs": 4, "batch_size": 128, "augment": {"shift": 2},
