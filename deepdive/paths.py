@@ -1,8 +1,10 @@
-"""Where deepdive keeps things: the data cache and the default workspace."""
+"""Where deepdive keeps things: the data cache, the default workspace and the run folder's resume file."""
 import os
 from pathlib import Path
 
 DEFAULT_WORKSPACE = "runs"
+# In a run folder while the run is unfinished: what `deepdive resume` continues from (written by the recipe).
+TRAIN_STATE = "train_state.pt"
 
 
 def deepdive_home() -> Path:

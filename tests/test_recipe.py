@@ -93,6 +93,70 @@ def test_same_seed_same_history(mnist):
     assert h1 != h3
 
 
+def _interrupt_after(epochs):
+    """An on_epoch that stops training (as Ctrl-C would) once `epochs` epochs have finished."""
+    rows = []
+
+    def on_epoch(row):
+        rows.append(row)
+        if len(rows) == epochs:
+            raise KeyboardInterrupt
+
+    return on_epoch
+
+
+@pytest.mark.parametrize("ensemble, stop_after", [(1, 1), (2, 2), (2, 3)])
+def test_resume_continues_bit_for_bit(mnist, tmp_path, ensemble, stop_after):
+    """Stopped after an epoch (mid-model, at a member boundary, mid-second-member) and resumed from its
+    train_state.pt, a run ends with exactly the weights and history of the run that was never stopped: weights,
+    momentum, the batch order / augmentation generator and the dropout RNG all continue where they were."""
+    from deepdive.train.recipe import TRAIN_STATE, load_train_state
+
+    kw = dict(epochs=2, seed=3, device="cpu", limit_train=600, progress=False, ensemble=ensemble,
+              overrides={"arch": "cnn-small", "arch_kwargs": {"dropout": 0.3}, "augment": {"rotate": 10}})
+    whole = train(mnist, "fast", checkpoint_dir=tmp_path / "whole", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(mnist, "fast", checkpoint_dir=tmp_path / "cut", on_epoch=_interrupt_after(stop_after), **kw)
+    state = load_train_state(tmp_path / "cut" / TRAIN_STATE)
+    assert len(state["finished"]["history"]) + len(state["current"]["history"]) == stop_after
+    rows = []
+    resumed = train(mnist, "fast", checkpoint_dir=tmp_path / "cut", resume=state, on_epoch=rows.append, **kw)
+
+    def strip(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert strip(resumed.history) == strip(whole.history)
+    assert [row["epoch"] for row in rows] == list(range(stop_after + 1, 2 * ensemble + 1))   # only the new epochs
+    assert resumed.train_seconds >= sum(row["seconds"] for row in resumed.history) * 0.99
+    assert resumed.model.state_dict().keys() == whole.model.state_dict().keys()
+    for (k, a), b in zip(resumed.model.state_dict().items(), whole.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    on_disk = load_checkpoint(tmp_path / "cut" / "model_best.pt")
+    for a, b in zip(on_disk.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_other_settings_and_foreign_files(mnist, tmp_path):
+    from deepdive.train.recipe import TRAIN_STATE, load_train_state
+
+    kw = dict(epochs=2, device="cpu", limit_train=600, progress=False, overrides={"arch": "cnn-small"})
+    with pytest.raises(KeyboardInterrupt):
+        train(mnist, "fast", seed=0, checkpoint_dir=tmp_path, on_epoch=_interrupt_after(1), **kw)
+    state = load_train_state(tmp_path / TRAIN_STATE)
+    with pytest.raises(DeepdiveError, match=r"other settings.*differing: seed"):
+        train(mnist, "fast", seed=1, resume=state, **kw)
+    with pytest.raises(DeepdiveError, match=r"differing: lr \(member 1\)"):
+        train(mnist, "fast", seed=0, resume=state, **{**kw, "overrides": {"arch": "cnn-small", "lr": 0.05}})
+    torch.save({"format": 99}, tmp_path / "other.pt")
+    with pytest.raises(RunError, match="not a training state"):
+        load_train_state(tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a torch file")
+    with pytest.raises(RunError, match="cannot read the training state"):
+        load_train_state(tmp_path / "broken.pt")
+    with pytest.raises(RunError, match="no training state"):
+        load_train_state(tmp_path / "missing.pt")
+
+
 def test_kept_checkpoint_follows_keep_rule(mnist, tmp_path, monkeypatch):
     """keep="last" keeps the final epoch (the presets' rule), keep="best" the best val accuracy (ties: later),
     and early stopping (patience) always keeps the best-by-val epoch. Val accuracies are scripted (0.90, 0.95,
@@ -127,6 +191,13 @@ def test_kept_checkpoint_follows_keep_rule(mnist, tmp_path, monkeypatch):
     assert torch.load(tmp_path / "best-None" / "model_last.pt", weights_only=True)["epoch"] == 4
     stopped = run("last", patience=1, epochs=6)
     assert len(stopped.history) == 3 and stopped.checkpoint["epoch"] == 2
+    # Resumed after early stopping has stopped it, a run trains nothing more and keeps the same epoch.
+    from deepdive.train.recipe import TRAIN_STATE, load_train_state
+
+    state = load_train_state(tmp_path / "last-1" / TRAIN_STATE)
+    again = train(mnist, "fast", epochs=6, seed=0, device="cpu", limit_train=500, progress=False,
+                  overrides={"arch": "cnn-small", "keep": "last"}, patience=1, resume=state)
+    assert len(again.history) == 3 and again.checkpoint["epoch"] == 2
     with pytest.raises(DeepdiveError, match="keep"):
         resolve_config("fast", {"keep": "first"})
     with pytest.raises(DeepdiveError, match="aug_repeats"):

@@ -100,6 +100,59 @@ def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkey
     assert (run.run_dir / "model_best.pt").is_file() and (run.run_dir / "config.json").is_file()
 
 
+def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, monkeypatch, mnist):
+    """Ctrl-C after epoch 1 of 2, then resume_run: the run ends `finished` with both epochs, test predictions and
+    the test accuracy of the same run trained without a stop; its train_state.pt is gone once it is finished."""
+    from deepdive.train.run import resume_run
+
+    whole = train_and_evaluate("mnist", workspace=tmp_path / "whole", **SMALL)
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        stop_after_first_epoch(patch, ctrl_c)
+        with pytest.raises(KeyboardInterrupt, match="continue it with: deepdive resume"):
+            train_and_evaluate("mnist", workspace=tmp_path / "cut", **SMALL)
+    run, _ = only_run(tmp_path / "cut")
+    assert (run.run_dir / recipe.TRAIN_STATE).is_file()
+    result = resume_run(run.id, workspace=tmp_path / "cut", progress=False)
+    run, epochs = only_run(tmp_path / "cut")
+    assert run.status == "finished" and run.error is None and result["run_id"] == run.id
+    assert [e["epoch"] for e in epochs] == [1, 2] and result["epochs"] == 2
+    assert result["test_accuracy"] == whole["test_accuracy"] == run.test_accuracy
+    assert not (run.run_dir / recipe.TRAIN_STATE).exists()
+    with Store.open(tmp_path / "cut", create=False) as store:
+        assert len(store.predictions(run.id, "test")["true"]) == SMALL["limit_test"]
+        assert store.get_run(run.id).config["resolved"]["epochs"] == 2
+    from deepdive.errors import RunError
+
+    with pytest.raises(RunError, match="is finished; there is nothing to resume"):
+        resume_run(run.id, workspace=tmp_path / "cut", progress=False)
+    with pytest.raises(RunError, match="no run store"):
+        resume_run("latest", workspace=tmp_path / "nowhere", progress=False)
+
+
+def test_resume_refuses_a_run_with_nothing_to_resume(tmp_path, monkeypatch, mnist):
+    """Stopped before its first epoch ended, a run has no training state: resuming says to train it anew."""
+    from deepdive.errors import RunError
+    from deepdive.train.run import resume_run
+
+    fake_training(monkeypatch, lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
+    run, _ = only_run(tmp_path)
+    with pytest.raises(RunError, match="left no training state.*train it anew"):
+        resume_run(run.id, workspace=tmp_path, progress=False)
+    with Store.open(tmp_path, create=False) as store:
+        assert store.get_run(run.id).status == "interrupted"     # a refused resume changes nothing
+        store.reopen_run(run.id)
+        with pytest.raises(RunError, match="is running: only an interrupted or failed run can be resumed"):
+            store.reopen_run(run.id)
+    with pytest.raises(RunError, match="still running"):
+        resume_run(run.id, workspace=tmp_path, progress=False)
+
+
 def fake_training(monkeypatch, stop):
     """Replace recipe.train by one that logs a single epoch and then calls `stop()` (no real training)."""
     def train(*args, on_epoch, **kw):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepdive.errors import RunError
-from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.paths import DEFAULT_WORKSPACE, TRAIN_STATE
 from deepdive.store.schema import DDL, MIGRATIONS, SCHEMA_VERSION, STATUSES
 
 __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json"]
@@ -61,6 +61,11 @@ class RunRecord:
     @property
     def data_source(self) -> dict:
         return json.loads(self.data_source_json)
+
+    @property
+    def resumable(self) -> bool:
+        """An unfinished `deepdive train` run that left a training state: `deepdive resume` can finish it."""
+        return self.status in ("interrupted", "failed") and (self.run_dir / TRAIN_STATE).is_file()
 
     @property
     def recipe(self) -> dict | None:
@@ -259,6 +264,17 @@ class Store:
             c.execute("UPDATE runs SET status = 'finished', finished_at = ?, heartbeat_at = ?, test_accuracy = ?,"
                       " train_seconds = ?, num_params = ?, model_arch = ?, error = NULL WHERE id = ?",
                       (now, now, float(test_accuracy), float(train_seconds), int(num_params), model_arch, run_id))
+
+    def reopen_run(self, run_id):
+        """An interrupted or failed run goes back to `running` (to be resumed); only one caller can win this."""
+        now = _now()
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            cur = c.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, heartbeat_at = ?"
+                            " WHERE id = ? AND status IN ('interrupted', 'failed')", (now, run_id))
+            if cur.rowcount != 1:
+                status = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+                raise RunError(f"run {run_id} is {status}: only an interrupted or failed run can be resumed")
 
     def mark_interrupted(self, run_id, message="interrupted"):
         with self._tx() as c:

@@ -1,4 +1,4 @@
-"""Subcommands train, runs and predict. Heavy imports (torch) happen inside the commands, not at registration."""
+"""Subcommands train, resume, runs and predict. Heavy imports (torch) happen inside the commands, not at registration."""
 import argparse
 import contextlib
 import json
@@ -61,6 +61,18 @@ def register(subparsers):
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
+    p = subparsers.add_parser("resume", help="continue an interrupted or failed training run and finish it",
+                              description="Continue a `deepdive train` run that was interrupted (Ctrl-C, kill, a "
+                                          "crash) or failed, after its last finished epoch, with the settings it "
+                                          "started with; then evaluate and store it like any finished run. On the "
+                                          "CPU the result equals what the run would have given without the stop.")
+    p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder with the four idx files (default: $DEEPDIVE_DATA_DIR, else the "
+                                      "cache/download)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
+    p.set_defaults(func=cmd_resume)
+
     p = subparsers.add_parser("runs", help="list the runs in a workspace")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -91,15 +103,29 @@ def cmd_train(args) -> int:
             seed=args.seed, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
             limit_test=args.limit_test, ensemble=args.ensemble, progress=True,
             overrides=overrides or None)
+    _print_result(result, args)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from deepdive.train.run import resume_run
+
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        result = resume_run(args.run, workspace=args.workspace, data_dir=args.data_dir, progress=True)
+    _print_result(result, args)
+    return 0
+
+
+def _print_result(result, args):
     if args.json:
         print(json.dumps(result))
-    else:
-        epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
-        print(f"run {result['run_id']} finished: test accuracy {result['test_accuracy']:.2%} after {epochs} "
-              f"({result['train_seconds']:.0f} s of training)")
-        print(f"run folder: {result['run_dir']}")
-        print(f"all runs:   deepdive runs --workspace {args.workspace}")
-    return 0
+        return
+    epochs = f"{result['epochs']} epoch" + ("s" if result["epochs"] != 1 else "")
+    print(f"run {result['run_id']} finished: test accuracy {result['test_accuracy']:.2%} after {epochs} "
+          f"({result['train_seconds']:.0f} s of training)")
+    print(f"run folder: {result['run_dir']}")
+    print(f"all runs:   deepdive runs --workspace {args.workspace}")
 
 
 def cmd_runs(args) -> int:

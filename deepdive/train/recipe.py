@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.malloc import keep_freed_memory
 from deepdive.models import PIXEL_STATS, build_model, make_checkpoint, make_ensemble_checkpoint, save_checkpoint
+from deepdive.paths import TRAIN_STATE
 from deepdive.train import augment as aug
 from deepdive.train.precision import bf16_pays
 
@@ -270,7 +271,7 @@ def _merge(cfg, changes, source):
 # ----------------------------------------------------------------------------------------------------------
 def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limit_train=None, ensemble=1,
           overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None,
-          eval_hook=None, teacher=None) -> TrainResult:
+          eval_hook=None, teacher=None, resume=None) -> TrainResult:
     """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
 
     teacher: a trained model (e.g. load_checkpoint of an ensemble) to distill from, with config "distill" > 0
@@ -284,7 +285,14 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 
     History rows of an ensemble carry a "member" index and are numbered on across members (epoch 1..E for the
     first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
-    atomically after every epoch; for an ensemble they hold the finished members plus the current one.
+    atomically after every epoch; for an ensemble they hold the finished members plus the current one. Beside
+    them goes train_state.pt (TRAIN_STATE): everything needed to continue after that epoch.
+
+    resume: a state read back from train_state.pt (load_train_state) continues that training with the same
+    arguments: finished members are taken as they are, the current one goes on after its last finished epoch with
+    its weights, momentum and random generators restored, so on the CPU the result equals the uninterrupted
+    run's bit for bit. A state whose settings resolve differently now (other arguments, changed presets) is an
+    error. A distilling run must be given the same teacher again; the state cannot check that.
     """
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -295,6 +303,12 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     member_cfgs = member_configs(preset, overrides, epochs, dev, ensemble)
     cfg = member_cfgs[0]
     _check_dataset(dataset)
+    settings = _settings_fingerprint(member_cfgs, seed=seed, ensemble=ensemble, limit_train=limit_train, dev=dev,
+                                     patience=patience)
+    # What the members finished so far left: their kept and last checkpoints, history rows and times.
+    done = {"best": [], "last": [], "history": [], "train_seconds": 0.0, "warmup_seconds": 0.0, "flags": {}}
+    if resume is not None:
+        done, current = _check_resume(resume, settings)
 
     train_idx, val_idx = train_val_indices(dataset.train_labels, cfg["val_size"], limit_train)
     teacher = _check_teacher(teacher, member_cfgs, dataset, val_idx, dev)
@@ -318,34 +332,86 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
         return dict(arch=member_cfg["arch"], arch_kwargs=arch_kwargs, num_classes=num_classes,
                     in_channels=shape[0], image_size=shape[1], class_names=list(dataset.class_names), preset=preset)
 
-    history, members_best, members_last = [], [], []
-    train_seconds = warmup_seconds = 0.0
-    graphs_used = compiled = amp_used = False
     for member, member_cfg in enumerate(member_cfgs):
+        if member < len(done["best"]):
+            continue              # finished before the run was interrupted (resume)
         out = _train_one(member_cfg, checkpoint_info(member_cfg), x_train, y_train, x_val, y_val, dev,
-                         seed=seed + member, member=member if ensemble > 1 else None, epoch_offset=len(history),
-                         patience=patience, on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir,
-                         finished_best=members_best, finished_last=members_last, eval_hook=eval_hook,
-                         teacher=teacher)
-        history += out["history"]
-        members_best.append(out["best"])
-        members_last.append(out["last"])
-        train_seconds += out["train_seconds"]
-        warmup_seconds += out["warmup_seconds"]
-        graphs_used, compiled, amp_used = out["cuda_graphs"], out["compiled"], out["amp"]
+                         seed=seed + member, member=member if ensemble > 1 else None, patience=patience,
+                         on_epoch=on_epoch, progress=progress, checkpoint_dir=checkpoint_dir, finished=done,
+                         settings=settings, eval_hook=eval_hook, teacher=teacher,
+                         resume=current if resume is not None and member == current["member"] else None)
+        done["history"] += out["history"]
+        done["best"].append(out["best"])
+        done["last"].append(out["last"])
+        done["train_seconds"] += out["train_seconds"]
+        done["warmup_seconds"] += out["warmup_seconds"]
+        done["flags"] = {"cuda_graphs": out["cuda_graphs"], "compile": out["compiled"], "amp": out["amp"]}
 
     if ensemble == 1:
-        checkpoint = members_best[0]
+        checkpoint = done["best"][0]
     else:
-        checkpoint = make_ensemble_checkpoint(members_best, seeds=[seed + m for m in range(ensemble)])
+        checkpoint = make_ensemble_checkpoint(done["best"], seeds=[seed + m for m in range(ensemble)])
     from deepdive.models import load_checkpoint
 
     model = load_checkpoint(checkpoint, device=dev)
-    return TrainResult(model=model, checkpoint=checkpoint, history=history, train_seconds=train_seconds,
-                       warmup_seconds=warmup_seconds, val_indices=val_idx, device=str(dev), preset=preset,
+    flags = {"cuda_graphs": False, "compile": False, "amp": False, **done["flags"]}
+    return TrainResult(model=model, checkpoint=checkpoint, history=done["history"],
+                       train_seconds=done["train_seconds"], warmup_seconds=done["warmup_seconds"],
+                       val_indices=val_idx, device=str(dev), preset=preset,
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
-                               "patience": patience, "cuda_graphs": graphs_used, "compile": compiled, "amp": amp_used,
-                               "member_archs": [c["arch"] for c in member_cfgs]})
+                               "patience": patience, **flags, "member_archs": [c["arch"] for c in member_cfgs]})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resuming: train_state.pt, written beside the checkpoints after every epoch
+# ----------------------------------------------------------------------------------------------------------
+_STATE_FORMAT = 1
+
+
+def load_train_state(path) -> dict:
+    """The training state a run left in `path` (its folder's TRAIN_STATE), for train(..., resume=...)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"no training state at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RunError(f"cannot read the training state {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise RunError(f"{path} is not a training state this deepdive can resume from "
+                       f"(format {state.get('format') if isinstance(state, dict) else None!r}, "
+                       f"expected {_STATE_FORMAT})")
+    return state
+
+
+def _settings_fingerprint(member_cfgs, *, seed, ensemble, limit_train, dev, patience) -> dict:
+    """Everything that decides what train() computes, as plain JSON values: a resumed run must match it."""
+    import json
+
+    return json.loads(json.dumps({"members": member_cfgs, "seed": seed, "ensemble": ensemble,
+                                  "limit_train": limit_train, "device": dev.type, "patience": patience},
+                                 sort_keys=True, default=str))
+
+
+def _check_resume(state, settings):
+    """(done, current) from a training state, after checking it was made by the settings train() has now."""
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise DeepdiveError("resume takes a training state from load_train_state()")
+    saved = state["settings"]
+    if saved != settings:
+        diffs = [k for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+        if "members" in diffs and len(saved.get("members", [])) == len(settings["members"]):
+            diffs.remove("members")
+            diffs += sorted({f"{k} (member {m + 1})" for m, (a, b) in
+                             enumerate(zip(saved["members"], settings["members"]))
+                             for k in set(a) | set(b) if a.get(k) != b.get(k)})
+        raise DeepdiveError("cannot resume: the interrupted training used other settings than these "
+                            f"(differing: {', '.join(diffs)}); a changed preset or another device does this")
+    done = state["finished"]
+    return ({**done, "best": list(done["best"]), "last": list(done["last"]), "history": list(done["history"])},
+            state["current"])
 
 
 def train_val_indices(train_labels, val_size, limit_train=None):
@@ -362,8 +428,9 @@ def train_val_indices(train_labels, val_size, limit_train=None):
     return train_idx, val_idx
 
 
-def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, epoch_offset, patience,
-               on_epoch, progress, checkpoint_dir, finished_best, finished_last, eval_hook, teacher):
+def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, member, patience, on_epoch, progress,
+               checkpoint_dir, finished, settings, eval_hook, teacher, resume):
+    """Train one model (one ensemble member) after `finished` ones; resume: its state from a train_state.pt."""
     from tqdm.auto import tqdm
 
     _seed_everything(seed)
@@ -401,7 +468,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     augment_cfg = cfg["augment"]
     stats = torch.zeros(2, device=dev)           # this epoch's summed train loss and correct count, on the device
     repeats = int(cfg["aug_repeats"])
-    if cfg["amp"] == "auto":
+    if resume is not None:
+        use_amp = bool(resume["amp"])    # what the interrupted run chose, whatever a new probe would say
+    elif cfg["amp"] == "auto":
         use_amp = bf16_pays(dev, build, input_shape=(ckpt_info["in_channels"], ckpt_info["image_size"],
                                                      ckpt_info["image_size"]),
                             num_classes=ckpt_info["num_classes"], batch=batch_size * repeats,
@@ -461,16 +530,24 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     saved_model = copy.deepcopy(model.state_dict())
     model.train()
 
+    params = list(model.parameters())
+
     def make_step(graphs):
-        """The training step, warmed up: (run_step(idx, lr) -> loss, reset() to a fresh optimizer state, whether
-        it is a CUDA graph). A failed capture under cuda_graphs "auto" falls back to eager steps."""
+        """The training step, warmed up: (run_step(idx, lr) -> loss, reset() to a fresh optimizer state,
+        (get, put) of the momentum buffers as one list in parameter order (None: no step yet), whether it is a
+        CUDA graph). A failed capture under cuda_graphs "auto" falls back to eager steps."""
         if graphs:
             from deepdive.train.graphed import GraphedStep
 
             try:
-                step = GraphedStep(forward_backward, model.parameters(), batch_size=batch_size,
+                step = GraphedStep(forward_backward, params, batch_size=batch_size,
                                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], generator=gen)
-                return step, step.reset, True
+
+                def put(saved):     # in place: the graph holds the buffers' addresses
+                    for buf, value in zip(step.bufs, saved):
+                        buf.zero_() if value is None else buf.copy_(value)
+
+                return step, step.reset, (lambda: step.bufs, put), True
             except Exception as e:  # noqa: BLE001 - any capture failure (old driver, op not capturable): go eager
                 if cfg["cuda_graphs"] is True:
                     raise RunError(f"CUDA graph capture of the training step failed: {e}") from e
@@ -489,17 +566,26 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
 
         for _ in range(3):
             eager_step(torch.randint(0, n, (batch_size,), device=dev, generator=gen), peak_lr)
-        return eager_step, optimizer.state.clear, False
+
+        def get():
+            return [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+
+        def put(saved):
+            for p, value in zip(params, saved):
+                if value is not None:
+                    optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(value)
+
+        return eager_step, optimizer.state.clear, (get, put), False
 
     try:
-        run_step, reset_optimizer, use_graphs = make_step(use_graphs)
+        run_step, reset_optimizer, (get_momentum, put_momentum), use_graphs = make_step(use_graphs)
     except Exception as e:  # noqa: BLE001 - compiling needs a toolchain (a C++ compiler; Triton on the GPU)
         if not use_compile:
             raise
         warnings.warn(f"compiling the training step failed ({type(e).__name__}: {e}); training it uncompiled")
         model.load_state_dict(saved_model)
         step_loss, use_compile = batch_loss, False
-        run_step, reset_optimizer, use_graphs = make_step(use_graphs)
+        run_step, reset_optimizer, (get_momentum, put_momentum), use_graphs = make_step(use_graphs)
     _sync(dev)
     model.load_state_dict(saved_model)
     reset_optimizer()
@@ -514,11 +600,26 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             return peak_lr * (cfg["start_frac"] + (1 - cfg["start_frac"]) * step / warmup_steps)
         return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
-    history, best, last = [], None, None
+    history, best, last, best_by_val = [], None, None, None
     keep_last = cfg["keep"] == "last" and patience is None   # early stopping keeps the best-by-val epoch
-    best_acc, bad_epochs, train_seconds, step = -1.0, 0, 0.0, 0
+    best_acc, bad_epochs, train_seconds, step, first_epoch = -1.0, 0, 0.0, 0, 1
+    if resume is not None:
+        # After the warm-up (which starts from the seed, as in the interrupted run): put back where it stopped.
+        model.load_state_dict(resume["last"]["state_dict"])
+        put_momentum(resume["momentum"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        if dev.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], dev)
+        history, last, best_by_val = list(resume["history"]), resume["last"], resume["best_by_val"]
+        best_acc, bad_epochs, train_seconds, step = (resume["best_acc"], resume["bad_epochs"],
+                                                      resume["train_seconds"], resume["step"])
+        # Early stopping had stopped it: nothing left to train.
+        first_epoch = cfg["epochs"] + 1 if resume["stopped"] else resume["epoch"] + 1
+        best = last if keep_last else best_by_val
+    epoch_offset = len(finished["history"])
     label = f"member {member + 1} " if member is not None else ""
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(first_epoch, cfg["epochs"] + 1):
         model.train()
         _sync(dev)
         t0 = time.perf_counter()
@@ -565,20 +666,38 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         else:
             bad_epochs += 1
         best = last if keep_last else best_by_val   # "best" = the checkpoint the run keeps (model_best.pt)
+        stopped = patience is not None and bad_epochs >= patience
         if checkpoint_dir is not None:
-            _write_checkpoints(checkpoint_dir, finished_best + [best], finished_last + [last])
+            _write_checkpoints(checkpoint_dir, finished["best"] + [best], finished["last"] + [last])
+            current = {"member": 0 if member is None else member, "epoch": epoch, "step": step, "stopped": stopped,
+                       "last": last, "best_by_val": best_by_val, "best_acc": best_acc, "bad_epochs": bad_epochs,
+                       "momentum": [None if b is None else b.detach().to("cpu", copy=True) for b in get_momentum()],
+                       "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                       "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                       "history": history, "train_seconds": train_seconds, "amp": bool(use_amp)}
+            _write_train_state(checkpoint_dir, {"format": _STATE_FORMAT, "settings": settings,
+                                                "finished": finished, "current": current})
         if on_epoch is not None:
             on_epoch(dict(row))
         if eval_hook is not None:
             from deepdive.models import load_checkpoint
 
-            kept = best if not finished_best and member is None else make_ensemble_checkpoint(finished_best + [best])
+            kept = (best if not finished["best"] and member is None
+                    else make_ensemble_checkpoint(finished["best"] + [best]))
             eval_hook(load_checkpoint(kept, device=dev), dict(row))
-        if patience is not None and bad_epochs >= patience:
+        if stopped:
             break
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
             "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
             "amp": bool(use_amp)}
+
+
+def _write_train_state(checkpoint_dir, state):
+    from pathlib import Path
+
+    from deepdive.atomic import atomic_torch_save
+
+    atomic_torch_save(Path(checkpoint_dir) / TRAIN_STATE, state)
 
 
 def _write_checkpoints(checkpoint_dir, best_members, last_members):

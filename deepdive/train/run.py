@@ -1,18 +1,20 @@
 """train → evaluate → store: one call that produces a finished run folder and its rows in the workspace store.
 
 A run that stops early keeps every finished epoch: Ctrl-C / SIGTERM mark it `interrupted`, an exception marks it
-`failed` with the message, and a hard kill is caught later by the store's heartbeat check.
+`failed` with the message, and a hard kill is caught later by the store's heartbeat check. resume_run() continues
+such a run after its last finished epoch (the recipe's train_state.pt) and finishes it as if it had never stopped.
 """
 import contextlib
 import signal
 import sqlite3
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from deepdive.atomic import atomic_save_npy, atomic_write_text
-from deepdive.errors import DeepdiveError
-from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.paths import DEFAULT_WORKSPACE, TRAIN_STATE
 from deepdive.store import Store, to_json
 
 
@@ -24,7 +26,6 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
     Returns {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}.
     """
     from deepdive.data import load_dataset
-    from deepdive.models import count_parameters, save_checkpoint
     from deepdive.train import recipe
 
     if preset not in recipe.PRESETS:
@@ -38,50 +39,104 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
     request = {"dataset": dataset, "preset": preset, "epochs": epochs, "seed": seed, "device": device,
                "limit_train": limit_train, "limit_test": limit_test, "ensemble": ensemble,
                "overrides": overrides or {}}
-    store = Store.open(workspace)
-    try:
+    with Store.open(workspace) as store:
         run = store.create_run(name or f"{dataset}-{preset}", dataset, request, ds.source, ds.class_names,
                                device=str(recipe.resolve_device(device)))
-        run_dir = run.run_dir
-        # Exits run inner-first: the heartbeat stops before the outcome is recorded, so it cannot revive the run.
-        with _record_outcome(store, run.id), _heartbeat(store, run.id):
-            # Written first so an interrupted run still says what it was asked to do and where its data came from.
-            atomic_write_text(run_dir / "config.json", to_json(request))
-            atomic_write_text(run_dir / "data_source.json", to_json(ds.source))
+        # Written first so an interrupted run still says what it was asked to do and where its data came from.
+        atomic_write_text(run.run_dir / "config.json", to_json(request))
+        atomic_write_text(run.run_dir / "data_source.json", to_json(ds.source))
+        return _train_in_run(store, run, ds, request, device=device, resume=None, progress=progress)
 
-            def log_epoch(row):
-                store.log_epoch(run.id, row["epoch"], row.get("train_loss"), row.get("train_acc"),
-                                row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
-                                member=row.get("member"))
 
-            result = recipe.train(ds, preset, epochs=epochs, seed=seed, device=device, limit_train=limit_train,
-                                  ensemble=ensemble, overrides=overrides, on_epoch=log_epoch,
-                                  checkpoint_dir=run_dir, progress=progress)
+def resume_run(run_ref, *, workspace=DEFAULT_WORKSPACE, data_dir=None, progress=True) -> dict:
+    """Continue an interrupted or failed `deepdive train` run after its last finished epoch (its folder's
+    train_state.pt) and finish it: evaluated, stored, `finished`. On the CPU the result is the one the run would
+    have had without the interruption, bit for bit. Returns what train_and_evaluate returns, "epochs" counting
+    every epoch of the run and "train_seconds" the training time of both sessions.
 
-            config = {**request, "resolved": result.config, "warmup_seconds": result.warmup_seconds}
-            atomic_write_text(run_dir / "config.json", to_json(config))
-            store.set_config(run.id, config)
-            atomic_save_npy(run_dir / "val_indices.npy", np.asarray(result.val_indices, dtype=np.int64))
-            if not (run_dir / "model_best.pt").is_file():  # the recipe writes it per epoch; make sure it is there
-                save_checkpoint(run_dir / "model_best.pt", result.checkpoint)
+    Raises RunError for a run that is finished, still running, logged through the Python API, or that stopped
+    before its first epoch ended (nothing to resume: train it anew); DeepdiveError when its settings resolve
+    differently now (a changed preset) or its device is not there.
+    """
+    from deepdive.data import load_dataset
+    from deepdive.store import DB_NAME
+    from deepdive.train import recipe
 
-            n_test = len(ds.test_labels) if limit_test is None else min(limit_test, len(ds.test_labels))
-            images, labels = ds.test_images[:n_test], ds.test_labels[:n_test]
-            probs, losses = recipe.evaluate(result.model, images, labels, device=result.device)
-            store.save_predictions(run.id, "test", labels, probs, losses)
-            test_accuracy = float((probs.argmax(1) == labels).mean())
+    if not (Path(workspace) / DB_NAME).is_file():
+        raise RunError(f"no run store in {workspace}: nothing to resume there")
+    with Store.open(workspace, create=False) as store:
+        store.mark_stale()           # a run whose process was killed is `running` until its heartbeat goes stale
+        run = store.get_run(run_ref)
+        request = {k: v for k, v in run.config.items() if k not in ("resolved", "warmup_seconds")}
+        if run.status == "finished":
+            raise RunError(f"run {run.id} ({run.name}) is finished; there is nothing to resume")
+        if run.status == "running":
+            raise RunError(f"run {run.id} ({run.name}) is still running (last heartbeat {run.heartbeat_at}); stop it "
+                           "first, or wait: a run whose process died counts as interrupted 10 minutes after its "
+                           "last heartbeat")
+        if not request.get("preset"):
+            raise RunError(f"run {run.id} was logged through the Python API, not trained by deepdive train: "
+                           "deepdive cannot resume it")
+        state_path = run.run_dir / TRAIN_STATE
+        if not state_path.is_file():
+            raise RunError(f"run {run.id} ({run.status}) left no training state ({state_path}): it stopped before "
+                           "its first epoch ended, or an older deepdive trained it; train it anew")
+        state = recipe.load_train_state(state_path)
+        # "auto" resolved to a device when the run started; the resumed run must train there again.
+        device = run.device if request.get("device", "auto") == "auto" and run.device else request.get("device")
+        recipe.resolve_device(device)       # a clear error when that device is not here, before the data loads
+        ds = load_dataset(run.dataset, data_dir=data_dir, progress=progress)
+        store.reopen_run(run.id)
+        return _train_in_run(store, run, ds, request, device=device, resume=state, progress=progress)
 
-            for fname, kind in (("model_best.pt", "checkpoint"), ("model_last.pt", "checkpoint"),
-                                ("config.json", "config"), ("data_source.json", "data_source"),
-                                ("val_indices.npy", "indices")):
-                if (run_dir / fname).is_file():
-                    store.add_artifact(run.id, fname, fname, kind)
-            store.finish_run(run.id, test_accuracy, result.train_seconds, count_parameters(result.model),
-                             result.checkpoint.get("arch"))
-        return {"run_id": run.id, "run_dir": str(run_dir), "test_accuracy": test_accuracy,
-                "train_seconds": float(result.train_seconds), "epochs": len(result.history)}
-    finally:
-        store.close()
+
+def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
+    """Train (or, with `resume`, continue) the run's model, evaluate it on the test split and finish the run."""
+    from deepdive.models import count_parameters, save_checkpoint
+    from deepdive.train import recipe
+
+    run_dir = run.run_dir
+    # Exits run inner-first: the heartbeat stops before the outcome is recorded, so it cannot revive the run.
+    with _record_outcome(store, run.id), _heartbeat(store, run.id):
+        def log_epoch(row):
+            store.log_epoch(run.id, row["epoch"], row.get("train_loss"), row.get("train_acc"),
+                            row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
+                            member=row.get("member"))
+
+        if resume is not None:
+            # The state is written before an epoch is logged: an interruption in between lost at most that row.
+            for row in resume["finished"]["history"] + resume["current"]["history"]:
+                log_epoch(row)
+        result = recipe.train(ds, request["preset"], epochs=request.get("epochs"), seed=request.get("seed", 0),
+                              device=device, limit_train=request.get("limit_train"),
+                              ensemble=request.get("ensemble", 1), overrides=request.get("overrides") or None,
+                              on_epoch=log_epoch, checkpoint_dir=run_dir, progress=progress, resume=resume)
+
+        config = {**request, "resolved": result.config, "warmup_seconds": result.warmup_seconds}
+        atomic_write_text(run_dir / "config.json", to_json(config))
+        store.set_config(run.id, config)
+        atomic_save_npy(run_dir / "val_indices.npy", np.asarray(result.val_indices, dtype=np.int64))
+        if not (run_dir / "model_best.pt").is_file():  # the recipe writes it per epoch; make sure it is there
+            save_checkpoint(run_dir / "model_best.pt", result.checkpoint)
+
+        limit_test = request.get("limit_test")
+        n_test = len(ds.test_labels) if limit_test is None else min(limit_test, len(ds.test_labels))
+        images, labels = ds.test_images[:n_test], ds.test_labels[:n_test]
+        probs, losses = recipe.evaluate(result.model, images, labels, device=result.device)
+        store.save_predictions(run.id, "test", labels, probs, losses)
+        test_accuracy = float((probs.argmax(1) == labels).mean())
+
+        for fname, kind in (("model_best.pt", "checkpoint"), ("model_last.pt", "checkpoint"),
+                            ("config.json", "config"), ("data_source.json", "data_source"),
+                            ("val_indices.npy", "indices")):
+            if (run_dir / fname).is_file():
+                store.add_artifact(run.id, fname, fname, kind)
+        store.finish_run(run.id, test_accuracy, result.train_seconds, count_parameters(result.model),
+                         result.checkpoint.get("arch"))
+    # Only an unfinished run needs it; for an ensemble it holds every member twice (kept and last).
+    (run_dir / TRAIN_STATE).unlink(missing_ok=True)
+    return {"run_id": run.id, "run_dir": str(run_dir), "test_accuracy": test_accuracy,
+            "train_seconds": float(result.train_seconds), "epochs": len(result.history)}
 
 
 @contextlib.contextmanager
@@ -90,8 +145,11 @@ def _record_outcome(store, run_id):
     with _sigterm_as_keyboard_interrupt():
         try:
             yield
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             store.mark_interrupted(run_id)
+            if store.get_run(run_id).resumable:
+                hint = f"continue it with: deepdive resume {run_id} --workspace {store.workspace}"
+                raise KeyboardInterrupt(f"run {run_id} stopped ({str(e) or 'Ctrl-C'}); {hint}") from e
             raise
         except BaseException as e:
             store.mark_failed(run_id, f"{type(e).__name__}: {e}")

@@ -97,7 +97,8 @@
           class: "btn small", text: `open ${s}`,
           href: `#/r/${encodeURIComponent(r.id)}/${encodeURIComponent(s)}/overview`,
         })) : el("span", {class: "muted small", text: r.status === "running" ? "training…" :
-          `not analysed: deepdive analyze ${r.id}`}))];
+          r.resumable ? `unfinished: deepdive resume ${r.id}` :
+          r.status === "finished" ? `not analysed: deepdive analyze ${r.id}` : "no model to analyse"}))];
       const head = ["", "Name", "Run id", "Dataset", "Recipe", "Status", "Test accuracy", "Parameters", "Train time",
                     "Created", "Deep dive"];
       const tbody = el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}}, cells(r, i))));
