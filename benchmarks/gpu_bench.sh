@@ -8,6 +8,7 @@
 # sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen), keeping every
 #                  run's test probabilities in probs.npz for benchmarks/ensembles.py.
 # all FILE:        bench, then the sweep for whatever time is left of $DEADLINE seconds (default 450).
+# Every mode first checks that a resumed run ends where the uninterrupted one does (benchmarks/resume_check.py).
 #
 # MNIST travels with the working tree: copy the four idx files (raw or .gz) into .device/mnist/ (git-ignored)
 # and carry ".device". Everything goes to $OUT (default ./gpu-bench-out): log.txt, bench.jsonl, sweep.jsonl,
@@ -62,6 +63,12 @@ for name, rs in rows.items():
           f"  {statistics.median(r['train_seconds'] for r in rs):7.2f}  {rs[0].get('cuda_graphs')}")
 EOF
 }
+
+# deepdive resume on the device's own step (a CUDA graph whose generator and momentum are restored in place): the
+# CPU tests assert it bit for bit; here it is only ever checked on the GPU machine. Default preset: graphs, no
+# compile, so it costs seconds.
+echo "== resume check" | tee -a "$LOG"
+timeout 120 "$PY" benchmarks/resume_check.py --device cuda --preset default 2>&1 | tail -2 | tee -a "$LOG" || true
 
 case "$mode" in
   bench) bench ;;

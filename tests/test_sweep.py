@@ -218,3 +218,14 @@ def test_a_compact_probabilities_file_scores_like_the_full_one(tmp_path, capsys)
     with pytest.raises(SystemExit):
         ensembles.main([str(small), str(full), "v"])
     assert "can only be scored alone" in capsys.readouterr().err
+
+
+def test_resume_check_smoke(mnist, capsys, monkeypatch):
+    """benchmarks/resume_check.py, what gpu_bench.sh runs first on the GPU machine, works and agrees on the CPU."""
+    monkeypatch.setattr("deepdive.data.load_dataset", lambda *a, **k: mnist)
+    spec = importlib.util.spec_from_file_location("resume_check", SWEEP.parent / "resume_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--limit-train", "300", "--epochs", "2", "--ensemble", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "on cpu (fast, ensemble 1" in out and "largest weight difference 0, histories identical" in out
