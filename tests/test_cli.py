@@ -205,11 +205,26 @@ def test_bad_arguments_exit_2(argv, capsys):
     assert exit_.value.code == 2
 
 
+def test_serve_takes_the_workspace_either_way(tmp_path, monkeypatch, capsys):
+    """`deepdive serve W` and `deepdive serve --workspace W` (as every other command takes it) serve the same."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.store.workspace))
+    Store.open(tmp_path / "a").close()
+    assert main(["serve", str(tmp_path / "a")]) == 0
+    assert main(["serve", "--workspace", str(tmp_path / "a")]) == 0
+    assert served == [tmp_path / "a", tmp_path / "a"]
+    assert main(["serve", str(tmp_path / "a"), "--workspace", str(tmp_path / "b")]) == 2
+    assert "two workspaces given" in capsys.readouterr().err
+
+
 def test_all_commands_are_registered(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     listed = capsys.readouterr().out
-    for command in ("train", "runs", "predict", "bench", "analyze", "export", "verify-advice", "serve", "report"):
+    for command in ("train", "resume", "runs", "predict", "bench", "analyze", "export", "verify-advice", "serve",
+                    "report"):
         assert f"    {command} " in listed or f"    {command}\n" in listed, command
 
 

@@ -93,7 +93,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
         raise DeepdiveError(f"unknown split {split!r}; analyze test, val, or train (K-fold label issues)")
     if run.status != "finished":
         raise RunError(f"run {run.id} is {run.status}, not finished: it has no final model to analyse"
-                       + (f" ({run.error})" if getattr(run, "error", None) else "")
+                       + (f" ({run.error})" if run.error and run.error != run.status else "")
                        + (f"; finish it with: deepdive resume {run.id} --workspace {store.workspace}"
                           if run.resumable else ""))
     # The runs row fixes class names at creation; a run from deepdive.init() that learnt (other) names only at

@@ -7,7 +7,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def register(subparsers):
     p = subparsers.add_parser("serve", help="browse the workspace's runs in a local web dashboard",
                               description="Serve the dashboard over the run store (binds 127.0.0.1 unless --host).")
-    p.add_argument("workspace", nargs="?", default=DEFAULT_WORKSPACE, help="workspace folder (default: runs)")
+    p.add_argument("workspace", nargs="?", default=None, help="workspace folder (default: runs)")
+    # Every other command takes --workspace: so does this one, beside the positional form.
+    p.add_argument("--workspace", dest="workspace_option", metavar="WORKSPACE", default=None,
+                   help="the same, as the other commands take it")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
     p.set_defaults(func=serve)
@@ -25,9 +28,13 @@ def register(subparsers):
 def serve(args) -> int:
     import uvicorn
 
+    from deepdive.errors import DeepdiveError
     from deepdive.web.app import create_app
 
-    app = create_app(args.workspace)
+    if args.workspace and args.workspace_option and args.workspace != args.workspace_option:
+        raise DeepdiveError(f"two workspaces given ({args.workspace} and --workspace {args.workspace_option}); "
+                            "give one")
+    app = create_app(args.workspace_option or args.workspace or DEFAULT_WORKSPACE)
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: anyone who can reach this machine can browse the runs")
     shown = f"[{args.host}]" if ":" in args.host else args.host
