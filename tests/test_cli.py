@@ -66,8 +66,10 @@ def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    # 5,000 images: an epoch takes seconds, so the poll below sees epoch 1 well before the run could end (with 500
+    # an unloaded CI core finished all three epochs between two polls).
     train = subprocess.Popen([sys.executable, "-m", "deepdive", "train", "--preset", "fast", "--epochs", "3",
-                              "--limit-train", "500", "--limit-test", "100", "--workspace", str(tmp_path),
+                              "--limit-train", "5000", "--limit-test", "100", "--workspace", str(tmp_path),
                               "--precision", "fp32"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     deadline = time.monotonic() + 240
