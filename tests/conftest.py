@@ -97,3 +97,24 @@ def run_cli():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def ctrl_c_after_first_epoch():
+    """`arm(monkeypatch)` makes recipe.train raise KeyboardInterrupt right after epoch 1 has been handed to its
+    on_epoch hook (logged to the store, train_state.pt written): a Ctrl-C that cannot race the training."""
+    from deepdive.train import recipe
+
+    def arm(monkeypatch):
+        real_train = recipe.train
+
+        def train(*args, on_epoch, **kw):
+            def hook(row):
+                on_epoch(row)
+                raise KeyboardInterrupt
+
+            return real_train(*args, on_epoch=hook, **kw)
+
+        monkeypatch.setattr(recipe, "train", train)
+
+    return arm

@@ -55,22 +55,12 @@ def test_runs_json_and_table(cli_train, run_cli, capsys):
     assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0", "finished"]
 
 
-def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path, monkeypatch, capsys,
+                                             ctrl_c_after_first_epoch):
     """The user's path: Ctrl-C a `deepdive train` after its first epoch (raised from the epoch hook, so the stop
     does not race the training), read the hint it prints, run `deepdive resume` in a fresh process: the same run
     finishes with every epoch; resuming it again is an error that says why."""
-    from deepdive.train import recipe
-
-    real_train = recipe.train
-
-    def train_then_ctrl_c(*args, on_epoch, **kw):
-        def hook(row):
-            on_epoch(row)
-            raise KeyboardInterrupt
-
-        return real_train(*args, on_epoch=hook, **kw)
-
-    monkeypatch.setattr(recipe, "train", train_then_ctrl_c)
+    ctrl_c_after_first_epoch(monkeypatch)
     assert main(["train", "--preset", "fast", "--epochs", "3", "--limit-train", "500", "--limit-test", "100",
                  "--workspace", str(tmp_path), "--precision", "fp32"]) == 130
     stderr = capsys.readouterr().err

@@ -47,20 +47,6 @@ def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
     np.testing.assert_allclose(probs, preds["probs"][:8], atol=1e-4)
 
 
-def stop_after_first_epoch(monkeypatch, stop):
-    """Wrap recipe.train so that `stop()` runs right after epoch 1 has been logged to the store."""
-    real_train = recipe.train
-
-    def train(*args, on_epoch, **kw):
-        def hook(row):
-            on_epoch(row)
-            stop()
-
-        return real_train(*args, on_epoch=hook, **kw)
-
-    monkeypatch.setattr(recipe, "train", train)
-
-
 SMALL = dict(preset="fast", epochs=2, limit_train=500, limit_test=100, overrides={"val_size": 500}, progress=False)
 
 
@@ -87,11 +73,9 @@ def test_a_mixed_ensemble_run_stores_its_members_and_analyses_end_to_end(tmp_pat
     assert load_checkpoint(result["run_dir"] + "/model_best.pt").members[1].__class__.__name__ == "StackNet"
 
 
-def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkeypatch, mnist):
-    def ctrl_c():
-        raise KeyboardInterrupt
-
-    stop_after_first_epoch(monkeypatch, ctrl_c)
+def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkeypatch, mnist,
+                                                                 ctrl_c_after_first_epoch):
+    ctrl_c_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate("mnist", workspace=tmp_path, **SMALL)
     run, epochs = only_run(tmp_path)
@@ -100,18 +84,16 @@ def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkey
     assert (run.run_dir / "model_best.pt").is_file() and (run.run_dir / "config.json").is_file()
 
 
-def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, monkeypatch, mnist):
+def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, monkeypatch, mnist,
+                                                                   ctrl_c_after_first_epoch):
     """Ctrl-C after epoch 1 of 2, then resume_run: the run ends `finished` with both epochs, test predictions and
     the test accuracy of the same run trained without a stop; its train_state.pt is gone once it is finished."""
     from deepdive.train.run import resume_run
 
     whole = train_and_evaluate("mnist", workspace=tmp_path / "whole", **SMALL)
 
-    def ctrl_c():
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        stop_after_first_epoch(patch, ctrl_c)
+        ctrl_c_after_first_epoch(patch)
         with pytest.raises(KeyboardInterrupt, match="continue it with: deepdive resume"):
             train_and_evaluate("mnist", workspace=tmp_path / "cut", **SMALL)
     run, _ = only_run(tmp_path / "cut")
