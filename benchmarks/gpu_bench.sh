@@ -56,11 +56,13 @@ rows = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     rows.setdefault(r["name"], []).append(r)
-print(f"\nsweep: {'variant':24s} seeds  test acc median (min-max)  train s  graphs")
+print(f"\nsweep: {'variant':24s} seeds  test acc median (min-max)  train s  graphs  teacher")
 for name, rs in rows.items():
     accs = [100 * r["test_accuracy"] for r in rs]
+    teacher = rs[0].get("teacher_test_accuracy")
     print(f"       {name:24s} {len(rs):5d}  {statistics.median(accs):6.2f}% ({min(accs):.2f}-{max(accs):.2f})"
-          f"  {statistics.median(r['train_seconds'] for r in rs):7.2f}  {rs[0].get('cuda_graphs')}")
+          f"  {statistics.median(r['train_seconds'] for r in rs):7.2f}  {rs[0].get('cuda_graphs')}"
+          + (f"  {100 * teacher:.2f}%" if teacher is not None else ""))
 EOF
 }
 

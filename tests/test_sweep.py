@@ -188,7 +188,9 @@ def test_committed_sweep_files_resolve(path):
 
     variants = json.loads(path.read_text())
     assert variants and all(v["name"] and v["preset"] for v in variants)
-    for v in variants:
+    # a variant's teacher spec trains too (a checkpoint path is not checked: it names a file on the GPU machine)
+    teachers = [v["teacher"] for v in variants if isinstance(v.get("teacher"), dict)]
+    for v in variants + teachers:
         for device in ("cpu", "cuda"):
             for member in [None] + list(range(int(v.get("ensemble", 1)))):
                 resolve_config(v["preset"], v.get("overrides"), v.get("epochs"), device=device, member=member)
