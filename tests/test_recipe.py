@@ -259,15 +259,26 @@ def test_ensemble_training_numbers_epochs_across_members(mnist, tmp_path):
     assert isinstance(load_checkpoint(tmp_path / "model_best.pt"), Ensemble)
 
 
-def test_best_ensembles_train_stack5_members_and_its_single_model_stays_the_cnn():
-    """`best --ensemble K` trains An-style stack5 members (GPU round 6: their 3-model ensembles 99.76-99.80% against
-    99.70-99.72% for this preset's cnn); `best` alone is the wide cnn; --epochs and overrides still win."""
-    single = resolve_config("best")
-    assert single["arch"] == "cnn" and single["arch_kwargs"]["widths"] == (48, 96, 192) and single["epochs"] == 20
-    for cfg in member_configs("best", None, None, "cpu", 3):
-        assert cfg["arch"] == "stack5" and "widths" not in cfg["arch_kwargs"]
-        assert (cfg["epochs"], cfg["aug_repeats"]) == (30, 1)
-        assert (cfg["augment"]["shift"], cfg["augment"]["rotate"], cfg["augment"]["scale"]) == (4, 20, 0.1)
+def test_best_single_model_and_ensemble_members_by_device():
+    """`best` alone is, on the CPU, `default`'s recipe with three warps per image (batch augmentation) and, on CUDA,
+    the wide cnn; `best --ensemble K` trains An-style stack5 members on both (GPU round 6: their 3-model ensembles
+    99.76-99.80% against 99.70-99.72% for the cnn), without the CPU recipe's thin strokes; --epochs and overrides
+    still win."""
+    single = resolve_config("best", device="cpu")
+    own = ("aug_repeats", "ensemble_members")
+    default = resolve_config("default", device="cpu")
+    assert {k: v for k, v in single.items() if k not in own} == {k: v for k, v in default.items() if k not in own}
+    assert single["aug_repeats"] == 3 and single["augment"]["thin"] == 0.2
+    gpu = resolve_config("best", device="cuda")
+    assert gpu["arch"] == "cnn" and gpu["arch_kwargs"]["widths"] == (48, 96, 192) and gpu["epochs"] == 20
+    assert (gpu["arch_kwargs"]["stem"], gpu["arch_kwargs"]["pool_first"], gpu["aug_repeats"]) == ("pair", False, 2)
+    assert gpu["augment"]["thin"] == 0.0
+    for device in ("cpu", "cuda"):
+        for cfg in member_configs("best", None, None, device, 3):
+            assert cfg["arch"] == "stack5" and "widths" not in cfg["arch_kwargs"] and "stem" not in cfg["arch_kwargs"]
+            assert (cfg["epochs"], cfg["aug_repeats"]) == (30, 1)
+            assert (cfg["augment"]["shift"], cfg["augment"]["rotate"], cfg["augment"]["scale"]) == (4, 20, 0.1)
+            assert cfg["augment"]["thin"] == 0.0
     assert member_configs("best", None, 1, "cpu", 3)[0]["epochs"] == 1
     assert member_configs("best", {"arch": "cnn"}, None, "cpu", 2)[1]["arch"] == "cnn"
     assert member_configs("best", None, None, "cpu", 1) == [single]
