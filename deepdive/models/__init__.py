@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 # arch name -> (class, default kwargs). "cnn" is the recipe's net; "cnn-small" halves the widths for tests
-# and quick runs; "cnn-wide" doubles them (the `best` preset widens by 1.5x through arch_kwargs instead).
+# and quick runs; "cnn-wide" doubles them (`best` on CUDA widens by 1.5x through arch_kwargs instead).
 # "stack3/5/7" are the no-pooling stacks of 3x3 / 5x5 / 7x7 convs (deepdive.models.stack), a second family
 # for ensembles.
 ARCHS = {
