@@ -51,7 +51,7 @@ def register(subparsers):
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on the first N test images")
     p.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
                    help="train K models (seeds S..S+K-1) and store them as one that averages their probabilities; "
-                        "--preset best trains them as stack5 nets (30 epochs each), which average better than its cnn")
+                        "--preset best trains them as stack5 nets (30 epochs each), which average better than its cnns")
     p.add_argument("--arch", choices=ARCHS, help="train this net instead of the preset's (every member of an "
                                                  "ensemble): cnn (VGG-style, with pooling), cnn-small, cnn-wide, "
                                                  "stack3/5/7 (unpadded 3x3/5x5/7x7 convs, no pooling)")
