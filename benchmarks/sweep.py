@@ -5,8 +5,9 @@
 
 A variant is {"name", "preset", "overrides", "epochs", "seeds" (default [0]), "ensemble", "limit_train", "teacher"};
 all but name and preset are optional. "teacher" distills (the recipe's "distill" option, which overrides must set):
-a checkpoint path, or a spec {"preset", "overrides", "epochs", "seed", "ensemble", "limit_train"} trained once per
-process and shared by every variant naming the same spec; its test accuracy is recorded beside each student's.
+a checkpoint path, a list of them (their probabilities averaged, as one ensemble), or a spec {"preset", "overrides",
+"epochs", "seed", "ensemble", "limit_train"} trained once per process and shared by every variant naming the same
+spec; its test accuracy is recorded beside each student's.
 Prints one JSON line per run and a table (median over seeds) last; for a variant with several seeds the table
 also gives the accuracy of their probability-averaged ensemble (what `--ensemble K` would store as one model).
 This is how the presets in deepdive/train/recipe.py were chosen (benchmarks/EXPERIMENTS.md); it imports only what
@@ -60,7 +61,7 @@ def main(argv=None):
 
     from deepdive.atomic import atomic_open
     from deepdive.data import load_dataset
-    from deepdive.models import load_checkpoint, save_checkpoint
+    from deepdive.models import Ensemble, load_checkpoint, save_checkpoint
     from deepdive.train.bench import print_jsonl
     from deepdive.train.recipe import evaluate, train
 
@@ -84,13 +85,16 @@ def main(argv=None):
     teachers = {}   # json of a teacher spec -> (model, its test accuracy)
 
     def teacher_for(spec):
-        """(model, test accuracy) of a variant's "teacher": None, a checkpoint path, or a spec trained once."""
+        """(model, test accuracy) of a variant's "teacher": None, a checkpoint path, a list of them (one
+        ensemble, e.g. runs kept by --keep-models), or a spec trained once."""
         if spec is None:
             return None, None
         key = json.dumps(spec, sort_keys=True)
         if key not in teachers:
             if isinstance(spec, str):
                 model = load_checkpoint(spec)
+            elif isinstance(spec, list):
+                model = Ensemble([load_checkpoint(path) for path in spec])
             else:
                 t = train(ds, spec["preset"], epochs=spec.get("epochs"), seed=spec.get("seed", 0),
                           device=args.device, overrides=spec.get("overrides"), ensemble=spec.get("ensemble", 1),
