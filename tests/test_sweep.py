@@ -67,13 +67,21 @@ def test_sweep_distills_from_a_teacher_spec_or_a_kept_checkpoint(mnist, tmp_path
     last = json.loads(out.read_text().splitlines()[-1])
     assert last["name"] == "c" and last["teacher_test_accuracy"] == records[0]["teacher_test_accuracy"]
     # several kept runs teach as one ensemble: the teacher's accuracy is that of their averaged probabilities
-    from deepdive.models import load_checkpoint
-    from deepdive.train.recipe import evaluate
+    import deepdive.train.recipe as recipe
+    from deepdive.models import Ensemble, load_checkpoint
 
+    taught_by, real_train = [], recipe.train
+
+    def recording_train(*args, teacher=None, **kwargs):
+        taught_by.append(teacher)
+        return real_train(*args, teacher=teacher, **kwargs)
+
+    monkeypatch.setattr(recipe, "train", recording_train)
     paths = [str(models / name) for name in ("a_s0.pt", "a_s1.pt", "b_s0.pt")]
-    probs = sum(evaluate(load_checkpoint(p), mnist.test_images, mnist.test_labels)[0] for p in paths)
+    probs = sum(recipe.evaluate(load_checkpoint(p), mnist.test_images, mnist.test_labels)[0] for p in paths)
     variants = [{"name": "d", **student, "teacher": paths}]
     assert _sweep_module().main([json.dumps(variants), "--device", "cpu", "--out", str(out)]) == 0
+    assert isinstance(taught_by[-1], Ensemble) and len(taught_by[-1].members) == 3
     last = json.loads(out.read_text().splitlines()[-1])
     assert last["name"] == "d"
     assert last["teacher_test_accuracy"] == pytest.approx(float((probs.argmax(1) == mnist.test_labels).mean()))
