@@ -1,4 +1,5 @@
 """The training recipe, models, checkpoints and augmentations (CPU, small: about a minute in all)."""
+import copy
 import math
 import shutil
 
@@ -354,6 +355,73 @@ def test_distillation_config_errors(mnist):
                           ({"teacher": teacher, "overrides": {"distill": "half"}}, r"in \[0, 1\]; got 'half'")):
         with pytest.raises(DeepdiveError, match=match):
             train(mnist, "fast", epochs=1, device="cpu", limit_train=200, progress=False, **kwargs)
+
+
+def test_sam_second_pass_takes_the_gradient_at_the_moved_weights():
+    """SAM's gradient is the loss's gradient at w + rho * g / |g| (g: the gradient at w), applied from w: the
+    weights come back exactly, and BatchNorm's running statistics keep what the first pass made of them."""
+    from deepdive.train.recipe import _sam_second_pass
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2)).train()
+    params = list(model.parameters())
+    x, y = torch.randn(8, 4), torch.tensor([0, 1] * 4)
+
+    def loss_fn():
+        return nn.functional.cross_entropy(model(x), y)
+
+    loss_fn().backward()
+    g = [p.grad.clone() for p in params]
+    w = [p.detach().clone() for p in params]
+    stats = [b.clone() for b in model[1].buffers()]
+    rho = 0.05
+    _sam_second_pass(model, params, rho, loss_fn)
+    for p, w0 in zip(params, w):
+        assert torch.equal(p.detach(), w0)
+    running = [b for b in model[1].buffers()]
+    assert torch.equal(running[0], stats[0]) and torch.equal(running[1], stats[1])   # mean, var unchanged
+    assert model[1].momentum == 0.1
+    # the same gradient by hand: a copy of the model moved by rho along the normalised gradient
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, gi in zip(moved.parameters(), g):
+            p.add_(gi * rho / norm)
+    moved[1].momentum = 0.0
+    nn.functional.cross_entropy(moved(x), y).backward()
+    for p, q in zip(params, moved.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    assert not all(torch.allclose(p.grad, gi) for p, gi in zip(params, g))   # not the plain gradient
+
+
+def test_sam_changes_the_run_from_sam_start_on_only(mnist):
+    """Before sam_start the run is the plain one step for step (same batches, augmentations, weights); from
+    there on SAM's steps change it. Reproducible like any CPU run."""
+    kw = dict(epochs=2, seed=0, device="cpu", limit_train=600, progress=False)
+    plain = train(mnist, "fast", **kw)
+    sam = train(mnist, "fast", overrides={"sam": 0.05, "sam_start": 0.5}, **kw)
+    again = train(mnist, "fast", overrides={"sam": 0.05, "sam_start": 0.5}, **kw)
+
+    def strip(row):
+        return {k: v for k, v in row.items() if k != "seconds"}
+
+    assert strip(sam.history[0]) == strip(plain.history[0])        # epoch 1: before SAM starts
+    assert strip(sam.history[1]) != strip(plain.history[1])        # epoch 2: SAM's steps
+    assert [strip(r) for r in again.history] == [strip(r) for r in sam.history]
+    assert sam.config["sam"] == 0.05 and sam.config["cuda_graphs"] is False
+    assert sam.history[1]["val_acc"] >= 0.8                        # still learns
+
+
+def test_sam_config_errors():
+    for bad in (-0.1, "0.05", True):
+        with pytest.raises(DeepdiveError, match="sam is the radius"):
+            resolve_config("fast", {"sam": bad})
+    for bad in (1.0, -0.2, None):
+        with pytest.raises(DeepdiveError, match="sam_start is the fraction"):
+            resolve_config("fast", {"sam": 0.05, "sam_start": bad})
+    with pytest.raises(DeepdiveError, match="sam > 0 takes two passes"):
+        resolve_config("fast", {"sam": 0.05, "cuda_graphs": True})
+    assert resolve_config("fast", {"sam": 0.05, "sam_start": 0.75})["sam_start"] == 0.75
 
 
 def test_evaluate_rejects_width_mismatch_and_nan(mnist):

@@ -112,6 +112,14 @@ _COMMON = {
     # teaching", Beyer et al. 2022). 0 = off. No preset distills: benchmarks/EXPERIMENTS.md, `best`.
     "distill": 0.0,
     "distill_temperature": 1.0,
+    # Sharpness-aware minimisation (Foret et al. 2021): a step first moves the weights by sam (rho) along their
+    # normalised gradient, takes the gradient there on the same augmented batch (BatchNorm statistics left as
+    # the first pass set them), and applies it to the unmoved weights: two forward-backward passes per step.
+    # Only from sam_start (a fraction of the run's steps) on: SAM's gain comes from late training, where the run
+    # settles into a minimum (Zhou et al. 2023), and before it the run is the plain one step for step. Eager
+    # steps only (a CUDA graph replays one fixed pass). 0 = off; no preset uses it: EXPERIMENTS.md, `best`.
+    "sam": 0.0,
+    "sam_start": 0.0,
 }
 
 PRESETS = {
@@ -248,6 +256,15 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
         raise DeepdiveError(f"distill is the teacher's share of the loss, in [0, 1]; got {cfg['distill']!r}")
     if not isinstance(cfg["distill_temperature"], (int, float)) or not cfg["distill_temperature"] > 0:
         raise DeepdiveError(f"distill_temperature must be a number > 0, got {cfg['distill_temperature']!r}")
+    if isinstance(cfg["sam"], bool) or not isinstance(cfg["sam"], (int, float)) or not cfg["sam"] >= 0:
+        raise DeepdiveError(f"sam is the radius of SAM's weight perturbation, a number >= 0; got {cfg['sam']!r}")
+    if isinstance(cfg["sam_start"], bool) or not isinstance(cfg["sam_start"], (int, float)) \
+            or not 0 <= cfg["sam_start"] < 1:
+        raise DeepdiveError(f"sam_start is the fraction of the steps after which SAM starts, in [0, 1); "
+                            f"got {cfg['sam_start']!r}")
+    if cfg["sam"] > 0 and cfg["cuda_graphs"] is True:
+        raise DeepdiveError("sam > 0 takes two passes per step, which one captured CUDA graph cannot replay; "
+                            "set cuda_graphs to 'auto' or false")
     return cfg
 
 
@@ -450,7 +467,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     use_compile = dev.type == "cuda" if cfg["compile"] == "auto" else bool(cfg["compile"])
     # torch.compile's "reduce-overhead" / "max-autotune" modes make CUDA graphs of their own (of the model only)
     own_graphs = use_compile and cfg["compile_mode"] in ("reduce-overhead", "max-autotune")
-    use_graphs = dev.type == "cuda" and not own_graphs if cfg["cuda_graphs"] == "auto" else cfg["cuda_graphs"]
+    sam_rho = float(cfg["sam"])
+    use_graphs = (dev.type == "cuda" and not own_graphs and not sam_rho if cfg["cuda_graphs"] == "auto"
+                  else cfg["cuda_graphs"])
     if use_graphs and dev.type != "cuda":
         raise DeepdiveError(f"cuda_graphs needs a CUDA device; training runs on {dev}")
     if use_graphs and own_graphs:
@@ -524,12 +543,14 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         torch._dynamo.reset()
     step_loss = torch.compile(batch_loss, mode=cfg["compile_mode"], dynamic=False) if use_compile else batch_loss
 
-    def forward_backward(idx):
+    def forward_backward(idx, sam=False):
         aug_params = aug.sample_params(idx.shape[0] * repeats, augment_cfg, gen, dev)
         loss, plain, correct = step_loss(idx, aug_params)
         loss.backward()
         stats[0] += plain * batch_size
         stats[1] += correct
+        if sam:
+            _sam_second_pass(model, params, sam_rho, lambda: step_loss(idx, aug_params)[0])
         return plain
 
     # Warm-up: a few real steps trigger compilation / graph capture and oneDNN/cuDNN kernel selection before the
@@ -565,16 +586,16 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         optimizer = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
                                     weight_decay=cfg["weight_decay"])
 
-        def eager_step(idx, lr):
+        def eager_step(idx, lr, sam=False):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss = forward_backward(idx)
+            loss = forward_backward(idx, sam)
             optimizer.step()
             return loss
 
-        for _ in range(3):
-            eager_step(torch.randint(0, n, (batch_size,), device=dev, generator=gen), peak_lr)
+        for _ in range(3):   # with SAM on, its two-pass step is the one to warm up
+            eager_step(torch.randint(0, n, (batch_size,), device=dev, generator=gen), peak_lr, bool(sam_rho))
 
         def get():
             return [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
@@ -603,6 +624,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     warmup_seconds = time.perf_counter() - t0
 
     warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
+    sam_from = int(cfg["sam_start"] * total_steps) if sam_rho else None   # the first step SAM takes
 
     def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0
         if step < warmup_steps:
@@ -637,7 +659,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         bar = tqdm(total=steps_per_epoch, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for i in range(steps_per_epoch):
-            loss = run_step(perm[i * batch_size:(i + 1) * batch_size], lr_at(step))
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            loss = run_step(idx, lr_at(step)) if sam_from is None else run_step(idx, lr_at(step), step >= sam_from)
             step += 1
             # Reading the loss forces a device sync: do it rarely so the GPU queue never drains.
             if progress and (i % 25 == 24 or i == steps_per_epoch - 1):
@@ -699,6 +722,34 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
             "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
             "amp": bool(use_amp)}
+
+
+def _sam_second_pass(model, params, rho, loss_fn):
+    """SAM's second pass, after backward of the first: move the weights by rho along the normalised gradient,
+    replace the gradients by those of loss_fn() there, and put the weights back as they were, bit for bit (the
+    optimizer then steps from there). BatchNorm's running statistics keep the first pass's update (momentum 0
+    for this pass)."""
+    moved = [p for p in params if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in moved]))
+        scale = rho / (norm + 1e-12)
+        saved_weights = [p.detach().clone() for p in moved]
+        for p in moved:
+            p.add_(p.grad * scale)
+    for p in params:
+        p.grad = None
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        loss_fn().backward()
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        with torch.no_grad():
+            for p, w in zip(moved, saved_weights):
+                p.copy_(w)
 
 
 def _write_train_state(checkpoint_dir, state):
