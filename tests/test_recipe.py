@@ -106,15 +106,19 @@ def _interrupt_after(epochs):
     return on_epoch
 
 
-@pytest.mark.parametrize("ensemble, stop_after", [(1, 1), (2, 2), (2, 3)])
-def test_resume_continues_bit_for_bit(mnist, tmp_path, ensemble, stop_after):
+@pytest.mark.parametrize("ensemble, stop_after, sam", [(1, 1, False), (2, 2, False), (2, 3, False), (1, 1, True)])
+def test_resume_continues_bit_for_bit(mnist, tmp_path, ensemble, stop_after, sam):
     """Stopped after an epoch (mid-model, at a member boundary, mid-second-member) and resumed from its
     train_state.pt, a run ends with exactly the weights and history of the run that was never stopped: weights,
-    momentum, the batch order / augmentation generator and the dropout RNG all continue where they were."""
+    momentum, the batch order / augmentation generator and the dropout RNG all continue where they were, and SAM
+    (sam_start 0.5: from the resumed epoch on) starts at the step it would have."""
     from deepdive.train.recipe import TRAIN_STATE, load_train_state
 
+    overrides = {"arch": "cnn-small", "arch_kwargs": {"dropout": 0.3}, "augment": {"rotate": 10}}
+    if sam:
+        overrides.update(sam=0.05, sam_start=0.5)
     kw = dict(epochs=2, seed=3, device="cpu", limit_train=600, progress=False, ensemble=ensemble,
-              overrides={"arch": "cnn-small", "arch_kwargs": {"dropout": 0.3}, "augment": {"rotate": 10}})
+              overrides=overrides)
     whole = train(mnist, "fast", checkpoint_dir=tmp_path / "whole", **kw)
     with pytest.raises(KeyboardInterrupt):
         train(mnist, "fast", checkpoint_dir=tmp_path / "cut", on_epoch=_interrupt_after(stop_after), **kw)
