@@ -118,8 +118,9 @@ _COMMON = {
     # Only from sam_start (a fraction of the run's steps) on: SAM's gain comes from late training, where the run
     # settles into a minimum (Zhou et al. 2023), and before it the run is the plain one step for step. Eager
     # steps only (a CUDA graph replays one fixed pass). 0 = off; no preset uses it: [CPU] Zen 4 host, `default`
-    # with sam 0.05 from 0.75, seeds 0-5: +0.013 pp over the same seeds without (four of six higher) at ~1.3x the
-    # time, below the rule fixed before the runs (EXPERIMENTS.md, "Sharpness-aware minimisation").
+    # with sam 0.05 from 0.75 (1.25x the compute), seeds 0-5: +0.013 pp over the same seeds without (four of six
+    # higher), below the rule fixed before the runs; seeds 0-7: +0.014 pp, five of eight (EXPERIMENTS.md,
+    # "Sharpness-aware minimisation").
     "sam": 0.0,
     "sam_start": 0.0,
 }
