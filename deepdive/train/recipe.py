@@ -116,7 +116,7 @@ _COMMON = {
     # normalised gradient, takes the gradient there on the same augmented batch (BatchNorm statistics left as
     # the first pass set them), and applies it to the unmoved weights: two forward-backward passes per step.
     # Only from sam_start (a fraction of the run's steps) on: SAM's gain comes from late training, where the run
-    # settles into a minimum (Zhou et al. 2023), and before it the run is the plain one step for step. Eager
+    # settles into a minimum (Zhou et al. 2024), and before it the run is the plain one step for step. Eager
     # steps only (a CUDA graph replays one fixed pass). 0 = off; no preset uses it: [CPU] Zen 4 host, `default`
     # with sam 0.05 from 0.75 (1.25x the compute), seeds 0-5: +0.013 pp over the same seeds without (four of six
     # higher), below the rule fixed before the runs; seeds 0-7: +0.014 pp, five of eight (EXPERIMENTS.md,
