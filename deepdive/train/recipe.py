@@ -56,7 +56,9 @@ _COMMON = {
     "momentum": 0.9,
     "weight_decay": 5e-4,
     # Label smoothing measured neutral at 3 epochs ([H200] ls 0: 99.45% median vs 99.46%); kept for the
-    # calibrated, never-saturated probabilities the analysis reads (confidence, margins, label issues).
+    # calibrated, never-saturated probabilities the analysis reads (confidence, margins, label issues). 0.2 on
+    # `default` ([CPU] Zen 4, seeds 0-2: -0.007 pp paired, one of three higher) lifted nothing and put 100 test
+    # images at a true-class probability <= 0.5, against 55-70 (EXPERIMENTS.md, "Stronger label smoothing").
     "label_smoothing": 0.1,
     # One-cycle: linear ramp from start_frac * lr over warmup_frac of the steps, then linear decay to 0.
     "warmup_frac": 0.2,
