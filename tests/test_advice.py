@@ -79,39 +79,6 @@ def test_recommend_ranks_the_perturbation_that_hurts_the_pair_first():
     assert top["evidence"]["pairs"][0]["weight"] == 1.0 and top["evidence"]["pairs"][0]["after"] == 20
 
 
-def test_repair_probes_tell_which_inverse_turns_the_runs_own_errors_right():
-    """Four class-0 images drawn where class 1's blobs sit (one pixel right of the centre): the model reads them
-    as 1. Shifting them 2 px left turns them right; turns and scaling about the centre do not. The clean images
-    are fragile to turns too, so the rotation suggestions stay, but their own-error evidence reads 0 of 4."""
-    x, y = blob_images()
-    x[16:20] = x[20:24]
-    top = [{"true": 0, "pred": 1, "count": 4, "indices": [19, 16, 18, 17]}]
-    repairs = advice.repair_probes(side_model(), x, y, top)
-    assert repairs["n"] == 4 and repairs["rows"] == [16, 17, 18, 19]
-    assert repairs["turned_right"]["shift-x"] == [16, 17, 18, 19]
-    assert repairs["turned_right"]["none"] == [] and repairs["turned_right"]["shift+x"] == []
-    assert all(repairs["turned_right"][r] == [] for r in ("rotate-20", "rotate-10", "rotate+10", "rotate+20"))
-    assert advice.repair_probes(side_model(), x, y, top, max_per_pair=2)["rows"] == [16, 19]  # first in the list
-    assert advice.repair_probes(side_model(), x, y, [])["rows"] == []
-
-    probes = advice.robustness_probes(side_model(), x, y, num_classes=2)
-    ranked = {s["id"]: s for s in advice.recommend(probes, top, repairs=repairs)}
-    shift, turn = ranked["shift-2"], ranked["rotate-20"]
-    assert shift["evidence"]["repairs"] == {"probes": ["shift-x", "shift+x", "shift-y", "shift+y"],
-                                            "label": "when shifted by 2 px", "errors": 4, "repaired": 4,
-                                            "repaired_by_any": 4}
-    assert shift["evidence"]["pairs"][0]["repaired"] == shift["evidence"]["pairs"][0]["errors_probed"] == 4
-    assert shift["text"].endswith("the run's own 0→1 errors: 4 of 4 turn right when shifted by 2 px")
-    assert turn["evidence"]["repairs"]["repaired"] == 0 and turn["evidence"]["repairs"]["repaired_by_any"] == 4
-    assert turn["text"].endswith("the run's own 0→1 errors: 0 of 4 turn right when turned by ±10° or ±20°")
-    # the evidence does not move the ranking: the scores are those without it
-    plain = advice.recommend(probes, top)
-    assert [(s["id"], s["score"]) for s in plain] == [(s["id"], s["score"]) for s in ranked.values()]
-    assert all(s["evidence"]["repairs"] is None and "own" not in s["text"] for s in plain)
-    with pytest.raises(DeepdiveError, match="rows below N"):
-        advice.repair_probes(side_model(), x, y, [{"true": 0, "pred": 1, "count": 1, "indices": [40]}])
-
-
 def test_recommend_on_a_probe_dict_and_recipe_coverage():
     def run(pid, confusions, acc):
         return {"id": pid, "label": pid, "accuracy": acc, "per_class_accuracy": [acc] * 10, "confusions": confusions}

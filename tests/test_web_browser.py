@@ -152,14 +152,6 @@ def tab(request, browser, expected):
 
 
 # ---- tests ---------------------------------------------------------------------------------------------------
-def repairs_text(suggestion) -> str:
-    """What the advice view says of a suggestion's own-error evidence (deepdive.analysis.advice.repair_probes)."""
-    r = suggestion["evidence"]["repairs"]
-    if not r["errors"]:
-        return "no errors in the listed confusions"
-    return f"{r['repaired']} of {r['errors']} turn right {r['label']} · {r['repaired_by_any']} under any probe"
-
-
 def view_checks(tab, expected) -> dict:
     """Per view: a check that waits for the view's content and compares it with the stored analysis."""
     frame, summary = expected["frame"], expected["summary"]
@@ -224,8 +216,7 @@ def view_checks(tab, expected) -> dict:
             VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
             p.inner_text('[data-testid="verification-paired"]') == \
             "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \
-            p.inner_text('[data-testid="verification-accuracy"]') == "99.71% → 99.81% +0.10 pp" and \
-            p.inner_text('[data-testid="advice-item"] [data-testid="advice-repairs"]') == repairs_text(advice[0])
+            p.inner_text('[data-testid="verification-accuracy"]') == "99.71% → 99.81% +0.10 pp"   # not "+0.1 pp"
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

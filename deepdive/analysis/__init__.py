@@ -430,10 +430,8 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
         from deepdive.analysis import advice as advice_mod
 
         probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
-        repairs = advice_mod.repair_probes(model, inputs, labels, top)
-        suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names,
-                                           repairs=repairs)
-    return extra, {"probes": probes, "repairs": repairs, "suggestions": suggestions}
+        suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names)
+    return extra, {"probes": probes, "suggestions": suggestions}
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------

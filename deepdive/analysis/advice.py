@@ -2,8 +2,7 @@
 confused class pairs, suggest the matching training augmentation, and check a suggestion by retraining.
 
     robustness_probes(model, inputs, labels, num_classes) -> probes          # per-class accuracy per perturbation
-    repair_probes(model, inputs, labels, top_confusions) -> repairs           # which own errors each one turns right
-    recommend(probes, top_confusions, repairs=repairs) -> [suggestion, ...]   # ranked, with evidence
+    recommend(probes, top_confusions) -> [suggestion, ...]                    # ranked, with evidence
     verify_advice(store, run_id, suggestion=None) -> report                   # retrain + compare, verify_advice.json
     paired_changes(before, after, pairs) -> {...}; verdict(changes) -> str    # the comparison, with its p-values
 
@@ -11,12 +10,6 @@ The perturbations are deepdive.train.augment's (rotate, shift, scale, thicken, t
 override switches on exactly the transformation that was probed. Probes run on a class-stratified sample of at
 most PROBE_EXAMPLES images (13 forward passes over it), so they take seconds on a CPU; evidence counts refer to
 that sample and say so.
-
-Fragility is not need. A model can be fragile to ±20° turns of the 7s it reads correctly while its actual 7→2
-errors have nothing to do with slant; training with those turns then fixes nothing (the demo model, four seeds:
--0.055 pp, its 7→2 errors unmoved; benchmarks/EXPERIMENTS.md). So the repair probes also apply each candidate's
-inverse variation to the run's own errors in those confusions, and every suggestion reports how many turn right:
-evidence beside the ranking, not part of its score, since two verified picks cannot calibrate a weight.
 """
 import time
 from dataclasses import dataclass
@@ -60,36 +53,21 @@ PERTURBATIONS = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """A training augmentation, the probes that stand for the variation it teaches, and the probes that undo
-    that variation (applied to the run's own errors: an error they turn right is one the variation explains)."""
+    """A training augmentation and the probes that stand for the variation it teaches."""
     id: str
     title: str
     probes: tuple
     augment: dict  # merged into the recipe's preset["augment"]
-    repairs: tuple
-    repair_label: str  # "... errors turn right <repair_label>"
 
 
-_ROTATIONS = ("rotate-20", "rotate-10", "rotate+10", "rotate+20")
-_SHIFTS = ("shift-x", "shift+x", "shift-y", "shift+y")
 CANDIDATES = (
-    Candidate("rotate-10", "rotate ±10°", ("rotate-10", "rotate+10"), {"rotate": 10},
-              ("rotate-10", "rotate+10"), "when turned by ±10°"),
-    Candidate("rotate-20", "rotate ±20°", ("rotate-20", "rotate+20"), {"rotate": 20}, _ROTATIONS,
-              "when turned by ±10° or ±20°"),
-    Candidate("shift-2", "shift ±2 px", _SHIFTS, {"shift": 2}, _SHIFTS, "when shifted by 2 px"),
-    Candidate("scale-0.15", "scale ×0.85–1.15", ("scale0.85", "scale1.15"), {"scale": 0.15},
-              ("scale0.85", "scale1.15"), "when scaled by ×0.85 or ×1.15"),
-    # A model misled by thick strokes reads its errors right once they are thinned, and the other way round.
-    Candidate("thicken", "thicker strokes (dilate 20% of images)", ("thicken",), {"thicken": 0.2}, ("thin",),
-              "when thinned"),
-    Candidate("thin", "thinner strokes (erode 20% of images)", ("thin",), {"thin": 0.2}, ("thicken",),
-              "when thickened"),
+    Candidate("rotate-10", "rotate ±10°", ("rotate-10", "rotate+10"), {"rotate": 10}),
+    Candidate("rotate-20", "rotate ±20°", ("rotate-20", "rotate+20"), {"rotate": 20}),
+    Candidate("shift-2", "shift ±2 px", ("shift-x", "shift+x", "shift-y", "shift+y"), {"shift": 2}),
+    Candidate("scale-0.15", "scale ×0.85–1.15", ("scale0.85", "scale1.15"), {"scale": 0.15}),
+    Candidate("thicken", "thicker strokes (dilate 20% of images)", ("thicken",), {"thicken": 0.2}),
+    Candidate("thin", "thinner strokes (erode 20% of images)", ("thin",), {"thin": 0.2}),
 )
-
-# Errors per confusion pair the repair probes look at (the most confident first): bounds their cost on a weak
-# model, whose top pair can hold hundreds.
-REPAIR_ERRORS_PER_PAIR = 100
 
 
 # ---- probes ------------------------------------------------------------------------------------------------
@@ -137,34 +115,6 @@ def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_ex
             "perturbations": results}
 
 
-def repair_probes(model: nn.Module, inputs, labels, top_confusions: list,
-                  max_per_pair: int = REPAIR_ERRORS_PER_PAIR, batch_size: int = 128) -> dict:
-    """Which of the run's own errors in `top_confusions` ([{true, pred, indices, ...}], indices = rows of
-    `inputs`) each perturbation in PERTURBATIONS turns right.
-
-    Returns {n, rows: [...] (the probed errors, pair by pair), turned_right: {perturbation id: [rows whose
-    prediction becomes the true label]}, seconds}; "none" lists rows the model already gets right (none, for
-    errors of this model)."""
-    start = time.perf_counter()
-    x = torch.as_tensor(inputs)
-    y = np.asarray(labels, np.int64).reshape(-1)
-    rows = sorted({int(r) for c in top_confusions or [] for r in list(c.get("indices") or [])[:max_per_pair]})
-    if rows and (x.dim() != 4 or len(x) != len(y) or rows[-1] >= len(y)):
-        raise DeepdiveError(f"repair probes need inputs (N, C, H, W), N labels and rows below N; got "
-                            f"{tuple(x.shape)}, {len(y)} labels, row {rows[-1]}")
-    turned = {p.id: [] for p in PERTURBATIONS}
-    if rows:
-        device = _device(model)
-        with evaluating(model):
-            for s in range(0, len(rows), batch_size):
-                chunk = np.asarray(rows[s:s + batch_size])
-                xb, yb = x[torch.as_tensor(chunk)].float().to(device), y[chunk]
-                for p in PERTURBATIONS:
-                    right = model(p.apply(xb)).argmax(1).cpu().numpy() == yb
-                    turned[p.id].extend(int(r) for r in chunk[right])
-    return {"n": len(rows), "rows": rows, "turned_right": turned, "seconds": round(time.perf_counter() - start, 3)}
-
-
 def stratified_sample(labels: np.ndarray, max_examples: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most `max_examples` rows keeping each class's share (all rows when there are few)."""
     n = len(labels)
@@ -181,36 +131,27 @@ def stratified_sample(labels: np.ndarray, max_examples: int, seed: int = 0) -> n
 
 # ---- recommendation ----------------------------------------------------------------------------------------
 def recommend(probes: dict, top_confusions: list, current_augment: dict | None = None,
-              class_names: list | None = None, repairs: dict | None = None) -> list[dict]:
+              class_names: list | None = None) -> list[dict]:
     """Rank the CANDIDATES by how much their probes raise the confusions of `top_confusions` ([{true, pred,
-    count, indices, ...}], most frequent first).
+    count, ...}], most frequent first).
 
     Score = Σ over pairs of (pair's share of the listed errors) × (worst rise in the pair's confusion rate under
     the candidate's probes); with no pairs, the drop in overall accuracy. Candidates that hurt nothing are left
     out. With `current_augment` (the recipe's preset["augment"]), a candidate the recipe already covers is marked
-    `in_recipe` and ranked after the others. With `repairs` (repair_probes on the same confusions), each pair and
-    each suggestion also counts the run's own errors that the candidate's inverse variation turns right; the
-    score does not use them. Each suggestion: {id, title, text, overrides, score, in_recipe, evidence: {pairs:
-    [...], class_accuracy: [...], accuracy: {...}, probes, n, repairs: {...} | None}}."""
+    `in_recipe` and ranked after the others. Each suggestion: {id, title, text, overrides, score, in_recipe,
+    evidence: {pairs: [...], class_accuracy: [...], accuracy: {...}, probes, n}}."""
     by_id = {p["id"]: p for p in probes["perturbations"]}
     base = by_id["none"]
     counts = probes["class_counts"]
-    confusions = list(top_confusions or [])
-    pairs = [(int(c["true"]), int(c["pred"]), int(c.get("count", 1))) for c in confusions]
+    pairs = [(int(c["true"]), int(c["pred"]), int(c.get("count", 1))) for c in top_confusions or []]
     total = sum(w for *_, w in pairs) or 1
     name = (lambda c: str(class_names[c])) if class_names else str
-    if repairs is not None:
-        probed = set(repairs["rows"])
-        pair_rows = [[int(r) for r in c.get("indices") or [] if int(r) in probed] for c in confusions]
-        turned = {k: set(v) for k, v in repairs["turned_right"].items()}
-        by_any = set().union(*(v for k, v in turned.items() if k != "none"))
 
     suggestions = []
     for cand in CANDIDATES:
         runs = [by_id[i] for i in cand.probes]
-        fixes = set().union(*(turned[i] for i in cand.repairs)) if repairs is not None else set()
         pair_evidence = []
-        for k, (t, q, weight) in enumerate(pairs):
+        for t, q, weight in pairs:
             n_t = counts[t] if t < len(counts) else 0
             before = _confusion_count(base, t, q)
             worst = max(runs, key=lambda r: _confusion_count(r, t, q))
@@ -219,9 +160,6 @@ def recommend(probes: dict, top_confusions: list, current_augment: dict | None =
                 "true": t, "pred": q, "weight": weight / total, "n_true": n_t, "before": before, "after": after,
                 "worst_probe": worst["id"],
                 "rate_before": before / n_t if n_t else None, "rate_after": after / n_t if n_t else None})
-            if repairs is not None:
-                pair_evidence[-1].update(errors_probed=len(pair_rows[k]),
-                                         repaired=sum(r in fixes for r in pair_rows[k]))
         worst_acc = min(r["accuracy"] for r in runs)
         if pairs:
             score = sum(e["weight"] * max(0.0, (e["rate_after"] or 0) - (e["rate_before"] or 0))
@@ -235,21 +173,14 @@ def recommend(probes: dict, top_confusions: list, current_augment: dict | None =
                       "after": min(r["per_class_accuracy"][c] for r in runs)} for c in classes
                      if base["per_class_accuracy"][c] is not None]
         in_recipe = covered({"augment": cand.augment}, current_augment)
-        repair = None
-        if repairs is not None:
-            rows = sorted({r for rs in pair_rows for r in rs})
-            repair = {"probes": list(cand.repairs), "label": cand.repair_label, "errors": len(rows),
-                      "repaired": sum(r in fixes for r in rows), "repaired_by_any": sum(r in by_any for r in rows)}
         suggestions.append({
             "id": cand.id, "title": cand.title,
-            "text": _evidence_text(cand, pair_evidence, class_acc, base["accuracy"], worst_acc, probes, name,
-                                   repair),
+            "text": _evidence_text(cand, pair_evidence, class_acc, base["accuracy"], worst_acc, probes, name),
             "overrides": {"augment": dict(cand.augment)}, "score": round(score, 6), "in_recipe": in_recipe,
             "evidence": {"pairs": sorted(pair_evidence, key=lambda e: -(e["after"] - e["before"]) * e["weight"]),
                          "class_accuracy": class_acc,
                          "accuracy": {"before": base["accuracy"], "after": worst_acc},
-                         "probes": list(cand.probes), "n": probes["n"], "sampled": probes.get("sampled", False),
-                         "repairs": repair},
+                         "probes": list(cand.probes), "n": probes["n"], "sampled": probes.get("sampled", False)},
         })
     suggestions.sort(key=lambda s: (s["in_recipe"], -s["score"], -(s["evidence"]["accuracy"]["before"] -
                                                                     s["evidence"]["accuracy"]["after"])))
@@ -269,25 +200,18 @@ def _confusion_count(run: dict, t: int, q: int) -> int:
     return next((n for a, b, n in run["confusions"] if a == t and b == q), 0)
 
 
-def _evidence_text(cand, pairs, class_acc, acc_before, acc_after, probes, name, repair=None) -> str:
-    """e.g. "rotate ±20°: 7→1 confusions rise 1→12 of 300 probed 7s; class 7 accuracy drops 99.0%→88.0%; ...;
-    the run's own 7→1 errors: 0 of 4 turn right when turned by ±10° or ±20°"."""
+def _evidence_text(cand, pairs, class_acc, acc_before, acc_after, probes, name) -> str:
+    """e.g. "rotate ±20°: 7→1 confusions rise 1→12 of 300 probed 7s; class 7 accuracy drops 99.0%→88.0%"."""
     parts = []
     rising = [e for e in pairs if e["after"] > e["before"]]
-    e = max(rising, key=lambda e: (e["after"] - e["before"]) * e["weight"]) if rising else None
-    if e:
+    if rising:
+        e = max(rising, key=lambda e: (e["after"] - e["before"]) * e["weight"])
         parts.append(f"{name(e['true'])}→{name(e['pred'])} confusions rise {e['before']}→{e['after']} of "
                      f"{e['n_true']} probed {name(e['true'])}s")
         acc = next((a for a in class_acc if a["class"] == e["true"]), None)
         if acc:
             parts.append(f"class {name(e['true'])} accuracy drops {acc['before']:.1%}→{acc['after']:.1%}")
     parts.append(f"overall accuracy {acc_before:.1%}→{acc_after:.1%} on {probes['n']} probed images")
-    if e and e.get("errors_probed"):
-        parts.append(f"the run's own {name(e['true'])}→{name(e['pred'])} errors: {e['repaired']} of "
-                     f"{e['errors_probed']} turn right {repair['label']}")
-    elif repair and repair["errors"]:
-        parts.append(f"the run's own errors in its top confusions: {repair['repaired']} of {repair['errors']} turn "
-                     f"right {repair['label']}")
     return f"{cand.title}: " + "; ".join(parts)
 
 

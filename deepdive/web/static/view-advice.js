@@ -21,7 +21,6 @@
   function suggestion(ctx, s) {
     const ev = s.evidence || {};
     const pairs = (ev.pairs || []).slice(0, 6);
-    const rep = ev.repairs;
     return el("div", {class: "advice-item", attrs: {"data-testid": "advice-item"}},
       el("h3", {}, el("span", {class: "advice-rank", text: s.rank}), s.title,
          s.in_recipe ? el("span", {class: "pill muted-pill", text: "already in the recipe"}) : null),
@@ -31,27 +30,15 @@
         el("dt", {text: "score"}), el("dd", {text: DD.fmt.num(s.score, 3)}),
         ev.accuracy ? [el("dt", {text: "accuracy under the perturbation"}),
                        el("dd", {}, `${pct(ev.accuracy.before)} → ${pct(ev.accuracy.after)} `, delta(ev.accuracy.before, ev.accuracy.after, true))] : null,
-        el("dt", {text: "probed images"}), el("dd", {text: `${DD.fmt.int(ev.n)}${ev.sampled ? " (class-stratified sample)" : ""}`}),
-        rep ? [el("dt", {text: "the run's own errors"}),
-               el("dd", {attrs: {"data-testid": "advice-repairs"}}, repairsText(rep))] : null),
+        el("dt", {text: "probed images"}), el("dd", {text: `${DD.fmt.int(ev.n)}${ev.sampled ? " (class-stratified sample)" : ""}`})),
       pairs.length ? el("table", {class: "grid compact"},
-        el("thead", {}, el("tr", {}, ["confusion", "before", "after", "of", "worst probe"]
-          .concat(rep ? ["own errors turned right"] : []).map((h) => el("th", {text: h})))),
+        el("thead", {}, el("tr", {}, ["confusion", "before", "after", "of", "worst probe"].map((h) => el("th", {text: h})))),
         el("tbody", {}, pairs.map((p) => el("tr", {},
           el("td", {class: "strong", text: `${ctx.className(p.true)} → ${ctx.className(p.pred)}`}),
           el("td", {class: "num", text: p.before}),
           el("td", {class: "num"}, `${p.after} `, delta(p.before, p.after, false, true)),
           el("td", {class: "num muted", text: p.n_true}),
-          el("td", {class: "mono", text: p.worst_probe}),
-          rep ? el("td", {class: "num", text: p.errors_probed ? `${p.repaired} of ${p.errors_probed}` : "–"}) : null)))) : null);
-  }
-
-  // Fragility is not need: how many of the run's own errors in the listed confusions the candidate's inverse
-  // variation turns right (deepdive.analysis.advice.repair_probes). Analyses written before it have no "repairs".
-  function repairsText(r) {
-    if (!r.errors) return el("span", {class: "muted", text: "no errors in the listed confusions"});
-    return [el("span", {class: r.repaired ? "strong" : "muted", text: `${r.repaired} of ${r.errors} turn right ${r.label}`}),
-            el("span", {class: "muted", text: ` · ${r.repaired_by_any} under any probe`})];
+          el("td", {class: "mono", text: p.worst_probe}))))) : null);
   }
 
   function probes(ctx, pr) {
