@@ -156,7 +156,9 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
         new = store.get_run(report["retrained_run_id"])
     assert len(runs) == 2 and new.id != original.id and new.status == "finished"
     assert new.name == f"{original.name}+{suggestions[0]['id']}" == report["retrained_run_name"]
-    assert new.config["verifies"] == {"run_id": original.id, "suggestion": suggestions[0]["id"], "split": "test"}
+    assert new.config["verifies"] == {"run_id": original.id, "suggestion": suggestions[0]["id"], "split": "test",
+                                      "seed": original.config["seed"]}
+    assert report["seeds"][0]["retrained"] and report["retrain_seconds"] > 0
     for key in ("epochs", "seed", "limit_train", "limit_test", "preset"):
         assert new.config[key] == original.config[key]
     aug = new.config["resolved"]["augment"]
@@ -183,3 +185,46 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
     with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):
         advice.verify_advice(store, original.id, suggestion="nope", progress=False)
+
+    # Two seeds: the run's own seed reuses the retraining above; the next seed trains a baseline and a retraining.
+    sid, seed = suggestions[0]["id"], original.config["seed"]
+    with Store.open(workspace, create=False) as store:
+        two = advice.verify_advice(store, original.id, suggestion=sid, progress=False, seeds=2)
+        runs = {r.id: r for r in store.list_runs()}
+    assert len(runs) == 4 and [x["seed"] for x in two["seeds"]] == [seed, seed + 1]
+    first, second = two["seeds"]
+    assert first["baseline_run_id"] == original.id and first["retrained_run_id"] == new.id
+    assert not first["baseline_trained"] and not first["retrained"]
+    assert first["accuracy"] == report["accuracy"] and first["paired"] == report["paired"]
+    assert second["baseline_trained"] and second["retrained"]
+    baseline, retrained = runs[second["baseline_run_id"]], runs[second["retrained_run_id"]]
+    assert baseline.name == f"{original.name}@seed{seed + 1}" and baseline.config["seed"] == seed + 1
+    assert baseline.config["overrides"] == original.config["overrides"]
+    assert baseline.config["verifies"] == {"run_id": original.id, "suggestion": None, "split": "test",
+                                           "seed": seed + 1}
+    assert retrained.name == f"{original.name}+{sid}@seed{seed + 1}" and retrained.config["seed"] == seed + 1
+    assert retrained.config["overrides"] == new.config["overrides"]
+    assert second["accuracy"]["before"] == pytest.approx(baseline.test_accuracy)
+    assert second["accuracy"]["after"] == pytest.approx(retrained.test_accuracy)
+    # mean accuracy, summed counts, the paired test pooled over the seed pairs
+    assert two["accuracy"]["after"] == pytest.approx((first["accuracy"]["after"] + second["accuracy"]["after"]) / 2)
+    assert two["errors"]["after"] == first["errors"]["after"] + second["errors"]["after"]
+    for key in ("targeted", "errors"):
+        pooled = two["paired"][key]
+        assert pooled["fixed"] == first["paired"][key]["fixed"] + second["paired"][key]["fixed"]
+        assert pooled["new"] == first["paired"][key]["new"] + second["paired"][key]["new"]
+    for k, t in enumerate(two["targeted_confusions"]):
+        assert t["after"] == first["targeted_confusions"][k]["after"] + second["targeted_confusions"][k]["after"]
+    higher = sum(x["accuracy"]["after"] > x["accuracy"]["before"] for x in two["seeds"])
+    assert two["verdict"].startswith(advice.verdict(two["paired"])) and f"higher at {higher} of 2 seeds" in two["verdict"]
+    text = verification_text(two, workspace)
+    assert f"at seeds {seed}-{seed + 1}: 2 runs trained" in text and "1 reused" in text
+    assert f"  seed {seed + 1}: {100 * second['accuracy']['before']:.2f}%" in text
+    # asked again, everything is reused: no training, the same comparison
+    with Store.open(workspace, create=False) as store:
+        again = advice.verify_advice(store, original.id, suggestion=sid, progress=False, seeds=2)
+        assert len(store.list_runs()) == 4
+        with pytest.raises(DeepdiveError, match="seeds must be a positive integer"):
+            advice.verify_advice(store, original.id, suggestion=sid, progress=False, seeds=0)
+    assert again["retrain_seconds"] == 0 and again["paired"] == two["paired"] and again["accuracy"] == two["accuracy"]
+    assert "3 reused" in verification_text(again, workspace)

@@ -30,16 +30,28 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 # ---- fixtures ------------------------------------------------------------------------------------------------
 # A verify-advice result in the shape deepdive.analysis.advice.verify_advice writes (retraining is too slow for
 # these tests), so the Advice view's verification section is exercised too.
+def _seed(seed, before, after, errors, fixed, new, baseline, retrained):
+    return {"seed": seed, "baseline_run_id": baseline, "baseline_trained": seed > 0, "retrained_run_id": retrained,
+            "retrained_run_name": "mnist-fast+shift-2" + (f"@seed{seed}" if seed else ""), "retrained": True,
+            "accuracy": {"before": before, "after": after, "delta": after - before},
+            "errors": {"before": errors[0], "after": errors[1], "delta": errors[1] - errors[0]},
+            "paired": {"targeted": {"fixed": 0, "new": 0, "p_value": 1.0},
+                       "errors": {"fixed": fixed, "new": new, "p_value": 0.5}}}
+
+
 VERIFICATION = {
     "run_id": None, "retrained_run_id": "20990101-000000-abcdef", "retrained_run_name": "mnist-fast+shift-2",
     "split": "test", "suggestion": {"id": "shift-2", "title": "shift ±2 px", "text": "…", "overrides": {"augment": {"shift": 2}}},
-    "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.9971, "after": 0.9981, "delta": 0.001},
-    "errors": {"before": 29, "after": 19, "delta": -10}, "targeted_confusions": [],
+    "overrides": {"augment": {"shift": 2}}, "accuracy": {"before": 0.99705, "after": 0.99815, "delta": 0.0011},
+    "errors": {"before": 59, "after": 37, "delta": -22}, "targeted_confusions": [],
     "targeted_total": {"before": 20, "after": 12, "delta": -8},
     "paired": {"targeted": {"fixed": 9, "new": 1, "p_value": 0.0214},
                "errors": {"fixed": 14, "new": 4, "p_value": 0.0309}},
-    "verdict": "helped: 9 targeted confusions fixed, 1 new (p = 0.021); all errors: 14 fixed, 4 new (p = 0.031)",
-    "retrain_seconds": 12.5, "note": "one retraining with the same seed",
+    "verdict": "helped: 9 targeted confusions fixed, 1 new (p = 0.021); all errors: 14 fixed, 4 new (p = 0.031); "
+               "accuracy higher at 2 of 2 seeds, lower at 0",
+    "seeds": [_seed(0, 0.9971, 0.9981, (29, 19), 8, 1, "orig", "20990101-000000-abcdef"),
+              _seed(1, 0.9970, 0.9982, (30, 18), 6, 3, "20990101-000001-baseln", "20990101-000002-second")],
+    "retrain_seconds": 12.5, "note": "two seeds, each with and without the suggestion",
 }
 
 
@@ -216,7 +228,9 @@ def view_checks(tab, expected) -> dict:
             VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
             p.inner_text('[data-testid="verification-paired"]') == \
             "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \
-            p.inner_text('[data-testid="verification-accuracy"]') == "99.71% → 99.81% +0.10 pp"   # not "+0.1 pp"
+            p.inner_text('[data-testid="verification-accuracy"]') == "99.705% → 99.815% +0.110 pp" and \
+            tab.count('[data-testid="verification-seeds"] tbody tr') == 2 and \
+            "99.70%\t99.82%\t+0.12 pp\t30 → 18\t6 fixed, 3 new" in p.inner_text('[data-testid="verification-seeds"]')
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

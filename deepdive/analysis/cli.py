@@ -39,9 +39,14 @@ def register(subparsers):
     p = subparsers.add_parser(
         "verify-advice", help="retrain with the top suggestion and compare against the run",
         description="Check the analysis' top suggestion (or the one named) by retraining the run's recipe with "
-                    "the same seed and budget plus the suggested change, and comparing test accuracy and errors.")
+                    "the same seed and budget plus the suggested change, and comparing test accuracy and errors. "
+                    "With --seeds N, also at the N-1 seeds after the run's, each against the recipe without the "
+                    "change at that seed (2N-1 trainings; runs of an earlier verification are reused).")
     p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("--suggestion", help="id of the suggestion to verify (default: the top-ranked one)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds to compare at, from the run's own (default 1; retraining noise on MNIST is about "
+                        "as large as an augmentation's effect, so 3-4 tell more than one)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_verify_advice)
@@ -130,7 +135,7 @@ def cmd_verify_advice(args) -> int:
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with Store.open(args.workspace, create=False) as store, quiet:
         run = store.get_run(args.run)
-        result = verify_advice(store, run.id, suggestion=args.suggestion, progress=True)
+        result = verify_advice(store, run.id, suggestion=args.suggestion, progress=True, seeds=args.seeds)
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -140,14 +145,29 @@ def cmd_verify_advice(args) -> int:
 
 def verification_text(report: dict, workspace) -> str:
     r, acc = report, report["accuracy"]
+    seeds = r.get("seeds") or []
     pairs = "; ".join(f"{t['true']} as {t['pred']}: {t['before']}→{t['after']}" for t in r["targeted_confusions"])
-    lines = [f"suggestion {r['suggestion']['id']} ({r['suggestion']['title']}): retrained as "
-             f"{r['retrained_run_name']} ({r['retrained_run_id']}) in {r['retrain_seconds']:.0f} s",
-             f"{r['split']} accuracy {acc['before']:.2%} → {acc['after']:.2%} ({100 * acc['delta']:+.2f} pp), errors "
-             f"{r['errors']['before']} → {r['errors']['after']}",
-             f"targeted confusions {r['targeted_total']['before']} → {r['targeted_total']['after']}"
-             + (f" ({pairs})" if pairs else ""),
-             f"verdict: {r['verdict']}",
-             f"note: {r['note']}",
-             f"compare: deepdive serve {workspace} (runs page, or the original run's Advice view)"]
+    if len(seeds) > 1:
+        trained = sum(x["baseline_trained"] + x["retrained"] for x in seeds)
+        lines = [f"suggestion {r['suggestion']['id']} ({r['suggestion']['title']}) at seeds {seeds[0]['seed']}-"
+                 f"{seeds[-1]['seed']}: {trained} runs trained in {r['retrain_seconds']:.0f} s, "
+                 f"{2 * len(seeds) - 1 - trained} reused"]
+        lines += [f"  seed {x['seed']}: {x['accuracy']['before']:.2%} → {x['accuracy']['after']:.2%} "
+                  f"({100 * x['accuracy']['delta']:+.2f} pp), errors {x['errors']['before']} → {x['errors']['after']}"
+                  f"  [{x['baseline_run_id']} vs {x['retrained_run_name']} {x['retrained_run_id']}]" for x in seeds]
+        lines += [f"{r['split']} accuracy, mean of {len(seeds)} seeds: {acc['before']:.3%} → {acc['after']:.3%} "
+                  f"({100 * acc['delta']:+.3f} pp); errors over all seeds {r['errors']['before']} → "
+                  f"{r['errors']['after']}"]
+    else:
+        how = (f"reused {r['retrained_run_name']} ({r['retrained_run_id']}) from an earlier verification"
+               if seeds and not seeds[0]["retrained"] else
+               f"retrained as {r['retrained_run_name']} ({r['retrained_run_id']}) in {r['retrain_seconds']:.0f} s")
+        lines = [f"suggestion {r['suggestion']['id']} ({r['suggestion']['title']}): {how}",
+                 f"{r['split']} accuracy {acc['before']:.2%} → {acc['after']:.2%} ({100 * acc['delta']:+.2f} pp), "
+                 f"errors {r['errors']['before']} → {r['errors']['after']}"]
+    lines += [f"targeted confusions {r['targeted_total']['before']} → {r['targeted_total']['after']}"
+              + (f" ({pairs})" if pairs else ""),
+              f"verdict: {r['verdict']}",
+              f"note: {r['note']}",
+              f"compare: deepdive serve {workspace} (runs page, or the original run's Advice view)"]
     return "\n".join(lines)

@@ -65,22 +65,41 @@
     return `${what}: ${c.fixed} fixed, ${c.new} new (p = ${Number(c.p_value.toPrecision(2))})`;
   }
 
+  // One row per seed of a `verify-advice --seeds N` report: the recipe without and with the suggestion.
+  function seedTable(v) {
+    return el("table", {class: "grid compact", attrs: {"data-testid": "verification-seeds"}},
+      el("thead", {}, el("tr", {}, ["seed", "without", "with", "", "errors", "changed images", "runs"].map((h) => el("th", {text: h})))),
+      el("tbody", {}, v.seeds.map((x) => el("tr", {},
+        el("td", {class: "num", text: x.seed}),
+        el("td", {class: "num", text: DD.fmt.pct(x.accuracy.before, 2)}),
+        el("td", {class: "num", text: DD.fmt.pct(x.accuracy.after, 2)}),
+        el("td", {class: "num"}, delta(x.accuracy.before, x.accuracy.after, true, false, 2)),
+        el("td", {class: "num"}, `${x.errors.before} → ${x.errors.after}`),
+        el("td", {class: "num", text: `${x.paired.errors.fixed} fixed, ${x.paired.errors.new} new`}),
+        el("td", {class: "mono muted", text: `${x.baseline_run_id} · ${x.retrained_run_id}`})))));
+  }
+
   function verification(ctx, v) {
+    const k = (v.seeds || []).length;
+    const over = k > 1 ? `, mean of ${k} seeds` : "";
     return el("div", {attrs: {"data-testid": "verification"}},
       el("p", {class: "insight hint"}, el("span", {class: "strong", text: v.verdict})),
       el("dl", {class: "kv"},
         el("dt", {text: "suggestion"}), el("dd", {text: `${v.suggestion.title} (augment: ${overridesText(v.suggestion.overrides)})`}),
-        el("dt", {text: "retrained run"}), el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
-        el("dt", {text: `accuracy (${v.split})`}),
-        el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, 2)} → ` +
-           `${DD.fmt.pct(v.accuracy.after, 2)} `, delta(v.accuracy.before, v.accuracy.after, true, false, 2)),
-        el("dt", {text: "errors"}), el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
+        el("dt", {text: k > 1 ? "retrained run (first seed)" : "retrained run"}),
+        el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
+        el("dt", {text: `accuracy (${v.split}${over})`}),
+        el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, k > 1 ? 3 : 2)} → ` +
+           `${DD.fmt.pct(v.accuracy.after, k > 1 ? 3 : 2)} `, delta(v.accuracy.before, v.accuracy.after, true, false, k > 1 ? 3 : 2)),
+        el("dt", {text: k > 1 ? `errors (sum of ${k} seeds)` : "errors"}),
+        el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
         el("dt", {text: "targeted confusions"}),
         el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
         v.paired ? el("dt", {text: "images that changed"}) : null,
         v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}}, pairedText("targeted", v.paired.targeted) +
                       " · " + pairedText("all errors", v.paired.errors)) : null,
         el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
+      k > 1 ? seedTable(v) : null,
       v.note ? DD.note(v.note, "muted") : null);
   }
 
@@ -99,7 +118,7 @@
       const ver = ctx.b.verification;
       root.appendChild(DD.section("Verification by retraining", ver ? verification(ctx, ver)
         : DD.note(`Not verified yet. Retrain with the top suggestion (same seed and budget) and compare: ` +
-                  `deepdive verify-advice ${ctx.b.run.id}`, "muted")));
+                  `deepdive verify-advice ${ctx.b.run.id} (add --seeds 3 to compare at three seeds)`, "muted")));
       if (advice.probes) root.appendChild(probes(ctx, advice.probes));
     },
   };
