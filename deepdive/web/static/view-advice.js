@@ -93,7 +93,7 @@
            `${DD.fmt.pct(v.accuracy.after, k > 1 ? 3 : 2)} `, delta(v.accuracy.before, v.accuracy.after, true, false, k > 1 ? 3 : 2)),
         el("dt", {text: k > 1 ? `errors (sum of ${k} seeds)` : "errors"}),
         el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
-        el("dt", {text: "targeted confusions"}),
+        el("dt", {text: k > 1 ? `targeted confusions (sum of ${k} seeds)` : "targeted confusions"}),
         el("dd", {}, `${v.targeted_total.before} → ${v.targeted_total.after} `, delta(v.targeted_total.before, v.targeted_total.after, false, true)),
         v.paired ? el("dt", {text: "images that changed"}) : null,
         v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}}, pairedText("targeted", v.paired.targeted) +
