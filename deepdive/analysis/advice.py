@@ -280,11 +280,8 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
 
     acc_before = float(np.mean([r["accuracy"]["before"] for r in per_seed]))
     acc_after = float(np.mean([r["accuracy"]["after"] for r in per_seed]))
-    targeted = [{"true": t, "pred": q,
-                 "before": sum(r["targeted_confusions"][k]["before"] for r in per_seed),
-                 "after": sum(r["targeted_confusions"][k]["after"] for r in per_seed)} for k, (t, q) in enumerate(pairs)]
-    for t in targeted:
-        t["delta"] = t["after"] - t["before"]
+    targeted = [{"true": t, "pred": q, **_total([r["targeted_confusions"][k] for r in per_seed])}
+                for k, (t, q) in enumerate(pairs)]
     paired = {key: _split_counts(sum(r["paired"][key]["fixed"] for r in per_seed),
                                  sum(r["paired"][key]["new"] for r in per_seed)) for key in ("targeted", "errors")}
     higher = sum(r["accuracy"]["after"] > r["accuracy"]["before"] for r in per_seed)
@@ -295,9 +292,9 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
         "split": split, "suggestion": {k: chosen.get(k) for k in ("id", "title", "text", "overrides")},
         "overrides": overrides,
         "accuracy": {"before": acc_before, "after": acc_after, "delta": acc_after - acc_before},
-        "errors": _total(per_seed, "errors"),
+        "errors": _total([r["errors"] for r in per_seed]),
         "targeted_confusions": targeted,
-        "targeted_total": _total(per_seed, "targeted_total"),
+        "targeted_total": _total([r["targeted_total"] for r in per_seed]),
         "paired": paired,
         "verdict": verdict(paired) + (f"; accuracy higher at {higher} of {seeds} seeds, lower at {lower}"
                                       if seeds > 1 else ""),
@@ -353,8 +350,9 @@ def _compare(before: dict, after: dict, pairs) -> dict:
             "paired": paired_changes(before, after, pairs)}
 
 
-def _total(per_seed: list, key: str) -> dict:
-    before, after = sum(r[key]["before"] for r in per_seed), sum(r[key]["after"] for r in per_seed)
+def _total(counts: list) -> dict:
+    """The sum of per-seed {before, after} counts, with its delta."""
+    before, after = sum(c["before"] for c in counts), sum(c["after"] for c in counts)
     return {"before": before, "after": after, "delta": after - before}
 
 

@@ -82,6 +82,7 @@
   function verification(ctx, v) {
     const k = (v.seeds || []).length;
     const over = k > 1 ? `, mean of ${k} seeds` : "";
+    const digits = k > 1 ? 3 : 2;   // a mean of several seeds lands between the 0.01 pp steps of one run
     return el("div", {attrs: {"data-testid": "verification"}},
       el("p", {class: "insight hint"}, el("span", {class: "strong", text: v.verdict})),
       el("dl", {class: "kv"},
@@ -89,8 +90,8 @@
         el("dt", {text: k > 1 ? "retrained run (first seed)" : "retrained run"}),
         el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
         el("dt", {text: `accuracy (${v.split}${over})`}),
-        el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, k > 1 ? 3 : 2)} → ` +
-           `${DD.fmt.pct(v.accuracy.after, k > 1 ? 3 : 2)} `, delta(v.accuracy.before, v.accuracy.after, true, false, k > 1 ? 3 : 2)),
+        el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, digits)} → ` +
+           `${DD.fmt.pct(v.accuracy.after, digits)} `, delta(v.accuracy.before, v.accuracy.after, true, false, digits)),
         el("dt", {text: k > 1 ? `errors (sum of ${k} seeds)` : "errors"}),
         el("dd", {}, `${v.errors.before} → ${v.errors.after} `, delta(v.errors.before, v.errors.after, false, true)),
         el("dt", {text: k > 1 ? `targeted confusions (sum of ${k} seeds)` : "targeted confusions"}),
