@@ -125,6 +125,14 @@ _COMMON = {
     # "Sharpness-aware minimisation").
     "sam": 0.0,
     "sam_start": 0.0,
+    # Dynamic data pruning (InfoBatch, Qin et al. 2024): from the second epoch on, each epoch leaves out a random
+    # share `prune` of the images the model already fits (training loss at their last step below the mean of all
+    # images'), and scales the loss of the well-fit images it keeps by 1 / (1 - prune), so the expected gradient
+    # is the full epoch's; from prune_until (a fraction of the epochs) on, every image trains again, as the
+    # schedule anneals. Saves compute where most images are easy (MNIST). The LR follows the share of the epochs
+    # done, so a pruned epoch's fewer steps cover the same stretch of the schedule. 0 = off.
+    "prune": 0.0,
+    "prune_until": 0.875,
 }
 
 PRESETS = {
@@ -267,6 +275,16 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
             or not 0 <= cfg["sam_start"] < 1:
         raise DeepdiveError(f"sam_start is the fraction of the steps after which SAM starts, in [0, 1); "
                             f"got {cfg['sam_start']!r}")
+    if isinstance(cfg["prune"], bool) or not isinstance(cfg["prune"], (int, float)) or not 0 <= cfg["prune"] < 1:
+        raise DeepdiveError(f"prune is the share of well-fit images an epoch leaves out, in [0, 1); "
+                            f"got {cfg['prune']!r}")
+    if isinstance(cfg["prune_until"], bool) or not isinstance(cfg["prune_until"], (int, float)) \
+            or not 0 <= cfg["prune_until"] <= 1:
+        raise DeepdiveError(f"prune_until is the fraction of the epochs after which every image trains again, "
+                            f"in [0, 1]; got {cfg['prune_until']!r}")
+    if cfg["prune"] > 0 and cfg["distill"] > 0:
+        raise DeepdiveError("prune and distill cannot be combined: pruning weights each image's loss, the "
+                            "distillation term is one loss over the batch")
     if cfg["sam"] > 0 and cfg["cuda_graphs"] is True:
         raise DeepdiveError("sam > 0 takes two passes per step, which one captured CUDA graph cannot replay; "
                             "set cuda_graphs to 'auto' or false")
@@ -498,6 +516,14 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     peak_lr = cfg["lr"] * batch_size / 256
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     smoothed = cfg["label_smoothing"] > 0
+    prune = float(cfg["prune"])
+    pruned_epochs = range(2, int(cfg["prune_until"] * cfg["epochs"]) + 1) if prune else range(0)
+    if prune:
+        # Each training image's loss at its last step (inf: not trained yet), and the loss weight this epoch
+        # gives it; both live on the device, so a CUDA graph reads and writes them in place.
+        scores = torch.full((n,), float("inf"), device=dev)
+        weights = torch.ones(n, device=dev)
+        per_image_loss = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"], reduction="none")
     augment_cfg = cfg["augment"]
     stats = torch.zeros(2, device=dev)           # this epoch's summed train loss and correct count, on the device
     repeats = int(cfg["aug_repeats"])
@@ -528,7 +554,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         # autocast's weight-cast cache would hand a captured graph tensors freed at the end of the capture
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=not use_graphs):
             logits = model(xb).float()
-            loss = criterion(logits, yb)
+            per_image = per_image_loss(logits, yb) if prune else None
+            loss = (per_image * weights[idx]).mean() if prune else criterion(logits, yb)
             if teacher is not None:
                 with torch.no_grad():
                     soft = F.log_softmax(teacher(xb).float() / temperature, dim=1)
@@ -539,7 +566,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         # val_loss uses: the label-smoothed objective cannot fall below ~0.5 (smoothing 0.1, 10 classes), which
         # drew the train curve far above the validation one and flattened it.
         plain = F.cross_entropy(logits.detach(), yb) if smoothed else loss.detach()
-        return loss, plain, (logits.argmax(1) == yb).sum()
+        return loss, plain, (logits.argmax(1) == yb).sum(), per_image
 
     if use_compile:
         # Each training run compiles anew (new model, new closure); dropping the old runs' compiled code keeps
@@ -550,8 +577,10 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
 
     def forward_backward(idx, sam=False):
         aug_params = aug.sample_params(idx.shape[0] * repeats, augment_cfg, gen, dev)
-        loss, plain, correct = step_loss(idx, aug_params)
+        loss, plain, correct, per_image = step_loss(idx, aug_params)
         loss.backward()
+        if prune:   # an image's score: its loss at this step, averaged over its copies in the batch
+            scores[idx] = per_image.detach().view(repeats, -1).mean(0)
         stats[0] += plain * batch_size
         stats[1] += correct
         if sam:
@@ -626,19 +655,21 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     reset_optimizer()
     _seed_everything(seed)
     gen.manual_seed(seed)
+    if prune:
+        scores.fill_(float("inf"))
     warmup_seconds = time.perf_counter() - t0
 
     warmup_steps = max(1, int(cfg["warmup_frac"] * total_steps))
     sam_from = int(cfg["sam_start"] * total_steps) if sam_rho else None   # the first step SAM takes
 
-    def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0
+    def lr_at(step):  # one-cycle: linear start_frac → 1 over warm-up, then linear 1 → 0; step may be fractional
         if step < warmup_steps:
             return peak_lr * (cfg["start_frac"] + (1 - cfg["start_frac"]) * step / warmup_steps)
         return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     history, best, last, best_by_val = [], None, None, None
     keep_last = cfg["keep"] == "last" and patience is None   # early stopping keeps the best-by-val epoch
-    best_acc, bad_epochs, train_seconds, step, first_epoch = -1.0, 0, 0.0, 0, 1
+    best_acc, bad_epochs, train_seconds, first_epoch = -1.0, 0, 0.0, 1
     if resume is not None:
         # After the warm-up (which starts from the seed, as in the interrupted run): put back where it stopped.
         model.load_state_dict(resume["last"]["state_dict"])
@@ -648,8 +679,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         if dev.type == "cuda" and resume.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(resume["cuda_rng"], dev)
         history, last, best_by_val = list(resume["history"]), resume["last"], resume["best_by_val"]
-        best_acc, bad_epochs, train_seconds, step = (resume["best_acc"], resume["bad_epochs"],
-                                                      resume["train_seconds"], resume["step"])
+        best_acc, bad_epochs, train_seconds = resume["best_acc"], resume["bad_epochs"], resume["train_seconds"]
+        if prune:
+            scores.copy_(resume["prune_scores"])
         # Early stopping had stopped it: nothing left to train.
         first_epoch = cfg["epochs"] + 1 if resume["stopped"] else resume["epoch"] + 1
         best = last if keep_last else best_by_val
@@ -659,23 +691,30 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         model.train()
         _sync(dev)
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=dev, generator=gen)
+        if epoch in pruned_epochs:
+            perm = _pruned_order(scores, weights, prune, gen)
+        else:
+            perm = torch.randperm(n, device=dev, generator=gen)
+            if prune:
+                weights.fill_(1.0)
+        steps = max(1, perm.numel() // batch_size)
         stats.zero_()
-        bar = tqdm(total=steps_per_epoch, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
+        bar = tqdm(total=steps, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
-        for i in range(steps_per_epoch):
+        for i in range(steps):
             idx = perm[i * batch_size:(i + 1) * batch_size]
+            # Where this step sits in the schedule: a pruned epoch's fewer steps span a whole epoch of it.
+            step = (epoch - 1) * steps_per_epoch + i * steps_per_epoch / steps
             loss = run_step(idx, lr_at(step)) if sam_from is None else run_step(idx, lr_at(step), step >= sam_from)
-            step += 1
             # Reading the loss forces a device sync: do it rarely so the GPU queue never drains.
-            if progress and (i % 25 == 24 or i == steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1):.4f}", refresh=False)
+            if progress and (i % 25 == 24 or i == steps - 1):
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step):.4f}", refresh=False)
             bar.update(1)
         _sync(dev)
         seconds = time.perf_counter() - t0
         bar.close()
         train_seconds += seconds
-        seen = steps_per_epoch * batch_size
+        seen = steps * batch_size
         loss_sum, correct = stats.tolist()
         train_loss = loss_sum / seen
         if not math.isfinite(train_loss):
@@ -687,14 +726,17 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         val_acc = float((probs.argmax(1) == y_val).mean())
         row = {"epoch": epoch_offset + epoch, "train_loss": train_loss,
                "train_acc": correct / (seen * cfg["aug_repeats"]), "val_loss": float(losses.mean()),
-               "val_acc": val_acc, "lr": lr_at(step - 1), "seconds": seconds}
+               "val_acc": val_acc, "lr": lr_at(step), "seconds": seconds}
         if member is not None:
             row["member"] = member
+        if prune:
+            row["train_images"] = seen
         history.append(row)
         if progress:
+            kept = f", {seen / (steps_per_epoch * batch_size):.0%} of the images" if prune else ""
             tqdm.write(f"{label}epoch {epoch}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
                        f"acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc {val_acc:.4f} "
-                       f"| {seconds:.1f}s")
+                       f"| {seconds:.1f}s{kept}")
 
         last = make_checkpoint(model, epoch=epoch, **ckpt_info)
         # Ties go to the later epoch: it was trained at a lower LR for longer, which generalises at least as well.
@@ -706,12 +748,13 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         stopped = patience is not None and bad_epochs >= patience
         if checkpoint_dir is not None:
             _write_checkpoints(checkpoint_dir, finished["best"] + [best], finished["last"] + [last])
-            current = {"member": 0 if member is None else member, "epoch": epoch, "step": step, "stopped": stopped,
+            current = {"member": 0 if member is None else member, "epoch": epoch, "stopped": stopped,
                        "last": last, "best_by_val": best_by_val, "best_acc": best_acc, "bad_epochs": bad_epochs,
                        "momentum": [None if b is None else b.detach().to("cpu", copy=True) for b in get_momentum()],
                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                       "history": history, "train_seconds": train_seconds, "amp": bool(use_amp)}
+                       "history": history, "train_seconds": train_seconds, "amp": bool(use_amp),
+                       "prune_scores": scores.detach().to("cpu", copy=True) if prune else None}
             _write_train_state(checkpoint_dir, {"format": _STATE_FORMAT, "settings": settings,
                                                 "finished": finished, "current": current})
         if on_epoch is not None:
@@ -727,6 +770,19 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
             "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
             "amp": bool(use_amp)}
+
+
+def _pruned_order(scores, weights, share, gen):
+    """A pruned epoch (InfoBatch): the shuffled indices of the images it trains on. Of the images whose score is
+    below the mean, a random `share` is left out and the rest get loss weight 1 / (1 - share) (set in `weights`,
+    in place); images not yet scored (inf) always train."""
+    scored = torch.isfinite(scores)
+    well_fit = scored & (scores < scores[scored].mean())
+    drop = well_fit & (torch.rand(scores.shape, device=scores.device, generator=gen) < share)
+    weights.fill_(1.0)
+    weights[well_fit & ~drop] = 1.0 / (1.0 - share)
+    kept = torch.nonzero(~drop).squeeze(1)
+    return kept[torch.randperm(kept.numel(), device=scores.device, generator=gen)]
 
 
 def _sam_second_pass(model, params, rho, loss_fn):
