@@ -160,7 +160,10 @@ def main(argv=None):
                    "train_seconds": round(r.train_seconds, 2), "warmup_seconds": round(r.warmup_seconds, 2),
                    "wall_seconds": round(time.perf_counter() - t0, 2), "epochs": len(r.history), "device": r.device,
                    "cuda_graphs": r.config.get("cuda_graphs"),
-                   "compile": r.config.get("compile"), **extra}
+                   "compile": r.config.get("compile"),
+                   "epoch_seconds": [round(h["seconds"], 2) for h in r.history], **extra}
+            if "train_images" in r.history[0]:      # a pruned run: how many images each epoch trained on
+                rec["train_images"] = [h["train_images"] for h in r.history]
             results.append(rec)
             print_jsonl(rec, out)
     print(f"\n{'variant':28s} {'seeds':>5s} {'test acc (median, min-max)':>28s} {'train s':>8s} {'ensemble of seeds':>18s}")

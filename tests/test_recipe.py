@@ -106,17 +106,18 @@ def _interrupt_after(epochs):
     return on_epoch
 
 
-@pytest.mark.parametrize("ensemble, stop_after, sam", [(1, 1, False), (2, 2, False), (2, 3, False), (1, 1, True)])
-def test_resume_continues_bit_for_bit(mnist, tmp_path, ensemble, stop_after, sam):
+@pytest.mark.parametrize("ensemble, stop_after, extra", [
+    (1, 1, {}), (2, 2, {}), (2, 3, {}), (1, 1, {"sam": 0.05, "sam_start": 0.5}),
+    (1, 1, {"prune": 0.5, "prune_until": 1.0})])
+def test_resume_continues_bit_for_bit(mnist, tmp_path, ensemble, stop_after, extra):
     """Stopped after an epoch (mid-model, at a member boundary, mid-second-member) and resumed from its
     train_state.pt, a run ends with exactly the weights and history of the run that was never stopped: weights,
-    momentum, the batch order / augmentation generator and the dropout RNG all continue where they were, and SAM
-    (sam_start 0.5: from the resumed epoch on) starts at the step it would have."""
+    momentum, the batch order / augmentation generator and the dropout RNG all continue where they were, SAM
+    (sam_start 0.5: from the resumed epoch on) starts at the step it would have, and a pruned epoch after the
+    resume leaves out the images the first epoch's losses say it would."""
     from deepdive.train.recipe import TRAIN_STATE, load_train_state
 
-    overrides = {"arch": "cnn-small", "arch_kwargs": {"dropout": 0.3}, "augment": {"rotate": 10}}
-    if sam:
-        overrides.update(sam=0.05, sam_start=0.5)
+    overrides = {"arch": "cnn-small", "arch_kwargs": {"dropout": 0.3}, "augment": {"rotate": 10}, **extra}
     kw = dict(epochs=2, seed=3, device="cpu", limit_train=600, progress=False, ensemble=ensemble,
               overrides=overrides)
     whole = train(mnist, "fast", checkpoint_dir=tmp_path / "whole", **kw)
@@ -414,6 +415,56 @@ def test_sam_changes_the_run_from_sam_start_on_only(mnist):
     assert [strip(r) for r in again.history] == [strip(r) for r in sam.history]
     assert sam.config["sam"] == 0.05 and sam.config["sam_start"] == 0.5
     assert sam.history[1]["val_acc"] >= 0.8                        # still learns
+
+
+def test_pruning_leaves_out_well_fit_images_in_its_pruned_epochs_only(mnist):
+    """prune 0.5 until 0.75 of 4 epochs: epoch 1 is the plain run's (no scores yet), epochs 2-3 train on fewer
+    images, epoch 4 on all again; the schedule still ends where the plain one does; reproducible."""
+    kw = dict(epochs=4, seed=0, device="cpu", limit_train=1200, progress=False, overrides={"arch": "cnn-small"})
+    plain = train(mnist, "fast", **kw)
+    pruned_kw = {**kw, "overrides": {"arch": "cnn-small", "prune": 0.5, "prune_until": 0.75}}
+    pruned, again = train(mnist, "fast", **pruned_kw), train(mnist, "fast", **pruned_kw)
+
+    def strip(row):
+        return {k: v for k, v in row.items() if k not in ("seconds", "train_images")}
+
+    full = 1200                          # batch 24 (min_steps_per_epoch 50): 50 steps, no ragged tail
+    images = [row["train_images"] for row in pruned.history]
+    assert images[0] == images[3] == full and all(full // 2 < n < full for n in images[1:3]), images
+    assert "train_images" not in plain.history[0]
+    assert strip(pruned.history[0]) == strip(plain.history[0])
+    assert [row["lr"] for row in pruned.history] == pytest.approx([row["lr"] for row in plain.history], rel=0.02)
+    assert pruned.history[-1]["lr"] == plain.history[-1]["lr"]     # epoch 4 is whole again: the same last step
+    assert [strip(r) for r in again.history] == [strip(r) for r in pruned.history]
+    assert pruned.history[-1]["val_acc"] >= 0.8
+    assert pruned.config["prune"] == 0.5
+
+
+def test_pruned_order_drops_only_well_fit_images_and_reweights_the_rest():
+    from deepdive.train.recipe import _pruned_order
+
+    scores = torch.tensor([0.1] * 80 + [5.0] * 19 + [float("inf")])   # mean of the scored ones: ~1.04
+    weights = torch.zeros(100)
+    gen = torch.Generator().manual_seed(0)
+    order = _pruned_order(scores, weights, 0.75, gen)
+    kept = set(order.tolist())
+    assert len(kept) == len(order)                                   # a permutation of the kept images
+    assert set(range(80, 100)) <= kept                               # hard and unscored images always train
+    assert 5 < len(kept & set(range(80))) < 40                       # ~a quarter of the easy ones stay
+    assert torch.all(weights[sorted(kept & set(range(80)))] == 4.0)  # 1 / (1 - 0.75)
+    assert torch.all(weights[80:] == 1.0)
+
+
+def test_prune_config_errors():
+    for bad in (1.0, -0.1, "0.5", True):
+        with pytest.raises(DeepdiveError, match="prune is the share"):
+            resolve_config("fast", {"prune": bad})
+    for bad in (1.5, -0.1, None):
+        with pytest.raises(DeepdiveError, match="prune_until is the fraction"):
+            resolve_config("fast", {"prune": 0.5, "prune_until": bad})
+    with pytest.raises(DeepdiveError, match="prune and distill cannot be combined"):
+        resolve_config("fast", {"prune": 0.5, "distill": 0.5})
+    assert all(PRESETS[name]["prune"] == 0 for name in PRESETS)
 
 
 def test_sam_config_errors():
