@@ -418,9 +418,11 @@ def test_sam_changes_the_run_from_sam_start_on_only(mnist):
 
 
 def test_pruning_leaves_out_well_fit_images_in_its_pruned_epochs_only(mnist):
-    """prune 0.5 until 0.75 of 4 epochs: epoch 1 is the plain run's (no scores yet), epochs 2-3 train on fewer
-    images, epoch 4 on all again; the schedule still ends where the plain one does; reproducible."""
-    kw = dict(epochs=4, seed=0, device="cpu", limit_train=1200, progress=False, overrides={"arch": "cnn-small"})
+    """prune 0.5 until 0.75 of 4 epochs: epoch 1 trains every image (no scores yet), epochs 2-3 fewer, epoch 4
+    all again; the schedule still ends where the plain one does; reproducible. (Not bit for bit the plain run's
+    first epoch: a mean of per-image losses rounds differently from the batch loss's own mean.)"""
+    kw = dict(epochs=4, seed=0, device="cpu", limit_train=1200, progress=False,
+              overrides={"arch": "cnn-small", "prune": 0.0})
     plain = train(mnist, "fast", **kw)
     pruned_kw = {**kw, "overrides": {"arch": "cnn-small", "prune": 0.5, "prune_until": 0.75}}
     pruned, again = train(mnist, "fast", **pruned_kw), train(mnist, "fast", **pruned_kw)
@@ -432,7 +434,6 @@ def test_pruning_leaves_out_well_fit_images_in_its_pruned_epochs_only(mnist):
     images = [row["train_images"] for row in pruned.history]
     assert images[0] == images[3] == full and all(full // 2 < n < full for n in images[1:3]), images
     assert "train_images" not in plain.history[0]
-    assert strip(pruned.history[0]) == strip(plain.history[0])
     assert [row["lr"] for row in pruned.history] == pytest.approx([row["lr"] for row in plain.history], rel=0.02)
     assert pruned.history[-1]["lr"] == plain.history[-1]["lr"]     # epoch 4 is whole again: the same last step
     assert [strip(r) for r in again.history] == [strip(r) for r in pruned.history]
@@ -462,9 +463,9 @@ def test_prune_config_errors():
     for bad in (1.5, -0.1, None):
         with pytest.raises(DeepdiveError, match="prune_until is the fraction"):
             resolve_config("fast", {"prune": 0.5, "prune_until": bad})
-    with pytest.raises(DeepdiveError, match="prune and distill cannot be combined"):
-        resolve_config("fast", {"prune": 0.5, "distill": 0.5})
-    assert all(PRESETS[name]["prune"] == 0 for name in PRESETS)
+    # measured on the CPU's `fast` only (benchmarks/EXPERIMENTS.md): not on CUDA, nor in `default` / `best`
+    assert resolve_config("fast")["prune"] == 0.5 and resolve_config("fast", device="cuda")["prune"] == 0
+    assert resolve_config("default")["prune"] == resolve_config("best")["prune"] == 0
 
 
 def test_sam_config_errors():
