@@ -71,6 +71,9 @@ EOF
 # compile, so it costs seconds.
 echo "== resume check" | tee -a "$LOG"
 timeout 120 "$PY" benchmarks/resume_check.py --device cuda --preset default 2>&1 | tail -2 | tee -a "$LOG" || true
+# and into a pruned epoch, whose per-image losses the graph writes in place and the state carries
+timeout 120 "$PY" benchmarks/resume_check.py --device cuda --preset default --ensemble 1 \
+  --overrides '{"prune": 0.5, "prune_until": 1.0}' 2>&1 | tail -2 | tee -a "$LOG" || true
 
 case "$mode" in
   bench) bench ;;

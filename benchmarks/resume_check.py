@@ -2,7 +2,7 @@
 this runs the same check on any device (the GPU machine has no pytest), with the device's own step: on CUDA a
 captured graph whose generator and momentum buffers are restored in place.
 
-    PYTHONPATH=. python benchmarks/resume_check.py [--device cuda] [--preset fast] [--ensemble 2]
+    PYTHONPATH=. python benchmarks/resume_check.py [--device cuda] [--preset fast] [--ensemble 2] [--overrides JSON]
 
 Trains a small run twice (seed 3, by default 3 epochs per member on 5,000 images): once whole, once stopped after
 its second epoch and resumed from train_state.pt. Prints the largest weight difference and whether the histories
@@ -22,7 +22,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="per member; the run stops after its second epoch")
     p.add_argument("--limit-train", type=int, default=5000)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overrides", default=None, help='recipe overrides as JSON, e.g. \'{"prune": 0.5}\'')
     args = p.parse_args(argv)
+    import json
 
     import torch
 
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
 
     ds = load_dataset("mnist", data_dir=args.data_dir, progress=False)
     kw = dict(epochs=args.epochs, seed=3, device=args.device, limit_train=args.limit_train, ensemble=args.ensemble,
-              progress=False)
+              progress=False, overrides=json.loads(args.overrides) if args.overrides else None)
     with tempfile.TemporaryDirectory() as tmp:
         whole = train(ds, args.preset, checkpoint_dir=Path(tmp) / "whole", **kw)
         rows = []
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
     diff = max((a.double() - b.double()).abs().max().item() if a.is_floating_point() else float(not torch.equal(a, b))
                for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()))
     same_history = strip(resumed.history) == strip(whole.history)
-    print(f"resume check on {resumed.device} ({args.preset}, ensemble {args.ensemble}, cuda_graphs "
+    print(f"resume check on {resumed.device} ({args.preset}{' ' + args.overrides if args.overrides else ''}, "
+          f"ensemble {args.ensemble}, cuda_graphs "
           f"{resumed.config['cuda_graphs']}, bf16 {resumed.config['amp']}): largest weight difference {diff:.3g}, "
           f"histories {'identical' if same_history else 'DIFFER'}")
     return 0 if diff == 0 and same_history else 1
