@@ -6,7 +6,8 @@
 The recipe is a plain VGG-style BatchNorm CNN (deepdive.models.cnn) trained with Nesterov SGD under a one-cycle
 (linear warm-up, linear decay to zero) learning rate, label smoothing, and random shift/rotate/scale/stroke-width
 augmentation done on whole batches on the device. The whole dataset lives on the device as uint8; each step
-gathers a batch by index, so there is no DataLoader and no per-image Python.
+gathers a batch by index, so there is no DataLoader and no per-image Python. The CPU's `fast` also prunes its middle
+epochs: they skip half of the images the model already fits (InfoBatch, the "prune" option).
 
 Speed: bf16 autocast (CUDA, and CPUs where it measures faster) and channels_last; torch.compile is an option
 (measured not to pay for this net, see the presets). A few warm-up steps run before the clock starts (kernel
@@ -165,7 +166,8 @@ PRESETS = {
     # adopted by a rule fixed before the runs: +0.025 pp over four paired seeds, none lower. The errors left are
     # mostly the same images run after run (seeds share 21-23 of ~30). Not adopted, each by its rule: shear /
     # stretch, an unpadded stem, averaging the last epochs' weights, BatchNorm re-estimation, test-time shifts,
-    # the 32-64-128 net (99.70% median at 2.5x the cost per image).
+    # the 32-64-128 net (99.70% median at 2.5x the cost per image), fast's pruning (seeds 0-3: -0.03 pp on average
+    # in 64% of the time; two seeds 0.05-0.08 pp lower).
     # CUDA keeps that 32-64-128 net (pair stem, pools last) for 20 epochs, without thin strokes until a GPU round
     # measures them: [H200G] median 99.695% over seeds 0-9 in ~8 s. Every run and rule: EXPERIMENTS.md, `default`.
     "default": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
