@@ -454,6 +454,35 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         t.page.close()
 
 
+def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_workspace, tmp_path):
+    """A run whose recipe pruned data (fast on the CPU) says so on its recipe card and in the curves' note, which
+    explains why its train line steps up in those epochs; the 1-epoch test run pruned nothing and says nothing."""
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+
+    def overview():
+        with serving(ws) as url:    # a fresh server: it caches a run's bundle until its analysis changes
+            t = Tab(browser, url, rid)
+            t.view("overview").wait_for_selector('[data-testid="curves-note"]')
+            texts = (t.page.inner_text('[data-testid="overview-cards"]'),
+                     t.page.inner_text('[data-testid="curves-note"]'))
+            assert not t.dialogs and not t.errors
+            t.page.close()
+            return texts
+
+    cards, note = overview()
+    assert "pruned" not in cards and "InfoBatch" not in note
+    with Store.open(ws) as store:
+        config = store.get_run(rid).config
+        assert config["resolved"]["prune"] == 0.5 and config["resolved"]["epochs"] == 1
+        store.set_config(rid, {**config, "resolved": {**config["resolved"], "epochs": 4}})
+    cards, note = overview()
+    assert "epochs 2-3 pruned" in cards
+    assert "pruned epochs 2-3 (InfoBatch)" in note and "a random 50% of the images" in note
+
+
 def test_the_runs_page_follows_a_run_while_it_trains(browser, analyzed_run, copy_workspace, tmp_path):
     """A run still training: its curves grow as it logs epochs and its row turns finished, without a reload."""
     from deepdive.store import Store
