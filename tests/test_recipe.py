@@ -465,6 +465,7 @@ def test_prune_config_errors():
             resolve_config("fast", {"prune": 0.5, "prune_until": bad})
     # measured on the CPU's `fast` only (benchmarks/EXPERIMENTS.md): not on CUDA, nor in `default` / `best`
     assert resolve_config("fast")["prune"] == 0.5 and resolve_config("fast", device="cuda")["prune"] == 0
+    assert resolve_config("fast")["prune_until"] == 1.0
     assert resolve_config("default")["prune"] == resolve_config("best")["prune"] == 0
 
 
