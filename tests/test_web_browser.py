@@ -477,7 +477,7 @@ def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_wor
     with Store.open(ws) as store:
         config = store.get_run(rid).config
         assert config["resolved"]["prune"] == 0.5 and config["resolved"]["epochs"] == 1
-        store.set_config(rid, {**config, "resolved": {**config["resolved"], "epochs": 4}})
+        store.set_config(rid, {**config, "resolved": {**config["resolved"], "epochs": 4, "prune_until": 0.75}})
     cards, note = overview()
     assert "epochs 2-3 pruned" in cards
     assert "pruned epochs 2-3 (InfoBatch)" in note and "a random 50% of the images" in note
