@@ -173,19 +173,29 @@ def test_train_arch_flag_overrides_the_preset_net(monkeypatch, tmp_path):
     assert main(["train", "--workspace", str(tmp_path)]) == 0
     assert main(["train", "--workspace", str(tmp_path), "--arch", "cnn", "--precision", "bf16"]) == 0
     assert main(["train", "--workspace", str(tmp_path), "--precision", "auto"]) == 0
+    assert main(["train", "--workspace", str(tmp_path), "--prune", "0.5"]) == 0
+    assert main(["train", "--workspace", str(tmp_path), "--preset", "fast", "--prune", "0"]) == 0
     assert calls[0]["overrides"] == {"arch": "stack5"} and calls[0]["ensemble"] == 2
     assert calls[1]["overrides"] is None
     assert calls[2]["overrides"] == {"arch": "cnn", "amp": True} and calls[3]["overrides"] is None
+    assert calls[4]["overrides"] == {"prune": 0.5} and calls[5]["overrides"] == {"prune": 0.0}
     with pytest.raises(SystemExit):
         main(["train", "--arch", "resnet"])
 
 
 @pytest.mark.parametrize("argv", [["train", "--limit-train", "0"], ["train", "--preset", "huge"],
-                                  ["train", "--epochs", "two"], ["predict", "latest"]])
+                                  ["train", "--epochs", "two"], ["predict", "latest"], ["train", "--prune", "1"],
+                                  ["train", "--prune", "half"]])
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
+
+
+def test_prune_out_of_range_names_the_problem(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--prune", "1"])
+    assert "--prune: expected a number in [0, 1), got 1" in capsys.readouterr().err
 
 
 def test_serve_takes_the_workspace_either_way(tmp_path, monkeypatch, capsys):

@@ -6,8 +6,8 @@
 The recipe is a plain VGG-style BatchNorm CNN (deepdive.models.cnn) trained with Nesterov SGD under a one-cycle
 (linear warm-up, linear decay to zero) learning rate, label smoothing, and random shift/rotate/scale/stroke-width
 augmentation done on whole batches on the device. The whole dataset lives on the device as uint8; each step
-gathers a batch by index, so there is no DataLoader and no per-image Python. The CPU's `fast` also prunes every epoch
-after the first: each skips half of the images the model already fits (InfoBatch, the "prune" option).
+gathers a batch by index, so there is no DataLoader and no per-image Python. The CPU's `fast` also prunes every
+epoch after the first: each skips half of the images the model already fits (InfoBatch, the "prune" option).
 
 Speed: bf16 autocast (CUDA, and CPUs where it measures faster) and channels_last; torch.compile is an option
 (measured not to pay for this net, see the presets). A few warm-up steps run before the clock starts (kernel
@@ -152,8 +152,8 @@ PRESETS = {
     # On CUDA (cuda block) a step costs about the same at batch 256 as at 128: the full-width net, pooling last,
     # stem padded, 5 epochs of 256 at lr 0.1, the step compiled inside a CUDA graph. [H200G] 99.50-99.59% (seeds
     # 0-5, median 99.55%) in 0.66 s of training, plus ~18 s of compiling in a fresh process. The GPU has not yet
-    # measured the CPU's net, lr 0.2 or pruning (DEVELOPERS.md, round 7), hence the block. A seed fixes the accuracy, not the
-    # time: the hosts' speed drifts by the hour. Every run and rule: EXPERIMENTS.md, `fast`.
+    # measured the CPU's net, lr 0.2 or pruning (DEVELOPERS.md, round 7), hence the block. A seed fixes the
+    # accuracy, not the time: the hosts' speed drifts by the hour. Every run and rule: EXPERIMENTS.md, `fast`.
     "fast": {**_COMMON, "arch_kwargs": {**_COMMON["arch_kwargs"], "stem": "single", "pool_first": True,
                                         "widths": (32, 48, 128), "stem_padding": "valid"},
              "lr": 0.2, "epochs": 4, "batch_size": 128, "augment": {"shift": 2}, "prune": 0.5, "prune_until": 1.0,

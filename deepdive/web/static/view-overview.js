@@ -48,9 +48,10 @@
 
   function prunedNote(resolved) {
     const epochs = prunedEpochs(resolved);
-    return epochs ? ` The recipe pruned ${epochs} (InfoBatch): each left out a random ${DD.fmt.pct(resolved.prune, 0)} ` +
-      "of the images the model already fit, so the train line there is over the harder rest and sits higher than a " +
-      "whole epoch's would." : "";
+    if (!epochs) return "";
+    return ` The recipe pruned ${epochs} (InfoBatch): each left out a random ${DD.fmt.pct(resolved.prune, 0)} of ` +
+      "the images the model already fit, so the train line there is over the harder rest and sits higher than a " +
+      "whole epoch's would.";
   }
 
   function curves(Plotly, ctx, lossBox, accBox) {
