@@ -479,8 +479,12 @@ def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_wor
         assert config["resolved"]["prune"] == 0.5 and config["resolved"]["epochs"] == 1
         store.set_config(rid, {**config, "resolved": {**config["resolved"], "epochs": 4, "prune_until": 0.75}})
     cards, note = overview()
-    assert "epochs 2-3 pruned" in cards
+    assert "epochs 2-3 pruned" in cards and "member" not in cards
     assert "pruned epochs 2-3 (InfoBatch)" in note and "a random 50% of the images" in note
+    with Store.open(ws) as store:     # an ensemble's members each prune their own epochs
+        store.set_config(rid, {**store.get_run(rid).config, "ensemble": 2})
+    cards, note = overview()
+    assert "each member's epochs 2-3 pruned" in cards and "pruned each member's epochs 2-3" in note
 
 
 def test_the_runs_page_follows_a_run_while_it_trains(browser, analyzed_run, copy_workspace, tmp_path):

@@ -21,10 +21,13 @@
     return amp === true ? "bf16 autocast" : amp === false ? "fp32" : "";
   }
 
-  // The epochs a run pruned (the recipe's "prune": from epoch 2 to prune_until of the epochs), as text, or "".
-  function prunedEpochs(resolved) {
+  // The epochs a run pruned (the recipe's "prune": from epoch 2 to prune_until of the epochs), as text, or "";
+  // an ensemble's members each prune their own epochs.
+  function prunedEpochs(cfg) {
+    const resolved = cfg.resolved || {};
     const last = Math.floor((resolved.prune_until || 0) * (resolved.epochs || 0));
-    return resolved.prune > 0 && last >= 2 ? (last > 2 ? `epochs 2-${last}` : "epoch 2") : "";
+    if (!(resolved.prune > 0 && last >= 2)) return "";
+    return (cfg.ensemble > 1 ? "each member's " : "") + (last > 2 ? `epochs 2-${last}` : "epoch 2");
   }
 
   function cards(ctx) {
@@ -40,14 +43,14 @@
         precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`,
-        prunedEpochs(resolved) && `${prunedEpochs(resolved)} pruned`].filter(Boolean).join(" · ")),
+        prunedEpochs(cfg) && `${prunedEpochs(cfg)} pruned`].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
       DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
   }
 
-  function prunedNote(resolved) {
-    const epochs = prunedEpochs(resolved);
+  function prunedNote(cfg) {
+    const epochs = prunedEpochs(cfg), resolved = cfg.resolved || {};
     if (!epochs) return "";
     return ` The recipe pruned ${epochs} (InfoBatch): each left out a random ${DD.fmt.pct(resolved.prune, 0)} of ` +
       "the images the model already fit, so the train line there is over the harder rest and sits higher than a " +
@@ -140,7 +143,7 @@
           text: "Train: mean over each epoch's augmented training batches, measured while they trained. " +
                 "Validation: the held-out images, unaugmented, after the epoch. Both losses are cross-entropy " +
                 "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
-                "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config.resolved || {})})
+                "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
           : null));
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
