@@ -9,6 +9,7 @@ its second epoch and resumed from train_state.pt. Prints the largest weight diff
 match; exits 1 if they differ.
 """
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +25,6 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overrides", default=None, help='recipe overrides as JSON, e.g. \'{"prune": 0.5}\'')
     args = p.parse_args(argv)
-    import json
 
     import torch
 

@@ -276,23 +276,24 @@ def resolve_config(preset="default", overrides=None, epochs=None, device=None, m
         raise DeepdiveError(f"distill is the teacher's share of the loss, in [0, 1]; got {cfg['distill']!r}")
     if not isinstance(cfg["distill_temperature"], (int, float)) or not cfg["distill_temperature"] > 0:
         raise DeepdiveError(f"distill_temperature must be a number > 0, got {cfg['distill_temperature']!r}")
-    if isinstance(cfg["sam"], bool) or not isinstance(cfg["sam"], (int, float)) or not cfg["sam"] >= 0:
-        raise DeepdiveError(f"sam is the radius of SAM's weight perturbation, a number >= 0; got {cfg['sam']!r}")
-    if isinstance(cfg["sam_start"], bool) or not isinstance(cfg["sam_start"], (int, float)) \
-            or not 0 <= cfg["sam_start"] < 1:
-        raise DeepdiveError(f"sam_start is the fraction of the steps after which SAM starts, in [0, 1); "
-                            f"got {cfg['sam_start']!r}")
-    if isinstance(cfg["prune"], bool) or not isinstance(cfg["prune"], (int, float)) or not 0 <= cfg["prune"] < 1:
-        raise DeepdiveError(f"prune is the share of well-fit images an epoch leaves out, in [0, 1); "
-                            f"got {cfg['prune']!r}")
-    if isinstance(cfg["prune_until"], bool) or not isinstance(cfg["prune_until"], (int, float)) \
-            or not 0 <= cfg["prune_until"] <= 1:
-        raise DeepdiveError(f"prune_until is the fraction of the epochs after which every image trains again, "
-                            f"in [0, 1]; got {cfg['prune_until']!r}")
+    _check_number(cfg, "sam", lambda v: v >= 0, "the radius of SAM's weight perturbation, a number >= 0")
+    _check_number(cfg, "sam_start", lambda v: 0 <= v < 1,
+                  "the fraction of the steps after which SAM starts, in [0, 1)")
+    _check_number(cfg, "prune", lambda v: 0 <= v < 1, "the share of well-fit images an epoch leaves out, in [0, 1)")
+    _check_number(cfg, "prune_until", lambda v: 0 <= v <= 1,
+                  "the fraction of the epochs after which every image trains again, in [0, 1]")
     if cfg["sam"] > 0 and cfg["cuda_graphs"] is True:
         raise DeepdiveError("sam > 0 takes two passes per step, which one captured CUDA graph cannot replay; "
                             "set cuda_graphs to 'auto' or false")
     return cfg
+
+
+def _check_number(cfg, key, ok, meaning):
+    """cfg[key] must be a real number (a bool is not one) for which ok(value) holds; else an error saying what
+    the option means."""
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise DeepdiveError(f"{key} is {meaning}; got {value!r}")
 
 
 def member_configs(preset, overrides, epochs, device, ensemble) -> list[dict]:

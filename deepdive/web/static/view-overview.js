@@ -33,7 +33,7 @@
   function cards(ctx) {
     const run = ctx.b.run, s = ctx.b.summary, cfg = run.config || {};
     const im = ctx.b.images;
-    const resolved = cfg.resolved || {};
+    const resolved = cfg.resolved || {}, pruned = prunedEpochs(cfg);
     const shape = `${im.height}×${im.width}${im.channels > 1 ? "×" + im.channels : ""}`;
     return el("div", {class: "cards", attrs: {"data-testid": "overview-cards"}},
       DD.card("Dataset", run.dataset, `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images · ${shape} · ${ctx.C} classes`),
@@ -43,7 +43,7 @@
         precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`,
-        prunedEpochs(cfg) && `${prunedEpochs(cfg)} pruned`].filter(Boolean).join(" · ")),
+        pruned && `${pruned} pruned`].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
       DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
