@@ -99,8 +99,9 @@ def filter_times(page, repeat):
 SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "issues", "embedding", "advice")
 
 
-def screenshots(browser, base, run_id, split, counts, folder):
-    """One PNG per main view, plus the runs page, a confusion-cell hover and an image's detail panel."""
+def screenshots(browser, base, run_id, split, folder):
+    """One PNG per main view (the confusion matrix's cells show their images), plus the runs page and an image's
+    detail panel."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -113,10 +114,6 @@ def screenshots(browser, base, run_id, split, counts, folder):
         page.wait_for_selector(f'main[data-view="{view}"]')
         page.wait_for_load_state("networkidle")
         page.wait_for_timeout(800)  # plotly transitions, lazy images
-        if view == "confusion":
-            c = len(counts)
-            t, p = max(((t, p) for t in range(c) for p in range(c) if t != p), key=lambda tp: counts[tp[0]][tp[1]])
-            page.hover(f'td.cm-cell[data-t="{t}"][data-p="{p}"]')
         page.screenshot(path=str(folder / f"dashboard-{view}.png"))
     page.mouse.move(2, 2)
     page.goto(f"{base}#/r/{run_id}/{split}/predictions")
@@ -182,8 +179,7 @@ def main(argv=None) -> int:
                 report_page.goto((Path(tmp) / "report.html").as_uri())
                 report_paint, report_charts = paint_times(report_page)
                 if args.screenshots:
-                    for path in screenshots(browser, base, rec.id, args.split, summary["confusion"]["counts"],
-                                            args.screenshots):
+                    for path in screenshots(browser, base, rec.id, args.split, args.screenshots):
                         print(f"screenshot {path} ({path.stat().st_size / 1e3:.0f} kB)")
                 browser.close()
         finally:

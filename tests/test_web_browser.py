@@ -290,6 +290,44 @@ def test_hovering_a_confusion_cell_shows_exactly_its_images(tab, expected):
         page.wait_for_selector("#tooltip", state="hidden")
 
 
+def test_confusion_cells_show_their_images(tab, expected):
+    """Images mode, the default: each off-diagonal cell holds its own images, most confident first, at most the
+    view's cap, then "+N" for the rest; the diagonal its count; Counts mode no images. Clicking an image in a cell
+    opens that image, not the cell's list."""
+    frame = expected["frame"]
+    counts = np.array(expected["summary"]["confusion"]["counts"])
+    cap = 2   # the view shows 9; the tiny run's largest confusion has fewer, so the test lowers the cap
+    assert (counts - np.diag(np.diag(counts))).max() > cap, "the fixture run has no cell past the cap"
+    page = tab.view("confusion")
+    assert page.get_attribute('[data-testid="cm-mode"] button.active', "data-value") == "images"
+    cells_js = """cs => cs.map(c => [Number(c.dataset.t), Number(c.dataset.p),
+        [...c.querySelectorAll('.thumb')].map(t => Number(t.dataset.row)),
+        c.querySelector('.cm-more') ? Number(c.querySelector('.cm-more').dataset.more) : 0])"""
+    assert sum(len(rows) for _, _, rows, _ in page.eval_on_selector_all("td.cm-cell", cells_js)) > 0
+    page.evaluate(f"DD.views.confusion.cellCap = {cap}")
+    page.click('[data-testid="cm-mode"] button[data-value="count"]')
+    assert tab.count("td.cm-cell .thumb") == 0
+    page.click('[data-testid="cm-mode"] button[data-value="images"]')   # redrawn with the lowered cap
+    confidence = frame["confidence"].to_numpy()
+    for t, p, rows, more in page.eval_on_selector_all("td.cm-cell", cells_js):
+        truth = np.flatnonzero((frame["true"] == t).to_numpy() & (frame["pred"] == p).to_numpy())
+        if t == p:
+            assert rows == [] and more == 0
+            continue
+        assert len(rows) == min(cap, len(truth)) and set(rows) <= set(truth.tolist()), (t, p)
+        assert more == max(0, len(truth) - cap), (t, p)
+        hidden = np.setdiff1d(truth, rows)
+        if rows and hidden.size:   # the most confident mistakes are the ones shown
+            assert confidence[rows].min() >= confidence[hidden].max() - 1e-4, (t, p)
+    t, p = (int(v) for v in np.unravel_index((counts - np.diag(np.diag(counts))).argmax(), counts.shape))
+    row = page.get_attribute(f'td.cm-cell[data-t="{t}"][data-p="{p}"] .thumb', "data-row")
+    page.click(f'td.cm-cell[data-t="{t}"][data-p="{p}"] .thumb[data-row="{row}"]')
+    detail = page.wait_for_selector("#detail:not([hidden])")
+    assert f"Image #{frame['idx'][int(row)]}" in detail.inner_text()
+    assert page.get_attribute("main", "data-view") == "confusion"
+    page.click('[data-testid="detail-close"]')
+
+
 def test_filters_give_the_right_rows(tab, expected):
     frame = expected["frame"]
     wrong = ~frame["correct"].to_numpy()

@@ -1,5 +1,6 @@
-// Confusion matrix heatmap. Hovering a cell previews exactly that cell's images; clicking lists them in the
-// predictions table.
+// Confusion matrix heatmap. In "Images" mode (the default up to 20 classes) every off-diagonal cell shows its
+// images, most confident mistake first; hovering a cell previews all of them larger; clicking a cell lists them
+// in the predictions table, clicking one of its images opens that image.
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -27,17 +28,38 @@
             grid];
   }
 
+  // The images of one off-diagonal cell, at most `cap` (a 3-wide grid of 26-px thumbnails, three rows in a
+  // cell), then "+N" for the rest. The diagonal keeps its count: its thousands of correct images would not
+  // fit, and the hover preview and the predictions table show them.
+  function cellImages(ctx, t, p, cap) {
+    const rows = ctx.cell(t, p);
+    const more = rows.length - cap;
+    return [el("div", {class: "cm-n", text: DD.fmt.int(rows.length)}),
+            el("div", {class: "cm-cell-thumbs"}, rows.slice(0, cap).map((r) => DD.thumb(ctx, r, 26))),
+            more > 0 ? el("div", {class: "cm-more", attrs: {"data-testid": "cell-more"}, dataset: {more},
+                              text: `+${DD.fmt.int(more)}`}) : null];
+  }
+
   DD.views.confusion = {
     title: "Confusion matrix", icon: "▦",
+    cellCap: 9,    // images shown inside one cell (tests lower it to reach the "+N" path on a small run)
     render(root, ctx) {
       const counts = ctx.b.summary.confusion.counts;
       const norm = ctx.b.summary.confusion.normalized;
-      let showNorm = false;
+      // With many classes the cells get too small for pictures: the counts are the default there.
+      const mode = () => ctx.state.cmMode || (ctx.C <= 20 ? "images" : "count");
       const maxOff = Math.max(1, ...counts.flatMap((row, t) => row.filter((_, p) => p !== t)));
       const shade = (t, p) => (t === p ? norm[t][p] : counts[t][p] / maxOff);
       const table = el("table", {class: "cm", attrs: {"data-testid": "confusion-matrix"}});
       const draw = () => {
         DD.clear(table);
+        const m = mode();
+        table.classList.toggle("images", m === "images");
+        const content = (count, t, p) => {
+          if (!count) return null;
+          if (m === "images" && t !== p) return cellImages(ctx, t, p, DD.views.confusion.cellCap);
+          return m === "norm" ? DD.fmt.pct(norm[t][p], 1) : DD.fmt.int(count);
+        };
         table.appendChild(el("thead", {}, el("tr", {}, el("th", {class: "cm-corner", text: "true ↓ / predicted →"}),
           ctx.names.map((name) => el("th", {class: "cm-col", text: name})))));
         table.appendChild(el("tbody", {}, counts.map((row, t) => el("tr", {},
@@ -46,8 +68,7 @@
             class: "cm-cell" + (t === p ? " diag" : "") + (count ? "" : " empty"),
             dataset: {t, p, count},
             style: {background: cellColor(shade(t, p), t === p), color: shade(t, p) > 0.6 ? "#fff" : "#111827"},
-            text: count ? (showNorm ? DD.fmt.pct(norm[t][p], 1) : DD.fmt.int(count)) : "",
-          }))))));
+          }, content(count, t, p)))))));
       };
       draw();
 
@@ -67,7 +88,7 @@
       });
       table.addEventListener("click", (e) => {
         const cell = e.target.closest("td.cm-cell");
-        if (!cell) return;
+        if (!cell || e.target.closest(".thumb")) return;   // an image in a cell opens that image (app.js)
         DD.tooltip.hide();
         ctx.state.predFilter = {true: Number(cell.dataset.t), pred: Number(cell.dataset.p)};
         DD.go(ctx, "predictions");
@@ -75,9 +96,10 @@
 
       root.appendChild(el("div", {class: "panel"},
         el("div", {class: "toolbar"},
-          DD.segmented([{value: "count", label: "Counts"}, {value: "norm", label: "Row %"}], "count",
-            (v) => { showNorm = v === "norm"; draw(); }, "cm-mode"),
-          el("span", {class: "muted small", text: "Rows: true class · columns: predicted class · hover a cell to see its images, click to list them"})),
+          DD.segmented([{value: "images", label: "Images"}, {value: "count", label: "Counts"},
+                        {value: "norm", label: "Row %"}], mode(),
+            (v) => { ctx.state.cmMode = v; draw(); }, "cm-mode"),
+          el("span", {class: "muted small", text: "Rows: true class · columns: predicted class · hover a cell to see its images, click it to list them, click an image to open it"})),
         el("div", {class: "cm-wrap"}, table)));
     },
   };
