@@ -100,8 +100,8 @@ SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predict
 
 
 def screenshots(browser, base, run_id, split, folder):
-    """One PNG per main view (the confusion matrix's cells show their images), plus the runs page and an image's
-    detail panel."""
+    """One PNG per main view (the confusion matrix's cells show their images), plus the runs page, an image's
+    detail panel and, where the workspace has another analysed run, the Compare view."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -115,6 +115,15 @@ def screenshots(browser, base, run_id, split, folder):
         page.wait_for_load_state("networkidle")
         page.wait_for_timeout(800)  # plotly transitions, lazy images
         page.screenshot(path=str(folder / f"dashboard-{view}.png"))
+    # Compare: only where the workspace has another run with this split analysed (the view picks the newest).
+    page.goto(f"{base}#/r/{run_id}/{split}/compare")
+    page.wait_for_function("""() => document.querySelector('[data-testid="compare-with"]') ||
+                                    document.querySelector('main').innerText.includes('No other run')""")
+    if page.locator('[data-testid="compare-with"]').count():
+        page.wait_for_selector('[data-testid="compare-verdict"]')
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(folder / "dashboard-compare.png"))
     page.mouse.move(2, 2)
     page.goto(f"{base}#/r/{run_id}/{split}/predictions")
     page.wait_for_selector(".vrow")

@@ -328,6 +328,21 @@ def test_confusion_cells_show_their_images(tab, expected):
     page.click('[data-testid="detail-close"]')
 
 
+def test_compare_is_a_served_view(tab, expected):
+    """Compare needs the workspace's other runs: the served dashboard lists it (and, with no other analysed run,
+    says what to do); a report has one run, so neither its nav nor its router knows the view."""
+    page = tab.view("overview")
+    nav = page.eval_on_selector_all("#sidenav .nav-item", "as => as.map(a => a.dataset.view)")
+    if tab.mode == "served":
+        assert nav[-1] == "compare"
+        page = tab.view("compare")
+        assert "No other run on mnist has an analysis of its test split" in page.inner_text("main")
+    else:
+        assert "compare" not in nav and len(nav) == len(VIEWS)
+        page.evaluate("h => { location.hash = h; }", f"#/r/{expected['run_id']}/test/compare")
+        page.wait_for_function("document.querySelector('main').dataset.view === 'overview'")
+
+
 def test_filters_give_the_right_rows(tab, expected):
     frame = expected["frame"]
     wrong = ~frame["correct"].to_numpy()

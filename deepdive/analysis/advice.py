@@ -282,7 +282,7 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
     acc_after = float(np.mean([r["accuracy"]["after"] for r in per_seed]))
     targeted = [{"true": t, "pred": q, **_total([r["targeted_confusions"][k] for r in per_seed])}
                 for k, (t, q) in enumerate(pairs)]
-    paired = {key: _split_counts(sum(r["paired"][key]["fixed"] for r in per_seed),
+    paired = {key: split_counts(sum(r["paired"][key]["fixed"] for r in per_seed),
                                  sum(r["paired"][key]["new"] for r in per_seed)) for key in ("targeted", "errors")}
     higher = sum(r["accuracy"]["after"] > r["accuracy"]["before"] for r in per_seed)
     lower = sum(r["accuracy"]["after"] < r["accuracy"]["before"] for r in per_seed)
@@ -410,7 +410,7 @@ def paired_changes(before: dict, after: dict, pairs) -> dict:
     many images were fixed (in the set before, out of it after) and how many are new, with the two-sided exact
     McNemar p-value of that split (a binomial test on the changed images at 1/2)."""
     def split(was, now):
-        return _split_counts(int((was & ~now).sum()), int((~was & now).sum()))
+        return split_counts(int((was & ~now).sum()), int((~was & now).sum()))
 
     def targeted(preds):
         hit = np.zeros(len(preds["true"]), dtype=bool)
@@ -422,7 +422,7 @@ def paired_changes(before: dict, after: dict, pairs) -> dict:
             "errors": split(before["pred"] != before["true"], after["pred"] != after["true"])}
 
 
-def _split_counts(fixed: int, new: int) -> dict:
+def split_counts(fixed: int, new: int) -> dict:
     """Fixed and new images with the two-sided exact McNemar p-value of that split (binomial at 1/2)."""
     from scipy.stats import binomtest
 

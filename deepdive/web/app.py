@@ -10,6 +10,7 @@
     GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
     GET .../saliency/{method}/class/{rep|mean}/{cls}.png    per-class map
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
+    GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
 
 No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
 everything else is an integer, so `../` in any parameter can only yield a 4xx.
@@ -168,6 +169,16 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return entry.activations(row, on_demand=True)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/compare/{other}")
+    def compare(run_id: str, split: str, other: str):
+        from deepdive.analysis.compare import compare_runs
+        from deepdive.analysis.results import SPLITS
+
+        a, b = runs.record(run_id), runs.record(other)
+        if split not in SPLITS:
+            raise HTTPException(404, f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        return compare_runs(a, b, split)   # a split without analysis: RunError, 404
 
     return app
 

@@ -35,6 +35,7 @@
     const badges = {issues: ctx.b.label_issues.length, predictions: ctx.n};
     for (const name of DD.VIEW_ORDER) {
       const v = DD.views[name];
+      if (v.servedOnly && ctx.source.mode !== "served") continue;
       nav.appendChild(el("a", {class: "nav-item" + (name === view ? " active" : ""), href: DD.viewHref(ctx, name),
                                dataset: {view: name}},
         el("span", {class: "nav-icon", text: v.icon}), el("span", {class: "nav-label", text: v.title}),
@@ -86,7 +87,8 @@
       return;
     }
     if (token !== routeCount) return;
-    const view = DD.views[target.view] ? target.view : "overview";
+    const known = DD.views[target.view] && !(DD.views[target.view].servedOnly && source.mode !== "served");
+    const view = known ? target.view : "overview";
     current = ctx;
     renderNav(ctx, view);
     renderCrumbs(ctx);

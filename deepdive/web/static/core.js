@@ -3,9 +3,9 @@
 "use strict";
 window.DD = window.DD || {};
 (function (DD) {
-  DD.views = {};   // name -> {title, icon, render(root, ctx)}
+  DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
   DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "issues",
-                   "embedding", "advice"];
+                   "embedding", "advice", "compare"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
   DD.el = function (tag, props, ...children) {
@@ -137,6 +137,8 @@ window.DD = window.DD || {};
       },
       classSaliencyURL: (b, method, cls, kind) => `${base(b)}/saliency/${method}/class/${kind}/${cls}.png`,
       activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
+      compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
+        `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),
     };
   };
 })(window.DD);

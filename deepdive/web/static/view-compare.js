@@ -1,0 +1,72 @@
+// Compare (served dashboard only: a report holds one run): this run's mistakes against another analysed run's on
+// the same images. Which of this run's errors the other fixes, which it adds, which both make, with the paired
+// test that says whether the difference is more than retraining noise. The images are this run's thumbnails.
+"use strict";
+(function (DD) {
+  const el = DD.el;
+
+  // One group of images, each captioned with the wrong answer(s): A's for "fixed", B's for "new", both for "both".
+  function group(ctx, g, key, title, note) {
+    const name = ctx.className;
+    const caption = (k) => key === "fixed" ? `→${name(g.pred_a[k])} · ${DD.fmt.pct(g.confidence_a[k], 0)}`
+      : key === "new" ? `→${name(g.pred_b[k])} · ${DD.fmt.pct(g.confidence_b[k], 0)}`
+      : g.pred_a[k] === g.pred_b[k] ? `→${name(g.pred_a[k])} in both` : `→${name(g.pred_a[k])} / ${name(g.pred_b[k])}`;
+    const figs = g.rows.map((r, k) => DD.captioned(ctx, r, 48, caption(k)));
+    return DD.section(`${title} (${DD.fmt.int(g.rows.length)})`, el("p", {class: "muted small", text: note}),
+      el("div", {class: "thumb-row cmp-row", attrs: {"data-testid": `compare-${key}`}},
+         figs.length ? figs : el("span", {class: "muted small", text: "none"})));
+  }
+
+  async function draw(box, ctx, otherId) {
+    DD.clear(box).appendChild(DD.note("Comparing…"));
+    let res;
+    try {
+      res = await ctx.source.compare(ctx.b.run.id, ctx.b.split, otherId);
+    } catch (err) {
+      DD.clear(box).appendChild(DD.note(`Could not compare: ${err.message}`, "error"));
+      return;
+    }
+    if (ctx.state.compareWith !== otherId) return;   // another run was picked meanwhile
+    const a = res.a, b = res.b;
+    const line = (r, label) => el("div", {class: "cmp-run"}, el("span", {class: "pill", text: label}),
+      el("strong", {text: r.name}), el("span", {class: "muted small", text: ` ${r.id} · ${r.recipe} · `}),
+      el("span", {text: `${DD.fmt.pct(r.accuracy, 2)}, ${DD.fmt.int(r.errors)} errors`}));
+    DD.clear(box).append(
+      el("section", {class: "panel"}, line(a, "A: this run"), line(b, "B"),
+        el("p", {class: "cmp-verdict", attrs: {"data-testid": "compare-verdict"}, text: res.verdict}),
+        el("p", {class: "muted small", text: `Wrong in both: ${DD.fmt.int(res.both.rows.length)}, ` +
+          `${DD.fmt.int(res.both_same_prediction)} of them with the same wrong answer. Two seeds of one recipe ` +
+          "already fix and add a few of each other's errors; the p-value (exact McNemar on the images that " +
+          "changed) says whether B's changes lean one way more than that."})),
+      group(ctx, res.fixed, "fixed", "Fixed by B", "Wrong here, right in B: caption = this run's answer."),
+      group(ctx, res.new, "new", "New in B", "Right here, wrong in B: caption = B's answer."),
+      group(ctx, res.both, "both", "Wrong in both", "The mistakes that survive a change of run: caption = the two answers."));
+  }
+
+  DD.views.compare = {
+    title: "Compare runs", icon: "⇄", servedOnly: true,
+    render(root, ctx) {
+      const box = el("div", {attrs: {"data-testid": "compare-result"}});
+      const pickBox = el("div", {class: "toolbar"}, DD.note("Loading runs…"));
+      root.append(el("section", {class: "panel"}, pickBox), box);
+      ctx.source.listRuns().then((runs) => {
+        const others = runs.filter((r) => r.id !== ctx.b.run.id && r.dataset === ctx.b.run.dataset &&
+                                          r.splits.includes(ctx.b.split));
+        DD.clear(pickBox);
+        if (!others.length) {
+          pickBox.appendChild(DD.note(`No other run on ${ctx.b.run.dataset} has an analysis of its ` +
+            `${ctx.b.split} split to compare with: train one and run deepdive analyze on it.`));
+          return;
+        }
+        if (!others.some((r) => r.id === ctx.state.compareWith)) ctx.state.compareWith = others[0].id;
+        const select = el("select", {class: "input", attrs: {"data-testid": "compare-with"}}, others.map((r) =>
+          el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe} · ${DD.fmt.pct(r.test_accuracy, 2)}`,
+                        selected: r.id === ctx.state.compareWith})));
+        select.addEventListener("change", () => { ctx.state.compareWith = select.value; draw(box, ctx, select.value); });
+        pickBox.append(el("label", {class: "filter"}, el("span", {class: "tool-label", text: "Compare with (B)"}), select),
+          el("span", {class: "muted small", text: `runs on ${ctx.b.run.dataset} with an analysed ${ctx.b.split} split, newest first`}));
+        draw(box, ctx, ctx.state.compareWith);
+      }).catch((err) => DD.clear(pickBox).appendChild(DD.note(`Could not list the runs: ${err.message}`, "error")));
+    },
+  };
+})(window.DD);

@@ -1,0 +1,138 @@
+"""`deepdive compare` / the Compare view: two analysed runs' mistakes on the same images (deepdive.analysis.compare),
+on the tiny analysed run of tests/conftest.py and a second tiny run of another seed beside it."""
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from deepdive.analysis.compare import compare_runs
+from deepdive.analysis.results import AnalysisResult
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.store import Store
+
+
+@pytest.fixture(scope="module")
+def pair(analyzed_run, copy_workspace, tmp_path_factory):
+    """(workspace, run A = the tiny analysed run, run B = the same recipe at seed 1, analysed), store records."""
+    from deepdive.analysis import analyze
+    from deepdive.train.run import train_and_evaluate
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path_factory.mktemp("compare") / "ws")
+    b = train_and_evaluate("mnist", "fast", workspace=ws, epochs=1, limit_train=3000, limit_test=1000, seed=1,
+                           progress=False, name="seed1")
+    with Store.open(ws, create=False) as store:
+        analyze(store, b["run_id"], "test", progress=False)
+        rec_a, rec_b = store.get_run(analyzed_run.run_id), store.get_run(b["run_id"])
+    return ws, rec_a, rec_b
+
+
+def test_groups_are_each_images_fate_in_both_runs(pair):
+    _, a, b = pair
+    res = compare_runs(a, b)
+    fa, fb = (AnalysisResult.load(r.run_dir, "test").examples for r in (a, b))
+    wa, wb = ~fa["correct"].to_numpy(), ~fb["correct"].to_numpy()
+    assert res["n"] == len(fa) == 1000
+    assert (res["a"]["id"], res["b"]["id"], res["a"]["errors"], res["b"]["errors"]) == (a.id, b.id, wa.sum(), wb.sum())
+    for key, mask, conf in (("fixed", wa & ~wb, fa), ("new", ~wa & wb, fb), ("both", wa & wb, fa)):
+        g = res[key]
+        assert sorted(g["rows"]) == np.flatnonzero(mask).tolist(), key
+        assert g["idx"] == fa["idx"].to_numpy()[g["rows"]].tolist()
+        assert g["true"] == fa["true"].to_numpy()[g["rows"]].tolist()
+        assert g["pred_a"] == fa["pred"].to_numpy()[g["rows"]].tolist()
+        assert g["pred_b"] == fb["pred"].to_numpy()[g["rows"]].tolist()
+        c = conf["confidence"].to_numpy()[g["rows"]]
+        assert np.all(np.diff(c) <= 0), f"{key}: not most confident first"
+    # two seeds of a 1-epoch run on 3,000 images: each makes tens of errors, and they do not all agree
+    assert res["fixed"]["rows"] and res["new"]["rows"] and res["both"]["rows"]
+    both = wa & wb
+    assert res["both_same_prediction"] == int((both & (fa["pred"].to_numpy() == fb["pred"].to_numpy())).sum())
+    fixed, new = len(res["fixed"]["rows"]), len(res["new"]["rows"])
+    assert res["paired"] == {"fixed": fixed, "new": new, "p_value": round(binomtest(fixed, fixed + new, 0.5).pvalue, 4)}
+    assert f"B fixes {fixed} of A's errors and makes {new} new" in res["verdict"]
+    swapped = compare_runs(b, a)
+    assert (swapped["paired"]["fixed"], swapped["paired"]["new"]) == (new, fixed)
+
+
+def test_what_cannot_be_compared_says_why(pair, tmp_path):
+    _, a, b = pair
+    with pytest.raises(DeepdiveError, match="same run"):
+        compare_runs(a, a)
+    with pytest.raises(RunError, match=r"no analysis of its 'val' split .* deepdive analyze"):
+        compare_runs(a, b, "val")
+    with pytest.raises(DeepdiveError, match="different datasets"):
+        compare_runs(a, dataclasses.replace(b, dataset="fashion-mnist"))
+    # B evaluated on other images: a copy of its run folder whose examples table lost its first 10 rows
+    other = tmp_path / "other"
+    shutil.copytree(b.run_dir, other)
+    path = other / "analysis" / "test" / "examples.parquet"
+    pd.read_parquet(path).iloc[10:].reset_index(drop=True).to_parquet(path)
+    with pytest.raises(DeepdiveError, match=r"different images of the 'test' split \(1,000 and 990 images\)"):
+        compare_runs(a, dataclasses.replace(b, id="other", run_dir=other))
+
+
+def test_cli_compare(pair, run_cli):
+    ws, a, b = pair
+    done = run_cli("compare", a.id, "seed1", "--workspace", ws, "--json")
+    assert done.returncode == 0, done.stderr
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert res == json.loads(json.dumps(compare_runs(a, b)))
+    text = run_cli("compare", a.id, "seed1", "--workspace", ws)
+    assert text.returncode == 0, text.stderr
+    first = res["fixed"]["idx"][0]
+    assert res["verdict"] in text.stdout and f"fixed by B: #{first} " in text.stdout
+    missing = run_cli("compare", a.id, "nope", "--workspace", ws)
+    assert missing.returncode != 0 and "no run 'nope'" in missing.stderr
+
+
+def test_api_compare(pair):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+
+    ws, a, b = pair
+    with TestClient(create_app(ws)) as client:
+        got = client.get(f"/api/runs/{a.id}/splits/test/compare/{b.id}")
+        assert got.status_code == 200 and got.json() == json.loads(json.dumps(compare_runs(a, b)))
+        assert client.get(f"/api/runs/{a.id}/splits/test/compare/nope").status_code == 404
+        assert client.get(f"/api/runs/{a.id}/splits/..%2F..%2Fetc/compare/{b.id}").status_code == 404
+        val = client.get(f"/api/runs/{a.id}/splits/val/compare/{b.id}")
+        assert val.status_code == 404 and "deepdive analyze" in val.json()["detail"]
+        same = client.get(f"/api/runs/{a.id}/splits/test/compare/{a.id}")
+        assert same.status_code == 422 and "same run" in same.json()["detail"]
+
+
+def test_compare_view_shows_each_group(pair):
+    """The served dashboard's Compare view, run A against B (the only other run, so picked by default)."""
+    from test_web_browser import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ws, a, b = pair
+    expected = compare_runs(a, b)
+    with serving(ws) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}#/r/{a.id}/test/compare")
+        page.wait_for_selector('[data-testid="compare-verdict"]')
+        assert page.input_value('[data-testid="compare-with"]') == b.id
+        assert page.inner_text('[data-testid="compare-verdict"]') == expected["verdict"]
+        for key in ("fixed", "new", "both"):
+            rows = page.eval_on_selector_all(f'[data-testid="compare-{key}"] .thumb',
+                                             "ts => ts.map(t => Number(t.dataset.row))")
+            assert rows == expected[key]["rows"], key
+        # an image opens its detail, as everywhere
+        row = expected["new"]["rows"][0]
+        page.click(f'[data-testid="compare-new"] .thumb[data-row="{row}"]')
+        detail = page.wait_for_selector("#detail:not([hidden])")
+        assert f"Image #{expected['new']['idx'][0]}" in detail.inner_text()
+        browser.close()
+    assert not errors, errors
