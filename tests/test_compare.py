@@ -134,5 +134,23 @@ def test_compare_view_shows_each_group(pair):
         page.click(f'[data-testid="compare-new"] .thumb[data-row="{row}"]')
         detail = page.wait_for_selector("#detail:not([hidden])")
         assert f"Image #{expected['new']['idx'][0]}" in detail.inner_text()
+
+        # the runs page links two ticked runs here, the older as A; its link names B, which the view then shows
+        page.goto(url)
+        link = page.wait_for_selector('[data-testid="compare-pair-link"]')
+        assert link.get_attribute("href") == f"#/r/{a.id}/test/compare/{b.id}"
+        page.click('[data-testid="compare-tick"] >> nth=0')
+        assert "Tick two analysed runs" in page.inner_text('[data-testid="compare-pair"]')
+        page.click('[data-testid="compare-tick"] >> nth=0')
+        page.click('[data-testid="compare-pair-link"]')
+        page.wait_for_selector('[data-testid="compare-verdict"]')
+        assert page.input_value('[data-testid="compare-with"]') == b.id
+        assert page.inner_text('[data-testid="compare-verdict"]') == expected["verdict"]
+        # a link naming a run that cannot be B (here the run itself) says so and shows the one that can
+        page.goto(f"{url}#/r/{b.id}/test/compare/{b.id}")   # a hash change: wait for B's page, not A's still there
+        page.wait_for_selector(f'[data-testid="run-name"]:has-text("{b.name}")')
+        page.wait_for_selector('[data-testid="compare-verdict"]')
+        assert page.input_value('[data-testid="compare-with"]') == a.id
+        assert f"Run {b.id} cannot be compared with this one" in page.inner_text("main")
         browser.close()
     assert not errors, errors

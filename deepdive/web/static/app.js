@@ -1,4 +1,5 @@
-// Boot and hash router: #/ lists the runs, #/r/<run id>/<split>/<view> shows one view of a run's deep dive.
+// Boot and hash router: #/ lists the runs, #/r/<run id>/<split>/<view>[/<arg>] shows one view of a run's deep dive
+// (a view with `takeArg` reads the optional last part, e.g. the run Compare sets beside this one).
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -18,7 +19,9 @@
     } catch (e) {
       return null;   // a malformed %-escape: show the runs (or, in a report, its run)
     }
-    if (parts[0] === "r" && parts.length >= 3) return {runId: parts[1], split: parts[2], view: parts[3] || "overview"};
+    if (parts[0] === "r" && parts.length >= 3) {
+      return {runId: parts[1], split: parts[2], view: parts[3] || "overview", arg: parts[4]};
+    }
     return null;
   }
 
@@ -89,6 +92,7 @@
     if (token !== routeCount) return;
     const known = DD.views[target.view] && !(DD.views[target.view].servedOnly && source.mode !== "served");
     const view = known ? target.view : "overview";
+    if (view === target.view && target.arg && DD.views[view].takeArg) DD.views[view].takeArg(ctx, target.arg);
     current = ctx;
     renderNav(ctx, view);
     renderCrumbs(ctx);

@@ -45,6 +45,8 @@
 
   DD.views.compare = {
     title: "Compare runs", icon: "⇄", servedOnly: true,
+    // #/r/<A>/<split>/compare/<B>: the runs page links a ticked pair here; picking another B rewrites the link.
+    takeArg(ctx, otherId) { ctx.state.compareWith = ctx.state.compareAsked = otherId; },
     render(root, ctx) {
       const box = el("div", {attrs: {"data-testid": "compare-result"}});
       const pickBox = el("div", {class: "toolbar"}, DD.note("Loading runs…"));
@@ -58,11 +60,21 @@
             `${ctx.b.split} split to compare with: train one and run deepdive analyze on it.`));
           return;
         }
+        const asked = ctx.state.compareAsked;
+        ctx.state.compareAsked = null;
         if (!others.some((r) => r.id === ctx.state.compareWith)) ctx.state.compareWith = others[0].id;
+        if (asked && asked !== ctx.state.compareWith) {
+          box.before(DD.note(`Run ${asked} cannot be compared with this one (the same run, another dataset, or no ` +
+            `analysis of its ${ctx.b.split} split): showing ${ctx.state.compareWith} instead.`, "error"));
+        }
         const select = el("select", {class: "input", attrs: {"data-testid": "compare-with"}}, others.map((r) =>
           el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe} · ${DD.fmt.pct(r.test_accuracy, 2)}`,
                         selected: r.id === ctx.state.compareWith})));
-        select.addEventListener("change", () => { ctx.state.compareWith = select.value; draw(box, ctx, select.value); });
+        select.addEventListener("change", () => {
+          ctx.state.compareWith = select.value;
+          history.replaceState(null, "", `${DD.viewHref(ctx, "compare")}/${encodeURIComponent(select.value)}`);
+          draw(box, ctx, select.value);
+        });
         pickBox.append(el("label", {class: "filter"}, el("span", {class: "tool-label", text: "Compare with (B)"}), select),
           el("span", {class: "muted small", text: `runs on ${ctx.b.run.dataset} with an analysed ${ctx.b.split} split, newest first`}));
         draw(box, ctx, ctx.state.compareWith);

@@ -57,6 +57,25 @@
     DD.mark("dd-compare-painted");
   }
 
+  // Two ticked runs: a link to their mistakes side by side (the Compare view), the older as A, the newer as B.
+  function pairLink(runs, ticked, box) {
+    DD.clear(box);
+    const pair = runs.filter((r) => ticked.has(r.id));
+    const say = (text) => box.appendChild(el("span", {class: "muted small", text}));
+    if (pair.length !== 2) { say("Tick two analysed runs to compare their mistakes image by image."); return; }
+    const [b, a] = pair;   // newest first
+    const split = a.splits.includes("test") && b.splits.includes("test") ? "test" :
+      a.splits.find((s) => b.splits.includes(s));
+    if (a.dataset !== b.dataset) {
+      say(`${a.name} and ${b.name} are on different datasets: no mistakes to compare.`);
+      return;
+    }
+    if (!split) { say("Analyse both runs (deepdive analyze) to compare their mistakes image by image."); return; }
+    box.appendChild(el("a", {class: "btn small", attrs: {"data-testid": "compare-pair-link"},
+      text: `Compare their mistakes: ${a.name} → ${b.name} (${split})`,
+      href: `#/r/${encodeURIComponent(a.id)}/${encodeURIComponent(split)}/compare/${encodeURIComponent(b.id)}`}));
+  }
+
   DD.views.runs = {
     title: "Runs",
     render: async function (root, source) {
@@ -77,8 +96,12 @@
       const ticked = new Set(runs.slice(0, COMPARE_FIRST).map((r) => r.id));
       const live = new Set();          // runs whose epochs to fetch afresh on the next redraw (still training)
       const compareBox = el("div", {attrs: {"data-testid": "compare"}});
-      const redraw = () => drawComparison(source, runs, ticked, compareBox, live)
-        .catch((err) => DD.clear(compareBox).appendChild(DD.note(err.message, "error")));
+      const pairBox = el("div", {class: "toolbar", attrs: {"data-testid": "compare-pair"}});
+      const redraw = () => {
+        pairLink(runs, ticked, pairBox);
+        return drawComparison(source, runs, ticked, compareBox, live)
+          .catch((err) => DD.clear(compareBox).appendChild(DD.note(err.message, "error")));
+      };
       const cells = (r, i) => [
         el("td", {}, el("input", {type: "checkbox", checked: ticked.has(r.id),
           attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
@@ -105,7 +128,7 @@
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), tbody);
       root.appendChild(el("div", {class: "panel"}, table));
-      root.appendChild(DD.section("Compare training curves", compareBox));
+      root.appendChild(DD.section("Compare training curves", pairBox, compareBox));
       redraw();
 
       // While a run trains, its row and curves follow it, like a live dashboard: poll the list, refetch the
