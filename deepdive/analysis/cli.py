@@ -6,7 +6,7 @@ import sys
 from deepdive.paths import DEFAULT_WORKSPACE
 from deepdive.train.cli import int_at_least
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors")  # static copy of export.TABLES
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews")  # static copy of export.TABLES
 
 
 def register(subparsers):
@@ -144,10 +144,15 @@ def cmd_export(args) -> int:
 
     if args.table not in TABLES:
         raise DeepdiveError(f"unknown table {args.table!r}; valid tables: {', '.join(TABLES)}")
+    reviews = None
     with Store.open(args.workspace, create=False) as store:
         run = store.get_run(args.run)
-    result = AnalysisResult.load(run.run_dir, args.split)
-    path = export_table(result, args.table, args.out, args.format)
+        result = AnalysisResult.load(run.run_dir, args.split)
+        if args.table == "reviews":
+            from deepdive.analysis.reviews import reviews_by_row
+
+            reviews = reviews_by_row(store, run, args.split, result.examples)
+    path = export_table(result, args.table, args.out, args.format, reviews)
     print(f"wrote {args.table} of run {run.id} ({args.split}) to {path}")
     return 0
 

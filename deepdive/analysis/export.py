@@ -7,6 +7,8 @@ Tables (all read through AnalysisResult):
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label
   errors        the misclassified examples, most confident first, with their taxonomy category
+  reviews       the images of the split a person reviewed in the dashboard (Label issues): their verdict
+                (relabel / keep / ambiguous), the right label for relabel, the model's answer beside it
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -20,12 +22,15 @@ from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews")
+REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
+                  "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
 
 
-def table(result: AnalysisResult, name: str) -> pd.DataFrame:
-    """The named table of a stored analysis as a DataFrame."""
+def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.DataFrame:
+    """The named table of a stored analysis as a DataFrame; `reviews` ({row: review}, analysis.reviews) is the
+    store's part of the 'reviews' table."""
     if name not in TABLES:
         raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     names = np.asarray(result.class_names, dtype=object)
@@ -36,6 +41,14 @@ def table(result: AnalysisResult, name: str) -> pd.DataFrame:
         return by_confidence(errors[~errors["correct"]]).reset_index(drop=True)
     if name == "label-issues":
         return result.label_issues.reset_index(drop=True)
+    if name == "reviews":
+        rows = sorted(reviews or {})
+        frame = _named(result.examples.copy(), names).iloc[rows]
+        for key in ("verdict", "label", "reviewed_at", "run_id"):
+            frame[key] = pd.Series([reviews[r][key] for r in rows], index=frame.index, dtype=object)
+        frame["label"] = frame["label"].astype("Int64")
+        frame["label_name"] = [None if pd.isna(v) else names[int(v)] for v in frame["label"]]
+        return frame[REVIEW_COLUMNS].reset_index(drop=True)
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])
@@ -53,7 +66,7 @@ def table(result: AnalysisResult, name: str) -> pd.DataFrame:
     return frame
 
 
-def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None) -> Path:
+def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None, reviews=None) -> Path:
     """Write table `name` to `out` as csv or parquet (default: from the file suffix). Returns the path."""
     from deepdive.atomic import atomic_write_bytes
 
@@ -61,7 +74,7 @@ def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None)
     fmt = fmt or out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise DeepdiveError(f"unknown export format {fmt!r}; use --format csv or --format parquet")
-    frame = table(result, name)
+    frame = table(result, name, reviews)
     if fmt == "csv":
         buf = io.StringIO()
         frame.to_csv(buf, index=False)

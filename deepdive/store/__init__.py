@@ -1,6 +1,7 @@
 """Run store: one SQLite database (WAL) per workspace, beside one folder per run.
 
-    runs/deepdive.sqlite          runs, per-epoch metrics, per-example predictions, artifacts, analyses
+    runs/deepdive.sqlite          runs, per-epoch metrics, per-example predictions, artifacts, analyses,
+                                  people's reviews of suspected label errors
     runs/<run_id>/                checkpoints, config.json, analysis outputs (large arrays live here as files)
 
 One connection per Store; every write is one short IMMEDIATE transaction, so a second process (the dashboard
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdive.errors import RunError
+from deepdive.errors import DeepdiveError, RunError
 from deepdive.paths import DEFAULT_WORKSPACE, TRAIN_STATE
-from deepdive.store.schema import DDL, MIGRATIONS, SCHEMA_VERSION, STATUSES
+from deepdive.store.schema import DDL, MIGRATIONS, REVIEW_VERDICTS, SCHEMA_VERSION, STATUSES
 
 __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json"]
 
@@ -424,3 +425,32 @@ class Store:
         r = rows[0]
         return {"status": r["status"], "summary": json.loads(r["summary_json"]),
                 "stage_seconds": json.loads(r["stage_seconds_json"]), "created_at": r["created_at"]}
+
+    # ---- label reviews ------------------------------------------------------------------------------------
+    def set_label_review(self, dataset, source, idx, given_label, verdict, label=None, run_id=None) -> dict:
+        """Record (or replace) a person's verdict on image `idx` of `source`: 'relabel' with the right `label`,
+        'keep' (the given label is right) or 'ambiguous'."""
+        if verdict not in REVIEW_VERDICTS:
+            raise DeepdiveError(f"unknown review verdict {verdict!r}; verdicts are {', '.join(REVIEW_VERDICTS)}")
+        if (verdict == "relabel") != (label is not None):
+            raise DeepdiveError("a 'relabel' review needs the right label, and only it takes one")
+        if label is not None and int(label) == int(given_label):
+            raise DeepdiveError(f"relabel to {label}, the label it already has: that is verdict 'keep'")
+        row = (dataset, source, int(idx), int(given_label), verdict, None if label is None else int(label), run_id,
+               _now())
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO label_reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return dict(zip(("dataset", "source", "idx", "given_label", "verdict", "label", "run_id", "reviewed_at"), row))
+
+    def delete_label_review(self, dataset, source, idx) -> bool:
+        """Forget the review of one image; False if it had none."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM label_reviews WHERE dataset = ? AND source = ? AND idx = ?",
+                             (dataset, source, int(idx))).rowcount > 0
+
+    def label_reviews(self, dataset, source=None) -> list[dict]:
+        """The reviews of `dataset` (of one `source` if given), by source and index."""
+        where, params = ("dataset = ?", (dataset,)) if source is None else \
+            ("dataset = ? AND source = ?", (dataset, source))
+        rows = self._query(f"SELECT * FROM label_reviews WHERE {where} ORDER BY source, idx", params)
+        return [dict(r) for r in rows]

@@ -1,9 +1,11 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 STATUSES = ("running", "finished", "interrupted", "failed")
+# a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
+REVIEW_VERDICTS = ("relabel", "keep", "ambiguous")
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -68,9 +70,25 @@ CREATE TABLE IF NOT EXISTS analyses (
     created_at TEXT NOT NULL,
     PRIMARY KEY (run_id, split)
 );
+
+-- Reviews belong to images, not runs: `source` names where the image lives ('train' or 'test' of `dataset`,
+-- or 'run:<id>/<split>' for a run logged with its own evaluation images), `idx` its index there.
+CREATE TABLE IF NOT EXISTS label_reviews (
+    dataset TEXT NOT NULL,
+    source TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    given_label INTEGER NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN {REVIEW_VERDICTS!r}),
+    label INTEGER,                 -- the right label, for verdict 'relabel' only
+    run_id TEXT,                   -- the run it was reviewed in (kept if that run is deleted)
+    reviewed_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, source, idx),
+    CHECK ((verdict = 'relabel') = (label IS NOT NULL) AND (label IS NULL OR label != given_label))
+);
 """
 
 # version v -> the SQL that turns a v database into a v + 1 one (DDL alone creates a fresh database at the latest).
 MIGRATIONS = {
     1: "ALTER TABLE epochs ADD COLUMN member INTEGER;",
+    2: "",   # v3 adds label_reviews, which the DDL creates
 }

@@ -11,6 +11,8 @@
     GET .../saliency/{method}/class/{rep|mean}/{cls}.png    per-class map
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
+    GET .../reviews                                         people's verdicts on this split's labels, by row
+    PUT .../reviews/{row}  {"verdict", "label"}             record one (relabel / keep / ambiguous); DELETE forgets it
 
 No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
 everything else is an integer, so `../` in any parameter can only yield a 4xx.
@@ -20,6 +22,7 @@ import re
 import threading
 
 from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -74,6 +77,11 @@ class RunCache:
                 entry.stamp = stamp
                 self._entries[(run_id, split)] = entry
             return entry
+
+
+class Review(BaseModel):
+    verdict: str
+    label: int | None = None
 
 
 def _png(data: bytes) -> Response:
@@ -179,6 +187,32 @@ def create_app(workspace) -> FastAPI:
         if split not in SPLITS:
             raise HTTPException(404, f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         return compare_runs(a, b, split)   # a split without analysis: RunError, 404
+
+    # Reviews live in the store, not the analysis: the bundle is cached, these are read and written afresh.
+    @app.get("/api/runs/{run_id}/splits/{split}/reviews")
+    def reviews(run_id: str, split: str):
+        from deepdive.analysis.reviews import review_source, reviews_by_row
+
+        entry = runs.get(run_id, split)
+        by_row = reviews_by_row(store, entry.record, split, entry.res.examples)
+        return {"source": review_source(entry.record, split), "reviews": {str(r): v for r, v in by_row.items()}}
+
+    @app.put("/api/runs/{run_id}/splits/{split}/reviews/{row}")
+    def put_review(run_id: str, split: str, row: int, review: Review):
+        from deepdive.analysis.reviews import review_row
+
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, review.verdict,
+                          review.label)
+
+    @app.delete("/api/runs/{run_id}/splits/{split}/reviews/{row}")
+    def delete_review(run_id: str, split: str, row: int):
+        from deepdive.analysis.reviews import review_row
+
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, None)
 
     return app
 

@@ -63,6 +63,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
 
     Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
     from deepdive.analysis.results import AnalysisResult
+    from deepdive.analysis.reviews import reviews_by_row
     from deepdive.store import Store
 
     with Store.open(workspace, create=False) as store:
@@ -70,6 +71,8 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         maps = RunMaps(rec, AnalysisResult.load(rec.run_dir, split))
         sheets = [data_uri(maps.sprite(k)) for k in range(maps.sheet_count)]
         b = maps.bundle(store, sheets=sheets, activation_rows=[], activation_mode="precomputed")
+        # the reviews as they stand when the report is written, shown read-only
+        b["reviews"] = {str(r): v for r, v in reviews_by_row(store, rec, split, maps.res.examples).items()}
     if maps.methods:
         b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"], b["saliency"]["errors_count"]))
     config = {"mode": "report", "run_id": rec.id, "split": split}

@@ -101,10 +101,11 @@ window.DD = window.DD || {};
         },
         classSaliencyURL: (b, method, cls, kind) => b.saliency["class_" + kind][method][cls],
         activations: async (b, row) => (b.activations.data[String(row)] || null),
+        reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
       };
     }
-    const getJSON = async function (url) {
-      const res = await fetch(url);
+    const getJSON = async function (url, init) {
+      const res = await fetch(url, init);
       if (!res.ok) {
         let detail = res.statusText;
         try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
@@ -139,6 +140,11 @@ window.DD = window.DD || {};
       activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
       compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
         `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),
+      // People's verdicts on labels live in the workspace's store: read afresh, written one image at a time.
+      reviews: (b) => getJSON(`${base(b)}/reviews`),
+      setReview: (b, row, verdict, label) => getJSON(`${base(b)}/reviews/${row}`, verdict === null ?
+        {method: "DELETE"} : {method: "PUT", headers: {"Content-Type": "application/json"},
+                               body: JSON.stringify({verdict, label: verdict === "relabel" ? label : null})}),
     };
   };
 })(window.DD);

@@ -23,9 +23,66 @@
       el("div", {class: "tax-grid", attrs: {"data-testid": "taxonomy"}}, blocks));
   }
 
+  const VERDICTS = [["relabel", "Relabel", "the label is wrong: it should be the one picked"],
+                    ["keep", "Label right", "the given label is right; the model is wrong"],
+                    ["ambiguous", "Ambiguous", "even a person cannot tell"]];
+
+  // The served dashboard's review cell: a person's verdict on one image's label, saved in the workspace (all runs
+  // of the dataset show it). Clicking the active verdict again forgets it.
+  function reviewCell(ctx, r, reviews, onChange) {
+    const cell = el("div", {class: "review", attrs: {"data-testid": "review"}, dataset: {row: r}});
+    if (!ctx.source.setReview) {   // a report: the reviews as they were, read-only
+      const review = reviews.get(r);
+      const label = review && VERDICTS.find(([v]) => v === review.verdict)[1];
+      cell.textContent = !review ? "–" : review.verdict === "relabel" ? `${label} → ${ctx.className(review.label)}` : label;
+      return cell;
+    }
+    const draw = (message) => {
+      const review = reviews.get(r);
+      const pick = el("select", {class: "input small", attrs: {"aria-label": "right label"},
+                                 on: {change: () => { if (review && review.verdict === "relabel") send("relabel"); }}},
+        ctx.b.class_names.map((name, c) => el("option", {value: c, text: name, disabled: c === ctx.col.true[r],
+          selected: c === (review && review.label !== null ? review.label : ctx.col.suggested_label[r])})));
+      const send = async (verdict) => {
+        const label = Number(pick.value);
+        const same = review && review.verdict === verdict && (verdict !== "relabel" || review.label === label);
+        try {
+          const res = await ctx.source.setReview(ctx.b, r, same ? null : verdict, label);
+          if (res.review) reviews.set(r, res.review); else reviews.delete(r);
+          draw(same ? "forgotten" : "saved");
+          onChange();
+        } catch (err) {
+          draw(`not saved: ${err.message}`);
+        }
+      };
+      DD.append(DD.clear(cell), [VERDICTS.map(([verdict, label, title]) => el("button", {
+        type: "button", class: "btn small" + (review && review.verdict === verdict ? " active" : ""), text: label,
+        title, dataset: {verdict}, on: {click: () => send(verdict)}})), pick,
+        message ? el("span", {class: "muted small", text: message}) : null]);
+    };
+    draw();
+    return cell;
+  }
+
+  function reviewSummary(ctx, issues, reviews) {
+    const flagged = issues.filter((i) => reviews.has(i.row)).length;
+    const counts = VERDICTS.map(([v, label]) => `${[...reviews.values()].filter((x) => x.verdict === v).length} ` +
+      label.toLowerCase());
+    const where = ctx.source.setReview ? `Reviews are kept in the workspace for every run of ${ctx.b.run.dataset}` :
+      `Reviews as they stood when this report was written (${DD.fmt.date(ctx.b.generated_at)})`;
+    return `Reviewed ${DD.fmt.int(flagged)} of ${DD.fmt.int(issues.length)} flagged here (in this split: ` +
+      `${counts.join(", ")}). ${where}; export them with: deepdive export ${ctx.b.run.id} reviews --split ` +
+      `${ctx.b.split} --out reviews.csv`;
+  }
+
   function issueList(ctx) {
     const issues = ctx.b.label_issues;
     const col = ctx.col;
+    // served: reviews are made here; a report shows the ones it was written with, if any
+    const withReviews = ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length > 0;
+    const reviews = new Map();
+    const summary = el("p", {class: "muted small", attrs: {"data-testid": "review-summary"}});
+    const showSummary = () => { summary.textContent = reviewSummary(ctx, issues, reviews); };
     let page = 0;
     const body = el("tbody");
     const pager = el("div", {class: "pager"});
@@ -41,14 +98,25 @@
           el("td", {class: "issue", text: ctx.className(col.suggested_label[r])}),
           el("td", {text: `${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}),
           el("td", {class: "num", text: DD.fmt.num(col.label_quality[r], 4)}),
-          el("td", {}, DD.categoryChip(ctx.category(r)))));
+          el("td", {}, DD.categoryChip(ctx.category(r))),
+          withReviews ? el("td", {}, reviewCell(ctx, r, reviews, showSummary)) : null));
       });
       const pages = Math.max(1, Math.ceil(issues.length / PAGE));
       DD.pager(pager, page, pages, (p) => { page = p; draw(); });
     };
     draw();
-    const head = ["Rank", "Image", "#", "Given label", "Suggested label", "Model prediction", "Label quality", "Category"];
+    if (withReviews && issues.length) {
+      summary.textContent = "Loading reviews…";
+      ctx.source.reviews(ctx.b).then((res) => {
+        for (const [row, review] of Object.entries(res.reviews)) reviews.set(Number(row), review);
+        showSummary();
+        draw();
+      }).catch((err) => { summary.textContent = `Could not load the reviews: ${err.message}`; });
+    }
+    const head = ["Rank", "Image", "#", "Given label", "Suggested label", "Model prediction", "Label quality", "Category",
+                  ...(withReviews ? ["Your review"] : [])];
     return DD.section(`Suspected label errors (${issues.length}), most suspicious first`,
+      withReviews && issues.length ? summary : null,
       issues.length ? [el("table", {class: "grid issues-table", attrs: {"data-testid": "issues-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), body), pager]
         : DD.note("Confident learning flagged no label issues in this split."));

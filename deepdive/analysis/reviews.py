@@ -1,0 +1,45 @@
+"""People's verdicts on suspected label errors: confident learning ranks the labels to doubt, a person decides.
+
+A review belongs to the image, not to the run it was given in: the store keys it by (dataset, source, idx), where
+source is the dataset file the image lives in ('test'; 'train' for the val and train splits, whose rows index the
+training file), so a verdict given while looking at one run shows on every run of that dataset. A run logged with
+`log_evaluation` brings its own images, so its reviews are its own ('run:<id>/<split>').
+"""
+import numpy as np
+
+from deepdive.errors import DeepdiveError
+
+
+def review_source(rec, split) -> str:
+    """Where the images of run record `rec`'s `split` live, as the store keys reviews."""
+    if (rec.run_dir / "eval" / f"{split}_inputs.npy").is_file():
+        return f"run:{rec.id}/{split}"
+    return "test" if split == "test" else "train"
+
+
+def reviews_by_row(store, rec, split, examples) -> dict[int, dict]:
+    """{row of the analysis' examples table: review} for the images of this split that have one."""
+    reviews = store.label_reviews(rec.dataset, review_source(rec, split))
+    if not reviews or not len(examples):
+        return {}
+    idx = examples["idx"].to_numpy()
+    order = np.argsort(idx, kind="stable")
+    wanted = np.array([r["idx"] for r in reviews])
+    pos = np.searchsorted(idx, wanted, sorter=order).clip(0, len(idx) - 1)
+    rows = order[pos]
+    return {int(row): r for row, r in zip(rows, reviews) if idx[row] == r["idx"]}
+
+
+def review_row(store, rec, split, examples, num_classes, row, verdict, label=None) -> dict:
+    """Record a person's verdict on the image in `row` of the analysis' examples table (None: forget it)."""
+    if not 0 <= row < len(examples):
+        raise DeepdiveError(f"row {row} is outside 0..{len(examples) - 1}")
+    if label is not None and not 0 <= label < num_classes:
+        raise DeepdiveError(f"label {label} is outside 0..{num_classes - 1}")
+    source, idx = review_source(rec, split), int(examples["idx"].iat[row])
+    if verdict is None:
+        store.delete_label_review(rec.dataset, source, idx)
+        return {"row": row, "review": None}
+    given = int(examples["true"].iat[row])
+    review = store.set_label_review(rec.dataset, source, idx, given, verdict, label, run_id=rec.id)
+    return {"row": row, "review": review}

@@ -1,0 +1,150 @@
+"""Reviews of suspected label errors: the store's table, the mapping to a split's rows, the API, the export and the
+Label issues view's review buttons, on a copy of the tiny analysed run of tests/conftest.py."""
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from deepdive.analysis.results import AnalysisResult
+from deepdive.analysis.reviews import review_row, review_source, reviews_by_row
+from deepdive.errors import DeepdiveError
+from deepdive.store import Store
+from deepdive.store.schema import SCHEMA_VERSION
+
+
+@pytest.fixture()
+def ws(analyzed_run, copy_workspace, tmp_path):
+    return copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+
+
+def test_store_keeps_one_review_per_image(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.set_label_review("mnist", "test", 7, 4, "relabel", 9, run_id="r1")
+        store.set_label_review("mnist", "test", 3, 1, "ambiguous")
+        store.set_label_review("mnist", "train", 7, 2, "keep")
+        store.set_label_review("mnist", "test", 7, 4, "keep", run_id="r2")   # replaces the first
+        got = store.label_reviews("mnist", "test")
+        assert [(r["idx"], r["verdict"], r["label"], r["run_id"]) for r in got] == [(3, "ambiguous", None, None),
+                                                                                  (7, "keep", None, "r2")]
+        assert len(store.label_reviews("mnist")) == 3 and store.label_reviews("fashion-mnist") == []
+        for bad, match in ((("relabel", None), "needs the right label"), (("keep", 3), "only it takes one"),
+                           (("relabel", 4), "the label it already has"), (("wrong", None), "unknown review verdict")):
+            with pytest.raises(DeepdiveError, match=match):
+                store.set_label_review("mnist", "test", 7, 4, *bad)
+        assert store.delete_label_review("mnist", "test", 7) and not store.delete_label_review("mnist", "test", 7)
+        assert [r["idx"] for r in store.label_reviews("mnist", "test")] == [3]
+
+
+def test_a_version_2_store_gains_the_table(tmp_path):
+    """A workspace from before reviews (schema v2: no label_reviews table) is migrated when opened."""
+    Store.open(tmp_path).close()
+    with closing(sqlite3.connect(tmp_path / "deepdive.sqlite")) as db, db:
+        db.execute("DROP TABLE label_reviews")
+        db.execute("PRAGMA user_version = 2")
+    with Store.open(tmp_path) as store:
+        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
+        store.set_label_review("mnist", "test", 1, 2, "ambiguous")
+        assert len(store.label_reviews("mnist")) == 1
+
+
+def test_reviews_follow_the_image_across_runs(ws, analyzed_run):
+    """A review is keyed by the image: the same test image in a second run's analysis shows it at its own row."""
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    ex = res.examples
+    with Store.open(ws, create=False) as store:
+        rec = store.get_run(analyzed_run.run_id)
+        assert review_source(rec, "test") == "test" and review_source(rec, "val") == "train"
+        row = int(res.label_issues["row"].iat[0]) if len(res.label_issues) else 5
+        given = int(ex["true"].iat[row])
+        other = (given + 1) % res.num_classes
+        out = review_row(store, rec, "test", ex, res.num_classes, row, "relabel", other)
+        assert out["review"]["idx"] == int(ex["idx"].iat[row]) and out["review"]["given_label"] == given
+        assert {r: v["label"] for r, v in reviews_by_row(store, rec, "test", ex).items()} == {row: other}
+        # the same images in another order (another run's analysis): found at their new rows
+        shuffled = ex.iloc[::-1].reset_index(drop=True)
+        assert list(reviews_by_row(store, rec, "test", shuffled)) == [len(ex) - 1 - row]
+        assert reviews_by_row(store, rec, "test", ex.iloc[:0]) == {}
+        with pytest.raises(DeepdiveError, match="outside"):
+            review_row(store, rec, "test", ex, res.num_classes, row, "relabel", res.num_classes)
+        review_row(store, rec, "test", ex, res.num_classes, row, None)
+        assert reviews_by_row(store, rec, "test", ex) == {}
+
+
+def test_api_and_export(ws, analyzed_run, run_cli, tmp_path):
+    from deepdive.web.app import create_app
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test/reviews"
+    row = 3
+    given = int(res.examples["true"].iat[row])
+    with TestClient(create_app(ws)) as client:
+        assert client.get(base).json() == {"source": "test", "reviews": {}}
+        r = client.put(f"{base}/{row}", json={"verdict": "relabel", "label": (given + 1) % 10})
+        assert r.status_code == 200 and r.json()["review"]["label"] == (given + 1) % 10
+        assert client.put(f"{base}/4", json={"verdict": "ambiguous"}).status_code == 200
+        got = client.get(base).json()["reviews"]
+        assert sorted(got) == ["3", "4"] and got["4"]["verdict"] == "ambiguous"
+        for body, status in (({"verdict": "relabel", "label": given}, 422), ({"verdict": "nonsense"}, 422),
+                             ({"verdict": "relabel", "label": 10}, 422), ({"label": 1}, 422)):
+            assert client.put(f"{base}/{row}", json=body).status_code == status, body
+        assert client.put(f"{base}/{len(res.examples)}", json={"verdict": "keep"}).status_code == 404
+        assert client.put(f"/api/runs/nope/splits/test/reviews/1", json={"verdict": "keep"}).status_code == 404
+        assert client.delete(f"{base}/4").json() == {"row": 4, "review": None}
+    out = tmp_path / "reviews.csv"
+    proc = run_cli("export", analyzed_run.run_id, "reviews", "--out", str(out), "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out)
+    assert table[["row", "idx", "true", "verdict", "label"]].values.tolist() == [
+        [row, int(res.examples["idx"].iat[row]), given, "relabel", (given + 1) % 10]]
+    assert table["pred"].tolist() == [int(res.examples["pred"].iat[row])]
+
+
+def test_label_issues_view_saves_reviews(ws, analyzed_run):
+    from test_web_browser import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    issues = res.label_issues
+    assert len(issues) >= 2, "the tiny run should flag a few labels"
+    first, second = (int(r) for r in issues["row"].iloc[:2])
+    suggested = int(res.examples["suggested_label"].iat[first])
+    with serving(ws) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/issues")
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 0 of")')
+        cell = f'[data-testid="review"][data-row="{first}"]'
+        assert page.input_value(f"{cell} select") == str(suggested)   # relabel proposes the suggested label
+        assert page.inner_text(cell).split() == ["Relabel", "Label", "right", "Ambiguous", *res.class_names]
+        page.click(f'{cell} button[data-verdict="relabel"]')
+        page.wait_for_selector(f'{cell} button[data-verdict="relabel"].active')
+        page.click(f'[data-testid="review"][data-row="{second}"] button[data-verdict="keep"]')
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 2 of")')
+        # saved in the workspace: a fresh page shows them, and clicking the active verdict forgets it
+        page.reload()
+        page.wait_for_selector(f'{cell} button[data-verdict="relabel"].active')
+        page.click(f'{cell} button[data-verdict="relabel"]')
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 1 of")')
+        with Store.open(ws, create=False) as store:
+            saved = store.label_reviews("mnist", "test")
+        assert [(r["idx"], r["verdict"]) for r in saved] == [(int(res.examples["idx"].iat[second]), "keep")]
+
+        # a report written now carries that review, read-only
+        from deepdive.web.report import build_report
+
+        out = Path(ws) / "report.html"
+        build_report(ws, analyzed_run.run_id, "test", out)
+        page.goto(f"{out.as_uri()}#/r/{analyzed_run.run_id}/test/issues")
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 1 of")')
+        assert page.inner_text(f'[data-testid="review"][data-row="{second}"]') == "Label right"
+        assert page.inner_text(f'[data-testid="review"][data-row="{first}"]') == "–"
+        assert page.locator('[data-testid="review"] button').count() == 0
+        browser.close()
+    assert not errors, errors
