@@ -127,11 +127,27 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
         page.wait_for_selector(f'{cell} button[data-verdict="relabel"].active')
         page.click(f'[data-testid="review"][data-row="{second}"] button[data-verdict="keep"]')
         page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 2 of")')
+        # accuracy against the reviewed labels: the first image scored against its new (the suggested) label
+        ex = res.examples
+        assert ex["pred"].iat[first] == suggested, "the check below needs the relabel to change the image's score"
+        wrong = int((~ex["correct"]).sum()) - int(ex["pred"].iat[first] != ex["true"].iat[first]) \
+            + int(ex["pred"].iat[first] != suggested)
+        assert (f"(1 relabelled, 0 ambiguous left out) accuracy reads {100 * (1 - wrong / len(ex)):.2f}%, "
+                f"{wrong} errors of {len(ex):,}") in page.inner_text('[data-testid="review-summary"]')
         # saved in the workspace: a fresh page shows them, and clicking the active verdict forgets it
         page.reload()
         page.wait_for_selector(f'{cell} button[data-verdict="relabel"].active')
         page.click(f'{cell} button[data-verdict="relabel"]')
         page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 1 of")')
+        # an ambiguous image is left out of that accuracy; then back to "label right"
+        other = f'[data-testid="review"][data-row="{second}"]'
+        page.click(f'{other} button[data-verdict="ambiguous"]')
+        wrong = int((~ex["correct"]).sum()) - int(ex["pred"].iat[second] != ex["true"].iat[second])
+        page.wait_for_selector(f'[data-testid="review-summary"]:has-text("(0 relabelled, 1 ambiguous left out) '
+                               f'accuracy reads {100 * (1 - wrong / (len(ex) - 1)):.2f}%, {wrong} errors of '
+                               f'{len(ex) - 1:,}")')
+        page.click(f'{other} button[data-verdict="keep"]')
+        page.wait_for_selector(f'{other} button[data-verdict="keep"].active')
         with Store.open(ws, create=False) as store:
             saved = store.label_reviews("mnist", "test")
         assert [(r["idx"], r["verdict"]) for r in saved] == [(int(res.examples["idx"].iat[second]), "keep")]

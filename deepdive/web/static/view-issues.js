@@ -71,8 +71,23 @@
     const where = ctx.source.setReview ? `Reviews are kept in the workspace for every run of ${ctx.b.run.dataset}` :
       `Reviews as they stood when this report was written (${DD.fmt.date(ctx.b.generated_at)})`;
     return `Reviewed ${DD.fmt.int(flagged)} of ${DD.fmt.int(issues.length)} flagged here (in this split: ` +
-      `${counts.join(", ")}). ${where}; export them with: deepdive export ${ctx.b.run.id} reviews --split ` +
-      `${ctx.b.split} --out reviews.csv`;
+      `${counts.join(", ")}). ${reviewedAccuracy(ctx, reviews)}${where}; export them with: deepdive export ` +
+      `${ctx.b.run.id} reviews --split ${ctx.b.split} --out reviews.csv`;
+  }
+
+  // Accuracy against the labels as reviewed (a relabelled image scored against its new label, an ambiguous one
+  // left out, a kept one as it was): how much of the error count is the labels' rather than the model's.
+  function reviewedAccuracy(ctx, reviews) {
+    const relabelled = [...reviews].filter(([, v]) => v.verdict === "relabel");
+    const left = [...reviews].filter(([, v]) => v.verdict === "ambiguous");
+    if (!relabelled.length && !left.length) return "";
+    const col = ctx.col;
+    let wrong = ctx.errorRows.length, n = ctx.n;
+    for (const [r, v] of relabelled) wrong += (col.pred[r] !== v.label) - (col.pred[r] !== col.true[r]);
+    for (const [r] of left) { n -= 1; wrong -= col.pred[r] !== col.true[r]; }
+    return `Against the reviewed labels (${relabelled.length} relabelled, ${left.length} ambiguous left out) ` +
+      `accuracy reads ${DD.fmt.pct(1 - wrong / n, 2)}, ${DD.fmt.int(wrong)} errors of ${DD.fmt.int(n)} ` +
+      `(as given: ${DD.fmt.pct(1 - ctx.errorRows.length / ctx.n, 2)}). `;
   }
 
   function issueList(ctx) {
