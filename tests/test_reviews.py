@@ -152,6 +152,22 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
             saved = store.label_reviews("mnist", "test")
         assert [(r["idx"], r["verdict"]) for r in saved] == [(int(res.examples["idx"].iat[second]), "keep")]
 
+        # any image can be reviewed from its detail: here a mistake confident learning did not flag
+        shown = page.eval_on_selector_all(".tax-block .thumb[data-row]", "ts => ts.map(t => Number(t.dataset.row))")
+        unflagged = next(r for r in shown if not ex["label_issue"].iat[r])
+        page.click(f'.tax-block .thumb[data-row="{unflagged}"]')
+        in_detail = f'#detail [data-testid="review"][data-row="{unflagged}"]'
+        page.wait_for_selector(in_detail)
+        # relabel proposes the model's answer when nothing is suggested
+        assert page.input_value(f"{in_detail} select") == str(int(ex["pred"].iat[unflagged]))
+        page.click(f'{in_detail} button[data-verdict="relabel"]')
+        page.wait_for_selector(f'{in_detail}:has-text("saved")')
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("in this split: 1 relabel, 1 label right")')
+        page.click('[data-testid="detail-close"]')
+        with Store.open(ws, create=False) as store:
+            saved = {r["idx"]: (r["verdict"], r["label"]) for r in store.label_reviews("mnist", "test")}
+        assert saved[int(ex["idx"].iat[unflagged])] == ("relabel", int(ex["pred"].iat[unflagged]))
+
         # a report written now carries that review, read-only
         from deepdive.web.report import build_report
 

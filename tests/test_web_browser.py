@@ -335,8 +335,8 @@ def test_compare_is_a_served_view(tab, expected):
     nav = page.eval_on_selector_all("#sidenav .nav-item", "as => as.map(a => a.dataset.view)")
     if tab.mode == "served":
         assert nav[-1] == "compare"
-        page = tab.view("compare")
-        assert "No other run on mnist has an analysis of its test split" in page.inner_text("main")
+        page = tab.view("compare")   # the list of runs arrives after the view is drawn
+        page.wait_for_selector('main:has-text("No other run on mnist has an analysis of its test split")')
     else:
         assert "compare" not in nav and len(nav) == len(VIEWS)
         page.evaluate("h => { location.hash = h; }", f"#/r/{expected['run_id']}/test/compare")

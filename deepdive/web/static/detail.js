@@ -29,6 +29,15 @@
     box.appendChild(el("h3", {text: "Class probabilities"}));
     box.appendChild(DD.probList(ctx, row));
 
+    // A person's verdict on its label (served: made here, kept in the workspace; a report: as it was written).
+    const reviewBox = el("div", {class: "detail-review"});
+    box.appendChild(reviewBox);
+    DD.loadReviews(ctx).then((reviews) => {
+      if (box.dataset.row !== String(row) || (!ctx.source.setReview && !reviews.has(row))) return;
+      reviewBox.append(el("h3", {text: "Review of its label"}),
+        DD.reviewCell(ctx, row, () => { if (ctx.onReviewsChanged) ctx.onReviewsChanged(); }));
+    }).catch((err) => reviewBox.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
+
     // Saliency: the predicted class's map next to the true class's (one map when they agree).
     const sal = el("div", {class: "detail-sal"});
     const drawSaliency = () => {

@@ -24,12 +24,31 @@
   }
 
   const VERDICTS = [["relabel", "Relabel", "the label is wrong: it should be the one picked"],
-                    ["keep", "Label right", "the given label is right; the model is wrong"],
+                    ["keep", "Label right", "the given label is right"],
                     ["ambiguous", "Ambiguous", "even a person cannot tell"]];
 
+  // The reviews of this split's images, {row: review}, one Map per context (the Label issues view and the image
+  // detail share it); loadReviews refetches it from the workspace (a report: as it was written).
+  DD.reviewsOf = (ctx) => (ctx.reviews = ctx.reviews || new Map());
+  DD.loadReviews = async function (ctx) {
+    const res = await ctx.source.reviews(ctx.b);
+    const reviews = DD.reviewsOf(ctx);
+    reviews.clear();
+    for (const [row, review] of Object.entries(res.reviews)) reviews.set(Number(row), review);
+    return reviews;
+  };
+
+  // The label a relabel proposes: the suggested one, else the model's answer, else the first other class.
+  function proposed(ctx, r) {
+    const col = ctx.col, t = col.true[r];
+    for (const c of [col.suggested_label[r], col.pred[r]]) if (c !== undefined && c >= 0 && c !== t) return c;
+    return t === 0 ? 1 : 0;
+  }
+
   // The served dashboard's review cell: a person's verdict on one image's label, saved in the workspace (all runs
-  // of the dataset show it). Clicking the active verdict again forgets it.
-  function reviewCell(ctx, r, reviews, onChange) {
+  // of the dataset show it). Clicking the active verdict again forgets it; onChange runs after each save.
+  DD.reviewCell = function (ctx, r, onChange) {
+    const reviews = DD.reviewsOf(ctx);
     const cell = el("div", {class: "review", attrs: {"data-testid": "review"}, dataset: {row: r}});
     if (!ctx.source.setReview) {   // a report: the reviews as they were, read-only
       const review = reviews.get(r);
@@ -42,7 +61,7 @@
       const pick = el("select", {class: "input small", attrs: {"aria-label": "right label"},
                                  on: {change: () => { if (review && review.verdict === "relabel") send("relabel"); }}},
         ctx.b.class_names.map((name, c) => el("option", {value: c, text: name, disabled: c === ctx.col.true[r],
-          selected: c === (review && review.label !== null ? review.label : ctx.col.suggested_label[r])})));
+          selected: c === (review && review.label !== null ? review.label : proposed(ctx, r))})));
       const send = async (verdict) => {
         const label = Number(pick.value);
         const same = review && review.verdict === verdict && (verdict !== "relabel" || review.label === label);
@@ -62,7 +81,7 @@
     };
     draw();
     return cell;
-  }
+  };
 
   function reviewSummary(ctx, issues, reviews) {
     const flagged = issues.filter((i) => reviews.has(i.row)).length;
@@ -95,7 +114,7 @@
     const col = ctx.col;
     // served: reviews are made here; a report shows the ones it was written with, if any
     const withReviews = ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length > 0;
-    const reviews = new Map();
+    const reviews = DD.reviewsOf(ctx);
     const summary = el("p", {class: "muted small", attrs: {"data-testid": "review-summary"}});
     const showSummary = () => { summary.textContent = reviewSummary(ctx, issues, reviews); };
     let page = 0;
@@ -114,7 +133,7 @@
           el("td", {text: `${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}),
           el("td", {class: "num", text: DD.fmt.num(col.label_quality[r], 4)}),
           el("td", {}, DD.categoryChip(ctx.category(r))),
-          withReviews ? el("td", {}, reviewCell(ctx, r, reviews, showSummary)) : null));
+          withReviews ? el("td", {}, DD.reviewCell(ctx, r, showSummary)) : null));
       });
       const pages = Math.max(1, Math.ceil(issues.length / PAGE));
       DD.pager(pager, page, pages, (p) => { page = p; draw(); });
@@ -122,8 +141,9 @@
     draw();
     if (withReviews && issues.length) {
       summary.textContent = "Loading reviews…";
-      ctx.source.reviews(ctx.b).then((res) => {
-        for (const [row, review] of Object.entries(res.reviews)) reviews.set(Number(row), review);
+      // a review made in the image detail redraws this list
+      ctx.onReviewsChanged = () => { if (body.isConnected) { showSummary(); draw(); } };
+      DD.loadReviews(ctx).then(() => {
         showSummary();
         draw();
       }).catch((err) => { summary.textContent = `Could not load the reviews: ${err.message}`; });
