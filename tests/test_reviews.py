@@ -4,6 +4,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -180,3 +181,63 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
         assert page.locator('[data-testid="review"] button').count() == 0
         browser.close()
     assert not errors, errors
+
+
+def test_apply_reviewed_labels():
+    from deepdive.train.recipe import apply_reviewed_labels
+
+    given = np.array([0, 1, 2, 3, 4, 5])
+    train_idx, val_idx = np.array([0, 1, 2, 4]), np.array([3, 5])
+    labels, t, v = apply_reviewed_labels(given, train_idx, val_idx, {"relabel": {"1": 7, "5": 0}, "leave_out": [2, 3]})
+    assert labels.tolist() == [0, 7, 2, 3, 4, 0] and given.tolist() == [0, 1, 2, 3, 4, 5]   # a copy
+    assert t.tolist() == [0, 1, 4] and v.tolist() == [5]
+    labels, t, v = apply_reviewed_labels(given, train_idx, val_idx, None)
+    assert labels.tolist() == given.tolist() and t is train_idx and v is val_idx
+    with pytest.raises(DeepdiveError, match="training image 6: outside 0..5"):
+        apply_reviewed_labels(given, train_idx, val_idx, {"relabel": {"6": 1}})
+
+
+def test_training_with_reviewed_labels(ws, mnist, monkeypatch):
+    """deepdive train --reviewed-labels: the workspace's reviews of training images, copied into the run's config;
+    the validation split is the usual one less the left-out images."""
+    from deepdive.train.recipe import PRESETS, train_val_indices
+    from deepdive.train.run import train_and_evaluate
+
+    train_idx, val_idx = train_val_indices(mnist.train_labels, PRESETS["fast"]["val_size"], 3000)
+    moved, dropped, kept = int(train_idx[0]), int(val_idx[0]), int(train_idx[1])
+    tiny = dict(epochs=1, limit_train=3000, limit_test=200, progress=False, workspace=ws)
+    with pytest.raises(DeepdiveError, match="no reviewed labels of mnist's training images"):
+        train_and_evaluate("mnist", "fast", reviewed_labels=True, **tiny)
+    with Store.open(ws, create=False) as store:
+        label = int(mnist.train_labels[moved])
+        store.set_label_review("mnist", "train", moved, label, "relabel", (label + 1) % 10)
+        store.set_label_review("mnist", "train", dropped, int(mnist.train_labels[dropped]), "ambiguous")
+        store.set_label_review("mnist", "train", kept, int(mnist.train_labels[kept]), "keep")
+        store.set_label_review("mnist", "test", 0, 7, "ambiguous")   # a test image: not for training
+    from deepdive.train import recipe
+
+    seen = {}
+    train_one = recipe._train_one
+
+    def spy(member_cfg, info, x_train, y_train, x_val, y_val, *args, **kwargs):
+        seen.update(y_train=y_train.cpu().numpy(), y_val=np.asarray(y_val))
+        return train_one(member_cfg, info, x_train, y_train, x_val, y_val, *args, **kwargs)
+
+    monkeypatch.setattr(recipe, "_train_one", spy)
+    result = train_and_evaluate("mnist", "fast", reviewed_labels=True, **tiny)
+    # the net saw the new label, and validated without the left-out image
+    assert seen["y_train"][0] == (label + 1) % 10 and seen["y_train"][1] == mnist.train_labels[kept]
+    assert len(seen["y_train"]) == len(train_idx) and len(seen["y_val"]) == len(val_idx) - 1
+    with Store.open(ws, create=False) as store:
+        rec = store.get_run(result["run_id"])
+        assert rec.config["reviewed_labels"] == {"relabel": {str(moved): (label + 1) % 10}, "leave_out": [dropped]}
+        assert rec.recipe_text == "fast · 1 ep · seed 0 · 2 reviewed labels"
+        val = np.load(rec.run_dir / "val_indices.npy")
+        assert dropped not in val and len(val) == len(val_idx) - 1
+        # a review made on other data is refused before anything trains
+        store.set_label_review("mnist", "train", kept, (int(mnist.train_labels[kept]) + 1) % 10, "keep")
+        runs_before = len(store.list_runs())
+    with pytest.raises(DeepdiveError, match=f"the review of training image {kept} was made on other data"):
+        train_and_evaluate("mnist", "fast", reviewed_labels=True, **tiny)
+    with Store.open(ws, create=False) as store:
+        assert len(store.list_runs()) == runs_before

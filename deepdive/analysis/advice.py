@@ -329,7 +329,8 @@ def _run_for(store, run, name, seed, overrides, suggestion_id, split, progress) 
         config.get("dataset", run.dataset), config["preset"], workspace=store.workspace, name=name,
         epochs=config.get("epochs"), seed=seed, device=config.get("device", "auto"),
         limit_train=config.get("limit_train"), limit_test=config.get("limit_test"),
-        ensemble=config.get("ensemble") or 1, overrides=overrides, progress=progress)
+        ensemble=config.get("ensemble") or 1, overrides=overrides, progress=progress,
+        reviewed_labels=config.get("reviewed_labels") or False)   # the labels the run itself trained with
     seconds = time.perf_counter() - started
     store.set_config(new["run_id"], {**store.get_run(new["run_id"]).config, "verifies": link})
     return new["run_id"], True, seconds

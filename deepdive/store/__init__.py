@@ -70,23 +70,30 @@ class RunRecord:
 
     @property
     def recipe(self) -> dict | None:
-        """How a `deepdive train` run was trained: {preset, epochs (per member), seed, ensemble}; None for runs
+        """How a `deepdive train` run was trained: {preset, epochs (per member), seed, ensemble, and reviewed_labels
+        (how many labels people changed or left out) if it trained with them}; None for runs
         logged through the Python API, whose config is the user's own."""
         cfg = self.config
         if not cfg.get("preset"):
             return None
-        return {"preset": cfg["preset"], "epochs": (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs")),
-                "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble")}
+        recipe = {"preset": cfg["preset"], "epochs": (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs")),
+                  "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble")}
+        if cfg.get("reviewed_labels"):   # trained with people's reviews of its labels
+            reviewed = cfg["reviewed_labels"]
+            recipe["reviewed_labels"] = len(reviewed.get("relabel") or {}) + len(reviewed.get("leave_out") or [])
+        return recipe
 
     @property
     def recipe_text(self) -> str | None:
-        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3"; None for a run without one."""
+        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3 · 4 reviewed labels"; None for a run
+        without one."""
         r = self.recipe
         if r is None:
             return None
         return " · ".join([r["preset"]] + [text for ok, text in (
             (r["epochs"] is not None, f"{r['epochs']} ep"), (r["seed"] is not None, f"seed {r['seed']}"),
-            ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}")) if ok])
+            ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}"),
+            ("reviewed_labels" in r, f"{r.get('reviewed_labels')} reviewed labels")) if ok])
 
     @property
     def class_names(self) -> list[str]:

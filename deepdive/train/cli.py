@@ -74,6 +74,10 @@ def register(subparsers):
                         "already fits, reweighting the rest; 0 = every image every epoch. Default: the preset's "
                         "(fast on the CPU 0.5, else 0). On `default`, 0.5 trained 36%% faster for ~0.03 pp of test "
                         "accuracy (benchmarks/EXPERIMENTS.md)")
+    p.add_argument("--reviewed-labels", action="store_true",
+                   help="train with the workspace's reviews of this dataset's training images (Label issues of a "
+                        "run's val or train split in deepdive serve): relabelled images with their new label, "
+                        "ambiguous ones left out")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -120,7 +124,7 @@ def cmd_train(args) -> int:
             args.dataset, args.preset, workspace=args.workspace, name=args.name, epochs=args.epochs,
             seed=args.seed, device=args.device, data_dir=args.data_dir, limit_train=args.limit_train,
             limit_test=args.limit_test, ensemble=args.ensemble, progress=True,
-            overrides=overrides or None)
+            overrides=overrides or None, reviewed_labels=args.reviewed_labels)
     _print_result(result, args)
     return 0
 

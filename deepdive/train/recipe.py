@@ -325,7 +325,7 @@ def _merge(cfg, changes, source):
 # ----------------------------------------------------------------------------------------------------------
 def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limit_train=None, ensemble=1,
           overrides=None, on_epoch=None, checkpoint_dir=None, progress=True, patience=None,
-          eval_hook=None, teacher=None, resume=None) -> TrainResult:
+          eval_hook=None, teacher=None, resume=None, reviewed_labels=None) -> TrainResult:
     """Train `ensemble` models (seeds seed, seed+1, ...) on dataset's train split minus the validation split.
 
     teacher: a trained model (e.g. load_checkpoint of an ensemble) to distill from, with config "distill" > 0
@@ -341,6 +341,11 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     first, E+1..2E for the second, ...). With checkpoint_dir, model_best.pt / model_last.pt are rewritten
     atomically after every epoch; for an ensemble they hold the finished members plus the current one. Beside
     them goes train_state.pt (TRAIN_STATE): everything needed to continue after that epoch.
+
+    reviewed_labels: people's verdicts on training images (deepdive.analysis.reviews), {"relabel": {idx: label},
+    "leave_out": [idx]} with idx into dataset.train_*: relabelled images train and validate with their new label,
+    left-out (ambiguous) ones are dropped from both. The validation split is drawn from the labels as given first,
+    so it stays the one every other run uses, less the left-out images.
 
     resume: a state read back from train_state.pt (load_train_state) continues that training with the same
     arguments: finished members are taken as they are, the current one goes on after its last finished epoch with
@@ -358,13 +363,14 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     cfg = member_cfgs[0]
     _check_dataset(dataset)
     settings = _settings_fingerprint(member_cfgs, seed=seed, ensemble=ensemble, limit_train=limit_train, dev=dev,
-                                     patience=patience)
+                                     patience=patience, reviewed_labels=reviewed_labels)
     # What the members finished so far left: their kept and last checkpoints, history rows and times.
     done = {"best": [], "last": [], "history": [], "train_seconds": 0.0, "warmup_seconds": 0.0, "flags": {}}
     if resume is not None:
         done, current = _check_resume(resume, settings)
 
     train_idx, val_idx = train_val_indices(dataset.train_labels, cfg["val_size"], limit_train)
+    labels, train_idx, val_idx = apply_reviewed_labels(dataset.train_labels, train_idx, val_idx, reviewed_labels)
     teacher = _check_teacher(teacher, member_cfgs, dataset, val_idx, dev)
 
     images = dataset.train_images
@@ -372,9 +378,9 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     num_classes = len(dataset.class_names)
     # The whole split on the device, uint8 (47 MB for MNIST): batches are gathered by index, converted there.
     x_train = _to_device_images(images[train_idx], dev)
-    y_train = torch.as_tensor(np.asarray(dataset.train_labels)[train_idx], dtype=torch.long, device=dev)
+    y_train = torch.as_tensor(labels[train_idx], dtype=torch.long, device=dev)
     x_val = images[val_idx]
-    y_val = np.asarray(dataset.train_labels)[val_idx]
+    y_val = labels[val_idx]
 
     mean, std = PIXEL_STATS.get(getattr(dataset, "name", ""), (None, None))
 
@@ -440,13 +446,31 @@ def load_train_state(path) -> dict:
     return state
 
 
-def _settings_fingerprint(member_cfgs, *, seed, ensemble, limit_train, dev, patience) -> dict:
+def _settings_fingerprint(member_cfgs, *, seed, ensemble, limit_train, dev, patience, reviewed_labels=None) -> dict:
     """Everything that decides what train() computes, as plain JSON values: a resumed run must match it."""
     import json
 
-    return json.loads(json.dumps({"members": member_cfgs, "seed": seed, "ensemble": ensemble,
-                                  "limit_train": limit_train, "device": dev.type, "patience": patience},
-                                 sort_keys=True, default=str))
+    settings = {"members": member_cfgs, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
+                "device": dev.type, "patience": patience}
+    if reviewed_labels:   # only then, so states written before reviews existed still match
+        settings["reviewed_labels"] = reviewed_labels
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def apply_reviewed_labels(train_labels, train_idx, val_idx, reviewed=None):
+    """(labels, train_idx, val_idx) with people's reviews applied (see train()): a copy of the labels with the
+    relabelled images changed, both index sets without the left-out images."""
+    labels = np.array(train_labels, dtype=np.int64)
+    if not reviewed:
+        return labels, train_idx, val_idx
+    relabel = {int(i): int(c) for i, c in (reviewed.get("relabel") or {}).items()}
+    leave_out = np.asarray(sorted(int(i) for i in reviewed.get("leave_out") or ()), dtype=np.int64)
+    for i in [*relabel, *leave_out.tolist()]:
+        if not 0 <= i < len(labels):
+            raise DeepdiveError(f"reviewed label of training image {i}: outside 0..{len(labels) - 1}")
+    if relabel:
+        labels[list(relabel)] = list(relabel.values())
+    return labels, np.setdiff1d(train_idx, leave_out), np.setdiff1d(val_idx, leave_out)
 
 
 def _check_resume(state, settings):

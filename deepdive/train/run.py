@@ -6,6 +6,7 @@ such a run after its last finished epoch (the recipe's train_state.pt) and finis
 """
 import contextlib
 import signal
+import sys
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,8 +21,13 @@ from deepdive.store import Store, to_json
 
 def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_WORKSPACE, name=None, epochs=None,
                        seed=0, device="auto", data_dir=None, limit_train=None, limit_test=None, ensemble=1,
-                       overrides=None, progress=True) -> dict:
+                       overrides=None, reviewed_labels=False, progress=True) -> dict:
     """Train a model, evaluate it on the test split and record everything as a run in `workspace`.
+
+    reviewed_labels: True trains with the workspace's reviews of this dataset's training images (made in the
+    dashboard on a run's val or train split): relabelled images with their new label, ambiguous ones left out. The
+    reviews as they are now are copied into the run's config, so it says what it trained on and resumes the same.
+    A dict ({"relabel": {idx: label}, "leave_out": [idx]}, another run's config entry) is used as it is.
 
     Returns {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}.
     """
@@ -40,12 +46,36 @@ def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_W
                "limit_train": limit_train, "limit_test": limit_test, "ensemble": ensemble,
                "overrides": overrides or {}}
     with Store.open(workspace) as store:
+        if reviewed_labels is True:
+            request["reviewed_labels"] = _reviewed_training_labels(store, dataset, ds, progress)
+        elif reviewed_labels:
+            request["reviewed_labels"] = reviewed_labels
         run = store.create_run(name or f"{dataset}-{preset}", dataset, request, ds.source, ds.class_names,
                                device=str(recipe.resolve_device(device)))
         # Written first so an interrupted run still says what it was asked to do and where its data came from.
         atomic_write_text(run.run_dir / "config.json", to_json(request))
         atomic_write_text(run.run_dir / "data_source.json", to_json(ds.source))
         return _train_in_run(store, run, ds, request, device=device, resume=None, progress=progress)
+
+
+def _reviewed_training_labels(store, dataset, ds, progress) -> dict:
+    """The workspace's reviews of `dataset`'s training images as train() takes them, checked against the data."""
+    reviews = store.label_reviews(dataset, "train")
+    if not reviews:
+        raise DeepdiveError(f"no reviewed labels of {dataset}'s training images in {store.workspace}: review the "
+                            "label issues of a run's val split (deepdive analyze RUN --split val) or train split "
+                            "(deepdive analyze RUN --label-issues train) in deepdive serve first")
+    for r in reviews:
+        if not 0 <= r["idx"] < len(ds.train_labels) or int(ds.train_labels[r["idx"]]) != r["given_label"]:
+            raise DeepdiveError(f"the review of training image {r['idx']} was made on other data (label "
+                                f"{r['given_label']} there); this {dataset} does not have that image")
+    out = {"relabel": {str(r["idx"]): r["label"] for r in reviews if r["verdict"] == "relabel"},
+           "leave_out": [r["idx"] for r in reviews if r["verdict"] == "ambiguous"]}
+    if progress:
+        print(f"reviewed labels: {len(out['relabel'])} training images relabelled, {len(out['leave_out'])} left out "
+              f"(ambiguous), {len(reviews) - len(out['relabel']) - len(out['leave_out'])} confirmed as labelled",
+              file=sys.stderr)
+    return out
 
 
 def resume_run(run_ref, *, workspace=DEFAULT_WORKSPACE, data_dir=None, progress=True) -> dict:
@@ -110,7 +140,8 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
         result = recipe.train(ds, request["preset"], epochs=request.get("epochs"), seed=request.get("seed", 0),
                               device=device, limit_train=request.get("limit_train"),
                               ensemble=request.get("ensemble", 1), overrides=request.get("overrides") or None,
-                              on_epoch=log_epoch, checkpoint_dir=run_dir, progress=progress, resume=resume)
+                              on_epoch=log_epoch, checkpoint_dir=run_dir, progress=progress, resume=resume,
+                              reviewed_labels=request.get("reviewed_labels"))
 
         config = {**request, "resolved": result.config, "warmup_seconds": result.warmup_seconds}
         atomic_write_text(run_dir / "config.json", to_json(config))
