@@ -3,7 +3,6 @@ on the tiny analysed run of tests/conftest.py and a second tiny run of another s
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,18 +108,11 @@ def test_api_compare(pair):
 
 def test_compare_view_shows_each_group(pair):
     """The served dashboard's Compare view, run A against B (the only other run, so picked by default)."""
-    from test_web_browser import CHROMIUM, CHROMIUM_ARGS, serving
+    from test_web_browser import served_page
 
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     ws, a, b = pair
     expected = compare_runs(a, b)
-    with serving(ws) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with served_page(ws) as (url, page, errors):
         page.goto(f"{url}#/r/{a.id}/test/compare")
         page.wait_for_selector('[data-testid="compare-verdict"]')
         assert page.input_value('[data-testid="compare-with"]') == b.id
@@ -152,5 +144,4 @@ def test_compare_view_shows_each_group(pair):
         page.wait_for_selector('[data-testid="compare-verdict"]')
         assert page.input_value('[data-testid="compare-with"]') == a.id
         assert f"Run {b.id} cannot be compared with this one" in page.inner_text("main")
-        browser.close()
     assert not errors, errors

@@ -92,7 +92,7 @@ def test_api_and_export(ws, analyzed_run, run_cli, tmp_path):
                              ({"verdict": "relabel", "label": 10}, 422), ({"label": 1}, 422)):
             assert client.put(f"{base}/{row}", json=body).status_code == status, body
         assert client.put(f"{base}/{len(res.examples)}", json={"verdict": "keep"}).status_code == 404
-        assert client.put(f"/api/runs/nope/splits/test/reviews/1", json={"verdict": "keep"}).status_code == 404
+        assert client.put("/api/runs/nope/splits/test/reviews/1", json={"verdict": "keep"}).status_code == 404
         assert client.delete(f"{base}/4").json() == {"row": 4, "review": None}
     out = tmp_path / "reviews.csv"
     proc = run_cli("export", analyzed_run.run_id, "reviews", "--out", str(out), "--workspace", str(ws))
@@ -104,21 +104,14 @@ def test_api_and_export(ws, analyzed_run, run_cli, tmp_path):
 
 
 def test_label_issues_view_saves_reviews(ws, analyzed_run):
-    from test_web_browser import CHROMIUM, CHROMIUM_ARGS, serving
+    from test_web_browser import served_page
 
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
     res = AnalysisResult.load(analyzed_run.run_dir, "test")
     issues = res.label_issues
     assert len(issues) >= 2, "the tiny run should flag a few labels"
     first, second = (int(r) for r in issues["row"].iloc[:2])
     suggested = int(res.examples["suggested_label"].iat[first])
-    with serving(ws) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with served_page(ws) as (url, page, errors):
         page.goto(f"{url}#/r/{analyzed_run.run_id}/test/issues")
         page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 0 of")')
         cell = f'[data-testid="review"][data-row="{first}"]'
@@ -179,7 +172,6 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
         assert page.inner_text(f'[data-testid="review"][data-row="{second}"]') == "Label right"
         assert page.inner_text(f'[data-testid="review"][data-row="{first}"]') == "–"
         assert page.locator('[data-testid="review"] button').count() == 0
-        browser.close()
     assert not errors, errors
 
 

@@ -80,6 +80,24 @@ def expected(analyzed_run):
 
 
 @contextmanager
+def served_page(workspace):
+    """A Chromium page beside `deepdive serve` of `workspace` (for test modules of their own, which this module's
+    skip mark does not cover): yields (url, page, errors), errors collecting the page's uncaught exceptions."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (make test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with serving(workspace) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield url, page, errors
+        finally:
+            browser.close()
+
+
+@contextmanager
 def serving(workspace):
     """`deepdive serve` of `workspace` on a free 127.0.0.1 port, in a thread; yields its URL."""
     import uvicorn
