@@ -6,8 +6,8 @@ such a run after its last finished epoch (the recipe's train_state.pt) and finis
 """
 import contextlib
 import signal
-import sys
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 

@@ -22,8 +22,8 @@ import re
 import threading
 
 from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from starlette.middleware.gzip import GZipMiddleware
 
 from deepdive.errors import DeepdiveError, RunError
