@@ -556,6 +556,12 @@ def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_wor
         store.set_config(rid, {**store.get_run(rid).config, "ensemble": 2})
     cards, note = overview()
     assert "each member's epochs 2-3 pruned" in cards and "pruned each member's epochs 2-3" in note
+    assert "reviewed labels" not in cards
+    with Store.open(ws) as store:     # trained with people's reviews of its labels (train --reviewed-labels)
+        store.set_config(rid, {**store.get_run(rid).config,
+                               "reviewed_labels": {"relabel": {"12": 3, "40": 1}, "leave_out": [7]}})
+    cards, note = overview()
+    assert "reviewed labels: 2 relabelled, 1 left out" in cards
 
 
 def test_the_runs_page_follows_a_run_while_it_trains(browser, analyzed_run, copy_workspace, tmp_path):

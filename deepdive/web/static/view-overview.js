@@ -21,6 +21,13 @@
     return amp === true ? "bf16 autocast" : amp === false ? "fp32" : "";
   }
 
+  // A run trained with people's reviews of its training labels (deepdive train --reviewed-labels), as text, or "".
+  function reviewedText(reviewed) {
+    if (!reviewed) return "";
+    const relabelled = Object.keys(reviewed.relabel || {}).length, left = (reviewed.leave_out || []).length;
+    return `reviewed labels: ${DD.fmt.int(relabelled)} relabelled, ${DD.fmt.int(left)} left out`;
+  }
+
   // The epochs a run pruned (the recipe's "prune": from epoch 2 to prune_until of the epochs), as text, or "";
   // an ensemble's members each prune their own epochs.
   function prunedEpochs(cfg) {
@@ -43,7 +50,7 @@
         precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`,
-        pruned && `${pruned} pruned`].filter(Boolean).join(" · ")),
+        pruned && `${pruned} pruned`, reviewedText(cfg.reviewed_labels)].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
       DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
