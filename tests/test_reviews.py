@@ -233,3 +233,16 @@ def test_training_with_reviewed_labels(ws, mnist, monkeypatch):
         train_and_evaluate("mnist", "fast", reviewed_labels=True, **tiny)
     with Store.open(ws, create=False) as store:
         assert len(store.list_runs()) == runs_before
+
+
+def test_a_logged_run_keeps_its_own_reviews(tmp_path):
+    """A run logged with log_evaluation brings its own images (eval/<split>_inputs.npy): nothing says another run
+    holds the same ones, so its reviews are keyed by the run, not the dataset's files."""
+    from types import SimpleNamespace
+
+    (tmp_path / "eval").mkdir()
+    np.save(tmp_path / "eval" / "test_inputs.npy", np.zeros((2, 1, 4, 4), np.float32))
+    logged = SimpleNamespace(id="20990101-000000-abcdef", run_dir=tmp_path)
+    assert review_source(logged, "test") == "run:20990101-000000-abcdef/test"
+    # a split without its own inputs is read from the dataset's files, as `analyze` reads it (analysis._load_split)
+    assert review_source(logged, "val") == "train"
