@@ -121,6 +121,10 @@ def test_compare_view_shows_each_group(pair):
             rows = page.eval_on_selector_all(f'[data-testid="compare-{key}"] .thumb',
                                              "ts => ts.map(t => Number(t.dataset.row))")
             assert rows == expected[key]["rows"], key
+        # captions read "true→wrong answer", the answer of the run that got it wrong
+        first_new = page.inner_text('[data-testid="compare-new"] figcaption >> nth=0')
+        g = expected["new"]
+        assert first_new.startswith(f"{g['true'][0]}→{g['pred_b'][0]} · ") and first_new.endswith("%")
         # an image opens its detail, as everywhere
         row = expected["new"]["rows"][0]
         page.click(f'[data-testid="compare-new"] .thumb[data-row="{row}"]')

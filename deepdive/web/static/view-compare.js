@@ -5,12 +5,13 @@
 (function (DD) {
   const el = DD.el;
 
-  // One group of images, each captioned with the wrong answer(s): A's for "fixed", B's for "new", both for "both".
+  // One group of images, each captioned "true→wrong answer": A's for "fixed", B's for "new", both for "both" (the
+  // true class too, since on Fashion-MNIST a picture does not say it the way a digit does).
   function group(ctx, g, key, title, note) {
     const name = ctx.className;
-    const caption = (k) => key === "fixed" ? `→${name(g.pred_a[k])} · ${DD.fmt.pct(g.confidence_a[k], 0)}`
-      : key === "new" ? `→${name(g.pred_b[k])} · ${DD.fmt.pct(g.confidence_b[k], 0)}`
-      : g.pred_a[k] === g.pred_b[k] ? `→${name(g.pred_a[k])} in both` : `→${name(g.pred_a[k])} / ${name(g.pred_b[k])}`;
+    const caption = (k) => `${name(g.true[k])}→` + (key === "fixed" ? `${name(g.pred_a[k])} · ${DD.fmt.pct(g.confidence_a[k], 0)}`
+      : key === "new" ? `${name(g.pred_b[k])} · ${DD.fmt.pct(g.confidence_b[k], 0)}`
+      : g.pred_a[k] === g.pred_b[k] ? `${name(g.pred_a[k])} in both` : `${name(g.pred_a[k])} / ${name(g.pred_b[k])}`);
     const figs = g.rows.map((r, k) => DD.captioned(ctx, r, 48, caption(k)));
     return DD.section(`${title} (${DD.fmt.int(g.rows.length)})`, el("p", {class: "muted small", text: note}),
       el("div", {class: "thumb-row cmp-row", attrs: {"data-testid": `compare-${key}`}},
@@ -38,9 +39,9 @@
           `${DD.fmt.int(res.both_same_prediction)} of them with the same wrong answer. Two seeds of one recipe ` +
           "already fix and add a few of each other's errors; the p-value (exact McNemar on the images that " +
           "changed) says whether B's changes lean one way more than that."})),
-      group(ctx, res.fixed, "fixed", "Fixed by B", "Wrong here, right in B: caption = this run's answer."),
-      group(ctx, res.new, "new", "New in B", "Right here, wrong in B: caption = B's answer."),
-      group(ctx, res.both, "both", "Wrong in both", "The mistakes that survive a change of run: caption = the two answers."));
+      group(ctx, res.fixed, "fixed", "Fixed by B", "Wrong here, right in B: caption = true class → this run's answer."),
+      group(ctx, res.new, "new", "New in B", "Right here, wrong in B: caption = true class → B's answer."),
+      group(ctx, res.both, "both", "Wrong in both", "The mistakes that survive a change of run: caption = true class → the two answers."));
   }
 
   DD.views.compare = {
