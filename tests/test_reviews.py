@@ -162,6 +162,13 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
             saved = {r["idx"]: (r["verdict"], r["label"]) for r in store.label_reviews("mnist", "test")}
         assert saved[int(ex["idx"].iat[unflagged])] == ("relabel", int(ex["pred"].iat[unflagged]))
 
+        # the reviewed images in the Predictions table: all of them, then one verdict
+        page.click('[data-testid="list-reviewed"]')
+        page.wait_for_selector('main[data-view="predictions"] [data-testid="row-count"][data-count="2"]')
+        page.select_option('[data-testid="filter-review"]', "relabel")
+        page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
+        assert page.get_attribute(".vrow", "data-row") == str(unflagged)
+
         # a report written now carries that review, read-only
         from deepdive.web.report import build_report
 

@@ -150,8 +150,11 @@
     }
     const head = ["Rank", "Image", "#", "Given label", "Suggested label", "Model prediction", "Label quality", "Category",
                   ...(withReviews ? ["Your review"] : [])];
+    const listReviewed = el("a", {class: "more", text: "list every reviewed image of this split →",
+      href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "list-reviewed"},
+      on: {click: () => { ctx.state.predFilter = {review: "any"}; }}});
     return DD.section(`Suspected label errors (${issues.length}), most suspicious first`,
-      withReviews && issues.length ? summary : null,
+      withReviews && issues.length ? [summary, listReviewed] : null,
       issues.length ? [el("table", {class: "grid issues-table", attrs: {"data-testid": "issues-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), body), pager]
         : DD.note("Confident learning flagged no label issues in this split."));

@@ -23,6 +23,8 @@
     const has = (v) => v !== undefined && v !== null && v !== "" && v !== "all";
     const t = has(f.true) ? Number(f.true) : null, p = has(f.pred) ? Number(f.pred) : null;
     const cat = has(f.category) ? Number(f.category) : null;
+    const review = has(f.review) ? f.review : null;   // "any", "none" or a verdict: people's reviews of the labels
+    const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of orders(ctx)[f.sort || "group"]) {
       if (t !== null && col.true[r] !== t) continue;
@@ -32,6 +34,10 @@
       if (f.issue === "yes" && !col.label_issue[r]) continue;
       if (f.issue === "no" && col.label_issue[r]) continue;
       if (cat !== null && col.category[r] !== cat) continue;
+      if (review !== null) {
+        const v = reviews.get(r);
+        if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
+      }
       out.push(r);
     }
     return out;
@@ -84,8 +90,8 @@
   DD.views.predictions = {
     title: "Predictions", icon: "≣",
     render(root, ctx) {
-      const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", sort: "group"},
-                              ctx.state.predFilter);
+      const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
+                               sort: "group"}, ctx.state.predFilter);
       ctx.state.predFilter = f;
       const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
       const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
@@ -97,6 +103,11 @@
         select("Result", [["all", "all"], ["correct", "correct"], ["wrong", "wrong"]], f.correct, set("correct"), "filter-correct"),
         select("Label issue", [["all", "all"], ["yes", "flagged"], ["no", "not flagged"]], f.issue, set("issue"), "filter-issue"),
         select("Category", catOpts, f.category, set("category"), "filter-category"),
+        // people's reviews (served: the workspace's, refetched below; a report: those it was written with)
+        ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length ?
+          select("Review", [["all", "all"], ["any", "reviewed"], ["relabel", "relabel"], ["keep", "label right"],
+                            ["ambiguous", "ambiguous"], ["none", "not reviewed"]], f.review, set("review"), "filter-review")
+          : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
@@ -149,6 +160,9 @@
         if (event) DD.measurePainted("dd-filter", event);   // change → the filtered rows are on screen
       }
       apply();
+      if (ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length) {
+        DD.loadReviews(ctx).then(() => { if (scroller.isConnected && f.review !== "all") apply(); }).catch(() => {});
+      }
     },
   };
 })(window.DD);
