@@ -169,6 +169,19 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
         page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
         assert page.get_attribute(".vrow", "data-row") == str(unflagged)
 
+        # by keyboard: a verdict key reviews the current image and moves on; the same verdict again forgets it
+        page.evaluate("h => { location.hash = h; }", f"#/r/{analyzed_run.run_id}/test/issues")
+        page.wait_for_selector('main[data-view="issues"] tr.current')
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("Reviewed 1 of")')   # the keys wait for it
+        assert page.get_attribute("tr.current", "data-row") == str(first)
+        page.keyboard.press("a")
+        page.wait_for_selector(f'{cell} button[data-verdict="ambiguous"].active')
+        assert page.get_attribute("tr.current", "data-row") == str(second)
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("a")
+        page.wait_for_selector(f'{cell} button.active', state="detached")
+        page.wait_for_selector('[data-testid="review-summary"]:has-text("in this split: 1 relabel, 1 label right, 0 ambiguous")')
+
         # a report written now carries that review, read-only
         from deepdive.web.report import build_report
 

@@ -117,14 +117,15 @@
     const reviews = DD.reviewsOf(ctx);
     const summary = el("p", {class: "muted small", attrs: {"data-testid": "review-summary"}});
     const showSummary = () => { summary.textContent = reviewSummary(ctx, issues, reviews); };
-    let page = 0;
+    let page = 0, current = 0;   // current: the row (index into issues) the review keys act on
+    let loaded = false;          // the keys wait for the stored reviews, so a verdict is not overwritten by them
     const body = el("tbody");
     const pager = el("div", {class: "pager"});
     const draw = () => {
       DD.clear(body);
       issues.slice(page * PAGE, (page + 1) * PAGE).forEach((issue, i) => {
         const r = issue.row;
-        body.appendChild(el("tr", {dataset: {row: r}},
+        body.appendChild(el("tr", {class: page * PAGE + i === current ? "current" : "", dataset: {row: r}},
           el("td", {class: "num muted", text: page * PAGE + i + 1}),
           el("td", {}, DD.thumb(ctx, r, 48)),
           el("td", {class: "mono", text: col.idx[r]}),
@@ -133,17 +134,43 @@
           el("td", {text: `${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}),
           el("td", {class: "num", text: DD.fmt.num(col.label_quality[r], 4)}),
           el("td", {}, DD.categoryChip(ctx.category(r))),
-          withReviews ? el("td", {}, DD.reviewCell(ctx, r, showSummary)) : null));
+          withReviews ? el("td", {}, DD.reviewCell(ctx, r, () => { showSummary(); draw(); })) : null));
       });
       const pages = Math.max(1, Math.ceil(issues.length / PAGE));
-      DD.pager(pager, page, pages, (p) => { page = p; draw(); });
+      DD.pager(pager, page, pages, (p) => { page = p; current = p * PAGE; draw(); });
     };
     draw();
+    // Review by keyboard, as labelling tools do: ↓/↑ (or j) move, r / k / a give the verdict and move on.
+    const KEYS = {r: "relabel", k: "keep", a: "ambiguous"};
+    const move = (to) => {
+      current = Math.max(0, Math.min(issues.length - 1, to));
+      page = Math.floor(current / PAGE);
+      draw();
+      const tr = body.querySelector("tr.current");
+      if (tr) tr.scrollIntoView({block: "nearest"});
+    };
+    const onKey = (e) => {
+      if (!body.isConnected) { document.removeEventListener("keydown", onKey); return; }
+      const detailOpen = !document.getElementById("detail").hidden;
+      if (!loaded || !ctx.source.setReview || detailOpen || e.ctrlKey || e.metaKey || e.altKey ||
+          e.target.closest("input, select, textarea")) return;
+      if (e.key === "ArrowDown" || e.key === "j") move(current + 1);
+      else if (e.key === "ArrowUp") move(current - 1);
+      else if (KEYS[e.key]) {
+        const button = body.querySelector(`tr.current button[data-verdict="${KEYS[e.key]}"]`);
+        if (!button) return;
+        button.click();
+        move(current + 1);
+      } else return;
+      e.preventDefault();
+    };
+    if (withReviews && issues.length) document.addEventListener("keydown", onKey);
     if (withReviews && issues.length) {
       summary.textContent = "Loading reviews…";
       // a review made in the image detail redraws this list
       ctx.onReviewsChanged = () => { if (body.isConnected) { showSummary(); draw(); } };
       DD.loadReviews(ctx).then(() => {
+        loaded = true;
         showSummary();
         draw();
       }).catch((err) => { summary.textContent = `Could not load the reviews: ${err.message}`; });
@@ -154,7 +181,9 @@
       href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "list-reviewed"},
       on: {click: () => { ctx.state.predFilter = {review: "any"}; }}});
     return DD.section(`Suspected label errors (${issues.length}), most suspicious first`,
-      withReviews && issues.length ? [summary, listReviewed] : null,
+      withReviews && issues.length ? [summary, listReviewed, ctx.source.setReview ? el("p", {class: "muted small",
+        text: "Keys: ↓ / ↑ move between images · r relabel (to the label picked) · k label right · a ambiguous"}) : null]
+        : null,
       issues.length ? [el("table", {class: "grid issues-table", attrs: {"data-testid": "issues-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), body), pager]
         : DD.note("Confident learning flagged no label issues in this split."));
