@@ -168,6 +168,7 @@ def test_label_issues_view_saves_reviews(ws, analyzed_run):
         page.select_option('[data-testid="filter-review"]', "relabel")
         page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
         assert page.get_attribute(".vrow", "data-row") == str(unflagged)
+        assert page.inner_text(".vrow [data-testid=review-badge]") == f"relabel → {int(ex['pred'].iat[unflagged])}"
 
         # by keyboard: a verdict key reviews the current image and moves on; the same verdict again forgets it
         page.evaluate("h => { location.hash = h; }", f"#/r/{analyzed_run.run_id}/test/issues")

@@ -71,8 +71,18 @@
          el("span", {class: "num", text: DD.fmt.pct(col.confidence[r], 1)})),
       DD.probBars(ctx, r),
       DD.categoryChip(ctx.category(r)),
-      el("span", {class: issue ? "issue" : "muted", text: issue ? `→ ${ctx.className(col.suggested_label[r])}` : "–"}),
+      el("span", {class: "issue-cell " + (issue ? "issue" : "muted")},
+         issue ? `→ ${ctx.className(col.suggested_label[r])}` : "–", reviewBadge(ctx, r)),
       el("span", {class: "num", text: DD.fmt.num(col.loss[r], 3)}));
+  }
+
+  // A person's verdict on the row's label, if any (the reviews of this split, DD.loadReviews).
+  function reviewBadge(ctx, r) {
+    const v = DD.reviewsOf(ctx).get(r);
+    if (!v) return null;
+    const text = v.verdict === "relabel" ? `relabel → ${ctx.className(v.label)}` : v.verdict === "keep" ? "label right"
+      : "ambiguous";
+    return el("span", {class: "pill review-badge", attrs: {"data-testid": "review-badge"}, text});
   }
 
   function headerNode(ctx, item) {
@@ -161,7 +171,10 @@
       }
       apply();
       if (ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length) {
-        DD.loadReviews(ctx).then(() => { if (scroller.isConnected && f.review !== "all") apply(); }).catch(() => {});
+        DD.loadReviews(ctx).then(() => {
+          if (!scroller.isConnected) return;
+          if (f.review !== "all") apply(); else draw(true);   // the rows' review badges
+        }).catch(() => {});
       }
     },
   };
