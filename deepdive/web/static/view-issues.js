@@ -27,6 +27,10 @@
                     ["keep", "Label right", "the given label is right"],
                     ["ambiguous", "Ambiguous", "even a person cannot tell"]];
 
+  // A review in words: "Relabel → 6", "Label right" or "Ambiguous" (the report's cell, the predictions' badge).
+  DD.reviewText = (ctx, review) => VERDICTS.find(([v]) => v === review.verdict)[1] +
+    (review.verdict === "relabel" ? ` → ${ctx.className(review.label)}` : "");
+
   // The reviews of this split's images, {row: review}, one Map per context (the Label issues view and the image
   // detail share it); loadReviews refetches it from the workspace (a report: as it was written).
   DD.reviewsOf = (ctx) => (ctx.reviews = ctx.reviews || new Map());
@@ -52,8 +56,7 @@
     const cell = el("div", {class: "review", attrs: {"data-testid": "review"}, dataset: {row: r}});
     if (!ctx.source.setReview) {   // a report: the reviews as they were, read-only
       const review = reviews.get(r);
-      const label = review && VERDICTS.find(([v]) => v === review.verdict)[1];
-      cell.textContent = !review ? "–" : review.verdict === "relabel" ? `${label} → ${ctx.className(review.label)}` : label;
+      cell.textContent = review ? DD.reviewText(ctx, review) : "–";
       return cell;
     }
     const draw = (message) => {
@@ -164,8 +167,8 @@
       } else return;
       e.preventDefault();
     };
-    if (withReviews && issues.length) document.addEventListener("keydown", onKey);
     if (withReviews && issues.length) {
+      document.addEventListener("keydown", onKey);
       summary.textContent = "Loading reviews…";
       // a review made in the image detail redraws this list
       ctx.onReviewsChanged = () => { if (body.isConnected) { showSummary(); draw(); } };

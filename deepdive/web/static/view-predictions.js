@@ -76,13 +76,14 @@
       el("span", {class: "num", text: DD.fmt.num(col.loss[r], 3)}));
   }
 
-  // A person's verdict on the row's label, if any (the reviews of this split, DD.loadReviews).
+  // A person's verdict on the row's label, if any (the reviews of this split, DD.loadReviews), in lower case:
+  // "relabel → 6", "label right", "ambiguous" (only the verdict's first letter: class names keep theirs).
   function reviewBadge(ctx, r) {
     const v = DD.reviewsOf(ctx).get(r);
     if (!v) return null;
-    const text = v.verdict === "relabel" ? `relabel → ${ctx.className(v.label)}` : v.verdict === "keep" ? "label right"
-      : "ambiguous";
-    return el("span", {class: "pill review-badge", attrs: {"data-testid": "review-badge"}, text});
+    const text = DD.reviewText(ctx, v);
+    return el("span", {class: "pill review-badge", attrs: {"data-testid": "review-badge"},
+                       text: text[0].toLowerCase() + text.slice(1)});
   }
 
   function headerNode(ctx, item) {
