@@ -32,7 +32,7 @@
     // A person's verdict on its label (served: made here, kept in the workspace; a report: as it was written).
     const reviewBox = el("div", {class: "detail-review"});
     box.appendChild(reviewBox);
-    DD.loadReviews(ctx).then((reviews) => {
+    DD.loadReviews(ctx, true).then((reviews) => {
       if (box.dataset.row !== String(row) || (!ctx.source.setReview && !reviews.has(row))) return;
       reviewBox.append(el("h3", {text: "Review of its label"}),
         DD.reviewCell(ctx, row, () => { if (ctx.onReviewsChanged) ctx.onReviewsChanged(); }));
