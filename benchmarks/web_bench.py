@@ -130,6 +130,7 @@ def screenshots(browser, base, run_id, split, folder):
     page.select_option('[data-testid="filter-correct"]', "wrong")
     page.click(".vrow .thumb >> nth=0")
     page.wait_for_selector("#detail .layer")
+    page.wait_for_selector('[data-testid="neighbours-reading"], [data-testid="neighbours"] .note')
     page.wait_for_timeout(500)
     page.screenshot(path=str(folder / "dashboard-detail.png"))
     page.close()

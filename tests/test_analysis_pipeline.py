@@ -127,7 +127,8 @@ def test_val_split_inputs_come_from_val_indices(analyzed_run, mnist):
 
 
 # ---- export --------------------------------------------------------------------------------------------------
-NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name")}
+NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name",
+                                  "train_label_name")}
 
 
 def _read(path, fmt):
@@ -157,9 +158,18 @@ def test_export_round_trip(result, tmp_path, fmt):
     assert (per_class[["likely label error", "ambiguous", "model-fixable"]].sum(axis=1) == per_class["errors"]).all()
     issues = _read(tmp_path / f"label-issues.{fmt}", fmt)
     assert len(issues) == s["label_issues"]["count"]
+    neighbours = _read(tmp_path / f"neighbours.{fmt}", fmt)
+    nb = result.neighbours()
+    assert len(neighbours) == nb["index"].size and neighbours["rank"].max() == nb["index"].shape[1]
+    third = neighbours[neighbours["row"] == 3]
+    assert third["train_idx"].tolist() == nb["index"][3].tolist() and (third["true"] == ex["true"][3]).all()
+    assert third["train_label_name"].tolist() == [str(c) for c in nb["label"][3]]
 
 
 def test_export_errors(result, analyzed_run, tmp_path, run_cli):
+    from deepdive.analysis import cli
+
+    assert cli.TABLES == export.TABLES   # the CLI's copy (kept so --help imports no pandas)
     with pytest.raises(DeepdiveError, match="valid tables: predictions, per-class, confusion, label-issues, errors"):
         export.export_table(result, "bogus", tmp_path / "x.csv")
     with pytest.raises(DeepdiveError, match="--format csv or --format parquet"):

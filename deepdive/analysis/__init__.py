@@ -67,13 +67,14 @@ class _Stages:
         self.bar.close()
 
 
-MODEL_STAGES = ("saliency", "activations", "embedding", "advice")
+MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
 STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "write")
 
 
 def _no_model_stages() -> dict:
     """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
-    return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False}}
+    return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False},
+            "neighbours": {"available": False}}
 
 
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
@@ -142,7 +143,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             if split != "train":
                 augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
-                                              progress)
+                                              progress, run=run)
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
                                    hint, focus, extra, advice, notes, folds)
@@ -394,9 +395,9 @@ def focus_set(frame) -> dict:
             "label_issues": [int(i) for i in issues]}
 
 
-def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress):
-    """Saliency, activations, embedding and robustness advice (deepdive.analysis.{saliency, activations,
-    embedding, advice}). Returns (summary entries, advice dict)."""
+def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, run=None):
+    """Saliency, activations, embedding, nearest training images and robustness advice (deepdive.analysis.{saliency,
+    activations, embedding, neighbours, advice}). Returns (summary entries, advice dict)."""
     import torch
 
     if model is None:
@@ -426,6 +427,11 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
         xy = embedding.project_2d(features, seed=0)
         frame["emb_x"], frame["emb_y"] = xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32)
         extra["embedding"] = {"available": True, "features": int(features.shape[1]), "method": "openTSNE"}
+    with stages("neighbours"):
+        from deepdive.analysis import neighbours
+
+        reference = neighbours.reference_set(run) if run is not None else None
+        extra["neighbours"] = neighbours.neighbours_stage(model, features, reference, frame, out_dir, progress)
     with stages("advice"):
         from deepdive.analysis import advice as advice_mod
 

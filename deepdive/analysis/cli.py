@@ -6,7 +6,8 @@ import sys
 from deepdive.paths import DEFAULT_WORKSPACE
 from deepdive.train.cli import int_at_least
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews")  # static copy of export.TABLES
+# a static copy of export.TABLES (tests check they agree), so --help imports no pandas
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours")
 
 
 def register(subparsers):
@@ -89,6 +90,7 @@ def json_summary(summary: dict) -> dict:
                            for t in summary["top_confusions"][:5]],
         "label_issues": summary["label_issues"]["count"],
         "taxonomy": summary["taxonomy"]["total"],
+        "neighbours": (summary.get("neighbours") or {}).get("errors"),
         "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
     }
 
@@ -102,6 +104,12 @@ def text_summary(summary: dict, workspace) -> str:
         lines.append(f"top confusions (true→predicted): {pairs}")
     lines.append(f"likely label issues: {s['label_issues']['count']} (from {s['label_issues']['source']})")
     lines.append("errors by cause: " + ", ".join(f"{k} {v}" for k, v in s["taxonomy"]["total"].items()))
+    nb = s.get("neighbours") or {}
+    if nb.get("available") and s["error_count"]:
+        e = nb["errors"]
+        lines.append(f"errors among their {nb['k']} nearest training images: {e['prediction']} mostly labelled as "
+                     f"predicted, {e['label']} mostly as their label, {e['mixed']} mixed (a neighbour vote gets "
+                     f"{nb['knn_accuracy']:.2%} right)")
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"

@@ -9,6 +9,8 @@ Tables (all read through AnalysisResult):
   errors        the misclassified examples, most confident first, with their taxonomy category
   reviews       the images of the split a person reviewed in the dashboard (Label issues): their verdict
                 (relabel / keep / ambiguous), the right label for relabel, the model's answer beside it
+  neighbours    each example's nearest training images, one line per (row, rank): the training image's index,
+                its label (as trained on) and the cosine similarity of the two images' penultimate features
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -22,7 +24,7 @@ from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours")
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -49,6 +51,18 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         frame["label"] = frame["label"].astype("Int64")
         frame["label_name"] = [None if pd.isna(v) else names[int(v)] for v in frame["label"]]
         return frame[REVIEW_COLUMNS].reset_index(drop=True)
+    if name == "neighbours":
+        nb = result.neighbours()
+        ex = result.examples
+        n, k = nb["index"].shape
+        rows = np.repeat(np.arange(n), k)
+        return pd.DataFrame({
+            "row": rows, "idx": ex["idx"].to_numpy()[rows], "true": ex["true"].to_numpy()[rows],
+            "pred": ex["pred"].to_numpy()[rows], "rank": np.tile(np.arange(1, k + 1), n),
+            "train_idx": np.asarray(nb["index"]).reshape(-1).astype(np.int64),
+            "train_label": np.asarray(nb["label"]).reshape(-1).astype(np.int64),
+            "train_label_name": names[np.asarray(nb["label"]).reshape(-1)],
+            "similarity": np.asarray(nb["similarity"]).reshape(-1)})
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])

@@ -6,6 +6,7 @@
     res.images                  # uint8 (N, H, W) or (N, H, W, C), memory-mapped
     res.saliency("gradcam")     # {errors, errors_index, class_mean, class_rep, class_rep_index}
     res.activations()           # {layers, arrays, stats, focus_indices}
+    res.neighbours()            # {index, similarity, label}: each row's nearest training images
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -126,6 +127,14 @@ class AnalysisResult:
         stats = self._json("activations/stats.json", "activation statistics") if has_stats else {}
         return {"layers": layers, "arrays": arrays, "stats": stats, "focus_indices": self.focus_indices}
 
+    def neighbours(self) -> dict:
+        """{index (N, K) training-set indices, similarity (N, K), label (N, K)} for every row; memory-mapped."""
+        if not self.has("neighbours"):
+            raise RunError(f"no nearest training images stored for split {self.split!r} (the run has no training "
+                           "images of its own, its model could not be loaded, or the analysis predates them)")
+        return {name: self._npy(f"neighbours/{name}.npy", "the nearest training images")
+                for name in ("index", "similarity", "label")}
+
     @cached_property
     def advice(self) -> dict:
         return self._json("advice.json", "the advice")
@@ -140,7 +149,7 @@ class AnalysisResult:
     # ---- presence -----------------------------------------------------------------------------------------
     def has(self, name: str) -> bool:
         """Whether an optional piece is stored: examples, images, label_issues, advice, verification,
-        activations, embedding, saliency (any method) or saliency:<method>."""
+        activations, embedding, neighbours, saliency (any method) or saliency:<method>."""
         f = self.folder
         if name.startswith("saliency:"):
             method = name.split(":", 1)[1]
@@ -148,13 +157,16 @@ class AnalysisResult:
                 (f / "saliency" / "errors_index.npy").is_file()
         if name == "saliency":
             return any(self.has(f"saliency:{m}") for m in self.summary.get("saliency", {}).get("methods", []))
+        if name == "neighbours":
+            return all((f / "neighbours" / f"{part}.npy").is_file() for part in ("index", "similarity", "label"))
         if name == "embedding":
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
                  "advice": "advice.json", "verification": "verify_advice.json",
                  "activations": "activations/layers.json", "summary": "summary.json"}
         if name not in files:
-            raise ValueError(f"unknown analysis piece {name!r}; known: {', '.join([*files, 'embedding', 'saliency'])}")
+            raise ValueError(f"unknown analysis piece {name!r}; known: "
+                             f"{', '.join([*files, 'embedding', 'neighbours', 'saliency'])}")
         return (f / files[name]).is_file()
 
     # ---- readers ------------------------------------------------------------------------------------------

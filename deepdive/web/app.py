@@ -10,6 +10,7 @@
     GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
     GET .../saliency/{method}/class/{rep|mean}/{cls}.png    per-class map
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
+    GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
     GET .../reviews                                         people's verdicts on this split's labels, by row
     PUT .../reviews/{row}  {"verdict", "label"}             record one (relabel / keep / ambiguous); DELETE forgets it
@@ -177,6 +178,12 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return entry.activations(row, on_demand=True)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/neighbours/{row}")
+    def neighbours(run_id: str, split: str, row: int):
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry.neighbours(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/compare/{other}")
     def compare(run_id: str, split: str, other: str):

@@ -49,5 +49,6 @@ def report(args) -> int:
     info = build_report(args.workspace, args.run, split=args.split, out=args.out)
     print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB) for run {info['run_id']}, {args.split} split: "
           f"saliency maps of {info['saliency_errors']} of {info['errors']} analysed errors, activations of "
-          f"{info['activation_images']} images; open it in a browser, no server needed")
+          f"{info['activation_images']} images, nearest training images of {info['neighbour_rows']}; open it in a "
+          "browser, no server needed")
     return 0

@@ -46,6 +46,23 @@ def run_model(run_dir):
         return _MODELS[key]
 
 
+def training_images(record) -> np.ndarray:
+    """uint8 training images of the run's dataset (the neighbours' pictures), the last two datasets kept."""
+    from deepdive.analysis import _dataset
+
+    src = record.data_source or {}
+    key = (record.dataset, src.get("location") if src.get("kind") == "data-dir" else None)
+    from deepdive.errors import DeepdiveError
+
+    def load():
+        try:
+            return _dataset(record).train_images
+        except DeepdiveError as e:     # e.g. a --data-dir that is gone: the rest of the page still works
+            raise NotFound(f"the training images of run {record.id} cannot be loaded: {e}") from None
+
+    return _DATASETS.get(key, load)
+
+
 class _Cache:
     """A small thread-safe LRU of rendered images: `get(key, make)` returns the cached value or stores make()."""
 
@@ -65,6 +82,9 @@ class _Cache:
         return value
 
 
+_DATASETS = _Cache(2)
+
+
 class RunMaps:
     def __init__(self, record, res):
         self.record, self.res = record, res
@@ -76,6 +96,7 @@ class RunMaps:
         self._maps = _Cache(1024)   # saliency arrays computed on demand
         self._sal = {}
         self._acts = None
+        self._neighbours = None
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -221,6 +242,33 @@ class RunMaps:
             stats = per_example[i] if per_example and i < len(per_example) else {}
             out.append(layer_view(layer["name"], layer["type"], layer["shape"], maps, stats))
         return {"row": row, "source": "precomputed", "layers": out}
+
+    # ---- nearest training images ----------------------------------------------------------------------------
+    def neighbours(self, row: int) -> dict:
+        """{row, reference, reading, items: [{idx, label, similarity, image}]}: the row's nearest training images,
+        most similar first, each a PNG data URI at native resolution (the page scales it up, pixelated); reading:
+        which answer they back (deepdive.analysis.neighbours.reading)."""
+        if not self.res.has("neighbours"):
+            reason = (self.res.summary.get("neighbours") or {}).get("reason") or \
+                "this analysis has no nearest training images (re-run: deepdive analyze)"
+            raise NotFound(reason)
+        if self._neighbours is None:
+            self._neighbours = self.res.neighbours()
+        nb = self._neighbours
+        index = np.asarray(nb["index"][row], dtype=np.int64)
+        images = training_images(self.record)
+        if index.max(initial=-1) >= len(images):
+            raise NotFound(f"the training images of run {self.record.id} no longer match its analysis "
+                           "(re-run: deepdive analyze)")
+        from deepdive.analysis.neighbours import reading
+
+        labels = np.asarray(nb["label"][row], dtype=np.int64)
+        true, pred = int(self.true[row]), int(self.pred[row])
+        return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
+                "reading": reading(labels, true, pred),
+                "items": [{"idx": int(i), "label": int(c), "similarity": round(float(v), 4),
+                           "image": bundle_mod.data_uri(bundle_mod.png_bytes(images[i]))}
+                          for i, c, v in zip(index, labels, nb["similarity"][row])]}
 
     # ---- model inputs ---------------------------------------------------------------------------------------
     def _model(self):

@@ -2,8 +2,9 @@
 
 The page is the served front end with everything inlined: scripts, styles and plotly.js as <script>/<style>
 text, the bundle as a <script type="application/json"> block, thumbnails as sprite-sheet data: URIs, and the
-saliency and activation images the analysis precomputed (errors, class maps, the activation focus set) as
-PNG data: URIs. A Content-Security-Policy in the page forbids every network request.
+saliency and activation images the analysis precomputed (errors, class maps, the activation focus set) and the
+focus set's nearest training images as PNG data: URIs. A Content-Security-Policy in the page forbids every
+network request.
 """
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import numpy as np
 from deepdive.atomic import atomic_write_text
 from deepdive.web import page
 from deepdive.web.bundle import data_uri
-from deepdive.web.maps import RunMaps
+from deepdive.web.maps import NotFound, RunMaps
 
 SAL_SIZE = 56                         # px of the inlined saliency overlays (shown at 96-140 px, pixelated)
 SALIENCY_BUDGET = 3 * 1024 * 1024     # bytes of inlined per-error saliency maps (most confident errors first)
 MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB target, some margin)
 ACTIVATION_BUDGET = 4 * 1024 * 1024   # at most this many bytes of inlined activation images
+NEIGHBOUR_BUDGET = 1024 * 1024        # bytes of inlined nearest training images (~40 KB per 100 MNIST images)
 
 
 def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -> dict:
@@ -46,12 +48,14 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
     return out
 
 
-def activation_assets(maps: RunMaps, budget: int) -> dict:
-    """{row: activations} for the precomputed focus set, in focus order, until `budget` bytes are used."""
+def focus_assets(maps: RunMaps, fetch, budget: int) -> dict:
+    """{row: fetch(row)} for the precomputed focus set (errors first, then class representatives and top label
+    issues) until the inlined images would pass `budget` bytes. fetch returns a dict whose "layers" or "items"
+    carry the images."""
     data, used = {}, 0
-    for row in np.asarray(maps.res.focus_indices).tolist() if maps.res.has("activations") else []:
-        result = maps.activations(int(row), on_demand=False)
-        size = sum(len(layer["image"]) for layer in result["layers"])
+    for row in np.asarray(maps.res.focus_indices).tolist():
+        result = fetch(int(row))
+        size = sum(len(part["image"]) for part in result.get("layers", result.get("items", [])))
         if used + size > budget:
             break
         data[str(row)], used = result, used + size
@@ -75,6 +79,12 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         b["reviews"] = {str(r): v for r, v in reviews_by_row(store, rec, split, maps.res.examples).items()}
     if maps.methods:
         b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"], b["saliency"]["errors_count"]))
+    b["neighbours"] = {"data": {}}
+    if maps.res.has("neighbours"):
+        try:
+            b["neighbours"]["data"] = focus_assets(maps, maps.neighbours, NEIGHBOUR_BUDGET)
+        except NotFound as e:   # the training images cannot be loaded here: the report says so instead
+            b["neighbours"]["note"] = str(e)
     config = {"mode": "report", "run_id": rec.id, "split": split}
     title = f"{rec.name} · deepdive report"
 
@@ -83,11 +93,13 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
 
     b["activations"]["data"] = {}
     budget = min(ACTIVATION_BUDGET, MAX_BYTES - len(render().encode("utf-8")))
-    acts = activation_assets(maps, budget)
+    acts = focus_assets(maps, lambda row: maps.activations(row, on_demand=False), budget) \
+        if maps.res.has("activations") else {}
     b["activations"].update(rows=[int(r) for r in acts], data=acts)
     out = Path(out)
     atomic_write_text(out, render())
     saliency_errors = sum(pair is not None for pair in b["saliency"].get("errors", {}).get(maps.methods[0], [])) \
         if maps.methods else 0
     return {"path": str(out), "bytes": out.stat().st_size, "run_id": rec.id, "activation_images": len(acts),
+            "neighbour_rows": len(b["neighbours"]["data"]),
             "saliency_errors": saliency_errors, "errors": len(b["saliency"]["errors_rows"])}

@@ -101,6 +101,7 @@ window.DD = window.DD || {};
         },
         classSaliencyURL: (b, method, cls, kind) => b.saliency["class_" + kind][method][cls],
         activations: async (b, row) => (b.activations.data[String(row)] || null),
+        neighbours: async (b, row) => ((b.neighbours || {}).data || {})[String(row)] || null,
         reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
       };
     }
@@ -138,6 +139,7 @@ window.DD = window.DD || {};
       },
       classSaliencyURL: (b, method, cls, kind) => `${base(b)}/saliency/${method}/class/${kind}/${cls}.png`,
       activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
+      neighbours: (b, row) => cachedJSON(`${base(b)}/neighbours/${row}`),
       compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
         `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),
       // People's verdicts on labels live in the workspace's store: read afresh, written one image at a time.

@@ -1,5 +1,5 @@
-// Image detail drawer: opened by clicking any thumbnail. Shows the image, labels, all probabilities, saliency
-// (predicted vs true class, any method) and the feature maps of every layer.
+// Image detail drawer: opened by clicking any thumbnail. Shows the image, labels, all probabilities, its nearest
+// training images, saliency (predicted vs true class, any method) and the feature maps of every layer.
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -37,6 +37,11 @@
       reviewBox.append(el("h3", {text: "Review of its label"}),
         DD.reviewCell(ctx, row, () => { if (ctx.onReviewsChanged) ctx.onReviewsChanged(); }));
     }).catch((err) => reviewBox.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
+
+    box.appendChild(el("h3", {text: "Nearest training images"}));
+    const nb = el("div", {class: "detail-nb", attrs: {"data-testid": "neighbours"}});
+    box.appendChild(nb);
+    DD.loadNeighbours(ctx, row, nb);
 
     // Saliency: the predicted class's map next to the true class's (one map when they agree).
     const sal = el("div", {class: "detail-sal"});
@@ -111,6 +116,68 @@
              el("td", {text: typeof v === "number" ? (Number.isInteger(v) ? DD.fmt.int(v) : DD.fmt.num(v, 3)) : String(v)}))))),
         el("img", {class: "layer-img", src: layer.image, alt: `${layer.name} feature maps`, on: {load: fitLayerImage}})));
     }
+  };
+
+  // What an image's nearest training images back, in words (reading: deepdive.analysis.neighbours.reading).
+  function neighbourReading(ctx, reading, t, p) {
+    if (reading === "prediction") return `Most are labelled ${ctx.className(p)}, the prediction: the model's ` +
+      `features put this image among training ${ctx.className(p)}s. Compare them with it: look-alikes, or ` +
+      "training images labelled wrong.";
+    if (reading === "label") return p === t ? `Most are labelled ${ctx.className(t)}, as this image is.`
+      : `Most are labelled ${ctx.className(t)}, its label: its features sit among its own class, yet the last ` +
+        `layer answers ${ctx.className(p)}, a decision at the border.`;
+    return "No class holds a majority: the image sits between classes in the model's feature space.";
+  }
+
+  // Fill `target` with the row's nearest training images, their labels and similarities, and what they back.
+  DD.loadNeighbours = async function (ctx, row, target) {
+    const info = ctx.b.summary.neighbours || {};
+    if (!info.available) {
+      DD.clear(target).appendChild(DD.note(info.reason ? `None: ${info.reason}.` :
+        "This analysis has no nearest training images (analyses before 2026-12-06 did not search them; " +
+        "re-run `deepdive analyze`).", "muted"));
+      return;
+    }
+    DD.clear(target).appendChild(DD.note("Finding the nearest training images…", "muted"));
+    let result;
+    try {
+      result = await ctx.source.neighbours(ctx.b, row);
+    } catch (err) {
+      DD.clear(target).appendChild(DD.note("Could not load the nearest training images: " + err.message, "error"));
+      return;
+    }
+    DD.clear(target);
+    if (!result && ctx.b.neighbours.note) {
+      target.appendChild(DD.note(`This report has no nearest training images: ${ctx.b.neighbours.note}.`, "muted"));
+      return;
+    }
+    if (!result) {
+      target.appendChild(DD.note(`This report holds the nearest training images of ` +
+        `${Object.keys(ctx.b.neighbours.data).length} precomputed images (errors first); run \`deepdive serve\` ` +
+        "to see them for any image.", "muted"));
+      return;
+    }
+    const col = ctx.col, t = col.true[row], p = col.pred[row];
+    const counts = new Map();
+    for (const item of result.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
+    const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) =>
+      `${n} labelled ${ctx.className(c)}${c === p && p !== t ? " (the prediction)" : c === t ? " (its label)" : ""}`);
+    target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-reading"},
+      text: `Its ${result.items.length} nearest among ${DD.fmt.int(info.reference_size)} ${info.reference} ` +
+            `(cosine similarity of the model's penultimate features): ${parts.join(", ")}. ` +
+            neighbourReading(ctx, result.reading, t, p)}));
+    if (p !== t) target.appendChild(DD.note("Framed green: labelled as this image is; red: labelled as predicted.",
+                                            "muted small"));
+    target.appendChild(el("div", {class: "nb-row"}, result.items.map((item) => {
+      const kind = item.label === t ? " nb-true" : item.label === p ? " nb-pred" : "";
+      const name = ctx.className(item.label);
+      return el("figure", {class: "nb-fig" + kind,
+                           attrs: {title: `training image #${item.idx}, labelled ${name}, similarity ` +
+                                          DD.fmt.num(item.similarity, 3)}},
+        el("img", {class: "nb-img", src: item.image, alt: `training image ${item.idx}, labelled ${name}`}),
+        el("figcaption", {}, el("span", {class: "nb-label", text: name}),
+           el("span", {text: DD.fmt.num(item.similarity, 2)})));
+    })));
   };
 
   // Feature-map grids arrive at native resolution: scale them up by a whole factor to about 300 px wide.

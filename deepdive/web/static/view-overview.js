@@ -132,6 +132,20 @@
       el("div", {class: "thumb-row"}, tc.indices.slice(0, 12).map((r) => DD.thumb(ctx, r, 36))))));
   }
 
+  // Where the errors sit among the training images (deepdive.analysis.neighbours), or nothing.
+  function neighbourNote(ctx) {
+    const nb = ctx.b.summary.neighbours || {}, e = nb.errors;
+    if (!nb.available || !e || !ctx.b.summary.error_count) return null;
+    return el("p", {class: "note", attrs: {"data-testid": "neighbours-summary"},
+      text: `In the model's feature space (penultimate features, ${nb.k} nearest training images each), ` +
+            `${DD.fmt.int(e.prediction)} errors sit among training images of the class it predicted, ` +
+            `${DD.fmt.int(e.label)} among their own class (the last layer decided against them) and ` +
+            `${DD.fmt.int(e.mixed)} between classes. A vote of each image's neighbours gets ` +
+            `${DD.fmt.pct(nb.knn_accuracy, 2)} of the images right ` +
+            `(the model: ${DD.fmt.pct(ctx.b.summary.accuracy, 2)}). ` +
+            "Any image's detail shows its neighbours."});
+  }
+
   DD.views.overview = {
     title: "Overview", icon: "◧",
     render(root, ctx) {
@@ -157,6 +171,7 @@
         DD.section("Most frequent confusions", topConfusions(ctx)),
         DD.section("Why the errors happen", el("div", {class: "cards small"},
           Object.entries(tax).map(([cat, count]) => DD.card(cat, DD.fmt.int(count), DD.fmt.pct(count / Math.max(1, ctx.b.summary.error_count), 0) + " of errors"))),
+          neighbourNote(ctx),
           el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}))));
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");

@@ -1,0 +1,143 @@
+"""Nearest training images (deepdive.analysis.neighbours): the search, the stored result of the analysed tiny run of
+tests/conftest.py against the model's own features, the API, the report and the image detail in a browser."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from deepdive.analysis.neighbours import K, nearest, reading, reference_set
+from deepdive.analysis.results import AnalysisResult
+from deepdive.errors import DeepdiveError
+
+
+def test_nearest_is_the_exact_cosine_top_k():
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(700, 12)).astype(np.float32)
+    queries = np.concatenate([refs[[5, 123]] * 3.0, rng.normal(size=(40, 12)).astype(np.float32)])
+    pos, sims = nearest(queries, refs, k=5, chunk=16)   # several chunks
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    expected = unit(queries) @ unit(refs).T
+    order = np.argsort(-expected, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(pos, order)
+    np.testing.assert_allclose(sims, np.take_along_axis(expected, order, 1), atol=1e-5)
+    assert pos[0, 0] == 5 and pos[1, 0] == 123 and sims[0, 0] == pytest.approx(1.0)  # scale does not matter
+    assert (np.diff(sims, axis=1) <= 0).all()
+    pos, sims = nearest(queries[:3], refs[:2], k=8)     # fewer references than k
+    assert pos.shape == sims.shape == (3, 2)
+    with pytest.raises(DeepdiveError, match="queries"):
+        nearest(queries[:, :5], refs)
+    with pytest.raises(DeepdiveError, match="at least one reference"):
+        nearest(queries, refs[:0])
+
+
+def test_reading():
+    assert reading([9, 9, 9, 9, 9, 4, 4, 4], true=4, pred=9) == "prediction"
+    assert reading([4, 4, 4, 4, 4, 9, 9, 9], true=4, pred=9) == "label"
+    assert reading([4, 4, 4, 4, 9, 9, 9, 9], true=4, pred=9) == "mixed"     # half is no majority
+    assert reading([7, 7, 7, 7, 7, 7, 4, 9], true=4, pred=9) == "mixed"     # a third class
+    assert reading([4, 4, 4, 4, 4, 9, 9, 9], true=4, pred=4) == "label"     # a correct image
+
+
+def test_reference_set_is_what_the_run_trained_on(mnist):
+    from deepdive.analysis.label_issues import training_indices
+
+    config = {"limit_train": 200}
+    run = SimpleNamespace(dataset="mnist", data_source={}, class_names=list(mnist.class_names), config=config)
+    plain = reference_set(run)
+    np.testing.assert_array_equal(plain.idx, training_indices(mnist.train_labels, config))
+    first, second = int(plain.idx[0]), int(plain.idx[1])
+    new_label = (int(mnist.train_labels[first]) + 1) % 10
+    run.config = {**config, "reviewed_labels": {"relabel": {str(first): new_label}, "leave_out": [second]}}
+    reviewed = reference_set(run)
+    assert reviewed.labels[first] == new_label and second not in reviewed.idx and len(reviewed.idx) == 199
+    assert reference_set(SimpleNamespace(dataset="custom")) is None
+
+
+def test_stored_neighbours_are_the_models_nearest_training_images(analyzed_run, mnist):
+    from deepdive.analysis.embedding import penultimate_features
+    from deepdive.analysis.label_issues import training_indices
+    from deepdive.models import load_checkpoint
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    info = res.summary["neighbours"]
+    train_idx = training_indices(mnist.train_labels, analyzed_run.store.get_run(analyzed_run.run_id).config)
+    assert info["available"] and info["k"] == K and info["reference_size"] == len(train_idx) == 3000
+    nb = res.neighbours()
+    n = res.summary["n"]
+    assert nb["index"].shape == nb["similarity"].shape == nb["label"].shape == (n, K)
+    assert np.isin(nb["index"], train_idx).all()           # never a validation image
+    np.testing.assert_array_equal(nb["label"], mnist.train_labels[nb["index"]])
+    assert (np.diff(nb["similarity"], axis=1) <= 1e-6).all()
+
+    # recomputed independently from the checkpoint's features for a few rows (errors first)
+    model = load_checkpoint(analyzed_run.run_dir / "model_best.pt", device="cpu")
+    frame = res.examples
+    rows = np.concatenate([np.flatnonzero(~frame["correct"].to_numpy())[:3], [0, 1]])
+    as_input = lambda images: torch.from_numpy(images[:, None].astype(np.float32) / 255)  # noqa: E731
+    ref = penultimate_features(model, as_input(mnist.train_images[train_idx]))
+    query = penultimate_features(model, as_input(mnist.test_images[frame["idx"].to_numpy()[rows]]))
+    sims = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (ref / np.linalg.norm(ref, axis=1, keepdims=True)).T
+    best = np.sort(sims, axis=1)[:, ::-1][:, :K]
+    np.testing.assert_allclose(nb["similarity"][rows], best, atol=1e-4)
+    assert (nb["index"][rows, 0] == train_idx[sims.argmax(axis=1)]).mean() >= 0.8   # ties aside
+
+    # the summary's counts are the errors' readings
+    errors = np.flatnonzero(~frame["correct"].to_numpy())
+    counts = {"prediction": 0, "label": 0, "mixed": 0}
+    for r in errors:
+        counts[reading(nb["label"][r], int(frame["true"][r]), int(frame["pred"][r]))] += 1
+    assert info["errors"] == counts and sum(counts.values()) == res.summary["error_count"]
+    vote = np.array([np.bincount(row).argmax() for row in np.asarray(nb["label"])])
+    assert info["knn_accuracy"] == pytest.approx((vote == frame["true"].to_numpy()).mean())
+
+
+def test_api_and_report(analyzed_run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+    from deepdive.web.report import build_report
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    nb = res.neighbours()
+    row = int(np.flatnonzero(~res.examples["correct"].to_numpy())[0])
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test/neighbours"
+    with TestClient(create_app(analyzed_run.workspace)) as client:
+        got = client.get(f"{base}/{row}")
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert [i["idx"] for i in body["items"]] == nb["index"][row].tolist()
+        assert [i["label"] for i in body["items"]] == nb["label"][row].tolist()
+        assert all(i["image"].startswith("data:image/png;base64,") for i in body["items"])
+        assert body["reading"] == reading(nb["label"][row], int(res.examples["true"][row]),
+                                          int(res.examples["pred"][row]))
+        assert client.get(f"{base}/{res.summary['n']}").status_code == 404
+    info = build_report(analyzed_run.workspace, analyzed_run.run_id, "test", tmp_path / "r.html")
+    assert info["neighbour_rows"] == len(res.focus_indices)    # the tiny run's focus set fits the budget
+
+
+def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
+    from test_web_browser import served_page
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    frame = res.examples
+    row = int(np.flatnonzero(~frame["correct"].to_numpy())[0])
+    labels = res.neighbours()["label"][row]
+    true, pred = int(frame["true"][row]), int(frame["pred"][row])
+    with served_page(ws) as (url, page, errors):
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/overview")
+        summary = page.inner_text('[data-testid="neighbours-summary"]')
+        e = res.summary["neighbours"]["errors"]
+        assert f"{e['prediction']} errors sit among training images of the class it predicted" in summary
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/predictions")
+        page.wait_for_selector(".vrow")
+        page.select_option('[data-testid="filter-correct"]', "wrong")
+        page.click(f'.vrow[data-row="{row}"] .thumb')
+        text = page.inner_text('[data-testid="neighbours-reading"]')
+        assert "nearest among 3,000 mnist training images" in text
+        assert f"{int((labels == true).sum())} labelled {true} (its label)" in text or not (labels == true).any()
+        assert page.locator('[data-testid="neighbours"] .nb-img').count() == K
+        assert page.locator('[data-testid="neighbours"] .nb-true').count() == int((labels == true).sum())
+        assert page.locator('[data-testid="neighbours"] .nb-pred').count() == int((labels == pred).sum())
+        assert not errors, errors
