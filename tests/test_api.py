@@ -66,6 +66,7 @@ def test_log_evaluation_on_a_custom_rgb_model(custom_run):
 
     res = AnalysisResult.load(run.run_dir, "test")
     n, n_err = 64, int((expected.argmax(1) != labels.numpy()).sum())
+    assert not res.has("neighbours") and "log_evaluation" in res.summary["neighbours"]["reason"]
     assert res.summary["n"] == len(res.examples) == n and res.summary["error_count"] == n_err
     assert res.summary["image_shape"] == [3, 32, 32]
     assert res.images.shape == (n, 32, 32, 3) and res.images.dtype == np.uint8
@@ -179,6 +180,7 @@ def test_unpicklable_model_saves_weights_and_reanalysis_falls_back(tmp_path):
     summary = analyze(store, run.id, progress=False)  # no model: stored predictions, model stages skipped
     assert summary["n"] == 64 and summary["data_source"] == "eval/test_inputs.npy"
     assert summary["saliency"]["methods"] == [] and any("model stages skipped" in n for n in summary["notes"])
+    assert not summary["neighbours"]["available"] and "model could not be loaded" in summary["neighbours"]["reason"]
     assert summary["accuracy"] == pytest.approx(run.summary["accuracy"])
     store.close()
 

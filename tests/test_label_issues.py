@@ -119,6 +119,8 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
     assert set(ex["category"]) <= {"correct", "likely label error", "ambiguous", "model-fixable"}
     assert summary["accuracy"] == pytest.approx(float(ex["correct"].mean()))
     assert "saliency" not in summary["stage_seconds"]  # no model stages on training data
+    assert not summary["neighbours"]["available"] and "train split" in summary["neighbours"]["reason"]
+    assert not res.has("neighbours")
     assert store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
     store.close()
     with pytest.raises(DeepdiveError, match="at least 2"):

@@ -71,10 +71,10 @@ MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
 STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "write")
 
 
-def _no_model_stages() -> dict:
+def _no_model_stages(reason: str) -> dict:
     """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
     return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False},
-            "neighbours": {"available": False}}
+            "neighbours": {"available": False, "reason": reason}}
 
 
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
@@ -135,7 +135,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             hint = insight.early_stop(store.epochs(run.id))
         focus = focus_set(frame)
 
-        extra, advice = _no_model_stages(), None
+        extra, advice = _no_model_stages("the train split's label-issue analysis reads no model features"), None
         frame["emb_x"] = np.float32(np.nan)
         frame["emb_y"] = np.float32(np.nan)
         tmp = _new_tmp_dir(run.run_dir, split)
@@ -403,7 +403,7 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
     if model is None:
         for name in MODEL_STAGES:
             stages.seconds[name] = 0.0
-        return _no_model_stages(), None
+        return _no_model_stages("the model could not be loaded, so it has no features to compare"), None
     extra = {}
     inputs = torch.as_tensor(data.inputs)
     labels = torch.tensor(data.labels)

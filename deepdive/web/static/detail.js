@@ -134,8 +134,8 @@
     const info = ctx.b.summary.neighbours || {};
     if (!info.available) {
       DD.clear(target).appendChild(DD.note(info.reason ? `None: ${info.reason}.` :
-        "This analysis has no nearest training images (analyses before 2026-12-06 did not search them; " +
-        "re-run `deepdive analyze`).", "muted"));
+        "This analysis predates the search for nearest training images; re-run `deepdive analyze` for them.",
+        "muted"));
       return;
     }
     DD.clear(target).appendChild(DD.note("Finding the nearest training images…", "muted"));
