@@ -140,4 +140,14 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
         assert page.locator('[data-testid="neighbours"] .nb-img').count() == K
         assert page.locator('[data-testid="neighbours"] .nb-true').count() == int((labels == true).sum())
         assert page.locator('[data-testid="neighbours"] .nb-pred').count() == int((labels == pred).sum())
+        # the Label issues view shows each flagged image's neighbours: red, labelled as suggested
+        first = int(res.label_issues["row"].iat[0])
+        suggested = int(frame["suggested_label"][first])
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/issues")
+        cell = f'[data-testid="issue-neighbours"][data-row="{first}"]'
+        page.wait_for_selector(f"{cell} .nb-img")
+        first_labels = res.neighbours()["label"][first]
+        assert page.locator(f"{cell} .nb-img").count() == K
+        assert page.locator(f"{cell} .nb-pred").count() == int((first_labels == suggested).sum())
+        assert page.locator(f"{cell} .nb-true").count() == int((first_labels == frame["true"][first]).sum())
         assert not errors, errors

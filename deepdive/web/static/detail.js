@@ -129,6 +129,21 @@
     return "No class holds a majority: the image sits between classes in the model's feature space.";
   }
 
+  // A row's nearest training images as a strip, framed green when labelled as the image is, red when labelled
+  // `other` (the prediction, or a label issue's suggested label); captions: label and similarity, or none.
+  DD.neighbourStrip = function (ctx, result, t, other, captions) {
+    return el("div", {class: "nb-row" + (captions ? "" : " compact")}, result.items.map((item) => {
+      const kind = item.label === t ? " nb-true" : item.label === other ? " nb-pred" : "";
+      const name = ctx.className(item.label);
+      return el("figure", {class: "nb-fig" + kind,
+                           attrs: {title: `training image #${item.idx}, labelled ${name}, similarity ` +
+                                          DD.fmt.num(item.similarity, 3)}},
+        el("img", {class: "nb-img", src: item.image, alt: `training image ${item.idx}, labelled ${name}`}),
+        captions ? el("figcaption", {}, el("span", {class: "nb-label", text: name}),
+                      el("span", {text: DD.fmt.num(item.similarity, 2)})) : null);
+    }));
+  };
+
   // Fill `target` with the row's nearest training images, their labels and similarities, and what they back.
   DD.loadNeighbours = async function (ctx, row, target) {
     const info = ctx.b.summary.neighbours || {};
@@ -168,16 +183,7 @@
             neighbourReading(ctx, result.reading, t, p)}));
     if (p !== t) target.appendChild(DD.note("Framed green: labelled as this image is; red: labelled as predicted.",
                                             "muted small"));
-    target.appendChild(el("div", {class: "nb-row"}, result.items.map((item) => {
-      const kind = item.label === t ? " nb-true" : item.label === p ? " nb-pred" : "";
-      const name = ctx.className(item.label);
-      return el("figure", {class: "nb-fig" + kind,
-                           attrs: {title: `training image #${item.idx}, labelled ${name}, similarity ` +
-                                          DD.fmt.num(item.similarity, 3)}},
-        el("img", {class: "nb-img", src: item.image, alt: `training image ${item.idx}, labelled ${name}`}),
-        el("figcaption", {}, el("span", {class: "nb-label", text: name}),
-           el("span", {text: DD.fmt.num(item.similarity, 2)})));
-    })));
+    target.appendChild(DD.neighbourStrip(ctx, result, t, p, true));
   };
 
   // Feature-map grids arrive at native resolution: scale them up by a whole factor to about 300 px wide.

@@ -118,11 +118,25 @@
       `(as given: ${DD.fmt.pct(1 - ctx.errorRows.length / ctx.n, 2)}). `;
   }
 
+  // A flagged image's nearest training images, filled in when they arrive: green, labelled as given; red, labelled
+  // as suggested. A report holds them for the top-ranked issues only ("–" for the others).
+  function neighbourCell(ctx, r) {
+    const td = el("td", {class: "nb-cell", attrs: {"data-testid": "issue-neighbours"}, dataset: {row: r}});
+    ctx.source.neighbours(ctx.b, r).then((result) => {
+      td.appendChild(result ? DD.neighbourStrip(ctx, result, ctx.col.true[r], ctx.col.suggested_label[r], false)
+        : el("span", {class: "muted", text: "–", title: "not in this report: deepdive serve shows them"}));
+    }).catch((err) => td.appendChild(el("span", {class: "muted", text: "–", title: err.message})));
+    return td;
+  }
+
   function issueList(ctx) {
     const issues = ctx.b.label_issues;
     const col = ctx.col;
     // served: reviews are made here; a report shows the ones it was written with, if any
     const withReviews = ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length > 0;
+    const withNeighbours = !!(ctx.b.summary.neighbours || {}).available;
+    const nbCells = new Map();   // kept across redraws (each key press redraws the page of rows)
+    const nbCell = (r) => nbCells.get(r) || nbCells.set(r, neighbourCell(ctx, r)).get(r);
     const reviews = DD.reviewsOf(ctx);
     const summary = el("p", {class: "muted small", attrs: {"data-testid": "review-summary"}});
     const showSummary = () => { summary.textContent = reviewSummary(ctx, issues, reviews); };
@@ -143,6 +157,7 @@
           el("td", {text: `${ctx.className(col.pred[r])} (${DD.fmt.pct(col.confidence[r], 1)})`}),
           el("td", {class: "num", text: DD.fmt.num(col.label_quality[r], 4)}),
           el("td", {}, DD.categoryChip(ctx.category(r))),
+          withNeighbours ? nbCell(r) : null,
           withReviews ? el("td", {}, DD.reviewCell(ctx, r, () => { showSummary(); draw(); })) : null));
       });
       const pages = Math.max(1, Math.ceil(issues.length / PAGE));
@@ -185,7 +200,7 @@
       }).catch((err) => { summary.textContent = `Could not load the reviews: ${err.message}`; });
     }
     const head = ["Rank", "Image", "#", "Given label", "Suggested label", "Model prediction", "Label quality", "Category",
-                  ...(withReviews ? ["Your review"] : [])];
+                  ...(withNeighbours ? ["Nearest training images"] : []), ...(withReviews ? ["Your review"] : [])];
     const listReviewed = el("a", {class: "more", text: "list every reviewed image of this split →",
       href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "list-reviewed"},
       on: {click: () => { ctx.state.predFilter = {review: "any"}; }}});
