@@ -119,8 +119,11 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
     assert set(ex["category"]) <= {"correct", "likely label error", "ambiguous", "model-fixable"}
     assert summary["accuracy"] == pytest.approx(float(ex["correct"].mean()))
     assert "saliency" not in summary["stage_seconds"]  # no model stages on training data
-    assert not summary["neighbours"]["available"] and "train split" in summary["neighbours"]["reason"]
-    assert not res.has("neighbours")
+    # each training image's nearest other training images, in the run's own model's features
+    nb = res.neighbours()
+    assert summary["neighbours"]["available"] and summary["neighbours"]["reference_size"] == n
+    assert nb["index"].shape == (n, 8) and not (nb["index"] == ex["idx"].to_numpy()[:, None]).any()
+    assert np.isin(nb["index"], ex["idx"]).all() and (np.diff(nb["similarity"], axis=1) <= 1e-6).all()
     assert store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
     store.close()
     with pytest.raises(DeepdiveError, match="at least 2"):

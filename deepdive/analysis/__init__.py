@@ -100,7 +100,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     # The runs row fixes class names at creation; a run from deepdive.init() that learnt (other) names only at
     # log_evaluation keeps those in its config.
     class_names = run.config.get("class_names") or run.class_names
-    stage_names = STAGES if split != "train" else tuple(s for s in STAGES if s not in MODEL_STAGES)
+    # The train split (K-fold label issues) runs one model stage: its images' nearest (other) training images.
+    stage_names = STAGES if split != "train" else \
+        tuple(s for s in STAGES if s not in MODEL_STAGES or s == "neighbours")
     stages = _Stages(stage_names, progress, f"analyze {run.id[-6:]} {split}")
     notes = []
     try:
@@ -135,7 +137,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             hint = insight.early_stop(store.epochs(run.id))
         focus = focus_set(frame)
 
-        extra, advice = _no_model_stages("the train split's label-issue analysis reads no model features"), None
+        extra, advice = _no_model_stages("the model could not be loaded, so it has no features to compare"), None
         frame["emb_x"] = np.float32(np.nan)
         frame["emb_y"] = np.float32(np.nan)
         tmp = _new_tmp_dir(run.run_dir, split)
@@ -144,6 +146,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
                                               progress, run=run)
+            else:
+                with stages("neighbours"):
+                    extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes)
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
                                    hint, focus, extra, advice, notes, folds)
@@ -369,6 +374,22 @@ def _member_predictions(model, inputs, frame, num_classes, device):
         probs, _ = predict(member, inputs[rows], labels, num_classes, device=device)
         out[m, rows] = probs.argmax(axis=1)
     return out
+
+
+def _training_neighbours(run, data, frame, out_dir, progress, notes) -> dict:
+    """The train split's nearest training images in the run's own model's features, each image's own copy left
+    out (the K-fold models that gave the probabilities are not kept)."""
+    import torch
+
+    from deepdive.analysis import embedding, neighbours
+
+    model, note = _load_model(run)
+    if model is None:
+        notes.append(note)
+        return {"available": False, "reason": "the model could not be loaded, so it has no features to compare"}
+    features = embedding.penultimate_features(model, torch.as_tensor(data.inputs), batch_size=500)
+    return neighbours.neighbours_stage(model, features, neighbours.reference_set(run), frame, out_dir, progress,
+                                       exclude=data.idx)
 
 
 def focus_set(frame) -> dict:

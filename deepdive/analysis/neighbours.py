@@ -9,7 +9,7 @@ called 9 is a decision the last layer made against its neighbourhood.
 
     reference_set(run) -> Reference | None                 # the run's training images, labels as trained on
     nearest(queries, references, k) -> (positions, sims)   # exact cosine top-k, chunked
-    neighbours_stage(model, features, reference, frame, out_dir) -> summary entry   # neighbours/ files
+    neighbours_stage(model, features, reference, frame, out_dir, exclude=None) -> summary entry  # neighbours/
     reading(labels, true, pred) -> "prediction" | "label" | "mixed"
 
 Stored per analysed row: `neighbours/index.npy` (N, K) training-set indices, `similarity.npy` (N, K) float32,
@@ -94,9 +94,11 @@ def reading(labels, true: int, pred: int) -> str:
     return "mixed"
 
 
-def neighbours_stage(model, features, reference: Reference | None, frame, out_dir: Path, progress=True) -> dict:
+def neighbours_stage(model, features, reference: Reference | None, frame, out_dir: Path, progress=True,
+                     exclude=None) -> dict:
     """Find each row's K nearest training images and store them under out_dir/neighbours/. `features` are the
-    rows' penultimate features (N, F); returns the summary entry (counts of the errors' readings)."""
+    rows' penultimate features (N, F); exclude: the rows' own training-set indices when they are training images
+    themselves (each is then not its own neighbour). Returns the summary entry (counts of the errors' readings)."""
     import torch
 
     from deepdive.analysis.embedding import penultimate_features
@@ -109,7 +111,12 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     ref_features = penultimate_features(model, torch.from_numpy(chw.astype(np.float32) / 255.0), batch_size=500,
                                         progress=progress)
-    positions, sims = nearest(features, ref_features)
+    positions, sims = nearest(features, ref_features, k=K + (exclude is not None))
+    if exclude is not None:
+        # drop each row's own image (else its least similar neighbour): a stable sort puts the others first
+        own = reference.idx[positions] == np.asarray(exclude, np.int64)[:, None]
+        keep = np.argsort(own, axis=1, kind="stable")[:, :positions.shape[1] - 1]
+        positions, sims = np.take_along_axis(positions, keep, 1), np.take_along_axis(sims, keep, 1)
     labels = reference.labels[reference.idx[positions]]
     folder = Path(out_dir) / "neighbours"
     folder.mkdir(parents=True, exist_ok=True)
