@@ -107,10 +107,13 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     if reference is None:
         return {"available": False, "reason": "the run has no training images of its own (logged with "
                                               "log_evaluation), so there is nothing to search"}
-    images = reference.images[reference.idx]
-    chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    ref_features = penultimate_features(model, torch.from_numpy(chw.astype(np.float32) / 255.0), batch_size=500,
-                                        progress=progress)
+    if exclude is not None and np.array_equal(reference.idx, exclude):
+        ref_features = features    # the rows are the reference itself (the train split without reviews)
+    else:
+        images = reference.images[reference.idx]
+        chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+        ref_features = penultimate_features(model, torch.from_numpy(chw.astype(np.float32) / 255.0),
+                                            batch_size=500, progress=progress)
     positions, sims = nearest(features, ref_features, k=K + (exclude is not None))
     if exclude is not None:
         # drop each row's own image (else its least similar neighbour): a stable sort puts the others first
