@@ -74,6 +74,25 @@ def test_what_cannot_be_compared_says_why(pair, tmp_path):
         compare_runs(a, dataclasses.replace(b, id="other", run_dir=other))
 
 
+def test_a_run_without_analysis_compares_by_its_predictions(pair, tmp_path):
+    """verify-advice's retrained runs, and any run nobody analysed, are compared through their stored predictions."""
+    ws, a, b = pair
+    bare = dataclasses.replace(b, run_dir=tmp_path / "bare")   # the same run, its analysis folder out of reach
+    with pytest.raises(RunError, match="no analysis"):
+        compare_runs(a, bare)                                  # without the store, the analysis is all there is
+    full = compare_runs(a, b)
+    with Store.open(ws, create=False) as store:
+        res = compare_runs(a, bare, store=store)
+        with pytest.raises(RunError, match="neither an analysis nor stored predictions of its 'val' split"):
+            compare_runs(bare, a, "val", store=store)
+    assert (res["a"]["analysed"], res["b"]["analysed"], full["b"]["analysed"]) == (True, False, True)
+    assert res["b"]["errors"] == full["b"]["errors"] and res["b"]["accuracy"] == pytest.approx(full["b"]["accuracy"])
+    for key in ("fixed", "new", "both"):
+        for part in ("rows", "idx", "true", "pred_a", "pred_b"):
+            assert res[key][part] == full[key][part], (key, part)
+    assert (res["paired"], res["verdict"]) == (full["paired"], full["verdict"])
+
+
 def test_cli_compare(pair, run_cli):
     ws, a, b = pair
     done = run_cli("compare", a.id, "seed1", "--workspace", ws, "--json")

@@ -4,7 +4,7 @@ import pytest
 
 from deepdive.analysis import label_issues, tables
 from deepdive.analysis.results import AnalysisResult
-from deepdive.errors import DeepdiveError
+from deepdive.errors import DeepdiveError, RunError
 
 
 def synthetic(n=1000, c=5, flips=20, seed=0):
@@ -96,7 +96,7 @@ def test_training_indices_follow_the_recipe(mnist):
     assert not set(idx) & set(val)
 
 
-def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
+def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatch):
     """`deepdive analyze RUN --label-issues train --folds 2` on a small run: out-of-fold probabilities for every
     training example, stored as the run's train-split analysis."""
     from deepdive.analysis import analyze
@@ -124,6 +124,16 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path):
     assert summary["neighbours"]["available"] and summary["neighbours"]["reference_size"] == n
     assert nb["index"].shape == (n, 8) and not (nb["index"] == ex["idx"].to_numpy()[:, None]).any()
     assert np.isin(nb["index"], ex["idx"]).all() and (np.diff(nb["similarity"], axis=1) <= 1e-6).all()
+    # a checkpoint that cannot be read costs the neighbours, not the minutes of K-fold retraining before them
+    import deepdive.analysis as analysis_pkg
+
+    def broken(run):
+        raise RunError("model_best.pt is not a checkpoint")
+
+    monkeypatch.setattr(analysis_pkg, "_load_model", broken)
+    again = analyze(store, tiny_run.run_id, "train", progress=False, folds=2)
+    assert again["n"] == n and not again["neighbours"]["available"]
+    assert any("not a checkpoint" in note for note in again["notes"])
     assert store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
     store.close()
     with pytest.raises(DeepdiveError, match="at least 2"):

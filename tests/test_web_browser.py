@@ -248,7 +248,15 @@ def view_checks(tab, expected) -> dict:
             "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \
             p.inner_text('[data-testid="verification-accuracy"]') == "99.705% → 99.815% +0.110 pp" and \
             tab.count('[data-testid="verification-seeds"] tbody tr') == 2 and \
-            "99.70%\t99.82%\t+0.12 pp\t30 → 18\t6 fixed, 3 new" in p.inner_text('[data-testid="verification-seeds"]')
+            "99.70%\t99.82%\t+0.12 pp\t30 → 18\t6 fixed, 3 new" in p.inner_text('[data-testid="verification-seeds"]') \
+            and compare_link(p)
+
+    def compare_link(p):
+        """Served: the retrained run's mistakes beside this run's are one click away; a report holds one run."""
+        links = p.eval_on_selector_all('[data-testid="verification-compare"]', "as => as.map(a => a.hash)")
+        if tab.mode != "served":
+            return links == []
+        return links == [f"#/r/{expected['run_id']}/test/compare/{VERIFICATION['retrained_run_id']}"]
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,

@@ -383,9 +383,12 @@ def _training_neighbours(run, data, frame, out_dir, progress, notes) -> dict:
 
     from deepdive.analysis import embedding, neighbours
 
-    model, note = _load_model(run)
+    try:   # after minutes of K-fold retraining, a broken checkpoint costs the neighbours only
+        model, note = _load_model(run)
+    except RunError as e:
+        model, note = None, str(e)
     if model is None:
-        notes.append(note)
+        notes.append(f"no nearest training images: {note}")
         return {"available": False, "reason": "the model could not be loaded, so it has no features to compare"}
     features = embedding.penultimate_features(model, torch.as_tensor(data.inputs), batch_size=500)
     return neighbours.neighbours_stage(model, features, neighbours.reference_set(run), frame, out_dir, progress,

@@ -38,14 +38,15 @@ def register(subparsers):
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
-        "compare", help="compare two analysed runs' mistakes on the same images",
+        "compare", help="compare two runs' mistakes on the same images",
         description="Which of run A's errors run B fixes, which errors B adds and which both make, with the "
                     "paired exact McNemar test on the images that changed (two seeds of one recipe already "
-                    "differ on ~16 of ~30 MNIST errors). Both runs need an analysis of the split (deepdive "
-                    "analyze) on the same images. The dashboard's Compare view shows the same with the images.")
+                    "differ on ~16 of ~30 MNIST errors). Each run is read from its analysis of the split, else "
+                    "from its stored predictions (every finished run has them on the test split); both on the "
+                    "same images. The dashboard's Compare view shows the same with the images.")
     p.add_argument("run_a", metavar="A", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("run_b", metavar="B", help="the run to compare A with")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="analysed split (default: test)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="split (default: test)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print the comparison as JSON on the last stdout line")
     p.set_defaults(func=cmd_compare)
@@ -139,7 +140,7 @@ def cmd_compare(args) -> int:
 
     with Store.open(args.workspace, create=False) as store:
         a, b = store.get_run(args.run_a), store.get_run(args.run_b)
-    result = compare_runs(a, b, args.split)
+        result = compare_runs(a, b, args.split, store=store)
     print(json.dumps(result) if args.json else text_summary(result))
     return 0
 

@@ -1,4 +1,4 @@
-"""Two analysed runs on the same images, mistake by mistake: which of A's errors B fixes, which errors B adds,
+"""Two runs on the same images, mistake by mistake: which of A's errors B fixes, which errors B adds,
 which both make (and whether with the same wrong answer).
 
 Two runs of one recipe that differ only in their seed already fix and add ~8 of each other's ~30 MNIST errors
@@ -6,23 +6,46 @@ Two runs of one recipe that differ only in their seed already fix and add ~8 of 
 changed (advice.split_counts, as verify-advice uses), not by the difference in accuracy alone.
 """
 import numpy as np
+import pandas as pd
 
 from deepdive.analysis.advice import split_counts
 from deepdive.analysis.results import AnalysisResult
-from deepdive.errors import DeepdiveError
+from deepdive.errors import DeepdiveError, RunError
 
 
-def compare_runs(rec_a, rec_b, split="test") -> dict:
-    """Compare run records `rec_a` and `rec_b` (deepdive.store RunRecords) on their stored analyses of `split`.
+def _side(rec, split, store):
+    """(examples frame, class names, accuracy, errors, analysed) of one run on `split`: its analysis, else (with a
+    store) its stored predictions, which every finished run has on the test split (verify-advice's retrained runs
+    among them: evaluated, not analysed)."""
+    try:
+        res = AnalysisResult.load(rec.run_dir, split)
+    except RunError:
+        if store is None:
+            raise
+        try:
+            stored = store.predictions(rec.id, split)
+        except RunError:
+            raise RunError(f"run {rec.id} has neither an analysis nor stored predictions of its {split!r} split; "
+                           f"run: deepdive analyze {rec.id} --split {split}") from None
+        frame = pd.DataFrame({k: stored[k] for k in ("idx", "true", "pred", "confidence")})
+        frame["correct"] = frame["true"] == frame["pred"]
+        errors = int((~frame["correct"]).sum())
+        return frame, list(rec.config.get("class_names") or rec.class_names), 1 - errors / len(frame), errors, False
+    return res.examples, res.class_names, res.summary["accuracy"], int(res.summary["error_count"]), True
 
-    A missing analysis is a RunError (AnalysisResult.load); runs that cannot be compared, a DeepdiveError.
-    Rows index the analysis' examples table (the same images in both runs, checked); each group is sorted by the
-    confidence of the run whose answer is wrong (A's for `fixed` and `both`, B's for `new`), most confident first.
+
+def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
+    """Compare run records `rec_a` and `rec_b` (deepdive.store RunRecords) on `split`: their stored analyses, or
+    with `store`, the stored predictions of a run that has none.
+
+    Neither is a RunError; runs that cannot be compared, a DeepdiveError. Rows index the examples table (the same
+    images in both runs, checked); each group is sorted by the confidence of the run whose answer is wrong (A's for
+    `fixed` and `both`, B's for `new`), most confident first.
     """
     if rec_a.id == rec_b.id:
         raise DeepdiveError(f"A and B are the same run ({rec_a.id}); compare needs two runs")
-    a, b = AnalysisResult.load(rec_a.run_dir, split), AnalysisResult.load(rec_b.run_dir, split)
-    fa, fb = a.examples, b.examples
+    fa, names_a, acc_a, errors_a, analysed_a = _side(rec_a, split, store)
+    fb, names_b, acc_b, errors_b, analysed_b = _side(rec_b, split, store)
     if rec_a.dataset != rec_b.dataset:
         raise DeepdiveError(f"runs {rec_a.id} ({rec_a.dataset}) and {rec_b.id} ({rec_b.dataset}) are on different "
                        "datasets; compare needs two runs evaluated on the same images")
@@ -31,7 +54,7 @@ def compare_runs(rec_a, rec_b, split="test") -> dict:
         raise DeepdiveError(f"runs {rec_a.id} and {rec_b.id} were evaluated on different images of the {split!r} "
                             f"split ({len(fa):,} and {len(fb):,} images{other_rows}); compare needs the same images, "
                             "e.g. two runs trained without --limit-test")
-    if a.class_names != b.class_names:
+    if names_a != names_b:
         raise DeepdiveError(f"runs {rec_a.id} and {rec_b.id} name their classes differently")
     wrong_a, wrong_b = ~fa["correct"].to_numpy(bool), ~fb["correct"].to_numpy(bool)
     idx, true = fa["idx"].to_numpy(), fa["true"].to_numpy()
@@ -48,11 +71,12 @@ def compare_runs(rec_a, rec_b, split="test") -> dict:
     both = wrong_a & wrong_b
     paired = split_counts(int((wrong_a & ~wrong_b).sum()), int((~wrong_a & wrong_b).sum()))
 
-    def run(rec, res):
-        return {"id": rec.id, "name": rec.name, "recipe": rec.recipe_text, "accuracy": res.summary["accuracy"],
-                "errors": int(res.summary["error_count"])}
+    def run(rec, accuracy, errors, analysed):
+        return {"id": rec.id, "name": rec.name, "recipe": rec.recipe_text, "accuracy": accuracy, "errors": errors,
+                "analysed": analysed}
 
-    return {"split": split, "n": len(fa), "class_names": a.class_names, "a": run(rec_a, a), "b": run(rec_b, b),
+    return {"split": split, "n": len(fa), "class_names": names_a, "a": run(rec_a, acc_a, errors_a, analysed_a),
+            "b": run(rec_b, acc_b, errors_b, analysed_b),
             "fixed": group(wrong_a & ~wrong_b, conf_a), "new": group(~wrong_a & wrong_b, conf_b),
             "both": group(both, conf_a), "both_same_prediction": int((both & (pred_a == pred_b)).sum()),
             "paired": paired, "verdict": verdict(paired)}

@@ -3,9 +3,10 @@ labels it learnt them under.
 
 "Alike" is the cosine similarity of penultimate features (the embedding's features: the input of the last Linear
 layer). This is the deep k-nearest-neighbours reading of a prediction (Papernot & McDaniel, 2018): a misclassified
-4 whose neighbours are training 9s sits among 9s in the model's own feature space, so the training data itself
-backs the wrong answer (a look-alike, or 9s labelled as such that are 4s); a 4 among training 4s that is still
-called 9 is a decision the last layer made against its neighbourhood.
+4 whose neighbours are training 9s sits among 9s in the model's own feature space (the pictures tell whether they
+are look-alikes or 4s labelled 9); a 4 among training 4s that is still called 9 is a decision the last layer made
+against its neighbourhood. The features are shaped by the labels, so most errors sit among their prediction's
+class: the pictures, more than the counts, are the point.
 
     reference_set(run) -> Reference | None                 # the run's training images, labels as trained on
     nearest(queries, references, k) -> (positions, sims)   # exact cosine top-k, chunked

@@ -193,7 +193,7 @@ def create_app(workspace) -> FastAPI:
         a, b = runs.record(run_id), runs.record(other)
         if split not in SPLITS:
             raise HTTPException(404, f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
-        return compare_runs(a, b, split)   # a split without analysis: RunError, 404
+        return compare_runs(a, b, split, store=store)   # neither analysis nor predictions: RunError, 404
 
     # Reviews live in the store, not the analysis: the bundle is cached, these are read and written afresh.
     @app.get("/api/runs/{run_id}/splits/{split}/reviews")

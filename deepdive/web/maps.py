@@ -49,10 +49,10 @@ def run_model(run_dir):
 def training_images(record) -> np.ndarray:
     """uint8 training images of the run's dataset (the neighbours' pictures), the last two datasets kept."""
     from deepdive.analysis import _dataset
+    from deepdive.errors import DeepdiveError
 
     src = record.data_source or {}
     key = (record.dataset, src.get("location") if src.get("kind") == "data-dir" else None)
-    from deepdive.errors import DeepdiveError
 
     def load():
         try:

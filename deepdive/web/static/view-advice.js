@@ -88,7 +88,11 @@
       el("dl", {class: "kv"},
         el("dt", {text: "suggestion"}), el("dd", {text: `${v.suggestion.title} (augment: ${overridesText(v.suggestion.overrides)})`}),
         el("dt", {text: k > 1 ? "retrained run (first seed)" : "retrained run"}),
-        el("dd", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
+        el("dd", {}, el("span", {class: "mono", text: `${v.retrained_run_name} · ${v.retrained_run_id}`}),
+          // the served dashboard sets the two runs' mistakes side by side (a report holds one run)
+          ctx.source.mode === "served" ? el("a", {class: "more", attrs: {"data-testid": "verification-compare"},
+            href: `${DD.viewHref(ctx, "compare")}/${encodeURIComponent(v.retrained_run_id)}`,
+            text: " the images it fixed and broke →"}) : null),
         el("dt", {text: `accuracy (${v.split}${over})`}),
         el("dd", {attrs: {"data-testid": "verification-accuracy"}}, `${DD.fmt.pct(v.accuracy.before, digits)} → ` +
            `${DD.fmt.pct(v.accuracy.after, digits)} `, delta(v.accuracy.before, v.accuracy.after, true, false, digits)),

@@ -1,6 +1,7 @@
-// Compare (served dashboard only: a report holds one run): this run's mistakes against another analysed run's on
-// the same images. Which of this run's errors the other fixes, which it adds, which both make, with the paired
-// test that says whether the difference is more than retraining noise. The images are this run's thumbnails.
+// Compare (served dashboard only: a report holds one run): this run's mistakes against another run's on the same
+// images (its analysis, or its stored test predictions). Which of this run's errors the other fixes, which it
+// adds, which both make, with the paired test that says whether the difference is more than retraining noise.
+// The images are this run's thumbnails.
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -33,7 +34,7 @@
       el("strong", {text: r.name}), el("span", {class: "muted small", text: ` ${r.id} · ${r.recipe} · `}),
       el("span", {text: `${DD.fmt.pct(r.accuracy, 2)}, ${DD.fmt.int(r.errors)} errors`}));
     DD.clear(box).append(
-      el("section", {class: "panel"}, line(a, "A: this run"), line(b, "B"),
+      el("section", {class: "panel"}, line(a, "A: this run"), line(b, b.analysed ? "B" : "B: predictions only"),
         el("p", {class: "cmp-verdict", attrs: {"data-testid": "compare-verdict"}, text: res.verdict}),
         el("p", {class: "muted small", text: `Wrong in both: ${DD.fmt.int(res.both.rows.length)}, ` +
           `${DD.fmt.int(res.both_same_prediction)} of them with the same wrong answer. Two seeds of one recipe ` +
@@ -53,12 +54,16 @@
       const pickBox = el("div", {class: "toolbar"}, DD.note("Loading runs…"));
       root.append(el("section", {class: "panel"}, pickBox), box);
       ctx.source.listRuns().then((runs) => {
+        // B: a run with this split analysed, or on the test split any evaluated run (its stored predictions do:
+        // verify-advice's retrained runs, runs nobody analysed)
+        const analysed = (r) => r.splits.includes(ctx.b.split);
         const others = runs.filter((r) => r.id !== ctx.b.run.id && r.dataset === ctx.b.run.dataset &&
-                                          r.splits.includes(ctx.b.split));
+          (analysed(r) || (ctx.b.split === "test" && r.status === "finished" && r.test_accuracy !== null)));
         DD.clear(pickBox);
         if (!others.length) {
           pickBox.appendChild(DD.note(`No other run on ${ctx.b.run.dataset} has an analysis of its ` +
-            `${ctx.b.split} split to compare with: train one and run deepdive analyze on it.`));
+            `${ctx.b.split} split${ctx.b.split === "test" ? " or test predictions" : ""} to compare with: ` +
+            "train one (and for a val split, run deepdive analyze on it)."));
           return;
         }
         const asked = ctx.state.compareAsked;
@@ -66,10 +71,11 @@
         if (!others.some((r) => r.id === ctx.state.compareWith)) ctx.state.compareWith = others[0].id;
         if (asked && asked !== ctx.state.compareWith) {
           box.before(DD.note(`Run ${asked} cannot be compared with this one (the same run, another dataset, or no ` +
-            `analysis of its ${ctx.b.split} split): showing ${ctx.state.compareWith} instead.`, "error"));
+            `analysis or predictions of its ${ctx.b.split} split): showing ${ctx.state.compareWith} instead.`, "error"));
         }
         const select = el("select", {class: "input", attrs: {"data-testid": "compare-with"}}, others.map((r) =>
-          el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe} · ${DD.fmt.pct(r.test_accuracy, 2)}`,
+          el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe} · ${DD.fmt.pct(r.test_accuracy, 2)}` +
+                                           (analysed(r) ? "" : " · not analysed"),
                         selected: r.id === ctx.state.compareWith})));
         select.addEventListener("change", () => {
           ctx.state.compareWith = select.value;
@@ -77,7 +83,8 @@
           draw(box, ctx, select.value);
         });
         pickBox.append(el("label", {class: "filter"}, el("span", {class: "tool-label", text: "Compare with (B)"}), select),
-          el("span", {class: "muted small", text: `runs on ${ctx.b.run.dataset} with an analysed ${ctx.b.split} split, newest first`}));
+          el("span", {class: "muted small", text: `runs on ${ctx.b.run.dataset} with an analysed ${ctx.b.split} split` +
+            (ctx.b.split === "test" ? " or test predictions" : "") + ", newest first"}));
         draw(box, ctx, ctx.state.compareWith);
       }).catch((err) => DD.clear(pickBox).appendChild(DD.note(`Could not list the runs: ${err.message}`, "error")));
     },
