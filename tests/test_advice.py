@@ -154,6 +154,12 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
         report = advice.verify_advice(store, original.id, suggestion=suggestions[0]["id"], progress=False)
         runs = store.list_runs()
         new = store.get_run(report["retrained_run_id"])
+        # the retrained run is only evaluated, not analysed: compare reads its stored predictions
+        from deepdive.analysis.compare import compare_runs
+
+        compared = compare_runs(original, new, store=store)
+    errors = report["paired"]["errors"]
+    assert not compared["b"]["analysed"] and compared["paired"] == errors
     assert len(runs) == 2 and new.id != original.id and new.status == "finished"
     assert new.name == f"{original.name}+{suggestions[0]['id']}" == report["retrained_run_name"]
     assert new.config["verifies"] == {"run_id": original.id, "suggestion": suggestions[0]["id"], "split": "test",
@@ -177,6 +183,7 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     text = verification_text(report, workspace)           # what `deepdive verify-advice RUN` prints
     assert f"retrained as {new.name} ({new.id})" in text and f"verdict: {report['verdict']}" in text
     assert f"errors {report['errors']['before']} → {report['errors']['after']}" in text
+    assert f"deepdive compare {report['run_id']} {new.id} --workspace {workspace}" in text
     total = report["targeted_total"]
     assert f"targeted confusions {total['before']} → {total['after']}" in text
     for t in report["targeted_confusions"]:

@@ -207,5 +207,6 @@ def verification_text(report: dict, workspace) -> str:
               + (f" ({pairs})" if pairs else ""),
               f"verdict: {r['verdict']}",
               f"note: {r['note']}",
-              f"compare: deepdive serve {workspace} (runs page, or the original run's Advice view)"]
+              f"image by image: deepdive compare {r['run_id']} {r['retrained_run_id']} --workspace {workspace}, "
+              f"or deepdive serve {workspace} (the run's Advice view links there)"]
     return "\n".join(lines)
