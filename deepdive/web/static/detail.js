@@ -88,17 +88,26 @@
     DD.clear(box);
   };
 
+  // Show `loading` in `target` while fetch() runs, then empty it: {result}; on failure say `failed: <why>` there and
+  // give null.
+  async function fetchInto(target, loading, failed, fetch) {
+    DD.clear(target).appendChild(DD.note(loading, "muted"));
+    try {
+      const result = await fetch();
+      DD.clear(target);
+      return {result};
+    } catch (err) {
+      DD.clear(target).appendChild(DD.note(`${failed}: ${err.message}`, "error"));
+      return null;
+    }
+  }
+
   // Fill `target` with the feature maps of every layer for `row` (compact = the drawer's smaller layout).
   DD.loadActivations = async function (ctx, row, target, compact) {
-    DD.clear(target).appendChild(DD.note("Computing activations…", "muted"));
-    let result;
-    try {
-      result = await ctx.source.activations(ctx.b, row);
-    } catch (err) {
-      DD.clear(target).appendChild(DD.note("Could not compute activations: " + err.message, "error"));
-      return;
-    }
-    DD.clear(target);
+    const got = await fetchInto(target, "Computing activations…", "Could not compute activations",
+                                () => ctx.source.activations(ctx.b, row));
+    if (!got) return;
+    const result = got.result;
     if (!result) {
       target.appendChild(DD.note(`This report holds activations for ${ctx.b.activations.rows.length} precomputed ` +
         "images (errors, class representatives, top label issues); pick one of them, or run `deepdive serve` " +
@@ -153,15 +162,10 @@
         "muted"));
       return;
     }
-    DD.clear(target).appendChild(DD.note("Finding the nearest training images…", "muted"));
-    let result;
-    try {
-      result = await ctx.source.neighbours(ctx.b, row);
-    } catch (err) {
-      DD.clear(target).appendChild(DD.note("Could not load the nearest training images: " + err.message, "error"));
-      return;
-    }
-    DD.clear(target);
+    const got = await fetchInto(target, "Finding the nearest training images…",
+                                "Could not load the nearest training images", () => ctx.source.neighbours(ctx.b, row));
+    if (!got) return;
+    const result = got.result;
     if (!result && ctx.b.neighbours.note) {
       target.appendChild(DD.note(`This report has no nearest training images: ${ctx.b.neighbours.note}.`, "muted"));
       return;
