@@ -82,12 +82,15 @@ def test_stored_neighbours_are_the_models_nearest_training_images(analyzed_run, 
     np.testing.assert_allclose(nb["similarity"][rows], best, atol=1e-4)
     assert (nb["index"][rows, 0] == train_idx[sims.argmax(axis=1)]).mean() >= 0.8   # ties aside
 
-    # the summary's counts are the errors' readings
+    # each row's reading is in the examples table, and the summary counts the errors' readings
+    every = [reading(nb["label"][r], int(frame["true"][r]), int(frame["pred"][r])) for r in range(n)]
+    assert frame["neighbours"].tolist() == every
     errors = np.flatnonzero(~frame["correct"].to_numpy())
     counts = {"prediction": 0, "label": 0, "mixed": 0}
     for r in errors:
-        counts[reading(nb["label"][r], int(frame["true"][r]), int(frame["pred"][r]))] += 1
+        counts[every[r]] += 1
     assert info["errors"] == counts and sum(counts.values()) == res.summary["error_count"]
+    assert set(every) - {"prediction"} and counts["prediction"], "a tiny 1-epoch run has errors of both kinds"
     vote = np.array([np.bincount(row).argmax() for row in np.asarray(nb["label"])])
     assert info["knn_accuracy"] == pytest.approx((vote == frame["true"].to_numpy()).mean())
 
@@ -112,6 +115,9 @@ def test_api_and_report(analyzed_run, tmp_path):
         assert body["reading"] == reading(nb["label"][row], int(res.examples["true"][row]),
                                           int(res.examples["pred"][row]))
         assert client.get(f"{base}/{res.summary['n']}").status_code == 404
+        bundle = client.get(f"/api/runs/{analyzed_run.run_id}/splits/test/bundle").json()
+        codes = {"prediction": 0, "label": 1, "mixed": 2}
+        assert bundle["examples"]["columns"]["neighbours"] == [codes[v] for v in res.examples["neighbours"]]
     info = build_report(analyzed_run.workspace, analyzed_run.run_id, "test", tmp_path / "r.html")
     assert info["neighbour_rows"] == len(res.focus_indices)    # the tiny run's focus set fits the budget
 
@@ -130,6 +136,14 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
         summary = page.inner_text('[data-testid="neighbours-summary"]')
         e = res.summary["neighbours"]["errors"]
         assert f"{e['prediction']} errors sit among training images of the class it predicted" in summary
+        # each count lists its errors in the predictions table
+        page.click('[data-testid="neighbours-1"]')
+        page.wait_for_selector(f'[data-testid="row-count"][data-count="{e["label"]}"]')
+        assert page.input_value('[data-testid="filter-neighbours"]') == "1"
+        assert page.input_value('[data-testid="filter-correct"]') == "wrong"
+        shown = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+        assert shown and all(frame["neighbours"][r] == "label" and not frame["correct"][r] for r in shown)
+        page.click('[data-testid="filter-reset"]')
         page.goto(f"{url}#/r/{analyzed_run.run_id}/test/predictions")
         page.wait_for_selector(".vrow")
         page.select_option('[data-testid="filter-correct"]', "wrong")

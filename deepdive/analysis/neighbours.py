@@ -11,7 +11,7 @@ class: the pictures, more than the counts, are the point.
     reference_set(run) -> Reference | None                 # the run's training images, labels as trained on
     nearest(queries, references, k) -> (positions, sims)   # exact cosine top-k, chunked
     neighbours_stage(model, features, reference, frame, out_dir, exclude=None) -> summary entry  # neighbours/
-    reading(labels, true, pred) -> "prediction" | "label" | "mixed"
+    readings(labels, true, pred) -> "prediction" | "label" | "mixed" per row      # frame["neighbours"]
 
 Stored per analysed row: `neighbours/index.npy` (N, K) training-set indices, `similarity.npy` (N, K) float32,
 `label.npy` (N, K) their labels. Measured on the demo (default preset, 10,000 test images against 55,000
@@ -83,23 +83,32 @@ def nearest(queries, references, k: int = K, chunk: int = CHUNK):
     return torch.cat(positions).numpy().astype(np.int64), torch.cat(sims).numpy().astype(np.float32)
 
 
-def reading(labels, true: int, pred: int) -> str:
-    """Which answer an image's neighbours back: 'prediction' when more than half carry the predicted class (and it
-    is not the label), 'label' when more than half carry the true label, else 'mixed'."""
+READINGS = ("prediction", "label", "mixed")
+
+
+def readings(labels, true, pred) -> np.ndarray:
+    """Which answer each image's neighbours back (labels (N, K), true and pred (N,)): 'prediction' when more than
+    half carry the predicted class (and it is not the label), 'label' when more than half carry the true label,
+    else 'mixed'."""
     labels = np.asarray(labels)
-    half = len(labels) / 2
-    if pred != true and (labels == pred).sum() > half:
-        return "prediction"
-    if (labels == true).sum() > half:
-        return "label"
-    return "mixed"
+    true, pred = np.asarray(true)[:, None], np.asarray(pred)[:, None]
+    half = labels.shape[1] / 2
+    backs_pred = (pred != true)[:, 0] & ((labels == pred).sum(axis=1) > half)
+    backs_label = (labels == true).sum(axis=1) > half
+    return np.where(backs_pred, "prediction", np.where(backs_label, "label", "mixed")).astype(object)
+
+
+def reading(labels, true: int, pred: int) -> str:
+    """readings() of one image: its neighbours' labels (K,), its label, the model's answer."""
+    return str(readings(np.asarray(labels)[None], [true], [pred])[0])
 
 
 def neighbours_stage(model, features, reference: Reference | None, frame, out_dir: Path, progress=True,
                      exclude=None) -> dict:
-    """Find each row's K nearest training images and store them under out_dir/neighbours/. `features` are the
-    rows' penultimate features (N, F); exclude: the rows' own training-set indices when they are training images
-    themselves (each is then not its own neighbour). Returns the summary entry (counts of the errors' readings)."""
+    """Find each row's K nearest training images and store them under out_dir/neighbours/, and each row's reading
+    in frame["neighbours"]. `features` are the rows' penultimate features (N, F); exclude: the rows' own
+    training-set indices when they are training images themselves (each is then not its own neighbour). Returns
+    the summary entry (counts of the errors' readings)."""
     import torch
 
     from deepdive.analysis.embedding import penultimate_features
@@ -128,10 +137,9 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
         atomic_save_npy(folder / f"{name}.npy", array)
 
     true, pred = frame["true"].to_numpy(), frame["pred"].to_numpy()
-    errors = np.flatnonzero(true != pred)
-    counts = {"prediction": 0, "label": 0, "mixed": 0}
-    for row in errors:
-        counts[reading(labels[row], int(true[row]), int(pred[row]))] += 1
+    frame["neighbours"] = readings(labels, true, pred)
+    wrong = frame["neighbours"].to_numpy()[true != pred]
+    counts = {name: int((wrong == name).sum()) for name in READINGS}
     plurality = np.array([np.bincount(row).argmax() for row in labels]) if len(labels) else np.zeros(0, int)
     return {"available": True, "k": int(positions.shape[1]), "reference": f"{reference.dataset} training images",
             "reference_size": int(len(reference.idx)), "features": int(np.asarray(features).shape[1]),

@@ -7,7 +7,8 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      run: {id, name, dataset, status, model_arch, num_params, ...},   epochs: [store.epochs rows],
      summary: summary.json,
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
-                             label_quality, suggested_label, category (codes), emb_x, emb_y},
+                             label_quality, suggested_label, category (codes), emb_x, emb_y,
+                             neighbours (codes of analysis.neighbours.READINGS, -1: none)},
                 probs: [C lists], categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
@@ -104,6 +105,12 @@ def examples_block(frame, num_classes: int) -> dict:
     categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))
     code = {c: i for i, c in enumerate(categories)}
     cols["category"] = [code[c] for c in raw]
+    # what each image's nearest training images back (analysis.neighbours.READINGS order), -1 without them
+    from deepdive.analysis.neighbours import READINGS
+
+    nb_code = {name: i for i, name in enumerate(READINGS)}
+    cols["neighbours"] = ([nb_code.get(v, -1) for v in frame["neighbours"].astype(str)] if "neighbours" in frame
+                          else [-1] * n)
     probs = [np.round(frame[f"p{c}"].to_numpy(dtype=np.float64), 4).tolist() for c in range(num_classes)]
     return {"n": n, "columns": cols, "probs": probs, "categories": categories}
 

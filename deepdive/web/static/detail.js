@@ -182,7 +182,8 @@
     const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) =>
       `${n} labelled ${ctx.className(c)}${c === p && p !== t ? " (the prediction)" : c === t ? " (its label)" : ""}`);
     target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-reading"},
-      text: `Its ${result.items.length} nearest among ${DD.fmt.int(info.reference_size)} ${info.reference} ` +
+      text: `Its ${result.items.length} nearest ${ctx.b.split === "train" ? "others " : ""}among ` +
+            `${DD.fmt.int(info.reference_size)} ${info.reference} ` +
             `(cosine similarity of the model's penultimate features): ${parts.join(", ")}. ` +
             neighbourReading(ctx, result.reading, t, p)}));
     if (p !== t) target.appendChild(DD.note("Framed green: labelled as this image is; red: labelled as predicted.",

@@ -132,18 +132,21 @@
       el("div", {class: "thumb-row"}, tc.indices.slice(0, 12).map((r) => DD.thumb(ctx, r, 36))))));
   }
 
-  // Where the errors sit among the training images (deepdive.analysis.neighbours), or nothing.
+  // Where the errors sit among the training images (deepdive.analysis.neighbours), each count a link to those
+  // errors in the predictions table, or nothing.
   function neighbourNote(ctx) {
     const nb = ctx.b.summary.neighbours || {}, e = nb.errors;
     if (!nb.available || !e || !ctx.b.summary.error_count) return null;
-    return el("p", {class: "note", attrs: {"data-testid": "neighbours-summary"},
-      text: `In the model's feature space (penultimate features, ${nb.k} nearest training images each), ` +
-            `${DD.fmt.int(e.prediction)} errors sit among training images of the class it predicted, ` +
-            `${DD.fmt.int(e.label)} among their own class (the last layer decided against them) and ` +
-            `${DD.fmt.int(e.mixed)} between classes. A vote of each image's neighbours gets ` +
-            `${DD.fmt.pct(nb.knn_accuracy, 2)} of the images right ` +
-            `(the model: ${DD.fmt.pct(ctx.b.summary.accuracy, 2)}). ` +
-            "Any image's detail shows its neighbours."});
+    const list = (code, text) => el("a", {href: DD.viewHref(ctx, "predictions"), text,
+      attrs: {"data-testid": `neighbours-${code}`},
+      on: {click: () => { ctx.state.predFilter = {correct: "wrong", neighbours: code}; }}});
+    return el("p", {class: "note", attrs: {"data-testid": "neighbours-summary"}},
+      `In the model's feature space (penultimate features, ${nb.k} nearest training images each), `,
+      list(0, `${DD.fmt.int(e.prediction)} errors sit among training images of the class it predicted`), ", ",
+      list(1, `${DD.fmt.int(e.label)} among their own class`), " (the last layer decided against them) and ",
+      list(2, `${DD.fmt.int(e.mixed)} between classes`),
+      `. A vote of each image's neighbours gets ${DD.fmt.pct(nb.knn_accuracy, 2)} of the images right ` +
+      `(the model: ${DD.fmt.pct(ctx.b.summary.accuracy, 2)}). Any image's detail shows its neighbours.`);
   }
 
   DD.views.overview = {

@@ -24,6 +24,7 @@
     const t = has(f.true) ? Number(f.true) : null, p = has(f.pred) ? Number(f.pred) : null;
     const cat = has(f.category) ? Number(f.category) : null;
     const review = has(f.review) ? f.review : null;   // "any", "none" or a verdict: people's reviews of the labels
+    const nb = has(f.neighbours) ? Number(f.neighbours) : null;   // what the nearest training images back
     const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of orders(ctx)[f.sort || "group"]) {
@@ -34,6 +35,7 @@
       if (f.issue === "yes" && !col.label_issue[r]) continue;
       if (f.issue === "no" && col.label_issue[r]) continue;
       if (cat !== null && col.category[r] !== cat) continue;
+      if (nb !== null && col.neighbours[r] !== nb) continue;
       if (review !== null) {
         const v = reviews.get(r);
         if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
@@ -102,7 +104,7 @@
     title: "Predictions", icon: "≣",
     render(root, ctx) {
       const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                               sort: "group"}, ctx.state.predFilter);
+                               neighbours: "all", sort: "group"}, ctx.state.predFilter);
       ctx.state.predFilter = f;
       const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
       const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
@@ -119,6 +121,10 @@
           select("Review", [["all", "all"], ["any", "reviewed"], ["relabel", "relabel"], ["keep", "label right"],
                             ["ambiguous", "ambiguous"], ["none", "not reviewed"]], f.review, set("review"), "filter-review")
           : null,
+        // analysis.neighbours.READINGS, by code: which answer most of an image's nearest training images carry
+        (ctx.b.summary.neighbours || {}).available ?
+          select("Neighbours", [["all", "any"], [0, "mostly the prediction"], [1, "mostly its label"],
+                                [2, "no majority"]], f.neighbours, set("neighbours"), "filter-neighbours") : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
