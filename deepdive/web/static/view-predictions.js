@@ -123,7 +123,7 @@
           : null,
         // analysis.neighbours.READINGS, by code: which answer most of an image's nearest training images carry
         (ctx.b.summary.neighbours || {}).available ?
-          select("Neighbours", [["all", "any"], [0, "mostly the prediction"], [1, "mostly its label"],
+          select("Neighbours", [["all", "any"], [0, "mostly the wrong answer"], [1, "mostly its label"],
                                 [2, "no majority"]], f.neighbours, set("neighbours"), "filter-neighbours") : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
