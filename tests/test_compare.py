@@ -91,6 +91,10 @@ def test_a_run_without_analysis_compares_by_its_predictions(pair, tmp_path):
         for part in ("rows", "idx", "true", "pred_a", "pred_b"):
             assert res[key][part] == full[key][part], (key, part)
     assert (res["paired"], res["verdict"]) == (full["paired"], full["verdict"])
+    from deepdive.analysis.compare import text_summary
+
+    assert "(not analysed: read from its stored predictions)" in text_summary(res).splitlines()[1]
+    assert "not analysed" not in text_summary(full)
 
 
 def test_cli_compare(pair, run_cli):

@@ -98,7 +98,8 @@ def text_summary(result: dict, limit=12) -> str:
     for key in ("a", "b"):
         r = result[key]
         lines.append(f"{key.upper()}: {r['name']} ({r['id']}, {r['recipe']}): {r['accuracy']:.2%}, "
-                     f"{r['errors']} errors of {result['n']:,}")
+                     f"{r['errors']} errors of {result['n']:,}"
+                     + ("" if r.get("analysed", True) else " (not analysed: read from its stored predictions)"))
     lines.append(result["verdict"])
     lines.append(f"wrong in both: {len(result['both']['rows'])}, {result['both_same_prediction']} of them with the "
                  "same wrong answer")
