@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from deepdive.analysis.results import NEIGHBOUR_FILES
 from deepdive.errors import DeepdiveError
 
 K = 8
 CHUNK = 512    # queries per similarity block: 512 x 55,000 float32 is 113 MB
-FILES = ("index", "similarity", "label")
 
 
 @dataclass
@@ -133,7 +133,8 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     labels = reference.labels[reference.idx[positions]]
     folder = Path(out_dir) / "neighbours"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(FILES, (reference.idx[positions].astype(np.int32), sims, labels.astype(np.int16))):
+    arrays = (reference.idx[positions].astype(np.int32), sims, labels.astype(np.int16))
+    for name, array in zip(NEIGHBOUR_FILES, arrays):
         atomic_save_npy(folder / f"{name}.npy", array)
 
     true, pred = frame["true"].to_numpy(), frame["pred"].to_numpy()

@@ -25,6 +25,7 @@ from deepdive.errors import RunError
 
 SPLITS = ("test", "val", "train")
 SALIENCY_PARTS = ("errors", "class_mean", "class_rep")
+NEIGHBOUR_FILES = ("index", "similarity", "label")   # neighbours/<name>.npy (analysis.neighbours writes them)
 
 
 def analysis_dir(run_dir, split) -> Path:
@@ -133,7 +134,7 @@ class AnalysisResult:
             raise RunError(f"no nearest training images stored for split {self.split!r} (the run has no training "
                            "images of its own, its model could not be loaded, or the analysis predates them)")
         return {name: self._npy(f"neighbours/{name}.npy", "the nearest training images")
-                for name in ("index", "similarity", "label")}
+                for name in NEIGHBOUR_FILES}
 
     @cached_property
     def advice(self) -> dict:
@@ -158,7 +159,7 @@ class AnalysisResult:
         if name == "saliency":
             return any(self.has(f"saliency:{m}") for m in self.summary.get("saliency", {}).get("methods", []))
         if name == "neighbours":
-            return all((f / "neighbours" / f"{part}.npy").is_file() for part in ("index", "similarity", "label"))
+            return all((f / "neighbours" / f"{part}.npy").is_file() for part in NEIGHBOUR_FILES)
         if name == "embedding":
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
