@@ -39,7 +39,7 @@ def test_reading():
     assert reading([4, 4, 4, 4, 4, 9, 9, 9], true=4, pred=4) == "label"     # a correct image
 
 
-def test_reference_set_is_what_the_run_trained_on(mnist):
+def test_reference_set_is_what_the_run_trained_on(mnist, tmp_path):
     from deepdive.analysis.label_issues import training_indices
 
     config = {"limit_train": 200}
@@ -51,7 +51,7 @@ def test_reference_set_is_what_the_run_trained_on(mnist):
     run.config = {**config, "reviewed_labels": {"relabel": {str(first): new_label}, "leave_out": [second]}}
     reviewed = reference_set(run)
     assert reviewed.labels[first] == new_label and second not in reviewed.idx and len(reviewed.idx) == 199
-    assert reference_set(SimpleNamespace(dataset="custom")) is None
+    assert reference_set(SimpleNamespace(dataset="custom", run_dir=tmp_path)) is None   # logged without train_data
 
 
 def test_stored_neighbours_are_the_models_nearest_training_images(analyzed_run, mnist):
@@ -165,3 +165,51 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
         assert page.locator(f"{cell} .nb-pred").count() == int((first_labels == suggested).sum())
         assert page.locator(f"{cell} .nb-true").count() == int((first_labels == frame["true"][first]).sum())
         assert not errors, errors
+
+
+def test_your_own_model_with_its_training_data(tmp_path):
+    """log_evaluation(train_data=...): a model of your own gets its images' nearest training images too."""
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from test_api import TinyNet
+
+    import deepdive
+    from deepdive.analysis import analyze
+    from deepdive.errors import RunError
+    from deepdive.store import Store
+    from deepdive.web.app import create_app
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    train_x = torch.rand(200, 3, 32, 32) * torch.rand(200, 1, 1, 1)   # brightness varies, so the images differ
+    train_y = torch.randint(0, 5, (200,))
+    picked = [3, 50, 120]          # the first evaluated images are copies of these training images
+    test_x = torch.cat([train_x[picked], torch.rand(37, 3, 32, 32)])
+    test_y = torch.randint(0, 5, (40,))
+    ws = tmp_path / "ws"
+    run = deepdive.log_evaluation(model, (test_x, test_y), class_names=list("abcde"), workspace=ws, progress=False,
+                                  train_data=(train_x, train_y))
+    res = AnalysisResult.load(run.run_dir, "test")
+    info = res.summary["neighbours"]
+    assert info["available"] and info["reference_size"] == 200
+    assert info["reference"] == "training images given to log_evaluation"
+    nb = res.neighbours()
+    assert nb["index"][:3, 0].tolist() == picked and np.allclose(nb["similarity"][:3, 0], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(nb["label"], train_y.numpy()[nb["index"]])
+    with TestClient(create_app(ws)) as client:
+        body = client.get(f"/api/runs/{run.id}/splits/test/neighbours/1").json()
+    assert [i["idx"] for i in body["items"]] == nb["index"][1].tolist()
+    png = Image.open(io.BytesIO(base64.b64decode(body["items"][0]["image"].split(",", 1)[1])))
+    np.testing.assert_array_equal(np.asarray(png), np.rint(train_x[50].permute(1, 2, 0).numpy() * 255))
+
+    with pytest.raises(DeepdiveError, match=r"train_data images have shape \(1, 32, 32\)"):
+        deepdive.log_evaluation(model, (test_x, test_y), workspace=ws, progress=False,
+                                train_data=(torch.rand(5, 1, 32, 32), torch.zeros(5, dtype=torch.long)))
+    with pytest.raises(DeepdiveError, match="train_data labels go up to 7 but the model outputs 5 classes"):
+        deepdive.log_evaluation(model, (test_x, test_y), workspace=ws, progress=False,
+                                train_data=(train_x[:5], torch.full((5,), 7)))
+    with Store.open(ws, create=False) as store, pytest.raises(RunError, match="no recipe"):
+        analyze(store, run.id, "train", progress=False)     # the stored training images are no recipe to retrain

@@ -192,11 +192,11 @@ def _device_of(model):
 
 def _load_split(store, run, split, folds=5, progress=True) -> SplitData:
     eval_dir = run.run_dir / "eval"
+    if run.dataset == "custom" and split == "train":   # (eval/train_* is log_evaluation's train_data: no recipe)
+        raise RunError(f"run {run.id}: train-split label issues retrain the run's recipe on its training data; "
+                       "runs logged with log_evaluation have no recipe (analyse their evaluation split instead)")
     if (eval_dir / f"{split}_inputs.npy").is_file():
         return _load_eval_folder(store, run, split, eval_dir)
-    if run.dataset == "custom" and split == "train":
-        raise RunError(f"run {run.id}: train-split label issues retrain the run's recipe on its training data; "
-                       "runs logged with log_evaluation have neither (analyse their evaluation split instead)")
     if run.dataset == "custom":
         raise RunError(f"run {run.id} has no stored evaluation data for split {split!r} "
                        f"({eval_dir / f'{split}_inputs.npy'} is missing)")

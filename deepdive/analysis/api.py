@@ -12,7 +12,9 @@ or, with training curves:
 
 The run lands in the workspace like a trained one (dataset "custom", model arch "pickled"): the whole module
 pickled into model_best.pt (weights only, with a note, when it cannot be pickled), the evaluation inputs in
-eval/<split>_inputs.npy + eval/<split>_labels.npy, the predictions in the store, then the full analysis.
+eval/<split>_inputs.npy + eval/<split>_labels.npy (and with train_data=, the training images in
+eval/train_inputs.npy + eval/train_labels.npy, for the nearest training images), the predictions in the store,
+then the full analysis.
 """
 import time
 
@@ -64,15 +66,19 @@ class Run:
         self._store.log_epoch(self.id, epoch, **values)
         self._last_epoch, self._last_time = epoch, now
 
-    def log_evaluation(self, model, data, class_names=None, split="test", progress=True, batch_size=256) -> dict:
+    def log_evaluation(self, model, data, class_names=None, split="test", progress=True, batch_size=256,
+                       train_data=None) -> dict:
         """Save the model, store the evaluation data and predictions, finish the run and analyse it.
-        Returns the analysis summary (also in .summary)."""
+        train_data: optional (images, labels) the model trained on, in any form `data` takes: kept in the run folder
+        so the analysis finds each evaluated image's nearest training images. Returns the analysis summary (also
+        in .summary)."""
         self._check_open()
         inputs, labels, names = prepare(model, data, class_names, split, batch_size,
                                         self._store.get_run(self.id).class_names)
-        return self._log_prepared(model, inputs, labels, names, split, progress, batch_size)
+        train = prepare_train(train_data, inputs, len(names), batch_size)
+        return self._log_prepared(model, inputs, labels, names, split, progress, batch_size, train)
 
-    def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size) -> dict:
+    def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size, train=None) -> dict:
         """log_evaluation after prepare(): the data collected and checked against the model once."""
         self._check_open()
         from deepdive.analysis import analyze, predict
@@ -82,6 +88,8 @@ class Run:
             probs, losses = predict(model, inputs, labels, num_classes, batch_size=batch_size)
             note = _save_model(model, self.run_dir / "model_best.pt", names, inputs.shape[1:])
             _save_eval(self.run_dir, split, inputs, labels)
+            if train is not None:
+                _save_eval(self.run_dir, "train", *train)
             record = self._store.get_run(self.id)
             if record.class_names != names:
                 # The runs row fixes class names at creation; init() may not have known them (the analysis reads
@@ -90,10 +98,10 @@ class Run:
             if note:
                 self._store.set_config(self.id, {**self._store.get_run(self.id).config, "model_note": note})
             self._store.save_predictions(self.id, split, labels, probs, losses)
-            for name, rel, kind in (("model_best.pt", "model_best.pt", "checkpoint"),
-                                    (f"eval/{split}_inputs.npy", f"eval/{split}_inputs.npy", "eval"),
-                                    (f"eval/{split}_labels.npy", f"eval/{split}_labels.npy", "eval")):
-                self._store.add_artifact(self.id, name, rel, kind)
+            saved = [split] + (["train"] if train is not None else [])
+            evals = [f"eval/{which}_{part}.npy" for which in saved for part in ("inputs", "labels")]
+            for rel, kind in [("model_best.pt", "checkpoint"), *((rel, "eval") for rel in evals)]:
+                self._store.add_artifact(self.id, rel, rel, kind)
             seconds = sum(e["seconds"] or 0.0 for e in self._store.epochs(self.id))
             accuracy = float((probs.argmax(1) == labels).mean())
             self._store.finish_run(self.id, accuracy, seconds, sum(p.numel() for p in model.parameters()),
@@ -144,26 +152,30 @@ def init(name=None, workspace=DEFAULT_WORKSPACE, config=None, class_names=None) 
 
 
 def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, name=None, split="test",
-                   history=None, run=None, progress=True, batch_size=256) -> Run:
+                   history=None, run=None, progress=True, batch_size=256, train_data=None) -> Run:
     """Record `model` evaluated on `data` as a run and analyse it; returns the Run (str(run) is its id).
 
     data: an (images, labels) pair (tensors or arrays; images float (N, C, H, W) as the model takes them, labels
     int (N,)), or a DataLoader / Dataset / iterable yielding such pairs. history: optional per-epoch dicts
     (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
+    train_data: optional, the same kind of data the model trained on: stored in the run folder
+    (eval/train_inputs.npy, float32: 60,000 MNIST images take 188 MB) so the analysis shows each image's nearest
+    training images, as it does for deepdive's own runs.
     """
     own = run is None
     if own:  # bad input is reported before a run is created for it (and checked only this once)
         inputs, labels, class_names = prepare(model, data, class_names, split, batch_size)
+        train = prepare_train(train_data, inputs, len(class_names), batch_size)
     run = run or init(name=name, workspace=workspace, class_names=class_names)
     try:
         for row in history or []:
             row = dict(row)
             run.log(row.pop("epoch", None), **row)
         if own:
-            run._log_prepared(model, inputs, labels, class_names, split, progress, batch_size)
+            run._log_prepared(model, inputs, labels, class_names, split, progress, batch_size, train)
         else:
             run.log_evaluation(model, data, class_names=class_names, split=split, progress=progress,
-                               batch_size=batch_size)
+                               batch_size=batch_size, train_data=train_data)
     except BaseException as e:
         if own:
             run.__exit__(type(e), e, None)
@@ -188,6 +200,21 @@ def prepare(model, data, class_names, split, batch_size=256, stored_names=()):
     if labels.max() >= num_classes:
         raise DeepdiveError(f"labels go up to {int(labels.max())} but the model outputs {num_classes} classes")
     return inputs, labels, names
+
+
+def prepare_train(train_data, inputs, num_classes, batch_size=256):
+    """(inputs, labels) of the optional training data, checked against the evaluation inputs' shape and the
+    model's classes; None without any."""
+    if train_data is None:
+        return None
+    train_inputs, train_labels = collect(train_data, batch_size)
+    if train_inputs.shape[1:] != inputs.shape[1:]:
+        raise DeepdiveError(f"train_data images have shape {tuple(train_inputs.shape[1:])} but the evaluated images "
+                            f"{tuple(inputs.shape[1:])}; the model must take both")
+    if train_labels.max() >= num_classes:
+        raise DeepdiveError(f"train_data labels go up to {int(train_labels.max())} but the model outputs "
+                            f"{num_classes} classes")
+    return train_inputs, train_labels
 
 
 def collect(data, batch_size=256) -> tuple[np.ndarray, np.ndarray]:

@@ -32,19 +32,37 @@ CHUNK = 512    # queries per similarity block: 512 x 55,000 float32 is 113 MB
 
 @dataclass
 class Reference:
-    """Training images as the model learnt them: uint8 images, labels after the run's reviews, dataset indices."""
-    images: np.ndarray
+    """Training images as the model learnt them: labels after the run's reviews, dataset indices, and either uint8
+    images (a built-in dataset; the model takes images / 255) or the model's own float inputs (log_evaluation's
+    train_data)."""
+    images: np.ndarray | None
     labels: np.ndarray
     idx: np.ndarray
-    dataset: str
+    name: str                        # "mnist training images"
+    inputs: np.ndarray | None = None
+
+    def model_inputs(self):
+        """float32 tensor (M, C, H, W) of the reference images as the model takes them."""
+        import torch
+
+        if self.inputs is not None:
+            return torch.from_numpy(np.ascontiguousarray(self.inputs[self.idx], dtype=np.float32))
+        images = self.images[self.idx]
+        chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+        return torch.from_numpy(chw.astype(np.float32) / 255.0)
 
 
 def reference_set(run) -> Reference | None:
     """The training images run `run` trained on (its training indices, reviewed labels applied: relabelled images
-    carry their new label, left-out ones are not there). None for a run with no training data of its own (logged
-    with log_evaluation)."""
+    carry their new label, left-out ones are not there); for a run logged with log_evaluation, the train_data it
+    was given. None without any."""
     if run.dataset == "custom":
-        return None
+        folder = run.run_dir / "eval"
+        if not (folder / "train_inputs.npy").is_file():
+            return None
+        labels = np.load(folder / "train_labels.npy").astype(np.int64)
+        return Reference(images=None, labels=labels, idx=np.arange(len(labels)), inputs=np.load(
+            folder / "train_inputs.npy", mmap_mode="r"), name="training images given to log_evaluation")
     from deepdive.analysis import _dataset
     from deepdive.analysis.label_issues import training_indices
     from deepdive.train.recipe import apply_reviewed_labels
@@ -53,7 +71,8 @@ def reference_set(run) -> Reference | None:
     idx = training_indices(ds.train_labels, run.config)
     labels, idx, _ = apply_reviewed_labels(ds.train_labels, idx, np.zeros(0, np.int64),
                                            run.config.get("reviewed_labels"))
-    return Reference(images=ds.train_images, labels=labels, idx=np.asarray(idx, np.int64), dataset=run.dataset)
+    return Reference(images=ds.train_images, labels=labels, idx=np.asarray(idx, np.int64),
+                     name=f"{run.dataset} training images")
 
 
 def nearest(queries, references, k: int = K, chunk: int = CHUNK):
@@ -109,21 +128,16 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     in frame["neighbours"]. `features` are the rows' penultimate features (N, F); exclude: the rows' own
     training-set indices when they are training images themselves (each is then not its own neighbour). Returns
     the summary entry (counts of the errors' readings)."""
-    import torch
-
     from deepdive.analysis.embedding import penultimate_features
     from deepdive.atomic import atomic_save_npy
 
     if reference is None:
-        return {"available": False, "reason": "the run has no training images of its own (logged with "
-                                              "log_evaluation), so there is nothing to search"}
+        return {"available": False, "reason": "the run has no training images (logged with log_evaluation "
+                                              "without train_data), so there is nothing to search"}
     if exclude is not None and np.array_equal(reference.idx, exclude):
         ref_features = features    # the rows are the reference itself (the train split without reviews)
     else:
-        images = reference.images[reference.idx]
-        chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-        ref_features = penultimate_features(model, torch.from_numpy(chw.astype(np.float32) / 255.0),
-                                            batch_size=500, progress=progress)
+        ref_features = penultimate_features(model, reference.model_inputs(), batch_size=500, progress=progress)
     positions, sims = nearest(features, ref_features, k=K + (exclude is not None))
     if exclude is not None:
         # drop each row's own image (else its least similar neighbour): a stable sort puts the others first
@@ -142,7 +156,7 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     wrong = frame["neighbours"].to_numpy()[true != pred]
     counts = {name: int((wrong == name).sum()) for name in READINGS}
     plurality = np.array([np.bincount(row).argmax() for row in labels]) if len(labels) else np.zeros(0, int)
-    return {"available": True, "k": int(positions.shape[1]), "reference": f"{reference.dataset} training images",
+    return {"available": True, "k": int(positions.shape[1]), "reference": reference.name,
             "reference_size": int(len(reference.idx)), "features": int(np.asarray(features).shape[1]),
             "similarity": "cosine of penultimate features",
             "knn_accuracy": float((plurality == true).mean()) if len(true) else None,

@@ -47,17 +47,24 @@ def run_model(run_dir):
 
 
 def training_images(record) -> np.ndarray:
-    """uint8 training images of the run's dataset (the neighbours' pictures), the last two datasets kept."""
-    from deepdive.analysis import _dataset
+    """uint8 training images of the run (the neighbours' pictures): its dataset's, or for a run logged with
+    log_evaluation(train_data=...) its stored ones as they display; the last two sets kept."""
+    from deepdive.analysis import _dataset, display_images
     from deepdive.errors import DeepdiveError
 
-    src = record.data_source or {}
-    key = (record.dataset, src.get("location") if src.get("kind") == "data-dir" else None)
+    stored = record.run_dir / "eval" / "train_inputs.npy"
+    if record.dataset == "custom":
+        key = ("custom", str(stored))
+    else:
+        src = record.data_source or {}
+        key = (record.dataset, src.get("location") if src.get("kind") == "data-dir" else None)
 
     def load():
         try:
+            if record.dataset == "custom":
+                return display_images(np.load(stored, mmap_mode="r"))
             return _dataset(record).train_images
-        except DeepdiveError as e:     # e.g. a --data-dir that is gone: the rest of the page still works
+        except (DeepdiveError, OSError) as e:   # e.g. a --data-dir that is gone: the rest of the page still works
             raise NotFound(f"the training images of run {record.id} cannot be loaded: {e}") from None
 
     return _DATASETS.get(key, load)
