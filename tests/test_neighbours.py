@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepdive.analysis.neighbours import K, nearest, reading, reference_set
+from deepdive.analysis.neighbours import K, nearest, readings, reference_set
 from deepdive.analysis.results import AnalysisResult
 from deepdive.errors import DeepdiveError
 
@@ -29,6 +29,11 @@ def test_nearest_is_the_exact_cosine_top_k():
         nearest(queries[:, :5], refs)
     with pytest.raises(DeepdiveError, match="at least one reference"):
         nearest(queries, refs[:0])
+
+
+def reading(labels, true, pred):
+    """readings() of one image."""
+    return str(readings(np.asarray([labels]), [true], [pred])[0])
 
 
 def test_reading():

@@ -24,6 +24,7 @@ __all__ = ["analyze", "predict", "FOCUS_ERROR_CAP"]
 FOCUS_ERROR_CAP = 300      # errors with precomputed activations: the most confident ones if there are more
 FOCUS_LABEL_ISSUES = 20    # top-ranked label issues added to the focus set
 TOP_CONFUSIONS = 10
+NO_MODEL = "the model could not be loaded, so it has no features to compare"   # why there are no neighbours
 STALE_TMP_SECONDS = 3600   # leftovers of a crashed analysis older than this are removed
 STORED_CHECK_EXAMPLES = 256
 STORED_TOLERANCE = 0.01    # max |p| difference: GPU vs CPU numerics differ by far less, a different model by more
@@ -137,7 +138,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             hint = insight.early_stop(store.epochs(run.id))
         focus = focus_set(frame)
 
-        extra, advice = _no_model_stages("the model could not be loaded, so it has no features to compare"), None
+        extra, advice = _no_model_stages(NO_MODEL), None
         frame["emb_x"] = np.float32(np.nan)
         frame["emb_y"] = np.float32(np.nan)
         tmp = _new_tmp_dir(run.run_dir, split)
@@ -389,7 +390,7 @@ def _training_neighbours(run, data, frame, out_dir, progress, notes) -> dict:
         model, note = None, str(e)
     if model is None:
         notes.append(f"no nearest training images: {note}")
-        return {"available": False, "reason": "the model could not be loaded, so it has no features to compare"}
+        return {"available": False, "reason": NO_MODEL}
     features = embedding.penultimate_features(model, torch.as_tensor(data.inputs), batch_size=500)
     return neighbours.neighbours_stage(model, features, neighbours.reference_set(run), frame, out_dir, progress,
                                        exclude=data.idx)
@@ -427,7 +428,7 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
     if model is None:
         for name in MODEL_STAGES:
             stages.seconds[name] = 0.0
-        return _no_model_stages("the model could not be loaded, so it has no features to compare"), None
+        return _no_model_stages(NO_MODEL), None
     extra = {}
     inputs = torch.as_tensor(data.inputs)
     labels = torch.tensor(data.labels)

@@ -6,10 +6,10 @@ Two runs of one recipe that differ only in their seed already fix and add ~8 of 
 changed (advice.split_counts, as verify-advice uses), not by the difference in accuracy alone.
 """
 import numpy as np
-import pandas as pd
 
 from deepdive.analysis.advice import split_counts
 from deepdive.analysis.results import AnalysisResult
+from deepdive.analysis.tables import predictions_frame
 from deepdive.errors import DeepdiveError, RunError
 
 
@@ -27,8 +27,8 @@ def _side(rec, split, store):
         except RunError:
             raise RunError(f"run {rec.id} has neither an analysis nor stored predictions of its {split!r} split; "
                            f"run: deepdive analyze {rec.id} --split {split}") from None
-        frame = pd.DataFrame({k: stored[k] for k in ("idx", "true", "pred", "confidence")})
-        frame["correct"] = frame["true"] == frame["pred"]
+        # the examples table an analysis would start from (the same stored probabilities)
+        frame = predictions_frame(stored["true"], stored["probs"], stored["loss"], idx=stored["idx"])
         errors = int((~frame["correct"]).sum())
         return frame, list(rec.config.get("class_names") or rec.class_names), 1 - errors / len(frame), errors, False
     return res.examples, res.class_names, res.summary["accuracy"], int(res.summary["error_count"]), True

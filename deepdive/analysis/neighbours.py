@@ -117,11 +117,6 @@ def readings(labels, true, pred) -> np.ndarray:
     return np.where(backs_pred, "prediction", np.where(backs_label, "label", "mixed")).astype(object)
 
 
-def reading(labels, true: int, pred: int) -> str:
-    """readings() of one image: its neighbours' labels (K,), its label, the model's answer."""
-    return str(readings(np.asarray(labels)[None], [true], [pred])[0])
-
-
 def neighbours_stage(model, features, reference: Reference | None, frame, out_dir: Path, progress=True,
                      exclude=None) -> dict:
     """Find each row's K nearest training images and store them under out_dir/neighbours/, and each row's reading

@@ -254,7 +254,7 @@ class RunMaps:
     def neighbours(self, row: int) -> dict:
         """{row, reference, reading, items: [{idx, label, similarity, image}]}: the row's nearest training images,
         most similar first, each a PNG data URI at native resolution (the page scales it up, pixelated); reading:
-        which answer they back (deepdive.analysis.neighbours.reading)."""
+        which answer they back (the examples table's neighbours column, deepdive.analysis.neighbours.readings)."""
         if not self.res.has("neighbours"):
             reason = (self.res.summary.get("neighbours") or {}).get("reason") or \
                 "this analysis has no nearest training images (re-run: deepdive analyze)"
@@ -267,15 +267,11 @@ class RunMaps:
         if index.max(initial=-1) >= len(images):
             raise NotFound(f"the training images of run {self.record.id} no longer match its analysis "
                            "(re-run: deepdive analyze)")
-        from deepdive.analysis.neighbours import reading
-
-        labels = np.asarray(nb["label"][row], dtype=np.int64)
-        true, pred = int(self.true[row]), int(self.pred[row])
         return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
-                "reading": reading(labels, true, pred),
+                "reading": str(self.res.examples["neighbours"].iat[row]),   # as the analysis stored it
                 "items": [{"idx": int(i), "label": int(c), "similarity": round(float(v), 4),
                            "image": bundle_mod.data_uri(bundle_mod.png_bytes(images[i]))}
-                          for i, c, v in zip(index, labels, nb["similarity"][row])]}
+                          for i, c, v in zip(index, nb["label"][row], nb["similarity"][row])]}
 
     # ---- model inputs ---------------------------------------------------------------------------------------
     def _model(self):

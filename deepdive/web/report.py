@@ -48,14 +48,13 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
     return out
 
 
-def focus_assets(maps: RunMaps, fetch, budget: int) -> dict:
+def focus_assets(maps: RunMaps, fetch, parts: str, budget: int) -> dict:
     """{row: fetch(row)} for the precomputed focus set (errors first, then class representatives and top label
-    issues) until the inlined images would pass `budget` bytes. fetch returns a dict whose "layers" or "items"
-    carry the images."""
+    issues) until the inlined images would pass `budget` bytes; each result's list `parts` carries the images."""
     data, used = {}, 0
     for row in np.asarray(maps.res.focus_indices).tolist():
         result = fetch(int(row))
-        size = sum(len(part["image"]) for part in result.get("layers", result.get("items", [])))
+        size = sum(len(part["image"]) for part in result[parts])
         if used + size > budget:
             break
         data[str(row)], used = result, used + size
@@ -82,7 +81,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
     b["neighbours"] = {"data": {}}
     if maps.res.has("neighbours"):
         try:
-            b["neighbours"]["data"] = focus_assets(maps, maps.neighbours, NEIGHBOUR_BUDGET)
+            b["neighbours"]["data"] = focus_assets(maps, maps.neighbours, "items", NEIGHBOUR_BUDGET)
         except NotFound as e:   # the training images cannot be loaded here: the report says so instead
             b["neighbours"]["note"] = str(e)
     config = {"mode": "report", "run_id": rec.id, "split": split}
@@ -93,7 +92,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
 
     b["activations"]["data"] = {}
     budget = min(ACTIVATION_BUDGET, MAX_BYTES - len(render().encode("utf-8")))
-    acts = focus_assets(maps, lambda row: maps.activations(row, on_demand=False), budget) \
+    acts = focus_assets(maps, lambda row: maps.activations(row, on_demand=False), "layers", budget) \
         if maps.res.has("activations") else {}
     b["activations"].update(rows=[int(r) for r in acts], data=acts)
     out = Path(out)

@@ -127,7 +127,7 @@
     }
   };
 
-  // What an image's nearest training images back, in words (reading: deepdive.analysis.neighbours.reading).
+  // What an image's nearest training images back, in words (reading: deepdive.analysis.neighbours.readings).
   function neighbourReading(ctx, reading, t, p) {
     if (reading === "prediction") return `Most are labelled ${ctx.className(p)}, the prediction: the model's ` +
       `features put this image among training ${ctx.className(p)}s. Compare them with it: look-alikes, or ` +
