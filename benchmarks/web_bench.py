@@ -96,7 +96,8 @@ def filter_times(page, repeat):
     return statistics.median(values), max(values)
 
 
-SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "issues", "embedding", "advice")
+SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues", "embedding",
+         "advice")
 
 
 def screenshots(browser, base, run_id, split, folder):

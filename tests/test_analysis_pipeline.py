@@ -164,6 +164,12 @@ def test_export_round_trip(result, tmp_path, fmt):
     third = neighbours[neighbours["row"] == 3]
     assert third["train_idx"].tolist() == nb["index"][3].tolist() and (third["true"] == ex["true"][3]).all()
     assert third["train_label_name"].tolist() == [str(c) for c in nb["label"][3]]
+    calibration = _read(tmp_path / f"calibration.{fmt}", fmt)
+    c = s["confidence"]
+    assert calibration["probabilities"].tolist() == ["model"] * c["bins"] + ["temperature"] * c["bins"]
+    assert calibration["count"].sum() == 2 * s["n"]
+    assert calibration["accuracy"].iloc[:c["bins"]].tolist() == pytest.approx(
+        [b["accuracy"] if b["count"] else np.nan for b in c["reliability"]], nan_ok=True)
 
 
 def test_export_errors(result, analyzed_run, tmp_path, run_cli):

@@ -20,7 +20,8 @@ from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-VIEWS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "issues", "embedding", "advice")
+VIEWS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
+         "embedding", "advice")
 MODES = ("served", "report")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
@@ -229,6 +230,21 @@ def view_checks(tab, expected) -> dict:
     def predictions(p):
         return p.get_attribute('[data-testid="row-count"]', "data-count") == str(n) and 0 < tab.count(".vrow") < 100
 
+    def confidence(p):
+        c = summary["confidence"]
+        p.wait_for_selector('[data-testid="reliability-plot"] .scatterlayer .trace')
+        p.wait_for_selector('[data-testid="caught-plot"] .scatterlayer .trace')
+        bars = p.evaluate("() => document.querySelector('[data-testid=\"reliability-plot\"]').data[0].y")
+        signals = p.eval_on_selector_all('[data-testid="signals-table"] tbody tr',
+                                         "rs => rs.map(r => r.dataset.signal)")
+        found = p.eval_on_selector_all('[data-testid="signals-table"] tbody tr td:nth-child(4)',
+                                       "ds => ds.map(d => d.textContent)")
+        text = p.inner_text('[data-testid="confidence-summary"]')
+        return bars == pytest.approx([b["accuracy"] for b in c["reliability"] if b["count"]]) and \
+            signals == ["confidence", "margin", "entropy", "neighbours"] and \
+            found == [f"{c['signals'][s]['caught']['0.01']} of {c['errors']}" for s in signals] and \
+            f"ECE {100 * c['ece']:.1f}%" in text and f"T = {c['temperature']['value']:.2f}" in text
+
     def issues(p):
         return tab.count('[data-testid="issues-table"] tbody tr') == min(50, expected["issues"]) and \
             tab.count('[data-testid="taxonomy"] .tax-block') == len(summary["taxonomy"]["categories"])
@@ -259,7 +275,8 @@ def view_checks(tab, expected) -> dict:
         return links == [f"#/r/{expected['run_id']}/test/compare/{VERIFICATION['retrained_run_id']}"]
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
-            "activations": activations, "predictions": predictions, "issues": issues, "embedding": embedding,
+            "activations": activations, "predictions": predictions, "confidence": confidence, "issues": issues,
+            "embedding": embedding,
             "advice": advice_view}
 
 
@@ -414,6 +431,23 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     assert tab.count("#detail .layer") == len(expected["layers"])
     page.click('[data-testid="detail-close"]')
     assert page.is_hidden("#detail")
+
+
+def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confident(tab, expected):
+    frame, c = expected["frame"], expected["summary"]["confidence"]
+    page = tab.view("confidence")
+    plot = '[data-testid="reliability-plot"]'
+    page.wait_for_selector(f"{plot} .scatterlayer .trace")
+    page.click('[data-testid="reliability-mode"] button[data-value="scaled"]')
+    scaled = [b["accuracy"] for b in c["temperature"]["reliability"] if b["count"]]
+    page.wait_for_function(f"n => document.querySelector('{plot}').data[0].x.length === n", arg=len(scaled))
+    bars = page.evaluate(f"() => document.querySelector('{plot}').data[0]")
+    assert bars["y"] == pytest.approx(scaled) and bars["name"] == "accuracy (scaled)"
+    page.click('[data-testid="least-confident"]')
+    page.wait_for_selector('main[data-view="predictions"] .vrow')
+    assert page.input_value('[data-testid="sort"]') == "conf-asc"
+    first = int(page.get_attribute(".vrow", "data-row"))
+    assert frame["confidence"][first] == frame["confidence"].min()
 
 
 def test_hostile_names_render_as_text(tab):

@@ -69,7 +69,7 @@ class _Stages:
 
 
 MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
-STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "write")
+STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence", "write")
 
 
 def _no_model_stages(reason: str) -> dict:
@@ -86,7 +86,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     folds: K for the train split's cross-validated probabilities.
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
-    from deepdive.analysis import insight, label_issues, tables, taxonomy
+    from deepdive.analysis import confidence, insight, label_issues, tables, taxonomy
     from deepdive.malloc import keep_freed_memory
 
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
@@ -150,6 +150,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             else:
                 with stages("neighbours"):
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes)
+            with stages("confidence"):   # after the neighbours, whose agreement is one of its trust scores
+                extra["confidence"] = confidence.confidence_stage(frame)
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
                                    hint, focus, extra, advice, notes, folds)

@@ -7,7 +7,7 @@ from deepdive.paths import DEFAULT_WORKSPACE
 from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES (tests check they agree), so --help imports no pandas
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration")
 
 
 def register(subparsers):
@@ -92,8 +92,24 @@ def json_summary(summary: dict) -> dict:
         "label_issues": summary["label_issues"]["count"],
         "taxonomy": summary["taxonomy"]["total"],
         "neighbours": (summary.get("neighbours") or {}).get("errors"),
+        "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
     }
+
+
+def confidence_lines(c: dict) -> list[str]:
+    """The calibration in one line, and how many errors checking the least trusted 1% of the images finds."""
+    if not c.get("available"):
+        return []
+    t = c.get("temperature")
+    scaled = (f"; a temperature of {t['value']:.2f} brings it to {t['ece']:.1%} out of sample"
+              if t and t["value"] != 1.0 else "")
+    lines = [f"confidence: mean {c['mean_confidence']:.3f} at {c['accuracy']:.2%} accuracy, calibration error (ECE) "
+             f"{c['ece']:.1%}{scaled}"]
+    if c["errors"]:
+        found = ", ".join(f"by {name} {sig['caught']['0.01']}" for name, sig in c["signals"].items())
+        lines.append(f"checking the 1% least trusted images finds, of {c['errors']} errors: {found}")
+    return lines
 
 
 def text_summary(summary: dict, workspace) -> str:
@@ -111,6 +127,7 @@ def text_summary(summary: dict, workspace) -> str:
         lines.append(f"errors among their {nb['k']} nearest training images: {e['prediction']} mostly labelled as "
                      f"predicted, {e['label']} mostly as their label, {e['mixed']} mixed (a neighbour vote gets "
                      f"{nb['knn_accuracy']:.2%} right)")
+    lines.extend(confidence_lines(s.get("confidence") or {}))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"

@@ -3,7 +3,8 @@
 Tables (all read through AnalysisResult):
   predictions   every example: row, idx, true/pred (+ names), confidence, margin, loss, correct, entropy,
                 p0..p{C-1}, label-issue columns, category, embedding coordinates, neighbours (what the nearest
-                training images back: prediction, label or mixed)
+                training images back: prediction, label or mixed), neighbour_agreement (the share of them
+                labelled as predicted)
   per-class     support, predicted, correct, errors, recall, precision, f1 and taxonomy counts per class
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label
@@ -12,6 +13,8 @@ Tables (all read through AnalysisResult):
                 (relabel / keep / ambiguous), the right label for relabel, the model's answer beside it
   neighbours    each example's nearest training images, one line per (row, rank): the training image's index,
                 its label (as trained on) and the cosine similarity of the two images' penultimate features
+  calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
+                gives them ("model") and after the temperature the analysis fitted ("temperature")
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -25,7 +28,7 @@ from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration")
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -64,6 +67,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
             "train_label": np.asarray(nb["label"]).reshape(-1).astype(np.int64),
             "train_label_name": names[np.asarray(nb["label"]).reshape(-1)],
             "similarity": np.asarray(nb["similarity"]).reshape(-1)})
+    if name == "calibration":
+        return _calibration(result)
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])
@@ -79,6 +84,18 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
     for cat in CATEGORIES:
         frame[cat] = taxonomy[cat].to_numpy()
     return frame
+
+
+def _calibration(result: AnalysisResult) -> pd.DataFrame:
+    """The reliability diagram's bins, as the model's probabilities stand and after the fitted temperature."""
+    c = result.summary.get("confidence") or {}
+    if not c.get("available"):
+        raise DeepdiveError(f"the analysis of split {result.split!r} has no calibration "
+                            f"({c.get('reason') or 'it predates it: run deepdive analyze again'})")
+    t = c.get("temperature")
+    parts = [("model", 1.0, c["reliability"])] + ([("temperature", t["value"], t["reliability"])] if t else [])
+    return pd.DataFrame([{"probabilities": which, "temperature": temp, "bin": b, **row}
+                         for which, temp, bins in parts for b, row in enumerate(bins)])
 
 
 def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None, reviews=None) -> Path:

@@ -69,22 +69,10 @@ def calibrate(labels, probs) -> np.ndarray:
 
     Only sharpening (T <= 1) is applied: under-confidence is what hides label issues; softening over-confident
     probabilities would only let the flipped labels themselves (which NLL pays most for) blunt the search."""
-    from scipy.optimize import minimize_scalar
+    from deepdive.analysis.confidence import fit_temperature, scale
 
-    logp = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
-    rows = np.arange(len(labels))
-
-    def scaled(t):
-        z = logp / t
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def nll(t):
-        return -np.log(np.clip(scaled(t)[rows, labels], 1e-12, 1.0)).mean()
-
-    best = minimize_scalar(nll, bounds=(0.05, 1.0), method="bounded")
-    return scaled(best.x).astype(np.float32) if nll(best.x) < nll(1.0) else probs.astype(np.float32)
+    t = fit_temperature(labels, probs, bounds=(0.05, 1.0))
+    return scale(probs, t).astype(np.float32) if t != 1.0 else np.asarray(probs).astype(np.float32)
 
 
 def issues_table(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:

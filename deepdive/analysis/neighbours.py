@@ -122,7 +122,8 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     """Find each row's K nearest training images and store them under out_dir/neighbours/, and each row's reading
     in frame["neighbours"]. `features` are the rows' penultimate features (N, F); exclude: the rows' own
     training-set indices when they are training images themselves (each is then not its own neighbour). Returns
-    the summary entry (counts of the errors' readings)."""
+    the summary entry (counts of the errors' readings). Also frame["neighbour_agreement"]: the share of each row's
+    neighbours that carry its predicted class (a trust score, deepdive.analysis.confidence)."""
     from deepdive.analysis.embedding import penultimate_features
     from deepdive.atomic import atomic_save_npy
 
@@ -148,6 +149,7 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
 
     true, pred = frame["true"].to_numpy(), frame["pred"].to_numpy()
     frame["neighbours"] = readings(labels, true, pred)
+    frame["neighbour_agreement"] = (labels == pred[:, None]).mean(axis=1).astype(np.float32)
     wrong = frame["neighbours"].to_numpy()[true != pred]
     counts = {name: int((wrong == name).sum()) for name in READINGS}
     plurality = np.array([np.bincount(row).argmax() for row in labels]) if len(labels) else np.zeros(0, int)

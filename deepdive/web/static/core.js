@@ -4,7 +4,7 @@
 window.DD = window.DD || {};
 (function (DD) {
   DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
-  DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "issues",
+  DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
                    "embedding", "advice", "compare"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
