@@ -450,6 +450,22 @@ def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confide
     assert frame["confidence"][first] == frame["confidence"].min()
 
 
+def test_each_trust_score_lists_the_images_in_its_order(tab, expected):
+    """The signals table's "list" links open the predictions table in that score's order: its first 1% holds the
+    errors the table counts there."""
+    frame, c = expected["frame"], expected["summary"]["confidence"]
+    k = math.ceil(0.01 * len(frame))
+    for key, sort in [("margin", "margin-asc"), ("entropy", "entropy-desc"), ("neighbours", "agree-asc")]:
+        page = tab.view("confidence")
+        page.click(f'[data-testid="signal-list-{key}"]')
+        page.wait_for_selector('main[data-view="predictions"] .vrow')
+        assert page.input_value('[data-testid="sort"]') == sort
+        rows = page.evaluate("""() => [...document.querySelectorAll('.vrow')]
+            .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top)).map((r) => Number(r.dataset.row))""")
+        assert len(rows) > k
+        assert int((~frame["correct"].to_numpy()[rows[:k]]).sum()) == c["signals"][key]["caught"]["0.01"], key
+
+
 def test_hostile_names_render_as_text(tab):
     page = tab.view("confusion")
     assert page.inner_text('[data-testid="run-name"]') == XSS_RUN

@@ -8,7 +8,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      summary: summary.json,
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
-                             neighbours (codes of analysis.neighbours.READINGS, -1: none)},
+                             neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement},
                 probs: [C lists], categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
@@ -27,7 +27,8 @@ SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 P
 CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 
 # Rounding of the float columns: enough for display and sorting, and it keeps the JSON small.
-_DECIMALS = {"confidence": 5, "margin": 4, "loss": 4, "entropy": 4, "label_quality": 4, "emb_x": 3, "emb_y": 3}
+_DECIMALS = {"confidence": 5, "margin": 4, "loss": 4, "entropy": 4, "label_quality": 4, "emb_x": 3, "emb_y": 3,
+             "neighbour_agreement": 4}
 
 
 def data_uri(png: bytes) -> str:
@@ -99,7 +100,7 @@ def examples_block(frame, num_classes: int) -> dict:
     missing = {"label_issue": [0] * n, "suggested_label": frame["true"].tolist()}
     cols = {name: _column(frame[name].to_numpy(), name) if name in frame else missing.get(name, [None] * n)
             for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
-                         "label_quality", "suggested_label", "emb_x", "emb_y")}
+                         "label_quality", "suggested_label", "emb_x", "emb_y", "neighbour_agreement")}
     raw = frame["category"].astype(str).to_numpy() if "category" in frame else \
         np.where(frame["correct"].to_numpy(), "correct", "model-fixable")
     categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))

@@ -4,8 +4,10 @@
 "use strict";
 (function (DD) {
   const el = DD.el;
-  const SIGNALS = [["confidence", "Confidence", "#4e79a7"], ["margin", "Margin", "#f28e2b"],
-                   ["entropy", "Entropy", "#76b7b2"], ["neighbours", "Nearest training images", "#e15759"]];
+  // [summary key, label, colour, the predictions table's sort that lists the images in the same order]
+  const SIGNALS = [["confidence", "Confidence", "#4e79a7", "conf-asc"], ["margin", "Margin", "#f28e2b", "margin-asc"],
+                   ["entropy", "Entropy", "#76b7b2", "entropy-desc"],
+                   ["neighbours", "Nearest training images", "#e15759", "agree-asc"]];
 
   function verdict(c) {
     const gap = c.mean_confidence - c.accuracy;
@@ -92,15 +94,20 @@
   function signalTable(ctx, c) {
     const budgets = c.budgets;
     const head = ["trust score", "AUROC",
-                  ...budgets.map((b) => `${DD.fmt.pct(b, b < 0.01 ? 1 : 0)} (${DD.fmt.int(Math.ceil(b * c.n))})`)];
+                  ...budgets.map((b) => `${DD.fmt.pct(b, b < 0.01 ? 1 : 0)} (${DD.fmt.int(Math.ceil(b * c.n))})`), ""];
+    // the neighbours' order needs their agreement in the examples (analyses before it have only the counts)
+    const listed = (key) => key !== "neighbours" || (ctx.col.neighbour_agreement || []).some((v) => v !== null);
     return el("table", {class: "grid compact", attrs: {"data-testid": "signals-table"}},
       el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))),
-      el("tbody", {}, SIGNALS.filter(([key]) => c.signals[key]).map(([key, label, color]) => {
+      el("tbody", {}, SIGNALS.filter(([key]) => c.signals[key]).map(([key, label, color, sort]) => {
         const s = c.signals[key];
         return el("tr", {dataset: {signal: key}},
           el("td", {attrs: {title: s.description}}, el("span", {class: "swatch", style: {background: color}}), label),
           el("td", {class: "num", text: DD.fmt.num(s.auroc, 4)}),
-          budgets.map((b) => el("td", {class: "num", text: `${s.caught[String(b)]} of ${c.errors}`})));
+          budgets.map((b) => el("td", {class: "num", text: `${s.caught[String(b)]} of ${c.errors}`})),
+          el("td", {}, listed(key) ? el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list →",
+            attrs: {"data-testid": `signal-list-${key}`, title: "the images in this order, least trusted first"},
+            on: {click: () => { ctx.state.predFilter = {sort}; }}}) : null));
       })));
   }
 

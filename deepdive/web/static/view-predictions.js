@@ -6,15 +6,26 @@
   const ROW_H = 44;
   const OVERSCAN = 8;
 
-  // Row orders, computed once per run context.
-  function orders(ctx) {
-    if (!ctx.orders) {
-      const col = ctx.col;
-      const group = ctx.byConfidence.slice().sort((a, b) => col.true[a] - col.true[b] || col.pred[a] - col.pred[b]);
-      const loss = Array.from({length: ctx.n}, (_, i) => i).sort((a, b) => col.loss[b] - col.loss[a] || a - b);
-      ctx.orders = {group, "conf-desc": ctx.byConfidence, "conf-asc": ctx.byConfidence.slice().reverse(), "loss-desc": loss};
-    }
-    return ctx.orders;
+  // Row orders, each computed once per run context when first asked for. The trust scores' orders are the
+  // Confidence view's (analysis.confidence.review_order): least trusted first, ties by the second key, then by row.
+  function ascending(ctx, key, tie) {
+    return Array.from({length: ctx.n}, (_, i) => i)
+      .sort((a, b) => key[a] - key[b] || (tie ? tie[a] - tie[b] : 0) || a - b);
+  }
+  const ORDERS = {
+    group: (ctx, col) => ctx.byConfidence.slice()
+      .sort((a, b) => col.true[a] - col.true[b] || col.pred[a] - col.pred[b]),
+    "conf-desc": (ctx) => ctx.byConfidence,
+    "conf-asc": (ctx, col) => ascending(ctx, col.confidence),
+    "margin-asc": (ctx, col) => ascending(ctx, col.margin),
+    "entropy-desc": (ctx, col) => ascending(ctx, col.entropy.map((v) => -v)),
+    "agree-asc": (ctx, col) => ascending(ctx, col.neighbour_agreement, col.confidence),
+    "loss-desc": (ctx, col) => ascending(ctx, col.loss.map((v) => -v)),
+  };
+  function order(ctx, key) {
+    ctx.orders = ctx.orders || {};
+    if (!ctx.orders[key]) ctx.orders[key] = (ORDERS[key] || ORDERS.group)(ctx, ctx.col);
+    return ctx.orders[key];
   }
 
   // The rows passing the filter f, in the order of f.sort.
@@ -27,7 +38,7 @@
     const nb = has(f.neighbours) ? Number(f.neighbours) : null;   // what the nearest training images back
     const reviews = DD.reviewsOf(ctx);
     const out = [];
-    for (const r of orders(ctx)[f.sort || "group"]) {
+    for (const r of order(ctx, f.sort || "group")) {
       if (t !== null && col.true[r] !== t) continue;
       if (p !== null && col.pred[r] !== p) continue;
       if (f.correct === "correct" && !col.correct[r]) continue;
@@ -100,6 +111,8 @@
     return el("label", {class: "filter"}, el("span", {class: "tool-label", text: label}), node);
   }
 
+  const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
+
   DD.views.predictions = {
     title: "Predictions", icon: "≣",
     render(root, ctx) {
@@ -126,6 +139,8 @@
           select("Neighbours", [["all", "any"], [0, "mostly the wrong answer"], [1, "mostly its label"],
                                 [2, "no majority"]], f.neighbours, set("neighbours"), "filter-neighbours") : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
+                        ["margin-asc", "margin ↑"], ["entropy-desc", "entropy ↓"],
+                        ...(hasAgreement(ctx) ? [["agree-asc", "neighbours' agreement ↑"]] : []),
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
