@@ -435,7 +435,11 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
 
 def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confident(tab, expected):
     frame, c = expected["frame"], expected["summary"]["confidence"]
-    page = tab.view("confidence")
+    page = tab.view("overview")     # the overview's card and link lead here
+    card = page.inner_text('[data-testid="overview-cards"]')
+    assert f"{100 * c['ece']:.1f}%" in card and f"{100 * c['temperature']['ece']:.2f}% at temperature" in card
+    page.click('[data-testid="to-confidence"]')
+    page.wait_for_selector('main[data-view="confidence"]')
     plot = '[data-testid="reliability-plot"]'
     page.wait_for_selector(f"{plot} .scatterlayer .trace")
     page.click('[data-testid="reliability-mode"] button[data-value="scaled"]')

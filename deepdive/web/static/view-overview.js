@@ -53,6 +53,7 @@
         pruned && `${pruned} pruned`, reviewedText(cfg.reviewed_labels)].filter(Boolean).join(" · ")),
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
       DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
+      confidenceCard(s.confidence),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
   }
 
@@ -122,6 +123,17 @@
       (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
   }
 
+  // Calibration in one card (deepdive.analysis.confidence; the Confidence view has the rest).
+  function confidenceCard(c) {
+    if (!c || !c.available) return null;
+    const gap = c.mean_confidence - c.accuracy;
+    const reading = Math.abs(gap) < 0.01 ? "calibrated" : `${gap < 0 ? "under" : "over"}-confident by ` +
+      `${(100 * Math.abs(gap)).toFixed(1)} pp`;
+    const t = c.temperature;
+    return DD.card("Calibration error (ECE)", DD.fmt.pct(c.ece, 1), reading +
+      (t && t.value !== 1 ? ` · ${DD.fmt.pct(t.ece, 2)} at temperature ${DD.fmt.num(t.value, 2)}` : ""));
+  }
+
   function topConfusions(ctx) {
     const list = ctx.b.summary.top_confusions || [];
     if (!list.length) return DD.note("No misclassified images.");
@@ -175,7 +187,10 @@
         DD.section("Why the errors happen", el("div", {class: "cards small"},
           Object.entries(tax).map(([cat, count]) => DD.card(cat, DD.fmt.int(count), DD.fmt.pct(count / Math.max(1, ctx.b.summary.error_count), 0) + " of errors"))),
           neighbourNote(ctx),
-          el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}))));
+          el("div", {class: "btn-row"},
+            el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
+            ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
+              attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => curves(Plotly, ctx, lossBox, accBox))
