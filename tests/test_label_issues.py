@@ -124,6 +124,9 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatc
     assert summary["neighbours"]["available"] and summary["neighbours"]["reference_size"] == n
     assert nb["index"].shape == (n, 8) and not (nb["index"] == ex["idx"].to_numpy()[:, None]).any()
     assert np.isin(nb["index"], ex["idx"]).all() and (np.diff(nb["similarity"], axis=1) <= 1e-6).all()
+    # the out-of-fold probabilities' calibration and trust scores, the neighbours' agreement among them
+    conf = summary["confidence"]
+    assert conf["n"] == n and conf["errors"] == int((~ex["correct"]).sum()) and "neighbours" in conf["signals"]
     # a checkpoint that cannot be read costs the neighbours, not the minutes of K-fold retraining before them
     import deepdive.analysis as analysis_pkg
 
@@ -133,6 +136,7 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatc
     monkeypatch.setattr(analysis_pkg, "_load_model", broken)
     again = analyze(store, tiny_run.run_id, "train", progress=False, folds=2)
     assert again["n"] == n and not again["neighbours"]["available"]
+    assert set(again["confidence"]["signals"]) == {"confidence", "margin", "entropy"}   # no neighbours to agree
     assert any("not a checkpoint" in note for note in again["notes"])
     assert store.analysis(tiny_run.run_id, "train")["summary"]["n"] == n
     store.close()

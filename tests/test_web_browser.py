@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepdive.analysis.confidence import scale
 from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -426,6 +427,11 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     text = detail.inner_text()
     assert f"Image #{frame['idx'][row]}" in text
     assert tab.count("#detail .plist-row") == c
+    # its probability after the fitted temperature (from the bundle's probabilities, rounded to 4 decimals)
+    t = expected["summary"]["confidence"]["temperature"]["value"]
+    shown = page.inner_text('[data-testid="calibrated"]')
+    p = scale(np.round(frame[[f"p{k}" for k in range(c)]].to_numpy()[row:row + 1], 4), t)[0, frame["pred"][row]]
+    assert shown.endswith(f"at temperature {t:.2f}") and float(shown.split("%")[0]) == pytest.approx(100 * p, abs=0.006)
     assert tab.images_loaded("#detail img.sal") == 2  # predicted-class and true-class maps
     page.wait_for_selector("#detail .layer")
     assert tab.count("#detail .layer") == len(expected["layers"])
@@ -447,6 +453,10 @@ def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confide
     page.wait_for_function(f"n => document.querySelector('{plot}').data[0].x.length === n", arg=len(scaled))
     bars = page.evaluate(f"() => document.querySelector('{plot}').data[0]")
     assert bars["y"] == pytest.approx(scaled) and bars["name"] == "accuracy (scaled)"
+    k = math.ceil(0.01 * c["n"])
+    rest = (c["n"] - k - c["errors"] + c["signals"]["confidence"]["caught"]["0.01"]) / (c["n"] - k)
+    assert f"the other {c['n'] - k:,} are {100 * rest:.2f}% right" in \
+        page.inner_text('[data-testid="least-confident-note"]')
     page.click('[data-testid="least-confident"]')
     page.wait_for_selector('main[data-view="predictions"] .vrow')
     assert page.input_value('[data-testid="sort"]') == "conf-asc"

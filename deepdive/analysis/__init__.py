@@ -194,15 +194,17 @@ def _device_of(model):
 
 
 def _load_split(store, run, split, folds=5, progress=True) -> SplitData:
+    from deepdive.analysis import stored_inputs
+
     eval_dir = run.run_dir / "eval"
     if run.dataset == "custom" and split == "train":   # (eval/train_* is log_evaluation's train_data: no recipe)
         raise RunError(f"run {run.id}: train-split label issues retrain the run's recipe on its training data; "
                        "runs logged with log_evaluation have no recipe (analyse their evaluation split instead)")
-    if (eval_dir / f"{split}_inputs.npy").is_file():
+    if stored_inputs.exists(eval_dir, split):
         return _load_eval_folder(store, run, split, eval_dir)
     if run.dataset == "custom":
         raise RunError(f"run {run.id} has no stored evaluation data for split {split!r} "
-                       f"({eval_dir / f'{split}_inputs.npy'} is missing)")
+                       f"(neither {split}_inputs.npy nor {split}_codes.npy + {split}_values.npy in {eval_dir})")
     ds = _dataset(run)
     if split == "train":
         from deepdive.analysis.label_issues import training_indices
@@ -258,13 +260,16 @@ def _from_uint8(images, labels, idx, source) -> SplitData:
 
 
 def _load_eval_folder(store, run, split, eval_dir) -> SplitData:
-    inputs = np.load(eval_dir / f"{split}_inputs.npy")
+    from deepdive.analysis import stored_inputs
+
+    saved = stored_inputs.load(eval_dir, split)
+    inputs = saved.read()
     labels_path = eval_dir / f"{split}_labels.npy"
     if not labels_path.is_file():
         raise RunError(f"run {run.id}: {labels_path} is missing")
     labels = np.load(labels_path).astype(np.int64)
     data = SplitData(inputs=inputs.astype(np.float32, copy=False), images=display_images(inputs), labels=labels,
-                     idx=np.arange(len(labels)), source=f"eval/{split}_inputs.npy")
+                     idx=np.arange(len(labels)), source=saved.source)
     try:
         stored = store.predictions(run.id, split)
     except RunError:

@@ -11,10 +11,10 @@ or, with training curves:
     run.finish()
 
 The run lands in the workspace like a trained one (dataset "custom", model arch "pickled"): the whole module
-pickled into model_best.pt (weights only, with a note, when it cannot be pickled), the evaluation inputs in
-eval/<split>_inputs.npy + eval/<split>_labels.npy (and with train_data=, the training images in
-eval/train_inputs.npy + eval/train_labels.npy, for the nearest training images), the predictions in the store,
-then the full analysis.
+pickled into model_best.pt (weights only, with a note, when it cannot be pickled), the evaluation inputs and
+labels in eval/ (deepdive.analysis.stored_inputs: the exact float32 inputs, as uint8 codes into a table of their
+values where each channel has at most 256, as images from uint8 do; with train_data=, the training images
+likewise, for the nearest training images), the predictions in the store, then the full analysis.
 """
 import time
 
@@ -159,8 +159,9 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
     int (N,)), or a DataLoader / Dataset / iterable yielding such pairs. history: optional per-epoch dicts
     (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
     train_data: optional, the same kind of data the model trained on: stored in the run folder
-    (eval/train_inputs.npy, float32: 60,000 MNIST images take 188 MB) so the analysis shows each image's nearest
-    training images, as it does for deepdive's own runs.
+    (eval/train_*: the exact float32 inputs, kept as uint8 codes into a table of their values when each channel has
+    at most 256 of them, as images from uint8 do: 60,000 MNIST images take 47 MB, else 188 MB) so the analysis
+    shows each image's nearest training images, as it does for deepdive's own runs.
     """
     own = run is None
     if own:  # bad input is reported before a run is created for it (and checked only this once)
@@ -347,8 +348,9 @@ def _save_model(model, path, class_names, input_shape) -> str | None:
 
 
 def _save_eval(run_dir, split, inputs, labels):
+    from deepdive.analysis import stored_inputs
     from deepdive.atomic import atomic_save_npy
 
-    atomic_save_npy(run_dir / "eval" / f"{split}_inputs.npy", inputs)
+    stored_inputs.save(run_dir / "eval", split, inputs)
     atomic_save_npy(run_dir / "eval" / f"{split}_labels.npy", labels)
 

@@ -45,7 +45,7 @@ class Reference:
         """float32 tensor (M, C, H, W) of the reference images as the model takes them."""
         import torch
 
-        if self.inputs is not None:
+        if self.inputs is not None:     # (deepdive.analysis.stored_inputs.StoredInputs)
             return torch.from_numpy(np.ascontiguousarray(self.inputs[self.idx], dtype=np.float32))
         images = self.images[self.idx]
         chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
@@ -57,12 +57,15 @@ def reference_set(run) -> Reference | None:
     carry their new label, left-out ones are not there); for a run logged with log_evaluation, the train_data it
     was given. None without any."""
     if run.dataset == "custom":
+        from deepdive.analysis import stored_inputs
+
         folder = run.run_dir / "eval"
-        if not (folder / "train_inputs.npy").is_file():
+        inputs = stored_inputs.load(folder, "train")
+        if inputs is None:
             return None
         labels = np.load(folder / "train_labels.npy").astype(np.int64)
-        return Reference(images=None, labels=labels, idx=np.arange(len(labels)), inputs=np.load(
-            folder / "train_inputs.npy", mmap_mode="r"), name="training images given to log_evaluation")
+        return Reference(images=None, labels=labels, idx=np.arange(len(labels)), inputs=inputs,
+                         name="training images given to log_evaluation")
     from deepdive.analysis import _dataset
     from deepdive.analysis.label_issues import training_indices
     from deepdive.train.recipe import apply_reviewed_labels

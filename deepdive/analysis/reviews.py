@@ -12,7 +12,9 @@ from deepdive.errors import DeepdiveError
 
 def review_source(rec, split) -> str:
     """Where the images of run record `rec`'s `split` live, as the store keys reviews."""
-    if (rec.run_dir / "eval" / f"{split}_inputs.npy").is_file():
+    from deepdive.analysis import stored_inputs
+
+    if stored_inputs.exists(rec.run_dir / "eval", split):
         return f"run:{rec.id}/{split}"
     return "test" if split == "test" else "train"
 

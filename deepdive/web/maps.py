@@ -52,9 +52,11 @@ def training_images(record) -> np.ndarray:
     from deepdive.analysis import _dataset, display_images
     from deepdive.errors import DeepdiveError
 
-    stored = record.run_dir / "eval" / "train_inputs.npy"
+    from deepdive.analysis import stored_inputs
+
+    folder = record.run_dir / "eval"
     if record.dataset == "custom":
-        key = ("custom", str(stored))
+        key = ("custom", str(folder))
     else:
         src = record.data_source or {}
         key = (record.dataset, src.get("location") if src.get("kind") == "data-dir" else None)
@@ -62,7 +64,10 @@ def training_images(record) -> np.ndarray:
     def load():
         try:
             if record.dataset == "custom":
-                return display_images(np.load(stored, mmap_mode="r"))
+                stored = stored_inputs.load(folder, "train")
+                if stored is None:
+                    raise OSError(f"no training images stored in {folder}")
+                return display_images(stored.read())
             return _dataset(record).train_images
         except (DeepdiveError, OSError) as e:   # e.g. a --data-dir that is gone: the rest of the page still works
             raise NotFound(f"the training images of run {record.id} cannot be loaded: {e}") from None
@@ -284,9 +289,11 @@ class RunMaps:
     def inputs(self, rows) -> np.ndarray:
         """float32 (len(rows), C, H, W) in the scale the model expects: the run's stored evaluation inputs when it
         was logged by log_evaluation, else images / 255."""
-        stored = self.record.run_dir / "eval" / f"{self.res.split}_inputs.npy"
-        if stored.is_file():
-            return np.asarray(np.load(stored, mmap_mode="r")[rows], dtype=np.float32)
+        from deepdive.analysis import stored_inputs
+
+        stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
+        if stored is not None:
+            return stored[rows]
         x = np.asarray(self.res.images[rows], dtype=np.float32) / 255.0
         return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 

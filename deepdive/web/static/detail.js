@@ -4,6 +4,18 @@
 (function (DD) {
   const el = DD.el;
 
+  // The prediction's probability after the analysis's fitted temperature (analysis.confidence.scale: softmax of
+  // log p / T), which tells how often such an answer is right where label smoothing keeps p near 0.9.
+  function calibrated(ctx, row, p) {
+    const t = (ctx.b.summary.confidence || {}).temperature;
+    if (!t || t.value === 1) return null;
+    const z = ctx.probs.map((ps) => Math.log(Math.max(ps[row], 1e-12)) / t.value);
+    const top = Math.max(...z), sum = z.reduce((acc, v) => acc + Math.exp(v - top), 0);
+    return [el("dt", {text: "Calibrated"}),
+            el("dd", {attrs: {"data-testid": "calibrated", title: "the Confidence view's temperature applied"},
+                      text: `${DD.fmt.pct(Math.exp(z[p] - top) / sum, 2)} at temperature ${DD.fmt.num(t.value, 2)}`})];
+  }
+
   DD.openDetail = function (ctx, row) {
     const box = DD.clear(document.getElementById("detail"));
     const col = ctx.col;
@@ -20,6 +32,7 @@
     const facts = el("dl", {class: "facts"},
       el("dt", {text: "True class"}), el("dd", {text: ctx.className(t)}),
       el("dt", {text: "Predicted"}), el("dd", {class: p === t ? "ok" : "bad", text: `${ctx.className(p)} (${DD.fmt.pct(col.confidence[row], 2)})`}),
+      calibrated(ctx, row, p),
       el("dt", {text: "Category"}), el("dd", {text: ctx.category(row)}),
       el("dt", {text: "Loss"}), el("dd", {text: DD.fmt.num(col.loss[row], 4)}),
       el("dt", {text: "Label issue"}),

@@ -124,6 +124,8 @@
       .catch((err) => plot.replaceWith(DD.note(err.message, "error"))));
     const k = Math.ceil(0.01 * c.n);
     const threshold = (c.confidence_thresholds || {})["0.01"];
+    const caught = c.signals.confidence.caught["0.01"];
+    const rest = (c.n - k - (c.errors - caught)) / (c.n - k);   // accuracy on the images left unchecked
     return DD.section("Which images to check first",
       DD.note(`Order the ${DD.fmt.int(c.n)} images by a trust score, least trusted first, and check them in that ` +
               `order: how many of the ${DD.fmt.int(c.errors)} errors does each score put in front? AUROC: the ` +
@@ -131,8 +133,10 @@
               "images' score is the share of them labelled as predicted (ties by confidence). The chart starts " +
               "zoomed on the first 5% (double-click for all).", "muted"),
       plot, signalTable(ctx, c),
-      el("p", {class: "note"}, `Checking the ${DD.fmt.int(k)} least confident images (confidence ≤ ` +
-         `${DD.fmt.num(threshold, 3)}) finds ${c.signals.confidence.caught["0.01"]} of the errors. `,
+      el("p", {class: "note", attrs: {"data-testid": "least-confident-note"}},
+         `Checking the ${DD.fmt.int(k)} least confident images (confidence ≤ ${DD.fmt.num(threshold, 3)}) finds ` +
+         `${caught} of the errors; the other ${DD.fmt.int(c.n - k)} are ${DD.fmt.pct(rest, 2)} right ` +
+         `(all ${DD.fmt.int(c.n)}: ${DD.fmt.pct(c.accuracy, 2)}). `,
         el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "least-confident"},
                  text: "list them, least confident first →",
                  on: {click: () => { ctx.state.predFilter = {sort: "conf-asc"}; }}})));
