@@ -241,10 +241,12 @@ def view_checks(tab, expected) -> dict:
         found = p.eval_on_selector_all('[data-testid="signals-table"] tbody tr td:nth-child(4)',
                                        "ds => ds.map(d => d.textContent)")
         text = p.inner_text('[data-testid="confidence-summary"]')
+        worst = max((b for b in c["reliability"] if b["count"]), key=lambda b: abs(b["accuracy"] - b["confidence"]))
         return bars == pytest.approx([b["accuracy"] for b in c["reliability"] if b["count"]]) and \
             signals == ["confidence", "margin", "entropy", "neighbours"] and \
             found == [f"{c['signals'][s]['caught']['0.01']} of {c['errors']}" for s in signals] and \
-            f"ECE {100 * c['ece']:.1f}%" in text and f"T = {c['temperature']['value']:.2f}" in text
+            f"ECE {100 * c['ece']:.1f}%" in text and f"T = {c['temperature']['value']:.2f}" in text and \
+            f"worst bin {100 * c['mce']:.1f}% with {worst['count']} image" in text
 
     def issues(p):
         return tab.count('[data-testid="issues-table"] tbody tr') == min(50, expected["issues"]) and \

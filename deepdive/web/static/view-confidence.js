@@ -18,12 +18,16 @@
 
   function calibrationNote(ctx, c) {
     const t = c.temperature;
+    // the bin with the largest gap (MCE), with its size: a bin of one image can have a gap of 80%
+    const worst = c.reliability.filter((b) => b.count)
+      .reduce((w, b) => (Math.abs(b.accuracy - b.confidence) > Math.abs(w.accuracy - w.confidence) ? b : w));
     const smoothing = ((ctx.b.run.config || {}).resolved || {}).label_smoothing;
     return el("div", {attrs: {"data-testid": "confidence-summary"}},
       el("p", {class: "insight hint"},
         `Mean confidence ${DD.fmt.num(c.mean_confidence, 3)} at ${DD.fmt.pct(c.accuracy, 2)} accuracy: the model is `,
         el("span", {class: "strong", text: verdict(c)}),
-        ` (ECE ${DD.fmt.pct(c.ece, 1)}, worst bin ${DD.fmt.pct(c.mce, 1)}; NLL ${DD.fmt.num(c.nll, 3)}, ` +
+        ` (ECE ${DD.fmt.pct(c.ece, 1)}, worst bin ${DD.fmt.pct(c.mce, 1)} with ` +
+        `${DD.fmt.int(worst.count)} image${worst.count === 1 ? "" : "s"}; NLL ${DD.fmt.num(c.nll, 3)}, ` +
         `Brier ${DD.fmt.num(c.brier, 4)}).`),
       smoothing ? DD.note(`The recipe trains with label smoothing ${smoothing}, which keeps the top probability near ` +
         `${DD.fmt.num(1 - smoothing + smoothing / ctx.C, 2)} however sure the model is: read its confidences as a ` +
