@@ -133,3 +133,29 @@ def test_the_analysis_stores_it(analyzed_run):
     assert set(c["signals"]) == {"confidence", "margin", "entropy", "neighbours"}
     # label smoothing keeps the recipe's probabilities low: the temperature sharpens them
     assert c["temperature"]["value"] < 1 and c["temperature"]["nll"] < c["nll"]
+
+
+def test_analyze_prints_it(analyzed_run):
+    from deepdive.analysis.cli import json_summary, text_summary
+
+    s = AnalysisResult.load(analyzed_run.run_dir, "test").summary
+    c = s["confidence"]
+    lines = text_summary(s, analyzed_run.workspace).splitlines()
+    calib = next(line for line in lines if line.startswith("confidence: "))
+    assert calib == (f"confidence: mean {c['mean_confidence']:.3f} at {c['accuracy']:.2%} accuracy, calibration error "
+                     f"(ECE) {c['ece']:.1%}; a temperature of {c['temperature']['value']:.2f} brings it to "
+                     f"{c['temperature']['ece']:.1%} out of sample")
+    found = next(line for line in lines if line.startswith("checking the 1% least trusted"))
+    assert found.endswith(", ".join(f"by {k} {v['caught']['0.01']}" for k, v in c["signals"].items()))
+    assert json_summary(s)["calibration_error"] == c["ece"]
+
+
+def test_an_analysis_from_before_it_has_no_calibration_table():
+    from types import SimpleNamespace
+
+    from deepdive.analysis import export
+    from deepdive.errors import DeepdiveError
+
+    old = SimpleNamespace(summary={"n": 3}, split="test", class_names=["a", "b"])
+    with pytest.raises(DeepdiveError, match="no calibration.*run deepdive analyze again"):
+        export.table(old, "calibration")
