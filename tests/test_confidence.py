@@ -133,6 +133,12 @@ def test_the_analysis_stores_it(analyzed_run):
     assert set(c["signals"]) == {"confidence", "margin", "entropy", "neighbours"}
     # label smoothing keeps the recipe's probabilities low: the temperature sharpens them
     assert c["temperature"]["value"] < 1 and c["temperature"]["nll"] < c["nll"]
+    # each row's stored confidences fall in the bins that count them, raw and after the temperature
+    raw = np.bincount(conf.bin_of(ex["confidence"]), minlength=c["bins"])
+    scaled = np.bincount(conf.bin_of(ex["calibrated_confidence"]), minlength=c["bins"])
+    assert raw.tolist() == [b["count"] for b in c["reliability"]]
+    assert scaled.tolist() == [b["count"] for b in c["temperature"]["reliability"]]
+    assert (ex["calibrated_confidence"] > ex["confidence"]).mean() > 0.9     # sharpened
 
 
 def test_analyze_prints_it(analyzed_run):

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepdive.analysis.confidence import scale
 from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -429,11 +428,9 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     text = detail.inner_text()
     assert f"Image #{frame['idx'][row]}" in text
     assert tab.count("#detail .plist-row") == c
-    # its probability after the fitted temperature (from the bundle's probabilities, rounded to 4 decimals)
-    t = expected["summary"]["confidence"]["temperature"]["value"]
+    # its probability after the temperature the analysis fitted on the other half of the images
     shown = page.inner_text('[data-testid="calibrated"]')
-    p = scale(np.round(frame[[f"p{k}" for k in range(c)]].to_numpy()[row:row + 1], 4), t)[0, frame["pred"][row]]
-    assert shown.endswith(f"at temperature {t:.2f}") and float(shown.split("%")[0]) == pytest.approx(100 * p, abs=0.006)
+    assert shown == f"{100 * frame['calibrated_confidence'][row]:.2f}% after temperature scaling"
     assert tab.images_loaded("#detail img.sal") == 2  # predicted-class and true-class maps
     page.wait_for_selector("#detail .layer")
     assert tab.count("#detail .layer") == len(expected["layers"])
@@ -464,6 +461,29 @@ def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confide
     assert page.input_value('[data-testid="sort"]') == "conf-asc"
     first = int(page.get_attribute(".vrow", "data-row"))
     assert frame["confidence"][first] == frame["confidence"].min()
+
+
+def test_a_click_on_a_reliability_bar_lists_its_images(tab, expected):
+    frame, c = expected["frame"], expected["summary"]["confidence"]
+    for mode, bins in (("raw", c["reliability"]), ("scaled", c["temperature"]["reliability"])):
+        page = tab.view("confidence")
+        plot = '[data-testid="reliability-plot"]'
+        page.wait_for_selector(f"{plot} .barlayer .point path", state="attached")   # (a bar at 0% has no height)
+        if mode == "scaled":
+            page.click('[data-testid="reliability-mode"] button[data-value="scaled"]')
+            page.wait_for_function(f"() => document.querySelector('{plot}').data[0].name === 'accuracy (scaled)'")
+        full = [b for b in bins if b["count"]]
+        pick = max(range(len(full)), key=lambda i: full[i]["count"])     # the tallest bar is easy to hit
+        box = page.locator(f"{plot} .barlayer .point path").nth(pick).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-bin"]')
+        assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == full[pick]["count"], mode
+        column = frame["confidence"] if mode == "raw" else frame["calibrated_confidence"]
+        lo, hi = full[pick]["lo"], full[pick]["hi"]
+        first = int(page.get_attribute(".vrow", "data-row"))
+        assert lo < column[first] <= hi or (lo == 0 and column[first] <= hi)
+    page.click('[data-testid="filter-bin-clear"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(frame)
 
 
 def test_each_trust_score_lists_the_images_in_its_order(tab, expected):

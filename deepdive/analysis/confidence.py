@@ -35,12 +35,17 @@ T_BOUNDS = (0.05, 20.0)
 
 
 # ---- calibration ---------------------------------------------------------------------------------------------
+def bin_of(confidence, bins: int = BINS) -> np.ndarray:
+    """Each confidence's reliability bin: b for (b / bins, (b + 1) / bins], the first bin from 0."""
+    return np.clip(np.ceil(np.asarray(confidence, dtype=np.float64) * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
 def reliability(confidence, correct, bins: int = BINS) -> list[dict]:
-    """One entry per equal-width confidence bin ((lo, hi], the first [0, hi]): lo, hi, count, and for non-empty
-    bins the accuracy and the mean confidence of its images (None when empty)."""
+    """One entry per equal-width confidence bin (bin_of): lo, hi, count, and for non-empty bins the accuracy and
+    the mean confidence of its images (None when empty)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
-    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    which = bin_of(confidence, bins)
     counts = np.bincount(which, minlength=bins)
     hits = np.bincount(which, weights=correct, minlength=bins)
     conf = np.bincount(which, weights=confidence, minlength=bins)
@@ -68,7 +73,9 @@ def scores(labels, probs) -> dict:
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.arange(len(labels))
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    # binned as float32, as the examples table keeps it, so a row's stored confidence falls in the bin it counts in
+    confidence = probs.max(axis=1).astype(np.float32).astype(np.float64)
+    correct = probs.argmax(axis=1) == labels
     bins = reliability(confidence, correct)
     ece, mce = calibration_errors(bins)
     onehot = np.zeros_like(probs)
@@ -158,7 +165,8 @@ def signals(frame: pd.DataFrame) -> dict:
 
 def confidence_stage(frame: pd.DataFrame) -> dict:
     """The summary entry: calibration as the model's probabilities stand and after a cross-fitted temperature,
-    and how well each trust score finds the errors."""
+    and how well each trust score finds the errors. Also frame["calibrated_confidence"]: each row's top
+    probability after the temperature of the half it was not fitted on (NaN when there is none)."""
     from deepdive.analysis.tables import probs_of
 
     n = len(frame)
@@ -168,6 +176,8 @@ def confidence_stage(frame: pd.DataFrame) -> dict:
     raw = scores(labels, probs)
     scaled, temps = cross_fitted(labels, probs)
     temperature = None
+    frame["calibrated_confidence"] = (scaled.max(axis=1) if scaled is not None else np.nan)
+    frame["calibrated_confidence"] = frame["calibrated_confidence"].astype(np.float32)
     if scaled is not None:
         temperature = {"value": fit_temperature(labels, probs), "halves": temps,
                        "method": "NLL on a random half, applied to the other, both ways", **scores(labels, scaled)}

@@ -8,7 +8,8 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      summary: summary.json,
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
-                             neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement},
+                             neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement,
+                             calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none)},
                 probs: [C lists], categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
@@ -28,7 +29,7 @@ CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 
 # Rounding of the float columns: enough for display and sorting, and it keeps the JSON small.
 _DECIMALS = {"confidence": 5, "margin": 4, "loss": 4, "entropy": 4, "label_quality": 4, "emb_x": 3, "emb_y": 3,
-             "neighbour_agreement": 4}
+             "neighbour_agreement": 4, "calibrated_confidence": 5}
 
 
 def data_uri(png: bytes) -> str:
@@ -100,7 +101,8 @@ def examples_block(frame, num_classes: int) -> dict:
     missing = {"label_issue": [0] * n, "suggested_label": frame["true"].tolist()}
     cols = {name: _column(frame[name].to_numpy(), name) if name in frame else missing.get(name, [None] * n)
             for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
-                         "label_quality", "suggested_label", "emb_x", "emb_y", "neighbour_agreement")}
+                         "label_quality", "suggested_label", "emb_x", "emb_y", "neighbour_agreement",
+                         "calibrated_confidence")}
     raw = frame["category"].astype(str).to_numpy() if "category" in frame else \
         np.where(frame["correct"].to_numpy(), "correct", "model-fixable")
     categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))
@@ -112,6 +114,13 @@ def examples_block(frame, num_classes: int) -> dict:
     nb_code = {name: i for i, name in enumerate(READINGS)}
     cols["neighbours"] = ([nb_code.get(v, -1) for v in frame["neighbours"].astype(str)] if "neighbours" in frame
                           else [-1] * n)
+    # each row's reliability bin (analysis.confidence), raw and after the temperature (-1: none), from the exact
+    # float32 values: bins of the rounded ones would move rows that sit on a bin edge
+    from deepdive.analysis.confidence import bin_of
+
+    cols["conf_bin"] = bin_of(frame["confidence"].to_numpy()).tolist()
+    cal = frame["calibrated_confidence"].to_numpy() if "calibrated_confidence" in frame else np.full(n, np.nan)
+    cols["cal_bin"] = np.where(np.isfinite(cal), bin_of(np.nan_to_num(cal)), -1).tolist()
     probs = [np.round(frame[f"p{c}"].to_numpy(dtype=np.float64), 4).tolist() for c in range(num_classes)]
     return {"n": n, "columns": cols, "probs": probs, "categories": categories}
 

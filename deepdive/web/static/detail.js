@@ -4,16 +4,16 @@
 (function (DD) {
   const el = DD.el;
 
-  // The prediction's probability after the analysis's fitted temperature (analysis.confidence.scale: softmax of
-  // log p / T), which tells how often such an answer is right where label smoothing keeps p near 0.9.
-  function calibrated(ctx, row, p) {
+  // The prediction's probability after the analysis's temperature (analysis.confidence: fitted on the other half
+  // of the images), which tells how often such an answer is right where label smoothing keeps p near 0.9.
+  function calibrated(ctx, row) {
+    const v = (ctx.col.calibrated_confidence || [])[row];
     const t = (ctx.b.summary.confidence || {}).temperature;
-    if (!t || t.value === 1) return null;
-    const z = ctx.probs.map((ps) => Math.log(Math.max(ps[row], 1e-12)) / t.value);
-    const top = Math.max(...z), sum = z.reduce((acc, v) => acc + Math.exp(v - top), 0);
+    if (v === undefined || v === null || !t || t.value === 1) return null;
     return [el("dt", {text: "Calibrated"}),
-            el("dd", {attrs: {"data-testid": "calibrated", title: "the Confidence view's temperature applied"},
-                      text: `${DD.fmt.pct(Math.exp(z[p] - top) / sum, 2)} at temperature ${DD.fmt.num(t.value, 2)}`})];
+            el("dd", {attrs: {"data-testid": "calibrated", title: "after the temperature fitted on the other half " +
+                                                                   "of the images (Confidence view)"},
+                      text: `${DD.fmt.pct(v, 2)} after temperature scaling`})];
   }
 
   DD.openDetail = function (ctx, row) {
@@ -32,7 +32,7 @@
     const facts = el("dl", {class: "facts"},
       el("dt", {text: "True class"}), el("dd", {text: ctx.className(t)}),
       el("dt", {text: "Predicted"}), el("dd", {class: p === t ? "ok" : "bad", text: `${ctx.className(p)} (${DD.fmt.pct(col.confidence[row], 2)})`}),
-      calibrated(ctx, row, p),
+      calibrated(ctx, row),
       el("dt", {text: "Category"}), el("dd", {text: ctx.category(row)}),
       el("dt", {text: "Loss"}), el("dd", {text: DD.fmt.num(col.loss[row], 4)}),
       el("dt", {text: "Label issue"}),

@@ -44,9 +44,10 @@
     return [
       {type: "bar", name: `accuracy (${name})`, x: full.map((b) => (b.lo + b.hi) / 2), y: full.map((b) => b.accuracy),
        width: full.map((b) => b.hi - b.lo), marker: {color: "#4e79a7", line: {color: "#fff", width: 1}},
-       customdata: full.map((b) => [b.count, b.confidence, b.lo, b.hi]),
+       customdata: full.map((b) => [b.count, b.confidence, b.lo, b.hi, bins.indexOf(b)]),
        hovertemplate: "confidence %{customdata[2]:.2f}–%{customdata[3]:.2f}: %{customdata[0]:,} images<br>" +
-                      "mean confidence %{customdata[1]:.3f} · accuracy %{y:.2%}<extra></extra>"},
+                      "mean confidence %{customdata[1]:.3f} · accuracy %{y:.2%} · click for the images" +
+                      "<extra></extra>"},
       {type: "scatter", mode: "lines+markers", name: "images per bin", yaxis: "y2",
        x: full.map((b) => (b.lo + b.hi) / 2), y: full.map((b) => b.count),
        line: {color: "#9ca3af", width: 1}, marker: {size: 5}, hoverinfo: "skip"},
@@ -65,18 +66,29 @@
       yaxis: {title: {text: "accuracy"}, range: [0, 1.02], tickformat: ".0%"},
       yaxis2: {title: {text: "images"}, overlaying: "y", side: "right", type: "log", showgrid: false,
                ...DD.logTicks(c.reliability.map((b) => b.count))}});
-    const draw = (mode) => DD.plotly().then((Plotly) => Plotly.react(plot,
-      reliabilityTraces(mode === "scaled" ? t.reliability : c.reliability,
-                                    mode === "scaled" ? "scaled" : "raw"), layout, DD.plotConfig))
-      .catch((err) => plot.replaceWith(DD.note(err.message, "error")));
+    let shown = "raw", listening = false;
+    const draw = (mode) => DD.plotly().then((Plotly) => {
+      shown = mode;
+      return Plotly.react(plot, reliabilityTraces(mode === "scaled" ? t.reliability : c.reliability,
+                                                  mode === "scaled" ? "scaled" : "raw"), layout, DD.plotConfig);
+    }).then(() => {
+      if (listening) return;
+      listening = true;     // a click on a bar lists its images, least confident first
+      plot.on("plotly_click", (ev) => {
+        const pt = ev.points.find((p) => p.curveNumber === 0);
+        if (!pt) return;
+        ctx.state.predFilter = {bin: `${shown}:${pt.customdata[4]}`, sort: "conf-asc"};
+        DD.go(ctx, "predictions");
+      });
+    }).catch((err) => plot.replaceWith(DD.note(err.message, "error")));
     DD.afterPaint(() => draw("raw"));
     return DD.section("Calibration: is a 90% answer right 90% of the time?",
       calibrationNote(ctx, c),
       modes.length > 1 ? DD.segmented(modes, "raw", draw, "reliability-mode") : null,
       plot,
       DD.note(`Images binned by confidence (${c.bins} equal-width bins; hover a bar for its images and mean ` +
-              "confidence). A bar under the diagonal is over-confident, over it under-confident; the grey line " +
-              "counts the images in each bin (right axis).", "muted"));
+              "confidence, click it to list them). A bar under the diagonal is over-confident, over it " +
+              "under-confident; the grey line counts the images in each bin (right axis).", "muted"));
   }
 
   // Errors caught against images checked: a step line per trust score, plus the best and chance orders.

@@ -36,6 +36,9 @@
     const cat = has(f.category) ? Number(f.category) : null;
     const review = has(f.review) ? f.review : null;   // "any", "none" or a verdict: people's reviews of the labels
     const nb = has(f.neighbours) ? Number(f.neighbours) : null;   // what the nearest training images back
+    // a reliability bin of the Confidence view: "raw:<b>" or "scaled:<b>" (after the temperature)
+    const bin = f.bin ? f.bin.split(":") : null;
+    const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
     const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
@@ -47,6 +50,7 @@
       if (f.issue === "no" && col.label_issue[r]) continue;
       if (cat !== null && col.category[r] !== cat) continue;
       if (nb !== null && col.neighbours[r] !== nb) continue;
+      if (binCol && binCol[r] !== binNo) continue;
       if (review !== null) {
         const v = reviews.get(r);
         if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
@@ -111,6 +115,19 @@
     return el("label", {class: "filter"}, el("span", {class: "tool-label", text: label}), node);
   }
 
+  // The Confidence view's bin a click on its reliability diagram filtered to, with a button that drops it.
+  function binChip(ctx, f, clear) {
+    const [mode, b] = f.bin.split(":");
+    const bins = (ctx.b.summary.confidence || {}).bins || 15;
+    const chip = el("span", {class: "pill", attrs: {"data-testid": "filter-bin"}},
+      `${mode === "scaled" ? "calibrated confidence" : "confidence"} ${DD.fmt.num(Number(b) / bins, 2)}–` +
+      `${DD.fmt.num((Number(b) + 1) / bins, 2)} `,
+      el("button", {class: "icon-btn", type: "button", text: "×", style: {fontSize: "14px"},
+                    attrs: {"aria-label": "drop this filter", "data-testid": "filter-bin-clear"},
+                    on: {click: () => { chip.remove(); clear(); }}}));
+    return chip;
+  }
+
   const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
 
   DD.views.predictions = {
@@ -142,6 +159,7 @@
                         ["margin-asc", "margin ↑"], ["entropy-desc", "entropy ↓"],
                         ...(hasAgreement(ctx) ? [["agree-asc", "neighbours' agreement ↑"]] : []),
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
+        f.bin ? binChip(ctx, f, () => { delete f.bin; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
         count));
