@@ -59,6 +59,27 @@ def test_storing_again_the_other_way_replaces_the_old_set(tmp_path):
     assert np.array_equal(si.load(tmp_path, "test").read(), floats)
 
 
+def test_new_codes_never_meet_an_old_table(tmp_path, monkeypatch):
+    """Storing codes over codes: a crash after the new table is written leaves no set, not the old codes read
+    through the new table."""
+    from deepdive import atomic
+
+    rng = np.random.default_rng(5)
+    old, new = from_uint8(rng, (20, 1, 5, 5)), from_uint8(rng, (20, 1, 5, 5)) * 0.5
+    si.save(tmp_path, "test", old)
+    real = atomic.atomic_save_npy
+
+    def crash_on_codes(path, array):
+        if path.name.endswith("_codes.npy"):
+            raise OSError("disk full")
+        real(path, array)
+
+    monkeypatch.setattr(atomic, "atomic_save_npy", crash_on_codes)
+    with pytest.raises(OSError):
+        si.save(tmp_path, "test", new)
+    assert si.load(tmp_path, "test") is None
+
+
 def test_a_half_written_set_is_no_set(tmp_path):
     """The table goes first: a crash before the codes are written leaves a table alone, which reads as no set
     (and neither do codes without their table)."""

@@ -80,14 +80,16 @@ def palette(x: np.ndarray):
 
 
 def save(folder, split, inputs) -> bool:
-    """Store `inputs` (float32 (N, C, ...)) for `split`; returns whether they went in as codes. A set stored the
-    other way before is removed so that no crash leaves a stale set readable: codes are written table first and
-    win over floats once both exist; floats are written after the codes are gone."""
+    """Store `inputs` (float32 (N, C, ...)) for `split`; returns whether they went in as codes. Each file is
+    written atomically, and in an order that leaves a reader, at any moment, the old set whole, the new one whole
+    or none: old codes go before the new table (new codes must never meet an old table, nor old codes a new one),
+    the new codes come last and win over old floats once both exist, and floats come after the codes are gone."""
     from deepdive.atomic import atomic_save_npy
 
     p = paths(folder, split)
     packed = palette(inputs)
     if packed is not None:
+        p["codes"].unlink(missing_ok=True)
         atomic_save_npy(p["values"], packed[1])
         atomic_save_npy(p["codes"], packed[0])
         p["floats"].unlink(missing_ok=True)
