@@ -27,8 +27,10 @@ SPRITE_COLS = 100          # thumbnails per sprite-sheet row
 SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 PNG)
 CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 
-# Rounding of the float columns: enough for display and sorting, and it keeps the JSON small.
-_DECIMALS = {"confidence": 5, "margin": 4, "loss": 4, "entropy": 4, "label_quality": 4, "emb_x": 3, "emb_y": 3,
+# Rounding of the float columns: enough for display and sorting, and it keeps the JSON small. The trust scores
+# (confidence, margin, entropy) keep 6 decimals: the predictions table sorts by them as the analysis ranks them, and
+# coarser values would tie rows that the Confidence view's counts tell apart.
+_DECIMALS = {"confidence": 6, "margin": 6, "loss": 4, "entropy": 6, "label_quality": 4, "emb_x": 3, "emb_y": 3,
              "neighbour_agreement": 4, "calibrated_confidence": 5}
 
 

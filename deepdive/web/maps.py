@@ -49,10 +49,8 @@ def run_model(run_dir):
 def training_images(record) -> np.ndarray:
     """uint8 training images of the run (the neighbours' pictures): its dataset's, or for a run logged with
     log_evaluation(train_data=...) its stored ones as they display; the last two sets kept."""
-    from deepdive.analysis import _dataset, display_images
+    from deepdive.analysis import _dataset, display_images, stored_inputs
     from deepdive.errors import DeepdiveError
-
-    from deepdive.analysis import stored_inputs
 
     folder = record.run_dir / "eval"
     if record.dataset == "custom":
