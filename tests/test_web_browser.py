@@ -486,6 +486,30 @@ def test_a_click_on_a_reliability_bar_lists_its_images(tab, expected):
     assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(frame)
 
 
+def test_the_threshold_says_what_it_buys_and_lists_what_it_defers(tab, expected):
+    frame = expected["frame"]
+    conf, wrong = frame["confidence"].to_numpy(), ~frame["correct"].to_numpy()
+    page = tab.view("confidence")
+    start = expected["summary"]["confidence"]["confidence_thresholds"]["0.01"]
+    assert float(page.input_value('[data-testid="threshold"]')) == pytest.approx(start, abs=1e-6)
+    assert f"to a person: {math.ceil(0.01 * len(frame)):,} images" in page.inner_text('[data-testid="threshold-readout"]')
+    # a threshold with no confidence within 1e-5 of it (the bundle's rounding cannot move one across)
+    t = next(v for v in np.round(np.arange(0.8, 0.85, 0.001), 3) if np.abs(conf - v).min() > 1e-5)
+    page.eval_on_selector('[data-testid="threshold"]', "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }",
+                          str(t))
+    low = conf <= t
+    kept, left = int((~low).sum()), int((wrong & ~low).sum())
+    text = page.inner_text('[data-testid="threshold-readout"]')
+    assert text.startswith(f"Confidence ≤ {t:.4f} to a person: {int(low.sum()):,} images")
+    assert f"holding {int((wrong & low).sum())} of the {int(wrong.sum())} errors" in text
+    assert f"The other {kept:,} answered automatically: {100 * (kept - left) / kept:.2f}% right, {left} error" in text
+    page.click('[data-testid="threshold-list"]')
+    page.wait_for_selector('[data-testid="filter-conf-max"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == int(low.sum())
+    page.click('[data-testid="filter-conf-max-clear"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(frame)
+
+
 def test_each_trust_score_lists_the_images_in_its_order(tab, expected):
     """The signals table's "list" links open the predictions table in that score's order: its first 1% holds the
     errors the table counts there."""

@@ -158,6 +158,44 @@
                  on: {click: () => { ctx.state.predFilter = {sort: "conf-asc"}; }}})));
   }
 
+  // Answer automatically above a confidence threshold, send the rest to a person: what each threshold buys.
+  function thresholdPanel(ctx, c) {
+    const col = ctx.col;
+    const start = (c.confidence_thresholds || {})["0.01"] ?? 0.5;
+    // step "any": the slider keeps the exact 1% threshold it starts at
+    const slider = el("input", {type: "range", min: "0", max: "1", step: "any", value: String(start),
+                                attrs: {"data-testid": "threshold", "aria-label": "confidence threshold"}});
+    const out = el("p", {class: "insight hint", attrs: {"data-testid": "threshold-readout"}});
+    const link = el("a", {class: "more", href: DD.viewHref(ctx, "predictions"),
+                          attrs: {"data-testid": "threshold-list"}});
+    const update = () => {
+      const t = Number(slider.value);
+      let deferred = 0, caught = 0, wrong = 0;
+      for (let r = 0; r < ctx.n; r++) {
+        const low = col.confidence[r] <= t;
+        if (!col.correct[r]) { wrong += 1; if (low) caught += 1; }
+        if (low) deferred += 1;
+      }
+      const kept = ctx.n - deferred, keptRight = kept - (wrong - caught);
+      DD.clear(out).append(
+        `Confidence ≤ ${t.toFixed(4)} to a person: ${DD.fmt.int(deferred)} images ` +
+        `(${DD.fmt.pct(deferred / ctx.n, 1)}), ` +
+        `holding ${DD.fmt.int(caught)} of the ${DD.fmt.int(wrong)} errors. The other ${DD.fmt.int(kept)} answered ` +
+        `automatically: ${kept ? DD.fmt.pct(keptRight / kept, 2) : "–"} right, ${DD.fmt.int(wrong - caught)} ` +
+        `error${wrong - caught === 1 ? "" : "s"} left.`);
+      link.textContent = `list the ${DD.fmt.int(deferred)}, least confident first →`;
+      link.onclick = () => { ctx.state.predFilter = {confMax: t, sort: "conf-asc"}; };
+    };
+    slider.addEventListener("input", update);
+    update();
+    return DD.section("Where to draw the line",
+      DD.note("Move the threshold: every image at or below it goes to a person, the rest is answered by the model. " +
+              "It starts at the least confident 1%.", "muted"),
+      el("div", {class: "threshold-row"}, el("span", {class: "muted small", text: "0"}), slider,
+         el("span", {class: "muted small", text: "1"})),
+      out, el("p", {class: "note"}, link));
+  }
+
   DD.views.confidence = {
     title: "Confidence", icon: "◔",
     render(root, ctx) {
@@ -169,6 +207,7 @@
       }
       root.appendChild(reliabilityPanel(ctx, c));
       root.appendChild(checkPanel(ctx, c));
+      root.appendChild(thresholdPanel(ctx, c));
     },
   };
 })(window.DD);

@@ -39,6 +39,7 @@
     // a reliability bin of the Confidence view: "raw:<b>" or "scaled:<b>" (after the temperature)
     const bin = f.bin ? f.bin.split(":") : null;
     const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
+    const confMax = has(f.confMax) ? Number(f.confMax) : null;   // the Confidence view's threshold: at or below
     const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
@@ -51,6 +52,7 @@
       if (cat !== null && col.category[r] !== cat) continue;
       if (nb !== null && col.neighbours[r] !== nb) continue;
       if (binCol && binCol[r] !== binNo) continue;
+      if (confMax !== null && col.confidence[r] > confMax) continue;
       if (review !== null) {
         const v = reviews.get(r);
         if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
@@ -115,17 +117,19 @@
     return el("label", {class: "filter"}, el("span", {class: "tool-label", text: label}), node);
   }
 
-  // The Confidence view's bin a click on its reliability diagram filtered to, with a button that drops it.
-  function binChip(ctx, f, clear) {
-    const [mode, b] = f.bin.split(":");
-    const bins = (ctx.b.summary.confidence || {}).bins || 15;
-    const chip = el("span", {class: "pill", attrs: {"data-testid": "filter-bin"}},
-      `${mode === "scaled" ? "calibrated confidence" : "confidence"} ${DD.fmt.num(Number(b) / bins, 2)}–` +
-      `${DD.fmt.num((Number(b) + 1) / bins, 2)} `,
+  // A filter the Confidence view set (a bin of its reliability diagram, its threshold), with a button that drops it.
+  function chip(text, testid, clear) {
+    const node = el("span", {class: "pill", attrs: {"data-testid": testid}}, `${text} `,
       el("button", {class: "icon-btn", type: "button", text: "×", style: {fontSize: "14px"},
-                    attrs: {"aria-label": "drop this filter", "data-testid": "filter-bin-clear"},
-                    on: {click: () => { chip.remove(); clear(); }}}));
-    return chip;
+                    attrs: {"aria-label": "drop this filter", "data-testid": `${testid}-clear`},
+                    on: {click: () => { node.remove(); clear(); }}}));
+    return node;
+  }
+  function binText(ctx, bin) {
+    const [mode, b] = bin.split(":");
+    const bins = (ctx.b.summary.confidence || {}).bins || 15;
+    return `${mode === "scaled" ? "calibrated confidence" : "confidence"} ${DD.fmt.num(Number(b) / bins, 2)}–` +
+      `${DD.fmt.num((Number(b) + 1) / bins, 2)}`;
   }
 
   const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
@@ -159,7 +163,9 @@
                         ["margin-asc", "margin ↑"], ["entropy-desc", "entropy ↓"],
                         ...(hasAgreement(ctx) ? [["agree-asc", "neighbours' agreement ↑"]] : []),
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
-        f.bin ? binChip(ctx, f, () => { delete f.bin; apply(); }) : null,
+        f.bin ? chip(binText(ctx, f.bin), "filter-bin", () => { delete f.bin; apply(); }) : null,
+        f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
+                              () => { delete f.confMax; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
         count));
