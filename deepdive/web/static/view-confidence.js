@@ -161,7 +161,8 @@
   // Answer automatically above a confidence threshold, send the rest to a person: what each threshold buys.
   function thresholdPanel(ctx, c) {
     const col = ctx.col;
-    const start = (c.confidence_thresholds || {})["0.01"] ?? 0.5;
+    // the 1% threshold to the bundle's 6 decimals, so the image that sets it is at or below it here too
+    const start = Number(((c.confidence_thresholds || {})["0.01"] ?? 0.5).toFixed(6));
     // step "any": the slider keeps the exact 1% threshold it starts at
     const slider = el("input", {type: "range", min: "0", max: "1", step: "any", value: String(start),
                                 attrs: {"data-testid": "threshold", "aria-label": "confidence threshold"}});
