@@ -34,7 +34,7 @@
         "ranking, or scale them.", "muted") : null,
       t && t.value !== 1 ? DD.note(`One temperature, T = ${DD.fmt.num(t.value, 2)} (probabilities ∝ p^(1/T); ` +
         `fitted by NLL on a random half of the images and applied to the other, both ways: T = ` +
-        `${t.halves.map((h) => DD.fmt.num(h, 2)).join(" and ")}), makes them honest out of sample: ECE ` +
+        `${t.halves.map((h) => DD.fmt.num(h, 2)).join(" and ")}), brings them, out of sample, to ECE ` +
         `${DD.fmt.pct(t.ece, 2)}, NLL ${DD.fmt.num(t.nll, 3)}, Brier ${DD.fmt.num(t.brier, 4)}. ` +
         "No prediction changes.", "muted") : null);
   }
@@ -150,7 +150,7 @@
               "zoomed on the first 5% (double-click for all).", "muted"),
       plot, signalTable(ctx, c),
       el("p", {class: "note", attrs: {"data-testid": "least-confident-note"}},
-         `Checking the ${DD.fmt.int(k)} least confident images (confidence ≤ ${DD.fmt.num(threshold, 3)}) finds ` +
+         `Checking the ${DD.fmt.int(k)} least confident images (confidence ≤ ${DD.fmt.num(threshold, 4)}) finds ` +
          `${caught} of the errors; the other ${DD.fmt.int(c.n - k)} are ${DD.fmt.pct(rest, 2)} right ` +
          `(all ${DD.fmt.int(c.n)}: ${DD.fmt.pct(c.accuracy, 2)}). `,
         el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "least-confident"},
@@ -202,8 +202,9 @@
     render(root, ctx) {
       const c = ctx.b.summary.confidence;
       if (!c || !c.available) {
+        const again = ctx.b.split === "train" ? "--label-issues train" : `--split ${ctx.b.split}`;
         root.appendChild(DD.note(c ? `No confidence analysis: ${c.reason}.` : "This analysis predates the confidence " +
-          `stage: run deepdive analyze ${ctx.b.run.id} --split ${ctx.b.split} again to add it.`, "error"));
+          `stage: run deepdive analyze ${ctx.b.run.id} ${again} again to add it.`, "error"));
         return;
       }
       root.appendChild(reliabilityPanel(ctx, c));
