@@ -268,7 +268,7 @@ def _load_eval_folder(store, run, split, eval_dir) -> SplitData:
     if not labels_path.is_file():
         raise RunError(f"run {run.id}: {labels_path} is missing")
     labels = np.load(labels_path).astype(np.int64)
-    data = SplitData(inputs=inputs.astype(np.float32, copy=False), images=display_images(inputs), labels=labels,
+    data = SplitData(inputs=inputs, images=display_images(inputs), labels=labels,
                      idx=np.arange(len(labels)), source=saved.source)
     try:
         stored = store.predictions(run.id, split)

@@ -176,8 +176,8 @@ def confidence_stage(frame: pd.DataFrame) -> dict:
     raw = scores(labels, probs)
     scaled, temps = cross_fitted(labels, probs)
     temperature = None
-    frame["calibrated_confidence"] = (scaled.max(axis=1) if scaled is not None else np.nan)
-    frame["calibrated_confidence"] = frame["calibrated_confidence"].astype(np.float32)
+    frame["calibrated_confidence"] = (scaled.max(axis=1) if scaled is not None else np.full(n, np.nan)).astype(
+        np.float32)
     if scaled is not None:
         temperature = {"value": fit_temperature(labels, probs), "halves": temps,
                        "method": "NLL on a random half, applied to the other, both ways", **scores(labels, scaled)}

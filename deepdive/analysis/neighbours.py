@@ -39,13 +39,13 @@ class Reference:
     labels: np.ndarray
     idx: np.ndarray
     name: str                        # "mnist training images"
-    inputs: np.ndarray | None = None
+    inputs: object = None            # deepdive.analysis.stored_inputs.StoredInputs: float32 rows by index
 
     def model_inputs(self):
         """float32 tensor (M, C, H, W) of the reference images as the model takes them."""
         import torch
 
-        if self.inputs is not None:     # (deepdive.analysis.stored_inputs.StoredInputs)
+        if self.inputs is not None:
             return torch.from_numpy(np.ascontiguousarray(self.inputs[self.idx], dtype=np.float32))
         images = self.images[self.idx]
         chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)

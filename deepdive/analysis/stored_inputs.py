@@ -24,7 +24,6 @@ class StoredInputs:
         self._codes, self._values, self._floats = codes, values, floats
         self.source = source          # the file(s), e.g. "eval/test_codes.npy + eval/test_values.npy"
         self.shape = tuple((floats if floats is not None else codes).shape)
-        self.dtype = np.dtype(np.float32)
         self.compact = floats is None
 
     def __len__(self):
