@@ -75,12 +75,25 @@ def test_summary_tables_are_consistent(analyzed_run, result):
         sel = ex[(ex["true"] == pair["true"]) & (ex["pred"] == pair["pred"])]
         assert pair["count"] == len(sel) and sorted(pair["indices"]) == sorted(sel.index)
     assert sum(s["taxonomy"]["total"].values()) == errors
+    # the ranking: top-1 is the accuracy; each class's AP in its row and on its curve, which ends at recall 1
+    top = {t["k"]: t["accuracy"] for t in s["ranking"]["top_k"]}
+    assert top[1] == pytest.approx(s["accuracy"]) and top[1] <= top[2] <= top[3] <= top[5]
+    assert top[2] == pytest.approx(((ex["true"] == ex["pred"]) | (ex["true"] == second_choice(ex))).mean())
+    curves = s["ranking"]["pr_curves"]
+    assert [row["ap"] for row in s["per_class"]] == [cv["ap"] for cv in curves]
+    assert all(0 < cv["ap"] <= 1 and cv["points"][-1][0] == 1 for cv in curves)
+    assert s["macro"]["ap"] == pytest.approx(s["ranking"]["mean_ap"])
     assert s["taxonomy"]["thresholds"] == {"entropy": 0.3, "margin": 0.4}
     assert s["label_issues"]["count"] == len(result.label_issues) == int(ex["label_issue"].sum())
     assert set(s["stage_seconds"]) == set(analysis.STAGES)
     assert s["insight"]["epochs_total"] == len(analyzed_run.store.epochs(analyzed_run.run_id))
     stored = analyzed_run.store.analysis(analyzed_run.run_id, "test")
     assert stored["summary"] == s and stored["stage_seconds"] == s["stage_seconds"]
+
+
+def second_choice(ex):
+    probs = ex[[f"p{c}" for c in range(10)]].to_numpy()
+    return np.argsort(-probs, axis=1, kind="stable")[:, 1]
 
 
 def test_saliency_and_activations_cover_the_focus_set(result):
@@ -155,6 +168,7 @@ def test_export_round_trip(result, tmp_path, fmt):
     np.testing.assert_array_equal(confusion[[f"pred_{c}" for c in range(10)]], s["confusion"]["counts"])
     per_class = _read(tmp_path / f"per-class.{fmt}", fmt)
     assert per_class["support"].tolist() == [r["support"] for r in s["per_class"]]
+    assert per_class["ap"].tolist() == pytest.approx([r["ap"] for r in s["per_class"]])
     assert (per_class[["likely label error", "ambiguous", "model-fixable"]].sum(axis=1) == per_class["errors"]).all()
     issues = _read(tmp_path / f"label-issues.{fmt}", fmt)
     assert len(issues) == s["label_issues"]["count"]

@@ -208,8 +208,10 @@ def view_checks(tab, expected) -> dict:
 
     def classes(p):
         thumbs = sum(min(48, row["errors"]) for row in summary["per_class"])
+        ap = p.eval_on_selector_all('[data-testid="class-table"] tbody td:nth-child(6)', "ts => ts.map(t => t.textContent)")
         return tab.count('[data-testid="class-table"] tbody tr') == c and \
-            tab.count('[data-testid="class-errors"] .thumb') == thumbs
+            tab.count('[data-testid="class-errors"] .thumb') == thumbs and \
+            ap == [f"{row['ap']:.5f}" for row in summary["per_class"]]
 
     def confusion(p):
         cells = p.eval_on_selector_all("td.cm-cell", "cs => cs.map(c => Number(c.dataset.count))")
@@ -524,6 +526,29 @@ def test_each_trust_score_lists_the_images_in_its_order(tab, expected):
             .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top)).map((r) => Number(r.dataset.row))""")
         assert len(rows) > k
         assert int((~frame["correct"].to_numpy()[rows[:k]]).sum()) == c["signals"][key]["caught"]["0.01"], key
+
+
+def test_the_class_table_sorts_by_a_column_and_each_class_gets_a_pr_curve(tab, expected):
+    s = expected["summary"]
+    rows, c = s["per_class"], len(s["class_names"])
+    page = tab.view("classes")
+    top = {t["k"]: t["accuracy"] for t in s["ranking"]["top_k"]}
+    assert f"top-1 {100 * top[1]:.2f}% · top-2 {100 * top[2]:.2f}%" in page.inner_text('[data-testid="top-k"]')
+    order = lambda: page.eval_on_selector_all('[data-testid="class-table"] tbody tr',  # noqa: E731
+                                              "rs => rs.map(r => Number(r.dataset.cls))")
+    assert order() == list(range(c))
+    page.click('th[data-sort="errors"]')            # most errors first, ties in class order
+    assert order() == sorted(range(c), key=lambda k: (-rows[k]["errors"], k))
+    page.click('th[data-sort="errors"]')            # again: fewest first
+    assert order() == sorted(range(c), key=lambda k: (rows[k]["errors"], k))
+    page.click('th[data-sort="ap"]')                # lowest AP first
+    by_ap = sorted(range(c), key=lambda k: (rows[k]["ap"], k))
+    assert order() == by_ap
+    tab.view("overview")
+    assert tab.view("classes") and order() == by_ap   # the order stays while the page does
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=\"pr-plot\"] .scatterlayer .trace').length === n",
+                           arg=sum(1 for cv in s["ranking"]["pr_curves"] if cv["points"]))
+    assert tab.count("main img[src='x'], main script") == 0   # hostile class names in the legend stay text
 
 
 def test_hostile_names_render_as_text(tab):

@@ -69,7 +69,7 @@ class _Stages:
 
 
 MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
-STAGES = ("load", "predict", "tables", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence", "write")
+STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence", "write")
 
 
 def _no_model_stages(reason: str) -> dict:
@@ -86,7 +86,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     folds: K for the train split's cross-validated probabilities.
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
-    from deepdive.analysis import confidence, insight, label_issues, tables, taxonomy
+    from deepdive.analysis import confidence, insight, label_issues, ranking, tables, taxonomy
     from deepdive.malloc import keep_freed_memory
 
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
@@ -123,6 +123,9 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             per_class = tables.per_class(frame, class_names)
             counts = tables.confusion(frame["true"], frame["pred"], len(class_names))
             top = tables.top_confusions(frame, TOP_CONFUSIONS)
+        with stages("ranking"):
+            rank = ranking.ranking_stage(frame, class_names)
+            per_class["ap"] = [cv["ap"] if cv["ap"] is not None else np.nan for cv in rank["pr_curves"]]
         with stages("label_issues"):
             # One temperature serves the label issues and the taxonomy's entropy/margin (label_issues.calibrate).
             calibrated = label_issues.calibrate(data.labels, data.probs)
@@ -152,6 +155,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes)
             with stages("confidence"):   # after the neighbours, whose agreement is one of its trust scores
                 extra["confidence"] = confidence.confidence_stage(frame)
+            extra["ranking"] = rank
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
                                    hint, focus, extra, advice, notes, folds)
@@ -485,7 +489,7 @@ def _summary(run, names, split, data, frame, per_class, counts, top, issue_table
         row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
         row["error_rows"] = [int(i) for i in tables.class_errors(frame, row["class"]).index]
         per_class_rows.append(row)
-    macro = {m: _mean_or_none(per_class[m]) for m in ("recall", "precision", "f1")}
+    macro = {m: _mean_or_none(per_class[m]) for m in ("recall", "precision", "f1", "ap")}
     issue_source = (f"{folds}-fold cross-validated probabilities" if split == "train"
                     else "the model's own probabilities")
     return {

@@ -93,6 +93,7 @@ def json_summary(summary: dict) -> dict:
         "taxonomy": summary["taxonomy"]["total"],
         "neighbours": (summary.get("neighbours") or {}).get("errors"),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
+        "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
     }
 
@@ -112,10 +113,29 @@ def confidence_lines(c: dict) -> list[str]:
     return lines
 
 
+def ranking_lines(r: dict, errors: int, n: int) -> list[str]:
+    """Top-k accuracy up to the first k that gets every image, how many errors have the right class as their
+    runner-up, and the mean AP."""
+    top = [(t["k"], t["accuracy"]) for t in r.get("top_k", [])]
+    if len(top) < 2:
+        return []
+    shown = [top[1]]
+    for k, acc in top[2:]:
+        if shown[-1][1] >= 1.0:
+            break
+        shown.append((k, acc))
+    second = errors - round((1 - top[1][1]) * n)
+    who = f"all {errors} errors have" if second == errors else f"{second} of the {errors} errors have"
+    ks = ", ".join(f"top-{k} {acc:.2%}" for k, acc in shown)
+    ap = f"; mean average precision over the classes {r['mean_ap']:.4f}" if r.get("mean_ap") is not None else ""
+    return [f"ranking: {ks} ({who} the right class second){ap}"]
+
+
 def text_summary(summary: dict, workspace) -> str:
     s = summary
     lines = [f"run {s['run_id']}, {s['split']} split: accuracy {s['accuracy']:.2%} ({s['error_count']} errors "
              f"of {s['n']})"]
+    lines.extend(ranking_lines(s.get("ranking") or {}, s["error_count"], s["n"]))
     if s["top_confusions"]:
         pairs = ", ".join(f"{t['true_name']}→{t['pred_name']} ×{t['count']}" for t in s["top_confusions"][:5])
         lines.append(f"top confusions (true→predicted): {pairs}")

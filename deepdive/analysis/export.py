@@ -78,7 +78,7 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
     # per-class: the summary's table plus the taxonomy counts of each class
     rows = [{k: v for k, v in r.items() if k != "error_rows"} for r in result.summary["per_class"]]
     frame = pd.DataFrame(rows)
-    for col in ("recall", "precision", "f1"):
+    for col in ("recall", "precision", "f1", "ap"):
         frame[col] = frame[col].astype("float64")  # None (undefined) -> NaN
     taxonomy = pd.DataFrame(result.summary["taxonomy"]["per_class"])
     for cat in CATEGORIES:
