@@ -9,6 +9,7 @@ import torch.nn as nn
 from deepdive.analysis import advice
 from deepdive.analysis.cli import verification_text
 from deepdive.errors import DeepdiveError
+from deepdive.train import augment
 
 
 def side_model():
@@ -77,6 +78,38 @@ def test_recommend_ranks_the_perturbation_that_hurts_the_pair_first():
     assert top["text"].startswith("shift ±2 px: 0→1 confusions rise 0→20 of 20 probed 0s")
     assert "class 0 accuracy drops 100.0%→0.0%" in top["text"]
     assert top["evidence"]["pairs"][0]["weight"] == 1.0 and top["evidence"]["pairs"][0]["after"] == 20
+
+
+def test_probes_list_the_images_they_break_by_their_row():
+    x, y = blob_images()
+    by_id = {p["id"]: p for p in advice.robustness_probes(side_model(), x, y, num_classes=2)["perturbations"]}
+    assert by_id["none"]["broken"] == [] and by_id["none"]["broken_count"] == 0
+    assert by_id["shift+x"]["broken"] == [[r, 1] for r in range(20)] and by_id["shift+x"]["broken_count"] == 20
+    assert by_id["shift-x"]["broken"] == [[r, 0] for r in range(20, 40)]
+    # on a sample, rows are still the inputs' rows: the sampled class-0 blobs
+    sampled = advice.robustness_probes(side_model(), x, y, num_classes=2, max_examples=10)
+    rows = advice.stratified_sample(y, 10)
+    shifted = next(p for p in sampled["perturbations"] if p["id"] == "shift+x")
+    assert shifted["broken"] == [[int(r), 1] for r in rows if y[r] == 0]
+
+
+def test_broken_examples_take_each_rising_confusion_in_turn_and_show_the_image_as_probed():
+    x, y = blob_images()
+    probes = advice.robustness_probes(side_model(), x, y, num_classes=2)
+    ranked = advice.recommend(probes, [{"true": 0, "pred": 1, "count": 4}, {"true": 1, "pred": 0, "count": 2}])
+    pictures = advice.broken_examples(x, y, probes, ranked, per_suggestion=4)
+    shift = next(s for s in ranked if s["id"] == "shift-2")
+    assert shift["broken"] == 40     # shift right breaks every 0, shift left every 1
+    # one of each rising confusion (0→1 first, the larger), then a second of each
+    assert [(e["row"], e["probe"], e["pred"]) for e in shift["examples"]] == [
+        (0, "shift+x", 1), (20, "shift-x", 0), (1, "shift+x", 1), (21, "shift-x", 0)]
+    rotate = next(s for s in ranked if s["id"] == "rotate-20")
+    assert {e["row"] for e in rotate["examples"]} <= set(range(5))     # only the high blobs turn across
+    assert pictures.dtype == np.uint8 and len(pictures) == sum(len(s["examples"]) for s in ranked)
+    first = shift["examples"][0]
+    as_probed = np.rint(augment.shift(x[0:1], 2, 0)[0, 0].numpy() * 255).astype(np.uint8)
+    assert np.array_equal(pictures[first["image"]], as_probed) and not np.array_equal(as_probed, x[0, 0] * 255)
+    assert advice.broken_examples(x, y, probes, [], per_suggestion=4) is None
 
 
 def test_recommend_on_a_probe_dict_and_recipe_coverage():

@@ -8,7 +8,7 @@ import pytest
 import torch.nn as nn
 
 from deepdive import analysis
-from deepdive.analysis import export
+from deepdive.analysis import advice, export
 from deepdive.analysis.results import AnalysisResult
 from deepdive.analysis.saliency import METHODS
 from deepdive.errors import DeepdiveError, RunError
@@ -34,6 +34,20 @@ def test_every_output_file_exists(analyzed_run):
     assert layers and all((folder / "activations" / layer["file"]).is_file() for layer in layers)
     leftovers = [p.name for p in folder.parent.iterdir() if p.name != "test"]
     assert not [name for name in leftovers if name.startswith("test.")]  # no tmp/old folders left behind
+
+
+def test_the_advice_shows_images_its_probes_break(result):
+    """Each suggestion's examples are images the model gets right unperturbed, with their picture as probed: the
+    same size as the split's images and not the unperturbed image."""
+    ex, pictures = result.examples, result.advice_pictures
+    examples = [e for s in result.advice["suggestions"] for e in s["examples"]]
+    assert examples and pictures.dtype == np.uint8 and pictures.shape == (len(examples), 28, 28)
+    for s in result.advice["suggestions"]:
+        assert len(s["examples"]) <= min(s["broken"], advice.EXAMPLES_PER_SUGGESTION)
+        assert {e["probe"] for e in s["examples"]} <= set(s["evidence"]["probes"])
+    for e in examples:
+        assert ex.loc[e["row"], "correct"] and e["pred"] != ex.loc[e["row"], "true"]
+        assert not np.array_equal(pictures[e["image"]], result.images[e["row"]])
 
 
 def test_examples_images_and_predictions_agree(analyzed_run, result, mnist):

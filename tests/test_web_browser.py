@@ -262,7 +262,11 @@ def view_checks(tab, expected) -> dict:
     def advice_view(p):
         if advice is None:
             return "no augmentation advice" in p.inner_text("main")
+        # each suggestion's broken images, the original beside its picture as probed (both decoded)
+        shown = sum(len(a.get("examples", [])) for a in advice)
         return tab.count('[data-testid="advice-item"]') == len(advice) and \
+            tab.images_loaded('[data-testid="advice-examples"] img.broken-img') == shown > 0 and \
+            tab.count('[data-testid="advice-examples"] .thumb') == shown and \
             VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
             p.inner_text('[data-testid="verification-paired"]') == \
             "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \

@@ -473,7 +473,8 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
 
         probes = advice_mod.robustness_probes(model, inputs, labels, len(class_names))
         suggestions = advice_mod.recommend(probes, top, current_augment=augment, class_names=class_names)
-    return extra, {"probes": probes, "suggestions": suggestions}
+        pictures = advice_mod.broken_examples(inputs, labels, probes, suggestions)
+    return extra, {"probes": probes, "suggestions": suggestions, "pictures": pictures}
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------
@@ -525,7 +526,9 @@ def _write_outputs(folder: Path, frame, images, issue_table, advice):
     atomic_save_npy(folder / "images.npy", np.ascontiguousarray(images))
     atomic_write_bytes(folder / "label_issues.parquet", issue_table.to_parquet(index=False))
     if advice is not None:
-        _write_json(folder / "advice.json", advice)
+        _write_json(folder / "advice.json", {k: v for k, v in advice.items() if k != "pictures"})
+        if advice.get("pictures") is not None:   # the images each suggestion's probes break, as perturbed
+            atomic_save_npy(folder / "advice_images.npy", advice["pictures"])
 
 
 def _write_json(path, obj):

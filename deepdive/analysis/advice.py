@@ -3,6 +3,7 @@ confused class pairs, suggest the matching training augmentation, and check a su
 
     robustness_probes(model, inputs, labels, num_classes) -> probes          # per-class accuracy per perturbation
     recommend(probes, top_confusions) -> [suggestion, ...]                    # ranked, with evidence
+    broken_examples(inputs, labels, probes, suggestions) -> pictures          # the images each suggestion's probes break
     verify_advice(store, run_id, suggestion=None) -> report                   # retrain + compare, verify_advice.json
     paired_changes(before, after, pairs) -> {...}; verdict(changes) -> str    # the comparison, with its p-values
 
@@ -25,6 +26,8 @@ from deepdive.errors import DeepdiveError, RunError
 from deepdive.train import augment
 
 PROBE_EXAMPLES = 3000
+BROKEN_LISTED = 1000        # images listed per perturbation as broken by it (the count beside them is exact)
+EXAMPLES_PER_SUGGESTION = 8
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_ex
 
     inputs: float (N, C, H, W) in [0, 1] with 0 = background (what augment's functions expect). Returns
     {n, n_total, sampled, class_counts, seconds, note, perturbations: [{id, label, accuracy, per_class_accuracy,
-    confusions: [[true, pred, count], ...]}]}; "none" (first) is the unperturbed baseline."""
+    confusions: [[true, pred, count], ...], broken_count, broken: [[row, pred], ...]}]}; "none" (first) is the
+    unperturbed baseline. `broken` lists (the first BROKEN_LISTED of) the images the model gets right unchanged and
+    wrong under the perturbation, by their row in `inputs`, with the class it then predicts."""
     start = time.perf_counter()
     x = torch.as_tensor(inputs)
     y = np.asarray(labels, np.int64).reshape(-1)
@@ -102,14 +107,17 @@ def robustness_probes(model: nn.Module, inputs, labels, num_classes: int, max_ex
                 preds[k, s:s + len(xb)] = model(p.apply(xb)).argmax(1).cpu().numpy()
 
     counts = np.bincount(y, minlength=num_classes)
+    right = preds[0] == y
     results = []
     for p, pred in zip(PERTURBATIONS, preds):
         confusion = np.zeros((num_classes, num_classes), np.int64)
         np.add.at(confusion, (y, pred), 1)
         off = [[int(t), int(q), int(confusion[t, q])] for t, q in zip(*np.nonzero(confusion)) if t != q]
         per_class = [float(confusion[c, c] / counts[c]) if counts[c] else None for c in range(num_classes)]
+        broken = np.flatnonzero(right & (pred != y))
         results.append({"id": p.id, "label": p.label, "accuracy": float((pred == y).mean()),
-                        "per_class_accuracy": per_class, "confusions": off})
+                        "per_class_accuracy": per_class, "confusions": off, "broken_count": int(len(broken)),
+                        "broken": [[int(rows[i]), int(pred[i])] for i in broken[:BROKEN_LISTED]]})
     return {"n": int(len(y)), "n_total": int(n_total), "sampled": bool(len(y) < n_total),
             "class_counts": counts.tolist(), "seconds": round(time.perf_counter() - start, 3), "note": note,
             "perturbations": results}
@@ -127,6 +135,47 @@ def stratified_sample(labels: np.ndarray, max_examples: int, seed: int = 0) -> n
         k = max(1, round(len(members) * max_examples / n))
         chosen.append(rng.choice(members, min(k, len(members)), replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def broken_examples(inputs, labels, probes: dict, suggestions: list[dict],
+                    per_suggestion: int = EXAMPLES_PER_SUGGESTION) -> np.ndarray | None:
+    """What each suggestion's probes do to the images they break (right unchanged, wrong perturbed): adds to each
+    suggestion `broken` (how many distinct probed images its probes break; a lower bound where a probe broke
+    more than BROKEN_LISTED) and `examples` [{row, probe, label, pred, image}], up to `per_suggestion` of them:
+    one from each of the suggestion's rising confusions in its evidence's order, then one from the images broken
+    otherwise, then a second from each, and so on, each group by row. Returns the
+    perturbed pictures as display images (uint8 (M, H, W) or (M, H, W, 3)) that `image` indexes, or None."""
+    from deepdive.analysis import display_images
+
+    by_id = {p["id"]: p for p in probes["perturbations"]}
+    perturbations = {p.id: p for p in PERTURBATIONS}
+    labels = np.asarray(labels).reshape(-1)
+    pictures = []
+    for s in suggestions:
+        rising = [(e["true"], e["pred"]) for e in s["evidence"]["pairs"] if e["after"] > e["before"]]
+        first = {pair: i for i, pair in enumerate(rising)}
+        broken = {}   # row -> (probe, prediction), the first of its probes that breaks it
+        for probe in s["evidence"]["probes"]:
+            for row, pred in by_id[probe].get("broken", []):
+                broken.setdefault(row, (probe, pred))
+        # round robin over the rising confusions in the evidence's order (then the rest), each by row: one
+        # example of each way the probes break images before a second of any
+        groups = {}
+        for row in sorted(broken):
+            groups.setdefault(first.get((int(labels[row]), broken[row][1]), len(rising)), []).append(row)
+        queues = [groups[g] for g in sorted(groups)]
+        order = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+        s["broken"] = len(broken)
+        s["examples"] = []
+        for row in order[:per_suggestion]:
+            probe, pred = broken[row]
+            with torch.no_grad():
+                x = perturbations[probe].apply(torch.as_tensor(np.asarray(inputs[row:row + 1]), dtype=torch.float32))
+            s["examples"].append({"row": int(row), "probe": probe, "label": perturbations[probe].label,
+                                  "pred": int(pred), "image": len(pictures)})
+            pictures.append(x[0].numpy())
+    # each picture scaled alone: a set-wide min-max would let one picture's range set the others' contrast
+    return np.concatenate([display_images(p[None]) for p in pictures]) if pictures else None
 
 
 # ---- recommendation ----------------------------------------------------------------------------------------

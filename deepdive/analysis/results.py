@@ -141,6 +141,12 @@ class AnalysisResult:
         return self._json("advice.json", "the advice")
 
     @property
+    def advice_pictures(self) -> np.ndarray | None:
+        """The perturbed pictures the suggestions' examples index (uint8 (M, H, W[, 3])), or None (no examples, or
+        an analysis from before 2026-12-06)."""
+        return self._npy("advice_images.npy", "the advice's pictures") if self.has("advice_images") else None
+
+    @property
     def verification(self) -> dict | None:
         """The verify-advice result, or None when the advice has not been verified."""
         if not (self.folder / "verify_advice.json").is_file():
@@ -163,7 +169,7 @@ class AnalysisResult:
         if name == "embedding":
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
-                 "advice": "advice.json", "verification": "verify_advice.json",
+                 "advice": "advice.json", "advice_images": "advice_images.npy", "verification": "verify_advice.json",
                  "activations": "activations/layers.json", "summary": "summary.json"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "

@@ -12,6 +12,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                              calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none)},
                 probs: [C lists], categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
+     advice_pictures: [data URI] (the perturbed images the advice's examples index),
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
      saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
                 class_rep_rows, legend (data URI), notes: {method: reading note, e.g. where Grad-CAM sits}},
@@ -179,6 +180,9 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
         "examples": examples_block(frame, res.num_classes),
         "label_issues": label_issue_rows(res),
         "advice": res.advice if res.has("advice") else None,
+        # what each suggestion's probes do to the images they break, as the model saw them (small: a few dozen)
+        "advice_pictures": [data_uri(png_bytes(_as_display(p[None])[0])) for p in res.advice_pictures]
+                           if res.has("advice_images") else [],
         "verification": res.verification,
         "images": {**sprite_layout(len(images), images.shape[1], images.shape[2]),
                    "channels": 1 if images.ndim == 3 else images.shape[3], "sheets": sheets},

@@ -207,7 +207,9 @@
   // Feature-map grids arrive at native resolution: scale them up by a whole factor to about 300 px wide.
   function fitLayerImage(e) {
     const img = e.target;
-    img.style.width = img.naturalWidth * Math.max(1, Math.floor(300 / img.naturalWidth)) + "px";
+    // ~300 px wide at a whole zoom, rounded (a 28x28 layer's 175-px grid at 2x, not at 1x beside its pooled
+    // layer's 91-px grid at 3x); the card's width caps it (CSS max-width)
+    img.style.width = img.naturalWidth * Math.max(1, Math.round(300 / img.naturalWidth)) + "px";
   }
 
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") DD.closeDetail(); });

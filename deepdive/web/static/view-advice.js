@@ -18,6 +18,25 @@
     return Object.entries(aug).map(([k, v]) => `${k}=${v}`).join(", ");
   }
 
+  // Each image its probes break (right unchanged, wrong perturbed) beside itself as perturbed, the suggestion's
+  // rising confusions first (deepdive.analysis.advice.broken_examples). A click on the original opens its detail.
+  function brokenStrip(ctx, s) {
+    const examples = s.examples || [];
+    if (!examples.length) return null;
+    const pictures = ctx.b.advice_pictures || [];
+    return el("div", {class: "broken", attrs: {"data-testid": "advice-examples"}},
+      el("div", {class: "tool-label", text: `Images its probes break, as probed: ${examples.length} of ` +
+                                            `${DD.fmt.int(s.broken)}`}),
+      el("div", {class: "broken-strip"}, examples.map((e) => el("figure", {class: "broken-pair", dataset: {row: e.row}},
+        DD.thumb(ctx, e.row, 44),
+        el("span", {class: "muted", text: "→"}),
+        el("img", {class: "broken-img", src: pictures[e.image], width: 44, height: 44,
+                   alt: `#${ctx.col.idx[e.row]} ${e.label}`}),
+        el("figcaption", {class: "small"},
+          el("span", {class: "strong", text: `${ctx.className(ctx.col.true[e.row])} → ${ctx.className(e.pred)}`}),
+          el("span", {class: "muted", text: ` ${e.label}`}))))));
+  }
+
   function suggestion(ctx, s) {
     const ev = s.evidence || {};
     const pairs = (ev.pairs || []).slice(0, 6);
@@ -38,7 +57,8 @@
           el("td", {class: "num", text: p.before}),
           el("td", {class: "num"}, `${p.after} `, delta(p.before, p.after, false, true)),
           el("td", {class: "num muted", text: p.n_true}),
-          el("td", {class: "mono", text: p.worst_probe}))))) : null);
+          el("td", {class: "mono", text: p.worst_probe}))))) : null,
+      brokenStrip(ctx, s));
   }
 
   function probes(ctx, pr) {
