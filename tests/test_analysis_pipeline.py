@@ -123,6 +123,13 @@ def test_saliency_and_activations_cover_the_focus_set(result):
         assert set(idx.tolist()) <= set(errors.tolist())
         # maps exist for the most confident errors first
         assert idx.tolist() == s["focus"]["errors"][:len(idx)]
+    # the sanity check drew every method's class representatives again with the weights shuffled
+    sanity = s["saliency"]["sanity"]
+    assert sanity["available"] and set(sanity["rank_correlation"]) == set(s["saliency"]["methods"])
+    for method in s["saliency"]["methods"]:
+        random = result.saliency_random(method)
+        assert random.shape == (10, 28, 28) and not np.array_equal(random, result.saliency(method)["class_rep"])
+        assert -1 <= sanity["rank_correlation"][method] <= 1
     all_maps = result.saliency("gradient")["errors_index"]  # gradient maps are cheap: every focus error
     if len(errors) <= analysis.FOCUS_ERROR_CAP:  # otherwise the most confident FOCUS_ERROR_CAP of them
         assert sorted(all_maps.tolist()) == sorted(errors.tolist())

@@ -244,6 +244,42 @@ def test_saliency_stage_files(cnn, tmp_path):
     np.testing.assert_allclose(grad_mean[c], expected, rtol=1e-4, atol=1e-6)
 
 
+def test_shuffled_weights_keep_each_tensors_values_in_another_order(cnn):
+    shuffled = saliency.shuffled_weights(cnn)
+    before = dict(cnn.named_parameters())
+    for name, p in shuffled.named_parameters():
+        assert torch.equal(p.detach().flatten().sort().values, before[name].detach().flatten().sort().values)
+        assert p.numel() < 3 or not torch.equal(p, before[name])
+    assert torch.equal(saliency.shuffled_weights(cnn).conv1.weight, shuffled.conv1.weight)   # seeded
+    assert not torch.equal(cnn.conv1.weight, shuffled.conv1.weight)                        # a copy: cnn kept
+
+
+def test_the_sanity_check_tells_a_map_that_reads_the_model_from_one_that_traces_the_image(tmp_path):
+    """On a linear model the gradient toward a class is that class's weights, so shuffling them shuffles the map;
+    integrated gradients from a black baseline is input x weights, 0 wherever the input is: on sparse images its
+    maps share that zero set under any weights and rank alike, until those pixels are left out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+    x = torch.zeros(20, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = torch.rand(20, 1, 8, 4) + 0.5     # ink on a 8x4 patch, the rest 0
+    probs = model(x).softmax(1).detach().numpy()
+    labels = preds = probs.argmax(1)
+    summary = saliency.saliency_stage(model, x, labels, preds, probs, tmp_path, progress=False,
+                                      methods=("gradient", "integrated_gradients"))
+    sanity = summary["sanity"]
+    assert sanity["available"] and sanity["n"] == len(set(labels.tolist()))
+    rho, rho_ink = sanity["rank_correlation"], sanity["rank_correlation_nonzero"]
+    assert abs(rho["gradient"]) < 0.2 and abs(rho_ink["gradient"]) < 0.5
+    assert rho["integrated_gradients"] > 0.5 > rho_ink["integrated_gradients"]
+    random = np.load(tmp_path / "saliency" / "gradient_class_random.npy")
+    rep = np.load(tmp_path / "saliency" / "class_rep_index.npy")
+    c = int(labels[0])
+    shuffled = saliency.shuffled_weights(model)
+    np.testing.assert_allclose(random[c], saliency.attribute(shuffled, x[rep[c]:rep[c] + 1], [c], "gradient")[0],
+                               rtol=1e-5, atol=1e-7)
+    assert [r is None for r in sanity["per_class"]["gradient"]] == [int(k) < 0 for k in rep]   # no image, no rho
+
+
 def test_saliency_stage_skips_gradcam_without_conv(tmp_path):
     model = linear_model()
     x = torch.rand(8, 1, 28, 28)

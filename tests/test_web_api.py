@@ -142,7 +142,7 @@ def test_saliency_images(client, base, res):
         for row, target in ((error, frame["pred"][error]), (error, frame["true"][error]), (correct, frame["true"][correct])):
             r = client.get(f"{base}/saliency/{method}/row/{row}.png", params={"target": int(target)})
             assert r.status_code == 200 and png_size(r.content)[0] >= 112
-        for kind in ("rep", "mean"):
+        for kind in ("rep", "mean", "random"):
             assert client.get(f"{base}/saliency/{method}/class/{kind}/0.png").status_code == 200
 
 

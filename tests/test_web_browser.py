@@ -532,6 +532,20 @@ def test_each_trust_score_lists_the_images_in_its_order(tab, expected):
         assert int((~frame["correct"].to_numpy()[rows[:k]]).sum()) == c["signals"][key]["caught"]["0.01"], key
 
 
+def test_the_saliency_sanity_check_shows_each_methods_pairs_and_correlation(tab, expected):
+    sanity = expected["summary"]["saliency"]["sanity"]
+    page = tab.view("saliency")
+    rows = page.eval_on_selector_all('[data-testid="sanity-table"] tbody tr',
+                                     "rs => rs.map(r => [r.dataset.method, r.children[1].textContent])")
+    assert rows == [[m, f"{sanity['rank_correlation'][m]:.2f}"] for m in expected["summary"]["saliency"]["methods"]]
+    page.click('[data-testid="class-map-kind"] button:has-text("Trained vs weights shuffled")')
+    reps = sanity["n"]   # classes with a correctly classified image to draw
+    # two maps per class with a correct image: the trained one and the shuffled one, both decoded
+    assert tab.images_loaded('[data-testid="class-maps"] img.sal') == 2 * reps
+    srcs = page.eval_on_selector_all('[data-testid="class-maps"] img.sal', "is => is.map(i => i.src)")
+    assert len(set(srcs)) == len(srcs)
+
+
 def test_the_class_table_sorts_by_a_column_and_each_class_gets_a_pr_curve(tab, expected):
     s = expected["summary"]
     rows, c = s["per_class"], len(s["class_names"])

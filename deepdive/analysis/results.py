@@ -111,6 +111,13 @@ class AnalysisResult:
         out["class_rep_index"] = self._npy("saliency/class_rep_index.npy", "saliency class representatives")
         return out
 
+    def saliency_random(self, method: str) -> np.ndarray | None:
+        """The class representatives' maps of `method` with the model's weights shuffled (the sanity check),
+        (C, H, W); None where the analysis did not draw them (a skipped method, an analysis before 2026-12-06)."""
+        if not (self.folder / "saliency" / f"{method}_class_random.npy").is_file():
+            return None
+        return self._npy(f"saliency/{method}_class_random.npy", f"{method} saliency sanity check")
+
     def activations(self) -> dict:
         """{layers [{name, type, shape}], arrays {layer name: (n_focus, ...) float16}, stats, focus_indices}."""
         if not self.has("activations"):

@@ -6,12 +6,19 @@ score, or, for occlusion, hiding it lowers the score); negative = it argues agai
 
     attribute(model, inputs, target, method) -> np.ndarray float32 (N,H,W)   # batched, any method
     saliency_stage(model, inputs, labels, preds, probs, out_dir)            # the analysis' saliency/ files
+    shuffled_weights(model) -> model                                         # the sanity check's randomised copy
+
+A map is only worth reading if it depends on what the model learnt: the stage also draws each class
+representative's map with the model's weights shuffled (the model parameter randomisation test of Adebayo et al.,
+"Sanity checks for saliency maps", 2018) and reports how alike the two are (Spearman rank correlation of
+|attribution|). A method whose maps barely change is tracing the image, not the model.
 
 Costs per image, in forward+backward passes: gradient 1, gradcam ~0.6, smoothgrad 16, integrated_gradients 32,
 occlusion 169 forwards (28×28, window 4, stride 2). The stage therefore computes gradient and Grad-CAM class
 means over every correct example and the other three over a capped sample per class (CLASS_SAMPLE), and stores
 the costly methods' error maps for at most ERROR_CAP errors.
 """
+import copy
 import time
 from pathlib import Path
 
@@ -34,6 +41,7 @@ CLASS_SAMPLE = {"gradient": None, "gradcam": None, "smoothgrad": 50, "integrated
 # Errors whose maps are stored (None = all given): the first ones of error_idx, which the caller orders most
 # important first. Keeps a weak model's hundreds of errors from costing minutes.
 ERROR_CAP = {"gradient": None, "gradcam": None, "smoothgrad": 100, "integrated_gradients": 100, "occlusion": 50}
+SANITY_SEED = 0
 
 
 class GradientMap:
@@ -233,6 +241,7 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
     summary = {"methods": [], "skipped": {}, "seconds": {}, "n_errors": int(len(error_idx)), "errors_computed": {},
                "image_shape": list(inputs.shape[-2:]), "class_sample_cap": {}, "class_sample_counts": {},
                "settings": {}}
+    trained_reps = {}
     with evaluating(model, grad=True):
         for method in methods:
             try:
@@ -264,7 +273,75 @@ def saliency_stage(model: nn.Module, inputs, labels, preds, probs, out_dir, prog
             summary["class_sample_cap"][method] = caps.get(method)
             summary["class_sample_counts"][method] = counts.tolist()
             summary["settings"][method] = _settings(engine)
+            trained_reps[method] = rep_maps(class_maps, sample, rep_idx)
+    summary["sanity"] = sanity_check(model, inputs, labels, rep_idx, trained_reps, out, progress)
     return summary
+
+
+def shuffled_weights(model: nn.Module, seed: int = SANITY_SEED) -> nn.Module:
+    """A copy of `model` whose every parameter tensor has its values randomly permuted; buffers (BatchNorm's
+    running statistics) are kept. The same architecture and weight scales, none of what training put where.
+    Adebayo et al. re-initialise instead; a permutation needs no initialiser, so it works on any model (ours
+    zero-initialise their classifier, which re-initialised would make every map zero)."""
+    clone = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in clone.parameters():
+            order = torch.randperm(p.numel(), generator=generator).to(p.device)
+            p.copy_(p.detach().reshape(-1)[order].reshape(p.shape))
+    return clone
+
+
+def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, progress=False) -> dict:
+    """Each method's maps of the class representatives (toward their class) under shuffled_weights(model), saved
+    as `<method>_class_random.npy` (C, H, W), and their Spearman rank correlation with the trained model's maps
+    of the same images, on |attribution|: {available, seed, n, rank_correlation {method: mean over the images},
+    rank_correlation_nonzero {method: the same over the pixels where the input is not 0}, per_class {method:
+    [rho or None]}}. A constant map (no rank order) gives None."""
+    classes = np.flatnonzero(rep_idx >= 0)
+    if not trained_reps or not len(classes):
+        return {"available": False, "reason": "no method ran" if not trained_reps else "no correct image"}
+    try:
+        shuffled = shuffled_weights(model)
+    except Exception as e:   # a model deepcopy cannot copy (e.g. holding a file handle): say so, keep the maps
+        return {"available": False, "reason": f"the model could not be copied: {type(e).__name__}: {e}"}
+    rows = torch.as_tensor(rep_idx[classes])
+    result = {"available": True, "seed": SANITY_SEED, "n": int(len(classes)), "rank_correlation": {},
+              "rank_correlation_nonzero": {}, "per_class": {}}
+    with evaluating(shuffled, grad=True):
+        for method, trained in trained_reps.items():
+            maps = _run(make_method(method, shuffled, inputs), inputs[rows], torch.as_tensor(labels[rep_idx[classes]]),
+                        _device(shuffled), None, progress, f"sanity {method}")
+            random = np.zeros_like(trained)
+            random[classes] = maps
+            atomic_save_npy(out / f"{method}_class_random.npy", random)
+            rhos, on_input = [None] * len(rep_idx), []
+            for c in classes:
+                a, b = np.abs(trained[c]), np.abs(random[c])
+                rhos[c] = _rank_correlation(a, b)
+                # where the input is 0, integrated gradients and occlusion (baseline 0) give 0 whatever the
+                # model: over the other pixels the shared outline drops out
+                nonzero = inputs[int(rep_idx[c])].abs().sum(0).numpy() > 0
+                on_input.append(_rank_correlation(a[nonzero], b[nonzero]))
+            result["per_class"][method] = rhos
+            result["rank_correlation"][method] = _mean(rhos)
+            result["rank_correlation_nonzero"][method] = _mean(on_input)
+    return result
+
+
+def _rank_correlation(a, b):
+    """Spearman's rho of two maps' values, or None when either has no order (constant, or under 3 values)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.ravel(a), np.ravel(b)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return round(float(spearmanr(a, b).statistic), 4)
+
+
+def _mean(values):
+    finite = [v for v in values if v is not None]
+    return round(float(np.mean(finite)), 4) if finite else None
 
 
 def representatives(labels, probs, correct, num_classes) -> np.ndarray:

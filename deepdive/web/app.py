@@ -8,7 +8,7 @@
     GET /api/runs/{run_id}/splits/{split}/bundle            everything the views show (see bundle.py)
     GET /api/runs/{run_id}/splits/{split}/sprites/{n}.png   thumbnail sprite sheet n
     GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
-    GET .../saliency/{method}/class/{rep|mean}/{cls}.png    per-class map
+    GET .../saliency/{method}/class/{rep|mean|random}/{cls}.png   per-class map (random: weights shuffled)
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
@@ -169,8 +169,10 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_method(method)
         entry.check_class(cls)
-        if kind not in ("rep", "mean"):
-            raise HTTPException(404, "class map kind must be 'rep' or 'mean'")
+        if kind not in ("rep", "mean", "random"):
+            raise HTTPException(404, "class map kind must be 'rep', 'mean' or 'random'")
+        if kind == "random" and entry.res.saliency_random(method) is None:
+            raise HTTPException(404, f"the analysis has no {method} maps with shuffled weights (re-analyse for them)")
         return _png(entry.class_png(method, cls, kind))
 
     @app.get("/api/runs/{run_id}/splits/{split}/activations/{row}")

@@ -200,14 +200,17 @@ class RunMaps:
         return self._pngs.get(("row", method, row, target, size), make)
 
     def class_png(self, method: str, cls: int, kind: str, size: int = SAL_SIZE) -> bytes:
-        """The class's map over its representative image (kind 'rep') or its mean map over its mean image."""
+        """The class's map over its representative image (kind 'rep'), the same with the model's weights shuffled
+        (kind 'random', the sanity check), or its mean map over its mean image (kind 'mean')."""
         def make():
             from deepdive.analysis import render
 
             sal = self._saliency(method)
-            attr = np.asarray(sal["class_rep" if kind == "rep" else "class_mean"][cls], dtype=np.float32)
+            maps = self.res.saliency_random(method) if kind == "random" else \
+                sal["class_rep" if kind == "rep" else "class_mean"]
+            attr = np.asarray(maps[cls], dtype=np.float32)
             rep = int(np.asarray(sal["class_rep_index"])[cls])
-            base = self.res.images[rep] if kind == "rep" and rep >= 0 else self._class_mean_image(cls)
+            base = self.res.images[rep] if kind != "mean" and rep >= 0 else self._class_mean_image(cls)
             return render.overlay_png(np.asarray(base), attr, size=size)
 
         return self._pngs.get(("class", method, cls, kind, size), make)

@@ -23,12 +23,14 @@ NEIGHBOUR_BUDGET = 1024 * 1024        # bytes of inlined nearest training images
 
 
 def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -> dict:
-    """{errors: {method: [[pred uri, true uri] or None per error row]}, class_mean/class_rep: {method: [uri per class]}}.
+    """{errors: {method: [[pred uri, true uri] or None per error row]}, class_mean/class_rep/class_random: {method:
+    [uri per class]}} (class_random: the sanity check's maps with the weights shuffled, where the analysis drew them).
 
     Only maps the analysis stored go in (a method covers errors_rows[:errors_count[method]]); an error's maps
     of every method go in together, and errors that do not fit SALIENCY_BUDGET get None (the page says so)."""
     conf = maps.res.examples["confidence"].to_numpy()
-    out = {"errors": {m: [None] * len(errors_rows) for m in maps.methods}, "class_mean": {}, "class_rep": {}}
+    out = {"errors": {m: [None] * len(errors_rows) for m in maps.methods}, "class_mean": {}, "class_rep": {},
+           "class_random": {}}
     used = 0
     for k in sorted(range(len(errors_rows)), key=lambda k: -conf[errors_rows[k]]):
         r = errors_rows[k]
@@ -42,7 +44,8 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
         for m, pair in pairs.items():
             out["errors"][m][k] = pair
     for method in maps.methods:
-        for kind in ("mean", "rep"):
+        kinds = ("mean", "rep", "random") if maps.res.saliency_random(method) is not None else ("mean", "rep")
+        for kind in kinds:
             out["class_" + kind][method] = [data_uri(maps.class_png(method, c, kind, SAL_SIZE))
                                             for c in range(maps.num_classes)]
     return out

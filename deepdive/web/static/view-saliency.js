@@ -5,6 +5,32 @@
   const el = DD.el;
   const PAGE = 24;
 
+  // The model parameter randomisation test (deepdive.analysis.saliency.sanity_check): per method, how alike its
+  // maps of the class representatives rank with the trained weights and with the same weights shuffled.
+  const ALIKE = 0.5;
+  function sanityPanel(ctx, sanity) {
+    const methods = ctx.b.saliency.methods.filter((m) => sanity.rank_correlation[m] !== undefined);
+    const cell = (v) => el("td", {class: "num", text: v === null || v === undefined ? "–" : DD.fmt.num(v, 2)});
+    return DD.section("Do the maps depend on what the model learnt?",
+      DD.note(`Each method's maps of the ${sanity.n} class representatives, drawn again with every weight tensor's ` +
+              "values shuffled (the model parameter randomisation test of Adebayo et al., 2018), and how alike " +
+              "the two rank (Spearman's ρ of |attribution|: 1 = the same picture, 0 = unrelated). A method whose " +
+              `maps stay alike (ρ ≥ ${ALIKE}) draws the image more than the model. Integrated gradients and ` +
+              "occlusion start from a black image, so wherever the input is 0 they give 0 whatever the weights: " +
+              "the second column leaves those pixels out. \"Trained vs weights shuffled\" above shows the pairs.", "muted"),
+      el("table", {class: "grid compact", attrs: {"data-testid": "sanity-table"}},
+        // (no capitals: an upper-case ρ reads as a P)
+        el("thead", {}, el("tr", {}, ["method", "ρ, all pixels", "ρ, where the input is not 0", "with shuffled weights"]
+          .map((h) => el("th", {text: h, class: "no-caps"})))),
+        el("tbody", {}, methods.map((m) => {
+          const rho = sanity.rank_correlation[m];
+          const alike = rho !== null && rho >= ALIKE;
+          return el("tr", {dataset: {method: m}},
+            el("td", {text: DD.METHOD_LABELS[m] || m}), cell(rho), cell(sanity.rank_correlation_nonzero[m]),
+            el("td", {class: alike ? "bad" : "ok", text: rho === null ? "–" : alike ? "the map stays alike" : "the map changes"}));
+        }))));
+  }
+
   DD.views.saliency = {
     title: "Saliency", icon: "◐",
     render(root, ctx) {
@@ -31,10 +57,27 @@
             "; open any other image's detail to compute its maps." : ".") : "";
       };
 
+      const sanity = (ctx.b.summary.saliency || {}).sanity || {};
+      const kindNote = el("span", {class: "muted small"});
       const drawClasses = () => {
         DD.clear(classGrid);
+        kindNote.textContent = kind === "random" ? "each class's representative: left with the trained weights, right " +
+          "with them shuffled; ρ: how alike the two rank (below)" : "attribution toward each class: on its most " +
+          "typical correctly classified image, or averaged over the class";
         ctx.names.forEach((name, c) => {
           const rep = sal.class_rep_rows[c];
+          if (kind === "random") {   // the trained model's map beside the shuffled one's, and how alike they rank
+            const rho = ((sanity.per_class || {})[ctx.state.method] || [])[c];
+            classGrid.appendChild(el("figure", {class: "sal-class"},
+              rep >= 0 && rho !== undefined ? [
+                DD.saliencyImage(ctx.source.classSaliencyURL(ctx.b, ctx.state.method, c, "rep"), `class ${name}, trained`, 96),
+                DD.saliencyImage(ctx.source.classSaliencyURL(ctx.b, ctx.state.method, c, "random"),
+                                 `class ${name}, weights shuffled`, 96)]
+                : el("div", {class: "sal-missing", style: {width: "96px", height: "96px"},
+                             text: rep < 0 ? "no correctly classified image" : "not drawn for this method"}),
+              el("figcaption", {text: rho === null || rho === undefined ? name : `${name} · ρ ${DD.fmt.num(rho, 2)}`})));
+            return;
+          }
           classGrid.appendChild(el("figure", {class: "sal-class"},
             kind === "rep" && rep >= 0 ? DD.thumb(ctx, rep, 96) : null,
             kind === "rep" && rep < 0 ? el("div", {class: "sal-missing", style: {width: "96px", height: "96px"},
@@ -64,10 +107,12 @@
         DD.legend(ctx)));
       root.appendChild(DD.section("Per-class maps",
         el("div", {class: "toolbar"},
-          DD.segmented([{value: "rep", label: "Representative image"}, {value: "mean", label: "Mean over the class"}], kind,
+          DD.segmented([{value: "rep", label: "Representative image"}, {value: "mean", label: "Mean over the class"},
+                        ...(sanity.available ? [{value: "random", label: "Trained vs weights shuffled"}] : [])], kind,
             (v) => { kind = v; drawClasses(); }, "class-map-kind"),
-          el("span", {class: "muted small", text: "attribution toward each class: on its most typical correctly classified image, or averaged over the class"})),
+          kindNote),
         classGrid));
+      if (sanity.available) root.appendChild(sanityPanel(ctx, sanity));
       root.appendChild(DD.section("Misclassified images: predicted class vs true class",
         sal.errors_rows.length ? [DD.note("Left: the image. Middle: what pushed the model toward its (wrong) " +
                                           "prediction. Right: evidence for the true class."), coverage, errorGrid, pager]
