@@ -420,6 +420,39 @@ def test_filters_give_the_right_rows(tab, expected):
     assert shown() == counts[t][t]
 
 
+def test_a_box_in_the_embedding_selects_the_images_inside_it_and_lists_them(tab, expected):
+    frame = expected["frame"]
+    page = tab.view("embedding")
+    page.wait_for_selector('[data-testid="embedding-plot"] .nsewdrag')
+    page.click('[data-testid="embedding-drag"] button[data-value="select"]')
+    area = page.locator('[data-testid="embedding-plot"] .nsewdrag').bounding_box()
+    x0, y0 = area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3
+    x1, y1 = area["x"] + area["width"] * 0.7, area["y"] + area["height"] * 0.7
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=10)
+    page.mouse.up()
+    page.wait_for_selector('[data-testid="selection-count"]')
+    count = int(page.get_attribute('[data-testid="selection-count"]', "data-count"))
+    # the box in data units, by plotly's own axes; points within a hair of its edges may fall either way
+    lo_x, hi_x, lo_y, hi_y = page.evaluate("""([x0, y0, x1, y1]) => {
+        const gd = document.querySelector('[data-testid="embedding-plot"]'), L = gd._fullLayout;
+        const area = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [L.xaxis.p2d(x0 - area.left), L.xaxis.p2d(x1 - area.left),
+                L.yaxis.p2d(y1 - area.top), L.yaxis.p2d(y0 - area.top)]; }""", [x0, y0, x1, y1])
+    ex, ey = frame["emb_x"].to_numpy(), frame["emb_y"].to_numpy()
+    hair = 0.01 * max(hi_x - lo_x, hi_y - lo_y)
+
+    def inside(m):
+        return int(((ex > lo_x + m) & (ex < hi_x - m) & (ey > lo_y + m) & (ey < hi_y - m)).sum())
+    assert 0 < inside(hair) <= count <= inside(-hair)
+    page.click('[data-testid="selection-list"]')
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-rows"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == count
+    page.click('[data-testid="filter-rows-clear"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(frame)
+
+
 def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     frame, c = expected["frame"], len(expected["summary"]["class_names"])
     # The most confident error: first in the table below, and first in the focus set, so its activations are in

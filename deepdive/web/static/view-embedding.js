@@ -1,8 +1,39 @@
 // Embedding: 2-D projection of the penultimate-layer features, coloured by true class, errors ringed.
-// Hovering a point shows its image; clicking opens its detail.
+// Hovering a point shows its image; clicking opens its detail; a box or lasso selects a region: its images, what
+// they are and a link that lists them in the predictions table.
 "use strict";
 (function (DD) {
   const el = DD.el;
+
+  const SELECTION_THUMBS = 60;
+
+  // The selected images: how many, which classes and errors they hold, the errors then the least confident
+  // first as thumbnails, and a link listing them all in the predictions table.
+  function showSelection(ctx, box, picked) {
+    DD.clear(box);
+    const col = ctx.col;
+    const rows = [...new Set(picked)].filter((r) => Number.isInteger(r));
+    if (!rows.length) return;
+    rows.sort((a, b) => col.correct[a] - col.correct[b] || col.confidence[a] - col.confidence[b] || a - b);
+    const wrong = rows.filter((r) => !col.correct[r]).length;
+    const byClass = new Map();
+    for (const r of rows) byClass.set(col.true[r], (byClass.get(col.true[r]) || 0) + 1);
+    const classes = [...byClass].sort((a, b) => b[1] - a[1] || a[0] - b[0])
+      .map(([c, k]) => `${ctx.className(c)} ×${DD.fmt.int(k)}`).join(", ");
+    box.append(
+      el("div", {class: "toolbar"},
+        el("span", {class: "strong", attrs: {"data-testid": "selection-count", "data-count": rows.length},
+                    text: `${DD.fmt.int(rows.length)} image${rows.length === 1 ? "" : "s"} selected`}),
+        el("span", {class: wrong ? "bad" : "muted", text: `${DD.fmt.int(wrong)} wrong`}),
+        el("span", {class: "muted", text: `true classes: ${classes}`}),
+        el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list them in the predictions table →",
+                 attrs: {"data-testid": "selection-list"},
+                 on: {click: () => { ctx.state.predFilter = {rows, sort: "conf-asc"}; }}})),
+      el("div", {class: "thumbs-cell"}, rows.slice(0, SELECTION_THUMBS).map((r) =>
+        DD.captioned(ctx, r, 40, `${ctx.className(col.true[r])}→${ctx.className(col.pred[r])}`))),
+      rows.length > SELECTION_THUMBS ? DD.note(`the errors, then the least confident: ${SELECTION_THUMBS} of ` +
+                                               `${DD.fmt.int(rows.length)}`, "muted small") : null);
+  }
 
   DD.views.embedding = {
     title: "Embedding", icon: "⁘",
@@ -22,16 +53,25 @@
         if (!col.correct[r]) tr.marker.color.push(DD.classColor(col.true[r]));
       }
       const plot = el("div", {class: "chart tall", attrs: {"data-testid": "embedding-plot"}});
+      const selection = el("div", {class: "selection", attrs: {"data-testid": "embedding-selection"}});
+      const drag = DD.segmented([{value: "zoom", label: "zoom"}, {value: "select", label: "box select"},
+                                 {value: "lasso", label: "lasso select"}], "zoom",
+        (mode) => DD.plotly().then((Plotly) => Plotly.relayout(plot, {dragmode: mode})), "embedding-drag");
       root.appendChild(el("div", {class: "panel"},
         DD.note(`Each point is one ${ctx.b.split} image, placed by its penultimate-layer features ` +
                 `(${(ctx.b.summary.embedding || {}).method || "2-D projection"}), coloured by its true class. ` +
                 `Ringed points are the ${DD.fmt.int(ctx.errorRows.length)} errors, filled with their true class's colour. ` +
-                "Hover to see an image, click to open it; click a legend entry to hide a class.", "muted"),
-        plot));
+                "Hover to see an image, click to open it; click a legend entry to hide a class; select a region " +
+                "to see what is in it.", "muted"),
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag),
+        plot, selection));
       DD.plotly().then((Plotly) => {
         Plotly.newPlot(plot, [...traces, errors], DD.plotLayout({hovermode: "closest", margin: {l: 30, r: 10, t: 10, b: 30},
           xaxis: {zeroline: false, showticklabels: false}, yaxis: {zeroline: false, showticklabels: false, scaleanchor: "x"},
           legend: {orientation: "v", x: 1.01, y: 0.9, itemsizing: "constant"}}), DD.plotConfig);
+        plot.on("plotly_selected", (ev) => showSelection(ctx, selection,
+          ev ? ev.points.map((pt) => pt.customdata ?? pt.data.customdata[pt.pointIndex]) : []));
+        plot.on("plotly_deselect", () => showSelection(ctx, selection, []));
         plot.on("plotly_hover", (ev) => {
           const pt = ev.points[0];
           const r = pt.customdata;

@@ -40,6 +40,7 @@
     const bin = f.bin ? f.bin.split(":") : null;
     const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
     const confMax = has(f.confMax) ? Number(f.confMax) : null;   // the Confidence view's threshold: at or below
+    const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;   // a selection in the Embedding view
     const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
@@ -53,6 +54,7 @@
       if (nb !== null && col.neighbours[r] !== nb) continue;
       if (binCol && binCol[r] !== binNo) continue;
       if (confMax !== null && col.confidence[r] > confMax) continue;
+      if (picked && !picked.has(r)) continue;
       if (review !== null) {
         const v = reviews.get(r);
         if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
@@ -117,7 +119,8 @@
     return el("label", {class: "filter"}, el("span", {class: "tool-label", text: label}), node);
   }
 
-  // A filter the Confidence view set (a bin of its reliability diagram, its threshold), with a button that drops it.
+  // A filter another view set (a reliability bin or the threshold of the Confidence view, a selection in the
+  // Embedding view), with a button that drops it.
   function chip(text, testid, clear) {
     const node = el("span", {class: "pill", attrs: {"data-testid": testid}}, `${text} `,
       el("button", {class: "icon-btn", type: "button", text: "×", style: {fontSize: "14px"},
@@ -166,6 +169,8 @@
         f.bin ? chip(binText(ctx, f.bin), "filter-bin", () => { delete f.bin; apply(); }) : null,
         f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
                               () => { delete f.confMax; apply(); }) : null,
+        Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
+                                     () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
         count));
