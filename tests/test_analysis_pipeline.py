@@ -162,7 +162,7 @@ def test_val_split_inputs_come_from_val_indices(analyzed_run, mnist):
 
 # ---- export --------------------------------------------------------------------------------------------------
 NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name",
-                                  "train_label_name")}
+                                  "train_label_name", "class_name")}
 
 
 def _read(path, fmt):
@@ -205,6 +205,11 @@ def test_export_round_trip(result, tmp_path, fmt):
     assert calibration["count"].sum() == 2 * s["n"]
     assert calibration["accuracy"].iloc[:c["bins"]].tolist() == pytest.approx(
         [b["accuracy"] if b["count"] else np.nan for b in c["reliability"]], nan_ok=True)
+    pr = _read(tmp_path / f"pr-curves.{fmt}", fmt)
+    curves = s["ranking"]["pr_curves"]
+    assert len(pr) == sum(len(cv["points"]) for cv in curves)
+    last = pr.groupby("class").tail(1)        # each class's curve ends where every image of it is found
+    assert last["recall"].tolist() == [1.0] * len(curves) and last["ap"].tolist() == [cv["ap"] for cv in curves]
 
 
 def test_export_errors(result, analyzed_run, tmp_path, run_cli):

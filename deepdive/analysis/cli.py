@@ -7,7 +7,8 @@ from deepdive.paths import DEFAULT_WORKSPACE
 from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES (tests check they agree), so --help imports no pandas
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
+          "pr-curves")
 
 
 def register(subparsers):
@@ -113,6 +114,9 @@ def confidence_lines(c: dict) -> list[str]:
     return lines
 
 
+SANITY_ALIKE = 0.5   # the Saliency view's line too: maps that rank this alike with shuffled weights trace the image
+
+
 def ranking_lines(r: dict, errors: int, n: int) -> list[str]:
     """Top-k accuracy up to the first k that gets every image, how many errors have the right class as their
     runner-up, and the mean AP."""
@@ -129,6 +133,18 @@ def ranking_lines(r: dict, errors: int, n: int) -> list[str]:
     ks = ", ".join(f"top-{k} {acc:.2%}" for k, acc in shown)
     ap = f"; mean average precision over the classes {r['mean_ap']:.4f}" if r.get("mean_ap") is not None else ""
     return [f"ranking: {ks} ({who} the right class second){ap}"]
+
+
+def sanity_lines(sanity: dict) -> list[str]:
+    """How alike each saliency method's maps stay when the model's weights are shuffled (the sanity check)."""
+    rho = {m: r for m, r in (sanity.get("rank_correlation") or {}).items() if r is not None}
+    if not sanity.get("available") or not rho:
+        return []
+    alike = [m for m, r in rho.items() if r >= SANITY_ALIKE]
+    verdict = (f"{', '.join(alike)} stay{'s' if len(alike) == 1 else ''} alike: read their colours, not their "
+               "outline" if alike else "every method's maps change with the weights")
+    return ["saliency with shuffled weights (Spearman rho of |attribution|, 1 = unchanged): "
+            + ", ".join(f"{m} {r:.2f}" for m, r in rho.items()) + f"; {verdict}"]
 
 
 def text_summary(summary: dict, workspace) -> str:
@@ -148,6 +164,7 @@ def text_summary(summary: dict, workspace) -> str:
                      f"predicted, {e['label']} mostly as their label, {e['mixed']} mixed (a neighbour vote gets "
                      f"{nb['knn_accuracy']:.2%} right)")
     lines.extend(confidence_lines(s.get("confidence") or {}))
+    lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"

@@ -5,7 +5,7 @@ Tables (all read through AnalysisResult):
                 p0..p{C-1}, label-issue columns, category, embedding coordinates, neighbours (what the nearest
                 training images back: prediction, label or mixed), neighbour_agreement (the share of them
                 labelled as predicted), calibrated_confidence (the top probability after the temperature)
-  per-class     support, predicted, correct, errors, recall, precision, f1 and taxonomy counts per class
+  per-class     support, predicted, correct, errors, recall, precision, f1, ap and taxonomy counts per class
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label
   errors        the misclassified examples, most confident first, with their taxonomy category
@@ -15,6 +15,8 @@ Tables (all read through AnalysisResult):
                 its label (as trained on) and the cosine similarity of the two images' penultimate features
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
+  pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
+                vertex its recall, precision and the probability threshold, with the class's AP
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -28,7 +30,8 @@ from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
+          "pr-curves")
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -69,6 +72,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
             "similarity": np.asarray(nb["similarity"]).reshape(-1)})
     if name == "calibration":
         return _calibration(result)
+    if name == "pr-curves":
+        return _pr_curves(result, names)
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])
@@ -84,6 +89,17 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
     for cat in CATEGORIES:
         frame[cat] = taxonomy[cat].to_numpy()
     return frame
+
+
+def _pr_curves(result: AnalysisResult, names) -> pd.DataFrame:
+    """One line per kept vertex of each class's precision-recall curve (deepdive.analysis.ranking)."""
+    r = result.summary.get("ranking")
+    if not r:
+        raise DeepdiveError(f"the analysis of split {result.split!r} has no precision-recall curves (it predates "
+                            "them: run deepdive analyze again)")
+    return pd.DataFrame([{"class": cv["class"], "class_name": names[cv["class"]], "ap": cv["ap"], "recall": p[0],
+                          "precision": p[1], "threshold": p[2]} for cv in r["pr_curves"] for p in cv["points"]],
+                        columns=["class", "class_name", "ap", "recall", "precision", "threshold"])
 
 
 def _calibration(result: AnalysisResult) -> pd.DataFrame:

@@ -9,26 +9,33 @@
 
   // The selected images: how many, which classes and errors they hold, the errors then the least confident
   // first as thumbnails, and a link listing them all in the predictions table.
-  function showSelection(ctx, box, picked) {
+  // bar: a line in the toolbar above the plot (always in view); box: the thumbnails below it.
+  function showSelection(ctx, bar, box, picked) {
+    DD.clear(bar);
     DD.clear(box);
     const col = ctx.col;
     const rows = [...new Set(picked)].filter((r) => Number.isInteger(r));
-    if (!rows.length) return;
+    if (!rows.length) {   // the line keeps its place, so the plot does not move when a selection fills it
+      bar.append(el("span", {class: "muted small", text: "No selection: choose box or lasso select, then drag " +
+                                                           "over the points."}));
+      return;
+    }
     rows.sort((a, b) => col.correct[a] - col.correct[b] || col.confidence[a] - col.confidence[b] || a - b);
     const wrong = rows.filter((r) => !col.correct[r]).length;
     const byClass = new Map();
     for (const r of rows) byClass.set(col.true[r], (byClass.get(col.true[r]) || 0) + 1);
     const classes = [...byClass].sort((a, b) => b[1] - a[1] || a[0] - b[0])
       .map(([c, k]) => `${ctx.className(c)} ×${DD.fmt.int(k)}`).join(", ");
+    bar.append(
+      el("span", {class: "strong", attrs: {"data-testid": "selection-count", "data-count": rows.length},
+                  text: `${DD.fmt.int(rows.length)} image${rows.length === 1 ? "" : "s"} selected`}),
+      el("span", {class: wrong ? "bad" : "muted", text: `${DD.fmt.int(wrong)} wrong`}),
+      el("span", {class: "muted", text: `true classes: ${classes}`}),
+      el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list them in the predictions table →",
+               attrs: {"data-testid": "selection-list"},
+               on: {click: () => { ctx.state.predFilter = {rows, sort: "conf-asc"}; }}}),
+      el("span", {class: "muted small", text: "(their images below the plot)"}));
     box.append(
-      el("div", {class: "toolbar"},
-        el("span", {class: "strong", attrs: {"data-testid": "selection-count", "data-count": rows.length},
-                    text: `${DD.fmt.int(rows.length)} image${rows.length === 1 ? "" : "s"} selected`}),
-        el("span", {class: wrong ? "bad" : "muted", text: `${DD.fmt.int(wrong)} wrong`}),
-        el("span", {class: "muted", text: `true classes: ${classes}`}),
-        el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list them in the predictions table →",
-                 attrs: {"data-testid": "selection-list"},
-                 on: {click: () => { ctx.state.predFilter = {rows, sort: "conf-asc"}; }}})),
       el("div", {class: "thumbs-cell"}, rows.slice(0, SELECTION_THUMBS).map((r) =>
         DD.captioned(ctx, r, 40, `${ctx.className(col.true[r])}→${ctx.className(col.pred[r])}`))),
       rows.length > SELECTION_THUMBS ? DD.note(`the errors, then the least confident: ${SELECTION_THUMBS} of ` +
@@ -44,9 +51,11 @@
         return;
       }
       const traces = ctx.names.map((name, c) => ({type: "scattergl", mode: "markers", name, x: [], y: [], customdata: [],
-        marker: {color: DD.classColor(c), size: 4, opacity: 0.55}, hoverinfo: "none"}));
+        marker: {color: DD.classColor(c), size: 4, opacity: 0.55}, hoverinfo: "none",
+        selected: {marker: {opacity: 0.9}}, unselected: {marker: {opacity: 0.08}}}));
       const errors = {type: "scattergl", mode: "markers", name: "errors", x: [], y: [], customdata: [], hoverinfo: "none",
-        marker: {color: [], size: 9, opacity: 1, line: {color: "#111827", width: 1.5}, symbol: "circle"}};
+        marker: {color: [], size: 9, opacity: 1, line: {color: "#111827", width: 1.5}, symbol: "circle"},
+        unselected: {marker: {opacity: 0.25}}};
       for (let r = 0; r < ctx.n; r++) {
         const tr = col.correct[r] ? traces[col.true[r]] : errors;
         tr.x.push(col.emb_x[r]); tr.y.push(col.emb_y[r]); tr.customdata.push(r);
@@ -54,6 +63,7 @@
       }
       const plot = el("div", {class: "chart tall", attrs: {"data-testid": "embedding-plot"}});
       const selection = el("div", {class: "selection", attrs: {"data-testid": "embedding-selection"}});
+      const selectionBar = el("span", {class: "selection-bar", attrs: {"data-testid": "embedding-selection-bar"}});
       const drag = DD.segmented([{value: "zoom", label: "zoom"}, {value: "select", label: "box select"},
                                  {value: "lasso", label: "lasso select"}], "zoom",
         (mode) => DD.plotly().then((Plotly) => Plotly.relayout(plot, {dragmode: mode})), "embedding-drag");
@@ -63,15 +73,16 @@
                 `Ringed points are the ${DD.fmt.int(ctx.errorRows.length)} errors, filled with their true class's colour. ` +
                 "Hover to see an image, click to open it; click a legend entry to hide a class; select a region " +
                 "to see what is in it.", "muted"),
-        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag),
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag, selectionBar),
         plot, selection));
+      showSelection(ctx, selectionBar, selection, []);
       DD.plotly().then((Plotly) => {
         Plotly.newPlot(plot, [...traces, errors], DD.plotLayout({hovermode: "closest", margin: {l: 30, r: 10, t: 10, b: 30},
           xaxis: {zeroline: false, showticklabels: false}, yaxis: {zeroline: false, showticklabels: false, scaleanchor: "x"},
           legend: {orientation: "v", x: 1.01, y: 0.9, itemsizing: "constant"}}), DD.plotConfig);
-        plot.on("plotly_selected", (ev) => showSelection(ctx, selection,
+        plot.on("plotly_selected", (ev) => showSelection(ctx, selectionBar, selection,
           ev ? ev.points.map((pt) => pt.customdata ?? pt.data.customdata[pt.pointIndex]) : []));
-        plot.on("plotly_deselect", () => showSelection(ctx, selection, []));
+        plot.on("plotly_deselect", () => showSelection(ctx, selectionBar, selection, []));
         plot.on("plotly_hover", (ev) => {
           const pt = ev.points[0];
           const r = pt.customdata;

@@ -45,7 +45,8 @@
     return el("div", {class: "cards", attrs: {"data-testid": "overview-cards"}},
       DD.card("Dataset", run.dataset, `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images · ${shape} · ${ctx.C} classes`),
       DD.card("Model", run.model_arch || "–", `${DD.fmt.int(run.num_params)} parameters`),
-      DD.card(`Accuracy (${ctx.b.split})`, DD.fmt.pct(s.accuracy, 2), `${DD.fmt.int(s.error_count)} errors of ${DD.fmt.int(s.n)}`),
+      DD.card(`Accuracy (${ctx.b.split})`, DD.fmt.pct(s.accuracy, 2), `${DD.fmt.int(s.error_count)} errors of ` +
+              `${DD.fmt.int(s.n)}` + topTwo(s)),
       DD.card("Training time", DD.fmt.secs(run.train_seconds), [`${ctx.b.epochs.length} epochs on ${run.device || "?"}`,
         precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
@@ -159,6 +160,12 @@
       list(2, `${DD.fmt.int(e.mixed)} between classes`),
       `. A vote of each image's neighbours gets ${DD.fmt.pct(nb.knn_accuracy, 2)} of the images right ` +
       `(the model: ${DD.fmt.pct(ctx.b.summary.accuracy, 2)}). Any image's detail shows its neighbours.`);
+  }
+
+  // the near misses: top-2 accuracy (deepdive.analysis.ranking), where the analysis has it
+  function topTwo(s) {
+    const t = ((s.ranking || {}).top_k || []).find((x) => x.k === 2);
+    return t ? ` · top-2 ${DD.fmt.pct(t.accuracy, 2)}` : "";
   }
 
   DD.views.overview = {
