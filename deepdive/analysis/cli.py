@@ -141,8 +141,8 @@ def sanity_lines(sanity: dict) -> list[str]:
     if not sanity.get("available") or not rho:
         return []
     alike = [m for m, r in rho.items() if r >= SANITY_ALIKE]
-    verdict = (f"{', '.join(alike)} stay{'s' if len(alike) == 1 else ''} alike: read their colours, not their "
-               "outline" if alike else "every method's maps change with the weights")
+    verdict = (f"{', '.join(alike)} stay{'s' if len(alike) == 1 else ''} alike: they draw the image more "
+               "than the model" if alike else "every method's maps change with the weights")
     return ["saliency with shuffled weights (Spearman rho of |attribution|, 1 = unchanged): "
             + ", ".join(f"{m} {r:.2f}" for m, r in rho.items()) + f"; {verdict}"]
 
