@@ -600,6 +600,18 @@ def test_the_class_table_sorts_by_a_column_and_each_class_gets_a_pr_curve(tab, e
     page.wait_for_function("n => document.querySelectorAll('[data-testid=\"pr-plot\"] .scatterlayer .trace').length === n",
                            arg=sum(1 for cv in s["ranking"]["pr_curves"] if cv["points"]))
     assert tab.count("main img[src='x'], main script") == 0   # hostile class names in the legend stay text
+    # a click on a point lists what its threshold flags: every image whose probability for that class is at or
+    # above it, as the table holds the probabilities (4 decimals), the threshold rounded down to them
+    cv = next(cv for cv in s["ranking"]["pr_curves"] if cv["points"])
+    k = [c["class"] for c in s["ranking"]["pr_curves"] if c["points"]].index(cv["class"])
+    t = cv["points"][-1][2]                      # the last point: every image of the class flagged
+    page.evaluate("""([k, t]) => document.querySelector('[data-testid="pr-plot"]')
+        .emit('plotly_click', {points: [{curveNumber: k, customdata: t}]})""", [k, t])
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-pmin"]')
+    p = np.round(expected["frame"][f"p{cv['class']}"].to_numpy(dtype=np.float64), 4)
+    flagged = p >= math.floor(t * 1e4 + 1e-9) / 1e4
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == flagged.sum()
+    assert flagged[(expected["frame"]["true"] == cv["class"]).to_numpy()].all()    # recall 1 at the last point
 
 
 def test_hostile_names_render_as_text(tab):

@@ -91,6 +91,10 @@
       el("thead", {}, el("tr", {}, heads)), body);
   }
 
+  // The predictions table holds probabilities to 4 decimals: the threshold rounded down to them keeps the image
+  // that sets it (its own probability, rounded to nearest, is never below that).
+  const flagThreshold = (t) => Math.floor(t * 1e4 + 1e-9) / 1e4;
+
   // One line per class: precision against recall as the threshold on that class's probability falls.
   function prPanel(ctx, r) {
     const curves = r.pr_curves.filter((cv) => cv.points.length);
@@ -106,7 +110,7 @@
       line: {color: DD.classColor(cv.class), width: 1.5},
       x: cv.points.map((p) => p[0]), y: cv.points.map((p) => p[1]), customdata: cv.points.map((p) => p[2]),
       hovertemplate: `${label(cv.class)}: recall %{x:.2%}, precision %{y:.2%} ` +
-                     "with p ≥ %{customdata:.4f}<extra></extra>",
+                     "with p ≥ %{customdata:.4f} (click: its images)<extra></extra>",
     }));
     const layout = DD.plotLayout({hovermode: "closest", margin: {l: 60, r: 16, t: 16, b: 44},
       legend: {orientation: "v", x: 1.01, y: 1, font: {size: 11}},
@@ -114,12 +118,19 @@
       yaxis: {title: {text: "precision"}, tickformat: ".1%", automargin: true,
               range: [Math.max(0, low - (1 - low) * 0.08), 1 + (1 - low) * 0.04]}});
     DD.afterPaint(() => DD.plotly().then((Plotly) => Plotly.newPlot(plot, traces, layout, DD.plotConfig))
+      .then(() => plot.on("plotly_click", (ev) => {   // list what that threshold flags
+        const pt = ev.points[0];
+        ctx.state.predFilter = {pclass: curves[pt.curveNumber].class, pmin: flagThreshold(pt.customdata)};
+        DD.go(ctx, "predictions");
+      }))
       .catch((err) => plot.replaceWith(DD.note(err.message, "error"))));
     return DD.section("Precision and recall per class",
       DD.note("Each class against the rest, thresholding the model's probability for it: flag every image whose " +
               "probability is at least p, and the line says what share of the class that finds (recall) and what " +
               "share of the flagged images are of the class (precision). AP, the average precision, is the area " +
-              "under it (scikit-learn). Hover a line for its threshold; click a class in the legend to hide it" +
+              "under it (scikit-learn). Hover a line for its threshold, click it to list the images that " +
+              "threshold flags (the other classes' among them are what it lets through); click a class in the " +
+              "legend to hide it" +
               (zoom ? `; the chart starts at recall ${DD.fmt.pct(zoom, 0)}, where this model's lines part ` +
                       "(double-click for all)." : "."), "muted"),
       plot);

@@ -41,6 +41,8 @@
     const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
     const confMax = has(f.confMax) ? Number(f.confMax) : null;   // the Confidence view's threshold: at or below
     const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;   // a selection in the Embedding view
+    // a point of a precision-recall curve (Per class view): the images whose probability for pclass is >= pmin
+    const pclass = has(f.pclass) ? Number(f.pclass) : null, pmin = has(f.pmin) ? Number(f.pmin) : null;
     const reviews = DD.reviewsOf(ctx);
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
@@ -55,6 +57,7 @@
       if (binCol && binCol[r] !== binNo) continue;
       if (confMax !== null && col.confidence[r] > confMax) continue;
       if (picked && !picked.has(r)) continue;
+      if (pclass !== null && pmin !== null && !(ctx.probs[pclass][r] >= pmin)) continue;
       if (review !== null) {
         const v = reviews.get(r);
         if (review === "none" ? v : review === "any" ? !v : !v || v.verdict !== review) continue;
@@ -120,7 +123,7 @@
   }
 
   // A filter another view set (a reliability bin or the threshold of the Confidence view, a selection in the
-  // Embedding view), with a button that drops it.
+  // Embedding view, a point of a class's precision-recall curve), with a button that drops it.
   function chip(text, testid, clear) {
     const node = el("span", {class: "pill", attrs: {"data-testid": testid}}, `${text} `,
       el("button", {class: "icon-btn", type: "button", text: "×", style: {fontSize: "14px"},
@@ -169,6 +172,8 @@
         f.bin ? chip(binText(ctx, f.bin), "filter-bin", () => { delete f.bin; apply(); }) : null,
         f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
                               () => { delete f.confMax; apply(); }) : null,
+        f.pclass !== undefined && f.pmin !== undefined ? chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(4)}`,
+                                            "filter-pmin", () => { delete f.pclass; delete f.pmin; apply(); }) : null,
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
