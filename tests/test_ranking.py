@@ -28,6 +28,13 @@ def test_pr_curve_keeps_each_recall_levels_best_precision():
     assert ap == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 3 + 1 / 3 * 0.6)
 
 
+def test_pr_curve_starts_at_the_first_image_of_the_class():
+    # the two highest scores are not of the class: no vertex at recall 0
+    ap, points = ranking.pr_curve(np.array([False, False, True, True]), np.array([0.9, 0.8, 0.7, 0.6]), 100)
+    assert np.array(points) == pytest.approx(np.array([[0.5, 1 / 3, 0.7], [1, 0.5, 0.6]]))
+    assert ranking.pr_curve(np.zeros(3, bool), np.array([0.1, 0.2, 0.3]), 100) == (None, [])
+
+
 def test_pr_curve_thins_to_its_budget_keeping_the_ends_and_the_high_recall_tail():
     rng = np.random.default_rng(0)
     is_class = rng.random(5000) < 0.3

@@ -69,7 +69,8 @@ class _Stages:
 
 
 MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
-STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence", "write")
+STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence",
+          "write")
 
 
 def _no_model_stages(reason: str) -> dict:

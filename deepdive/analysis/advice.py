@@ -3,7 +3,7 @@ confused class pairs, suggest the matching training augmentation, and check a su
 
     robustness_probes(model, inputs, labels, num_classes) -> probes          # per-class accuracy per perturbation
     recommend(probes, top_confusions) -> [suggestion, ...]                    # ranked, with evidence
-    broken_examples(inputs, labels, probes, suggestions) -> pictures          # the images each suggestion's probes break
+    broken_examples(inputs, labels, probes, suggestions) -> pictures          # what each suggestion's probes break
     verify_advice(store, run_id, suggestion=None) -> report                   # retrain + compare, verify_advice.json
     paired_changes(before, after, pairs) -> {...}; verdict(changes) -> str    # the comparison, with its p-values
 
@@ -170,7 +170,8 @@ def broken_examples(inputs, labels, probes: dict, suggestions: list[dict],
         for row in order[:per_suggestion]:
             probe, pred = broken[row]
             with torch.no_grad():
-                x = perturbations[probe].apply(torch.as_tensor(np.asarray(inputs[row:row + 1]), dtype=torch.float32))
+                x = torch.as_tensor(np.asarray(inputs[row:row + 1]), dtype=torch.float32)
+                x = perturbations[probe].apply(x)
             s["examples"].append({"row": int(row), "probe": probe, "label": perturbations[probe].label,
                                   "pred": int(pred), "image": len(pictures)})
             pictures.append(x[0].numpy())

@@ -26,8 +26,9 @@ def top_k_accuracy(labels, probs, ks=TOP_K) -> list[dict]:
             for k in ks if k < c and len(labels)]
 
 
-def pr_curve(is_class, scores, max_points) -> tuple[float, list[list[float]]]:
-    """(average precision, [[recall, precision, threshold], ...]) of one class against the rest, recall rising.
+def pr_curve(is_class, scores, max_points) -> tuple[float | None, list[list[float]]]:
+    """(average precision, [[recall, precision, threshold], ...]) of one class against the rest, recall rising;
+    (None, []) for a class with no image.
 
     The curve keeps one vertex per positive image: where the threshold sits at that image's score, the best
     precision at its recall (the points in between only add false positives at the same recall). Above
@@ -43,7 +44,8 @@ def pr_curve(is_class, scores, max_points) -> tuple[float, list[list[float]]]:
     # As the threshold falls, recall steps up at each positive and precision then sinks with each negative until
     # the next: the first point of each recall level is its best precision (sklearn's drop_intermediate keeps the
     # sinking end as well, which draws a saw-tooth).
-    keep = np.flatnonzero(np.r_[True, recall[1:] != recall[:-1]])
+    # (Thresholds above the first positive find nothing: recall 0 says nothing about precision.)
+    keep = np.flatnonzero(np.r_[True, recall[1:] != recall[:-1]] & (recall > 0))
     if len(keep) > max_points:
         tail = max_points // 2
         head = np.linspace(0, len(keep) - tail - 1, max_points - tail).round().astype(int)

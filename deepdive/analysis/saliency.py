@@ -305,13 +305,13 @@ def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, 
         shuffled = shuffled_weights(model)
     except Exception as e:   # a model deepcopy cannot copy (e.g. holding a file handle): say so, keep the maps
         return {"available": False, "reason": f"the model could not be copied: {type(e).__name__}: {e}"}
-    rows = torch.as_tensor(rep_idx[classes])
+    rows, targets = torch.as_tensor(rep_idx[classes]), torch.as_tensor(labels[rep_idx[classes]])
     result = {"available": True, "seed": SANITY_SEED, "n": int(len(classes)), "rank_correlation": {},
               "rank_correlation_nonzero": {}, "per_class": {}}
     with evaluating(shuffled, grad=True):
         for method, trained in trained_reps.items():
-            maps = _run(make_method(method, shuffled, inputs), inputs[rows], torch.as_tensor(labels[rep_idx[classes]]),
-                        _device(shuffled), None, progress, f"sanity {method}")
+            maps = _run(make_method(method, shuffled, inputs), inputs[rows], targets, _device(shuffled), None,
+                        progress, f"sanity {method}")
             random = np.zeros_like(trained)
             random[classes] = maps
             atomic_save_npy(out / f"{method}_class_random.npy", random)

@@ -172,8 +172,9 @@
         f.bin ? chip(binText(ctx, f.bin), "filter-bin", () => { delete f.bin; apply(); }) : null,
         f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
                               () => { delete f.confMax; apply(); }) : null,
-        f.pclass !== undefined && f.pmin !== undefined ? chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(4)}`,
-                                            "filter-pmin", () => { delete f.pclass; delete f.pmin; apply(); }) : null,
+        f.pclass !== undefined && f.pmin !== undefined ?
+          chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(4)}`, "filter-pmin",
+               () => { delete f.pclass; delete f.pmin; apply(); }) : null,
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},

@@ -27,7 +27,8 @@
           const alike = rho !== null && rho >= ALIKE;
           return el("tr", {dataset: {method: m}},
             el("td", {text: DD.METHOD_LABELS[m] || m}), cell(rho), cell(sanity.rank_correlation_nonzero[m]),
-            el("td", {class: alike ? "bad" : "ok", text: rho === null ? "–" : alike ? "the map stays alike" : "the map changes"}));
+            el("td", {class: alike ? "bad" : "ok",
+                      text: rho === null ? "–" : alike ? "the map stays alike" : "the map changes"}));
         }))));
   }
 
