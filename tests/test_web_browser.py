@@ -451,6 +451,14 @@ def test_a_box_in_the_embedding_selects_the_images_inside_it_and_lists_them(tab,
     assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == count
     page.click('[data-testid="filter-rows-clear"]')
     assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(frame)
+    # a selection of a few (as plotly reports one): their thumbnails and nothing else below the plot
+    page = tab.view("embedding")
+    page.wait_for_selector('[data-testid="embedding-plot"] .nsewdrag')
+    page.evaluate("""() => document.querySelector('[data-testid="embedding-plot"]')
+        .emit('plotly_selected', {points: [{customdata: 0}, {customdata: 1}, {customdata: 1}]})""")
+    assert page.get_attribute('[data-testid="selection-count"]', "data-count") == "2"
+    assert tab.count('[data-testid="embedding-selection"] .thumb') == 2
+    assert "null" not in page.inner_text('[data-testid="embedding-selection"]')
 
 
 def test_clicking_a_thumbnail_opens_its_detail(tab, expected):

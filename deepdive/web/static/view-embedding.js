@@ -35,11 +35,11 @@
                attrs: {"data-testid": "selection-list"},
                on: {click: () => { ctx.state.predFilter = {rows, sort: "conf-asc"}; }}}),
       el("span", {class: "muted small", text: "(their images below the plot)"}));
-    box.append(
+    DD.append(box, [   // (DD.append skips the null a short selection leaves; Element.append would print it)
       el("div", {class: "thumbs-cell"}, rows.slice(0, SELECTION_THUMBS).map((r) =>
         DD.captioned(ctx, r, 40, `${ctx.className(col.true[r])}→${ctx.className(col.pred[r])}`))),
       rows.length > SELECTION_THUMBS ? DD.note(`the errors, then the least confident: ${SELECTION_THUMBS} of ` +
-                                               `${DD.fmt.int(rows.length)}`, "muted small") : null);
+                                               `${DD.fmt.int(rows.length)}`, "muted small") : null]);
   }
 
   DD.views.embedding = {
