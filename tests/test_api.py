@@ -85,6 +85,21 @@ def test_log_evaluation_on_a_custom_rgb_model(custom_run):
     store.close()
 
 
+def test_a_binary_classifier_gets_the_whole_deep_dive(tmp_path):
+    """Two classes: scikit-learn takes a binary problem's scores differently (the ranking stage once failed on it)."""
+    torch.manual_seed(0)
+    images, labels = random_data(64, seed=2)
+    labels = labels % 2
+    model = TinyNet(num_classes=2)
+    run = deepdive.log_evaluation(model, (images, labels), class_names=["no", "yes"], workspace=tmp_path, name="bin",
+                                  progress=False)
+    s = AnalysisResult.load(run.run_dir, "test").summary
+    assert s["ranking"]["top_k"] == [{"k": 1, "accuracy": pytest.approx(s["accuracy"])}]   # top-2 would be 100%
+    assert [cv["class"] for cv in s["ranking"]["pr_curves"]] == [0, 1]
+    assert all(cv["points"] and 0 < cv["ap"] <= 1 for cv in s["ranking"]["pr_curves"])
+    assert s["saliency"]["sanity"]["available"] and s["confidence"]["available"]
+
+
 def test_init_log_and_evaluate_with_curves(tmp_path):
     images, labels = random_data(64, seed=1)
     with deepdive.init(name="curves", workspace=tmp_path, config={"lr": 0.1}) as run:

@@ -17,6 +17,12 @@ def test_top_k_counts_the_true_class_among_the_k_most_probable():
     assert ranking.top_k_accuracy(true, probs, ks=(1, 2, 3, 5)) == got
 
 
+def test_top_k_of_a_binary_problem_is_its_accuracy():
+    # scikit-learn wants a binary problem's scores as one column; two columns were a ValueError
+    true, probs = np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]])
+    assert ranking.top_k_accuracy(true, probs) == [{"k": 1, "accuracy": 0.75}]
+
+
 def test_pr_curve_keeps_each_recall_levels_best_precision():
     # class members score 0.9, 0.6, 0.3; the others 0.8, 0.4. Flagging p >= 0.9 finds 1 of 3 at precision 1;
     # p >= 0.6 finds 2 at 2/3 (0.8 let through); p >= 0.3 finds all 3 at 3/5.

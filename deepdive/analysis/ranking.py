@@ -22,7 +22,8 @@ def top_k_accuracy(labels, probs, ks=TOP_K) -> list[dict]:
 
     c = probs.shape[1]
     labels = np.asarray(labels)
-    return [{"k": k, "accuracy": float(top_k_accuracy_score(labels, probs, k=k, labels=np.arange(c)))}
+    scores = probs[:, 1] if c == 2 else probs    # scikit-learn takes a binary problem's scores as one column
+    return [{"k": k, "accuracy": float(top_k_accuracy_score(labels, scores, k=k, labels=np.arange(c)))}
             for k in ks if k < c and len(labels)]
 
 
