@@ -280,6 +280,21 @@ def test_the_sanity_check_tells_a_map_that_reads_the_model_from_one_that_traces_
     assert [r is None for r in sanity["per_class"]["gradient"]] == [int(k) < 0 for k in rep]   # no image, no rho
 
 
+def test_a_method_failing_on_the_shuffled_model_is_skipped_in_the_check_only(cnn, tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    x = torch.rand(30, 1, 28, 28)
+    probs = cnn(x).softmax(1).detach().numpy()
+    preds = probs.argmax(1)
+    picky = Picky().eval()                   # the shuffled stand-in refuses passes of more than 20 rows
+    monkeypatch.setattr(saliency, "shuffled_weights", lambda model: picky)
+    summary = saliency.saliency_stage(cnn, x, preds, preds, probs, tmp_path, progress=False,
+                                      methods=("gradient", "smoothgrad"))
+    assert summary["methods"] == ["gradient", "smoothgrad"]            # the maps themselves are all there
+    sanity = summary["sanity"]
+    assert set(sanity["rank_correlation"]) == {"gradient"} and "batch too large" in sanity["skipped"]["smoothgrad"]
+    assert not (tmp_path / "saliency" / "smoothgrad_class_random.npy").exists()
+
+
 def test_saliency_stage_skips_gradcam_without_conv(tmp_path):
     model = linear_model()
     x = torch.rand(8, 1, 28, 28)

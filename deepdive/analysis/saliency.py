@@ -297,7 +297,7 @@ def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, 
     as `<method>_class_random.npy` (C, H, W), and their Spearman rank correlation with the trained model's maps
     of the same images, on |attribution|: {available, seed, n, rank_correlation {method: mean over the images},
     rank_correlation_nonzero {method: the same over the pixels where the input is not 0}, per_class {method:
-    [rho or None]}}. A constant map (no rank order) gives None."""
+    [rho or None]}, skipped {method: why}}. A constant or non-finite map (no rank order) gives None."""
     classes = np.flatnonzero(rep_idx >= 0)
     if not trained_reps or not len(classes):
         return {"available": False, "reason": "no method ran" if not trained_reps else "no correct image"}
@@ -307,11 +307,15 @@ def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, 
         return {"available": False, "reason": f"the model could not be copied: {type(e).__name__}: {e}"}
     rows, targets = torch.as_tensor(rep_idx[classes]), torch.as_tensor(labels[rep_idx[classes]])
     result = {"available": True, "seed": SANITY_SEED, "n": int(len(classes)), "rank_correlation": {},
-              "rank_correlation_nonzero": {}, "per_class": {}}
+              "rank_correlation_nonzero": {}, "per_class": {}, "skipped": {}}
     with evaluating(shuffled, grad=True):
         for method, trained in trained_reps.items():
-            maps = _run(make_method(method, shuffled, inputs), inputs[rows], targets, _device(shuffled), None,
-                        progress, f"sanity {method}")
+            try:
+                maps = _run(make_method(method, shuffled, inputs), inputs[rows], targets, _device(shuffled), None,
+                            progress, f"sanity {method}")
+            except (RuntimeError, ValueError, AssertionError) as e:   # as in the stage: the other methods go on
+                result["skipped"][method] = f"failed: {type(e).__name__}: {e}"
+                continue
             random = np.zeros_like(trained)
             random[classes] = maps
             atomic_save_npy(out / f"{method}_class_random.npy", random)
@@ -334,7 +338,7 @@ def _rank_correlation(a, b):
     from scipy.stats import spearmanr
 
     a, b = np.ravel(a), np.ravel(b)
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    if len(a) < 3 or not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return round(float(spearmanr(a, b).statistic), 4)
 

@@ -29,7 +29,9 @@
             el("td", {text: DD.METHOD_LABELS[m] || m}), cell(rho), cell(sanity.rank_correlation_nonzero[m]),
             el("td", {class: alike ? "bad" : "ok",
                       text: rho === null ? "–" : alike ? "the map stays alike" : "the map changes"}));
-        }))));
+        }), Object.entries(sanity.skipped || {}).map(([m, why]) => el("tr", {dataset: {method: m}},   // failed there
+          el("td", {text: DD.METHOD_LABELS[m] || m}),
+          el("td", {class: "muted", attrs: {colspan: "3"}, text: `not drawn with shuffled weights: ${why}`}))))));
   }
 
   DD.views.saliency = {
