@@ -4,6 +4,7 @@
 (function (DD) {
   const el = DD.el;
   const MAX_THUMBS = 48;
+  const MANY_CLASSES = 20, MANY_SHOWN = 10;   // PR curves drawn at first when there are more classes than MANY
   // Sortable columns: header, key of the summary's per-class row (null: not sortable), first direction
   const COLUMNS = [["Class", "class", 1], ["Images", "support", -1], ["Accuracy", "recall", 1],
                    ["Precision", "precision", 1], ["F1", "f1", 1], ["AP", "ap", 1], ["Errors", "errors", -1],
@@ -105,7 +106,11 @@
     const low = Math.min(1, ...shown);
     // plotly reads a few tags in names and hover text: a class name is only text
     const label = (c) => String(ctx.className(c)).replace(/[<>&]/g, "");
+    // Many classes: the MANY_SHOWN with the lowest AP drawn, the others a legend click away.
+    const shownClasses = new Set(curves.slice().sort((a, b) => a.ap - b.ap || a.class - b.class)
+      .slice(0, curves.length > MANY_CLASSES ? MANY_SHOWN : curves.length).map((cv) => cv.class));
     const traces = curves.map((cv) => ({
+      visible: shownClasses.has(cv.class) ? true : "legendonly",
       type: "scatter", mode: "lines", name: `${label(cv.class)} (AP ${DD.fmt.num(cv.ap, 5)})`,
       line: {color: DD.classColor(cv.class), width: 1.5},
       x: cv.points.map((p) => p[0]), y: cv.points.map((p) => p[1]), customdata: cv.points.map((p) => p[2]),
@@ -132,7 +137,9 @@
               "threshold flags (the other classes' among them are what it lets through); click a class in the " +
               "legend to hide it" +
               (zoom ? `; the chart starts at recall ${DD.fmt.pct(zoom, 0)}, where this model's lines part ` +
-                      "(double-click for all)." : "."), "muted"),
+                      "(double-click for all)" : "") +
+              (curves.length > MANY_CLASSES ? `. Of the ${curves.length} classes the ${MANY_SHOWN} with the lowest ` +
+                                               "AP are drawn; click another in the legend to add it." : "."), "muted"),
       plot);
   }
 
