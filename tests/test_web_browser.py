@@ -686,6 +686,8 @@ def test_the_gradcam_note_shows_with_gradcam_only(browser, analyzed_run, copy_wo
     summary_path = ws / rid / "analysis" / "test" / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["saliency"]["settings"]["gradcam"]["margin"] = 2       # as for ConvNet(stem_padding="valid")
+    sanity = summary["saliency"]["sanity"]                          # and only integrated gradients stays alike
+    sanity["rank_correlation"] = {m: (0.9 if m == "integrated_gradients" else 0.1) for m in sanity["rank_correlation"]}
     summary_path.write_text(json.dumps(summary))
     out = tmp_path / "report.html"
     build_report(ws, rid, "test", out)
@@ -698,6 +700,8 @@ def test_the_gradcam_note_shows_with_gradcam_only(browser, analyzed_run, copy_wo
     page.click(f'{switcher} button[data-value="gradcam"]')
     assert note.is_visible() and "central 24×24 pixels" in note.inner_text()
     page.screenshot(path=str(test_output_dir / "web-report-saliency-gradcam-note.png"))
+    page.click(f'{switcher} button[data-value="integrated_gradients"]')   # the sanity check's warning
+    assert note.is_visible() and "shuffled these maps stay alike (ρ 0.90" in note.inner_text()
     page.click(f'{switcher} button[data-value="gradient"]')
     assert not note.is_visible() and not t.dialogs and not t.errors
     t.page.close()

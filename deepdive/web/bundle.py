@@ -143,16 +143,29 @@ def label_issue_rows(res) -> list[dict]:
 
 
 def method_notes(res) -> dict:
-    """Per saliency method, what a reader must know to read its maps right (shown under the colour legend)."""
-    settings = (res.summary.get("saliency") or {}).get("settings") or {}
-    gradcam = settings.get("gradcam") or {}
+    """Per saliency method, what a reader must know to read its maps right (shown under the colour legend): where
+    Grad-CAM's map sits on an unpadded net, and which maps the sanity check found alike with shuffled weights."""
+    from deepdive.analysis.cli import SANITY_ALIKE
+
+    saliency = res.summary.get("saliency") or {}
+    notes = {}
+    gradcam = (saliency.get("settings") or {}).get("gradcam") or {}
     margin = int(gradcam.get("margin") or 0)
-    if not margin:
-        return {}
-    h, w = res.images.shape[1:3]
-    return {"gradcam": f"Grad-CAM's layer ({gradcam.get('layer', 'the last conv block')}) has its cells centred on "
-                       f"the central {h - 2 * margin}×{w - 2 * margin} pixels only (unpadded convolutions), so the "
-                       f"map covers those; the {margin}-pixel border is left blank, which does not mean no effect."}
+    if margin:
+        h, w = res.images.shape[1:3]
+        notes["gradcam"] = (f"Grad-CAM's layer ({gradcam.get('layer', 'the last conv block')}) has its cells centred "
+                            f"on the central {h - 2 * margin}×{w - 2 * margin} pixels only (unpadded convolutions), "
+                            f"so the map covers those; the {margin}-pixel border is left blank, which does not mean "
+                            "no effect.")
+    sanity = saliency.get("sanity") or {}
+    for method, rho in (sanity.get("rank_correlation") or {}).items():
+        if rho is not None and rho >= SANITY_ALIKE:
+            inside = (sanity.get("rank_correlation_nonzero") or {}).get(method)
+            where = f", {inside:.2f} where the input is not 0" if inside is not None else ""
+            warning = (f"Sanity check: with the model's weights shuffled these maps stay alike (ρ {rho:.2f}{where}), "
+                       "so much of what they draw is the image, not what the model learnt.")
+            notes[method] = f"{notes[method]} {warning}" if method in notes else warning
+    return notes
 
 
 def build(store, record, res, *, sheets: list[str], legend: str, activation_rows: list[int],
