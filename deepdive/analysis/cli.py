@@ -95,6 +95,7 @@ def json_summary(summary: dict) -> dict:
         "neighbours": (summary.get("neighbours") or {}).get("errors"),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
+        "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
         "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
     }
 
