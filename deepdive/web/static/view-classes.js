@@ -9,6 +9,11 @@
   const COLUMNS = [["Class", "class", 1], ["Images", "support", -1], ["Accuracy", "recall", 1],
                    ["Precision", "precision", 1], ["F1", "f1", 1], ["AP", "ap", 1], ["Errors", "errors", -1],
                    ["Misclassified images (predicted label · confidence)", null, 0]];
+  const HINTS = {recall: "the share of the class's images predicted as it (its recall)",
+                 precision: "the share of the images predicted as the class that are of it",
+                 f1: "the harmonic mean of precision and recall",
+                 ap: "average precision: the area under the class's precision-recall curve (below), one class " +
+                     "against the rest; 1 = every image of it scores above every other image"};
 
   function accuracyBar(value) {
     return el("div", {class: "acc-cell"},
@@ -71,7 +76,8 @@
     };
     const heads = columns.map(([label, key, first]) => el("th", {
       text: label, class: key ? "sortable" : "",
-      attrs: key ? {"data-sort": key, title: "sort by " + label.toLowerCase(), tabindex: "0"} : {},
+      attrs: key ? {"data-sort": key, tabindex: "0",
+                    title: (HINTS[key] ? HINTS[key] + ". " : "") + "Click to sort by " + label.toLowerCase()} : {},
       on: key ? {click: () => resort(key, first), keydown: (e) => { if (e.key === "Enter") resort(key, first); }} : {},
     }));
     function draw() {
