@@ -123,11 +123,12 @@ def test_gradcam_note_says_where_its_maps_sit(res):
     note = method_notes(SimpleNamespace(summary=summary, images=res.images))["gradcam"]
     assert "(act5)" in note and "central 8×8 pixels" in note and "10-pixel border is left blank" in note
     summary["saliency"]["settings"]["gradcam"]["margin"] = 0                     # a padded stem: maps cover it all
-    summary["saliency"]["sanity"] = {"rank_correlation": {"gradient": 0.1, "gradcam": 0.2}}
+    summary["saliency"]["sanity"] = {"alike_at": 0.5, "rank_correlation": {"gradient": 0.1, "gradcam": 0.2}}
     assert method_notes(SimpleNamespace(summary=summary, images=res.images)) == {}
     # the sanity check's warning for maps that stay alike with shuffled weights, after Grad-CAM's own note
     summary["saliency"]["settings"]["gradcam"]["margin"] = 2
-    summary["saliency"]["sanity"] = {"rank_correlation": {"gradient": 0.1, "gradcam": 0.7, "occlusion": 0.5},
+    summary["saliency"]["sanity"] = {"alike_at": 0.5,
+                                     "rank_correlation": {"gradient": 0.1, "gradcam": 0.7, "occlusion": 0.5},
                                      "rank_correlation_nonzero": {"gradcam": 0.25, "occlusion": None}}
     notes = method_notes(SimpleNamespace(summary=summary, images=res.images))
     assert set(notes) == {"gradcam", "occlusion"}

@@ -115,9 +115,6 @@ def confidence_lines(c: dict) -> list[str]:
     return lines
 
 
-SANITY_ALIKE = 0.5   # the Saliency view's line too: maps that rank this alike with shuffled weights trace the image
-
-
 def ranking_lines(r: dict, errors: int, n: int) -> list[str]:
     """Top-k accuracy up to the first k that gets every image, how many errors have the right class as their
     runner-up, and the mean AP."""
@@ -141,7 +138,7 @@ def sanity_lines(sanity: dict) -> list[str]:
     rho = {m: r for m, r in (sanity.get("rank_correlation") or {}).items() if r is not None}
     if not sanity.get("available") or not rho:
         return []
-    alike = [m for m, r in rho.items() if r >= SANITY_ALIKE]
+    alike = [m for m, r in rho.items() if r >= sanity["alike_at"]]
     verdict = (f"{', '.join(alike)} stay{'s' if len(alike) == 1 else ''} alike: they draw the image more "
                "than the model" if alike else "every method's maps change with the weights")
     return ["saliency with shuffled weights (Spearman rho of |attribution|, 1 = unchanged): "

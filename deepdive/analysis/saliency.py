@@ -42,6 +42,7 @@ CLASS_SAMPLE = {"gradient": None, "gradcam": None, "smoothgrad": 50, "integrated
 # important first. Keeps a weak model's hundreds of errors from costing minutes.
 ERROR_CAP = {"gradient": None, "gradcam": None, "smoothgrad": 100, "integrated_gradients": 100, "occlusion": 50}
 SANITY_SEED = 0
+SANITY_ALIKE = 0.5   # a reading line, not a test: maps ranking at least this alike with shuffled weights "stay alike"
 
 
 class GradientMap:
@@ -295,7 +296,8 @@ def shuffled_weights(model: nn.Module, seed: int = SANITY_SEED) -> nn.Module:
 def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, progress=False) -> dict:
     """Each method's maps of the class representatives (toward their class) under shuffled_weights(model), saved
     as `<method>_class_random.npy` (C, H, W), and their Spearman rank correlation with the trained model's maps
-    of the same images, on |attribution|: {available, seed, n, rank_correlation {method: mean over the images},
+    of the same images, on |attribution|: {available, seed, alike_at (SANITY_ALIKE, so every reader draws the same
+    line), n, rank_correlation {method: mean over the images},
     rank_correlation_nonzero {method: the same over the pixels where the input is not 0}, per_class {method:
     [rho or None]}, skipped {method: why}}. A constant or non-finite map (no rank order) gives None."""
     classes = np.flatnonzero(rep_idx >= 0)
@@ -306,7 +308,8 @@ def sanity_check(model, inputs, labels, rep_idx, trained_reps: dict, out: Path, 
     except Exception as e:   # a model deepcopy cannot copy (e.g. holding a file handle): say so, keep the maps
         return {"available": False, "reason": f"the model could not be copied: {type(e).__name__}: {e}"}
     rows, targets = torch.as_tensor(rep_idx[classes]), torch.as_tensor(labels[rep_idx[classes]])
-    result = {"available": True, "seed": SANITY_SEED, "n": int(len(classes)), "rank_correlation": {},
+    result = {"available": True, "seed": SANITY_SEED, "alike_at": SANITY_ALIKE, "n": int(len(classes)),
+              "rank_correlation": {},
               "rank_correlation_nonzero": {}, "per_class": {}, "skipped": {}}
     with evaluating(shuffled, grad=True):
         for method, trained in trained_reps.items():

@@ -10,7 +10,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
                              neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement,
                              calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none)},
-                probs: [C lists], categories: [code -> name]},
+                probs: [C lists], prob_decimals (their rounding), categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      advice_pictures: [data URI] (the perturbed images the advice's examples index),
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
@@ -33,6 +33,7 @@ CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 # coarser values would tie rows that the Confidence view's counts tell apart.
 _DECIMALS = {"confidence": 6, "margin": 6, "loss": 4, "entropy": 6, "label_quality": 4, "emb_x": 3, "emb_y": 3,
              "neighbour_agreement": 4, "calibrated_confidence": 5}
+PROB_DECIMALS = 4   # the class probabilities' (in the bundle as prob_decimals: the views filter on these values)
 
 
 def data_uri(png: bytes) -> str:
@@ -124,8 +125,8 @@ def examples_block(frame, num_classes: int) -> dict:
     cols["conf_bin"] = bin_of(frame["confidence"].to_numpy()).tolist()
     cal = frame["calibrated_confidence"].to_numpy() if "calibrated_confidence" in frame else np.full(n, np.nan)
     cols["cal_bin"] = np.where(np.isfinite(cal), bin_of(np.nan_to_num(cal)), -1).tolist()
-    probs = [np.round(frame[f"p{c}"].to_numpy(dtype=np.float64), 4).tolist() for c in range(num_classes)]
-    return {"n": n, "columns": cols, "probs": probs, "categories": categories}
+    probs = [np.round(frame[f"p{c}"].to_numpy(dtype=np.float64), PROB_DECIMALS).tolist() for c in range(num_classes)]
+    return {"n": n, "columns": cols, "probs": probs, "prob_decimals": PROB_DECIMALS, "categories": categories}
 
 
 def run_block(record) -> dict:
@@ -145,8 +146,6 @@ def label_issue_rows(res) -> list[dict]:
 def method_notes(res) -> dict:
     """Per saliency method, what a reader must know to read its maps right (shown under the colour legend): where
     Grad-CAM's map sits on an unpadded net, and which maps the sanity check found alike with shuffled weights."""
-    from deepdive.analysis.cli import SANITY_ALIKE
-
     saliency = res.summary.get("saliency") or {}
     notes = {}
     gradcam = (saliency.get("settings") or {}).get("gradcam") or {}
@@ -159,7 +158,7 @@ def method_notes(res) -> dict:
                             "no effect.")
     sanity = saliency.get("sanity") or {}
     for method, rho in (sanity.get("rank_correlation") or {}).items():
-        if rho is not None and rho >= SANITY_ALIKE:
+        if rho is not None and rho >= sanity["alike_at"]:
             inside = (sanity.get("rank_correlation_nonzero") or {}).get(method)
             where = f", {inside:.2f} where the input is not 0" if inside is not None else ""
             warning = (f"Sanity check: with the model's weights shuffled these maps stay alike (ρ {rho:.2f}{where}), "

@@ -98,9 +98,9 @@
       el("thead", {}, el("tr", {}, heads)), body);
   }
 
-  // The predictions table holds probabilities to 4 decimals: the threshold rounded down to them keeps the image
-  // that sets it (its own probability, rounded to nearest, is never below that).
-  const flagThreshold = (t) => Math.floor(t * 1e4 + 1e-9) / 1e4;
+  // The predictions table holds probabilities rounded to `decimals` (the bundle's prob_decimals): the threshold
+  // rounded down to them keeps the image that sets it (its own probability, rounded to nearest, is never below).
+  const flagThreshold = (t, decimals) => Math.floor(t * 10 ** decimals + 1e-9) / 10 ** decimals;
 
   // One line per class: precision against recall as the threshold on that class's probability falls.
   function prPanel(ctx, r) {
@@ -131,7 +131,8 @@
     DD.afterPaint(() => DD.plotly().then((Plotly) => Plotly.newPlot(plot, traces, layout, DD.plotConfig))
       .then(() => plot.on("plotly_click", (ev) => {   // list what that threshold flags
         const pt = ev.points[0];
-        ctx.state.predFilter = {pclass: curves[pt.curveNumber].class, pmin: flagThreshold(pt.customdata)};
+        ctx.state.predFilter = {pclass: curves[pt.curveNumber].class,
+                                pmin: flagThreshold(pt.customdata, ctx.b.examples.prob_decimals)};
         DD.go(ctx, "predictions");
       }))
       .catch((err) => plot.replaceWith(DD.note(err.message, "error"))));

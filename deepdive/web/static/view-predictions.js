@@ -173,7 +173,8 @@
         f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
                               () => { delete f.confMax; apply(); }) : null,
         f.pclass !== undefined && f.pmin !== undefined ?
-          chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(4)}`, "filter-pmin",
+          chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(ctx.b.examples.prob_decimals)}`,
+               "filter-pmin",
                () => { delete f.pclass; delete f.pmin; apply(); }) : null,
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,

@@ -7,7 +7,6 @@
 
   // The model parameter randomisation test (deepdive.analysis.saliency.sanity_check): per method, how alike its
   // maps of the class representatives rank with the trained weights and with the same weights shuffled.
-  const ALIKE = 0.5;
   function sanityPanel(ctx, sanity) {
     const methods = ctx.b.saliency.methods.filter((m) => sanity.rank_correlation[m] !== undefined);
     const cell = (v) => el("td", {class: "num", text: v === null || v === undefined ? "–" : DD.fmt.num(v, 2)});
@@ -15,7 +14,7 @@
       DD.note(`Each method's maps of the ${sanity.n} class representatives, drawn again with every weight tensor's ` +
               "values shuffled (the model parameter randomisation test of Adebayo et al., 2018), and how alike " +
               "the two rank (Spearman's ρ of |attribution|: 1 = the same picture, 0 = unrelated). A method whose " +
-              `maps stay alike (ρ ≥ ${ALIKE}) draws the image more than the model. Integrated gradients and ` +
+              `maps stay alike (ρ ≥ ${sanity.alike_at}) draws the image more than the model. Integrated gradients and ` +
               "occlusion start from a black image, so wherever the input is 0 they give 0 whatever the weights: " +
               "the second column leaves those pixels out. \"Trained vs weights shuffled\" above shows the pairs.", "muted"),
       el("table", {class: "grid compact", attrs: {"data-testid": "sanity-table"}},
@@ -24,7 +23,7 @@
           .map((h) => el("th", {text: h, class: "no-caps"})))),
         el("tbody", {}, methods.map((m) => {
           const rho = sanity.rank_correlation[m];
-          const alike = rho !== null && rho >= ALIKE;
+          const alike = rho !== null && rho >= sanity.alike_at;
           return el("tr", {dataset: {method: m}},
             el("td", {text: DD.METHOD_LABELS[m] || m}), cell(rho), cell(sanity.rank_correlation_nonzero[m]),
             el("td", {class: alike ? "bad" : "ok",
