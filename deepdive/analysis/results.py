@@ -114,7 +114,7 @@ class AnalysisResult:
     def saliency_random(self, method: str) -> np.ndarray | None:
         """The class representatives' maps of `method` with the model's weights shuffled (the sanity check),
         (C, H, W); None where the analysis did not draw them (a skipped method, an analysis before 2026-12-06)."""
-        if not (self.folder / "saliency" / f"{method}_class_random.npy").is_file():
+        if not self.has(f"saliency_random:{method}"):
             return None
         return self._npy(f"saliency/{method}_class_random.npy", f"{method} saliency sanity check")
 
@@ -163,12 +163,14 @@ class AnalysisResult:
     # ---- presence -----------------------------------------------------------------------------------------
     def has(self, name: str) -> bool:
         """Whether an optional piece is stored: examples, images, label_issues, advice, verification,
-        activations, embedding, neighbours, saliency (any method) or saliency:<method>."""
+        activations, embedding, neighbours, saliency (any method), saliency:<method> or saliency_random:<method>."""
         f = self.folder
         if name.startswith("saliency:"):
             method = name.split(":", 1)[1]
             return all((f / "saliency" / f"{method}_{p}.npy").is_file() for p in SALIENCY_PARTS) and \
                 (f / "saliency" / "errors_index.npy").is_file()
+        if name.startswith("saliency_random:"):   # the sanity check's maps of one method
+            return (f / "saliency" / f"{name.split(':', 1)[1]}_class_random.npy").is_file()
         if name == "saliency":
             return any(self.has(f"saliency:{m}") for m in self.summary.get("saliency", {}).get("methods", []))
         if name == "neighbours":

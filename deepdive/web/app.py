@@ -171,7 +171,7 @@ def create_app(workspace) -> FastAPI:
         entry.check_class(cls)
         if kind not in ("rep", "mean", "random"):
             raise HTTPException(404, "class map kind must be 'rep', 'mean' or 'random'")
-        if kind == "random" and entry.res.saliency_random(method) is None:
+        if kind == "random" and not entry.res.has(f"saliency_random:{method}"):
             raise HTTPException(404, f"the analysis has no {method} maps with shuffled weights (re-analyse for them)")
         return _png(entry.class_png(method, cls, kind))
 

@@ -44,7 +44,7 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
         for m, pair in pairs.items():
             out["errors"][m][k] = pair
     for method in maps.methods:
-        kinds = ("mean", "rep", "random") if maps.res.saliency_random(method) is not None else ("mean", "rep")
+        kinds = ("mean", "rep", "random") if maps.res.has(f"saliency_random:{method}") else ("mean", "rep")
         for kind in kinds:
             out["class_" + kind][method] = [data_uri(maps.class_png(method, c, kind, SAL_SIZE))
                                             for c in range(maps.num_classes)]
