@@ -238,6 +238,27 @@ def test_display_images():
     assert analysis.display_images(np.zeros((1, 2, 4, 4), np.float32)).shape == (1, 4, 4)
 
 
+def test_a_picture_goes_back_to_the_inputs_it_displays():
+    # ToTensor + Normalize of uint8 pictures that hold 0 and 255 in each channel: the display's min-max scale is
+    # exactly the normalisation, so the pictures map back onto the same inputs (what a drawn picture is fed as)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 3, 4, 4)).astype(np.uint8)
+    pixels[0, :, 0, 0], pixels[1, :, 0, 0] = 0, 255
+    mean, std = np.array([0.5, 0.4, 0.3], np.float32), np.array([0.2, 0.25, 0.3], np.float32)
+    x = (pixels / np.float32(255) - mean[None, :, None, None]) / std[None, :, None, None]
+    scale = analysis.display_scale(x)
+    np.testing.assert_allclose(scale[0], -mean / std, rtol=1e-6)
+    shown = analysis.display_images(x, scale)
+    np.testing.assert_array_equal(shown, pixels.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(analysis.inputs_from_display(shown, scale), x, atol=1e-5)
+    # inputs in [0, 1] keep their scale: a picture is pixels / 255
+    gray = pixels[:, :1] / np.float32(255)
+    assert [v.tolist() for v in analysis.display_scale(gray)] == [[0.0], [1.0]]
+    np.testing.assert_allclose(analysis.inputs_from_display(pixels[:, 0], analysis.display_scale(gray)), gray)
+    with pytest.raises(DeepdiveError, match="1 channel"):
+        analysis.inputs_from_display(pixels[:, 0], scale)
+
+
 def test_result_frame_roundtrips_parquet(frame, tmp_path):
     frame["category"] = "correct"
     path = tmp_path / "f.parquet"

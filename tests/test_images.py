@@ -1,9 +1,11 @@
 """prepare_digit turns any picture of a digit into an MNIST-style 28×28 array; unreadable input is a DataError."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from deepdive.data.images import load_image_file, prepare_digit
+from deepdive.data.images import fit_picture, load_image_file, prepare_digit, read_image
 from deepdive.errors import DataError
 
 SEVEN = [(50, 60), (150, 60), (80, 250)]  # a thick "7", 100 wide and 190 tall, on a 200×300 page
@@ -117,3 +119,27 @@ def test_unreadable_files(tmp_path):
         load_image_file(tmp_path / "cut.png")
     with pytest.raises(DataError, match="missing.png: no such file"):
         load_image_file(tmp_path / "missing.png")
+
+
+def test_fit_picture_gives_back_an_upscaled_picture_exactly(mnist):
+    # what the dashboard's canvas sends for an analysed image it shows 10x: the same 28x28 pixels come back
+    digit = mnist.test_images[0]
+    big = Image.fromarray(digit).resize((280, 280), Image.Resampling.NEAREST).convert("RGBA")
+    np.testing.assert_array_equal(fit_picture(big, (28, 28), 1), digit)
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 6, 3)).astype(np.uint8)
+    up = Image.fromarray(rgb).resize((18, 24), Image.Resampling.NEAREST)
+    np.testing.assert_array_equal(fit_picture(up, (8, 6), 3), rgb)
+
+
+def test_fit_picture_puts_transparency_on_black_and_reads_bytes():
+    image = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
+    image.putpixel((1, 2), (255, 255, 255, 255))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    buf.seek(0)
+    out = fit_picture(read_image(buf, "canvas"), (4, 4), 1)
+    assert out[2, 1] == 255 and out.sum() == 255
+    with pytest.raises(DataError, match="canvas: not a readable image"):
+        read_image(io.BytesIO(b"not a png"), "canvas")
+    with pytest.raises(DataError, match="1 or 3 channels"):
+        fit_picture(image, (4, 4), 2)

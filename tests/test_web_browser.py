@@ -385,11 +385,11 @@ def test_compare_is_a_served_view(tab, expected):
     page = tab.view("overview")
     nav = page.eval_on_selector_all("#sidenav .nav-item", "as => as.map(a => a.dataset.view)")
     if tab.mode == "served":
-        assert nav[-1] == "compare"
+        assert nav[-2:] == ["compare", "try"]
         page = tab.view("compare")   # the list of runs arrives after the view is drawn
         page.wait_for_selector('main:has-text("No other run on mnist has an analysis of its test split")')
     else:
-        assert "compare" not in nav and len(nav) == len(VIEWS)
+        assert "compare" not in nav and "try" not in nav and len(nav) == len(VIEWS)
         page.evaluate("h => { location.hash = h; }", f"#/r/{expected['run_id']}/test/compare")
         page.wait_for_function("document.querySelector('main').dataset.view === 'overview'")
 
@@ -483,6 +483,67 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     assert tab.count("#detail .layer") == len(expected["layers"])
     page.click('[data-testid="detail-close"]')
     assert page.is_hidden("#detail")
+
+
+def shown_probabilities(page) -> list[float]:
+    """The Try view's probability column, in %."""
+    return [float(v.rstrip("%")) for v in page.eval_on_selector_all(
+        '[data-testid="try-probs"] .plist-val', "vs => vs.map(v => v.textContent)")]
+
+
+def test_try_an_image_answers_a_drawing_and_an_edited_error(browser, analyzed_run, expected):
+    """Served only: strokes drawn on the canvas get the model's answer; an error opened from its detail starts
+    with exactly its analysed probabilities (the canvas sends its pixels back unchanged), and erasing moves them.
+    (The run's own workspace: the hostile copy's class names no longer match MNIST's, which the training images'
+    search checks.)"""
+    with serving(analyzed_run.workspace) as url:
+        try_an_image(Tab(browser, url, expected["run_id"]), expected)
+
+
+def try_an_image(t, expected):
+    frame, c = expected["frame"], len(expected["summary"]["class_names"])
+    page = t.view("try")
+    page.wait_for_selector('[data-testid="try-status"]:has-text("Draw a digit")')   # MNIST: prepared as a digit
+    assert page.is_checked('[data-testid="try-digit"]')
+    box = page.locator('[data-testid="try-canvas"]').bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 140, box["y"] + 230, steps=8)
+    page.mouse.up()
+    page.wait_for_selector('[data-testid="try-status"]:has-text("answered in")')
+    probs = shown_probabilities(page)
+    assert len(probs) == c and sum(probs) == pytest.approx(100, abs=0.05 * c)
+    assert page.get_attribute(".try-row.pred", "data-cls") == str(int(np.argmax(probs)))
+    assert page.inner_text('[data-testid="try-prediction"]') == f"{int(np.argmax(probs))} {max(probs):.2f}%"
+    assert t.count('[data-testid="try-layers"] .layer') == len(expected["layers"])
+    assert t.images_loaded(".detail-sal img.sal") == 1       # toward the prediction only: no class expected yet
+
+    row = int(frame.loc[~frame["correct"], "confidence"].idxmax())
+    page = t.view("predictions")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.select_option('[data-testid="sort"]', "conf-desc")
+    page.click(f'.vrow .thumb[data-row="{row}"]')
+    page.click('[data-testid="try-this-image"]')
+    page.wait_for_selector(f'[data-testid="try-origin"]:has-text("Started from image #{frame["idx"][row]}")')
+    page.wait_for_selector('[data-testid="try-status"]:has-text("answered in")')
+    page.wait_for_function("() => document.querySelectorAll('.detail-sal img.sal').length === 2")
+    stored = [100 * frame[f"p{k}"][row] for k in range(c)]
+    assert shown_probabilities(page) == pytest.approx(stored, abs=0.006)   # shown to 2 decimals
+    assert not page.is_checked('[data-testid="try-digit"]')
+    assert page.input_value('[data-testid="try-expected"]') == str(frame["true"][row])
+    assert set(page.eval_on_selector_all(".plist-delta", "ds => ds.map(d => d.textContent)")) == {"·"}
+
+    page.click('[data-testid="try-mode"] button[data-value="erase"]')
+    page.mouse.move(box["x"] + 20, box["y"] + 140)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 260, box["y"] + 140, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => [...document.querySelectorAll('.plist-delta')].some(d => d.textContent !== '·')")
+    page.click('[data-testid="try-find-neighbours"]')
+    page.wait_for_selector('[data-testid="try-neighbours"] .nb-row')
+    assert t.count('[data-testid="try-neighbours"] .nb-fig') == 8
+    assert not t.errors, t.errors
+    t.page.close()
 
 
 def test_confidence_view_switches_to_the_scaled_bins_and_lists_the_least_confident(tab, expected):

@@ -284,21 +284,42 @@ def _load_eval_folder(store, run, split, eval_dir) -> SplitData:
     return data
 
 
-def display_images(inputs: np.ndarray) -> np.ndarray:
-    """uint8 pictures of float model inputs (N, C, H, W): (N, H, W) for one channel, (N, H, W, 3) for three,
-    the channel mean otherwise. Inputs already in [0, 1] are scaled by 255; anything else (e.g. normalised
-    inputs) is min-max scaled per channel over the whole set, which undoes a per-channel affine normalisation."""
+def display_scale(inputs: np.ndarray):
+    """(low, span), float32 (C,) each: how display_images maps a set of model inputs (N, C, H, W) onto 0..1 per
+    channel. Inputs already in [0, 1] keep their scale (low 0, span 1); anything else (e.g. normalised inputs) is
+    min-max scaled over the whole set, which undoes a per-channel affine normalisation."""
     x = np.asarray(inputs, dtype=np.float32)
-    if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
-        low = x.min(axis=(0, 2, 3), keepdims=True)
-        span = x.max(axis=(0, 2, 3), keepdims=True) - low
-        x = (x - low) / np.where(span > 0, span, 1.0)
+    channels = x.shape[1]
+    if x.min(initial=0.0) >= 0.0 and x.max(initial=0.0) <= 1.0:
+        return np.zeros(channels, np.float32), np.ones(channels, np.float32)
+    low = x.min(axis=(0, 2, 3))
+    span = x.max(axis=(0, 2, 3)) - low
+    return low.astype(np.float32), np.where(span > 0, span, 1.0).astype(np.float32)
+
+
+def display_images(inputs: np.ndarray, scale=None) -> np.ndarray:
+    """uint8 pictures of float model inputs (N, C, H, W): (N, H, W) for one channel, (N, H, W, 3) for three,
+    the channel mean otherwise; scaled by display_scale(inputs), or by `scale` (low, span) when given."""
+    x = np.asarray(inputs, dtype=np.float32)
+    low, span = display_scale(x) if scale is None else scale
+    x = (x - np.reshape(low, (1, -1, 1, 1))) / np.reshape(span, (1, -1, 1, 1))
     x = np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
     if x.shape[1] == 1:
         return x[:, 0]
     if x.shape[1] == 3:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     return np.rint(x.mean(axis=1)).astype(np.uint8)
+
+
+def inputs_from_display(pictures: np.ndarray, scale) -> np.ndarray:
+    """The inverse of display_images for one or three channels: uint8 pictures (N, H, W) or (N, H, W, 3) to
+    float32 model inputs (N, C, H, W), given the set's display scale (low, span)."""
+    x = np.asarray(pictures, dtype=np.float32) / 255.0
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    low, span = (np.reshape(np.asarray(v, np.float32), (1, -1, 1, 1)) for v in scale)
+    if x.shape[1] != low.shape[1]:
+        raise DeepdiveError(f"pictures with {x.shape[1]} channel(s) for inputs with {low.shape[1]}")
+    return np.ascontiguousarray(low + span * x, dtype=np.float32)
 
 
 # ---- model forward passes ----------------------------------------------------------------------------------------

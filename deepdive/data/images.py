@@ -24,12 +24,18 @@ def open_image(path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return read_image(path, str(path))
+
+
+def read_image(source, name="image") -> Image.Image:
+    """Fully decode an image from a path or a binary file object (PNG, JPEG, ...); anything PIL cannot read
+    becomes a DataError naming `name`."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()  # decode now, so truncated or corrupt data fails here and not later
             return image
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable image: {e}") from None
+        raise DataError(f"{name}: not a readable image: {e}") from None
 
 
 def load_image_file(path) -> np.ndarray:
@@ -74,6 +80,26 @@ def prepare_digit(image: Image.Image, name=None) -> np.ndarray:
     out = np.zeros((SIZE, SIZE), np.float32)
     out[top: top + glyph.shape[0], left: left + glyph.shape[1]] = glyph
     return np.round(out).astype(np.uint8)
+
+
+def fit_picture(image: Image.Image, size, channels: int) -> np.ndarray:
+    """A whole picture as a model's input field, as it is (no centring): transparency composited onto black,
+    grey for one channel or RGB for three, resized to size (H, W) by area averaging, so a picture scaled up by a
+    whole factor comes back exactly. uint8 (H, W) or (H, W, 3)."""
+    if channels not in (1, 3):
+        raise DataError(f"a picture can be made into 1 or 3 channels, not {channels}")
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "black"), rgba)
+    try:
+        image = image.convert("L" if channels == 1 else "RGB")
+    except ValueError as e:
+        raise DataError(f"unsupported image mode {image.mode}: {e}") from None
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _to_gray(image: Image.Image, name) -> np.ndarray:

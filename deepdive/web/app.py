@@ -12,6 +12,10 @@
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
+    GET .../probe                                           whether and how the model takes a new picture (Try view)
+    POST .../probe  {"image": data URI, "digit", "method", "expected"}   the model on that picture: probabilities,
+                                                            saliency, activations; POST .../probe/neighbours: its
+                                                            nearest training images
     GET .../reviews                                         people's verdicts on this split's labels, by row
     PUT .../reviews/{row}  {"verdict", "label"}             record one (relabel / keep / ambiguous); DELETE forgets it
 
@@ -83,6 +87,38 @@ class RunCache:
 class Review(BaseModel):
     verdict: str
     label: int | None = None
+
+
+class Picture(BaseModel):
+    image: str                  # data:image/png;base64,... (the Try view's canvas)
+    digit: bool = False         # prepare it like an MNIST digit (fit into 20x20, centre by mass)
+    method: str | None = None   # saliency method; None: no maps
+    expected: int | None = None  # the class it should be: a second map, toward it
+
+
+MAX_PICTURE_CHARS = 8_000_000   # a data URI; the canvas of a 224x224 RGB model is ~0.2 MB
+
+
+def _decode_picture(entry, picture: Picture):
+    """The request's picture as the split's images are (uint8), or a DataError saying what is wrong with it."""
+    import base64
+    import binascii
+    import io
+
+    from deepdive.data.images import read_image
+    from deepdive.errors import DataError
+
+    head, _, payload = picture.image.partition(",")
+    if not (head.startswith("data:image/") and head.endswith(";base64")):
+        raise DataError("the picture must be a data URI of an image (data:image/png;base64,...)")
+    if len(payload) > MAX_PICTURE_CHARS:
+        raise DataError(f"the picture is {len(payload) / 1e6:.1f} MB of base64; at most "
+                        f"{MAX_PICTURE_CHARS / 1e6:.0f} MB are taken")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise DataError(f"the picture's base64 does not decode: {e}") from None
+    return entry.prepared_picture(read_image(io.BytesIO(data), "the picture"), picture.digit)
 
 
 def _png(data: bytes) -> Response:
@@ -196,6 +232,20 @@ def create_app(workspace) -> FastAPI:
         if split not in SPLITS:
             raise HTTPException(404, f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         return compare_runs(a, b, split, store=store)   # neither analysis nor predictions: RunError, 404
+
+    @app.get("/api/runs/{run_id}/splits/{split}/probe")
+    def probe_info(run_id: str, split: str):
+        return runs.get(run_id, split).probe_info()
+
+    @app.post("/api/runs/{run_id}/splits/{split}/probe")
+    def probe(run_id: str, split: str, picture: Picture):
+        entry = runs.get(run_id, split)
+        return entry.probe(_decode_picture(entry, picture), picture.method, picture.expected)
+
+    @app.post("/api/runs/{run_id}/splits/{split}/probe/neighbours")
+    def probe_neighbours(run_id: str, split: str, picture: Picture):
+        entry = runs.get(run_id, split)
+        return entry.probe_neighbours(_decode_picture(entry, picture))
 
     # Reviews live in the store, not the analysis: the bundle is cached, these are read and written afresh.
     @app.get("/api/runs/{run_id}/splits/{split}/reviews")

@@ -93,6 +93,15 @@ class _Cache:
 
 
 _DATASETS = _Cache(2)
+_FEATURES = _Cache(1)   # the training features of the last run probed (the demo's: 253 MB)
+
+
+def neighbour_items(images, index, labels, similarities) -> list[dict]:
+    """Nearest training images for the page: [{idx, label, similarity, image}], each a PNG data URI at native
+    resolution (the page scales it up, pixelated)."""
+    return [{"idx": int(i), "label": int(c), "similarity": round(float(v), 4),
+             "image": bundle_mod.data_uri(bundle_mod.png_bytes(images[i]))}
+            for i, c, v in zip(index, labels, similarities)]
 
 
 class RunMaps:
@@ -107,6 +116,7 @@ class RunMaps:
         self._sal = {}
         self._acts = None
         self._neighbours = None
+        self._scale = None           # the split's display scale (probe pictures go through its inverse)
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -275,9 +285,94 @@ class RunMaps:
                            "(re-run: deepdive analyze)")
         return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
                 "reading": str(self.res.examples["neighbours"].iat[row]),   # as the analysis stored it
-                "items": [{"idx": int(i), "label": int(c), "similarity": round(float(v), 4),
-                           "image": bundle_mod.data_uri(bundle_mod.png_bytes(images[i]))}
-                          for i, c, v in zip(index, nb["label"][row], nb["similarity"][row])]}
+                "items": neighbour_items(images, index, nb["label"][row], nb["similarity"][row])}
+
+    # ---- a picture from outside the split (the Try view, deepdive.analysis.probe) ----------------------------
+    def probe_info(self) -> dict:
+        """What the Try view needs before its first picture: {available, reason, channels, height, width, digit
+        (pictures may be prepared like MNIST digits), digit_default, neighbours (the run has training images)}."""
+        shape = tuple(self.inputs([0]).shape[1:]) if self.n else ()
+        info = {"available": False, "reason": "", "channels": shape[0] if shape else 0,
+                "height": shape[1] if shape else 0, "width": shape[2] if shape else 0,
+                "digit": shape == (1, 28, 28), "digit_default": self.record.dataset == "mnist",
+                "neighbours": bool((self.res.summary.get("neighbours") or {}).get("available"))}
+        if run_model(self.record.run_dir) is None:
+            info["reason"] = f"the model of run {self.record.id} cannot be loaded, so it cannot look at new pictures"
+        elif len(shape) != 3 or shape[0] not in (1, 3):
+            info["reason"] = f"the model takes inputs of shape {shape}: only 1- or 3-channel images can be drawn"
+        else:
+            info["available"] = True
+        return info
+
+    def _picture_inputs(self, picture: np.ndarray) -> np.ndarray:
+        """uint8 picture (H, W) or (H, W, 3) -> float32 (C, H, W) as the model takes it: the inverse of how this
+        split's inputs are displayed (deepdive.analysis.display_scale), pixels / 255 for a built-in dataset."""
+        from deepdive.analysis import display_scale, inputs_from_display, stored_inputs
+
+        if self._scale is None:
+            stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
+            self._scale = display_scale(stored.read() if stored is not None else self.inputs([0]))
+        return inputs_from_display(picture[None], self._scale)[0]
+
+    def prepared_picture(self, image, digit: bool) -> np.ndarray:
+        """A decoded picture (PIL) as this split's images are: uint8 (H, W) or (H, W, 3). digit: fitted and centred
+        like an MNIST digit (deepdive.data.images.prepare_digit; 28x28 one-channel inputs only)."""
+        from deepdive.data.images import fit_picture, prepare_digit
+        from deepdive.errors import DataError
+
+        info = self.probe_info()
+        if not info["available"]:
+            raise NotFound(info["reason"])
+        if digit and not info["digit"]:
+            raise DataError("only a model of 28x28 one-channel images takes pictures prepared like MNIST digits")
+        size = (info["height"], info["width"])
+        return prepare_digit(image, name="the picture") if digit else fit_picture(image, size, info["channels"])
+
+    def probe(self, picture: np.ndarray, method: str | None, expected: int | None) -> dict:
+        """The model on one prepared picture: {picture (data URI), probs, pred, method, maps: [{target, image}]
+        (toward the prediction, then `expected`; one colour scale), layers (as activations)}."""
+        from deepdive.analysis import render
+        from deepdive.analysis.probe import probe
+
+        if method is not None:
+            self.check_method(method)
+        if expected is not None:
+            self.check_class(expected)
+        model = self._model()
+        with _MODEL_LOCK:
+            result = probe(model, self._picture_inputs(picture), self.num_classes, method,
+                           [] if expected is None else [expected])
+        scale = render.shared_scale(*result.maps.values()) if result.maps else None
+        return {"picture": bundle_mod.data_uri(bundle_mod.png_bytes(picture)),
+                "probs": [round(float(v), 6) for v in result.probs], "pred": int(result.probs.argmax()),
+                "method": method,
+                "maps": [{"target": c, "image": bundle_mod.data_uri(render.overlay_png(picture, m, size=SAL_SIZE,
+                                                                                       scale=scale))}
+                         for c, m in result.maps.items()],
+                "layers": [layer_view(layer["name"], layer["type"], layer["shape"], layer["maps"], layer["stats"])
+                           for layer in result.layers]}
+
+    def probe_neighbours(self, picture: np.ndarray) -> dict:
+        """{reference, items: [{idx, label, similarity, image}]}: the picture's nearest training images. The first
+        call per run computes every training image's features (deepdive.analysis.probe.TrainingFeatures)."""
+        from deepdive.analysis.neighbours import reference_set
+        from deepdive.analysis.probe import TrainingFeatures
+
+        model = self._model()
+
+        def load():
+            reference = reference_set(self.record)
+            if reference is None:
+                raise NotFound(f"run {self.record.id} has no training images to search")
+            with _MODEL_LOCK:
+                return TrainingFeatures(model, reference)
+
+        key = (str(self.record.run_dir), (self.record.run_dir / "model_best.pt").stat().st_mtime_ns)
+        features = _FEATURES.get(key, load)
+        with _MODEL_LOCK:
+            idx, labels, sims = features.nearest(model, self._picture_inputs(picture))
+        return {"reference": features.reference.name,
+                "items": neighbour_items(training_images(self.record), idx, labels, sims)}
 
     # ---- model inputs ---------------------------------------------------------------------------------------
     def _model(self):

@@ -5,7 +5,7 @@ window.DD = window.DD || {};
 (function (DD) {
   DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
   DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
-                   "embedding", "advice", "compare"];
+                   "embedding", "advice", "compare", "try"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
   DD.el = function (tag, props, ...children) {
@@ -142,6 +142,10 @@ window.DD = window.DD || {};
       neighbours: (b, row) => cachedJSON(`${base(b)}/neighbours/${row}`),
       compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
         `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),
+      // A picture from outside the split (the Try view): what the run's model takes, then its answers.
+      probeInfo: (b) => cachedJSON(`${base(b)}/probe`),
+      probe: (b, body, what) => getJSON(`${base(b)}/probe${what ? "/" + what : ""}`,
+        {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}),
       // People's verdicts on labels live in the workspace's store: read afresh, written one image at a time.
       reviews: (b) => getJSON(`${base(b)}/reviews`),
       setReview: (b, row, verdict, label) => getJSON(`${base(b)}/reviews/${row}`, verdict === null ?

@@ -92,6 +92,17 @@
     const acts = el("div", {class: "detail-acts"});
     box.appendChild(acts);
     DD.loadActivations(ctx, row, acts, true);
+    if (DD.views.try && ctx.source.mode === "served") {
+      box.appendChild(el("h3", {text: "Change it"}));
+      box.appendChild(el("p", {class: "note"}, "Erase or add strokes and watch the answer move: ",
+        el("a", {href: DD.viewHref(ctx, "try"), text: "edit this image in Try an image →",
+                 attrs: {"data-testid": "try-this-image"},
+                 on: {click: (e) => {
+                   ctx.state.tryRow = row;
+                   ctx.state.tryPicture = null;
+                   if (location.hash === e.currentTarget.getAttribute("href")) { e.preventDefault(); DD.rerender(); }
+                 }}})));
+    }
     box.focus();
   };
 
@@ -127,7 +138,12 @@
         "to see any image.", "muted"));
       return;
     }
-    for (const layer of result.layers) {
+    DD.renderLayers(target, result.layers, compact);
+  };
+
+  // Each layer's name, shape, statistics and feature-map grid (layers as the activations endpoint gives them).
+  DD.renderLayers = function (target, layers, compact) {
+    for (const layer of layers) {
       const stats = Object.entries(layer.stats || {});
       target.appendChild(el("div", {class: "layer" + (compact ? " compact" : ""), dataset: {layer: layer.name}},
         el("div", {class: "layer-head"},

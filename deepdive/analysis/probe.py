@@ -1,0 +1,70 @@
+"""A picture the analysis never saw, through the run's model: what a person draws, uploads or edits in the
+dashboard's Try view. It gets what the deep dive gives an analysed image: all class probabilities, signed saliency
+toward the predicted class (and the class it should be), every layer's feature maps, and its nearest training
+images, so a person can change a stroke and watch which of them moves.
+
+    result = probe(model, x, num_classes, method="gradient", targets=[4])   # x float32 (C, H, W), model's scale
+    result.probs (num_classes,), result.maps {class: (H, W)}, result.layers (activations.compute's)
+    features = TrainingFeatures(model, reference)        # once per run: every training image's features
+    features.nearest(model, x) -> (dataset indices, labels, similarities), most similar first
+
+Measured on the demo model (Zen 5 host, 2 threads): a probe with gradient saliency ~25 ms; the training
+features of 55,000 images ~8 s and 253 MB (1,152 float32 features each), then ~40 ms per search.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepdive.errors import DeepdiveError
+
+
+@dataclass
+class Probe:
+    probs: np.ndarray      # (num_classes,) float32
+    maps: dict             # target class -> signed (H, W) float32 map of the method
+    layers: list           # [{name, type, shape, maps, stats}] as deepdive.analysis.activations.compute gives
+
+
+def probe(model, x, num_classes: int, method: str | None = None, targets=()) -> Probe:
+    """The model's answer for one input x (C, H, W) in the scale the model takes, the signed maps of saliency
+    `method` (None: none) toward the predicted class and each class in `targets`, and its layers' outputs."""
+    from deepdive.analysis import predict
+    from deepdive.analysis.activations import compute
+    from deepdive.analysis.saliency import attribute
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise DeepdiveError(f"probe needs one input (C, H, W), got shape {x.shape}")
+    probs = predict(model, x[None], np.zeros(1, np.int64), num_classes)[0][0]
+    classes = list(dict.fromkeys([int(probs.argmax()), *(int(t) for t in targets)]))
+    if any(not 0 <= c < num_classes for c in classes):
+        raise DeepdiveError(f"saliency targets {classes} are not all classes 0..{num_classes - 1}")
+    maps = {}
+    if method:
+        maps = dict(zip(classes, attribute(model, np.repeat(x[None], len(classes), axis=0), classes, method)))
+    return Probe(probs=probs, maps=maps, layers=compute(model, x))
+
+
+class TrainingFeatures:
+    """The penultimate features of a run's training images (a neighbours.Reference), unit length, computed once:
+    any new picture's nearest training images are then one matrix-vector product away."""
+
+    def __init__(self, model, reference):
+        import torch
+
+        from deepdive.analysis.embedding import penultimate_features
+
+        self.reference = reference
+        features = penultimate_features(model, reference.model_inputs(), batch_size=500)
+        self.unit = torch.nn.functional.normalize(torch.from_numpy(features), dim=1).numpy()
+
+    def nearest(self, model, x, k: int | None = None):
+        """(dataset indices (k,), labels (k,), cosine similarities (k,)) of the training images nearest to input x
+        (C, H, W), most similar first: the analysis's measure (deepdive.analysis.neighbours)."""
+        from deepdive.analysis.embedding import penultimate_features
+        from deepdive.analysis.neighbours import K, nearest
+
+        query = penultimate_features(model, np.asarray(x, dtype=np.float32)[None])
+        positions, sims = nearest(query, self.unit, k=k or K, unit_references=True)
+        idx = self.reference.idx[positions[0]]
+        return idx, self.reference.labels[idx], sims[0]

@@ -1,0 +1,335 @@
+// Try an image (served only): draw a picture, upload one, or edit an analysed image (its detail panel links here),
+// and watch the run's model answer while the strokes go on: all class probabilities (against the image it started
+// from), saliency toward the prediction and toward the class it should be, every layer's feature maps and, asked
+// for, its nearest training images. The server turns the canvas into the model's input
+// (deepdive.web.maps.RunMaps.prepared_picture) and runs the model (deepdive.analysis.probe).
+"use strict";
+(function (DD) {
+  const el = DD.el;
+  const CANVAS_PX = 280;   // the canvas's longer side, ~10x an MNIST image: strokes land between its pixels
+  const UNDO_DEPTH = 30;
+
+  DD.views.try = {
+    title: "Try an image", icon: "✎", servedOnly: true,
+    render(root, ctx) {
+      const box = el("div", {class: "try", attrs: {"data-testid": "try"}});
+      root.appendChild(box);
+      box.appendChild(DD.note("Asking what the model takes…", "muted"));
+      ctx.source.probeInfo(ctx.b).then((info) => {
+        DD.clear(box);
+        if (!info.available) box.appendChild(DD.note(`Not for this run: ${info.reason}.`, "error"));
+        else build(box, ctx, info);
+      }).catch((err) => DD.clear(box).appendChild(DD.note(`Could not ask the model: ${err.message}`, "error")));
+    },
+  };
+
+  function build(box, ctx, info) {
+    const st = ctx.state;
+    const zoom = Math.max(1, Math.round(CANVAS_PX / Math.max(info.height, info.width)));
+    const canvas = el("canvas", {class: "try-canvas", width: info.width * zoom, height: info.height * zoom,
+                                 attrs: {"data-testid": "try-canvas", "aria-label": "drawing area"}});
+    const g = canvas.getContext("2d", {willReadFrequently: true});
+    const undo = [];
+    let erasing = false, stroke = null;
+    if (st.tryBrush === undefined) st.tryBrush = 2.5;   // in the model's pixels: MNIST strokes are ~2-3 wide
+    if (st.tryDigit === undefined) st.tryDigit = info.digit && info.digit_default;
+    if (st.tryExpected === undefined) st.tryExpected = null;
+
+    // ---- the picture ------------------------------------------------------------------------------------------
+    const blank = () => { g.fillStyle = "#000"; g.fillRect(0, 0, canvas.width, canvas.height); };
+    const remember = () => { st.tryPicture = canvas.toDataURL("image/png"); };
+    const snapshot = () => {
+      undo.push(g.getImageData(0, 0, canvas.width, canvas.height));
+      if (undo.length > UNDO_DEPTH) undo.shift();
+    };
+    const isBlank = () => !g.getImageData(0, 0, canvas.width, canvas.height).data.some((v, i) => i % 4 !== 3 && v > 8);
+
+    // An analysed image, cut from its sprite sheet at exact pixel multiples (the server reads back its pixels).
+    function loadRow(row) {
+      const im = ctx.b.images;
+      const sheet = Math.floor(row / im.per_sheet), k = row % im.per_sheet;
+      const img = new Image();
+      img.onload = () => {
+        g.imageSmoothingEnabled = false;
+        g.drawImage(img, (k % im.cols) * im.width, Math.floor(k / im.cols) * im.height, im.width, im.height,
+                    0, 0, canvas.width, canvas.height);
+        remember();
+        changed();
+      };
+      img.onerror = () => showError(new Error(`could not load the picture of image #${ctx.col.idx[row]}`));
+      img.src = ctx.b.images.sheets[sheet];
+      st.tryFrom = {row, probs: ctx.names.map((_, c) => ctx.probs[c][row])};
+      st.tryExpected = ctx.col.true[row];
+      st.tryDigit = false;   // already an image of the split, prepared as its images are
+      digitBox.checked = false;
+      expected.value = String(st.tryExpected);
+    }
+
+    function loadFile(file) {
+      if (!file || !/^image\//.test(file.type)) { showError(new Error("that is not an image file")); return; }
+      const url = URL.createObjectURL(file);
+      const img = new Image();
+      img.onload = () => {
+        snapshot();
+        blank();
+        const s = Math.min(canvas.width / img.naturalWidth, canvas.height / img.naturalHeight);
+        const w = img.naturalWidth * s, h = img.naturalHeight * s;
+        g.imageSmoothingEnabled = true;
+        g.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+        URL.revokeObjectURL(url);
+        st.tryFrom = null;
+        if (info.digit) { st.tryDigit = true; digitBox.checked = true; }   // a photo needs fitting and centring
+        remember();
+        changed();
+      };
+      img.onerror = () => { URL.revokeObjectURL(url); showError(new Error(`could not read ${file.name}`)); };
+      img.src = url;
+    }
+
+    // ---- drawing ----------------------------------------------------------------------------------------------
+    const at = (e) => {
+      const r = canvas.getBoundingClientRect();
+      return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+    };
+    const line = (a, b) => {
+      g.strokeStyle = g.fillStyle = erasing ? "#000" : "#fff";
+      g.lineWidth = st.tryBrush * zoom;
+      g.lineCap = g.lineJoin = "round";
+      g.beginPath(); g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]); g.stroke();
+    };
+    canvas.addEventListener("pointerdown", (e) => {
+      e.preventDefault();
+      canvas.setPointerCapture(e.pointerId);
+      snapshot();
+      stroke = at(e);
+      line(stroke, stroke);
+      changed(true);
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (!stroke) return;
+      const p = at(e);
+      line(stroke, p);
+      stroke = p;
+      changed(true);
+    });
+    const end = () => { if (!stroke) return; stroke = null; remember(); changed(); };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+    canvas.addEventListener("dragover", (e) => e.preventDefault());
+    canvas.addEventListener("drop", (e) => { e.preventDefault(); loadFile(e.dataTransfer.files[0]); });
+
+    // ---- tools ------------------------------------------------------------------------------------------------
+    const fileInput = el("input", {type: "file", accept: "image/*", hidden: true,
+                                   on: {change: () => { loadFile(fileInput.files[0]); fileInput.value = ""; }}});
+    const size = el("input", {type: "range", min: 1, max: 6, step: 0.5, value: st.tryBrush,
+                              attrs: {"aria-label": "brush width", "data-testid": "try-brush"},
+                              on: {input: () => { st.tryBrush = Number(size.value); sizeLabel.textContent = px(); }}});
+    const px = () => `${st.tryBrush} px`;
+    const sizeLabel = el("span", {class: "muted small", text: px()});
+    const digitBox = el("input", {type: "checkbox", checked: st.tryDigit, attrs: {"data-testid": "try-digit"},
+                                  on: {change: () => { st.tryDigit = digitBox.checked; changed(); }}});
+    const expected = el("select", {class: "input", attrs: {"data-testid": "try-expected", "aria-label": "it should be"},
+                                   on: {change: () => {
+                                     st.tryExpected = expected.value === "" ? null : Number(expected.value);
+                                     changed();
+                                   }}},
+      el("option", {value: "", text: "—"}),
+      ctx.names.map((name, c) => el("option", {value: c, text: name, selected: st.tryExpected === c})));
+    const button = (text, testid, onClick, title) => el("button", {class: "btn small", type: "button", text,
+      attrs: {"data-testid": testid, title: title || ""}, on: {click: onClick}});
+    const origin = el("div", {class: "try-origin", attrs: {"data-testid": "try-origin"}});
+
+    const tools = el("div", {class: "try-tools"},
+      el("div", {class: "toolbar"},
+        DD.segmented([{value: "draw", label: "Draw"}, {value: "erase", label: "Erase"}], "draw",
+                     (v) => { erasing = v === "erase"; }, "try-mode"),
+        el("label", {class: "small"}, "width ", size, " ", sizeLabel)),
+      el("div", {class: "toolbar"},
+        button("Undo", "try-undo", () => {
+          if (!undo.length) return;
+          g.putImageData(undo.pop(), 0, 0);
+          remember();
+          changed();
+        }),
+        button("Clear", "try-clear", () => { snapshot(); blank(); st.tryFrom = null; remember(); changed(); }),
+        button("Invert", "try-invert", () => {
+          snapshot();
+          const data = g.getImageData(0, 0, canvas.width, canvas.height);
+          for (let i = 0; i < data.data.length; i++) if (i % 4 !== 3) data.data[i] = 255 - data.data[i];
+          g.putImageData(data, 0, 0);
+          remember();
+          changed();
+        }, "swap light and dark (MNIST and Fashion-MNIST are light on black)"),
+        button("Upload…", "try-upload", () => fileInput.click(), "or drop an image file on the canvas"),
+        fileInput),
+      info.digit ? el("label", {class: "small", attrs: {title: "as MNIST's digits were: the ink fitted into 20×20 " +
+                                                              "and its centre of mass put at the centre"}},
+        digitBox, " prepare like an MNIST digit (fit into 20×20, centre by mass)") : null,
+      el("label", {class: "small"}, "It should be ", expected),
+      origin);
+
+    // ---- the answer -------------------------------------------------------------------------------------------
+    const seen = el("div", {class: "try-seen"});
+    const probsBox = el("div", {attrs: {"data-testid": "try-probs"}});
+    const headline = el("div", {class: "try-headline", attrs: {"data-testid": "try-prediction"}});
+    const salBox = el("div", {class: "detail-sal"});
+    const nbBox = el("div", {attrs: {"data-testid": "try-neighbours"}});
+    const layersBox = el("div", {class: "layers", attrs: {"data-testid": "try-layers"}});
+    const status = el("div", {class: "muted small try-status", attrs: {"data-testid": "try-status"}});
+    const methods = ctx.b.saliency.methods;
+
+    box.append(el("div", {class: "try-grid"},
+      el("section", {class: "panel"}, el("h2", {text: "Picture"}),
+        DD.note(info.digit && info.digit_default ? "Draw a digit, drop or upload a picture, or open any image's " +
+          "detail and choose “edit this image”: the answers follow every stroke." :
+          "Draw, drop or upload a picture, or open any image's detail and choose “edit this image”: the answers " +
+          "follow every stroke.", "muted"),
+        canvas, tools),
+      el("section", {class: "panel"}, el("h2", {text: "The model's answer"}), status,
+        el("div", {class: "try-answer"}, seen, el("div", {class: "try-probs"}, headline, probsBox)),
+        methods.length ? [el("h3", {text: "Saliency"}), DD.methodSwitcher(ctx, () => changed()), DD.legend(ctx),
+                          salBox] : null)));
+    box.append(DD.section("Nearest training images", nbBox));
+    box.append(DD.section("Activations", layersBox));
+
+    function showOrigin() {
+      DD.clear(origin);
+      const f = st.tryFrom;
+      if (!f) return;
+      const col = ctx.col;
+      origin.append(DD.thumb(ctx, f.row, 42),
+        el("span", {class: "small", text: `Started from image #${col.idx[f.row]}: true ${ctx.className(col.true[f.row])}` +
+                                          `, predicted ${ctx.className(col.pred[f.row])} (${DD.fmt.pct(col.confidence[f.row], 1)})`}),
+        button("Back to it", "try-reset", () => { snapshot(); loadRow(f.row); }));
+    }
+
+    function showError(err) {
+      status.textContent = "";
+      status.appendChild(DD.note(err.message, "error"));
+    }
+
+    // Probabilities of every class; against the analysed image it started from when there is one.
+    function showProbs(r) {
+      const want = st.tryExpected, p = r.pred, f = st.tryFrom;
+      const ok = want === null ? "" : p === want ? " ok" : " bad";
+      DD.append(DD.clear(headline), [el("span", {class: "strong" + ok, text: `${ctx.className(p)}`}),
+        el("span", {text: ` ${DD.fmt.pct(r.probs[p], 2)}`}),
+        want !== null && p !== want ? el("span", {class: "muted", text: ` · ${ctx.className(want)} ` +
+                                                                        DD.fmt.pct(r.probs[want], 2)}) : null]);
+      DD.clear(probsBox).append(el("div", {class: "plist"}, ctx.names.map((name, c) => {
+        const v = r.probs[c];
+        const delta = f ? (v - f.probs[c]) * 100 : null;
+        return el("div", {class: "plist-row try-row" + (c === want ? " true" : "") + (c === p && p !== want ? " pred" : ""),
+                          dataset: {cls: c}},
+          el("span", {class: "plist-name", text: name}),
+          el("span", {class: "plist-track"}, el("span", {class: "plist-fill", style: {width: v * 100 + "%"}})),
+          el("span", {class: "plist-val", text: DD.fmt.pct(v, 2)}),
+          // coloured for the class it should be: green when it gains, red when it loses
+          f ? el("span", {class: "plist-delta" + (c !== want ? "" : delta >= 0.05 ? " up" : delta <= -0.05 ? " down" : ""),
+                          text: Math.abs(delta) < 0.05 ? "·" : `${delta > 0 ? "+" : "−"}${Math.abs(delta).toFixed(1)} pp`,
+                          attrs: {title: "change from the image it started from, in percentage points"}}) : null);
+      })));
+    }
+
+    function showMaps(r) {
+      DD.clear(salBox);
+      for (const m of r.maps) {
+        const label = `toward ${m.target === r.pred ? "predicted" : "expected"} ${ctx.className(m.target)}`;
+        salBox.appendChild(el("figure", {class: "sal-fig"},
+          el("img", {class: "sal", src: m.image, alt: label, width: 140, height: 140}), el("figcaption", {text: label})));
+      }
+    }
+
+    function showNeighbours(r, pred) {
+      const want = st.tryExpected === null ? pred : st.tryExpected;
+      const counts = new Map();
+      for (const item of r.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
+      const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
+      DD.append(DD.clear(nbBox), [el("p", {class: "note", attrs: {"data-testid": "try-neighbours-reading"},
+        text: `Its ${r.items.length} nearest among the ${r.reference} (cosine similarity of the model's ` +
+              `penultimate features): ${parts.join(", ")}.`}),
+        st.tryExpected !== null && pred !== want ?
+          DD.note("Framed green: labelled as it should be; red: labelled as predicted.", "muted small") : null,
+        DD.neighbourStrip(ctx, r, want, pred, true)]);
+    }
+
+    // One request at a time; strokes made meanwhile are sent together once it answers.
+    let inFlight = false, dirty = false, nbInFlight = false, nbDirty = false, lastPred = null;
+    const alive = () => document.body.contains(canvas);
+    function body() {
+      return {image: canvas.toDataURL("image/png"), digit: st.tryDigit, method: methods.length ? st.method : null,
+              expected: st.tryExpected};
+    }
+    function changed(drawing) {
+      showOrigin();
+      if (st.tryDigit && isBlank()) {
+        status.textContent = "Draw a digit: the answers appear with the first stroke.";
+        for (const node of [headline, probsBox, salBox, seen, layersBox]) DD.clear(node);
+        return;
+      }
+      if (inFlight) { dirty = true; } else send();
+      if (!drawing && st.tryNeighbours) neighbours();
+    }
+    async function send() {
+      inFlight = true;
+      dirty = false;
+      const started = performance.now();
+      try {
+        const r = await ctx.source.probe(ctx.b, body());
+        if (!alive()) return;
+        lastPred = r.pred;
+        status.textContent = `answered in ${Math.round(performance.now() - started)} ms`;
+        DD.clear(seen).append(el("img", {class: "try-seen-img", src: r.picture, alt: "the picture as the model sees it"}),
+          el("div", {class: "muted small", text: `what the model sees (${info.width}×${info.height})`}));
+        showProbs(r);
+        showMaps(r);
+        DD.renderLayers(DD.clear(layersBox), r.layers, false);
+      } catch (err) {
+        if (alive()) showError(err);
+      } finally {
+        inFlight = false;
+        if (dirty && alive()) send();
+      }
+    }
+    async function neighbours() {
+      if (nbInFlight) { nbDirty = true; return; }
+      nbInFlight = true;
+      nbDirty = false;
+      if (!nbBox.querySelector(".nb-row")) {
+        DD.clear(nbBox).appendChild(DD.note("Searching the training images (the first search computes all their " +
+                                            "features: seconds to a minute)…", "muted"));
+      }
+      try {
+        const r = await ctx.source.probe(ctx.b, body(), "neighbours");
+        if (alive()) showNeighbours(r, lastPred);
+      } catch (err) {
+        if (alive()) DD.clear(nbBox).appendChild(DD.note(`Could not search them: ${err.message}`, "error"));
+      } finally {
+        nbInFlight = false;
+        if (nbDirty && alive()) neighbours();
+      }
+    }
+
+    if (info.neighbours) {
+      nbBox.appendChild(button("Find its nearest training images", "try-find-neighbours", () => {
+        st.tryNeighbours = true;
+        neighbours();
+      }, "then again after every stroke"));
+    } else {
+      nbBox.appendChild(DD.note("This run's analysis has no training images to search.", "muted"));
+    }
+
+    blank();
+    if (st.tryRow !== undefined && st.tryRow !== null && !st.tryPicture) {
+      const row = st.tryRow;
+      st.tryRow = null;
+      loadRow(row);
+    } else if (st.tryPicture) {
+      const img = new Image();
+      img.onload = () => { g.drawImage(img, 0, 0); changed(); };
+      img.src = st.tryPicture;
+    } else {
+      changed();
+    }
+  }
+})(window.DD);
