@@ -9,6 +9,9 @@ and reads the performance marks the front end sets:
   confusion-cell hover     mouseover → that cell's thumbnails painted                            (target ≤ 100 ms)
   predictions filter       select change → the filtered table painted                            (target ≤ 200 ms)
   static export size       `deepdive report` file size                                          (target ≤ 15 MB)
+  try an image             a stroke on its canvas → the model's answer painted (probabilities,
+                           saliency, every layer; served)                                        (target ≤ 250 ms)
+                           and its nearest training images, the first search and later ones (printed)
 Each browser number is the median over --repeat tries (a fresh browser context, so a cold cache, for the paint).
 With --screenshots DIR it also saves the README's screenshots of the main views (DIR/dashboard-<view>.png).
 """
@@ -26,7 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 TARGETS = {"first meaningful paint (ms)": 1000, "confusion hover (ms)": 100, "predictions filter (ms)": 200,
-           "static export (MB)": 15}
+           "try an image: stroke → answer (ms)": 250, "static export (MB)": 15}
 
 
 def start_server(workspace):
@@ -96,6 +99,27 @@ def filter_times(page, repeat):
     return statistics.median(values), max(values)
 
 
+def try_times(page, repeat):
+    """Try an image: (median ms from a stroke to its answer painted, the first search of the training images,
+    the median of later ones). Each click on the canvas is one stroke (a dot), answered before the next."""
+    box = page.locator('[data-testid="try-canvas"]').bounding_box()
+    page.mouse.click(box["x"] + 140, box["y"] + 40)     # loads the model on the server: not counted
+    last_measure(page, "dd-try-answer")
+    page.wait_for_timeout(500)
+    page.evaluate("performance.clearMeasures('dd-try-answer')")
+    answers = []
+    for k in range(repeat):
+        page.mouse.click(box["x"] + 100 + 15 * k, box["y"] + 60 + 30 * k)
+        answers.append(last_measure(page, "dd-try-answer"))
+    page.click('[data-testid="try-find-neighbours"]')
+    first = last_measure(page, "dd-try-neighbours")
+    later = []
+    for k in range(repeat):
+        page.mouse.click(box["x"] + 180 - 15 * k, box["y"] + 60 + 30 * k)
+        later.append(last_measure(page, "dd-try-neighbours"))
+    return statistics.median(answers), first, statistics.median(later)
+
+
 SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues", "embedding",
          "advice")
 
@@ -134,6 +158,23 @@ def screenshots(browser, base, run_id, split, folder):
     page.wait_for_selector('[data-testid="neighbours-reading"], [data-testid="neighbours"] .note')
     page.wait_for_timeout(500)
     page.screenshot(path=str(folder / "dashboard-detail.png"))
+    # Try an image: that error, opened from its detail, one stroke erased across its upper left, with its nearest
+    # training images
+    page.click('[data-testid="try-this-image"]')
+    page.wait_for_selector('[data-testid="try-status"]:has-text("answered in")')
+    page.click('[data-testid="try-find-neighbours"]')
+    page.wait_for_selector('[data-testid="try-neighbours"] .nb-row', timeout=300_000)
+    page.click('[data-testid="try-mode"] button[data-value="erase"]')
+    box = page.locator('[data-testid="try-canvas"]').bounding_box()
+    page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.3 * box["height"], steps=6)
+    page.mouse.up()
+    page.wait_for_load_state("networkidle")
+    page.set_viewport_size({"width": 1440, "height": 1300})
+    page.evaluate("document.querySelector('.main').scrollTop = 0")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(folder / "dashboard-try.png"))
     page.close()
     return sorted(folder.glob("dashboard-*.png"))
 
@@ -185,6 +226,10 @@ def main(argv=None) -> int:
                 page.wait_for_selector(".vrow")
                 median, worst = filter_times(page, args.repeat)
                 results["predictions filter (ms)"] = worst
+                page.goto(f"{base}#/r/{rec.id}/{args.split}/try")
+                page.wait_for_selector('[data-testid="try-canvas"]')
+                try_answer, search_first, search_later = try_times(page, args.repeat)
+                results["try an image: stroke → answer (ms)"] = try_answer
 
                 report_page = browser.new_page(viewport={"width": 1440, "height": 900})
                 report_page.goto((Path(tmp) / "report.html").as_uri())
@@ -203,6 +248,8 @@ def main(argv=None) -> int:
     for cell, value in hovers.items():
         print(f"hover {cell}: {value:.1f} ms")
     print(f"filter/sort: median {median:.1f} ms, worst {worst:.1f} ms")
+    print(f"try an image: a stroke answered and painted in {try_answer:.0f} ms (median of {args.repeat}); nearest "
+          f"training images {search_first / 1000:.1f} s the first time (their features), then {search_later:.0f} ms")
     print()
     failed = False
     for name, target in TARGETS.items():

@@ -50,13 +50,12 @@ class TrainingFeatures:
     any new picture's nearest training images are then one matrix-vector product away."""
 
     def __init__(self, model, reference):
-        import torch
-
         from deepdive.analysis.embedding import penultimate_features
 
         self.reference = reference
         features = penultimate_features(model, reference.model_inputs(), batch_size=500)
-        self.unit = torch.nn.functional.normalize(torch.from_numpy(features), dim=1).numpy()
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)   # in place: no second copy
+        self.unit = features
 
     def nearest(self, model, x, k: int | None = None):
         """(dataset indices (k,), labels (k,), cosine similarities (k,)) of the training images nearest to input x

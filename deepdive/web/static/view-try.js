@@ -95,7 +95,13 @@
       g.strokeStyle = g.fillStyle = erasing ? "#000" : "#fff";
       g.lineWidth = st.tryBrush * zoom;
       g.lineCap = g.lineJoin = "round";
-      g.beginPath(); g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]); g.stroke();
+      g.beginPath();
+      if (a[0] === b[0] && a[1] === b[1]) {   // a tap: a dot (a zero-length line draws nothing in Chromium)
+        g.arc(a[0], a[1], g.lineWidth / 2, 0, 2 * Math.PI);
+        g.fill();
+      } else {
+        g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]); g.stroke();
+      }
     };
     canvas.addEventListener("pointerdown", (e) => {
       e.preventDefault();
@@ -112,7 +118,14 @@
       stroke = p;
       changed(true);
     });
-    const end = () => { if (!stroke) return; stroke = null; remember(); changed(); };
+    // The stroke's last move was sent already: at its end only the nearest training images follow (their search
+    // waits for the stroke to end).
+    const end = () => {
+      if (!stroke) return;
+      stroke = null;
+      remember();
+      if (st.tryNeighbours) neighbours();
+    };
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
     canvas.addEventListener("dragover", (e) => e.preventDefault());
@@ -240,27 +253,33 @@
       }
     }
 
+    // Framed against the class it should be, when one is chosen: green labelled so, red labelled as predicted.
     function showNeighbours(r, pred) {
-      const want = st.tryExpected === null ? pred : st.tryExpected;
+      const want = st.tryExpected;
       const counts = new Map();
       for (const item of r.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
       const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
       DD.append(DD.clear(nbBox), [el("p", {class: "note", attrs: {"data-testid": "try-neighbours-reading"},
         text: `Its ${r.items.length} nearest among the ${r.reference} (cosine similarity of the model's ` +
               `penultimate features): ${parts.join(", ")}.`}),
-        st.tryExpected !== null && pred !== want ?
+        want !== null && pred !== want ?
           DD.note("Framed green: labelled as it should be; red: labelled as predicted.", "muted small") : null,
-        DD.neighbourStrip(ctx, r, want, pred, true)]);
+        DD.neighbourStrip(ctx, r, want === null ? -1 : want, want === null ? -1 : pred, true)]);
     }
 
     // One request at a time; strokes made meanwhile are sent together once it answers.
-    let inFlight = false, dirty = false, nbInFlight = false, nbDirty = false, lastPred = null;
+    let inFlight = false, dirty = false, nbInFlight = false, nbDirty = false, lastPred = null, lastNb = null;
+    let changedAt = 0;   // when the picture last changed: an answer is timed from the change it answers
+    const measure = (name, since) => DD.afterPaint(() => {
+      try { performance.measure(name, {start: since, end: performance.now()}); } catch (e) { /* best effort */ }
+    });
     const alive = () => document.body.contains(canvas);
     function body() {
       return {image: canvas.toDataURL("image/png"), digit: st.tryDigit, method: methods.length ? st.method : null,
               expected: st.tryExpected};
     }
     function changed(drawing) {
+      changedAt = performance.now();
       showOrigin();
       if (st.tryDigit && isBlank()) {
         status.textContent = "Draw a digit: the answers appear with the first stroke.";
@@ -273,16 +292,18 @@
     async function send() {
       inFlight = true;
       dirty = false;
-      const started = performance.now();
+      const started = performance.now(), asked = changedAt;
       try {
         const r = await ctx.source.probe(ctx.b, body());
         if (!alive()) return;
+        measure("dd-try-answer", asked);
         lastPred = r.pred;
         status.textContent = `answered in ${Math.round(performance.now() - started)} ms`;
         DD.clear(seen).append(el("img", {class: "try-seen-img", src: r.picture, alt: "the picture as the model sees it"}),
           el("div", {class: "muted small", text: `what the model sees (${info.width}×${info.height})`}));
         showProbs(r);
         showMaps(r);
+        if (lastNb) showNeighbours(lastNb, lastPred);   // their framing follows the prediction
         DD.renderLayers(DD.clear(layersBox), r.layers, false);
       } catch (err) {
         if (alive()) showError(err);
@@ -299,9 +320,10 @@
         DD.clear(nbBox).appendChild(DD.note("Searching the training images (the first search computes all their " +
                                             "features: seconds to a minute)…", "muted"));
       }
+      const asked = changedAt;
       try {
         const r = await ctx.source.probe(ctx.b, body(), "neighbours");
-        if (alive()) showNeighbours(r, lastPred);
+        if (alive()) { lastNb = r; showNeighbours(r, lastPred); measure("dd-try-neighbours", asked); }
       } catch (err) {
         if (alive()) DD.clear(nbBox).appendChild(DD.note(`Could not search them: ${err.message}`, "error"));
       } finally {
