@@ -211,8 +211,9 @@
       if (!f) return;
       const col = ctx.col;
       origin.append(DD.thumb(ctx, f.row, 42),
-        el("span", {class: "small", text: `Started from image #${col.idx[f.row]}: true ${ctx.className(col.true[f.row])}` +
-                                          `, predicted ${ctx.className(col.pred[f.row])} (${DD.fmt.pct(col.confidence[f.row], 1)})`}),
+        el("span", {class: "small", text: `Started from image #${col.idx[f.row]}: ` +
+          `true ${ctx.className(col.true[f.row])}, predicted ${ctx.className(col.pred[f.row])} ` +
+          `(${DD.fmt.pct(col.confidence[f.row], 1)})`}),
         button("Back to it", "try-reset", () => { snapshot(); loadRow(f.row); }));
     }
 
@@ -232,14 +233,17 @@
       DD.clear(probsBox).append(el("div", {class: "plist"}, ctx.names.map((name, c) => {
         const v = r.probs[c];
         const delta = f ? (v - f.probs[c]) * 100 : null;
-        return el("div", {class: "plist-row try-row" + (c === want ? " true" : "") + (c === p && p !== want ? " pred" : ""),
+        const mark = (c === want ? " true" : "") + (c === p && p !== want ? " pred" : "");
+        return el("div", {class: "plist-row try-row" + mark,
                           dataset: {cls: c}},
           el("span", {class: "plist-name", text: name}),
           el("span", {class: "plist-track"}, el("span", {class: "plist-fill", style: {width: v * 100 + "%"}})),
           el("span", {class: "plist-val", text: DD.fmt.pct(v, 2)}),
           // coloured for the class it should be: green when it gains, red when it loses
-          f ? el("span", {class: "plist-delta" + (c !== want ? "" : delta >= 0.05 ? " up" : delta <= -0.05 ? " down" : ""),
-                          text: Math.abs(delta) < 0.05 ? "·" : `${delta > 0 ? "+" : "−"}${Math.abs(delta).toFixed(1)} pp`,
+          f ? el("span", {class: "plist-delta" + (c !== want ? "" : delta >= 0.05 ? " up" :
+                                                  delta <= -0.05 ? " down" : ""),
+                          text: Math.abs(delta) < 0.05 ? "·" :
+                            `${delta > 0 ? "+" : "−"}${Math.abs(delta).toFixed(1)} pp`,
                           attrs: {title: "change from the image it started from, in percentage points"}}) : null);
       })));
     }
@@ -249,7 +253,8 @@
       for (const m of r.maps) {
         const label = `toward ${m.target === r.pred ? "predicted" : "expected"} ${ctx.className(m.target)}`;
         salBox.appendChild(el("figure", {class: "sal-fig"},
-          el("img", {class: "sal", src: m.image, alt: label, width: 140, height: 140}), el("figcaption", {text: label})));
+          el("img", {class: "sal", src: m.image, alt: label, width: 140, height: 140}),
+          el("figcaption", {text: label})));
       }
     }
 
@@ -258,7 +263,8 @@
       const want = st.tryExpected;
       const counts = new Map();
       for (const item of r.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
-      const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
+      const parts = [...counts.entries()].sort((a, b) => b[1] - a[1])
+        .map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
       DD.append(DD.clear(nbBox), [el("p", {class: "note", attrs: {"data-testid": "try-neighbours-reading"},
         text: `Its ${r.items.length} nearest among the ${r.reference} (cosine similarity of the model's ` +
               `penultimate features): ${parts.join(", ")}.`}),
@@ -299,7 +305,8 @@
         measure("dd-try-answer", asked);
         lastPred = r.pred;
         status.textContent = `answered in ${Math.round(performance.now() - started)} ms`;
-        DD.clear(seen).append(el("img", {class: "try-seen-img", src: r.picture, alt: "the picture as the model sees it"}),
+        DD.clear(seen).append(
+          el("img", {class: "try-seen-img", src: r.picture, alt: "the picture as the model sees it"}),
           el("div", {class: "muted small", text: `what the model sees (${info.width}×${info.height})`}));
         showProbs(r);
         showMaps(r);
