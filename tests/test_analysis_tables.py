@@ -250,13 +250,14 @@ def test_a_picture_goes_back_to_the_inputs_it_displays():
     np.testing.assert_allclose(scale[0], -mean / std, rtol=1e-6)
     shown = analysis.display_images(x, scale)
     np.testing.assert_array_equal(shown, pixels.transpose(0, 2, 3, 1))
-    np.testing.assert_allclose(analysis.inputs_from_display(shown, scale), x, atol=1e-5)
+    as_shown = shown.transpose(0, 3, 1, 2) / np.float32(255)
+    np.testing.assert_allclose(analysis.inputs_from_display(as_shown, scale), x, atol=1e-5)
     # inputs in [0, 1] keep their scale: a picture is pixels / 255
     gray = pixels[:, :1] / np.float32(255)
     assert [v.tolist() for v in analysis.display_scale(gray)] == [[0.0], [1.0]]
-    np.testing.assert_allclose(analysis.inputs_from_display(pixels[:, 0], analysis.display_scale(gray)), gray)
-    with pytest.raises(DeepdiveError, match="1 channel"):
-        analysis.inputs_from_display(pixels[:, 0], scale)
+    np.testing.assert_allclose(analysis.inputs_from_display(gray, analysis.display_scale(gray)), gray)
+    with pytest.raises(DeepdiveError, match=r"shape \(5, 1, 4, 4\) for inputs with 3 channel"):
+        analysis.inputs_from_display(gray, scale)
 
 
 def test_result_frame_roundtrips_parquet(frame, tmp_path):

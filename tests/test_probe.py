@@ -80,7 +80,7 @@ def test_what_the_try_view_is_told_about_the_run(client, url):
                     "digit_default": True, "neighbours": True}
 
 
-def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, url, res):
+def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, url, res, analyzed_run):
     row = int(res.saliency("gradient")["errors_index"][0])
     frame = res.examples
     body = client.post(url, json={"image": data_uri(canvas(res.images[row])), "method": "gradient",
@@ -91,6 +91,20 @@ def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, ur
     assert [m["target"] for m in body["maps"]] == [frame["pred"][row], frame["true"][row]]
     assert all(decode(m["image"]).shape[:2] == (112, 112) for m in body["maps"])
     assert [layer["name"] for layer in body["layers"]] == [layer["name"] for layer in res.activations()["layers"]]
+
+    # the advice's perturbations of it, each answered: as the advice's probes see them (pixels / 255 here)
+    from deepdive.analysis.advice import PERTURBATIONS
+
+    assert [v["id"] for v in body["perturbed"]] == [p.id for p in PERTURBATIONS if p.id != "none"]
+    model = load_checkpoint(analyzed_run.run_dir / "model_best.pt", device="cpu")
+    x = torch.from_numpy(res.images[row] / np.float32(255))[None, None]
+    for v, p in zip(body["perturbed"], [p for p in PERTURBATIONS if p.id != "none"]):
+        with torch.no_grad():
+            want = torch.softmax(model(p.apply(x).clamp(0, 1)), 1)[0].numpy()
+        np.testing.assert_allclose(v["probs"], want, atol=1e-5, err_msg=v["id"])
+    shifted = dict((v["id"], decode(v["image"])) for v in body["perturbed"])["shift+x"]
+    np.testing.assert_array_equal(shifted[:, 2:], res.images[row][:, :-2])   # 2 px to the right, black comes in
+    assert not shifted[:, :2].any()
 
     got = client.post(f"{url}/neighbours", json={"image": data_uri(canvas(res.images[row]))}).json()
     stored = res.neighbours()
@@ -149,6 +163,18 @@ def test_a_logged_models_normalised_inputs_are_rebuilt_from_the_picture(tmp_path
         for row in (2, 7):
             body = c.post(url, json={"image": data_uri(canvas(shown.images[row]))}).json()
             np.testing.assert_allclose(body["probs"], probs(shown, row), atol=1e-5)
+        # a perturbation acts on the picture as shown: the shift brings in the shown background (black), which
+        # is the normalised inputs' minimum, not 0
+        from deepdive.analysis import display_scale
+        from deepdive.train import augment
+
+        low, span = (torch.from_numpy(v)[None, :, None, None] for v in display_scale(images.numpy()))
+        picture = torch.from_numpy(shown.images[7].transpose(2, 0, 1) / np.float32(255))[None]
+        model = load_checkpoint(run.run_dir / "model_best.pt", device="cpu")
+        with torch.no_grad():
+            want = torch.softmax(model(low + span * augment.shift(picture, 2, 0)), 1)[0].numpy()
+        got = dict((v["id"], v["probs"]) for v in body["perturbed"])["shift+x"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
         r = c.post(url, json={"image": data_uri(canvas(shown.images[2])), "digit": True})
         assert r.status_code == 422 and "28x28 one-channel" in r.json()["detail"]
         r = c.post(f"{url}/neighbours", json={"image": data_uri(canvas(shown.images[2]))})

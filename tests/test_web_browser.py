@@ -4,6 +4,8 @@ thread, free 127.0.0.1 port) and against the `deepdive report` export opened fro
 Both run on a copy of the small analysed run whose run name and first class names are XSS payloads, so every
 test also checks that data-derived text is rendered as text. Screenshots land in test-output/.
 """
+import base64
+import io
 import json
 import math
 import sqlite3
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
 
@@ -491,16 +494,16 @@ def shown_probabilities(page) -> list[float]:
         '[data-testid="try-probs"] .plist-val', "vs => vs.map(v => v.textContent)")]
 
 
-def test_try_an_image_answers_a_drawing_and_an_edited_error(browser, analyzed_run, expected):
+def test_try_an_image_answers_a_drawing_and_an_edited_error(browser, analyzed_run, expected, mnist):
     """Served only: strokes drawn on the canvas get the model's answer; an error opened from its detail starts
     with exactly its analysed probabilities (the canvas sends its pixels back unchanged), and erasing moves them.
     (The run's own workspace: the hostile copy's class names no longer match MNIST's, which the training images'
     search checks.)"""
     with serving(analyzed_run.workspace) as url:
-        try_an_image(Tab(browser, url, expected["run_id"]), expected)
+        try_an_image(Tab(browser, url, expected["run_id"]), expected, mnist)
 
 
-def try_an_image(t, expected):
+def try_an_image(t, expected, mnist):
     frame, c = expected["frame"], len(expected["summary"]["class_names"])
     page = t.view("try")
     page.wait_for_selector('[data-testid="try-status"]:has-text("Draw a digit")')   # MNIST: prepared as a digit
@@ -532,6 +535,19 @@ def try_an_image(t, expected):
     assert not page.is_checked('[data-testid="try-digit"]')
     assert page.input_value('[data-testid="try-expected"]') == str(frame["true"][row])
     assert set(page.eval_on_selector_all(".plist-delta", "ds => ds.map(d => d.textContent)")) == {"·"}
+    # the advice's probes of it, each answered; a click on one puts it on the canvas: the model then sees exactly
+    # that picture (here the image shifted right by 2 px)
+    assert t.count('[data-testid="try-perturbed"] figure') == 12
+    page.click('[data-testid="try-perturbed"] figure[data-id="shift+x"]')
+    original = mnist.test_images[frame["idx"][row]]
+    shifted = np.zeros_like(original)
+    shifted[:, 2:] = original[:, :-2]
+    page.wait_for_function("() => [...document.querySelectorAll('.plist-delta')].some(d => d.textContent !== '·')")
+    seen = page.get_attribute(".try-seen-img", "src")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(seen.split(",", 1)[1])))),
+                                  shifted)
+    page.click('[data-testid="try-reset"]')
+    page.wait_for_function("() => [...document.querySelectorAll('.plist-delta')].every(d => d.textContent === '·')")
 
     page.click('[data-testid="try-mode"] button[data-value="erase"]')
     page.mouse.move(box["x"] + 20, box["y"] + 140)

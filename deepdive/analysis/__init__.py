@@ -311,14 +311,13 @@ def display_images(inputs: np.ndarray, scale=None) -> np.ndarray:
     return np.rint(x.mean(axis=1)).astype(np.uint8)
 
 
-def inputs_from_display(pictures: np.ndarray, scale) -> np.ndarray:
-    """The inverse of display_images for one or three channels: uint8 pictures (N, H, W) or (N, H, W, 3) to
-    float32 model inputs (N, C, H, W), given the set's display scale (low, span)."""
-    x = np.asarray(pictures, dtype=np.float32) / 255.0
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+def inputs_from_display(shown: np.ndarray, scale) -> np.ndarray:
+    """The inverse of display_images: pictures as shown, float (N, C, H, W) in [0, 1] (uint8 pictures / 255), to
+    float32 model inputs, given the set's display scale (low, span)."""
+    x = np.asarray(shown, dtype=np.float32)
     low, span = (np.reshape(np.asarray(v, np.float32), (1, -1, 1, 1)) for v in scale)
-    if x.shape[1] != low.shape[1]:
-        raise DeepdiveError(f"pictures with {x.shape[1]} channel(s) for inputs with {low.shape[1]}")
+    if x.ndim != 4 or x.shape[1] != low.shape[1]:
+        raise DeepdiveError(f"pictures of shape {x.shape} for inputs with {low.shape[1]} channel(s)")
     return np.ascontiguousarray(low + span * x, dtype=np.float32)
 
 

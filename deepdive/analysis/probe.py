@@ -5,6 +5,7 @@ images, so a person can change a stroke and watch which of them moves.
 
     result = probe(model, x, num_classes, method="gradient", targets=[4])   # x float32 (C, H, W), model's scale
     result.probs (num_classes,), result.maps {class: (H, W)}, result.layers (activations.compute's)
+    perturbed(model, picture, num_classes, to_inputs) -> [{id, label, picture, probs}]   # the advice's probes
     features = TrainingFeatures(model, reference)        # once per run: every training image's features
     features.nearest(model, x) -> (dataset indices, labels, similarities), most similar first
 
@@ -43,6 +44,26 @@ def probe(model, x, num_classes: int, method: str | None = None, targets=()) -> 
     if method:
         maps = dict(zip(classes, attribute(model, np.repeat(x[None], len(classes), axis=0), classes, method)))
     return Probe(probs=probs, maps=maps, layers=compute(model, x))
+
+
+def perturbed(model, picture, num_classes: int, to_inputs) -> list[dict]:
+    """The augmentation advice's perturbations (deepdive.analysis.advice.PERTURBATIONS, the unchanged one left out)
+    of one picture (C, H, W) in [0, 1] with 0 the background, each with the model's probabilities:
+    [{id, label, picture (C, H, W) float32 in [0, 1], probs (num_classes,)}]. They act on the picture as shown, so
+    a rotation fills in the background colour even where the model's inputs are normalised; to_inputs maps the
+    pictures (N, C, H, W) in [0, 1] to the model's inputs."""
+    import torch
+
+    from deepdive.analysis import predict
+    from deepdive.analysis.advice import PERTURBATIONS
+
+    x = torch.as_tensor(np.asarray(picture, dtype=np.float32))[None]
+    if x.dim() != 4:
+        raise DeepdiveError(f"perturbed needs one picture (C, H, W), got shape {tuple(x.shape[1:])}")
+    shown = [p for p in PERTURBATIONS if p.id != "none"]
+    pictures = torch.cat([p.apply(x) for p in shown]).clamp(0, 1).numpy()
+    probs = predict(model, to_inputs(pictures), np.zeros(len(shown), np.int64), num_classes)[0]
+    return [{"id": p.id, "label": p.label, "picture": pic, "probs": pr} for p, pic, pr in zip(shown, pictures, probs)]
 
 
 class TrainingFeatures:

@@ -304,15 +304,15 @@ class RunMaps:
             info["available"] = True
         return info
 
-    def _picture_inputs(self, picture: np.ndarray) -> np.ndarray:
-        """uint8 picture (H, W) or (H, W, 3) -> float32 (C, H, W) as the model takes it: the inverse of how this
-        split's inputs are displayed (deepdive.analysis.display_scale), pixels / 255 for a built-in dataset."""
+    def _shown_inputs(self, shown: np.ndarray) -> np.ndarray:
+        """Pictures as shown, float (N, C, H, W) in [0, 1], as the model's inputs: the inverse of how this split's
+        inputs are displayed (deepdive.analysis.display_scale); the pictures themselves for a built-in dataset."""
         from deepdive.analysis import display_scale, inputs_from_display, stored_inputs
 
         if self._scale is None:
             stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
             self._scale = display_scale(stored.read() if stored is not None else self.inputs([0]))
-        return inputs_from_display(picture[None], self._scale)[0]
+        return inputs_from_display(shown, self._scale)
 
     def prepared_picture(self, image, digit: bool) -> np.ndarray:
         """A decoded picture (PIL) as this split's images are: uint8 (H, W) or (H, W, 3). digit: fitted and centred
@@ -332,16 +332,18 @@ class RunMaps:
         """The model on one prepared picture: {picture (data URI), probs, pred, method, maps: [{target, image}]
         (toward the prediction, then `expected`; one colour scale), layers (as activations)}."""
         from deepdive.analysis import render
-        from deepdive.analysis.probe import probe
+        from deepdive.analysis.probe import perturbed, probe
 
         if method is not None:
             self.check_method(method)
         if expected is not None:
             self.check_class(expected)
         model = self._model()
+        shown = _as_shown(picture)
         with _MODEL_LOCK:
-            result = probe(model, self._picture_inputs(picture), self.num_classes, method,
+            result = probe(model, self._shown_inputs(shown[None])[0], self.num_classes, method,
                            [] if expected is None else [expected])
+            variants = perturbed(model, shown, self.num_classes, self._shown_inputs)
         scale = render.shared_scale(*result.maps.values()) if result.maps else None
         return {"picture": bundle_mod.data_uri(bundle_mod.png_bytes(picture)),
                 "probs": [round(float(v), 6) for v in result.probs], "pred": int(result.probs.argmax()),
@@ -350,7 +352,10 @@ class RunMaps:
                                                                                        scale=scale))}
                          for c, m in result.maps.items()],
                 "layers": [layer_view(layer["name"], layer["type"], layer["shape"], layer["maps"], layer["stats"])
-                           for layer in result.layers]}
+                           for layer in result.layers],
+                "perturbed": [{"id": v["id"], "label": v["label"], "probs": [round(float(x), 6) for x in v["probs"]],
+                               "image": bundle_mod.data_uri(bundle_mod.png_bytes(_as_picture(v["picture"])))}
+                              for v in variants]}
 
     def probe_neighbours(self, picture: np.ndarray) -> dict:
         """{reference, items: [{idx, label, similarity, image}]}: the picture's nearest training images. The first
@@ -370,7 +375,7 @@ class RunMaps:
         key = (str(self.record.run_dir), (self.record.run_dir / "model_best.pt").stat().st_mtime_ns)
         features = _FEATURES.get(key, load)
         with _MODEL_LOCK:
-            idx, labels, sims = features.nearest(model, self._picture_inputs(picture))
+            idx, labels, sims = features.nearest(model, self._shown_inputs(_as_shown(picture)[None])[0])
         return {"reference": features.reference.name,
                 "items": neighbour_items(training_images(self.record), idx, labels, sims)}
 
@@ -395,6 +400,18 @@ class RunMaps:
 
 
 # ---- rendering (deepdive.analysis.render) -------------------------------------------------------------------
+def _as_shown(picture: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3), as the split's images are -> float32 (C, H, W) in [0, 1]."""
+    x = np.asarray(picture, np.float32) / 255
+    return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+
+
+def _as_picture(shown: np.ndarray) -> np.ndarray:
+    """float (C, H, W) in [0, 1] -> uint8 (H, W) or (H, W, 3): _as_shown's inverse."""
+    x = np.rint(np.clip(shown, 0, 1) * 255).astype(np.uint8)
+    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+
+
 def display_stats(stats: dict, shape) -> dict:
     """The per-layer numbers of deepdive.analysis.activations as short labelled strings."""
     def pct(v):

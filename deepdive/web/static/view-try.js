@@ -187,6 +187,7 @@
     const headline = el("div", {class: "try-headline", attrs: {"data-testid": "try-prediction"}});
     const salBox = el("div", {class: "detail-sal"});
     const nbBox = el("div", {attrs: {"data-testid": "try-neighbours"}});
+    const perturbBox = el("div", {attrs: {"data-testid": "try-perturbed"}});
     const layersBox = el("div", {class: "layers", attrs: {"data-testid": "try-layers"}});
     const status = el("div", {class: "muted small try-status", attrs: {"data-testid": "try-status"}});
     const methods = ctx.b.saliency.methods;
@@ -202,6 +203,7 @@
         el("div", {class: "try-answer"}, seen, el("div", {class: "try-probs"}, headline, probsBox)),
         methods.length ? [el("h3", {text: "Saliency"}), DD.methodSwitcher(ctx, () => changed()), DD.legend(ctx),
                           salBox] : null)));
+    box.append(DD.section("Under the augmentation advice's perturbations", perturbBox));
     box.append(DD.section("Nearest training images", nbBox));
     box.append(DD.section("Activations", layersBox));
 
@@ -258,6 +260,45 @@
       }
     }
 
+    // The picture under each probe of the Advice view, answered: framed where the answer changes, its class green or
+    // red against the class it should be; a click puts one on the canvas to go on from.
+    function showPerturbed(r) {
+      const want = st.tryExpected;
+      const scored = r.perturbed.map((v) => ({...v, pred: v.probs.indexOf(Math.max(...v.probs))}));
+      const flips = scored.filter((v) => v.pred !== r.pred);
+      const verdict = (v) => (want === null ? "" : v.pred === want ? " ok" : " bad");
+      DD.append(DD.clear(perturbBox), [
+        el("p", {class: "note", attrs: {"data-testid": "try-perturbed-reading"},
+                 text: `${flips.length} of ${scored.length} change the answer (${ctx.className(r.pred)})` +
+                       (flips.length ? `: ${flips.map((v) => `${v.label} → ${ctx.className(v.pred)}`).join(", ")}.`
+                                     : ".")}),
+        el("div", {class: "try-perturbed"}, scored.map((v) => el("figure", {
+          class: "try-pert" + (v.pred !== r.pred ? " flip" : ""), dataset: {id: v.id},
+          attrs: {title: `${v.label}: ${ctx.className(v.pred)} ${DD.fmt.pct(v.probs[v.pred], 1)}; click to draw on it`},
+          on: {click: () => putOnCanvas(v.image)}},
+          el("img", {class: "try-pert-img", src: v.image, alt: v.label}),
+          el("figcaption", {}, el("span", {text: v.label}),
+             el("span", {class: "strong" + verdict(v),
+                         text: `${ctx.className(v.pred)} ${DD.fmt.pct(v.probs[v.pred], 0)}`}))))),
+        DD.note("The Advice view's probes on this picture, each with the model's answer" +
+                (want === null ? "" : ` (green: ${ctx.className(want)}, as it should be)`) +
+                "; framed where the answer changes. A click puts that picture on the canvas.", "muted small")]);
+    }
+
+    function putOnCanvas(uri) {
+      const img = new Image();
+      img.onload = () => {
+        snapshot();
+        g.imageSmoothingEnabled = false;
+        g.drawImage(img, 0, 0, canvas.width, canvas.height);
+        st.tryDigit = false;   // already prepared as the split's images are
+        digitBox.checked = false;
+        remember();
+        changed();
+      };
+      img.src = uri;
+    }
+
     // Framed against the class it should be, when one is chosen: green labelled so, red labelled as predicted.
     function showNeighbours(r, pred) {
       const want = st.tryExpected;
@@ -289,7 +330,7 @@
       showOrigin();
       if (st.tryDigit && isBlank()) {
         status.textContent = "Draw a digit: the answers appear with the first stroke.";
-        for (const node of [headline, probsBox, salBox, seen, layersBox]) DD.clear(node);
+        for (const node of [headline, probsBox, salBox, seen, layersBox, perturbBox]) DD.clear(node);
         return;
       }
       if (inFlight) { dirty = true; } else send();
@@ -310,6 +351,7 @@
           el("div", {class: "muted small", text: `what the model sees (${info.width}×${info.height})`}));
         showProbs(r);
         showMaps(r);
+        showPerturbed(r);
         if (lastNb) showNeighbours(lastNb, lastPred);   // their framing follows the prediction
         DD.renderLayers(DD.clear(layersBox), r.layers, false);
       } catch (err) {
