@@ -132,6 +132,7 @@ def test_a_drawing_is_prepared_like_an_mnist_digit(client, url, analyzed_run):
     ({"image": "data:image/png;base64,@@@"}, 422, "does not decode"),
     ({"image": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}, 422, "not a readable image"),
     ({"image": data_uri(Image.new("L", (280, 280))), "digit": True}, 422, "no digit found"),
+    ({"image": data_uri(Image.new("1", (5000, 4000)))}, 422, "5000×4000 pixels; at most 16,777,216"),   # ~3 kB
     ({"image": data_uri(Image.new("L", (280, 280))), "method": "nosuch"}, 404, "no 'nosuch' saliency"),
     ({"image": data_uri(Image.new("L", (280, 280))), "expected": 10}, 404, "class 10 is outside"),
 ])

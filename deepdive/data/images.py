@@ -27,11 +27,13 @@ def open_image(path) -> Image.Image:
     return read_image(path, str(path))
 
 
-def read_image(source, name="image") -> Image.Image:
-    """Fully decode an image from a path or a binary file object (PNG, JPEG, ...); anything PIL cannot read
-    becomes a DataError naming `name`."""
+def read_image(source, name="image", max_pixels: int | None = None) -> Image.Image:
+    """Fully decode an image from a path or a binary file object (PNG, JPEG, ...); anything PIL cannot read, or
+    larger than max_pixels (checked before decoding), becomes a DataError naming `name`."""
     try:
         with Image.open(source) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise DataError(f"{name} is {image.width}×{image.height} pixels; at most {max_pixels:,} are taken")
             image.load()  # decode now, so truncated or corrupt data fails here and not later
             return image
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:

@@ -97,6 +97,7 @@ class Picture(BaseModel):
 
 
 MAX_PICTURE_CHARS = 8_000_000   # a data URI; the canvas of a 224x224 RGB model is ~0.2 MB
+MAX_PICTURE_PIXELS = 4096 * 4096  # a small file may decode to a huge image: checked before decoding
 
 
 def _decode_picture(entry, picture: Picture):
@@ -118,7 +119,7 @@ def _decode_picture(entry, picture: Picture):
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as e:
         raise DataError(f"the picture's base64 does not decode: {e}") from None
-    return entry.prepared_picture(read_image(io.BytesIO(data), "the picture"), picture.digit)
+    return entry.prepared_picture(read_image(io.BytesIO(data), "the picture", MAX_PICTURE_PIXELS), picture.digit)
 
 
 def _png(data: bytes) -> Response:

@@ -29,6 +29,7 @@
     const canvas = el("canvas", {class: "try-canvas", width: info.width * zoom, height: info.height * zoom,
                                  attrs: {"data-testid": "try-canvas", "aria-label": "drawing area"}});
     const g = canvas.getContext("2d", {willReadFrequently: true});
+    const alive = () => document.body.contains(canvas);   // false once another view replaced this one
     const undo = [];
     let erasing = false, stroke = null;
     if (st.tryBrush === undefined) st.tryBrush = 2.5;   // in the model's pixels: MNIST strokes are ~2-3 wide
@@ -152,18 +153,30 @@
       attrs: {"data-testid": testid, title: title || ""}, on: {click: onClick}});
     const origin = el("div", {class: "try-origin", attrs: {"data-testid": "try-origin"}});
 
+    const undoLast = () => {
+      if (!undo.length) return;
+      g.putImageData(undo.pop(), 0, 0);
+      remember();
+      changed();
+    };
+    // Ctrl+Z / Cmd+Z undoes while this view is on screen (not while typing in a field)
+    const onKey = (e) => {
+      if (!alive()) { document.removeEventListener("keydown", onKey); return; }
+      if ((e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z" &&
+          !/^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName || "")) {
+        e.preventDefault();
+        undoLast();
+      }
+    };
+    document.addEventListener("keydown", onKey);
+
     const tools = el("div", {class: "try-tools"},
       el("div", {class: "toolbar"},
         DD.segmented([{value: "draw", label: "Draw"}, {value: "erase", label: "Erase"}], "draw",
                      (v) => { erasing = v === "erase"; }, "try-mode"),
         el("label", {class: "small"}, "width ", size, " ", sizeLabel)),
       el("div", {class: "toolbar"},
-        button("Undo", "try-undo", () => {
-          if (!undo.length) return;
-          g.putImageData(undo.pop(), 0, 0);
-          remember();
-          changed();
-        }),
+        button("Undo", "try-undo", undoLast, "Ctrl+Z"),
         button("Clear", "try-clear", () => { snapshot(); blank(); st.tryFrom = null; remember(); changed(); }),
         button("Invert", "try-invert", () => {
           snapshot();
@@ -320,7 +333,6 @@
     const measure = (name, since) => DD.afterPaint(() => {
       try { performance.measure(name, {start: since, end: performance.now()}); } catch (e) { /* best effort */ }
     });
-    const alive = () => document.body.contains(canvas);
     function body() {
       return {image: canvas.toDataURL("image/png"), digit: st.tryDigit, method: methods.length ? st.method : null,
               expected: st.tryExpected};
