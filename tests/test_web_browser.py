@@ -70,6 +70,7 @@ def workspace(analyzed_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(analyzed_run):
     """What the views must show, straight from the stored analysis."""
+    from deepdive.analysis.channels import strongest
     from deepdive.analysis.results import AnalysisResult
 
     res = AnalysisResult.load(analyzed_run.run_dir, "test")
@@ -78,6 +79,7 @@ def expected(analyzed_run):
             "class_reps": int((np.asarray(res.saliency(res.saliency_methods[0])["class_rep_index"]) >= 0).sum()),
             "saliency_errors": len(res.saliency(res.saliency_methods[0])["errors_index"]),
             "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None,
+            "channels": {int(r): strongest(c) for r, c in zip(res.channels()["errors_index"], res.channels()["errors"])},
             "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")],
             "precision": "bf16 autocast" if analyzed_run.store.get_run(analyzed_run.run_id).config["resolved"]["amp"]
             else "fp32"}
@@ -482,6 +484,12 @@ def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     shown = page.inner_text('[data-testid="calibrated"]')
     assert shown == f"{100 * frame['calibrated_confidence'][row]:.2f}% after temperature scaling"
     assert tab.images_loaded("#detail img.sal") == 2  # predicted-class and true-class maps
+    # the channels that weigh most in its answer, each with its top images (and, served, where it fires on it)
+    page.wait_for_selector('[data-testid="channels-reading"]')
+    weighed = expected["channels"][row]
+    assert tab.count("#detail .ch-item") == len(weighed["toward"]) + len(weighed["against"]) > 0
+    assert tab.count("#detail .ch-item .thumb") == tab.count("#detail .ch-item") * expected["summary"]["channels"]["top"]
+    assert tab.count("#detail .ch-map") == (tab.count("#detail .ch-item") if tab.mode == "served" else 0)
     page.wait_for_selector("#detail .layer")
     assert tab.count("#detail .layer") == len(expected["layers"])
     page.click('[data-testid="detail-close"]')

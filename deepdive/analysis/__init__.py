@@ -68,7 +68,7 @@ class _Stages:
         self.bar.close()
 
 
-MODEL_STAGES = ("saliency", "activations", "embedding", "neighbours", "advice")
+MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "advice")
 STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence",
           "write")
 
@@ -76,7 +76,7 @@ STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "i
 def _no_model_stages(reason: str) -> dict:
     """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
     return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False},
-            "neighbours": {"available": False, "reason": reason}}
+            "neighbours": {"available": False, "reason": reason}, "channels": {"available": False, "reason": reason}}
 
 
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
@@ -453,8 +453,9 @@ def focus_set(frame) -> dict:
 
 
 def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, run=None):
-    """Saliency, activations, embedding, nearest training images and robustness advice (deepdive.analysis.{saliency,
-    activations, embedding, neighbours, advice}). Returns (summary entries, advice dict)."""
+    """Saliency, activations, channels, embedding, nearest training images and robustness advice
+    (deepdive.analysis.{saliency, activations, channels, embedding, neighbours, advice}). Returns (summary entries,
+    advice dict)."""
     import torch
 
     if model is None:
@@ -477,6 +478,10 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
 
         info = activations.activations_stage(model, inputs, np.asarray(focus["indices"], dtype=np.int64), out_dir)
         extra["activations"] = {"available": True, **info}
+    with stages("channels"):
+        from deepdive.analysis import channels
+
+        extra["channels"] = channels.channels_stage(model, inputs, data.labels, data.probs, focus["errors"], out_dir)
     with stages("embedding"):
         from deepdive.analysis import embedding
 

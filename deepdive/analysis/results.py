@@ -7,6 +7,7 @@
     res.saliency("gradcam")     # {errors, errors_index, class_mean, class_rep, class_rep_index}
     res.activations()           # {layers, arrays, stats, focus_indices}
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
+    res.channels()              # {top_rows, class_share, errors_index, errors}: the last conv block's channels
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -26,6 +27,7 @@ from deepdive.errors import RunError
 SPLITS = ("test", "val", "train")
 SALIENCY_PARTS = ("errors", "class_mean", "class_rep")
 NEIGHBOUR_FILES = ("index", "similarity", "label")   # neighbours/<name>.npy (analysis.neighbours writes them)
+CHANNEL_FILES = ("top_rows", "class_share", "errors_index", "errors")   # channels/<name>.npy (analysis.channels)
 
 
 def analysis_dir(run_dir, split) -> Path:
@@ -143,6 +145,14 @@ class AnalysisResult:
         return {name: self._npy(f"neighbours/{name}.npy", "the nearest training images")
                 for name in NEIGHBOUR_FILES}
 
+    def channels(self) -> dict:
+        """{top_rows (K, TOP), class_share (K, C), errors_index (n,), errors (n, K)}: the last conv block's channels
+        (deepdive.analysis.channels); memory-mapped."""
+        if not self.has("channels"):
+            raise RunError(f"no channels stored for split {self.split!r} (the model could not be loaded, it is an "
+                           "ensemble or has no conv layer, or the analysis predates them)")
+        return {name: self._npy(f"channels/{name}.npy", "the channels") for name in CHANNEL_FILES}
+
     @cached_property
     def advice(self) -> dict:
         return self._json("advice.json", "the advice")
@@ -175,6 +185,8 @@ class AnalysisResult:
             return any(self.has(f"saliency:{m}") for m in self.summary.get("saliency", {}).get("methods", []))
         if name == "neighbours":
             return all((f / "neighbours" / f"{part}.npy").is_file() for part in NEIGHBOUR_FILES)
+        if name == "channels":
+            return all((f / "channels" / f"{part}.npy").is_file() for part in CHANNEL_FILES)
         if name == "embedding":
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
@@ -182,7 +194,7 @@ class AnalysisResult:
                  "activations": "activations/layers.json", "summary": "summary.json"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "
-                             f"{', '.join([*files, 'embedding', 'neighbours', 'saliency'])}")
+                             f"{', '.join([*files, 'channels', 'embedding', 'neighbours', 'saliency'])}")
         return (f / files[name]).is_file()
 
     # ---- readers ------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@
     GET .../saliency/{method}/class/{rep|mean|random}/{cls}.png   per-class map (random: weights shuffled)
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
+    GET .../channels/{row}                                  the last feature map's channels that weigh most in its
+                                                            answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
     GET .../probe                                           whether and how the model takes a new picture (Try view)
     POST .../probe  {"image": data URI, "digit", "method", "expected"}   the model on that picture: probabilities,
@@ -223,6 +225,12 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return entry.neighbours(row)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/channels/{row}")
+    def channels(run_id: str, split: str, row: int):
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry.channels(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/compare/{other}")
     def compare(run_id: str, split: str, other: str):

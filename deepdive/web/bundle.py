@@ -202,4 +202,23 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
                      "errors_count": {m: len(rows) for m, rows in error_rows.items()},
                      "class_rep_rows": rep_rows, "legend": legend, "notes": method_notes(res)},
         "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
+        "channels": channels_block(res),
     }
+
+
+def channels_block(res) -> dict:
+    """The last feature map's channels (deepdive.analysis.channels): each one's top rows and the class it fires for
+    most, and for each stored error the channels that weigh most in its answer."""
+    from deepdive.analysis.channels import strongest
+
+    info = (res.summary.get("channels") or {})
+    if not res.has("channels"):
+        return {"available": False, "reason": info.get("reason") or "this analysis predates the channels (re-run: "
+                                                                    "deepdive analyze)"}
+    ch = res.channels()
+    share = np.asarray(ch["class_share"])
+    true = res.examples["true"].to_numpy()
+    return {"available": True, "layer": info.get("layer"), "top_rows": np.asarray(ch["top_rows"]).tolist(),
+            "top_class": share.argmax(1).tolist(), "share": np.round(share.max(1), 4).tolist(),
+            "errors": {str(int(r)): {"other": int(true[r]), **strongest(c)}
+                       for r, c in zip(ch["errors_index"], ch["errors"])}}

@@ -117,6 +117,7 @@ class RunMaps:
         self._acts = None
         self._neighbours = None
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
+        self._channel_errors = None  # row -> the stored errors' channel contributions
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -286,6 +287,50 @@ class RunMaps:
         return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
                 "reading": str(self.res.examples["neighbours"].iat[row]),   # as the analysis stored it
                 "items": neighbour_items(images, index, nb["label"][row], nb["similarity"][row])}
+
+    # ---- channels of the last feature map (deepdive.analysis.channels) --------------------------------------
+    def channels(self, row: int) -> dict:
+        """{row, other, toward, against, maps}: the channels that weigh most for the row's prediction over its other
+        class (its label if wrong, else the runner-up), stored for the errors, else computed; maps: {channel: data
+        URI} where each of them fires on the image (its map upsampled onto the image)."""
+        import torch
+        import torch.nn.functional as F
+
+        from deepdive.analysis import render
+        from deepdive.analysis.activations import evaluating
+        from deepdive.analysis.channels import ChannelContributions, head_input_layer, other_class, strongest
+
+        if not self.res.has("channels"):
+            raise NotFound((self.res.summary.get("channels") or {}).get("reason") or
+                           "this analysis has no channels (re-run: deepdive analyze)")
+        probs = self.res.examples[[f"p{c}" for c in range(self.num_classes)]].to_numpy()[row:row + 1]
+        other = int(other_class(probs, self.true[row:row + 1])[0])
+        model = self._model()
+        x = torch.from_numpy(self.inputs([row]))
+        with _MODEL_LOCK:
+            layer = head_input_layer(model, x)
+            if self._channel_errors is None:
+                ch = self.res.channels()
+                self._channel_errors = {int(r): np.asarray(c) for r, c in zip(ch["errors_index"], ch["errors"])}
+            contributions = self._channel_errors.get(row)
+            if contributions is None:
+                contributions = ChannelContributions(model, layer).attribute(x.numpy(), [self.pred[row]], [other])[0]
+            captured = []
+            handle = layer.register_forward_hook(lambda m, a, out: captured.append(out.detach().float()))
+            try:
+                with evaluating(model), torch.no_grad():
+                    model(x)
+            finally:
+                handle.remove()
+        weighed = strongest(contributions)
+        fmap = captured[0][0]                                    # (K, h, w)
+        image = np.asarray(self.res.images[row])
+        maps = {}
+        for k, _ in weighed["toward"] + weighed["against"]:
+            up = F.interpolate(fmap[k][None, None], size=image.shape[:2], mode="bilinear", align_corners=False)
+            maps[str(k)] = bundle_mod.data_uri(render.overlay_png(image, up[0, 0].numpy(), size=56,
+                                                                  scale=max(float(fmap[k].max()), 1e-6)))
+        return {"row": row, "other": other, **weighed, "maps": maps}
 
     # ---- a picture from outside the split (the Try view, deepdive.analysis.probe) ----------------------------
     def probe_info(self) -> dict:

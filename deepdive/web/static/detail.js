@@ -82,6 +82,11 @@
       box.appendChild(DD.note("This analysis has no saliency maps (the model could not be loaded when it ran).", "muted"));
     }
 
+    box.appendChild(el("h3", {text: "Features behind the answer"}));
+    const channels = el("div", {class: "detail-channels", attrs: {"data-testid": "channels"}});
+    box.appendChild(channels);
+    DD.loadChannels(ctx, row, channels);
+
     box.appendChild(el("div", {class: "detail-act-head"}, el("h3", {text: "Activations"}),
       el("a", {href: DD.viewHref(ctx, "activations"), text: "open in Activations view →",
                on: {click: (e) => {
@@ -153,6 +158,45 @@
           el("tr", {}, el("th", {text: k.replace(/_/g, " ")}),
              el("td", {text: typeof v === "number" ? (Number.isInteger(v) ? DD.fmt.int(v) : DD.fmt.num(v, 3)) : String(v)}))))),
         el("img", {class: "layer-img", src: layer.image, alt: `${layer.name} feature maps`, on: {load: fitLayerImage}})));
+    }
+  };
+
+  // The channels of the last feature map that weigh most in the row's answer (deepdive.analysis.channels): each
+  // with where it fires on the image (served), the class it fires for most and the split's images it fires on most.
+  DD.loadChannels = async function (ctx, row, target) {
+    const info = ctx.b.channels || {};
+    if (!info.available) {
+      DD.clear(target).appendChild(DD.note(`None: ${info.reason || "this analysis predates them"}.`, "muted"));
+      return;
+    }
+    const got = await fetchInto(target, "Weighing the channels…", "Could not weigh the channels",
+                                () => ctx.source.channels(ctx.b, row));
+    if (!got) return;
+    const result = got.result;
+    if (!result) {
+      target.appendChild(DD.note("This report holds them for the errors; `deepdive serve` weighs any image.", "muted"));
+      return;
+    }
+    const col = ctx.col, p = col.pred[row], other = result.other;
+    const versus = p !== col.true[row] ? "its label" : "the runner-up";
+    target.appendChild(el("p", {class: "note", attrs: {"data-testid": "channels-reading"},
+      text: `The channels of ${info.layer} that lift ${ctx.className(p)} over ${ctx.className(other)} (${versus}) ` +
+            "most, and those that hold it back: each channel's gradient × activation, summed over its positions " +
+            "(Captum). Beside each: the class it fires for most and the images of this split it fires on most."}));
+    const maps = result.maps || {};
+    const item = ([k, v]) => el("div", {class: "ch-item", dataset: {channel: k}},
+      maps[k] ? el("img", {class: "ch-map", src: maps[k], alt: `where channel ${k} fires on this image`,
+                           attrs: {title: "where it fires on this image"}}) : null,
+      el("div", {class: "ch-text"},
+        el("span", {class: "strong", text: `channel ${k} `}),
+        el("span", {class: "ch-val", text: `${v > 0 ? "+" : "−"}${DD.fmt.num(Math.abs(v), 2)}`}),
+        el("div", {class: "muted small", text: `fires most for ${ctx.className(info.top_class[k])} ` +
+                                               `(${DD.fmt.pct(info.share[k], 0)} of its activation)`})),
+      el("div", {class: "ch-top"}, info.top_rows[k].map((r) => DD.thumb(ctx, r, 28))));
+    target.appendChild(el("div", {class: "ch-list"}, result.toward.map(item)));
+    if (result.against.length) {
+      target.appendChild(el("div", {class: "muted small", text: `Holding ${ctx.className(p)} back:`}));
+      target.appendChild(el("div", {class: "ch-list"}, result.against.map(item)));
     }
   };
 
