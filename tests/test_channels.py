@@ -58,6 +58,16 @@ def test_stored_channels_are_the_models(res, model):
     gap = logits[k, pred] - logits[k, true] - (bias[pred] - bias[true])
     np.testing.assert_allclose(again.sum(1), gap, rtol=1e-3, atol=1e-3)
     assert 0.5 < info["completeness"] < 1.5
+    # the channels that lead the most errors, as the CLI names them
+    lead = np.bincount(again.argmax(1), minlength=info["channels"])
+    assert [c["channel"] for c in info["leading"]] == np.argsort(-lead, kind="stable")[:len(info["leading"])].tolist()
+    assert [c["errors"] for c in info["leading"]] == sorted(lead, reverse=True)[:len(info["leading"])]
+    from deepdive.analysis.cli import text_summary
+
+    line = next(x for x in text_summary(res.summary, "ws").splitlines() if x.startswith("features behind"))
+    first = info["leading"][0]
+    assert f"({info['layer']}, {info['channels']} channels; they carry " in line
+    assert f": channel {first['channel']} leads {first['errors']} (fires most for " in line
 
 
 def test_the_served_channels_of_an_error_and_of_a_right_answer(analyzed_run, res, model):

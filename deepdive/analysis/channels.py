@@ -166,7 +166,12 @@ def channels_stage(model: nn.Module, inputs, labels, probs, error_idx, out_dir) 
     atomic_save_npy(folder / "class_share.npy", class_share)
     atomic_save_npy(folder / "errors_index.npy", error_idx)
     atomic_save_npy(folder / "errors.npy", contributions.astype(np.float32))
+    # the channels that most often lift an error's answer most: where the model's mistakes gather
+    lead = np.bincount(contributions.argmax(1), minlength=means.shape[1]) if len(contributions) else np.zeros(0)
+    leading = [{"channel": int(k), "errors": int(lead[k]), "top_class": int(class_share[k].argmax()),
+                "share": round(float(class_share[k].max()), 4)}
+               for k in np.argsort(-lead, kind="stable")[:3] if lead[k]]
     return {"available": True, "layer": name, "channels": int(means.shape[1]), "top": int(top),
-            "errors": int(len(error_idx)), "completeness": completeness,
+            "errors": int(len(error_idx)), "completeness": completeness, "leading": leading,
             "method": "LayerGradientXActivation summed over positions (Captum)",
             "versus": "an error's label; a right answer's runner-up"}
