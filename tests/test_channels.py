@@ -67,7 +67,8 @@ def test_stored_channels_are_the_models(res, model):
     line = next(x for x in text_summary(res.summary, "ws").splitlines() if x.startswith("features behind"))
     first = info["leading"][0]
     assert f"({info['layer']}, {info['channels']} channels; they carry " in line
-    assert f": channel {first['channel']} leads {first['errors']} errors (fires most for " in line
+    plural = "s" if first["errors"] != 1 else ""
+    assert f": channel {first['channel']} leads {first['errors']} error{plural} (fires most for " in line
 
 
 def test_the_served_channels_of_an_error_and_of_a_right_answer(analyzed_run, res, model):
