@@ -92,6 +92,14 @@ def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, ur
     assert all(decode(m["image"]).shape[:2] == (112, 112) for m in body["maps"])
     assert [layer["name"] for layer in body["layers"]] == [layer["name"] for layer in res.activations()["layers"]]
 
+    # the channels behind its answer, weighed against the class it should be: as the detail panel has them
+    stored = client.get(url.replace("/probe", f"/channels/{row}")).json()
+    assert body["channels"]["other"] == stored["other"] == frame["true"][row]
+    for side in ("toward", "against"):
+        assert [k for k, _ in body["channels"][side]] == [k for k, _ in stored[side]]
+        np.testing.assert_allclose([v for _, v in body["channels"][side]], [v for _, v in stored[side]], atol=2e-3)
+    assert set(body["channels"]["maps"]) == set(stored["maps"])
+
     # the advice's perturbations of it, each answered: as the advice's probes see them (pixels / 255 here)
     from deepdive.analysis.advice import PERTURBATIONS
 

@@ -528,6 +528,7 @@ def try_an_image(t, expected, mnist):
     assert page.inner_text('[data-testid="try-prediction"]') == f"{int(np.argmax(probs))} {max(probs):.2f}%"
     assert t.count('[data-testid="try-layers"] .layer') == len(expected["layers"])
     assert t.images_loaded(".detail-sal img.sal") == 1       # toward the prediction only: no class expected yet
+    assert t.count('[data-testid="try-channels"] .ch-item') == t.count('[data-testid="try-channels"] .ch-map') > 0
     page.keyboard.press("Control+z")                          # the stroke undone: a blank canvas again
     page.wait_for_selector('[data-testid="try-status"]:has-text("Draw a digit")')
 

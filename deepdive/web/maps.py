@@ -293,28 +293,36 @@ class RunMaps:
         """{row, other, toward, against, maps}: the channels that weigh most for the row's prediction over its other
         class (its label if wrong, else the runner-up), stored for the errors, else computed; maps: {channel: data
         URI} where each of them fires on the image (its map upsampled onto the image)."""
-        import torch
-        import torch.nn.functional as F
-
-        from deepdive.analysis import render
-        from deepdive.analysis.activations import evaluating
-        from deepdive.analysis.channels import ChannelContributions, head_input_layer, other_class, strongest
+        from deepdive.analysis.channels import other_class
 
         if not self.res.has("channels"):
             raise NotFound((self.res.summary.get("channels") or {}).get("reason") or
                            "this analysis has no channels (re-run: deepdive analyze)")
         probs = self.res.examples[[f"p{c}" for c in range(self.num_classes)]].to_numpy()[row:row + 1]
         other = int(other_class(probs, self.true[row:row + 1])[0])
+        if self._channel_errors is None:
+            ch = self.res.channels()
+            self._channel_errors = {int(r): np.asarray(c) for r, c in zip(ch["errors_index"], ch["errors"])}
+        weighed = self._weigh_channels(self.inputs([row]), np.asarray(self.res.images[row]), int(self.pred[row]),
+                                       other, self._channel_errors.get(row))
+        return {"row": row, "other": other, **weighed}
+
+    def _weigh_channels(self, x, image, target: int, other: int, contributions=None) -> dict:
+        """{toward, against, maps} for one input x (1, C, H, W): the channels that lift `target` over `other` most
+        and least (contributions computed unless given), each with where it fires over `image`."""
+        import torch
+        import torch.nn.functional as F
+
+        from deepdive.analysis import render
+        from deepdive.analysis.activations import evaluating
+        from deepdive.analysis.channels import ChannelContributions, head_input_layer, strongest
+
         model = self._model()
-        x = torch.from_numpy(self.inputs([row]))
+        x = torch.as_tensor(x)
         with _MODEL_LOCK:
             layer = head_input_layer(model, x)
-            if self._channel_errors is None:
-                ch = self.res.channels()
-                self._channel_errors = {int(r): np.asarray(c) for r, c in zip(ch["errors_index"], ch["errors"])}
-            contributions = self._channel_errors.get(row)
             if contributions is None:
-                contributions = ChannelContributions(model, layer).attribute(x.numpy(), [self.pred[row]], [other])[0]
+                contributions = ChannelContributions(model, layer).attribute(x.numpy(), [target], [other])[0]
             captured = []
             handle = layer.register_forward_hook(lambda m, a, out: captured.append(out.detach().float()))
             try:
@@ -324,13 +332,12 @@ class RunMaps:
                 handle.remove()
         weighed = strongest(contributions)
         fmap = captured[0][0]                                    # (K, h, w)
-        image = np.asarray(self.res.images[row])
         maps = {}
         for k, _ in weighed["toward"] + weighed["against"]:
             up = F.interpolate(fmap[k][None, None], size=image.shape[:2], mode="bilinear", align_corners=False)
             maps[str(k)] = bundle_mod.data_uri(render.overlay_png(image, up[0, 0].numpy(), size=56,
                                                                   scale=max(float(fmap[k].max()), 1e-6)))
-        return {"row": row, "other": other, **weighed, "maps": maps}
+        return {**weighed, "maps": maps}
 
     # ---- a picture from outside the split (the Try view, deepdive.analysis.probe) ----------------------------
     def probe_info(self) -> dict:
@@ -400,7 +407,18 @@ class RunMaps:
                            for layer in result.layers],
                 "perturbed": [{"id": v["id"], "label": v["label"], "probs": [round(float(x), 6) for x in v["probs"]],
                                "image": bundle_mod.data_uri(bundle_mod.png_bytes(_as_picture(v["picture"])))}
-                              for v in variants]}
+                              for v in variants],
+                "channels": self._probe_channels(shown, result.probs, expected)}
+
+    def _probe_channels(self, shown, probs, expected):
+        """The channels behind a picture's answer, weighed against the class it should be (when that is not the
+        answer) or the runner-up; None where the analysis has no channels."""
+        if not self.res.has("channels"):
+            return None
+        pred = int(np.argmax(probs))
+        other = expected if expected is not None and expected != pred else int(np.argsort(probs)[-2])
+        return {"other": other, **self._weigh_channels(self._shown_inputs(shown[None]), _as_picture(shown), pred,
+                                                       other)}
 
     def probe_neighbours(self, picture: np.ndarray) -> dict:
         """{reference, items: [{idx, label, similarity, image}]}: the picture's nearest training images. The first

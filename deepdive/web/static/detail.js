@@ -177,8 +177,14 @@
       target.appendChild(DD.note("This report holds them for the errors; `deepdive serve` weighs any image.", "muted"));
       return;
     }
-    const col = ctx.col, p = col.pred[row], other = result.other;
-    const versus = p !== col.true[row] ? "its label" : "the runner-up";
+    const p = ctx.col.pred[row];
+    DD.renderChannels(ctx, target, result, p, p !== ctx.col.true[row] ? "its label" : "the runner-up");
+  };
+
+  // Channels as loadChannels or the Try view got them ({other, toward, against, maps?}) for an answer `p`, weighed
+  // against result.other (`versus` says which class that is).
+  DD.renderChannels = function (ctx, target, result, p, versus) {
+    const info = ctx.b.channels, other = result.other;
     target.appendChild(el("p", {class: "note", attrs: {"data-testid": "channels-reading"},
       text: `The channels of ${info.layer} that lift ${ctx.className(p)} over ${ctx.className(other)} (${versus}) ` +
             "most, and those that hold it back: each channel's gradient × activation, summed over its positions " +

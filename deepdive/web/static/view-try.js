@@ -201,6 +201,7 @@
     const salBox = el("div", {class: "detail-sal"});
     const nbBox = el("div", {attrs: {"data-testid": "try-neighbours"}});
     const perturbBox = el("div", {attrs: {"data-testid": "try-perturbed"}});
+    const channelBox = el("div", {attrs: {"data-testid": "try-channels"}});
     const layersBox = el("div", {class: "layers", attrs: {"data-testid": "try-layers"}});
     const status = el("div", {class: "muted small try-status", attrs: {"data-testid": "try-status"}});
     const methods = ctx.b.saliency.methods;
@@ -217,6 +218,7 @@
         methods.length ? [el("h3", {text: "Saliency"}), DD.methodSwitcher(ctx, () => changed()), DD.legend(ctx),
                           salBox] : null)));
     box.append(DD.section("Under the augmentation advice's perturbations", perturbBox));
+    if ((ctx.b.channels || {}).available) box.append(DD.section("Features behind the answer", channelBox));
     box.append(DD.section("Nearest training images", nbBox));
     box.append(DD.section("Activations", layersBox));
 
@@ -342,7 +344,7 @@
       showOrigin();
       if (st.tryDigit && isBlank()) {
         status.textContent = "Draw a digit: the answers appear with the first stroke.";
-        for (const node of [headline, probsBox, salBox, seen, layersBox, perturbBox]) DD.clear(node);
+        for (const node of [headline, probsBox, salBox, seen, layersBox, perturbBox, channelBox]) DD.clear(node);
         return;
       }
       if (inFlight) { dirty = true; } else send();
@@ -364,6 +366,10 @@
         showProbs(r);
         showMaps(r);
         showPerturbed(r);
+        if (r.channels) {
+          DD.renderChannels(ctx, DD.clear(channelBox), r.channels, r.pred,
+                            r.channels.other === st.tryExpected ? "as it should be" : "the runner-up");
+        }
         if (lastNb) showNeighbours(lastNb, lastPred);   // their framing follows the prediction
         DD.renderLayers(DD.clear(layersBox), r.layers, false);
       } catch (err) {
