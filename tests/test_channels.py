@@ -96,3 +96,18 @@ def test_the_served_channels_of_an_error_and_of_a_right_answer(analyzed_run, res
         again = ChannelContributions(model, layer).attribute(inputs(res, [row]), [frame["pred"][row]], [runner])[0]
         assert body["other"] == runner and body["toward"] == strongest(again)["toward"]
         assert client.get(f"{base}/{len(frame)}").status_code == 404
+
+
+def test_the_channels_table_lists_each_errors_channels_strongest_first(res, tmp_path):
+    from deepdive.analysis.export import export_table, table
+
+    t = table(res, "channels")
+    ch = res.channels()
+    k = res.summary["channels"]["channels"]
+    assert len(t) == len(ch["errors_index"]) * k
+    first = t[t["row"] == int(ch["errors_index"][0])]
+    assert first["rank"].tolist() == list(range(1, k + 1)) and first["contribution"].is_monotonic_decreasing
+    assert first["channel"].iloc[0] == int(np.argmax(ch["errors"][0]))
+    assert set(first["channel"]) == set(range(k))
+    out = export_table(res, "channels", tmp_path / "channels.csv")
+    assert out.read_text().splitlines()[0].startswith("row,idx,true,pred,rank,channel,contribution")

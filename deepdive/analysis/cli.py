@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves")
+          "pr-curves", "channels")
 
 
 def register(subparsers):

@@ -17,6 +17,9 @@ Tables (all read through AnalysisResult):
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
                 vertex its recall, precision and the probability threshold, with the class's AP
+  channels      the errors' channels (deepdive.analysis.channels), one line per (error row, channel): how much
+                the channel lifts the prediction over the label, its rank in the error, the class it fires for
+                most and that class's share of its activation
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -31,7 +34,7 @@ from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves")
+          "pr-curves", "channels")
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -74,6 +77,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         return _calibration(result)
     if name == "pr-curves":
         return _pr_curves(result, names)
+    if name == "channels":
+        return _channels(result, names)
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])
@@ -100,6 +105,26 @@ def _pr_curves(result: AnalysisResult, names) -> pd.DataFrame:
     return pd.DataFrame([{"class": cv["class"], "class_name": names[cv["class"]], "ap": cv["ap"], "recall": p[0],
                           "precision": p[1], "threshold": p[2]} for cv in r["pr_curves"] for p in cv["points"]],
                         columns=["class", "class_name", "ap", "recall", "precision", "threshold"])
+
+
+def _channels(result: AnalysisResult, names) -> pd.DataFrame:
+    """One line per (stored error, channel), the error's strongest channels first."""
+    if not result.has("channels"):
+        reason = (result.summary.get("channels") or {}).get("reason") or "it predates them: run deepdive analyze again"
+        raise DeepdiveError(f"the analysis of split {result.split!r} has no channels ({reason})")
+    ch, ex = result.channels(), result.examples
+    rows, values = np.asarray(ch["errors_index"], np.int64), np.asarray(ch["errors"], np.float64)
+    n, k = values.shape
+    order = np.argsort(-values, axis=1, kind="stable")
+    channel = order.reshape(-1)
+    share = np.asarray(ch["class_share"])
+    r = np.repeat(rows, k)
+    return pd.DataFrame({
+        "row": r, "idx": ex["idx"].to_numpy()[r], "true": ex["true"].to_numpy()[r],
+        "pred": ex["pred"].to_numpy()[r], "rank": np.tile(np.arange(1, k + 1), n), "channel": channel,
+        "contribution": np.take_along_axis(values, order, 1).reshape(-1),
+        "fires_most_for": share.argmax(1)[channel], "fires_most_for_name": names[share.argmax(1)[channel]],
+        "share": share.max(1)[channel]})
 
 
 def _calibration(result: AnalysisResult) -> pd.DataFrame:
