@@ -145,15 +145,16 @@ def sanity_lines(sanity: dict) -> list[str]:
             + ", ".join(f"{m} {r:.2f}" for m, r in rho.items()) + f"; {verdict}"]
 
 
-def channel_lines(ch: dict, names) -> list[str]:
+def channel_lines(ch: dict, names, errors: int) -> list[str]:
     """Which channels of the last feature map most often carry an error's answer (deepdive.analysis.channels)."""
     if not ch.get("available") or not ch.get("leading"):
         return []
+    weighed = "errors" if ch["errors"] >= errors else f"{ch['errors']} most confident errors"
     lead = ", ".join(f"channel {c['channel']} leads {c['errors']} error{'s' * (c['errors'] != 1)} "
                      f"(fires most for {names[c['top_class']]}, {c['share']:.0%})" for c in ch["leading"])
     share = "" if ch.get("completeness") is None else \
         f"; they carry {ch['completeness']:.0%} of the errors' score gaps"
-    return [f"features behind the errors ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
+    return [f"features behind the {weighed} ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
 
 
 def text_summary(summary: dict, workspace) -> str:
@@ -174,7 +175,7 @@ def text_summary(summary: dict, workspace) -> str:
                      f"{nb['knn_accuracy']:.2%} right)")
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
-    lines.extend(channel_lines(s.get("channels") or {}, s["class_names"]))
+    lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"
