@@ -58,6 +58,26 @@ def analyzed_run(tiny_run):
     return dataclasses.replace(tiny_run, summary=summary)
 
 
+@pytest.fixture(scope="module")
+def res(analyzed_run):
+    """analyzed_run's stored test-split analysis (deepdive.analysis.results.AnalysisResult), read per module."""
+    from deepdive.analysis.results import AnalysisResult
+
+    return AnalysisResult.load(analyzed_run.run_dir, "test")
+
+
+@pytest.fixture(scope="module")
+def client(analyzed_run):
+    """A FastAPI TestClient of `deepdive serve` over analyzed_run's workspace."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+
+    with TestClient(create_app(analyzed_run.workspace)) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def copy_workspace():
     """copy(workspace, dest) -> dest: a copy of a workspace whose store may be open (e.g. tiny_run's).

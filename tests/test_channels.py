@@ -6,13 +6,7 @@ import torch
 
 from deepdive.analysis.channels import ChannelContributions, channel_means, head_input_layer, other_class
 from deepdive.analysis.embedding import final_linear
-from deepdive.analysis.results import AnalysisResult
 from deepdive.models import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def res(analyzed_run):
-    return AnalysisResult.load(analyzed_run.run_dir, "test")
 
 
 @pytest.fixture(scope="module")

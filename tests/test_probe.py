@@ -43,17 +43,6 @@ def decode(uri: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def client(analyzed_run):
-    with TestClient(create_app(analyzed_run.workspace)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def res(analyzed_run):
-    return AnalysisResult.load(analyzed_run.run_dir, "test")
-
-
-@pytest.fixture(scope="module")
 def url(analyzed_run):
     return f"/api/runs/{analyzed_run.run_id}/splits/test/probe"
 

@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from deepdive.analysis.results import AnalysisResult  # noqa: E402
 from deepdive.web import page  # noqa: E402
-from deepdive.web.app import create_app  # noqa: E402
 from deepdive.web.report import build_report  # noqa: E402
 
 XSS_RUN = "<script>alert(1)</script>"
@@ -40,17 +37,6 @@ def hostile_copy(run, dest):
     with closing(sqlite3.connect(ws / "deepdive.sqlite")) as db, db:
         db.execute("UPDATE runs SET name = ?, class_names_json = ? WHERE id = ?", (XSS_RUN, json.dumps(names), run.run_id))
     return ws
-
-
-@pytest.fixture(scope="module")
-def client(analyzed_run):
-    with TestClient(create_app(analyzed_run.workspace)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def res(analyzed_run):
-    return AnalysisResult.load(analyzed_run.run_dir, "test")
 
 
 @pytest.fixture(scope="module")
