@@ -248,7 +248,7 @@ def test_a_picture_goes_back_to_the_inputs_it_displays():
     x = (pixels / np.float32(255) - mean[None, :, None, None]) / std[None, :, None, None]
     scale = analysis.display_scale(x)
     np.testing.assert_allclose(scale[0], -mean / std, rtol=1e-6)
-    shown = analysis.display_images(x, scale)
+    shown = analysis.display_images(x)
     np.testing.assert_array_equal(shown, pixels.transpose(0, 2, 3, 1))
     as_shown = shown.transpose(0, 3, 1, 2) / np.float32(255)
     np.testing.assert_allclose(analysis.inputs_from_display(as_shown, scale), x, atol=1e-5)

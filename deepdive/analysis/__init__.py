@@ -297,11 +297,11 @@ def display_scale(inputs: np.ndarray):
     return low.astype(np.float32), np.where(span > 0, span, 1.0).astype(np.float32)
 
 
-def display_images(inputs: np.ndarray, scale=None) -> np.ndarray:
+def display_images(inputs: np.ndarray) -> np.ndarray:
     """uint8 pictures of float model inputs (N, C, H, W): (N, H, W) for one channel, (N, H, W, 3) for three,
-    the channel mean otherwise; scaled by display_scale(inputs), or by `scale` (low, span) when given."""
+    the channel mean otherwise; scaled by display_scale(inputs)."""
     x = np.asarray(inputs, dtype=np.float32)
-    low, span = display_scale(x) if scale is None else scale
+    low, span = display_scale(x)
     x = (x - np.reshape(low, (1, -1, 1, 1))) / np.reshape(span, (1, -1, 1, 1))
     x = np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
     if x.shape[1] == 1:

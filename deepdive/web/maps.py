@@ -118,6 +118,7 @@ class RunMaps:
         self._neighbours = None
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
         self._channel_errors = None  # row -> the stored errors' channel contributions
+        self._probe_info = None
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -343,6 +344,8 @@ class RunMaps:
     def probe_info(self) -> dict:
         """What the Try view needs before its first picture: {available, reason, channels, height, width, digit
         (pictures may be prepared like MNIST digits), digit_default, neighbours (the run has training images)}."""
+        if self._probe_info is not None:
+            return self._probe_info
         shape = tuple(self.inputs([0]).shape[1:]) if self.n else ()
         info = {"available": False, "reason": "", "channels": shape[0] if shape else 0,
                 "height": shape[1] if shape else 0, "width": shape[2] if shape else 0,
@@ -354,6 +357,7 @@ class RunMaps:
             info["reason"] = f"the model takes inputs of shape {shape}: only 1- or 3-channel images can be drawn"
         else:
             info["available"] = True
+        self._probe_info = info
         return info
 
     def _shown_inputs(self, shown: np.ndarray) -> np.ndarray:
