@@ -1,8 +1,9 @@
 // Try an image (served only): draw a picture, upload one, or edit an analysed image (its detail panel links here),
 // and watch the run's model answer while the strokes go on: all class probabilities (against the image it started
-// from), saliency toward the prediction and toward the class it should be, every layer's feature maps and, asked
-// for, its nearest training images. The server turns the canvas into the model's input
-// (deepdive.web.maps.RunMaps.prepared_picture) and runs the model (deepdive.analysis.probe).
+// from), saliency toward the prediction and toward the class it should be, the channels behind the answer, the
+// picture under each of the Advice view's probes, every layer's feature maps and, asked for, its nearest training
+// images. The server turns the canvas into the model's input (deepdive.web.maps.RunMaps.prepared_picture) and
+// runs the model (deepdive.analysis.probe, deepdive.analysis.channels).
 "use strict";
 (function (DD) {
   const el = DD.el;
