@@ -111,8 +111,10 @@ def try_times(page, repeat):
     for k in range(repeat):
         page.mouse.click(box["x"] + 100 + 15 * k, box["y"] + 60 + 30 * k)
         answers.append(last_measure(page, "dd-try-answer"))
-    page.click('[data-testid="try-find-neighbours"]')
+    page.click('[data-testid="try-find-neighbours"]')   # scrolls the page down to the button
     first = last_measure(page, "dd-try-neighbours")
+    page.evaluate("document.querySelector('.main').scrollTop = 0")
+    box = page.locator('[data-testid="try-canvas"]').bounding_box()
     later = []
     for k in range(repeat):
         page.mouse.click(box["x"] + 180 - 15 * k, box["y"] + 60 + 30 * k)
@@ -158,6 +160,10 @@ def screenshots(browser, base, run_id, split, folder):
     page.wait_for_selector('[data-testid="neighbours-reading"], [data-testid="neighbours"] .note')
     page.wait_for_timeout(500)
     page.screenshot(path=str(folder / "dashboard-detail.png"))
+    page.wait_for_selector('[data-testid="channels-reading"]')   # the channels behind its answer
+    page.evaluate("document.querySelector('[data-testid=\"channels\"]').previousElementSibling.scrollIntoView()")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(folder / "dashboard-channels.png"))
     # Try an image: that error, opened from its detail, one stroke erased across its upper left, with its nearest
     # training images
     page.click('[data-testid="try-this-image"]')

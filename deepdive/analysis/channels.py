@@ -14,8 +14,8 @@ scores' difference less the two biases; the summary says how close they come (`c
     channels_stage(model, inputs, labels, probs, error_idx, out_dir) -> summary entry
 
 Stored under channels/: top_rows.npy (K, TOP) int32, the rows whose mean activation of each channel is highest,
-most first; class_share.npy (K, C) float32, each true class's share of the channel's summed (rectified) mean
-activation; errors_index.npy (n,) and errors.npy (n, K) float32, the errors' contributions (prediction over label).
+most first; class_share.npy (K, C) float32, each true class's share of the channel's activation (its rectified
+mean activation averaged over the class's images, over the sum of those averages); errors_index.npy (n,) and errors.npy (n, K) float32, the errors' contributions (prediction over label).
 """
 from pathlib import Path
 
@@ -140,8 +140,10 @@ def channels_stage(model: nn.Module, inputs, labels, probs, error_idx, out_dir) 
         return {"available": False, "reason": f"layer {name} gives outputs of shape {means.shape[1:]}"}
     top = min(TOP, len(means))
     top_rows = np.argsort(-means, axis=0, kind="stable")[:top].T.astype(np.int32)     # (K, top)
+    # per class the mean (not the sum), so a class's size does not make a channel look like its own
     fired = np.clip(means, 0, None)
-    per_class = np.stack([fired[labels == c].sum(0) for c in range(num_classes)], axis=1)   # (K, C)
+    per_class = np.stack([fired[labels == c].mean(0) if (labels == c).any() else np.zeros(fired.shape[1])
+                          for c in range(num_classes)], axis=1)   # (K, C)
     class_share = (per_class / np.maximum(per_class.sum(1, keepdims=True), 1e-12)).astype(np.float32)
 
     error_idx = np.asarray(error_idx, np.int64).reshape(-1)

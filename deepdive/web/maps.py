@@ -119,6 +119,7 @@ class RunMaps:
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
         self._channel_errors = None  # row -> the stored errors' channel contributions
         self._probe_info = None
+        self._head_layer = None      # (model, the layer its head reads): deepdive.analysis.channels.head_input_layer
         frame = res.examples
         self.n = len(frame)
         self.num_classes = res.num_classes
@@ -321,7 +322,9 @@ class RunMaps:
         model = self._model()
         x = torch.as_tensor(x)
         with _MODEL_LOCK:
-            layer = head_input_layer(model, x)
+            if self._head_layer is None or self._head_layer[0] is not model:   # found once per loaded model
+                self._head_layer = (model, head_input_layer(model, x))
+            layer = self._head_layer[1]
             if contributions is None:
                 contributions = ChannelContributions(model, layer).attribute(x.numpy(), [target], [other])[0]
             captured = []
