@@ -15,7 +15,8 @@ scores' difference less the two biases; the summary says how close they come (`c
 
 Stored under channels/: top_rows.npy (K, TOP) int32, the rows whose mean activation of each channel is highest,
 most first; class_share.npy (K, C) float32, each true class's share of the channel's activation (its rectified
-mean activation averaged over the class's images, over the sum of those averages); errors_index.npy (n,) and errors.npy (n, K) float32, the errors' contributions (prediction over label).
+mean activation averaged over the class's images, over the sum of those averages); errors_index.npy (n,) and
+errors.npy (n, K) float32, the errors' contributions (prediction over label).
 """
 from pathlib import Path
 
@@ -135,9 +136,7 @@ def channels_stage(model: nn.Module, inputs, labels, probs, error_idx, out_dir) 
     name = next((n for n, m in model.named_modules() if m is layer), type(layer).__name__)
     labels = np.asarray(labels, np.int64)
     num_classes = np.asarray(probs).shape[1]
-    means = channel_means(model, layer, x)
-    if means.ndim != 2:
-        return {"available": False, "reason": f"layer {name} gives outputs of shape {means.shape[1:]}"}
+    means = channel_means(model, layer, x)                  # (N, K): the layer's output is a feature map
     top = min(TOP, len(means))
     top_rows = np.argsort(-means, axis=0, kind="stable")[:top].T.astype(np.int32)     # (K, top)
     # per class the mean (not the sum), so a class's size does not make a channel look like its own
@@ -159,7 +158,8 @@ def channels_stage(model: nn.Module, inputs, labels, probs, error_idx, out_dir) 
         gap = logits[rows, preds[error_idx]] - logits[rows, labels[error_idx]]
         # the share of the two scores' difference the channels account for (the rest: the head's biases, and
         # whatever is not linear after the layer)
-        completeness = float(np.median(contributions.sum(1) / np.where(np.abs(gap) > 1e-6, gap, np.nan)))
+        ratios = contributions.sum(1) / np.where(np.abs(gap) > 1e-6, gap, np.nan)   # a tie has no share
+        completeness = float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None
     else:
         contributions = np.zeros((0, means.shape[1]), np.float32)
     folder = Path(out_dir) / "channels"

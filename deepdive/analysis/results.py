@@ -7,7 +7,7 @@
     res.saliency("gradcam")     # {errors, errors_index, class_mean, class_rep, class_rep_index}
     res.activations()           # {layers, arrays, stats, focus_indices}
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
-    res.channels()              # {top_rows, class_share, errors_index, errors}: the last conv block's channels
+    res.channels()              # {top_rows, class_share, errors_index, errors}: the head's input channels
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -146,11 +146,11 @@ class AnalysisResult:
                 for name in NEIGHBOUR_FILES}
 
     def channels(self) -> dict:
-        """{top_rows (K, TOP), class_share (K, C), errors_index (n,), errors (n, K)}: the last conv block's channels
-        (deepdive.analysis.channels); memory-mapped."""
+        """{top_rows (K, TOP), class_share (K, C), errors_index (n,), errors (n, K)}: the channels of the last
+        feature map before the final Linear (deepdive.analysis.channels); memory-mapped."""
         if not self.has("channels"):
             raise RunError(f"no channels stored for split {self.split!r} (the model could not be loaded, it is an "
-                           "ensemble or has no conv layer, or the analysis predates them)")
+                           "ensemble or no feature map reaches its classifier, or the analysis predates them)")
         return {name: self._npy(f"channels/{name}.npy", "the channels") for name in CHANNEL_FILES}
 
     @cached_property
