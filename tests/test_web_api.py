@@ -121,6 +121,9 @@ def test_gradcam_note_says_where_its_maps_sit(res):
     assert notes["gradcam"].startswith("Grad-CAM's layer")
     assert "stay alike (ρ 0.70, 0.25 where the input" in notes["gradcam"]
     assert "stay alike (ρ 0.50)" in notes["occlusion"]
+    # an analysis made before the check carried its reading line (alike_at) gets no warning, not an error
+    del summary["saliency"]["sanity"]["alike_at"]
+    assert set(method_notes(SimpleNamespace(summary=summary, images=res.images))) == {"gradcam"}
 
 
 def test_sprite_sheet(client, base, res):

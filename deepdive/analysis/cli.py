@@ -136,7 +136,7 @@ def ranking_lines(r: dict, errors: int, n: int) -> list[str]:
 def sanity_lines(sanity: dict) -> list[str]:
     """How alike each saliency method's maps stay when the model's weights are shuffled (the sanity check)."""
     rho = {m: r for m, r in (sanity.get("rank_correlation") or {}).items() if r is not None}
-    if not sanity.get("available") or not rho:
+    if not sanity.get("available") or not rho or sanity.get("alike_at") is None:
         return []
     alike = [m for m, r in rho.items() if r >= sanity["alike_at"]]
     verdict = (f"{', '.join(alike)} stay{'s' if len(alike) == 1 else ''} alike: they draw the image more "

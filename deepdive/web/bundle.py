@@ -157,8 +157,9 @@ def method_notes(res) -> dict:
                             f"so the map covers those; the {margin}-pixel border is left blank, which does not mean "
                             "no effect.")
     sanity = saliency.get("sanity") or {}
+    alike_at = sanity.get("alike_at")   # absent from analyses made between the check and its reading line
     for method, rho in (sanity.get("rank_correlation") or {}).items():
-        if rho is not None and rho >= sanity["alike_at"]:
+        if rho is not None and alike_at is not None and rho >= alike_at:
             inside = (sanity.get("rank_correlation_nonzero") or {}).get(method)
             where = f", {inside:.2f} where the input is not 0" if inside is not None else ""
             warning = (f"Sanity check: with the model's weights shuffled these maps stay alike (ρ {rho:.2f}{where}), "
