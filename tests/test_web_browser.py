@@ -208,8 +208,21 @@ def view_checks(tab, expected) -> dict:
         # a deepdive-trained run says what its train and validation lines measure
         note = tab.count('[data-testid="curves-note"]') and p.inner_text('[data-testid="curves-note"]')
         cards = p.inner_text('[data-testid="overview-cards"]')
+        # each top confusion whose errors share their strongest channel names it (the stored errors' channels)
+        leads, names = [], XSS_CLASSES + summary["class_names"][len(XSS_CLASSES):]   # the workspace's names
+        for tc in summary["top_confusions"][:6]:
+            firsts = [expected["channels"][r]["toward"][0][0] for r in tc["indices"]
+                      if r in expected["channels"] and expected["channels"][r]["toward"]]
+            n = max((firsts.count(k) for k in set(firsts)), default=0)
+            if n >= 2:
+                k = min(k for k in set(firsts) if firsts.count(k) == n)
+                leads.append(f"channel {k} lifts {names[tc['pred']]} most in {n} of "
+                             f"{sum(r in expected['channels'] for r in tc['indices'])}; it fires most for")
+        shown = p.eval_on_selector_all('[data-testid="confusion-channel"]', "cs => cs.map(c => c.textContent)")
+        channels_ok = len(shown) == len(leads) and all(text.startswith(lead) for text, lead in zip(shown, leads))
         return f"{100 * summary['accuracy']:.2f}%" in cards and f"on cpu · {expected['precision']}" in cards and \
-            len(ticks) >= 2 and one_two_five and bool(note) and "cross-entropy against the true labels" in note
+            len(ticks) >= 2 and one_two_five and bool(note) and "cross-entropy against the true labels" in note \
+            and channels_ok
 
     def classes(p):
         thumbs = sum(min(48, row["errors"]) for row in summary["per_class"])

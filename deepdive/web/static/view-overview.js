@@ -142,7 +142,32 @@
       el("div", {class: "confusion-label"},
         el("span", {class: "strong", text: `${ctx.className(tc.true)} → ${ctx.className(tc.pred)}`}),
         el("span", {class: "muted", text: ` ${tc.count} image${tc.count === 1 ? "" : "s"}`})),
-      el("div", {class: "thumb-row"}, tc.indices.slice(0, 12).map((r) => DD.thumb(ctx, r, 36))))));
+      el("div", {class: "thumb-row"}, tc.indices.slice(0, 12).map((r) => DD.thumb(ctx, r, 36))),
+      leadingChannel(ctx, tc))));
+  }
+
+  // The channel that lifts the wrong answer most in the most of a confusion's errors (deepdive.analysis.channels;
+  // the stored errors), with the images it fires on most: the feature the confusion rests on. Null when no
+  // channel leads more than one of them.
+  function leadingChannel(ctx, tc) {
+    const ch = ctx.b.channels || {};
+    if (!ch.available) return null;
+    const counts = new Map();
+    let weighed = 0;
+    for (const r of tc.indices) {
+      const e = (ch.errors || {})[String(r)];
+      if (!e) continue;
+      weighed += 1;
+      if (e.toward.length) counts.set(e.toward[0][0], (counts.get(e.toward[0][0]) || 0) + 1);
+    }
+    const [k, n] = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0] || [null, 0];
+    if (n < 2) return null;
+    return el("div", {class: "confusion-channel small", attrs: {"data-testid": "confusion-channel"}},
+      el("span", {class: "muted", attrs: {title: `channel ${k} of ${ch.layer}: the feature that lifts the wrong ` +
+                                                 "answer most in these errors (Captum's gradient × activation)"},
+              text: `channel ${k} lifts ${ctx.className(tc.pred)} most in ${n} of ${weighed}; it fires most for ` +
+                    `${ctx.className(ch.top_class[k])}:`}),
+      ch.top_rows[k].slice(0, 6).map((r) => DD.thumb(ctx, r, 22)));
   }
 
   // Where the errors sit among the training images (deepdive.analysis.neighbours), each count a link to those
