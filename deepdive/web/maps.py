@@ -316,7 +316,7 @@ class RunMaps:
         import torch.nn.functional as F
 
         from deepdive.analysis import render
-        from deepdive.analysis.activations import evaluating
+        from deepdive.analysis.activations import forward_with_hooks
         from deepdive.analysis.channels import ChannelContributions, head_input_layer, strongest
 
         model = self._model()
@@ -328,12 +328,7 @@ class RunMaps:
             if contributions is None:
                 contributions = ChannelContributions(model, layer).attribute(x.numpy(), [target], [other])[0]
             captured = []
-            handle = layer.register_forward_hook(lambda m, a, out: captured.append(out.detach().float()))
-            try:
-                with evaluating(model), torch.no_grad():
-                    model(x)
-            finally:
-                handle.remove()
+            forward_with_hooks(model, x, [(layer, lambda m, a, out: captured.append(out.detach().float()))])
         weighed = strongest(contributions)
         fmap = captured[0][0]                                    # (K, h, w)
         maps = {}
@@ -390,7 +385,7 @@ class RunMaps:
     def probe(self, picture: np.ndarray, method: str | None, expected: int | None) -> dict:
         """The model on one prepared picture: {picture (data URI), probs, pred, method, maps: [{target, image}]
         (toward the prediction, then `expected`; one colour scale), layers (as activations)}."""
-        from deepdive.analysis import render
+        from deepdive.analysis import display_images, render
         from deepdive.analysis.probe import perturbed, probe
 
         if method is not None:
@@ -398,11 +393,11 @@ class RunMaps:
         if expected is not None:
             self.check_class(expected)
         model = self._model()
-        shown = _as_shown(picture)
+        shown = _as_shown(picture[None])
+        x = self._shown_inputs(shown)
         with _MODEL_LOCK:
-            result = probe(model, self._shown_inputs(shown[None])[0], self.num_classes, method,
-                           [] if expected is None else [expected])
-            variants = perturbed(model, shown, self.num_classes, self._shown_inputs)
+            result = probe(model, x[0], self.num_classes, method, [] if expected is None else [expected])
+            variants = perturbed(model, shown[0], self.num_classes, self._shown_inputs)
         scale = render.shared_scale(*result.maps.values()) if result.maps else None
         return {"picture": bundle_mod.data_uri(bundle_mod.png_bytes(picture)),
                 "probs": [round(float(v), 6) for v in result.probs], "pred": int(result.probs.argmax()),
@@ -412,20 +407,20 @@ class RunMaps:
                          for c, m in result.maps.items()],
                 "layers": [layer_view(layer["name"], layer["type"], layer["shape"], layer["maps"], layer["stats"])
                            for layer in result.layers],
-                "perturbed": [{"id": v["id"], "label": v["label"], "probs": [round(float(x), 6) for x in v["probs"]],
-                               "image": bundle_mod.data_uri(bundle_mod.png_bytes(_as_picture(v["picture"])))}
+                "perturbed": [{"id": v["id"], "label": v["label"], "probs": [round(float(p), 6) for p in v["probs"]],
+                               "image": bundle_mod.data_uri(
+                                   bundle_mod.png_bytes(display_images(v["picture"][None])[0]))}
                               for v in variants],
-                "channels": self._probe_channels(shown, result.probs, expected)}
+                "channels": self._probe_channels(x, picture, result.probs, expected)}
 
-    def _probe_channels(self, shown, probs, expected):
-        """The channels behind a picture's answer, weighed against the class it should be (when that is not the
-        answer) or the runner-up; None where the analysis has no channels."""
+    def _probe_channels(self, x, picture, probs, expected):
+        """The channels behind a picture's answer (x: its model input (1, C, H, W)), weighed against the class it
+        should be (when that is not the answer) or the runner-up; None where the analysis has no channels."""
         if not self.res.has("channels"):
             return None
         pred = int(np.argmax(probs))
         other = expected if expected is not None and expected != pred else int(np.argsort(probs)[-2])
-        return {"other": other, **self._weigh_channels(self._shown_inputs(shown[None]), _as_picture(shown), pred,
-                                                       other)}
+        return {"other": other, **self._weigh_channels(x, picture, pred, other)}
 
     def probe_neighbours(self, picture: np.ndarray) -> dict:
         """{reference, items: [{idx, label, similarity, image}]}: the picture's nearest training images. The first
@@ -445,7 +440,7 @@ class RunMaps:
         key = (str(self.record.run_dir), (self.record.run_dir / "model_best.pt").stat().st_mtime_ns)
         features = _FEATURES.get(key, load)
         with _MODEL_LOCK:
-            idx, labels, sims = features.nearest(model, self._shown_inputs(_as_shown(picture)[None])[0])
+            idx, labels, sims = features.nearest(model, self._shown_inputs(_as_shown(picture[None]))[0])
         return {"reference": features.reference.name,
                 "items": neighbour_items(training_images(self.record), idx, labels, sims)}
 
@@ -465,21 +460,15 @@ class RunMaps:
         stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
         if stored is not None:
             return stored[rows]
-        x = np.asarray(self.res.images[rows], dtype=np.float32) / 255.0
-        return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return _as_shown(self.res.images[rows])
 
 
 # ---- rendering (deepdive.analysis.render) -------------------------------------------------------------------
-def _as_shown(picture: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3), as the split's images are -> float32 (C, H, W) in [0, 1]."""
-    x = np.asarray(picture, np.float32) / 255
-    return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-
-
-def _as_picture(shown: np.ndarray) -> np.ndarray:
-    """float (C, H, W) in [0, 1] -> uint8 (H, W) or (H, W, 3): _as_shown's inverse."""
-    x = np.rint(np.clip(shown, 0, 1) * 255).astype(np.uint8)
-    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+def _as_shown(pictures: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, 3), as the split's images are -> float32 (N, C, H, W) in [0, 1] (the inverse
+    of deepdive.analysis.display_images for pictures in [0, 1])."""
+    x = np.asarray(pictures, np.float32) / 255
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 
 
 def display_stats(stats: dict, shape) -> dict:

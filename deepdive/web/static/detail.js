@@ -217,6 +217,13 @@
     return "No class holds a majority: the image sits between classes in the model's feature space.";
   }
 
+  // [[label, how many], ...] of nearest training images, the most frequent label first.
+  DD.labelCounts = function (items) {
+    const counts = new Map();
+    for (const item of items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
+    return [...counts.entries()].sort((a, b) => b[1] - a[1]);
+  };
+
   // A row's nearest training images as a strip, framed green when labelled as the image is, red when labelled
   // `other` (the prediction, or a label issue's suggested label); captions: label and similarity, or none.
   DD.neighbourStrip = function (ctx, result, t, other, captions) {
@@ -256,9 +263,7 @@
       return;
     }
     const col = ctx.col, t = col.true[row], p = col.pred[row];
-    const counts = new Map();
-    for (const item of result.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
-    const parts = [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) =>
+    const parts = DD.labelCounts(result.items).map(([c, n]) =>
       `${n} labelled ${ctx.className(c)}${c === p && p !== t ? " (the prediction)" : c === t ? " (its label)" : ""}`);
     target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-reading"},
       text: `Its ${result.items.length} nearest ${ctx.b.split === "train" ? "others " : ""}among ` +

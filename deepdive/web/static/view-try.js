@@ -318,10 +318,7 @@
     // Framed against the class it should be, when one is chosen: green labelled so, red labelled as predicted.
     function showNeighbours(r, pred) {
       const want = st.tryExpected;
-      const counts = new Map();
-      for (const item of r.items) counts.set(item.label, (counts.get(item.label) || 0) + 1);
-      const parts = [...counts.entries()].sort((a, b) => b[1] - a[1])
-        .map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
+      const parts = DD.labelCounts(r.items).map(([c, n]) => `${n} labelled ${ctx.className(c)}`);
       DD.append(DD.clear(nbBox), [el("p", {class: "note", attrs: {"data-testid": "try-neighbours-reading"},
         text: `Its ${r.items.length} nearest among the ${r.reference} (cosine similarity of the model's ` +
               `penultimate features): ${parts.join(", ")}.`}),
