@@ -122,8 +122,8 @@ def try_times(page, repeat):
     return statistics.median(answers), first, statistics.median(later)
 
 
-SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues", "embedding",
-         "advice")
+SHOTS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues", "dynamics",
+         "embedding", "advice")
 
 
 def screenshots(browser, base, run_id, split, folder):
@@ -142,6 +142,12 @@ def screenshots(browser, base, run_id, split, folder):
         page.wait_for_load_state("networkidle")
         page.wait_for_timeout(800)  # plotly transitions, lazy images
         page.screenshot(path=str(folder / f"dashboard-{view}.png"))
+        if view == "dynamics":   # and its likely label errors among the training images
+            page.wait_for_selector('[data-testid="dynamics-flagged"] img.dyn-img')
+            page.evaluate("document.querySelector('[data-testid=\"dynamics-flagged\"]').parentElement"
+                          ".scrollIntoView()")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(folder / "dashboard-dynamics-flagged.png"))
     # Compare: only where the workspace has another run with this split analysed (the view picks the newest).
     page.goto(f"{base}#/r/{run_id}/{split}/compare")
     page.wait_for_function("""() => document.querySelector('[data-testid="compare-with"]') ||

@@ -5,6 +5,8 @@ from pathlib import Path
 DEFAULT_WORKSPACE = "runs"
 # In a run folder while the run is unfinished: what `deepdive resume` continues from (written by the recipe).
 TRAIN_STATE = "train_state.pt"
+# In a finished run's folder: each training image's answer at every epoch (deepdive.analysis.dynamics).
+DYNAMICS = "dynamics.npz"
 
 
 def deepdive_home() -> Path:

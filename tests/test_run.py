@@ -71,6 +71,7 @@ def test_a_mixed_ensemble_run_stores_its_members_and_analyses_end_to_end(tmp_pat
     assert all(m["member_epochs"] == 2 for m in summary["insight"]["members"])
     assert summary["embedding"]["available"] and not summary["saliency"]["skipped"]
     assert load_checkpoint(result["run_dir"] + "/model_best.pt").members[1].__class__.__name__ == "StackNet"
+    assert summary["dynamics"]["members"] == 2 and summary["dynamics"]["epochs"] == 4   # each member's epochs
 
 
 def test_ctrl_c_marks_run_interrupted_and_keeps_finished_epochs(tmp_path, monkeypatch, mnist,
@@ -104,6 +105,13 @@ def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, mon
     assert [e["epoch"] for e in epochs] == [1, 2] and result["epochs"] == 2
     assert result["test_accuracy"] == whole["test_accuracy"] == run.test_accuracy
     assert not (run.run_dir / recipe.TRAIN_STATE).exists()
+    # the training dynamics of epoch 1 travel in the training state: the resumed run keeps both epochs', as the
+    # uninterrupted one
+    from deepdive.analysis.dynamics import load
+
+    cut, kept = load(run.run_dir), load(whole["run_dir"])
+    assert cut["epoch"].tolist() == [1, 2] and all(np.array_equal(cut[k], kept[k], equal_nan=k in ("p_true", "margin"))
+                                                   for k in kept)
     with Store.open(tmp_path / "cut", create=False) as store:
         assert len(store.predictions(run.id, "test")["true"]) == SMALL["limit_test"]
         assert store.get_run(run.id).config["resolved"]["epochs"] == 2

@@ -218,6 +218,9 @@ def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
     assert bundle["run"]["name"] == XSS_RUN and bundle["class_names"][:3] == XSS_CLASSES
     assert bundle["examples"]["n"] == len(res.images)
     assert all(s.startswith("data:image/png;base64,") for s in bundle["images"]["sheets"])
+    dyn = bundle["dynamics"]   # the training images the Training dynamics view lists, inlined
+    assert dyn["available"] and dyn["pictures"] and all(s.startswith("data:image/png;base64,")
+                                                        for s in dyn["pictures"].values())
     sal = bundle["saliency"]
     for method in res.saliency_methods:
         # Only stored maps are inlined: a method with fewer stored errors has None past them.
@@ -227,3 +230,40 @@ def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
     acts = bundle["activations"]
     assert acts["rows"] and set(acts["data"]) == {str(r) for r in acts["rows"]}
     assert set(acts["rows"]) <= set(res.focus_indices.tolist())
+
+
+def test_training_dynamics_endpoints(client, base, res, analyzed_run):
+    """The bundle's data map holds every training image; one image's answers per epoch, pictures by index and a
+    verdict on a training image's label go through .../dynamics."""
+    table = res.dynamics()
+    dyn = client.get(f"{base}/bundle").json()["dynamics"]
+    assert dyn["available"] and len(dyn["map"]["idx"]) == len(table) == dyn["images"]
+    assert dyn["map"]["idx"] == table["idx"].tolist()
+    assert max(dyn["map"]["confidence"]) <= 1000 and min(dyn["map"]["correctness"]) >= 0
+    listed = [item["idx"] for key in ("flagged", "ambiguous", "hard") for item in dyn[key]]
+    assert listed and set(map(str, listed)) == set(dyn["pictures"])
+    assert [item["aum"] for item in dyn["flagged"]] == sorted(item["aum"] for item in dyn["flagged"])
+    assert all(item["aum"] < 0 for item in dyn["flagged"])
+
+    idx = int(table["idx"].iat[5])
+    one = client.get(f"{base}/dynamics/{idx}").json()
+    assert one["idx"] == idx and one["picture"].startswith("data:image/png;base64,")
+    assert one["image"]["given"] == int(table["given"].iat[5]) and len(one["image"]["trajectory"]["p_true"]) == 1
+    assert client.get(f"{base}/dynamics/{int(table['idx'].max()) + 1}").status_code == 404   # not trained on
+    pics = client.get(f"{base}/dynamics/pictures", params={"idx": f"{idx},{int(table['idx'].iat[0])}"}).json()
+    assert set(pics) == {str(idx), str(int(table["idx"].iat[0]))}
+    many = ",".join(str(i) for i in table["idx"].iloc[:201])
+    assert client.get(f"{base}/dynamics/pictures", params={"idx": many}).status_code == 422
+    assert client.get(f"{base}/dynamics/pictures", params={"idx": "1,x"}).status_code == 422
+
+    given = one["image"]["given"]
+    other = (given + 1) % 10
+    try:
+        put = client.put(f"{base}/dynamics/reviews/{idx}", json={"verdict": "relabel", "label": other}).json()
+        assert put["review"]["source"] == "train" and put["review"]["given_label"] == given
+        assert client.get(f"{base}/dynamics/reviews").json()["reviews"][str(idx)]["label"] == other
+        bad = client.put(f"{base}/dynamics/reviews/{idx}", json={"verdict": "relabel", "label": given})
+        assert bad.status_code == 422 and "already has" in bad.json()["detail"]
+    finally:
+        assert client.delete(f"{base}/dynamics/reviews/{idx}").json()["review"] is None
+    assert str(idx) not in client.get(f"{base}/dynamics/reviews").json()["reviews"]

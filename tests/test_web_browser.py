@@ -24,7 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 VIEWS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
-         "embedding", "advice")
+         "dynamics", "embedding", "advice")
 MODES = ("served", "report")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
@@ -80,6 +80,8 @@ def expected(analyzed_run):
             "saliency_errors": len(res.saliency(res.saliency_methods[0])["errors_index"]),
             "issues": len(res.label_issues), "advice": res.advice if res.has("advice") else None,
             "channels": {int(r): strongest(c) for r, c in zip(res.channels()["errors_index"], res.channels()["errors"])},
+            "dynamics_idx": res.dynamics()["idx"].tolist(),
+            "dynamics_easy": [int(i) for i in res.dynamics().query("region == 'easy' and aum >= 0")["idx"]],
             "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")],
             "precision": "bf16 autocast" if analyzed_run.store.get_run(analyzed_run.run_id).config["resolved"]["amp"]
             else "fp32"}
@@ -300,9 +302,21 @@ def view_checks(tab, expected) -> dict:
             return links == []
         return links == [f"#/r/{expected['run_id']}/test/compare/{VERIFICATION['retrained_run_id']}"]
 
+    def dynamics_view(p):
+        d = summary["dynamics"]
+        p.wait_for_selector('[data-testid="dynamics-map"] .plot-container')
+        points = p.evaluate("() => document.querySelector('[data-testid=\"dynamics-map\"]').data[0].x.length")
+        text = p.inner_text('[data-testid="dynamics-summary"]')
+        cards = min(30, d["negative_aum"])   # the first page of the likely label errors, each with its picture
+        # (this workspace renames the classes, so its dataset's training images are not the run's: no pictures)
+        return points == d["images"] and f"{d['negative_aum']:,} with a negative area under the margin" in text \
+            and tab.count('[data-testid="dynamics-flagged"] [data-testid="dyn-card"]') == cards > 0 and \
+            "cannot be loaded" in p.inner_text('main') and \
+            tab.count('[data-testid="dynamics-classes"] tbody tr') == c
+
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
             "activations": activations, "predictions": predictions, "confidence": confidence, "issues": issues,
-            "embedding": embedding,
+            "dynamics": dynamics_view, "embedding": embedding,
             "advice": advice_view}
 
 
@@ -477,6 +491,58 @@ def test_a_box_in_the_embedding_selects_the_images_inside_it_and_lists_them(tab,
     assert page.get_attribute('[data-testid="selection-count"]', "data-count") == "2"
     assert tab.count('[data-testid="embedding-selection"] .thumb') == 2
     assert "null" not in page.inner_text('[data-testid="embedding-selection"]')
+
+
+@pytest.fixture(scope="module")
+def plain_urls(analyzed_run, copy_workspace, tmp_path_factory):
+    """{mode: URL} of the analysed run served from a plain copy of its workspace and of its report."""
+    from deepdive.web.report import build_report
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path_factory.mktemp("plain") / "ws")
+    out = ws.parent / "report.html"
+    build_report(ws, analyzed_run.run_id, "test", out)
+    with serving(ws) as url:
+        yield {"served": url, "report": out.as_uri()}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_dynamics_show_an_images_answers_and_take_a_verdict(browser, plain_urls, expected, mode):
+    """A click on the data map shows that training image's answers (served: any image; a report: the listed ones);
+    a selection lists its pictures; served, a verdict on a likely label error is kept in the workspace."""
+    tab = Tab(browser, plain_urls[mode], expected["run_id"])
+    tab.mode = mode
+    d = expected["summary"]["dynamics"]
+    page = tab.view("dynamics")
+    page.wait_for_selector('[data-testid="dynamics-map"] .nsewdrag')
+    page.wait_for_selector('[data-testid="dynamics-flagged"] img.dyn-img')   # the first page, with pictures
+    assert tab.images_loaded('[data-testid="dynamics-flagged"] img.dyn-img') == min(30, d["negative_aum"])
+    first = d["flagged"][0]
+    k = expected["dynamics_idx"].index(first)
+    page.evaluate("k => document.querySelector('[data-testid=\"dynamics-map\"]').emit('plotly_click', "
+                  "{points: [{customdata: k}]})", k)
+    page.wait_for_selector(f'[data-testid="dynamics-inspect"] [data-idx="{first}"] svg.spark')
+    assert tab.images_loaded('[data-testid="dynamics-inspect"] img.dyn-img') == 1
+    easy = expected["dynamics_idx"].index(expected["dynamics_easy"][0])   # listed nowhere: a report has no picture
+    page.evaluate("ks => document.querySelector('[data-testid=\"dynamics-map\"]').emit('plotly_selected', "
+                  "{points: ks.map(k => ({customdata: k}))})", [k, easy])
+    assert page.get_attribute('[data-testid="dynamics-selection-count"]', "data-count") == "2"
+    shown = 2 if tab.mode == "served" else 1      # a report holds the pictures of the listed images only
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=\"dynamics-selection\"] img').length == n",
+                           arg=shown)
+    if tab.mode != "served":
+        assert "not in this report" in page.inner_text('[data-testid="dynamics-selection"]')
+        return
+    card = f'[data-testid="dynamics-flagged"] [data-idx="{first}"]'
+    page.click(f'{card} button[data-verdict="ambiguous"]')
+    page.wait_for_selector(f'{card} button[data-verdict="ambiguous"].active')
+    url = f"/api/runs/{expected['run_id']}/splits/test/dynamics/reviews"
+    stored = page.evaluate("u => fetch(u).then(r => r.json())", url)["reviews"]
+    assert stored[str(first)]["verdict"] == "ambiguous" and stored[str(first)]["source"] == "train"
+    page.click(f'{card} button[data-verdict="ambiguous"]')    # again: forgotten
+    page.wait_for_selector(f'{card} .review:has-text("forgotten")')
+    assert str(first) not in page.evaluate("u => fetch(u).then(r => r.json())", url)["reviews"]
+    assert not tab.errors and not tab.dialogs
+    page.close()
 
 
 def test_clicking_a_thumbnail_opens_its_detail(tab, expected):

@@ -69,8 +69,8 @@ class _Stages:
 
 
 MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "advice")
-STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", *MODEL_STAGES, "confidence",
-          "write")
+STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", *MODEL_STAGES,
+          "confidence", "write")
 
 
 def _no_model_stages(reason: str) -> dict:
@@ -87,7 +87,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     folds: K for the train split's cross-validated probabilities.
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
-    from deepdive.analysis import confidence, insight, label_issues, ranking, tables, taxonomy
+    from deepdive.analysis import confidence, dynamics, insight, label_issues, ranking, tables, taxonomy
     from deepdive.malloc import keep_freed_memory
 
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
@@ -140,6 +140,10 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             frame["category"] = taxonomy.categorize(frame, members, calibrated=calibrated)
         with stages("insight"):
             hint = insight.early_stop(store.epochs(run.id))
+        with stages("dynamics"):
+            dyn = dynamics.dynamics_stage(run.run_dir, class_names,
+                                          _train_issue_indices(run, split, issue_table) if run.dataset != "custom"
+                                          else None)
         focus = focus_set(frame)
 
         extra, advice = _no_model_stages(NO_MODEL), None
@@ -156,11 +160,15 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes)
             with stages("confidence"):   # after the neighbours, whose agreement is one of its trust scores
                 extra["confidence"] = confidence.confidence_stage(frame)
+            dyn_table = dyn.pop("table", None)
+            extra["dynamics"] = dyn
             extra["ranking"] = rank
             with stages("write"):
                 summary = _summary(run, class_names, split, data, frame, per_class, counts, top, issue_table,
                                    hint, focus, extra, advice, notes, folds)
                 _write_outputs(tmp, frame, data.images, issue_table, advice)
+                if dyn_table is not None:
+                    _write_parquet(tmp / dynamics.FILE, dyn_table)
             summary["stage_seconds"] = dict(stages.seconds)
             summary["total_seconds"] = round(sum(stages.seconds.values()), 3)
             _write_json(tmp / "summary.json", summary)
@@ -546,15 +554,34 @@ def _mean_or_none(series):
 
 
 def _write_outputs(folder: Path, frame, images, issue_table, advice):
-    from deepdive.atomic import atomic_save_npy, atomic_write_bytes
+    from deepdive.atomic import atomic_save_npy
 
-    atomic_write_bytes(folder / "examples.parquet", frame.to_parquet(index=False))
+    _write_parquet(folder / "examples.parquet", frame)
     atomic_save_npy(folder / "images.npy", np.ascontiguousarray(images))
-    atomic_write_bytes(folder / "label_issues.parquet", issue_table.to_parquet(index=False))
+    _write_parquet(folder / "label_issues.parquet", issue_table)
     if advice is not None:
         _write_json(folder / "advice.json", {k: v for k, v in advice.items() if k != "pictures"})
         if advice.get("pictures") is not None:   # the images each suggestion's probes break, as perturbed
             atomic_save_npy(folder / "advice_images.npy", advice["pictures"])
+
+
+def _write_parquet(path, table):
+    from deepdive.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, table.to_parquet(index=False))
+
+
+def _train_issue_indices(run, split, issue_table):
+    """Dataset indices of the training images cleanlab flagged (`--label-issues train`): this analysis' own when it
+    is the train split's, else the stored train analysis', else None."""
+    if split == "train":
+        return issue_table["idx"].to_numpy()
+    path = run.run_dir / "analysis" / "train" / "label_issues.parquet"
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    return pd.read_parquet(path, columns=["idx"])["idx"].to_numpy()
 
 
 def _write_json(path, obj):

@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves", "channels")
+          "pr-curves", "channels", "dynamics")
 
 
 def register(subparsers):
@@ -157,6 +157,23 @@ def channel_lines(ch: dict, names, errors: int) -> list[str]:
     return [f"features behind the {weighed} ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
 
 
+def dynamics_lines(dyn: dict) -> list[str]:
+    """What the training dynamics say about the training images (deepdive.analysis.dynamics)."""
+    if not dyn.get("available"):
+        return []
+    r, t = dyn["regions"], dyn["thresholds"]
+    line = (f"training dynamics of {dyn['images']:,} training images over {dyn['epochs']} epochs: {r['easy']:,} easy, "
+            f"{r['ambiguous']:,} ambiguous (their label's probability swung by >= {t['ambiguous_variability']}), "
+            f"{r['hard']:,} hard to learn (mean probability < {t['hard_confidence']}); {dyn['negative_aum']:,} with "
+            f"a negative area under the margin (likely mislabelled), {dyn['forgotten']:,} forgotten at least once, "
+            f"{dyn['never_learned']:,} never learned for good")
+    lines = [line]
+    cl = dyn.get("cleanlab")
+    if cl:
+        lines.append(f"cleanlab's {cl['flagged']} training label issues: {cl['both']} of them with a negative AUM too")
+    return lines
+
+
 def text_summary(summary: dict, workspace) -> str:
     s = summary
     lines = [f"run {s['run_id']}, {s['split']} split: accuracy {s['accuracy']:.2%} ({s['error_count']} errors "
@@ -176,6 +193,7 @@ def text_summary(summary: dict, workspace) -> str:
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))
+    lines.extend(dynamics_lines(s.get("dynamics") or {}))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"

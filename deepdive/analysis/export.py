@@ -20,6 +20,9 @@ Tables (all read through AnalysisResult):
   channels      the errors' channels (deepdive.analysis.channels), one line per (error row, channel): how much
                 the channel lifts the prediction over the label, its rank in the error, the class it fires for
                 most and that class's share of its activation
+  dynamics      the run's training images (deepdive.analysis.dynamics), lowest area under the margin first: idx,
+                label (as trained), given (the dataset's), confidence, variability, correctness, aum, forgets,
+                learned (epoch), leaning (the class it was most often taken for), epochs, region
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -34,7 +37,7 @@ from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves", "channels")
+          "pr-curves", "channels", "dynamics")
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -79,6 +82,12 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         return _pr_curves(result, names)
     if name == "channels":
         return _channels(result, names)
+    if name == "dynamics":
+        frame = result.dynamics().sort_values(["aum", "idx"], kind="stable").reset_index(drop=True)
+        for col in ("label", "given", "leaning"):
+            frame.insert(frame.columns.get_loc(col) + 1, f"{col}_name",
+                         np.where(frame[col] >= 0, names[frame[col].clip(lower=0)], ""))
+        return frame
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)
         frame = pd.DataFrame(counts, columns=[f"pred_{n}" for n in names])

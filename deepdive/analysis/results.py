@@ -8,6 +8,7 @@
     res.activations()           # {layers, arrays, stats, focus_indices}
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
     res.channels()              # {top_rows, class_share, errors_index, errors}: the head's input channels
+    res.dynamics()              # DataFrame, one row per training image: its training dynamics
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -80,6 +81,13 @@ class AnalysisResult:
     @cached_property
     def label_issues(self) -> pd.DataFrame:
         return self._parquet("label_issues.parquet", "the label-issue table")
+
+    def dynamics(self) -> pd.DataFrame:
+        """One row per training image of the run: its training dynamics (deepdive.analysis.dynamics.image_table)."""
+        if not self.has("dynamics"):
+            raise RunError(f"no training dynamics in the {self.split!r} analysis: "
+                           f"{(self.summary.get('dynamics') or {}).get('reason') or 'it predates them; re-run it'}")
+        return self._parquet("dynamics.parquet", "the training dynamics")
 
     def errors(self) -> pd.DataFrame:
         """Misclassified examples, most confident first (with their taxonomy category)."""
@@ -191,7 +199,7 @@ class AnalysisResult:
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
                  "advice": "advice.json", "advice_images": "advice_images.npy", "verification": "verify_advice.json",
-                 "activations": "activations/layers.json", "summary": "summary.json"}
+                 "activations": "activations/layers.json", "summary": "summary.json", "dynamics": "dynamics.parquet"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "
                              f"{', '.join([*files, 'channels', 'embedding', 'neighbours', 'saliency'])}")

@@ -45,3 +45,20 @@ def review_row(store, rec, split, examples, num_classes, row, verdict, label=Non
     given = int(examples["true"].iat[row])
     review = store.set_label_review(rec.dataset, source, idx, given, verdict, label, run_id=rec.id)
     return {"row": row, "review": review}
+
+
+def training_reviews(store, rec) -> dict[int, dict]:
+    """{training-set index: review} of the dataset's training images (the training dynamics' images)."""
+    return {int(r["idx"]): r for r in store.label_reviews(rec.dataset, "train")}
+
+
+def review_training_image(store, rec, given_label, num_classes, idx, verdict, label=None) -> dict:
+    """Record a person's verdict on training image `idx` of run record `rec`'s dataset, whose label as the dataset
+    gives it is `given_label` (None: forget it). The training dynamics list these images by index, not by row."""
+    if label is not None and not 0 <= label < num_classes:
+        raise DeepdiveError(f"label {label} is outside 0..{num_classes - 1}")
+    if verdict is None:
+        store.delete_label_review(rec.dataset, "train", idx)
+        return {"idx": idx, "review": None}
+    return {"idx": idx, "review": store.set_label_review(rec.dataset, "train", idx, given_label, verdict, label,
+                                                         run_id=rec.id)}

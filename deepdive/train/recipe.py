@@ -217,6 +217,7 @@ class TrainResult:
     device: str
     preset: str
     config: dict = field(default_factory=dict)   # resolved hyperparameters (preset merged with overrides)
+    dynamics: dict | None = None  # each training image's answer at every epoch (_dynamics_arrays)
 
 
 def resolve_device(name="auto") -> torch.device:
@@ -365,7 +366,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     settings = _settings_fingerprint(member_cfgs, seed=seed, ensemble=ensemble, limit_train=limit_train, dev=dev,
                                      patience=patience, reviewed_labels=reviewed_labels)
     # What the members finished so far left: their kept and last checkpoints, history rows and times.
-    done = {"best": [], "last": [], "history": [], "train_seconds": 0.0, "warmup_seconds": 0.0, "flags": {}}
+    done = {"best": [], "last": [], "history": [], "train_seconds": 0.0, "warmup_seconds": 0.0, "flags": {},
+            "dynamics": []}
     if resume is not None:
         done, current = _check_resume(resume, settings)
 
@@ -401,6 +403,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
                          settings=settings, eval_hook=eval_hook, teacher=teacher,
                          resume=current if resume is not None and member == current["member"] else None)
         done["history"] += out["history"]
+        done["dynamics"] = done.get("dynamics", []) + out["dynamics"]
         done["best"].append(out["best"])
         done["last"].append(out["last"])
         done["train_seconds"] += out["train_seconds"]
@@ -418,6 +421,8 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     return TrainResult(model=model, checkpoint=checkpoint, history=done["history"],
                        train_seconds=done["train_seconds"], warmup_seconds=done["warmup_seconds"],
                        val_indices=val_idx, device=str(dev), preset=preset,
+                       dynamics=_dynamics_arrays(done["dynamics"], train_idx, labels[train_idx],
+                                                 dataset.train_labels[train_idx]),
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
                                "patience": patience, **flags, "member_archs": [c["arch"] for c in member_cfgs]})
 
@@ -555,6 +560,9 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         per_image_loss = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"], reduction="none")
     augment_cfg = cfg["augment"]
     stats = torch.zeros(2, device=dev)           # this epoch's summed train loss and correct count, on the device
+    # Training dynamics: each image's true-class probability, margin and predicted class at its step this epoch
+    # (NaN: not trained on this epoch, as pruning skips some), written in place on the device like `scores`.
+    track = torch.full((len(DYNAMICS_SIGNALS), n), float("nan"), device=dev)
     repeats = int(cfg["aug_repeats"])
     if resume is not None:
         use_amp = bool(resume["amp"])    # what the interrupted run chose, whatever a new probe would say
@@ -604,7 +612,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         # weights are not in it either.
         plain = (F.cross_entropy(logits.detach(), yb) if smoothed or teacher is not None or prune
                  else loss.detach())
-        return loss, plain, (logits.argmax(1) == yb).sum(), per_image
+        return loss, plain, (logits.argmax(1) == yb).sum(), per_image, answer_signals(logits.detach(), yb)
 
     if use_compile:
         # Each training run compiles anew (new model, new closure); dropping the old runs' compiled code keeps
@@ -615,10 +623,13 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
 
     def forward_backward(idx, sam=False):
         aug_params = aug.sample_params(idx.shape[0] * repeats, augment_cfg, gen, dev)
-        loss, plain, correct, per_image = step_loss(idx, aug_params)
+        loss, plain, correct, per_image, signals = step_loss(idx, aug_params)
         loss.backward()
         if prune:   # an image's score: its loss at this step, averaged over its copies in the batch
             scores[idx] = per_image.detach().view(repeats, -1).mean(0)
+        # An image's answer this epoch: its first copy's in the batch (one augmented view, as without repeats;
+        # averaging the copies' margins would let them disagree with the class answered).
+        track[:, idx] = signals.view(len(DYNAMICS_SIGNALS), repeats, -1)[:, 0]
         stats[0] += plain * batch_size
         stats[1] += correct
         if sam:
@@ -705,7 +716,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             return peak_lr * (cfg["start_frac"] + (1 - cfg["start_frac"]) * step / warmup_steps)
         return peak_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
-    history, best, last, best_by_val = [], None, None, None
+    history, best, last, best_by_val, dynamics = [], None, None, None, []
     keep_last = cfg["keep"] == "last" and patience is None   # early stopping keeps the best-by-val epoch
     best_acc, bad_epochs, train_seconds, first_epoch = -1.0, 0, 0.0, 1
     if resume is not None:
@@ -717,6 +728,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         if dev.type == "cuda" and resume.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(resume["cuda_rng"], dev)
         history, last, best_by_val = list(resume["history"]), resume["last"], resume["best_by_val"]
+        dynamics = list(resume.get("dynamics") or [])   # a state written before dynamics were kept has none
         best_acc, bad_epochs, train_seconds = resume["best_acc"], resume["bad_epochs"], resume["train_seconds"]
         if prune:
             scores.copy_(resume["prune_scores"])
@@ -737,6 +749,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                 weights.fill_(1.0)
         steps = max(1, perm.numel() // batch_size)
         stats.zero_()
+        track.fill_(float("nan"))
         bar = tqdm(total=steps, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for i in range(steps):
@@ -752,6 +765,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         seconds = time.perf_counter() - t0
         bar.close()
         train_seconds += seconds
+        # 330 KB per epoch for MNIST: (epoch numbered on across members, member, signals)
+        dynamics.append((epoch_offset + epoch, 0 if member is None else member, track.to("cpu", torch.float16)))
         seen = steps * batch_size
         loss_sum, correct = stats.tolist()
         train_loss = loss_sum / seen
@@ -792,6 +807,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                        "history": history, "train_seconds": train_seconds, "amp": bool(use_amp),
+                       "dynamics": dynamics,
                        "prune_scores": scores.detach().to("cpu", copy=True) if prune else None}
             _write_train_state(checkpoint_dir, {"format": _STATE_FORMAT, "settings": settings,
                                                 "finished": finished, "current": current})
@@ -805,7 +821,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             eval_hook(load_checkpoint(kept, device=dev), dict(row))
         if stopped:
             break
-    return {"history": history, "best": best, "last": last, "train_seconds": train_seconds,
+    return {"history": history, "best": best, "last": last, "train_seconds": train_seconds, "dynamics": dynamics,
             "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
             "amp": bool(use_amp)}
 
@@ -866,6 +882,39 @@ def _write_checkpoints(checkpoint_dir, best_members, last_members):
     d.mkdir(parents=True, exist_ok=True)
     for name, members in (("model_best.pt", best_members), ("model_last.pt", last_members)):
         save_checkpoint(d / name, members[0] if len(members) == 1 else make_ensemble_checkpoint(members))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training dynamics: what the model answered for each training image at every epoch (deepdive.analysis.dynamics)
+# ----------------------------------------------------------------------------------------------------------
+DYNAMICS_SIGNALS = ("p_true", "margin", "pred")
+
+
+def answer_signals(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(3, B) float32 of a batch's logits (B, C), detached: each image's probability of its label, its margin
+    (the label's logit less the largest other one; Pleiss et al. 2020 average it over training as the AUM) and
+    its predicted class. Fixed shapes and no host sync, so it runs inside a compiled step or a CUDA graph."""
+    with torch.no_grad():
+        given = labels[:, None]
+        margin = logits.gather(1, given)[:, 0] - logits.scatter(1, given, float("-inf")).amax(1)
+        p_true = torch.softmax(logits, 1).gather(1, given)[:, 0]
+        return torch.stack([p_true, margin, logits.argmax(1).float()])
+
+
+def _dynamics_arrays(rows, train_idx, trained_labels, given_labels) -> dict | None:
+    """The kept epochs' signals as numpy arrays (rows: (epoch, member, (3, n) float16 tensor) in training order):
+    p_true, margin (float16) and pred (int16, -1 where the image was not trained on that epoch) (R, n); epoch and
+    member (R,); idx (n,) the images' indices into the dataset's training split, label (n,) the labels trained on
+    (reviewed ones applied), given (n,) the dataset's labels."""
+    if not rows:
+        return None
+    signals = torch.stack([t for _, _, t in rows]).float().numpy()      # (R, 3, n)
+    seen = ~np.isnan(signals[:, 2])
+    return {"p_true": signals[:, 0].astype(np.float16), "margin": signals[:, 1].astype(np.float16),
+            "pred": np.where(seen, np.nan_to_num(signals[:, 2]), -1).astype(np.int16),
+            "epoch": np.array([e for e, _, _ in rows], np.int16), "member": np.array([m for _, m, _ in rows], np.int16),
+            "idx": np.asarray(train_idx, np.int64), "label": np.asarray(trained_labels, np.int64),
+            "given": np.asarray(given_labels, np.int64)}
 
 
 # ----------------------------------------------------------------------------------------------------------

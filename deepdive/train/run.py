@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deepdive.atomic import atomic_save_npy, atomic_write_text
+from deepdive.atomic import atomic_save_npy, atomic_save_npz, atomic_write_text
 from deepdive.errors import DeepdiveError, RunError
-from deepdive.paths import DEFAULT_WORKSPACE, TRAIN_STATE
+from deepdive.paths import DEFAULT_WORKSPACE, DYNAMICS, TRAIN_STATE
 from deepdive.store import Store, to_json
 
 
@@ -147,6 +147,8 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
         atomic_write_text(run_dir / "config.json", to_json(config))
         store.set_config(run.id, config)
         atomic_save_npy(run_dir / "val_indices.npy", np.asarray(result.val_indices, dtype=np.int64))
+        if result.dynamics is not None:
+            atomic_save_npz(run_dir / DYNAMICS, **result.dynamics)
         if not (run_dir / "model_best.pt").is_file():  # the recipe writes it per epoch; make sure it is there
             save_checkpoint(run_dir / "model_best.pt", result.checkpoint)
 
@@ -159,7 +161,7 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
 
         for fname, kind in (("model_best.pt", "checkpoint"), ("model_last.pt", "checkpoint"),
                             ("config.json", "config"), ("data_source.json", "data_source"),
-                            ("val_indices.npy", "indices")):
+                            ("val_indices.npy", "indices"), (DYNAMICS, "dynamics")):
             if (run_dir / fname).is_file():
                 store.add_artifact(run.id, fname, fname, kind)
         store.finish_run(run.id, test_accuracy, result.train_seconds, count_parameters(result.model),

@@ -20,6 +20,10 @@
                                                             nearest training images
     GET .../reviews                                         people's verdicts on this split's labels, by row
     PUT .../reviews/{row}  {"verdict", "label"}             record one (relabel / keep / ambiguous); DELETE forgets it
+    GET .../dynamics/{idx}                                  one training image's answers at every epoch, its picture
+    GET .../dynamics/pictures?idx=3,17,...                  training images' pictures (at most 200), by index
+    GET .../dynamics/reviews                                people's verdicts on the training images, by index;
+    PUT .../dynamics/reviews/{idx}  {"verdict", "label"}    record one; DELETE forgets it
 
 No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
 everything else is an integer, so `../` in any parameter can only yield a 4xx.
@@ -100,6 +104,7 @@ class Picture(BaseModel):
 
 MAX_PICTURE_CHARS = 8_000_000   # a data URI; the canvas of a 224x224 RGB model is ~0.2 MB
 MAX_PICTURE_PIXELS = 4096 * 4096  # a small file may decode to a huge image: checked before decoding
+MAX_PICTURES = 200   # training images' pictures per request (a selection on the data map lists a page of them)
 
 
 def _decode_picture(entry, picture: Picture):
@@ -281,6 +286,46 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, None)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/dynamics/pictures")
+    def training_pictures(run_id: str, split: str, idx: str = ""):
+        entry = runs.get(run_id, split)
+        try:
+            wanted = [int(i) for i in idx.split(",") if i.strip()]
+        except ValueError:
+            raise HTTPException(422, "idx must be comma-separated training-image indices") from None
+        if len(wanted) > MAX_PICTURES:
+            raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
+        for i in wanted:
+            entry.training_position(i)
+        return entry.training_pictures(wanted)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/dynamics/reviews")
+    def training_reviews(run_id: str, split: str):
+        from deepdive.analysis.reviews import training_reviews
+
+        entry = runs.get(run_id, split)
+        return {"reviews": {str(i): v for i, v in training_reviews(store, entry.record).items()}}
+
+    @app.get("/api/runs/{run_id}/splits/{split}/dynamics/{idx}")
+    def training_dynamics(run_id: str, split: str, idx: int):
+        return runs.get(run_id, split).training_dynamics(idx)
+
+    def _review_training(run_id, split, idx, verdict, label):
+        from deepdive.analysis.reviews import review_training_image
+
+        entry = runs.get(run_id, split)
+        table = entry.dynamics_data()[0]
+        given = int(table["given"].iat[entry.training_position(idx)])
+        return review_training_image(store, entry.record, given, entry.num_classes, idx, verdict, label)
+
+    @app.put("/api/runs/{run_id}/splits/{split}/dynamics/reviews/{idx}")
+    def put_training_review(run_id: str, split: str, idx: int, review: Review):
+        return _review_training(run_id, split, idx, review.verdict, review.label)
+
+    @app.delete("/api/runs/{run_id}/splits/{split}/dynamics/reviews/{idx}")
+    def delete_training_review(run_id: str, split: str, idx: int):
+        return _review_training(run_id, split, idx, None, None)
 
     return app
 

@@ -23,6 +23,7 @@ import io
 from datetime import datetime, timezone
 
 import numpy as np
+import pandas as pd
 
 SPRITE_COLS = 100          # thumbnails per sprite-sheet row
 SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 PNG)
@@ -34,6 +35,8 @@ CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 _DECIMALS = {"confidence": 6, "margin": 6, "loss": 4, "entropy": 6, "label_quality": 4, "emb_x": 3, "emb_y": 3,
              "neighbour_agreement": 4, "calibrated_confidence": 5}
 PROB_DECIMALS = 4   # the class probabilities' (in the bundle as prob_decimals: the views filter on these values)
+DYNAMICS_LISTS = ("flagged", "ambiguous", "hard")   # the training images the Training dynamics view lists
+DYNAMICS_LISTED = 24   # images in each list but the flagged one (analysis.dynamics.FLAGGED)
 
 
 def data_uri(png: bytes) -> str:
@@ -204,7 +207,63 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
                      "class_rep_rows": rep_rows, "legend": legend, "notes": method_notes(res)},
         "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
         "channels": channels_block(res),
+        "dynamics": dynamics_block(record, res),
     }
+
+
+def dynamics_item(row, raw, pos) -> dict:
+    """One training image's dynamics for the page: its row of the per-image table and its per-epoch answers
+    (p_true, margin, pred: None in an epoch that did not train on it)."""
+    seen = raw["pred"][:, pos] >= 0
+
+    def per_epoch(values, decimals=None):
+        return [None if not s else (int(v) if decimals is None else round(float(v), decimals))
+                for v, s in zip(values, seen)]
+
+    learned = float(row["learned"])
+    return {"idx": int(row["idx"]), "label": int(row["label"]), "given": int(row["given"]),
+            "leaning": int(row["leaning"]), "aum": round(float(row["aum"]), 3),
+            "confidence": round(float(row["confidence"]), 4), "variability": round(float(row["variability"]), 4),
+            "correctness": round(float(row["correctness"]), 4), "forgets": int(row["forgets"]),
+            "learned": None if np.isnan(learned) else int(learned), "epochs": int(row["epochs"]),
+            "region": str(row["region"]),
+            "trajectory": {"epoch": raw["epoch"].tolist(), "member": raw["member"].tolist(),
+                           "p_true": per_epoch(raw["p_true"][:, pos], 3),
+                           "margin": per_epoch(raw["margin"][:, pos], 2), "pred": per_epoch(raw["pred"][:, pos])}}
+
+
+def dynamics_block(record, res) -> dict:
+    """The run's training dynamics (deepdive.analysis.dynamics): the summary entry, every training image as a
+    point of the data map (confidence, variability, correctness in thousandths), and the images worth a look
+    with their per-epoch answers: the likely mislabelled (negative AUM), the most ambiguous, the hardest."""
+    from deepdive.analysis import dynamics
+
+    info = res.summary.get("dynamics") or {}
+    if not res.has("dynamics"):
+        return {"available": False, "reason": info.get("reason") or "this analysis predates the training dynamics "
+                                                                    "(re-run: deepdive analyze)"}
+    table = res.dynamics()
+    raw = dynamics.load(record.run_dir)
+    if raw is None or not np.array_equal(raw["idx"], table["idx"].to_numpy()):
+        return {"available": False, "reason": f"the training dynamics of run {record.id} no longer match its "
+                                              "analysis (re-run: deepdive analyze)"}
+    flagged = dynamics.flagged(table)
+    rest = table[~table["idx"].isin(flagged["idx"])]
+    lists = {"flagged": flagged,
+             "ambiguous": rest[rest["region"] == "ambiguous"].sort_values("variability", ascending=False,
+                                                                           kind="stable").head(DYNAMICS_LISTED),
+             "hard": rest[rest["region"] == "hard"].sort_values("confidence", kind="stable").head(DYNAMICS_LISTED)}
+    pos = pd.Series(np.arange(len(table)), index=table["idx"].to_numpy())
+
+    def thousandths(col):
+        return np.rint(table[col].to_numpy(np.float64) * 1000).astype(np.int64).tolist()
+
+    return {**{k: v for k, v in info.items() if k != "flagged"},
+            "map": {"idx": table["idx"].tolist(), "label": table["label"].tolist(),
+                    "confidence": thousandths("confidence"), "variability": thousandths("variability"),
+                    "correctness": thousandths("correctness")},
+            **{key: [dynamics_item(row, raw, int(pos[row["idx"]])) for _, row in frame.iterrows()]
+               for key, frame in lists.items()}}
 
 
 def channels_block(res) -> dict:

@@ -118,6 +118,7 @@ class RunMaps:
         self._neighbours = None
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
         self._channel_errors = None  # row -> the stored errors' channel contributions
+        self._dynamics = None        # (per-image table, raw per-epoch arrays, idx sort order): training dynamics
         self._probe_info = None
         self._head_layer = None      # (model, the layer its head reads): deepdive.analysis.channels.head_input_layer
         frame = res.examples
@@ -143,8 +144,16 @@ class RunMaps:
 
     # ---- bundle and sprites ------------------------------------------------------------------------------
     def bundle(self, store, *, sheets, activation_rows, activation_mode) -> dict:
-        return bundle_mod.build(store, self.record, self.res, sheets=sheets, legend=legend_uri(),
-                                activation_rows=activation_rows, activation_mode=activation_mode)
+        b = bundle_mod.build(store, self.record, self.res, sheets=sheets, legend=legend_uri(),
+                             activation_rows=activation_rows, activation_mode=activation_mode)
+        dyn = b["dynamics"]
+        if dyn.get("available"):   # the listed training images' pictures, inlined in both modes (~100 of them)
+            listed = sorted({item["idx"] for key in bundle_mod.DYNAMICS_LISTS for item in dyn[key]})
+            try:
+                dyn["pictures"] = self.training_pictures(listed)
+            except NotFound as e:
+                dyn["pictures"], dyn["pictures_note"] = {}, str(e)
+        return b
 
     def bundle_json(self, store, base_url: str) -> str:
         """The served bundle (image fields are URLs under base_url), built once and kept as JSON text."""
@@ -289,6 +298,43 @@ class RunMaps:
         return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
                 "reading": str(self.res.examples["neighbours"].iat[row]),   # as the analysis stored it
                 "items": neighbour_items(images, index, nb["label"][row], nb["similarity"][row])}
+
+    # ---- training dynamics (deepdive.analysis.dynamics) -------------------------------------------------------
+    def dynamics_data(self):
+        if self._dynamics is None:
+            from deepdive.analysis import dynamics
+
+            if not self.res.has("dynamics"):
+                raise NotFound((self.res.summary.get("dynamics") or {}).get("reason") or
+                               "this analysis has no training dynamics (re-run: deepdive analyze)")
+            table = self.res.dynamics()
+            raw = dynamics.load(self.record.run_dir)
+            if raw is None or not np.array_equal(raw["idx"], table["idx"].to_numpy()):
+                raise NotFound(f"the training dynamics of run {self.record.id} no longer match its analysis "
+                               "(re-run: deepdive analyze)")
+            self._dynamics = (table, raw, np.argsort(raw["idx"], kind="stable"))
+        return self._dynamics
+
+    def training_position(self, idx: int) -> int:
+        """The column of training image `idx` in the run's dynamics; NotFound if the run did not train on it."""
+        table, raw, order = self.dynamics_data()
+        pos = int(order[np.searchsorted(raw["idx"], idx, sorter=order).clip(0, len(order) - 1)])
+        if raw["idx"][pos] != idx:
+            raise NotFound(f"training image {idx} is not one run {self.record.id} trained on")
+        return pos
+
+    def training_pictures(self, idxs) -> dict:
+        """{idx: PNG data URI} of training images of the run's dataset."""
+        images = training_images(self.record)
+        return {str(int(i)): bundle_mod.data_uri(bundle_mod.png_bytes(images[int(i)])) for i in idxs}
+
+    def training_dynamics(self, idx: int) -> dict:
+        """{idx, picture, image: its row of the dynamics table, epochs: [{epoch, member, p_true, margin, pred}]}
+        for one training image (p_true, margin and pred None in an epoch that did not train on it)."""
+        pos = self.training_position(idx)
+        table, raw, _ = self.dynamics_data()
+        return {"idx": idx, "picture": self.training_pictures([idx])[str(idx)],
+                "image": bundle_mod.dynamics_item(table.iloc[pos], raw, pos)}
 
     # ---- channels of the last feature map (deepdive.analysis.channels) --------------------------------------
     def channels(self, row: int) -> dict:

@@ -69,7 +69,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
 
     Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
     from deepdive.analysis.results import AnalysisResult
-    from deepdive.analysis.reviews import reviews_by_row
+    from deepdive.analysis.reviews import reviews_by_row, training_reviews
     from deepdive.store import Store
 
     with Store.open(workspace, create=False) as store:
@@ -79,6 +79,9 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         b = maps.bundle(store, sheets=sheets, activation_rows=[], activation_mode="precomputed")
         # the reviews as they stand when the report is written, shown read-only
         b["reviews"] = {str(r): v for r, v in reviews_by_row(store, rec, split, maps.res.examples).items()}
+        if b["dynamics"].get("available"):    # and those of the training images the Training dynamics view lists
+            b["dynamics"]["reviews"] = {str(i): v for i, v in training_reviews(store, rec).items()
+                                        if str(i) in b["dynamics"]["pictures"]}
     if maps.methods:
         b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"], b["saliency"]["errors_count"]))
     b["neighbours"] = {"data": {}}

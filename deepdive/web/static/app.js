@@ -35,7 +35,8 @@
     const nav = DD.clear(document.getElementById("sidenav"));
     if (!ctx) { nav.hidden = true; return; }
     nav.hidden = false;
-    const badges = {issues: ctx.b.label_issues.length, predictions: ctx.n};
+    const badges = {issues: ctx.b.label_issues.length, predictions: ctx.n,
+                    dynamics: ctx.b.dynamics.available ? ctx.b.dynamics.negative_aum : undefined};
     for (const name of DD.VIEW_ORDER) {
       const v = DD.views[name];
       if (v.servedOnly && ctx.source.mode !== "served") continue;

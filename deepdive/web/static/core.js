@@ -5,7 +5,7 @@ window.DD = window.DD || {};
 (function (DD) {
   DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
   DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
-                   "embedding", "advice", "compare", "try"];
+                   "dynamics", "embedding", "advice", "compare", "try"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
   DD.el = function (tag, props, ...children) {
@@ -104,6 +104,11 @@ window.DD = window.DD || {};
         neighbours: async (b, row) => ((b.neighbours || {}).data || {})[String(row)] || null,
         channels: async (b, row) => (b.channels.errors || {})[String(row)] || null,   // the errors' only; no maps
         reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
+        // Training images: the report holds the ones the Training dynamics view lists (null: not inlined).
+        trainingImage: async () => null,
+        trainingPictures: async (b, idxs) => Object.fromEntries(idxs.map((i) => [i, b.dynamics.pictures[i]])
+          .filter(([, uri]) => uri)),
+        trainingReviews: async (b) => ({reviews: b.dynamics.reviews || {}}),
       };
     }
     const getJSON = async function (url, init) {
@@ -116,6 +121,10 @@ window.DD = window.DD || {};
       return res.json();
     };
     const base = (b) => b.urls.base;
+    // A verdict on one image's label: PUT it, or DELETE it (verdict null).
+    const sendReview = (url, verdict, label) => getJSON(url, verdict === null ? {method: "DELETE"} :
+      {method: "PUT", headers: {"Content-Type": "application/json"},
+       body: JSON.stringify({verdict, label: verdict === "relabel" ? label : null})});
     const cache = new Map();
     // One fetch per URL (a failed one is forgotten, so it is tried again); fresh: fetch anew.
     const cachedJSON = function (url, fresh) {
@@ -150,9 +159,12 @@ window.DD = window.DD || {};
         {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}),
       // People's verdicts on labels live in the workspace's store: read afresh, written one image at a time.
       reviews: (b) => getJSON(`${base(b)}/reviews`),
-      setReview: (b, row, verdict, label) => getJSON(`${base(b)}/reviews/${row}`, verdict === null ?
-        {method: "DELETE"} : {method: "PUT", headers: {"Content-Type": "application/json"},
-                               body: JSON.stringify({verdict, label: verdict === "relabel" ? label : null})}),
+      setReview: (b, row, verdict, label) => sendReview(`${base(b)}/reviews/${row}`, verdict, label),
+      // Training images (the Training dynamics view), by their index in the dataset's training split.
+      trainingImage: (b, idx) => cachedJSON(`${base(b)}/dynamics/${idx}`),
+      trainingPictures: (b, idxs) => getJSON(`${base(b)}/dynamics/pictures?idx=${idxs.join(",")}`),
+      trainingReviews: (b) => getJSON(`${base(b)}/dynamics/reviews`),
+      setTrainingReview: (b, idx, verdict, label) => sendReview(`${base(b)}/dynamics/reviews/${idx}`, verdict, label),
     };
   };
 })(window.DD);

@@ -57,28 +57,33 @@
 
   // The served dashboard's review cell: a person's verdict on one image's label, saved in the workspace (all runs
   // of the dataset show it). Clicking the active verdict again forgets it; onChange runs after each save.
-  DD.reviewCell = function (ctx, r, onChange) {
-    const reviews = DD.reviewsOf(ctx);
-    const cell = el("div", {class: "review", attrs: {"data-testid": "review"}, dataset: {row: r}});
-    if (!ctx.source.setReview) {   // a report: the reviews as they were, read-only
-      const review = reviews.get(r);
+  DD.reviewCell = (ctx, r, onChange) => DD.verdictCell(ctx, {
+    reviews: DD.reviewsOf(ctx), key: r, given: ctx.col.true[r], proposed: proposed(ctx, r), onChange,
+    save: ctx.source.setReview && ((verdict, label) => ctx.source.setReview(ctx.b, r, verdict, label))});
+
+  // The verdict buttons for any image: reviews (a Map key -> review), given (its label), proposed (the label a
+  // relabel starts at), save(verdict | null, label) -> {review} (absent: read-only, a report).
+  DD.verdictCell = function (ctx, {reviews, key, given, proposed: start, save, onChange}) {
+    const cell = el("div", {class: "review", attrs: {"data-testid": "review"}, dataset: {row: key}});
+    if (!save) {   // a report: the reviews as they were, read-only
+      const review = reviews.get(key);
       cell.textContent = review ? DD.reviewText(ctx, review) : "–";
       return cell;
     }
     const draw = (message) => {
-      const review = reviews.get(r);
+      const review = reviews.get(key);
       const pick = el("select", {class: "input small", attrs: {"aria-label": "right label"},
                                  on: {change: () => { if (review && review.verdict === "relabel") send("relabel"); }}},
-        ctx.b.class_names.map((name, c) => el("option", {value: c, text: name, disabled: c === ctx.col.true[r],
-          selected: c === (review && review.label !== null ? review.label : proposed(ctx, r))})));
+        ctx.b.class_names.map((name, c) => el("option", {value: c, text: name, disabled: c === given,
+          selected: c === (review && review.label !== null ? review.label : start)})));
       const send = async (verdict) => {
         const label = Number(pick.value);
         const same = review && review.verdict === verdict && (verdict !== "relabel" || review.label === label);
         try {
-          const res = await ctx.source.setReview(ctx.b, r, same ? null : verdict, label);
-          if (res.review) reviews.set(r, res.review); else reviews.delete(r);
+          const res = await save(same ? null : verdict, label);
+          if (res.review) reviews.set(key, res.review); else reviews.delete(key);
           draw(same ? "forgotten" : "saved");
-          onChange();
+          if (onChange) onChange();
         } catch (err) {
           draw(`not saved: ${err.message}`);
         }
