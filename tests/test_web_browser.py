@@ -82,6 +82,10 @@ def expected(analyzed_run):
             "channels": {int(r): strongest(c) for r, c in zip(res.channels()["errors_index"], res.channels()["errors"])},
             "dynamics_idx": res.dynamics()["idx"].tolist(),
             "dynamics_easy": [int(i) for i in res.dynamics().query("region == 'easy' and aum >= 0")["idx"]],
+            # test rows whose nearest training images include ones with a doubted label (those the bundle lists)
+            "doubted_neighbours": {r: int(np.isin(row, res.summary["dynamics"]["flagged"]).sum())
+                                   for r, row in enumerate(np.asarray(res.neighbours()["index"]))
+                                   if np.isin(row, res.summary["dynamics"]["flagged"]).any()},
             "losses": [r[k] for r in analyzed_run.store.epochs(analyzed_run.run_id) for k in ("train_loss", "val_loss")],
             "precision": "bf16 autocast" if analyzed_run.store.get_run(analyzed_run.run_id).config["resolved"]["amp"]
             else "fp32"}
@@ -541,6 +545,13 @@ def test_training_dynamics_show_an_images_answers_and_take_a_verdict(browser, pl
     page.click(f'{card} button[data-verdict="ambiguous"]')    # again: forgotten
     page.wait_for_selector(f'{card} .review:has-text("forgotten")')
     assert str(first) not in page.evaluate("u => fetch(u).then(r => r.json())", url)["reviews"]
+    # a test image's nearest training images mark the ones whose label the training doubted
+    row, doubted = next(iter(expected["doubted_neighbours"].items()))
+    page.evaluate("""r => { const t = document.createElement('span'); t.className = 'thumb'; t.dataset.row = r;
+                            document.querySelector('main').appendChild(t); t.click(); }""", row)
+    page.wait_for_selector('#detail [data-testid="neighbours-doubted"]')
+    assert tab.count("#detail .nb-doubt") == doubted
+    assert page.inner_text('#detail [data-testid="neighbours-doubted"]').startswith(f"{doubted} of them")
     assert not tab.errors and not tab.dialogs
     page.close()
 

@@ -226,17 +226,33 @@
 
   // A row's nearest training images as a strip, framed green when labelled as the image is, red when labelled
   // `other` (the prediction, or a label issue's suggested label); captions: label and similarity, or none.
+  // A training image whose label its run's training doubted (a negative area under the margin), marked "?".
   DD.neighbourStrip = function (ctx, result, t, other, captions) {
+    const doubted = DD.doubtedLabels(ctx);
     return el("div", {class: "nb-row" + (captions ? "" : " compact")}, result.items.map((item) => {
       const kind = item.label === t ? " nb-true" : item.label === other ? " nb-pred" : "";
       const name = ctx.className(item.label);
-      return el("figure", {class: "nb-fig" + kind,
+      const doubt = doubted.get(item.idx);
+      return el("figure", {class: "nb-fig" + kind + (doubt ? " nb-doubt" : ""), dataset: {idx: item.idx},
                            attrs: {title: `training image #${item.idx}, labelled ${name}, similarity ` +
-                                          DD.fmt.num(item.similarity, 3)}},
+                                          DD.fmt.num(item.similarity, 3) + (doubt ? `; its label is in doubt: ` +
+                                          `training answered ${ctx.className(doubt.leaning)} for most of it (AUM ` +
+                                          `${DD.fmt.num(doubt.aum, 2)})` : "")}},
         el("img", {class: "nb-img", src: item.image, alt: `training image ${item.idx}, labelled ${name}`}),
+        doubt ? el("span", {class: "nb-doubt-mark", text: "?"}) : null,
         captions ? el("figcaption", {}, el("span", {class: "nb-label", text: name}),
                       el("span", {text: DD.fmt.num(item.similarity, 2)})) : null);
     }));
+  };
+
+  // {training-set index: item} of the training images whose label the run's training doubted (negative AUM; the
+  // bundle lists up to 200 of them, lowest first).
+  DD.doubtedLabels = function (ctx) {
+    if (!ctx.doubted) {
+      const d = ctx.b.dynamics || {};
+      ctx.doubted = new Map((d.available ? d.flagged : []).map((item) => [item.idx, item]));
+    }
+    return ctx.doubted;
   };
 
   // Fill `target` with the row's nearest training images, their labels and similarities, and what they back.
@@ -270,6 +286,12 @@
             `${DD.fmt.int(info.reference_size)} ${info.reference} ` +
             `(cosine similarity of the model's penultimate features): ${parts.join(", ")}. ` +
             neighbourReading(ctx, result.reading, t, p)}));
+    const doubted = result.items.filter((item) => DD.doubtedLabels(ctx).has(item.idx)).length;
+    if (doubted) {
+      target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-doubted"},
+        text: `${doubted} of them (marked ?) carry a label the training itself doubted: for most of it the model ` +
+              "answered another class (a negative area under the margin; Training dynamics)."}));
+    }
     if (p !== t) target.appendChild(DD.note("Framed green: labelled as this image is; red: labelled as predicted.",
                                             "muted small"));
     target.appendChild(DD.neighbourStrip(ctx, result, t, p, true));

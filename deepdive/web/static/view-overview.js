@@ -55,6 +55,7 @@
       DD.card("Data source", (run.data_source || {}).kind || "–", sourceText(run.data_source)),
       DD.card("Label issues", DD.fmt.int(ctx.b.label_issues.length), `flagged by confident learning on ${(s.label_issues || {}).source || "the model's probabilities"}`),
       confidenceCard(s.confidence),
+      dynamicsCard(ctx.b.dynamics),
       DD.card("Status", run.status, `finished ${DD.fmt.date(run.finished_at)}`));
   }
 
@@ -122,6 +123,13 @@
     return when +
       `would have saved ${es.epochs_saved} of ${es.epochs_total} epochs` +
       (es.seconds_missing ? "." : `, ${DD.fmt.secs(es.seconds_saved)} (${DD.fmt.pct(es.fraction_saved, 0)} of the training time).`);
+  }
+
+  // The training labels the training itself doubted (deepdive.analysis.dynamics; the Training dynamics view lists them).
+  function dynamicsCard(d) {
+    if (!d || !d.available) return null;
+    return DD.card("Training labels in doubt", DD.fmt.int(d.negative_aum), `of ${DD.fmt.int(d.images)} training ` +
+      `images: a negative area under the margin over ${d.epochs} epochs`);
   }
 
   // Calibration in one card (deepdive.analysis.confidence; the Confidence view has the rest).
