@@ -684,6 +684,10 @@ def test_compiled_step_trains_like_the_eager_one(mnist):
     e, c = eager.history[0], compiled.history[0]
     assert abs(e["train_loss"] - c["train_loss"]) < 0.02 * e["train_loss"]
     assert abs(e["val_acc"] - c["val_acc"]) < 0.03 and c["val_acc"] > 0.8
+    # the training dynamics are read inside the compiled step too: the same images, nearly the same answers
+    de, dc = eager.dynamics, compiled.dynamics
+    assert np.array_equal(de["idx"], dc["idx"]) and (dc["pred"] >= 0).sum() == (de["pred"] >= 0).sum()
+    assert (de["pred"] == dc["pred"]).mean() > 0.9
 
 
 def test_failed_compile_trains_uncompiled(mnist, monkeypatch):
