@@ -141,9 +141,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
         with stages("insight"):
             hint = insight.early_stop(store.epochs(run.id))
         with stages("dynamics"):
-            dyn = dynamics.dynamics_stage(run.run_dir, class_names,
-                                          _train_issue_indices(run, split, issue_table) if run.dataset != "custom"
-                                          else None)
+            dyn = dynamics.dynamics_stage(run.run_dir, class_names, _train_issue_indices(run, split, issue_table))
         focus = focus_set(frame)
 
         extra, advice = _no_model_stages(NO_MODEL), None

@@ -18,7 +18,7 @@ an image away (the CPU's `fast`) leave it out of that epoch; an ensemble's membe
 
     load(run_dir) -> dict | None                               # dynamics.npz as arrays
     image_table(d) -> DataFrame, one row per training image    # the per-image readings above
-    dynamics_stage(run_dir, class_names, label_issues) -> summary entry; writes dynamics.parquet
+    dynamics_stage(run_dir, class_names, train_issues) -> summary entry (+ "table": analyze writes dynamics.parquet)
 """
 from pathlib import Path
 
@@ -46,12 +46,15 @@ def load(run_dir) -> dict | None:
             d = {k: f[k] for k in f.files}
     except Exception as e:   # noqa: BLE001 - a truncated or foreign file: say which
         raise RunError(f"cannot read the training dynamics {path}: {type(e).__name__}: {e}") from e
-    need = ("p_true", "margin", "pred", "epoch", "member", "idx", "label", "given")
-    missing = [k for k in need if k not in d]
-    rows, n = d.get("p_true", np.zeros((0, 0))).shape if d.get("p_true") is not None else (0, 0)
-    if missing or any(d[k].shape != (rows, n) for k in ("margin", "pred")) or len(d["idx"]) != n:
-        raise RunError(f"{path} is not a training-dynamics file deepdive can read "
-                       f"({'missing ' + ', '.join(missing) if missing else 'its arrays do not match'})")
+    missing = [k for k in ("p_true", "margin", "pred", "epoch", "member", "idx", "label", "given") if k not in d]
+    if missing:
+        raise RunError(f"{path} is not a training-dynamics file deepdive can read (missing {', '.join(missing)})")
+    shape = d["p_true"].shape
+    n = shape[-1] if len(shape) == 2 else -1
+    if n < 0 or any(d[k].shape != shape for k in ("margin", "pred")) or \
+            any(d[k].shape != (shape[0],) for k in ("epoch", "member")) or \
+            any(d[k].shape != (n,) for k in ("idx", "label", "given")):
+        raise RunError(f"{path} is not a training-dynamics file deepdive can read (its arrays' shapes do not match)")
     return d
 
 
@@ -147,7 +150,7 @@ def dynamics_stage(run_dir, class_names, train_issues=None) -> dict:
         t = table[table["label"] == c]
         per_class.append({"class": c, "name": name, "images": int(len(t)),
                           "confidence": float(t["confidence"].mean()) if len(t) else None,
-                          "hard": int((t["region"] == "hard").sum()), "ambiguous": int((t["region"] == "ambiguous").sum()),
+                          **{r: int((t["region"] == r).sum()) for r in ("hard", "ambiguous")},
                           "negative_aum": int((t["aum"] < 0).sum()), "forgotten": int((t["forgets"] > 0).sum()),
                           "never_learned": int(t["learned"].isna().sum())})
     top = flagged(table)
@@ -161,7 +164,5 @@ def dynamics_stage(run_dir, class_names, train_issues=None) -> dict:
              "flagged": [int(i) for i in top["idx"]], "table": table}
     if train_issues is not None:
         issues = set(int(i) for i in train_issues)
-        ours = set(int(i) for i in low["idx"])
-        entry["cleanlab"] = {"flagged": len(issues), "both": len(issues & ours),
-                             "negative_aum_flagged": len(ours)}
+        entry["cleanlab"] = {"flagged": len(issues), "both": len(issues & set(int(i) for i in low["idx"]))}
     return entry
