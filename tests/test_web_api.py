@@ -232,14 +232,36 @@ def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
     assert set(acts["rows"]) <= set(res.focus_indices.tolist())
 
 
+def unpack(p):
+    """What DD.unpack gives for a packed bundle column (deepdive.web.bundle.packed)."""
+    import base64
+
+    raw = np.frombuffer(base64.b64decode(p["data"]), dtype=np.dtype(p["dtype"]).newbyteorder("<")).astype(np.float64)
+    return (np.cumsum(raw) if p["delta"] else raw) / p["scale"]
+
+
+def test_packed_columns_round_trip_and_widen_when_they_must():
+    from deepdive.web.bundle import packed
+
+    idx = np.array([3, 9, 70_000, 70_001])               # a step past uint16: stored as int32
+    p = packed(idx, np.uint16, delta=True)
+    assert p["dtype"] == "int32" and unpack(p).tolist() == idx.tolist()
+    assert unpack(packed([0.25, 1.0], np.uint8, 255)).tolist() == pytest.approx([0.25, 1.0], abs=1 / 510)
+    p = packed([1e12, -3.5], np.uint8)                    # fits no integer type: float64
+    assert p["dtype"] == "float64" and unpack(p).tolist() == [1e12, -3.5]
+    assert unpack(packed([], np.uint8)).tolist() == []
+
+
 def test_training_dynamics_endpoints(client, base, res, analyzed_run):
     """The bundle's data map holds every training image; one image's answers per epoch, pictures by index and a
     verdict on a training image's label go through .../dynamics."""
     table = res.dynamics()
     dyn = client.get(f"{base}/bundle").json()["dynamics"]
-    assert dyn["available"] and len(dyn["map"]["idx"]) == len(table) == dyn["images"]
-    assert dyn["map"]["idx"] == table["idx"].tolist()
-    assert max(dyn["map"]["confidence"]) <= 1000 and min(dyn["map"]["correctness"]) >= 0
+    columns = {key: unpack(column) for key, column in dyn["map"].items()}
+    assert dyn["available"] and len(columns["idx"]) == len(table) == dyn["images"]
+    assert columns["idx"].tolist() == table["idx"].tolist() and columns["label"].tolist() == table["label"].tolist()
+    for key, step in (("confidence", 1 / 65535), ("variability", 1 / 510), ("correctness", 1 / 255)):
+        assert np.abs(columns[key] - table[key].to_numpy()).max() <= step / 2 + 1e-6
     listed = [item["idx"] for key in ("flagged", "ambiguous", "hard") for item in dyn[key]]
     assert listed and set(map(str, listed)) == set(dyn["pictures"])
     assert [item["aum"] for item in dyn["flagged"]] == sorted(item["aum"] for item in dyn["flagged"])

@@ -211,6 +211,25 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
     }
 
 
+def packed(values, dtype, scale=1, delta=False) -> dict:
+    """A numeric column as little-endian integers in base64, for DD.unpack: each value is stored / scale (a running
+    sum of them with delta). The data map's 55,000 points take ~0.5 MB so, against ~1.4 MB as JSON numbers. A
+    column that does not fit `dtype` goes as int32 (stored) or float64 (scale ignored)."""
+    v = np.asarray(values, np.float64)
+    if delta:
+        v = np.diff(v, prepend=0.0)
+    q = np.rint(v * scale)
+    for kind in (np.dtype(dtype), np.dtype(np.int32)):
+        info = np.iinfo(kind)
+        if not len(q) or (q.min() >= info.min and q.max() <= info.max):
+            data = q.astype(kind.newbyteorder("<"))
+            break
+    else:
+        data, scale = v.astype("<f8"), 1
+    return {"dtype": data.dtype.name, "scale": scale, "delta": delta,
+            "data": base64.b64encode(data.tobytes()).decode("ascii")}
+
+
 def dynamics_item(row, raw, pos) -> dict:
     """One training image's dynamics for the page: its row of the per-image table and its per-epoch answers
     (p_true, margin, pred: None in an epoch that did not train on it)."""
@@ -234,7 +253,7 @@ def dynamics_item(row, raw, pos) -> dict:
 
 def dynamics_block(record, res) -> dict:
     """The run's training dynamics (deepdive.analysis.dynamics): the summary entry, every training image as a
-    point of the data map (confidence, variability, correctness in thousandths), and the images worth a look
+    point of the data map (packed columns: idx, label, confidence, variability, correctness), and the images worth a look
     with their per-epoch answers: the likely mislabelled (negative AUM), the most ambiguous, the hardest."""
     from deepdive.analysis import dynamics
 
@@ -255,13 +274,12 @@ def dynamics_block(record, res) -> dict:
              "hard": rest[rest["region"] == "hard"].sort_values("confidence", kind="stable").head(DYNAMICS_LISTED)}
     pos = pd.Series(np.arange(len(table)), index=table["idx"].to_numpy())
 
-    def thousandths(col):
-        return np.rint(table[col].to_numpy(np.float64) * 1000).astype(np.int64).tolist()
-
     return {**{k: v for k, v in info.items() if k != "flagged"},
-            "map": {"idx": table["idx"].tolist(), "label": table["label"].tolist(),
-                    "confidence": thousandths("confidence"), "variability": thousandths("variability"),
-                    "correctness": thousandths("correctness")},
+            "map": {"idx": packed(table["idx"], np.uint16, delta=True), "label": packed(table["label"], np.uint8),
+                    # a probability to 1/65535; a standard deviation of values in [0, 1] is at most 0.5
+                    "confidence": packed(table["confidence"], np.uint16, 65535),
+                    "variability": packed(table["variability"], np.uint8, 510),
+                    "correctness": packed(table["correctness"], np.uint8, 255)},
             **{key: [dynamics_item(row, raw, int(pos[row["idx"]])) for _, row in frame.iterrows()]
                for key, frame in lists.items()}}
 

@@ -51,6 +51,21 @@ window.DD = window.DD || {};
                      "#9c755f", "#bab0ac"];
   DD.classColor = (c) => DD.CLASS_COLORS[c % DD.CLASS_COLORS.length];
 
+  // A column the bundle packed (bundle.packed): little-endian integers in base64, value = stored / scale, a running
+  // sum with delta. (Typed arrays read the platform's byte order: little-endian on every browser platform.)
+  DD.unpack = function (p) {
+    const bytes = Uint8Array.from(atob(p.data), (c) => c.charCodeAt(0));
+    const Type = {uint8: Uint8Array, uint16: Uint16Array, int32: Int32Array, float64: Float64Array}[p.dtype];
+    const raw = new Type(bytes.buffer);
+    const out = new Array(raw.length);
+    let sum = 0;
+    for (let i = 0; i < raw.length; i++) {
+      sum = p.delta ? sum + raw[i] : raw[i];
+      out[i] = p.scale === 1 ? sum : sum / p.scale;
+    }
+    return out;
+  };
+
   DD.readJSON = function (id) {
     const node = document.getElementById(id);
     return node ? JSON.parse(node.textContent) : null;

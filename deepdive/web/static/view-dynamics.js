@@ -101,7 +101,8 @@
 
   // The data map: every training image, coloured by the share of epochs it was answered right.
   function mapPanel(ctx, d) {
-    const m = d.map;
+    const m = ctx.dynamicsMap || (ctx.dynamicsMap = Object.fromEntries(Object.entries(d.map)
+      .map(([key, column]) => [key, DD.unpack(column)])));
     const plot = el("div", {class: "chart tall", attrs: {"data-testid": "dynamics-map"}});
     const bar = el("span", {class: "selection-bar"});
     const box = el("div", {class: "selection", attrs: {"data-testid": "dynamics-selection"}});
@@ -127,8 +128,8 @@
       DD.clear(inspect).append(el("div", {class: "dyn-card"}, picture(null, 64), el("div", {class: "dyn-body"},
         el("div", {}, el("span", {class: "mono", text: `#${idx} `}),
           el("span", {class: "strong", text: `labelled ${ctx.className(m.label[k])}`})),
-        el("div", {class: "muted small", text: `confidence ${DD.fmt.num(m.confidence[k] / 1000, 3)} · variability ` +
-          `${DD.fmt.num(m.variability[k] / 1000, 3)} · right in ${DD.fmt.pct(m.correctness[k] / 1000, 0)} of its epochs`}),
+        el("div", {class: "muted small", text: `confidence ${DD.fmt.num(m.confidence[k], 3)} · variability ` +
+          `${DD.fmt.num(m.variability[k], 3)} · right in ${DD.fmt.pct(m.correctness[k], 0)} of its epochs`}),
         DD.note("Its picture and per-epoch answers: deepdive serve.", "muted small"))));
     };
 
@@ -159,7 +160,7 @@
       DD.append(box, [
         el("div", {class: "thumbs-cell"}, have.map((k) => el("figure", {class: "thumb-fig dyn-pick", title: `#${m.idx[k]}`,
           on: {click: () => showOne(k)}}, picture(pics[m.idx[k]], 40),
-          el("figcaption", {text: `${ctx.className(m.label[k])} · ${DD.fmt.num(m.confidence[k] / 1000, 2)}`})))),
+          el("figcaption", {text: `${ctx.className(m.label[k])} · ${DD.fmt.num(m.confidence[k], 2)}`})))),
         DD.note(`the least confident first${ks.length > shown.length ? `: ${shown.length} of ${DD.fmt.int(ks.length)}` : ""}` +
           (have.length < shown.length ? `; ${shown.length - have.length} not in this report (deepdive serve shows them)` : ""),
           "muted small")]);
@@ -173,9 +174,9 @@
       el("div", {class: "dyn-map-row"}, plot, inspect), box);
     showSelection([]);
     DD.plotly().then((Plotly) => {
-      const x = m.variability.map((v) => v / 1000), y = m.confidence.map((v) => v / 1000);
-      const trace = {type: "scattergl", mode: "markers", x, y, customdata: m.idx.map((_, k) => k),
-        marker: {size: 4, opacity: 0.6, color: m.correctness.map((v) => v / 1000), cmin: 0, cmax: 1,
+      const trace = {type: "scattergl", mode: "markers", x: m.variability, y: m.confidence,
+        customdata: m.idx.map((_, k) => k),
+        marker: {size: 4, opacity: 0.6, color: m.correctness, cmin: 0, cmax: 1,
                  colorscale: [[0, "#dc2626"], [0.5, "#f59e0b"], [1, "#16a34a"]],
                  colorbar: {title: {text: "right", side: "right"}, thickness: 10, tickformat: ".0%"}},
         unselected: {marker: {opacity: 0.1}},
