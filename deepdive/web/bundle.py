@@ -16,7 +16,10 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
      saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
                 class_rep_rows, legend (data URI), notes: {method: reading note, e.g. where Grad-CAM sits}},
-     activations: {mode, rows, layers}}
+     activations: {mode, rows, layers},
+     dynamics: {summary.dynamics' entries, map: {idx, label, confidence, variability, correctness: packed()},
+                flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI} (RunMaps.bundle),
+                reviews: {idx: review} (a report's)}}
 """
 import base64
 import io
@@ -253,8 +256,8 @@ def dynamics_item(row, raw, pos) -> dict:
 
 def dynamics_block(record, res) -> dict:
     """The run's training dynamics (deepdive.analysis.dynamics): the summary entry, every training image as a
-    point of the data map (packed columns: idx, label, confidence, variability, correctness), and the images worth a look
-    with their per-epoch answers: the likely mislabelled (negative AUM), the most ambiguous, the hardest."""
+    point of the data map (packed columns: idx, label, confidence, variability, correctness), and the images worth a
+    look with their per-epoch answers: the likely mislabelled (negative AUM), the most ambiguous, the hardest."""
     from deepdive.analysis import dynamics
 
     info = res.summary.get("dynamics") or {}

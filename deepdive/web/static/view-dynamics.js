@@ -50,8 +50,9 @@
   }
 
   function picture(uri, size) {
-    return uri ? el("img", {class: "dyn-img", src: uri, alt: "training image", style: {width: size + "px", height: size + "px"}})
-      : el("div", {class: "dyn-img missing", style: {width: size + "px", height: size + "px"},
+    const style = {width: size + "px", height: size + "px"};
+    return uri ? el("img", {class: "dyn-img", src: uri, alt: "training image", style})
+      : el("div", {class: "dyn-img missing", style,
                    title: "not in this report: deepdive serve shows every training image"});
   }
 
@@ -70,7 +71,8 @@
         el("div", {class: item.leaning >= 0 ? "bad small" : "muted small", text: takenFor(ctx, item)}),
         el("div", {class: "muted small", text: `AUM ${DD.fmt.num(item.aum, 2)} · confidence ` +
           `${DD.fmt.num(item.confidence, 2)} · variability ${DD.fmt.num(item.variability, 2)} · forgotten ` +
-          `${item.forgets}× · ${item.learned === null ? "never learned for good" : `learned for good at epoch ${item.learned}`}`}),
+          `${item.forgets}× · ` +
+          (item.learned === null ? "never learned for good" : `learned for good at epoch ${item.learned}`)}),
         sparkline(item.trajectory),
         withReview ? DD.verdictCell(ctx, {reviews: ctx.trainingReviews, key: item.idx, given: item.given,
           proposed: proposedLabel,
@@ -83,7 +85,8 @@
     const cl = d.cleanlab;
     return el("div", {attrs: {"data-testid": "dynamics-summary"}},
       el("p", {class: "insight hint"}, el("span", {},
-        `${DD.fmt.int(d.images)} training images over ${d.epochs} epochs${d.members > 1 ? ` of ${d.members} members` : ""}: `,
+        `${DD.fmt.int(d.images)} training images over ${d.epochs} epochs` +
+          `${d.members > 1 ? ` of ${d.members} members` : ""}: `,
         el("span", {class: "strong", text: `${DD.fmt.int(d.negative_aum)} with a negative area under the margin`}),
         " (the model ranked another class above their label for most of training: the likely label errors), " +
         `${DD.fmt.int(r.hard)} hard to learn, ${DD.fmt.int(r.ambiguous)} ambiguous, ${DD.fmt.int(r.easy)} easy; ` +
@@ -113,17 +116,20 @@
     const byIdx = new Map();
     for (const key of ["flagged", "ambiguous", "hard"]) for (const item of d[key]) byIdx.set(item.idx, item);
 
+    // Each click and selection supersedes the ones before it whose pictures are still on their way.
+    let clicks = 0, selections = 0;
     const showOne = async (k) => {
-      const idx = m.idx[k];
+      const idx = m.idx[k], mine = ++clicks;
       DD.clear(inspect).append(el("span", {class: "muted small", text: `training image #${idx}…`}));
       let item = byIdx.get(idx), uri = d.pictures[idx];
       try {
         const got = await ctx.source.trainingImage(ctx.b, idx);
         if (got) { item = got.image; uri = got.picture; }
       } catch (err) {
-        DD.clear(inspect).append(DD.note(err.message, "error"));
+        if (mine === clicks) DD.clear(inspect).append(DD.note(err.message, "error"));
         return;
       }
+      if (mine !== clicks) return;
       if (item) { DD.clear(inspect).append(card(ctx, item, uri, !!ctx.trainingReviews)); return; }
       DD.clear(inspect).append(el("div", {class: "dyn-card"}, picture(null, 64), el("div", {class: "dyn-body"},
         el("div", {}, el("span", {class: "mono", text: `#${idx} `}),
@@ -134,6 +140,7 @@
     };
 
     const showSelection = async (ks) => {
+      const mine = ++selections;
       DD.clear(bar);
       DD.clear(box);
       if (!ks.length) {
@@ -144,7 +151,8 @@
       ks.sort((a, b) => m.confidence[a] - m.confidence[b] || m.idx[a] - m.idx[b]);
       const byClass = new Map();
       for (const k of ks) byClass.set(m.label[k], (byClass.get(m.label[k]) || 0) + 1);
-      bar.append(el("span", {class: "strong", attrs: {"data-testid": "dynamics-selection-count", "data-count": ks.length},
+      bar.append(el("span", {class: "strong",
+                             attrs: {"data-testid": "dynamics-selection-count", "data-count": ks.length},
                              text: `${DD.fmt.int(ks.length)} training image${ks.length === 1 ? "" : "s"} selected`}),
         el("span", {class: "muted", text: "labels: " + [...byClass].sort((a, b) => b[1] - a[1] || a[0] - b[0])
           .map(([c, k]) => `${ctx.className(c)} ×${DD.fmt.int(k)}`).join(", ")}));
@@ -153,17 +161,19 @@
       try {
         pics = await ctx.source.trainingPictures(ctx.b, shown.map((k) => m.idx[k]));
       } catch (err) {
-        box.append(DD.note(err.message, "error"));
+        if (mine === selections) box.append(DD.note(err.message, "error"));
         return;
       }
+      if (mine !== selections) return;
       const have = shown.filter((k) => pics[m.idx[k]]);
+      const missing = shown.length - have.length;
       DD.append(box, [
-        el("div", {class: "thumbs-cell"}, have.map((k) => el("figure", {class: "thumb-fig dyn-pick", title: `#${m.idx[k]}`,
-          on: {click: () => showOne(k)}}, picture(pics[m.idx[k]], 40),
+        el("div", {class: "thumbs-cell"}, have.map((k) => el("figure", {class: "thumb-fig dyn-pick",
+          title: `#${m.idx[k]}`, on: {click: () => showOne(k)}}, picture(pics[m.idx[k]], 40),
           el("figcaption", {text: `${ctx.className(m.label[k])} · ${DD.fmt.num(m.confidence[k], 2)}`})))),
-        DD.note(`the least confident first${ks.length > shown.length ? `: ${shown.length} of ${DD.fmt.int(ks.length)}` : ""}` +
-          (have.length < shown.length ? `; ${shown.length - have.length} not in this report (deepdive serve shows them)` : ""),
-          "muted small")]);
+        DD.note("the least confident first" +
+          (ks.length > shown.length ? `: ${shown.length} of ${DD.fmt.int(ks.length)}` : "") +
+          (missing ? `; ${missing} not in this report (deepdive serve shows them)` : ""), "muted small")]);
     };
 
     const panel = DD.section("Data map: every training image",
