@@ -58,6 +58,15 @@ def load(run_dir) -> dict | None:
     return d
 
 
+def load_for(run_dir, table: pd.DataFrame) -> dict:
+    """The run's per-epoch arrays behind a stored per-image table (analysis' dynamics.parquet); RunError when the
+    run folder no longer holds the ones it was made from (retrained or removed since the analysis)."""
+    d = load(run_dir)
+    if d is None or not np.array_equal(d["idx"], table["idx"].to_numpy()):
+        raise RunError(f"the training dynamics in {run_dir} no longer match its analysis (re-run: deepdive analyze)")
+    return d
+
+
 def image_table(d: dict) -> pd.DataFrame:
     """One row per training image: idx (into the dataset's training split), label (trained on), given (the
     dataset's), confidence, variability, correctness (share of its epochs predicted right), aum, forgets (right to

@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from deepdive.errors import RunError
+
 SPRITE_COLS = 100          # thumbnails per sprite-sheet row
 SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 PNG)
 CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
@@ -265,10 +267,10 @@ def dynamics_block(record, res) -> dict:
         return {"available": False, "reason": info.get("reason") or "this analysis predates the training dynamics "
                                                                     "(re-run: deepdive analyze)"}
     table = res.dynamics()
-    raw = dynamics.load(record.run_dir)
-    if raw is None or not np.array_equal(raw["idx"], table["idx"].to_numpy()):
-        return {"available": False, "reason": f"the training dynamics of run {record.id} no longer match its "
-                                              "analysis (re-run: deepdive analyze)"}
+    try:
+        raw = dynamics.load_for(record.run_dir, table)
+    except RunError as e:
+        return {"available": False, "reason": str(e)}
     flagged = dynamics.flagged(table)
     rest = table[~table["idx"].isin(flagged["idx"])]
     lists = {"flagged": flagged,

@@ -308,10 +308,7 @@ class RunMaps:
                 raise NotFound((self.res.summary.get("dynamics") or {}).get("reason") or
                                "this analysis has no training dynamics (re-run: deepdive analyze)")
             table = self.res.dynamics()
-            raw = dynamics.load(self.record.run_dir)
-            if raw is None or not np.array_equal(raw["idx"], table["idx"].to_numpy()):
-                raise NotFound(f"the training dynamics of run {self.record.id} no longer match its analysis "
-                               "(re-run: deepdive analyze)")
+            raw = dynamics.load_for(self.record.run_dir, table)   # RunError (a 404) if they no longer match
             self._dynamics = (table, raw, np.argsort(raw["idx"], kind="stable"))
         return self._dynamics
 
@@ -329,8 +326,8 @@ class RunMaps:
         return {str(int(i)): bundle_mod.data_uri(bundle_mod.png_bytes(images[int(i)])) for i in idxs}
 
     def training_dynamics(self, idx: int) -> dict:
-        """{idx, picture, image: its row of the dynamics table, epochs: [{epoch, member, p_true, margin, pred}]}
-        for one training image (p_true, margin and pred None in an epoch that did not train on it)."""
+        """{idx, picture, image} for one training image: image is bundle.dynamics_item, its row of the dynamics
+        table with its trajectory (epoch, member, p_true, margin, pred per kept epoch)."""
         pos = self.training_position(idx)
         table, raw, _ = self.dynamics_data()
         return {"idx": idx, "picture": self.training_pictures([idx])[str(idx)],
