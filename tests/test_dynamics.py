@@ -147,7 +147,7 @@ def test_the_analysis_summarises_and_exports_the_dynamics(analyzed_run, res):
     assert "training dynamics of" in text_summary(analyzed_run.summary, analyzed_run.workspace)
     out = table(res, "dynamics")
     assert out["aum"].is_monotonic_increasing and len(out) == dyn["images"]
-    assert (out.loc[out["leaning"] < 0, "leaning_name"] == "").all()
+    assert (out.loc[out["leaning"] < 0, "leaning_name"] == "none").all()
     assert out["given_name"].tolist() == [res.class_names[c] for c in out["given"]]
 
 

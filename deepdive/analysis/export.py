@@ -22,7 +22,8 @@ Tables (all read through AnalysisResult):
                 most and that class's share of its activation
   dynamics      the run's training images (deepdive.analysis.dynamics), lowest area under the margin first: idx,
                 label (as trained), given (the dataset's), confidence, variability, correctness, aum, forgets,
-                learned (epoch), leaning (the class it was most often taken for), epochs, region
+                learned (epoch), leaning (the class it was most often taken for; -1, name "none": never), epochs,
+                region
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -86,7 +87,7 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         frame = result.dynamics().sort_values(["aum", "idx"], kind="stable").reset_index(drop=True)
         for col in ("label", "given", "leaning"):
             frame.insert(frame.columns.get_loc(col) + 1, f"{col}_name",
-                         np.where(frame[col] >= 0, names[frame[col].clip(lower=0)], ""))
+                         np.where(frame[col] >= 0, names[frame[col].clip(lower=0)], "none"))
         return frame
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)

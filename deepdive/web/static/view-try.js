@@ -345,6 +345,7 @@
         for (const node of [headline, probsBox, salBox, seen, layersBox, perturbBox, channelBox]) DD.clear(node);
         return;
       }
+      status.dataset.settled = "false";   // true again once the answer to the latest picture is shown
       if (inFlight) { dirty = true; } else send();
       if (!drawing && st.tryNeighbours) neighbours();
     }
@@ -374,7 +375,7 @@
         if (alive()) showError(err);
       } finally {
         inFlight = false;
-        if (dirty && alive()) send();
+        if (dirty && alive()) send(); else status.dataset.settled = "true";
       }
     }
     async function neighbours() {
