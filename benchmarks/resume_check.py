@@ -63,7 +63,31 @@ def main(argv=None) -> int:
           f"ensemble {args.ensemble}, cuda_graphs "
           f"{resumed.config['cuda_graphs']}, bf16 {resumed.config['amp']}): largest weight difference {diff:.3g}, "
           f"histories {'identical' if same_history else 'DIFFER'}")
-    return 0 if diff == 0 and same_history else 1
+    dynamics_ok = check_dynamics(whole.dynamics, resumed.dynamics, whole.history)
+    return 0 if diff == 0 and same_history and dynamics_ok else 1
+
+
+def check_dynamics(whole, resumed, history) -> bool:
+    """The training dynamics the step recorded (on CUDA inside the captured graph): every epoch kept with as many
+    images as it trained (a pruned epoch's count is in its history row; a whole one drops at most a batch, its
+    ragged tail), finite where trained, and the resumed run's the same."""
+    import numpy as np
+
+    if whole is None or resumed is None:
+        print("training dynamics: NOT RECORDED")
+        return False
+    seen = whole["pred"] >= 0
+    n = seen.shape[1]
+    counts_ok = len(history) == seen.shape[0] and all(
+        k == row["train_images"] if "train_images" in row else k > 0.9 * n for k, row in zip(seen.sum(1), history))
+    finite = bool(np.isfinite(whole["margin"][seen].astype(np.float32)).all()
+                  and np.isfinite(whole["p_true"][seen].astype(np.float32)).all())
+    same = all(np.array_equal(whole[k], resumed[k], equal_nan=k in ("p_true", "margin")) for k in whole)
+    right = float((whole["pred"][seen] == np.broadcast_to(whole["label"], whole["pred"].shape)[seen]).mean())
+    print(f"training dynamics: {whole['pred'].shape[0]} epochs x {whole['pred'].shape[1]} images, "
+          f"{seen.mean():.1%} of them trained, {right:.1%} answered right, finite {finite}, "
+          f"resumed {'identical' if same else 'DIFFER'}, counts per epoch {'as trained' if counts_ok else 'WRONG'}")
+    return finite and same and counts_ok
 
 
 if __name__ == "__main__":

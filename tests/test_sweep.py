@@ -250,3 +250,4 @@ def test_resume_check_smoke(mnist, capsys, monkeypatch):
     assert module.main(["--limit-train", "300", "--epochs", "2", "--ensemble", "1"]) == 0
     out = capsys.readouterr().out
     assert "on cpu (fast, ensemble 1" in out and "largest weight difference 0, histories identical" in out
+    assert "training dynamics: 2 epochs x 300 images" in out and "resumed identical, counts per epoch as trained" in out
