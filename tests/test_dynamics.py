@@ -144,7 +144,10 @@ def test_the_analysis_summarises_and_exports_the_dynamics(analyzed_run, res):
     assert sum(dyn["regions"].values()) == dyn["images"] == len(res.dynamics())
     assert dyn["negative_aum"] == int((res.dynamics()["aum"] < 0).sum())
     assert [c["class"] for c in dyn["per_class"]] == list(range(10))
-    assert "training dynamics of" in text_summary(analyzed_run.summary, analyzed_run.workspace)
+    text = text_summary(analyzed_run.summary, analyzed_run.workspace)
+    first = dyn["lowest"][0]
+    assert "training dynamics of" in text and f"#{first['idx']} labelled {res.class_names[first['given']]}" in text
+    assert [t["idx"] for t in dyn["lowest"]] == dyn["flagged"][:len(dyn["lowest"])]
     out = table(res, "dynamics")
     assert out["aum"].is_monotonic_increasing and len(out) == dyn["images"]
     assert (out.loc[out["leaning"] < 0, "leaning_name"] == "none").all()

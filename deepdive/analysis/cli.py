@@ -157,7 +157,7 @@ def channel_lines(ch: dict, names, errors: int) -> list[str]:
     return [f"features behind the {weighed} ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
 
 
-def dynamics_lines(dyn: dict) -> list[str]:
+def dynamics_lines(dyn: dict, names) -> list[str]:
     """What the training dynamics say about the training images (deepdive.analysis.dynamics)."""
     if not dyn.get("available"):
         return []
@@ -168,6 +168,10 @@ def dynamics_lines(dyn: dict) -> list[str]:
             f"a negative area under the margin (likely mislabelled), {dyn['forgotten']:,} forgotten at least once, "
             f"{dyn['never_learned']:,} never learned for good")
     lines = [line]
+    if dyn.get("lowest"):
+        lines.append("lowest area under the margin (export them all: deepdive export RUN dynamics): " + ", ".join(
+            f"#{t['idx']} labelled {names[t['given']]}" + (f", taken for {names[t['leaning']]}" if t["leaning"] >= 0
+                                                          else "") for t in dyn["lowest"][:5]))
     cl = dyn.get("cleanlab")
     if cl:
         lines.append(f"cleanlab's {cl['flagged']} training label issues: {cl['both']} of them with a negative AUM too")
@@ -193,7 +197,7 @@ def text_summary(summary: dict, workspace) -> str:
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))
-    lines.extend(dynamics_lines(s.get("dynamics") or {}))
+    lines.extend(dynamics_lines(s.get("dynamics") or {}, s["class_names"]))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:
         saved = f"{hint['seconds_saved']:.0f} s ({hint['fraction_saved']:.0%})"

@@ -31,6 +31,7 @@ from deepdive.paths import DYNAMICS
 HARD_CONFIDENCE = 0.5      # below: hard to learn (the label got less than half the probability, on average)
 AMBIGUOUS_VARIABILITY = 0.2  # at or above (and not hard): ambiguous, its label's probability swung that much
 FLAGGED = 200              # training images listed as likely mislabelled (lowest AUM first), at most
+LOWEST = 10                # of them named in the summary (and by `deepdive analyze`), with their labels
 REGIONS = ("easy", "ambiguous", "hard")
 FILE = "dynamics.parquet"
 
@@ -170,7 +171,10 @@ def dynamics_stage(run_dir, class_names, train_issues=None) -> dict:
              "never_learned": int(table["learned"].isna().sum()),
              "learned_median": float(np.nanmedian(table["learned"])) if table["learned"].notna().any() else None,
              "per_class": per_class, "curve": epoch_curve(d),
-             "flagged": [int(i) for i in top["idx"]], "table": table}
+             "flagged": [int(i) for i in top["idx"]],
+             "lowest": [{"idx": int(r.idx), "given": int(r.given), "label": int(r.label), "leaning": int(r.leaning),
+                         "aum": round(float(r.aum), 3)} for r in top.head(LOWEST).itertuples()],
+             "table": table}
     if train_issues is not None:
         issues = set(int(i) for i in train_issues)
         entry["cleanlab"] = {"flagged": len(issues), "both": len(issues & set(int(i) for i in low["idx"]))}
