@@ -165,7 +165,8 @@ def dynamics_lines(dyn: dict, names) -> list[str]:
     line = (f"training dynamics of {dyn['images']:,} training images over {dyn['epochs']} epochs: {r['easy']:,} easy, "
             f"{r['ambiguous']:,} ambiguous (their label's probability swung by >= {t['ambiguous_variability']}), "
             f"{r['hard']:,} hard to learn (mean probability < {t['hard_confidence']}); {dyn['negative_aum']:,} with "
-            f"a negative area under the margin (likely mislabelled), {dyn['forgotten']:,} forgotten at least once, "
+            f"a negative area under the margin (labels in doubt: the likeliest label errors lowest), "
+            f"{dyn['forgotten']:,} forgotten at least once, "
             f"{dyn['never_learned']:,} never learned for good")
     lines = [line]
     if dyn.get("lowest"):

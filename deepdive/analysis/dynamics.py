@@ -30,7 +30,7 @@ from deepdive.paths import DYNAMICS
 
 HARD_CONFIDENCE = 0.5      # below: hard to learn (the label got less than half the probability, on average)
 AMBIGUOUS_VARIABILITY = 0.2  # at or above (and not hard): ambiguous, its label's probability swung that much
-FLAGGED = 200              # training images listed as likely mislabelled (lowest AUM first), at most
+FLAGGED = 200              # training images listed with a label in doubt (lowest AUM first), at most
 LOWEST = 10                # of them named in the summary (and by `deepdive analyze`), with their labels
 REGIONS = ("easy", "ambiguous", "hard")
 FILE = "dynamics.parquet"
@@ -138,7 +138,8 @@ def epoch_curve(d: dict) -> list[dict]:
 
 
 def flagged(table: pd.DataFrame, limit=FLAGGED) -> pd.DataFrame:
-    """Training images with a negative AUM, lowest first, at most `limit`: the likely label errors."""
+    """Training images with a negative AUM, lowest first, at most `limit`: labels in doubt, the likeliest errors
+    first (further down, images hard rather than mislabelled: more of them after few epochs or on harder data)."""
     low = table[table["aum"] < 0].sort_values(["aum", "idx"], kind="stable")
     return low.head(limit)
 

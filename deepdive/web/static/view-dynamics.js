@@ -88,7 +88,8 @@
         `${DD.fmt.int(d.images)} training images over ${d.epochs} epochs` +
           `${d.members > 1 ? ` of ${d.members} members` : ""}: `,
         el("span", {class: "strong", text: `${DD.fmt.int(d.negative_aum)} with a negative area under the margin`}),
-        " (the model ranked another class above their label for most of training: the likely label errors), " +
+        " (the model ranked another class above their label for most of training: labels in doubt, the likeliest " +
+        "errors lowest), " +
         `${DD.fmt.int(r.hard)} hard to learn, ${DD.fmt.int(r.ambiguous)} ambiguous, ${DD.fmt.int(r.easy)} easy; ` +
         `${DD.fmt.int(d.forgotten)} were forgotten at least once (right at one epoch, wrong at the next) and ` +
         `${DD.fmt.int(d.never_learned)} were never learned for good.`)),
@@ -266,11 +267,13 @@
       root.appendChild(mapPanel(ctx, d));
       // Verdicts on the flagged images are given once the stored ones are in (so none is drawn as unset first).
       const served = !!ctx.source.setTrainingReview;
-      const flaggedText = "The training images with the lowest area under the margin, lowest first: for most of " +
-        "training the model gave another class a higher score than the label. " + (served ? "A verdict here is " +
+      const flaggedText = "The training images with a negative area under the margin, lowest first: for most of " +
+        "training the model gave another class a higher score than the label. The lowest are the likeliest label " +
+        "errors; further up come images that are hard rather than mislabelled, the more of them the fewer the " +
+        "epochs and the harder the data. " + (served ? "A verdict here is " +
         `kept in the workspace with the other reviews of ${ctx.b.run.dataset}'s training images; deepdive train ` +
         "--reviewed-labels trains with them." : "Reviews as they stood when this report was written.");
-      const flagged = listPanel(ctx, d, "flagged", "Likely label errors among the training images", flaggedText,
+      const flagged = listPanel(ctx, d, "flagged", "Training labels in doubt", flaggedText,
                                 false);
       root.appendChild(flagged);
       root.appendChild(listPanel(ctx, d, "ambiguous", "Most ambiguous", "The images whose label's probability swung " +
@@ -282,7 +285,7 @@
         ctx.source.trainingReviews(ctx.b).then((res) => {
           ctx.trainingReviews = new Map(Object.entries(res.reviews).map(([idx, review]) => [Number(idx), review]));
           if (flagged.isConnected) {
-            flagged.replaceWith(listPanel(ctx, d, "flagged", "Likely label errors among the training images",
+            flagged.replaceWith(listPanel(ctx, d, "flagged", "Training labels in doubt",
                                           flaggedText, true));
           }
         }).catch((err) => flagged.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
