@@ -529,6 +529,9 @@ def test_training_dynamics_show_an_images_answers_and_take_a_verdict(browser, pl
                   "{points: [{customdata: k}]})", k)
     page.wait_for_selector(f'[data-testid="dynamics-inspect"] [data-idx="{first}"] svg.spark')
     assert tab.images_loaded('[data-testid="dynamics-inspect"] img.dyn-img') == 1
+    dots = '[data-testid="dynamics-inspect"] svg.spark circle'
+    # the one epoch of the tiny run: a negative margin is a wrong answer, a red dot
+    assert page.eval_on_selector_all(dots, "cs => cs.map(c => c.getAttribute('fill'))") == ["#dc2626"]
     easy = expected["dynamics_idx"].index(expected["dynamics_easy"][0])   # listed nowhere: a report has no picture
     page.evaluate("ks => document.querySelector('[data-testid=\"dynamics-map\"]').emit('plotly_selected', "
                   "{points: ks.map(k => ({customdata: k}))})", [k, easy])
@@ -539,6 +542,11 @@ def test_training_dynamics_show_an_images_answers_and_take_a_verdict(browser, pl
     if tab.mode != "served":
         assert "not in this report" in page.inner_text('[data-testid="dynamics-selection"]')
         return
+    # served: any training image's answers, here one answered right (a green dot)
+    page.evaluate("k => document.querySelector('[data-testid=\"dynamics-map\"]').emit('plotly_click', "
+                  "{points: [{customdata: k}]})", easy)
+    page.wait_for_selector(f'[data-testid="dynamics-inspect"] [data-idx="{expected["dynamics_easy"][0]}"] svg.spark')
+    assert page.eval_on_selector_all(dots, "cs => cs.map(c => c.getAttribute('fill'))") == ["#16a34a"]
     card = f'[data-testid="dynamics-flagged"] [data-idx="{first}"]'
     page.click(f'{card} button[data-verdict="ambiguous"]')
     page.wait_for_selector(f'{card} button[data-verdict="ambiguous"].active')

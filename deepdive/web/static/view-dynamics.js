@@ -1,7 +1,7 @@
 // Training dynamics: how the model's answer for each training image moved while it trained (summary.dynamics,
 // deepdive.analysis.dynamics). A data map of every training image (confidence against variability of its label's
-// probability over the epochs), the images most likely labelled wrong (negative area under the margin) with a
-// verdict to give each, the most ambiguous and the hardest, and how fast each class was learned.
+// probability over the epochs), the labels in doubt (a negative area under the margin, the likeliest errors first)
+// with a verdict to give each, the most ambiguous and the hardest, and how training went per epoch and class.
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -10,8 +10,9 @@
   const PAGE = 30;   // training images per page of a list
 
   // The label's probability at each epoch as a sparkline: a dot per epoch the image was trained in, red where the
-  // model's answer was another class; a dashed line at 0.5.
-  function sparkline(t, width = 132, height = 34) {
+  // model's answer was another class than the label it trained under; a dashed line at 0.5.
+  function sparkline(item, width = 132, height = 34) {
+    const t = item.trajectory;
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
@@ -30,7 +31,7 @@
     add("polyline", {points: pts.join(" "), fill: "none", stroke: "#6b7280", "stroke-width": 1.2});
     t.p_true.forEach((p, i) => {
       if (p === null) return;
-      const wrong = t.pred[i] !== null && t.pred[i] !== t.label;
+      const wrong = t.pred[i] !== null && t.pred[i] !== item.label;
       add("circle", {cx: x(i), cy: y(p), r: 2, fill: wrong ? "#dc2626" : "#16a34a"});
     });
     const title = document.createElementNS(SVG, "title");
@@ -53,7 +54,8 @@
     const style = {width: size + "px", height: size + "px"};
     return uri ? el("img", {class: "dyn-img", src: uri, alt: "training image", style})
       : el("div", {class: "dyn-img missing", style,
-                   title: "not in this report: deepdive serve shows every training image"});
+                   title: "no picture: a report holds those of the listed images only (deepdive serve shows " +
+                          "any), and a run whose dataset cannot be loaded has none"});
   }
 
   // One training image: picture, label, what it was taken for, the readings, the sparkline, and (if reviews are on)
@@ -73,7 +75,7 @@
           `${DD.fmt.num(item.confidence, 2)} · variability ${DD.fmt.num(item.variability, 2)} · forgotten ` +
           `${item.forgets}× · ` +
           (item.learned === null ? "never learned for good" : `learned for good at epoch ${item.learned}`)}),
-        sparkline(item.trajectory),
+        sparkline(item),
         withReview ? DD.verdictCell(ctx, {reviews: ctx.trainingReviews, key: item.idx, given: item.given,
           proposed: proposedLabel,
           save: ctx.source.setTrainingReview &&
