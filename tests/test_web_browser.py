@@ -319,6 +319,8 @@ def view_checks(tab, expected) -> dict:
         return points == d["images"] and f"{d['negative_aum']:,} with a negative area under the margin" in text \
             and tab.count('[data-testid="dynamics-flagged"] [data-testid="dyn-card"]') == cards > 0 and \
             (pictures == cards or (pictures == 0 and "cannot be loaded" in p.inner_text("main"))) and \
+            (d["negative_aum"] <= 200 or f"Training labels in doubt (the first 200 of {d['negative_aum']:,})" in
+             p.inner_text("main")) and \
             tab.count('[data-testid="dynamics-classes"] tbody tr') == c
 
     return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,

@@ -182,7 +182,8 @@
     const panel = DD.section("Data map: every training image",
       DD.note("Each point is one training image: up, its label's mean probability over the epochs; right, how much " +
         "that probability swung; colour, the share of epochs the model answered it right. Easy images sit top left; " +
-        "mislabelled ones sink to the bottom, where the model kept answering another class.", "muted"),
+        "mislabelled ones sink to the bottom, where the model kept answering another class, beside images that are " +
+        "merely hard.", "muted"),
       el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag, bar),
       el("div", {class: "dyn-map-row"}, plot, inspect), box);
     showSelection([]);
@@ -241,8 +242,11 @@
       plot, table);
   }
 
-  function listPanel(ctx, d, key, title, text, withReview) {
+  // total: how many there are where the bundle lists the first of them only (the labels in doubt: at most 200)
+  function listPanel(ctx, d, key, title, text, withReview, total) {
     const items = d[key];
+    const count = total > items.length ? `the first ${DD.fmt.int(items.length)} of ${DD.fmt.int(total)}`
+      : DD.fmt.int(items.length);
     const grid = el("div", {class: "dyn-grid", attrs: {"data-testid": `dynamics-${key}`}});
     const pager = el("div", {class: "pager"});
     const draw = (page) => {
@@ -251,7 +255,7 @@
       if (items.length > PAGE) DD.pager(pager, page, Math.ceil(items.length / PAGE), draw);
     };
     draw(0);
-    return DD.section(`${title} (${DD.fmt.int(items.length)})`, DD.note(text, "muted"),
+    return DD.section(`${title} (${count})`, DD.note(text, "muted"),
       items.length ? [grid, pager] : DD.note("None.", "muted"),
       d.pictures_note ? DD.note(d.pictures_note, "error") : null);
   }
@@ -275,8 +279,7 @@
         "epochs and the harder the data. " + (served ? "A verdict here is " +
         `kept in the workspace with the other reviews of ${ctx.b.run.dataset}'s training images; deepdive train ` +
         "--reviewed-labels trains with them." : "Reviews as they stood when this report was written.");
-      const flagged = listPanel(ctx, d, "flagged", "Training labels in doubt", flaggedText,
-                                false);
+      const flagged = listPanel(ctx, d, "flagged", "Training labels in doubt", flaggedText, false, d.negative_aum);
       root.appendChild(flagged);
       root.appendChild(listPanel(ctx, d, "ambiguous", "Most ambiguous", "The images whose label's probability swung " +
         "most from epoch to epoch (not among those above): the model kept changing its mind.", false));
@@ -287,8 +290,8 @@
         ctx.source.trainingReviews(ctx.b).then((res) => {
           ctx.trainingReviews = new Map(Object.entries(res.reviews).map(([idx, review]) => [Number(idx), review]));
           if (flagged.isConnected) {
-            flagged.replaceWith(listPanel(ctx, d, "flagged", "Training labels in doubt",
-                                          flaggedText, true));
+            flagged.replaceWith(listPanel(ctx, d, "flagged", "Training labels in doubt", flaggedText, true,
+                                          d.negative_aum));
           }
         }).catch((err) => flagged.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
       }
