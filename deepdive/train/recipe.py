@@ -421,7 +421,7 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
     return TrainResult(model=model, checkpoint=checkpoint, history=done["history"],
                        train_seconds=done["train_seconds"], warmup_seconds=done["warmup_seconds"],
                        val_indices=val_idx, device=str(dev), preset=preset,
-                       dynamics=_dynamics_arrays(done["dynamics"], train_idx, labels[train_idx],
+                       dynamics=_dynamics_arrays(done.get("dynamics", []), train_idx, labels[train_idx],
                                                  dataset.train_labels[train_idx]),
                        config={**cfg, "seed": seed, "ensemble": ensemble, "limit_train": limit_train,
                                "patience": patience, **flags, "member_archs": [c["arch"] for c in member_cfgs]})
