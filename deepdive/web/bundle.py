@@ -17,9 +17,9 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
                 class_rep_rows, legend (data URI), notes: {method: reading note, e.g. where Grad-CAM sits}},
      activations: {mode, rows, layers},
-     dynamics: {summary.dynamics' entries, map: {idx, label, confidence, variability, correctness: packed()},
-                flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI} (RunMaps.bundle),
-                reviews: {idx: review} (a report's)}}
+     dynamics (added by RunMaps.bundle): {summary.dynamics' entries, map: {idx, label, confidence, variability,
+                correctness: packed()}, flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI},
+                reviews: {idx: review} (a report's)} or {available: false, reason}}
 """
 import base64
 import io
@@ -27,8 +27,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-
-from deepdive.errors import RunError
 
 SPRITE_COLS = 100          # thumbnails per sprite-sheet row
 SPRITE_PER_SHEET = 10_000  # thumbnails per sheet (MNIST test = one 2800×2800 PNG)
@@ -212,7 +210,6 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
                      "class_rep_rows": rep_rows, "legend": legend, "notes": method_notes(res)},
         "activations": {"mode": activation_mode, "rows": activation_rows, "layers": layers},
         "channels": channels_block(res),
-        "dynamics": dynamics_block(record, res),
     }
 
 
@@ -256,36 +253,27 @@ def dynamics_item(row, raw, pos) -> dict:
                            "margin": per_epoch(raw["margin"][:, pos], 2), "pred": per_epoch(raw["pred"][:, pos])}}
 
 
-def dynamics_block(record, res) -> dict:
-    """The run's training dynamics (deepdive.analysis.dynamics): the summary entry, every training image as a
-    point of the data map (packed columns: idx, label, confidence, variability, correctness), and the images worth a
-    look with their per-epoch answers: the likely mislabelled (negative AUM), the most ambiguous, the hardest."""
+def dynamics_block(info: dict, table: pd.DataFrame, raw: dict) -> dict:
+    """The run's training dynamics (deepdive.analysis.dynamics) from its summary entry `info`, its per-image table
+    and the per-epoch arrays behind it (RunMaps.dynamics_data): every training image as a point of the data map
+    (packed columns: idx, label, confidence, variability, correctness), and the images worth a look with their
+    per-epoch answers: the labels in doubt (negative AUM), the most ambiguous, the hardest."""
     from deepdive.analysis import dynamics
 
-    info = res.summary.get("dynamics") or {}
-    if not res.has("dynamics"):
-        return {"available": False, "reason": info.get("reason") or "this analysis predates the training dynamics "
-                                                                    "(re-run: deepdive analyze)"}
-    table = res.dynamics()
-    try:
-        raw = dynamics.load_for(record.run_dir, table)
-    except RunError as e:
-        return {"available": False, "reason": str(e)}
     flagged = dynamics.flagged(table)
     rest = table[~table["idx"].isin(flagged["idx"])]
     lists = {"flagged": flagged,
              "ambiguous": rest[rest["region"] == "ambiguous"].sort_values("variability", ascending=False,
                                                                            kind="stable").head(DYNAMICS_LISTED),
              "hard": rest[rest["region"] == "hard"].sort_values("confidence", kind="stable").head(DYNAMICS_LISTED)}
-    pos = pd.Series(np.arange(len(table)), index=table["idx"].to_numpy())
-
+    # a row's label in the table (a RangeIndex, as read) is its column in raw: load_for checked their idx agree
     return {**{k: v for k, v in info.items() if k != "flagged"},
             "map": {"idx": packed(table["idx"], np.uint16, delta=True), "label": packed(table["label"], np.uint8),
                     # a probability to 1/65535; a standard deviation of values in [0, 1] is at most 0.5
                     "confidence": packed(table["confidence"], np.uint16, 65535),
                     "variability": packed(table["variability"], np.uint8, 510),
                     "correctness": packed(table["correctness"], np.uint8, 255)},
-            **{key: [dynamics_item(row, raw, int(pos[row["idx"]])) for _, row in frame.iterrows()]
+            **{key: [dynamics_item(row, raw, int(pos)) for pos, row in frame.iterrows()]
                for key, frame in lists.items()}}
 
 

@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from deepdive.errors import RunError
 from deepdive.web import bundle as bundle_mod
 from deepdive.web.page import jsonable
 
@@ -26,7 +27,6 @@ class NotFound(LookupError):
 
 def run_model(run_dir):
     """The run's best checkpoint as a CPU model, cached per run (None when it cannot be loaded)."""
-    from deepdive.errors import RunError
     from deepdive.models import load_checkpoint
 
     path = run_dir / "model_best.pt"
@@ -146,13 +146,7 @@ class RunMaps:
     def bundle(self, store, *, sheets, activation_rows, activation_mode) -> dict:
         b = bundle_mod.build(store, self.record, self.res, sheets=sheets, legend=legend_uri(),
                              activation_rows=activation_rows, activation_mode=activation_mode)
-        dyn = b["dynamics"]
-        if dyn.get("available"):   # the listed training images' pictures, inlined in both modes (~100 of them)
-            listed = sorted({item["idx"] for key in bundle_mod.DYNAMICS_LISTS for item in dyn[key]})
-            try:
-                dyn["pictures"] = self.training_pictures(listed)
-            except NotFound as e:
-                dyn["pictures"], dyn["pictures_note"] = {}, str(e)
+        b["dynamics"] = self.dynamics_bundle()
         return b
 
     def bundle_json(self, store, base_url: str) -> str:
@@ -301,6 +295,8 @@ class RunMaps:
 
     # ---- training dynamics (deepdive.analysis.dynamics) -------------------------------------------------------
     def dynamics_data(self):
+        """(per-image table, the per-epoch arrays behind it, their idx sort order), loaded once for the bundle and
+        the requests after it; NotFound saying why when the analysis has none or the run's no longer match it."""
         if self._dynamics is None:
             from deepdive.analysis import dynamics
 
@@ -308,9 +304,27 @@ class RunMaps:
                 raise NotFound((self.res.summary.get("dynamics") or {}).get("reason") or
                                "this analysis has no training dynamics (re-run: deepdive analyze)")
             table = self.res.dynamics()
-            raw = dynamics.load_for(self.record.run_dir, table)   # RunError (a 404) if they no longer match
+            try:
+                raw = dynamics.load_for(self.record.run_dir, table)
+            except RunError as e:
+                raise NotFound(str(e)) from None
             self._dynamics = (table, raw, np.argsort(raw["idx"], kind="stable"))
         return self._dynamics
+
+    def dynamics_bundle(self) -> dict:
+        """The bundle's dynamics block (bundle.dynamics_block) with the listed training images' pictures, inlined
+        in both modes (~250 of them), or {available: False, reason}."""
+        try:
+            table, raw, _ = self.dynamics_data()
+        except NotFound as e:
+            return {"available": False, "reason": str(e)}
+        dyn = bundle_mod.dynamics_block(self.res.summary.get("dynamics") or {}, table, raw)
+        listed = sorted({item["idx"] for key in bundle_mod.DYNAMICS_LISTS for item in dyn[key]})
+        try:
+            dyn["pictures"] = self.training_pictures(listed)
+        except NotFound as e:
+            dyn["pictures"], dyn["pictures_note"] = {}, str(e)
+        return dyn
 
     def training_position(self, idx: int) -> int:
         """The column of training image `idx` in the run's dynamics; NotFound if the run did not train on it."""
