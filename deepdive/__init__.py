@@ -4,7 +4,7 @@
 """
 __version__ = "0.1.0"
 
-__all__ = ["load_dataset", "log_evaluation", "init", "__version__"]
+__all__ = ["load_dataset", "log_evaluation", "init", "indexed", "__version__"]
 
 
 def __getattr__(name):
@@ -12,7 +12,7 @@ def __getattr__(name):
         from deepdive.data import load_dataset
 
         return load_dataset
-    if name in ("log_evaluation", "init"):
+    if name in ("log_evaluation", "init", "indexed"):
         from deepdive.analysis import api
 
         return getattr(api, name)

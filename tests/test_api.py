@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -10,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import deepdive
 from deepdive.analysis import analyze
 from deepdive.analysis.results import AnalysisResult
+from deepdive.cli import main
 from deepdive.errors import DeepdiveError
 from deepdive.store import Store
 
@@ -231,3 +233,162 @@ def test_data_is_collected_and_checked_once(tmp_path, monkeypatch):
     run = deepdive.log_evaluation(TinyNet(), (images, labels), workspace=tmp_path, progress=False)
     assert len(calls) == 1
     assert Store.open(run.workspace, create=False).get_run(run.id).status == "finished"
+
+
+# ---- training dynamics from the user's own training loop ----------------------------------------------------
+@pytest.fixture(scope="module")
+def looped_run(mnist, tmp_path_factory):
+    """A small CNN trained in a plain PyTorch loop on 2,000 MNIST images, 40 of them under a wrong label, logging
+    each batch's answers with run.log_train_batch; evaluated on 300 test images with its train_data."""
+    torch.manual_seed(0)
+    x = torch.from_numpy(mnist.train_images[:2000]).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(mnist.train_labels[:2000]).long().clone()    # (from_numpy shares the session's array)
+    rng = np.random.default_rng(0)
+    flipped = np.sort(rng.choice(len(y), 40, replace=False))
+    y[flipped] = (y[flipped] + torch.from_numpy(rng.integers(1, 10, len(flipped)))) % 10
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(512, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    train_set = TensorDataset(x, y)
+    loader = DataLoader(deepdive.indexed(train_set), batch_size=64, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    ws = tmp_path_factory.mktemp("looped_ws")
+    run = deepdive.init(name="loop", workspace=ws)
+    for epoch in range(1, 13):
+        for xb, yb, ib in loader:
+            logits = model(xb)
+            run.log_train_batch(ib, logits, yb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        run.log(epoch=epoch, train_loss=loss.item())
+    test = (torch.from_numpy(mnist.test_images[:300]).float().div(255).unsqueeze(1),
+            torch.from_numpy(mnist.test_labels[:300]).long())
+    run.log_evaluation(model, test, class_names=[str(c) for c in range(10)], train_data=train_set, progress=False)
+    run.finish()
+    return run, flipped, y.numpy()
+
+
+def test_a_training_loop_of_your_own_logs_the_training_dynamics(looped_run):
+    from deepdive.analysis import dynamics
+
+    run, flipped, labels = looped_run
+    d = dynamics.load(run.run_dir)
+    assert d["epoch"].tolist() == list(range(1, 13)) and d["member"].tolist() == [0] * 12
+    np.testing.assert_array_equal(d["idx"], np.arange(2000))
+    np.testing.assert_array_equal(d["label"], labels)             # the labels trained on, flipped ones included
+    assert (d["pred"] >= 0).all() and np.isfinite(d["p_true"].astype(np.float32)).all()   # every image, every epoch
+    s = run.summary["dynamics"]
+    assert s["available"] and (s["images"], s["epochs"], s["members"]) == (2000, 12, 1)
+    table = AnalysisResult.load(run.run_dir, "test").dynamics()
+    low = set(table.loc[table["aum"] < 0, "idx"].tolist())
+    assert len(low & set(flipped.tolist())) >= 36, f"{len(low & set(flipped.tolist()))} of 40 flipped labels"
+    lowest = set(dynamics.flagged(table, 40)["idx"].tolist())
+    assert len(lowest & set(flipped.tolist())) >= 26, f"{len(lowest & set(flipped.tolist()))} in the lowest 40"
+    store = Store.open(run.workspace, create=False)
+    assert dynamics.DYNAMICS in [a["name"] for a in store.artifacts(run.id)]
+    store.close()
+
+
+def test_the_dashboard_shows_and_reviews_a_custom_runs_training_images(looped_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+
+    run, flipped, labels = looped_run
+    idx = int(flipped[0])
+    with TestClient(create_app(run.workspace)) as client:
+        got = client.get(f"/api/runs/{run.id}/splits/test/dynamics/{idx}").json()
+        assert got["picture"].startswith("data:image/png;base64,")     # from the stored train_data
+        assert got["image"]["label"] == labels[idx] and len(got["image"]["trajectory"]["epoch"]) == 12
+        put = client.put(f"/api/runs/{run.id}/splits/test/dynamics/reviews/{idx}", json={"verdict": "relabel",
+                                                                                          "label": 3})
+        assert put.status_code == 200, put.text
+        reviews = client.get(f"/api/runs/{run.id}/splits/test/dynamics/reviews").json()["reviews"]
+        assert reviews[str(idx)]["verdict"] == "relabel"
+        store = Store.open(run.workspace, create=False)
+        # a custom run's training images are its own: its reviews are kept under the run, not a shared "custom" set
+        assert store.label_reviews("custom", "train") == []
+        assert [(r["idx"], r["label"]) for r in store.label_reviews("custom", f"run:{run.id}/train")] == [(idx, 3)]
+        out = run.run_dir.parent / "dynamics.csv"      # the verdicts travel with the export of the readings
+        assert main(["export", run.id, "dynamics", "--workspace", str(run.workspace), "--out", str(out)]) == 0
+        exported = pd.read_csv(out, dtype={"verdict_label_name": str}).set_index("idx")
+        assert (exported.at[idx, "verdict"], exported.at[idx, "verdict_label_name"]) == ("relabel", "3")
+        assert (exported["verdict"] != "none").sum() == 1 and len(exported) == 2000
+        client.delete(f"/api/runs/{run.id}/splits/test/dynamics/reviews/{idx}")
+        assert store.label_reviews("custom", f"run:{run.id}/train") == []
+        store.close()
+
+
+def test_logged_training_answers_must_match_the_training_data(tmp_path):
+    images, labels = random_data(32)
+    logits = torch.randn(8, 5)
+
+    def fresh():
+        return deepdive.init(name="bad", workspace=tmp_path)
+
+    run = fresh()
+    for args, message in [((torch.arange(8), logits[:, :1], labels[:8]), "2 or more classes"),
+                          ((torch.arange(8), logits, labels[:7]), "labels must be 8 integers"),
+                          ((torch.arange(8).float(), logits, labels[:8]), "indices must be 8 integers"),
+                          ((torch.arange(8) - 1, logits, labels[:8]), "indices must be >= 0"),
+                          ((torch.arange(8), logits, labels[:8] + 5), r"labels must be in 0\.\.4")]:
+        with pytest.raises(DeepdiveError, match=message):
+            run.log_train_batch(*args)
+    run.log_train_batch(torch.arange(8), logits, labels[:8])
+    with pytest.raises(DeepdiveError, match="training image 0 came with label"):
+        run.log_train_batch(torch.zeros(1, dtype=torch.long), logits[:1], (labels[:1] + 1) % 5)
+    run.finish()
+
+    run = fresh()      # indices that are not positions in train_data: caught before anything is written
+    run.log_train_batch(torch.arange(8), logits, (labels[:8] + 1) % 5)
+    with pytest.raises(DeepdiveError, match=r"train_data labels it .* \(8 such images\)"):
+        run.log_evaluation(TinyNet(), (images, labels), train_data=(images, labels), progress=False)
+    assert not (run.run_dir / "dynamics.npz").exists() and not (run.run_dir / "model_best.pt").exists()
+    run.finish()
+
+    run = fresh()
+    run.log_train_batch(torch.arange(30, 38), logits, labels[:8])
+    with pytest.raises(DeepdiveError, match="logged training image 37 but train_data holds 32 images"):
+        run.log_evaluation(TinyNet(), (images, labels), train_data=(images, labels), progress=False)
+    run.finish()
+
+
+def test_indexed_adds_each_items_position():
+    images, labels = random_data(6)
+    ds = deepdive.indexed(TensorDataset(images, labels))
+    x, y, i = ds[4]
+    assert len(ds) == 6 and i == 4 and y == labels[4] and torch.equal(x, images[4])
+    xb, yb, ib = next(iter(DataLoader(ds, batch_size=6, shuffle=True, generator=torch.Generator().manual_seed(1))))
+    assert torch.equal(yb, labels[ib]) and sorted(ib.tolist()) == list(range(6))
+    with pytest.raises(DeepdiveError, match="__getitem__ and __len__"):
+        deepdive.indexed(iter([1, 2]))
+
+
+def test_training_dynamics_without_the_training_images_still_read(tmp_path):
+    """Logged answers with no train_data: the readings and the per-epoch answers, no pictures (and a reason)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+
+    images, labels = random_data(64)
+    model = TinyNet()
+    with deepdive.init(name="nopics", workspace=tmp_path) as run:
+        for epoch in (1, 2):
+            for start in range(0, 64, 16):
+                run.log_train_batch(torch.arange(start, start + 16), model(images[start:start + 16]),
+                                    labels[start:start + 16])
+        summary = run.log_evaluation(model, (images, labels), progress=False)   # the last epoch closes here
+    assert summary["dynamics"]["available"] and summary["dynamics"]["images"] == 64
+    assert summary["dynamics"]["epochs"] == 1          # no run.log(): both passes are one epoch, first answers kept
+    with TestClient(create_app(tmp_path)) as client:
+        got = client.get(f"/api/runs/{run.id}/splits/test/dynamics/5").json()
+        assert got["picture"] is None and got["image"]["idx"] == 5
+        pics = client.get(f"/api/runs/{run.id}/splits/test/dynamics/pictures?idx=5")
+        assert pics.status_code == 404 and "no training images stored" in pics.json()["detail"]
+        bundle = client.get(f"/api/runs/{run.id}/splits/test/bundle").json()["dynamics"]
+        assert bundle["available"] and bundle["pictures"] == {} and "cannot be loaded" in bundle["pictures_note"]

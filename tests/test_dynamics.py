@@ -60,6 +60,27 @@ def test_an_ensemble_learns_an_image_for_good_only_when_every_member_does():
                                                                 member=[0, 0, 1, 1]))] == [0, 0, 1, 1]
 
 
+def test_the_recorder_keeps_each_images_first_answer_per_epoch_and_pads_images_first_seen_later():
+    rec = dynamics.Recorder()
+    assert rec.arrays() is None and not rec.pending
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0], [1.0, 1.0, 4.0]])
+    rec.add(torch.tensor([3, 0, 3]), logits, torch.tensor([0, 2, 0]))      # image 3 twice: its first answer stays
+    rec.end_epoch(1)
+    rec.end_epoch(2)                                                      # nothing logged since: no epoch
+    rec.add([5], logits[2:], [2])                                         # image 5 first seen in epoch 3
+    rec.end_epoch(3)
+    d = rec.arrays()
+    expected = recipe.answer_signals(logits, torch.tensor([0, 2, 2])).numpy()
+    assert d["idx"].tolist() == [0, 3, 5] and d["label"].tolist() == d["given"].tolist() == [2, 0, 2]
+    assert d["epoch"].tolist() == [1, 3] and d["member"].tolist() == [0, 0]
+    assert d["pred"].tolist() == [[1, 0, -1], [-1, -1, 2]]
+    np.testing.assert_allclose(d["p_true"][0, :2].astype(np.float32), expected[0, [1, 0]], rtol=1e-3)
+    np.testing.assert_allclose(d["margin"][1, 2].astype(np.float32), expected[1, 2], rtol=1e-3)
+    assert np.isnan(d["p_true"][0, 2]) and np.isnan(d["margin"][1, 0])
+    table = dynamics.image_table(d)
+    assert table["epochs"].tolist() == [1, 1, 1] and table["forgets"].tolist() == [0, 0, 0]
+
+
 def test_load_says_what_is_wrong_with_a_broken_file(tmp_path):
     from deepdive.errors import RunError
     from deepdive.paths import DYNAMICS
@@ -152,6 +173,13 @@ def test_the_analysis_summarises_and_exports_the_dynamics(analyzed_run, res):
     assert out["aum"].is_monotonic_increasing and len(out) == dyn["images"]
     assert (out.loc[out["leaning"] < 0, "leaning_name"] == "none").all()
     assert out["given_name"].tolist() == [res.class_names[c] for c in out["given"]]
+    assert (out["verdict"] == "none").all() and (out["verdict_label"] == -1).all()
+    reviewed = table(res, "dynamics", {first["idx"]: {"verdict": "relabel", "label": 4},
+                                       int(out["idx"].iat[-1]): {"verdict": "keep", "label": None}})
+    assert reviewed["verdict"].iloc[[0, -1]].tolist() == ["relabel", "keep"]
+    assert (reviewed["verdict"] != "none").sum() == 2
+    assert reviewed.at[0, "verdict_label"] == 4 and reviewed.at[0, "verdict_label_name"] == res.class_names[4]
+    assert (reviewed["verdict_label"].iat[-1], reviewed["verdict_label_name"].iat[-1]) == (-1, "none")
 
 
 def test_a_run_without_dynamics_says_why(tmp_path):

@@ -2,28 +2,35 @@
 
     run = deepdive.log_evaluation(model, (images, labels), class_names=[...])     # images float (N, C, H, W)
 
-or, with training curves:
+or, with training curves and training dynamics:
 
     run = deepdive.init(name="my-net", config={"lr": 0.01})
+    loader = DataLoader(deepdive.indexed(train_set), batch_size=128, shuffle=True)
     for epoch in ...:
+        for x, y, idx in loader:
+            logits = model(x)
+            run.log_train_batch(idx, logits, y)       # optional: each training image's answer, every epoch
+            ...
         run.log(epoch=epoch, train_loss=..., val_acc=...)
-    run.log_evaluation(model, test_loader, class_names)
+    run.log_evaluation(model, test_loader, class_names, train_data=train_set)
     run.finish()
 
 The run lands in the workspace like a trained one (dataset "custom", model arch "pickled"): the whole module
 pickled into model_best.pt (weights only, with a note, when it cannot be pickled), the evaluation inputs and
 labels in eval/ (deepdive.analysis.stored_inputs: the exact float32 inputs, as uint8 codes into a table of their
 values where each channel has at most 256, as images from uint8 do; with train_data=, the training images
-likewise, for the nearest training images), the predictions in the store, then the full analysis.
+likewise, for the nearest training images), the training dynamics logged in dynamics.npz
+(deepdive.analysis.dynamics.Recorder), the predictions in the store, then the full analysis.
 """
 import time
 
 import numpy as np
 
+from deepdive.atomic import atomic_save_npz
 from deepdive.errors import DeepdiveError
-from deepdive.paths import DEFAULT_WORKSPACE
+from deepdive.paths import DEFAULT_WORKSPACE, DYNAMICS
 
-__all__ = ["Run", "init", "log_evaluation", "collect"]
+__all__ = ["Run", "init", "log_evaluation", "indexed", "collect"]
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 SPLITS = ("test", "val")
@@ -40,6 +47,7 @@ class Run:
         self._last_epoch = 0
         self._last_time = time.perf_counter()
         self._finished = False
+        self._dynamics = None          # deepdive.analysis.dynamics.Recorder, from the first log_train_batch
 
     def __str__(self):
         return self.id
@@ -64,7 +72,23 @@ class Run:
             value = metrics.get(key)
             values[key] = None if value is None else _scalar(value, key)
         self._store.log_epoch(self.id, epoch, **values)
+        if self._dynamics is not None:
+            self._dynamics.end_epoch(epoch)
         self._last_epoch, self._last_time = epoch, now
+
+    def log_train_batch(self, indices, logits, labels):
+        """Record what the model answered for one training batch, for the training dynamics (data maps, area under
+        the margin, forgetting: deepdive.analysis.dynamics): indices (B,) the images' positions in the training
+        set (deepdive.indexed(dataset) yields them), logits (B, C) as the model returned them, labels (B,) the
+        labels trained on. Call it in the training loop, before or after the backward pass; run.log() closes the
+        epoch's answers. The answers stay on the logits' device until then (no synchronisation per batch); on the
+        examples/mnist loop it cost no measurable time (benchmarks/own_loop.py)."""
+        self._check_open()
+        from deepdive.analysis.dynamics import Recorder
+
+        if self._dynamics is None:
+            self._dynamics = Recorder()
+        self._dynamics.add(indices, logits, labels)
 
     def log_evaluation(self, model, data, class_names=None, split="test", progress=True, batch_size=256,
                        train_data=None) -> dict:
@@ -76,6 +100,9 @@ class Run:
         inputs, labels, names = prepare(model, data, class_names, split, batch_size,
                                         self._store.get_run(self.id).class_names)
         train = prepare_train(train_data, inputs, len(names), batch_size)
+        if self._dynamics is not None:
+            self._dynamics.end_epoch(self._last_epoch + 1)    # answers logged after the last run.log()
+            _check_dynamics(self._dynamics.arrays(), train, len(names))
         return self._log_prepared(model, inputs, labels, names, split, progress, batch_size, train)
 
     def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size, train=None) -> dict:
@@ -90,6 +117,9 @@ class Run:
             _save_eval(self.run_dir, split, inputs, labels)
             if train is not None:
                 _save_eval(self.run_dir, "train", *train)
+            dynamics = self._dynamics.arrays() if self._dynamics is not None else None
+            if dynamics is not None:
+                atomic_save_npz(self.run_dir / DYNAMICS, **dynamics)
             record = self._store.get_run(self.id)
             if record.class_names != names:
                 # The runs row fixes class names at creation; init() may not have known them (the analysis reads
@@ -100,7 +130,8 @@ class Run:
             self._store.save_predictions(self.id, split, labels, probs, losses)
             saved = [split] + (["train"] if train is not None else [])
             evals = [f"eval/{which}_{part}.npy" for which in saved for part in ("inputs", "labels")]
-            for rel, kind in [("model_best.pt", "checkpoint"), *((rel, "eval") for rel in evals)]:
+            for rel, kind in [("model_best.pt", "checkpoint"), *((rel, "eval") for rel in evals),
+                              *([(DYNAMICS, "dynamics")] if dynamics is not None else [])]:
                 self._store.add_artifact(self.id, rel, rel, kind)
             seconds = sum(e["seconds"] or 0.0 for e in self._store.epochs(self.id))
             accuracy = float((probs.argmax(1) == labels).mean())
@@ -184,6 +215,46 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
     if own:
         run.finish()
     return run
+
+
+class indexed:  # noqa: N801 - used like a function: deepdive.indexed(dataset)
+    """A map-style dataset whose items carry their index: item i of `dataset`, (x, y), becomes (x, y, i), so a
+    shuffled DataLoader's batches say which training images they hold (run.log_train_batch)."""
+
+    def __init__(self, dataset):
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise DeepdiveError(f"deepdive.indexed needs a dataset with __getitem__ and __len__, got "
+                                f"{type(dataset).__name__}")
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return (*item, i) if isinstance(item, (tuple, list)) else (item, i)
+
+
+def _check_dynamics(dynamics, train, num_classes):
+    """The logged training answers must be of the training data log_evaluation stores (when it gets some): same
+    labels at the same positions, and of the model's classes."""
+    if dynamics is None:
+        return
+    if dynamics["label"].max() >= num_classes:
+        raise DeepdiveError(f"log_train_batch got labels up to {int(dynamics['label'].max())} but the model outputs "
+                            f"{num_classes} classes")
+    if train is None:
+        return
+    idx, labels = dynamics["idx"], train[1]
+    if idx.max() >= len(labels):
+        raise DeepdiveError(f"log_train_batch logged training image {int(idx.max())} but train_data holds "
+                            f"{len(labels)} images: the indices must be positions in train_data")
+    wrong = np.flatnonzero(labels[idx] != dynamics["label"])
+    if wrong.size:
+        i = wrong[0]
+        raise DeepdiveError(f"log_train_batch logged training image {int(idx[i])} with label "
+                            f"{int(dynamics['label'][i])} but train_data labels it {int(labels[idx[i]])} "
+                            f"({wrong.size} such images): the indices must be positions in train_data")
 
 
 # ---- input handling ------------------------------------------------------------------------------------------

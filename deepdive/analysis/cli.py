@@ -249,6 +249,10 @@ def cmd_export(args) -> int:
             from deepdive.analysis.reviews import reviews_by_row
 
             reviews = reviews_by_row(store, run, args.split, result.examples)
+        elif args.table == "dynamics":
+            from deepdive.analysis.reviews import training_reviews
+
+            reviews = training_reviews(store, run)
     path = export_table(result, args.table, args.out, args.format, reviews)
     print(f"wrote {args.table} of run {run.id} ({args.split}) to {path}")
     return 0

@@ -16,6 +16,7 @@ The answers are read on the augmented batch the image was trained in (its first 
 before that step's update: what the model thought of it then, not a clean evaluation. Epochs that pruned
 an image away (the CPU's `fast`) leave it out of that epoch; an ensemble's members each count their own epochs.
 
+    Recorder: the same record from a training loop of your own (deepdive.init's run.log_train_batch)
     load(run_dir) -> dict | None                               # dynamics.npz as arrays
     image_table(d) -> DataFrame, one row per training image    # the per-image readings above
     dynamics_stage(run_dir, class_names, train_issues) -> summary entry (+ "table": analyze writes dynamics.parquet)
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepdive.errors import RunError
+from deepdive.errors import DeepdiveError, RunError
 from deepdive.paths import DYNAMICS
 
 HARD_CONFIDENCE = 0.5      # below: hard to learn (the label got less than half the probability, on average)
@@ -36,9 +37,137 @@ REGIONS = ("easy", "ambiguous", "hard")
 FILE = "dynamics.parquet"
 
 
+class Recorder:
+    """Training dynamics of a training loop that is not deepdive's: `add` each training batch's indices, logits and
+    labels as the loop computes them, `end_epoch` after each epoch, `arrays` for dynamics.npz (the recipe's
+    layout: one member, `given` = `label`). An image's first answer in an epoch is kept, as the recipe keeps a
+    doubled image's first copy. Indices are positions in the training set, so they must not change between epochs,
+    and one image's label neither: a change is reported, as it is the mark of indices that are not the images'.
+
+    The answers stay on the logits' device until the epoch ends (one copy to the host per epoch, no per-batch
+    synchronisation on a GPU); labels on a GPU are therefore checked at the epoch's end, those on the CPU at once."""
+
+    def __init__(self):
+        self._epochs = []        # (epoch, p_true, margin, pred) of each closed epoch, over indices 0..n-1
+        self._batches = []       # (indices (B,) int64, signals (3, B) on the device, labels (B,)) of the open epoch
+        self._labels = np.full(0, -1, np.int64)    # each index's label, -1 until seen
+
+    @property
+    def pending(self) -> bool:
+        """Whether answers were added since the last closed epoch."""
+        return bool(self._batches)
+
+    def add(self, indices, logits, labels):
+        """Record one training batch: indices (B,) ints (on the CPU, as a DataLoader yields them), logits (B, C) as
+        the model returned them (before any loss), labels (B,) ints in [0, C). Reads the logits without gradient."""
+        import torch
+
+        from deepdive.train.recipe import answer_signals
+
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2 \
+                or not logits.is_floating_point():
+            raise DeepdiveError("log_train_batch: logits must be a float tensor (batch, classes) with 2 or more "
+                                f"classes, got {_describe(logits)}")
+        b, classes = logits.shape
+        idx = _int_vector(indices, "indices", b)
+        lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+        if lab.shape != (b,) or lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
+            raise DeepdiveError(f"log_train_batch: labels must be {b} integers, one per row of the logits, got "
+                                f"{_describe(labels)}")
+        if b == 0:
+            return
+        if idx.min() < 0:
+            raise DeepdiveError(f"log_train_batch: indices must be >= 0, got {int(idx.min())}")
+        if lab.device.type == "cpu":      # checked now; a GPU's at the epoch's end (no synchronisation per batch)
+            _check_label_range(lab.numpy(), classes)
+            self._note_labels(idx, lab.numpy().astype(np.int64))
+        lab = lab.to(logits.device, torch.long)
+        signals = answer_signals(logits.detach().float(), lab.clamp(0, classes - 1))   # range checked (or later)
+        self._batches.append((idx, signals, lab, classes))
+
+    def end_epoch(self, epoch: int):
+        """Close the epoch's answers under this epoch number (nothing to close: nothing happens). Raises
+        DeepdiveError for labels out of range, or an image whose label changed, naming it; the epoch is dropped."""
+        if not self._batches:
+            return
+        import torch
+
+        batches, self._batches = self._batches, []
+        idx = np.concatenate([b[0] for b in batches])
+        signals = torch.cat([b[1] for b in batches], 1).cpu().numpy()
+        lab = torch.cat([b[2] for b in batches]).cpu().numpy()
+        _check_label_range(lab, np.repeat([b[3] for b in batches], [len(b[0]) for b in batches]))
+        uniq, first = self._note_labels(idx, lab)
+        row = np.full((3, self._labels.size), np.nan, np.float32)
+        row[:, uniq] = signals[:, first]
+        pred = np.where(np.isnan(row[2]), -1, np.nan_to_num(row[2])).astype(np.int16)
+        self._epochs.append((int(epoch), row[0].astype(np.float16), row[1].astype(np.float16), pred))
+
+    def _note_labels(self, idx, lab):
+        """Keep each index's label; DeepdiveError naming an image whose label differs from one given before (or in
+        the same call). Returns np.unique(idx)'s (unique indices, first positions)."""
+        uniq, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+        if uniq[-1] >= self._labels.size:
+            self._labels = np.concatenate([self._labels, np.full(int(uniq[-1]) + 1 - self._labels.size, -1)])
+        earlier = lab[first][inverse]                       # the label each image came with first here
+        known = self._labels[idx]
+        earlier = np.where(known >= 0, known, earlier)      # or before
+        changed = np.flatnonzero(lab != earlier)
+        if changed.size:
+            i = int(changed[0])
+            raise DeepdiveError(f"log_train_batch: training image {int(idx[i])} came with label {int(lab[i])}, "
+                                f"earlier with {int(earlier[i])}: the indices must be the images' positions in the "
+                                "training set (deepdive.indexed(dataset) adds them to each item)")
+        self._labels[uniq] = lab[first]
+        return uniq, first
+
+    def arrays(self) -> dict | None:
+        """The closed epochs as dynamics.npz's arrays (see load), over the images answered in any of them; None
+        before the first."""
+        if not self._epochs:
+            return None
+        seen = np.zeros(self._labels.size, bool)
+        for row in self._epochs:
+            seen[:row[3].size] |= row[3] >= 0
+        idx = np.flatnonzero(seen)
+        out = {}
+        for k, (key, fill) in enumerate((("p_true", np.nan), ("margin", np.nan), ("pred", -1))):
+            rows = [row[k + 1] for row in self._epochs]
+            full = np.full((len(rows), self._labels.size), fill, rows[0].dtype)
+            for r, row in enumerate(rows):      # an epoch closed before later indices were first seen is shorter
+                full[r, :row.size] = row
+            out[key] = full[:, idx]
+        return {**out, "epoch": np.array([row[0] for row in self._epochs], np.int16),
+                "member": np.zeros(len(self._epochs), np.int16),
+                "idx": idx.astype(np.int64), "label": self._labels[idx], "given": self._labels[idx].copy()}
+
+
+def _check_label_range(labels: np.ndarray, classes):
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.size:
+        raise DeepdiveError(f"log_train_batch: labels must be in 0..{int(np.max(classes)) - 1} (the logits' "
+                            f"classes), got {int(bad[0])}")
+
+
+def _int_vector(x, what, n) -> np.ndarray:
+    import torch
+
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.shape != (n,) or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise DeepdiveError(f"log_train_batch: {what} must be {n} integers, one per row of the logits, got "
+                            f"{_describe(x)}")
+    return a.astype(np.int64)
+
+
+def _describe(x) -> str:
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}, {dtype}" if shape is not None else type(x).__name__
+
+
 def load(run_dir) -> dict | None:
-    """The run's training dynamics (deepdive.train.recipe._dynamics_arrays), or None when it has none (logged with
-    log_evaluation, or trained before they were kept). Raises RunError for an unreadable or inconsistent file."""
+    """The run's training dynamics (deepdive.train.recipe._dynamics_arrays, or Recorder.arrays), or None when it
+    has none (logged with log_evaluation without them, or trained before they were kept). Raises RunError for an
+    unreadable or inconsistent file."""
     path = Path(run_dir) / DYNAMICS
     if not path.is_file():
         return None
@@ -150,8 +279,9 @@ def dynamics_stage(run_dir, class_names, train_issues=None) -> dict:
     split (`--label-issues train`), if that analysis exists, to say how far the two readings agree."""
     d = load(run_dir)
     if d is None:
-        return {"available": False, "reason": "the run kept no training dynamics (logged with log_evaluation, or "
-                                              "trained by a deepdive older than them)"}
+        return {"available": False, "reason": "the run kept no training dynamics (logged with log_evaluation "
+                                              "without run.log_train_batch, or trained by a deepdive older than "
+                                              "them)"}
     table = image_table(d)
     names = list(class_names)
     regions = {r: int((table["region"] == r).sum()) for r in REGIONS}

@@ -23,7 +23,8 @@ Tables (all read through AnalysisResult):
   dynamics      the run's training images (deepdive.analysis.dynamics), lowest area under the margin first: idx,
                 label (as trained), given (the dataset's), confidence, variability, correctness, aum, forgets,
                 learned (epoch), leaning (the class it was most often taken for; -1, name "none": never), epochs,
-                region
+                region, and a person's verdict on its label in the dashboard (verdict: relabel / keep / ambiguous,
+                verdict_label: the right label for relabel; "none" and -1 without)
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 """
 import io
@@ -45,8 +46,8 @@ FORMATS = ("csv", "parquet")
 
 
 def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.DataFrame:
-    """The named table of a stored analysis as a DataFrame; `reviews` ({row: review}, analysis.reviews) is the
-    store's part of the 'reviews' table."""
+    """The named table of a stored analysis as a DataFrame; `reviews` is the store's part of the 'reviews' table
+    ({row: review}, analysis.reviews.reviews_by_row) or of 'dynamics' ({training idx: review}, .training_reviews)."""
     if name not in TABLES:
         raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     names = np.asarray(result.class_names, dtype=object)
@@ -88,6 +89,11 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         for col in ("label", "given", "leaning"):
             frame.insert(frame.columns.get_loc(col) + 1, f"{col}_name",
                          np.where(frame[col] >= 0, names[frame[col].clip(lower=0)], "none"))
+        got = [(reviews or {}).get(int(i)) or {} for i in frame["idx"]]    # no verdict: "none" / -1, as leaning
+        frame["verdict"] = [r.get("verdict") or "none" for r in got]
+        frame["verdict_label"] = np.array([-1 if r.get("label") is None else r["label"] for r in got], np.int64)
+        frame["verdict_label_name"] = np.where(frame["verdict_label"] >= 0,
+                                               names[frame["verdict_label"].clip(lower=0)], "none")
         return frame
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)

@@ -47,9 +47,15 @@ def review_row(store, rec, split, examples, num_classes, row, verdict, label=Non
     return {"row": row, "review": review}
 
 
+def training_source(rec) -> str:
+    """Where the training images of run record `rec` live, as the store keys reviews: the dataset's training file,
+    or for a run logged with log_evaluation its own (its training set is the user's, indexed as they logged it)."""
+    return f"run:{rec.id}/train" if rec.dataset == "custom" else "train"
+
+
 def training_reviews(store, rec) -> dict[int, dict]:
-    """{training-set index: review} of the dataset's training images (the training dynamics' images)."""
-    return {int(r["idx"]): r for r in store.label_reviews(rec.dataset, "train")}
+    """{training-set index: review} of the run's training images (the training dynamics' images)."""
+    return {int(r["idx"]): r for r in store.label_reviews(rec.dataset, training_source(rec))}
 
 
 def review_training_image(store, rec, given_label, num_classes, idx, verdict, label=None) -> dict:
@@ -57,8 +63,9 @@ def review_training_image(store, rec, given_label, num_classes, idx, verdict, la
     gives it is `given_label` (None: forget it). The training dynamics list these images by index, not by row."""
     if label is not None and not 0 <= label < num_classes:
         raise DeepdiveError(f"label {label} is outside 0..{num_classes - 1}")
+    source = training_source(rec)
     if verdict is None:
-        store.delete_label_review(rec.dataset, "train", idx)
+        store.delete_label_review(rec.dataset, source, idx)
         return {"idx": idx, "review": None}
-    return {"idx": idx, "review": store.set_label_review(rec.dataset, "train", idx, given_label, verdict, label,
+    return {"idx": idx, "review": store.set_label_review(rec.dataset, source, idx, given_label, verdict, label,
                                                          run_id=rec.id)}

@@ -344,8 +344,11 @@ class RunMaps:
         table with its trajectory (epoch, member, p_true, margin, pred per kept epoch)."""
         pos = self.training_position(idx)
         table, raw, _ = self.dynamics_data()
-        return {"idx": idx, "picture": self.training_pictures([idx])[str(idx)],
-                "image": bundle_mod.dynamics_item(table.iloc[pos], raw, pos)}
+        try:
+            picture = self.training_pictures([idx])[str(idx)]
+        except NotFound:     # a run logged without its train_data: the readings still tell
+            picture = None
+        return {"idx": idx, "picture": picture, "image": bundle_mod.dynamics_item(table.iloc[pos], raw, pos)}
 
     # ---- channels of the last feature map (deepdive.analysis.channels) --------------------------------------
     def channels(self, row: int) -> dict:

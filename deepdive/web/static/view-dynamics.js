@@ -55,7 +55,8 @@
     return uri ? el("img", {class: "dyn-img", src: uri, alt: "training image", style})
       : el("div", {class: "dyn-img missing", style,
                    title: "no picture: a report holds those of the listed images only (deepdive serve shows " +
-                          "any), and a run whose dataset cannot be loaded has none"});
+                          "any); a run whose dataset cannot be loaded, or logged without its train_data, has " +
+                          "none"});
   }
 
   // One training image: picture, label, what it was taken for, the readings, the sparkline, and (if reviews are on)
@@ -95,10 +96,11 @@
         `${DD.fmt.int(r.hard)} hard to learn, ${DD.fmt.int(r.ambiguous)} ambiguous, ${DD.fmt.int(r.easy)} easy; ` +
         `${DD.fmt.int(d.forgotten)} were forgotten at least once (right at one epoch, wrong at the next) and ` +
         `${DD.fmt.int(d.never_learned)} were never learned for good.`)),
-      DD.note(`Read at each image's own training step, on its augmented copy, before that step's update. Hard: its ` +
-        `label's mean probability below ${t.hard_confidence}; ambiguous: that probability's standard deviation over ` +
-        `the epochs ${t.ambiguous_variability} or more (Swayamdipta et al. 2020, data maps). AUM: the label's logit ` +
-        "less the largest other one, averaged over the epochs (Pleiss et al. 2020); forgetting: Toneva et al. 2019." +
+      DD.note("Read at each image's own training step, on the copy it was trained on (augmented where training " +
+        `augments), before that step's update. Hard: its label's mean probability below ${t.hard_confidence}; ` +
+        `ambiguous: that probability's standard deviation over the epochs ${t.ambiguous_variability} or more ` +
+        "(Swayamdipta et al. 2020, data maps). AUM: the label's logit less the largest other one, averaged over the " +
+        "epochs (Pleiss et al. 2020); forgetting: Toneva et al. 2019." +
         (d.curve.some((c) => c.trained < 0.9 * d.images) ? " Some epochs trained on a pruned share of the images; an " +
           "image's readings count only the epochs that trained on it." : ""), "muted small"),
       cl ? DD.note(`Confident learning on the train split (cleanlab, K-fold) flagged ${DD.fmt.int(cl.flagged)} ` +
@@ -276,9 +278,11 @@
       const flaggedText = "The training images with a negative area under the margin, lowest first: for most of " +
         "training the model gave another class a higher score than the label. The lowest are the likeliest label " +
         "errors; further up come images that are hard rather than mislabelled, the more of them the fewer the " +
-        "epochs and the harder the data. " + (served ? "A verdict here is " +
-        `kept in the workspace with the other reviews of ${ctx.b.run.dataset}'s training images; deepdive train ` +
-        "--reviewed-labels trains with them." : "Reviews as they stood when this report was written.");
+        "epochs and the harder the data. " + (!served ? "Reviews as they stood when this report was written."
+          : ctx.b.run.dataset === "custom" ? "A verdict here is kept in the workspace with this run (its training " +
+            "images are yours, indexed as you logged them); deepdive export RUN dynamics lists each image's readings."
+          : `A verdict here is kept in the workspace with the other reviews of ${ctx.b.run.dataset}'s training ` +
+            "images; deepdive train --reviewed-labels trains with them.");
       const flagged = listPanel(ctx, d, "flagged", "Training labels in doubt", flaggedText, false, d.negative_aum);
       root.appendChild(flagged);
       root.appendChild(listPanel(ctx, d, "ambiguous", "Most ambiguous", "The images whose label's probability swung " +
