@@ -233,3 +233,28 @@ def test_training_path_does_not_import_analysis_or_web_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(deepdive.__file__).parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_delete_asks_first_and_removes_whole_runs(tmp_path, capsys, monkeypatch):
+    with Store.open(tmp_path) as store:
+        runs = [store.create_run(name, "mnist", {}, {}, [str(c) for c in range(10)], "cpu") for name in "abc"]
+        for run in runs:
+            (run.run_dir / "model_best.pt").write_bytes(b"x" * 2_000_000)
+            store.finish_run(run.id, 0.99, 1.0, 10, "cnn")
+    ws = str(tmp_path)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert main(["delete", "a", "--workspace", ws]) == 2
+    assert "needs --yes where stdin is not a terminal" in capsys.readouterr().err
+    assert main(["delete", "a", "nope", "--workspace", ws, "--yes"]) == 2   # every reference checked before any goes
+    assert "no run 'nope'" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["delete", "a", "--workspace", ws]) == 1
+    assert "nothing deleted" in capsys.readouterr().out
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["delete", "a", runs[1].id[:-1], "--workspace", ws]) == 0
+    out = capsys.readouterr().out
+    assert f"{runs[0].id}  a  mnist  finished  99.00%  2.0 MB" in out and "deleted 2 runs, 4.0 MB freed" in out
+    with Store.open(tmp_path, create=False) as store:
+        assert [r.name for r in store.list_runs()] == ["c"]
+    assert not runs[0].run_dir.exists() and not runs[1].run_dir.exists() and runs[2].run_dir.is_dir()

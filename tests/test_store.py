@@ -262,3 +262,49 @@ def test_copy_workspace_fixture_keeps_the_open_store_intact(tmp_path, copy_works
         assert [e["epoch"] for e in reopened.epochs(run.id)] == [1, 2]
     with Store.open(copy) as copied:
         assert [e["epoch"] for e in copied.epochs(run.id)] == [1] and (copy / run.id).is_dir()
+
+
+def test_delete_run_removes_its_rows_own_reviews_and_folder_and_nothing_else(store, monkeypatch):
+    keep, gone = new_run(store, "keep"), new_run(store, "gone")
+    for run in (keep, gone):
+        store.log_epoch(run.id, 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5)
+        store.save_predictions(run.id, "test", np.array([1, 2]), np.full((2, 10), 0.1, np.float32), np.ones(2))
+        store.save_analysis(run.id, "test", {"n": 2}, {"load": 0.1})
+        (run.run_dir / "model_best.pt").write_bytes(b"x" * 1000)
+        store.add_artifact(run.id, "model_best.pt", "model_best.pt", "checkpoint")
+        store.finish_run(run.id, 0.9, 1.0, 10, "cnn")
+    store.set_label_review("mnist", "test", 7, 1, "relabel", 2, run_id=gone.id)          # the image's: stays
+    store.set_label_review("custom", f"run:{gone.id}/test", 3, 1, "keep", run_id=gone.id)   # the run's own: goes
+    store.set_label_review("custom", f"run:{keep.id}/train", 3, 1, "keep", run_id=keep.id)
+    (store.workspace / f".deleted-{gone.id}0-abc123").mkdir()      # left by a crash: swept (its id is gone)
+    busy = store.workspace / f".deleted-{keep.id}-def456"          # another delete's, its rows not gone yet: kept
+    busy.mkdir()
+
+    assert store.delete_run(gone.id) == 1000
+    assert [r.id for r in store.list_runs()] == [keep.id] and not gone.run_dir.exists()
+    assert store.epochs(gone.id) == [] and store.analysis(gone.id, "test") is None
+    with pytest.raises(RunError, match="no run"):
+        store.get_run(gone.id)
+    assert [(r["dataset"], r["source"]) for r in store.label_reviews("mnist")] == [("mnist", "test")]
+    assert [r["source"] for r in store.label_reviews("custom")] == [f"run:{keep.id}/train"]
+    assert store.epochs(keep.id) and store.predictions(keep.id, "test")["true"].tolist() == [1, 2]
+    assert (keep.run_dir / "model_best.pt").is_file() and list(store.workspace.glob(".deleted-*")) == [busy]
+    busy.rmdir()
+
+    running = new_run(store, "busy")
+    with pytest.raises(RunError, match="still running"):
+        store.delete_run(running.id)
+    store.mark_interrupted(running.id)
+    with pytest.raises(RunError, match="takes a run id"):
+        store.delete_run("busy")
+    # the rows cannot go (here: a failing transaction): the folder is put back, nothing is lost
+    (running.run_dir / "train_state.pt").write_bytes(b"state")
+    monkeypatch.setattr(store, "_tx", _failing_tx)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        store.delete_run(running.id)
+    assert (running.run_dir / "train_state.pt").read_bytes() == b"state"
+    assert store.get_run(running.id).status == "interrupted" and not list(store.workspace.glob(".deleted-*"))
+
+
+def _failing_tx():
+    raise sqlite3.OperationalError("database is locked")

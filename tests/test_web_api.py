@@ -192,6 +192,29 @@ def test_unknown_things_are_4xx(client, analyzed_run, suffix, status):
     assert r.status_code == status, r.text
 
 
+def test_delete_a_run(analyzed_run, copy_workspace, tmp_path):
+    """DELETE /api/runs/{id}: the run goes whole (its bundle was served and cached a moment before); exact ids
+    only, a running run is a conflict."""
+    from fastapi.testclient import TestClient
+
+    from deepdive.store import Store
+    from deepdive.web.app import create_app
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+    with Store.open(ws) as store, TestClient(create_app(ws)) as client:
+        busy = store.create_run("busy", "mnist", {}, {}, [str(c) for c in range(10)], "cpu").id
+        assert client.get(f"/api/runs/{rid}/splits/test/bundle").status_code == 200
+        assert client.delete(f"/api/runs/{rid[:8]}").status_code == 404
+        r = client.delete(f"/api/runs/{busy}")
+        assert r.status_code == 409 and "still running" in r.json()["detail"]
+        r = client.delete(f"/api/runs/{rid}")
+        assert r.status_code == 200 and r.json()["deleted"] == rid and r.json()["freed_bytes"] > 1_000_000
+        assert client.get(f"/api/runs/{rid}/splits/test/bundle").status_code == 404
+        assert [r["id"] for r in client.get("/api/runs").json()] == [busy] and not (ws / rid).exists()
+        assert client.delete(f"/api/runs/{rid}").status_code == 404
+
+
 def test_json_for_script_cannot_close_the_block():
     payload = {"name": "</script><script>alert(1)</script><!--", "amp": "a&b", "sep": "\u2028"}
     text = page.json_for_script(payload)

@@ -937,6 +937,37 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         t.page.close()
 
 
+def test_a_run_is_deleted_from_the_runs_page_once_confirmed(browser, analyzed_run, copy_workspace, tmp_path):
+    """Each finished or stopped run has a delete button; nothing goes until the person confirms, then the run's
+    row, rows in the store and folder go, and the page lists the runs left. A running run has no button."""
+    import deepdive
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    gone = deepdive.init(name="scratch", workspace=ws)
+    gone.log(val_acc=0.5)
+    gone.finish()                                                   # interrupted: no model
+    with Store.open(ws) as store, serving(ws) as url:
+        busy = store.create_run("busy", "mnist", {}, {}, [str(c) for c in range(10)], "cpu").id
+        t = Tab(browser, url, analyzed_run.run_id)
+        page = t.page
+        page.wait_for_selector('[data-testid="runs-table"]')
+        assert page.locator(f'tr[data-run="{busy}"] [data-testid="delete-run"]').count() == 0
+        button = f'tr[data-run="{gone.id}"] [data-testid="delete-run"]'
+        page.click(button)                                          # the Tab dismisses the confirm: nothing goes
+        assert len(t.dialogs) == 1 and f"Delete run scratch ({gone.id})?" in t.dialogs[0]
+        assert store.get_run(gone.id).status == "interrupted" and gone.run_dir.is_dir()
+        page.evaluate("() => { window.confirm = () => true; }")
+        page.click(button)
+        page.wait_for_function(f"() => !document.querySelector('tr[data-run=\"{gone.id}\"]') && "
+                               "document.querySelector('[data-testid=\"runs-table\"]')")
+        rows = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr', "trs => trs.map(t => t.dataset.run)")
+        assert rows == [busy, analyzed_run.run_id]
+        assert [r.id for r in store.list_runs()] == [busy, analyzed_run.run_id] and not gone.run_dir.exists()
+        assert not t.errors
+        t.page.close()
+
+
 def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_workspace, tmp_path):
     """A run whose recipe pruned data (fast on the CPU) says so on its recipe card and in the curves' note, which
     explains why its train line steps up in those epochs; the 1-epoch test run pruned nothing and says nothing."""

@@ -28,6 +28,7 @@ __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json
 
 DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
+DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
 # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
 _HEARTBEAT_SQL = ("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
                   " WHERE id = ? AND status IN ('running', 'interrupted')")
@@ -340,6 +341,42 @@ class Store:
         listed = ", ".join(f"{r.id} ({r.name})" for r in known[:5])
         more = f" and {len(known) - 5} more (see: deepdive runs)" if len(known) > 5 else ""
         raise RunError(f"no run {ref!r} in {self.workspace}; known runs: {listed}{more}")
+
+    def delete_run(self, run_id) -> int:
+        """Remove a run: its rows (epochs, predictions, artifacts and analyses go with it), the reviews of images
+        that are its own (sources 'run:<id>/...', a run logged with log_evaluation) and its folder. Reviews of a
+        dataset's images stay: they belong to the images. A running run is refused. Whole or not at all: the folder
+        is renamed aside first and renamed back if the rows cannot go; a crash after the rows went leaves a
+        `.deleted-*` folder that the next delete removes. Returns the bytes freed."""
+        import os
+        import shutil
+
+        run = self.get_run(run_id)
+        if run.id != run_id:
+            raise RunError(f"delete_run takes a run id, got {run_id!r} (run {run.id})")
+        if run.status == "running":
+            raise RunError(f"run {run.id} ({run.name}) is still running (last heartbeat {run.heartbeat_at}); stop it "
+                           f"first (a run whose process died is marked interrupted {STALE_AFTER_SECONDS // 60} min "
+                           "after its last heartbeat)")
+        aside = self.workspace / f"{DELETED_PREFIX}{run.id}-{secrets.token_hex(3)}"
+        moved = run.run_dir.is_dir()
+        if moved:
+            os.rename(run.run_dir, aside)
+        try:
+            with self._tx() as c:
+                own = f"run:{run.id}/"
+                c.execute("DELETE FROM label_reviews WHERE substr(source, 1, ?) = ?", (len(own), own))
+                c.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+        except BaseException:
+            if moved:
+                os.rename(aside, run.run_dir)
+            raise
+        freed = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file()) if moved else 0
+        for leftover in self.workspace.glob(f"{DELETED_PREFIX}*"):    # this one and any a crash left behind,
+            gone_id = leftover.name[len(DELETED_PREFIX):].rsplit("-", 1)[0]
+            if not self._query("SELECT 1 FROM runs WHERE id = ?", (gone_id,)):   # not one being deleted now
+                shutil.rmtree(leftover, ignore_errors=True)
+        return freed
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None):

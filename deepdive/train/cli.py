@@ -98,6 +98,17 @@ def register(subparsers):
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_runs)
 
+    p = subparsers.add_parser("delete", help="delete runs: their records, analyses and folders",
+                              description="Delete runs from a workspace: their rows in the store (epochs, "
+                                          "predictions, analyses), the reviews of images only they hold (runs "
+                                          "logged with log_evaluation) and their folders. Reviews of a dataset's "
+                                          "images stay. Asks first unless --yes.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique id prefix, run name (its newest run) or "
+                                                         "'latest'")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask (needed where stdin is not a terminal)")
+    p.set_defaults(func=cmd_delete)
+
     p = subparsers.add_parser("predict", help="classify image files with a trained run's model",
                               description="Classify PNG/JPEG files of any size: each is turned into an MNIST-style "
                                           "digit (grayscale, dark background, fitted into 20x20 and centred in "
@@ -174,6 +185,32 @@ def cmd_runs(args) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from deepdive.store import Store
+
+    with Store.open(args.workspace, create=False) as store:
+        runs = {}
+        for ref in args.runs:              # every reference resolved (and checked) before anything is deleted
+            run = store.get_run(ref)
+            if run.status == "running":
+                raise RunError(f"run {run.id} ({run.name}) is still running; stop it first")
+            runs[run.id] = run
+        sizes = {i: sum(f.stat().st_size for f in r.run_dir.rglob("*") if f.is_file()) for i, r in runs.items()}
+        for i, r in runs.items():
+            acc = "-" if r.test_accuracy is None else f"{r.test_accuracy:.2%}"
+            print(f"  {i}  {r.name}  {r.dataset}  {r.status}  {acc}  {sizes[i] / 1e6:.1f} MB")
+        what = f"{len(runs)} run{'s' if len(runs) != 1 else ''} ({sum(sizes.values()) / 1e6:.1f} MB)"
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise RunError(f"deleting {what} needs --yes where stdin is not a terminal")
+            if input(f"delete {what} from {store.workspace}? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        freed = sum(store.delete_run(i) for i in runs)
+    print(f"deleted {len(runs)} run{'s' if len(runs) != 1 else ''}, {freed / 1e6:.1f} MB freed")
     return 0
 
 

@@ -69,6 +69,12 @@ class RunCache:
             raise HTTPException(404, f"no run {run_id!r} in this workspace")
         return rec
 
+    def forget(self, run_id: str):
+        """Drop a run's entries (it was deleted)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == run_id]:
+                del self._entries[key]
+
     def get(self, run_id: str, split: str) -> RunMaps:
         from deepdive.analysis.results import SPLITS, AnalysisResult, analysis_dir
 
@@ -178,6 +184,17 @@ def create_app(workspace) -> FastAPI:
         from deepdive.analysis.results import AnalysisResult
 
         return [{**_run_row(r), "splits": AnalysisResult.splits(r.run_dir)} for r in store.list_runs()]
+
+    @app.delete("/api/runs/{run_id}")
+    def delete_run(run_id: str):
+        """Delete the run: its rows, its own images' reviews and its folder (Store.delete_run)."""
+        rec = runs.record(run_id)
+        try:
+            freed = store.delete_run(rec.id)
+        except RunError as e:      # it exists (record found it): still running
+            raise HTTPException(409, str(e)) from None
+        runs.forget(rec.id)
+        return {"deleted": rec.id, "name": rec.name, "freed_bytes": freed}
 
     @app.get("/api/runs/{run_id}")
     def get_run(run_id: str):

@@ -153,6 +153,7 @@ window.DD = window.DD || {};
     return {
       mode: "served",
       listRuns: () => getJSON("/api/runs"),
+      deleteRun: (runId) => getJSON(`/api/runs/${encodeURIComponent(runId)}`, {method: "DELETE"}),
       // fresh: refetch (a run still training logs more epochs)
       epochs: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`, fresh),
       bundle: (runId, split) =>

@@ -76,6 +76,22 @@
       href: `#/r/${encodeURIComponent(a.id)}/${encodeURIComponent(split)}/compare/${encodeURIComponent(b.id)}`}));
   }
 
+  // Delete one run, once the person confirms; the page then lists the runs left.
+  async function deleteRun(source, run, button) {
+    const what = `Delete run ${run.name} (${run.id})? Its folder, predictions and analyses go for good; ` +
+      "reviews of the dataset's images stay with the images.";
+    if (!window.confirm(what)) return;
+    button.disabled = true;
+    try {
+      await source.deleteRun(run.id);
+    } catch (err) {
+      button.disabled = false;
+      button.replaceWith(DD.note(`Could not delete: ${err.message}`, "error"));
+      return;
+    }
+    DD.rerender();
+  }
+
   DD.views.runs = {
     title: "Runs",
     render: async function (root, source) {
@@ -121,9 +137,13 @@
           href: `#/r/${encodeURIComponent(r.id)}/${encodeURIComponent(s)}/overview`,
         })) : el("span", {class: "muted small", text: r.status === "running" ? "training…" :
           r.resumable ? `unfinished: deepdive resume ${r.id}` :
-          r.status === "finished" ? `not analysed: deepdive analyze ${r.id}` : "no model to analyse"}))];
+          r.status === "finished" ? `not analysed: deepdive analyze ${r.id}` : "no model to analyse"})),
+        el("td", {}, r.status === "running" ? null : el("button", {class: "btn small danger", text: "delete",
+          title: "delete this run: its folder, predictions and analyses (asks first)",
+          attrs: {"aria-label": `delete ${r.name}`, "data-testid": "delete-run"},
+          on: {click: (e) => deleteRun(source, r, e.target)}}))];
       const head = ["", "Name", "Run id", "Dataset", "Recipe", "Status", "Test accuracy", "Parameters", "Train time",
-                    "Created", "Deep dive"];
+                    "Created", "Deep dive", ""];
       const tbody = el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}}, cells(r, i))));
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
         el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), tbody);
