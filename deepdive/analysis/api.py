@@ -71,9 +71,9 @@ class Run:
         for key in EPOCH_FIELDS:
             value = metrics.get(key)
             values[key] = None if value is None else _scalar(value, key)
-        self._store.log_epoch(self.id, epoch, **values)
-        if self._dynamics is not None:
+        if self._dynamics is not None:     # first: answers that cannot be kept leave the epoch unlogged, said why
             self._dynamics.end_epoch(epoch)
+        self._store.log_epoch(self.id, epoch, **values)
         self._last_epoch, self._last_time = epoch, now
 
     def log_train_batch(self, indices, logits, labels):

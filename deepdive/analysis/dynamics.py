@@ -49,7 +49,8 @@ class Recorder:
 
     def __init__(self):
         self._epochs = []        # (epoch, p_true, margin, pred) of each closed epoch, over indices 0..n-1
-        self._batches = []       # (indices (B,) int64, signals (3, B) on the device, labels (B,)) of the open epoch
+        self._batches = []       # the open epoch's (indices (B,) int64, signals (3, B) and labels (B,) on the
+                                 # logits' device, classes)
         self._labels = np.full(0, -1, np.int64)    # each index's label, -1 until seen
 
     @property

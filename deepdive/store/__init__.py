@@ -146,6 +146,11 @@ def code_version() -> str:
     return f"deepdive {__version__}"
 
 
+def folder_bytes(path) -> int:
+    """The bytes of the files under `path` (a run folder's size)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
 def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -371,7 +376,7 @@ class Store:
             if moved:
                 os.rename(aside, run.run_dir)
             raise
-        freed = sum(f.stat().st_size for f in aside.rglob("*") if f.is_file()) if moved else 0
+        freed = folder_bytes(aside) if moved else 0
         for leftover in self.workspace.glob(f"{DELETED_PREFIX}*"):    # this one and any a crash left behind,
             gone_id = leftover.name[len(DELETED_PREFIX):].rsplit("-", 1)[0]
             if not self._query("SELECT 1 FROM runs WHERE id = ?", (gone_id,)):   # not one being deleted now

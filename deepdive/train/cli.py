@@ -189,7 +189,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from deepdive.store import Store
+    from deepdive.store import Store, folder_bytes
 
     with Store.open(args.workspace, create=False) as store:
         runs = {}
@@ -198,7 +198,7 @@ def cmd_delete(args) -> int:
             if run.status == "running":
                 raise RunError(f"run {run.id} ({run.name}) is still running; stop it first")
             runs[run.id] = run
-        sizes = {i: sum(f.stat().st_size for f in r.run_dir.rglob("*") if f.is_file()) for i, r in runs.items()}
+        sizes = {i: folder_bytes(r.run_dir) for i, r in runs.items()}
         for i, r in runs.items():
             acc = "-" if r.test_accuracy is None else f"{r.test_accuracy:.2%}"
             print(f"  {i}  {r.name}  {r.dataset}  {r.status}  {acc}  {sizes[i] / 1e6:.1f} MB")
