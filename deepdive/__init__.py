@@ -4,7 +4,7 @@
 """
 __version__ = "0.1.0"
 
-__all__ = ["load_dataset", "log_evaluation", "init", "indexed", "__version__"]
+__all__ = ["load_dataset", "log_evaluation", "init", "indexed", "open_run", "__version__"]
 
 
 def __getattr__(name):
@@ -16,4 +16,8 @@ def __getattr__(name):
         from deepdive.analysis import api
 
         return getattr(api, name)
+    if name == "open_run":
+        from deepdive.analysis.reader import open_run
+
+        return open_run
     raise AttributeError(f"module 'deepdive' has no attribute {name!r}")

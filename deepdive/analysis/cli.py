@@ -234,25 +234,17 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from deepdive.analysis.export import export_table
+    from deepdive.analysis.export import export_table, store_reviews
     from deepdive.analysis.results import AnalysisResult
     from deepdive.errors import DeepdiveError
     from deepdive.store import Store
 
     if args.table not in TABLES:
         raise DeepdiveError(f"unknown table {args.table!r}; valid tables: {', '.join(TABLES)}")
-    reviews = None
     with Store.open(args.workspace, create=False) as store:
         run = store.get_run(args.run)
         result = AnalysisResult.load(run.run_dir, args.split)
-        if args.table == "reviews":
-            from deepdive.analysis.reviews import reviews_by_row
-
-            reviews = reviews_by_row(store, run, args.split, result.examples)
-        elif args.table == "dynamics":
-            from deepdive.analysis.reviews import training_reviews
-
-            reviews = training_reviews(store, run)
+        reviews = store_reviews(store, run, result, args.table)
     path = export_table(result, args.table, args.out, args.format, reviews)
     print(f"wrote {args.table} of run {run.id} ({args.split}) to {path}")
     return 0

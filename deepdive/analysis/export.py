@@ -45,6 +45,17 @@ REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_
 FORMATS = ("csv", "parquet")
 
 
+def store_reviews(store, record, result: AnalysisResult, name: str) -> dict | None:
+    """The store's part of table `name` (see `table`): people's verdicts, for 'reviews' and 'dynamics'."""
+    from deepdive.analysis.reviews import reviews_by_row, training_reviews
+
+    if name == "reviews":
+        return reviews_by_row(store, record, result.split, result.examples)
+    if name == "dynamics":
+        return training_reviews(store, record)
+    return None
+
+
 def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.DataFrame:
     """The named table of a stored analysis as a DataFrame; `reviews` is the store's part of the 'reviews' table
     ({row: review}, analysis.reviews.reviews_by_row) or of 'dynamics' ({training idx: review}, .training_reviews)."""

@@ -1,0 +1,140 @@
+"""Read a run's deep dive from Python, in a notebook or a script: the tables `deepdive export` writes, as
+DataFrames, and the rest of the stored analysis.
+
+    dive = deepdive.open_run("latest", workspace="runs")          # split="test" unless told
+    dive                                   # a notebook shows accuracy, errors, top confusions, label issues...
+    dive.table("errors")                   # any table of `deepdive export` (TABLES), people's verdicts included
+    dive.epochs                            # the training curves, one row per epoch
+    dive.pictures(dive.table("errors")["row"][:16])    # those rows' images as one captioned PIL image
+    dive.model()                           # the run's model, on the CPU, in eval mode
+    dive.result                            # all the rest: saliency, activations, neighbours (AnalysisResult)
+"""
+import html
+
+import numpy as np
+import pandas as pd
+
+from deepdive.analysis import export
+from deepdive.analysis.results import AnalysisResult
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.paths import DEFAULT_WORKSPACE
+
+TABLES = export.TABLES
+
+
+def open_run(run="latest", workspace=DEFAULT_WORKSPACE, split="test") -> "RunAnalysis":
+    """The stored analysis of `run` (id, unique id prefix, name or 'latest') on `split`; RunError saying how to
+    make it when there is none."""
+    from deepdive.store import Store
+
+    with Store.open(workspace, create=False) as store:
+        record = store.get_run(run)
+    return RunAnalysis(record, AnalysisResult.load(record.run_dir, split), workspace)
+
+
+class RunAnalysis:
+    """One run's analysis of one split (open_run)."""
+
+    def __init__(self, record, result: AnalysisResult, workspace):
+        self.record, self.result, self.workspace = record, result, workspace
+        self.id, self.name, self.split = record.id, record.name, result.split
+
+    def __repr__(self):
+        s = self.summary
+        return (f"<deepdive analysis of run {self.id} ({self.name}), {self.split} split: {s['accuracy']:.2%}, "
+                f"{s['error_count']} errors of {s['n']}>")
+
+    @property
+    def summary(self) -> dict:
+        """The analysis summary (summary.json): every stage's findings."""
+        return self.result.summary
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.result.class_names
+
+    @property
+    def images(self) -> np.ndarray:
+        """The split's images as shown, uint8 (N, H, W) or (N, H, W, C); image i is the tables' row i."""
+        return self.result.images
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Table `name` (one of TABLES), as `deepdive export` writes it."""
+        from deepdive.store import Store
+
+        if name not in TABLES:
+            raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
+        with Store.open(self.workspace, create=False) as store:
+            reviews = export.store_reviews(store, self.record, self.result, name)
+        return export.table(self.result, name, reviews)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """The run's logged epochs: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member."""
+        from deepdive.store import Store
+
+        with Store.open(self.workspace, create=False) as store:
+            rows = store.epochs(self.id)
+        return pd.DataFrame(rows, columns=["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                                           "seconds", "member"])
+
+    def model(self):
+        """The run's model (model_best.pt) on the CPU, in eval mode."""
+        from deepdive.models import load_checkpoint
+
+        path = self.record.run_dir / "model_best.pt"
+        if not path.is_file():
+            raise RunError(f"run {self.id} has no model checkpoint ({path} is missing)")
+        return load_checkpoint(path, device="cpu").eval()
+
+    def pictures(self, rows, columns=8, scale=3):
+        """A PIL image of the given rows' images in a grid, `scale` times their size, each captioned with its
+        label and the model's confidence, and if wrong what it was taken for, in red ("7", "as 2 99%")."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        rows = [int(r) for r in np.asarray(rows).reshape(-1)]
+        n = len(self.result.examples)
+        if not rows or any(not 0 <= r < n for r in rows):
+            raise DeepdiveError(f"pictures needs rows in 0..{n - 1}, got {rows[:5]}{'...' if len(rows) > 5 else ''}")
+        ex = self.result.examples
+        names = self.class_names
+        h, w = self.images.shape[1:3]
+        tile_w, tile_h, caption = w * scale, h * scale, 28
+        cols = min(columns, len(rows))
+        grid = Image.new("RGB", (cols * (tile_w + 4), -(-len(rows) // cols) * (tile_h + caption + 4)), "white")
+        draw = ImageDraw.Draw(grid)
+        font = ImageFont.load_default(size=11)     # Pillow's own face (its bitmap one where there is no FreeType)
+        for k, r in enumerate(rows):
+            x, y = (k % cols) * (tile_w + 4), (k // cols) * (tile_h + caption + 4)
+            picture = Image.fromarray(np.asarray(self.images[r])).convert("RGB")
+            grid.paste(picture.resize((tile_w, tile_h), Image.NEAREST), (x + 2, y + 2))
+            true, pred, conf = int(ex["true"].iat[r]), int(ex["pred"].iat[r]), float(ex["confidence"].iat[r])
+            fit = max(4, tile_w // 6)                 # characters of 11 px text across the tile
+            text = [names[true][:fit], (f"{conf:.0%}" if true == pred else f"as {names[pred]}"[:fit - 5] +
+                                        f" {conf:.0%}")]
+            draw.multiline_text((x + 2, y + tile_h + 3), "\n".join(text), font=font, spacing=1,
+                                fill=(22, 101, 52) if true == pred else (185, 28, 28))
+        return grid
+
+    def _repr_html_(self) -> str:
+        """A notebook's view of it: the headline numbers and how to read further."""
+        s, e = self.summary, html.escape
+        confusions = ", ".join(f"{e(c['true_name'])}→{e(c['pred_name'])} ×{c['count']}"
+                               for c in (s.get("top_confusions") or [])[:5]) or "none"
+        lines = [("accuracy", f"{s['accuracy']:.2%} ({s['error_count']:,} errors of {s['n']:,})"),
+                 ("top confusions", confusions)]
+        taxonomy = (s.get("taxonomy") or {}).get("total")
+        if taxonomy:
+            lines.append(("errors by kind", ", ".join(f"{e(k)} {v}" for k, v in taxonomy.items())))
+        issues = s.get("label_issues") or {}
+        if "count" in issues:
+            lines.append(("likely label errors", f"{issues['count']} (table('label-issues'))"))
+        dyn = s.get("dynamics") or {}
+        if dyn.get("available"):
+            lines.append(("training labels in doubt", f"{dyn['negative_aum']:,} of {dyn['images']:,} training "
+                                                      "images (table('dynamics'))"))
+        body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>"
+                       for k, v in lines)
+        return (f"<div><b>{e(self.name)}</b> <code>{e(self.id)}</code> · {e(self.record.dataset)} · "
+                f"{e(self.split)} split<table>{body}</table><small>tables: {', '.join(TABLES)} "
+                "(dive.table(name)); dive.pictures(rows); dive.model()</small></div>")

@@ -1,0 +1,66 @@
+"""deepdive.open_run: a run's stored deep dive read from Python, as a notebook would."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import deepdive
+from deepdive.analysis import export
+from deepdive.analysis.reader import RunAnalysis
+from deepdive.errors import DeepdiveError, RunError
+from deepdive.store import Store
+
+
+@pytest.fixture(scope="module")
+def dive(analyzed_run, copy_workspace, tmp_path_factory):
+    """The analysed tiny run, read from a copy of its workspace (reviews are written into it)."""
+    ws = copy_workspace(analyzed_run.workspace, tmp_path_factory.mktemp("reader") / "ws")
+    return deepdive.open_run(analyzed_run.run_id[:10], workspace=ws)
+
+
+def test_open_run_reads_the_tables_export_writes(dive, analyzed_run, res):
+    assert (dive.id, dive.split, dive.class_names) == (analyzed_run.run_id, "test", res.class_names)
+    assert dive.summary == res.summary and repr(dive).endswith(f"{res.summary['error_count']} errors of 1000>")
+    for name in ("predictions", "errors", "per-class", "label-issues", "dynamics"):
+        assert dive.table(name).equals(export.table(res, name))
+    with pytest.raises(DeepdiveError, match="unknown table 'nope'"):
+        dive.table("nope")
+    with pytest.raises(RunError, match="no analysis of its 'val' split"):
+        deepdive.open_run(analyzed_run.run_id, workspace=dive.workspace, split="val")
+
+
+def test_the_tables_carry_peoples_verdicts(dive):
+    row = int(dive.table("errors")["row"].iat[0])
+    with Store.open(dive.workspace, create=False) as store:
+        idx = int(dive.result.examples["idx"].iat[row])
+        store.set_label_review("mnist", "test", idx, int(dive.result.examples["true"].iat[row]), "ambiguous",
+                               run_id=dive.id)
+    reviews = dive.table("reviews")
+    assert reviews[["row", "verdict"]].values.tolist() == [[row, "ambiguous"]]
+
+
+def test_epochs_model_and_pictures(dive, analyzed_run, res):
+    epochs = dive.epochs
+    assert epochs["epoch"].tolist() == [e["epoch"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
+    assert {"val_acc", "train_loss", "seconds"} <= set(epochs.columns)
+    model = dive.model()
+    rows = dive.table("errors")["row"].to_numpy()[:4]
+    with torch.no_grad():
+        x = torch.from_numpy(dive.images[rows]).float().div(255).unsqueeze(1)
+        probs = torch.softmax(model(x).float(), 1).numpy()
+    stored = res.examples[[f"p{c}" for c in range(10)]].to_numpy()[rows]
+    np.testing.assert_allclose(probs, stored, atol=2e-2)   # bf16 on the CPU where it was evaluated
+    grid = np.asarray(dive.pictures(list(rows) + [0, 1], columns=3, scale=2))
+    assert grid.shape == (2 * (56 + 28 + 4), 3 * (56 + 4), 3)
+    red = (grid[..., 0] > 150) & (grid[..., 1] < 80)      # an error's caption
+    assert red.any()
+    with pytest.raises(DeepdiveError, match="rows in 0..999"):
+        dive.pictures([1000])
+
+
+def test_a_notebook_shows_the_headline_numbers_escaped(dive):
+    page = RunAnalysis(dataclasses.replace(dive.record, name="<img src=x onerror=alert(1)>"), dive.result,
+                       dive.workspace)._repr_html_()
+    assert "<img" not in page and "&lt;img src=x" in page
+    assert f"{dive.summary['accuracy']:.2%}" in page and "label-issues" in page
