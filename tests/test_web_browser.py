@@ -968,6 +968,43 @@ def test_a_run_is_deleted_from_the_runs_page_once_confirmed(browser, analyzed_ru
         t.page.close()
 
 
+def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
+    """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
+    name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    with Store.open(ws) as store:
+        for name, acc in (("low", 0.91), ("high", 0.999)):
+            rid = store.create_run(name, "fashion-mnist", {}, {}, [str(c) for c in range(10)], "cpu").id
+            store.finish_run(rid, acc, 2.0, 100, "cnn")
+        first = store.get_run(analyzed_run.run_id)
+    trained, store_acc = first.name, first.test_accuracy
+    with serving(ws) as url:
+        t = Tab(browser, url, analyzed_run.run_id)
+        page = t.page
+        page.wait_for_selector('[data-testid="runs-table"]')
+        names = 'trs => trs.map(t => t.children[1].textContent)'
+        rows = '[data-testid="runs-table"] tbody tr'
+        assert page.eval_on_selector_all(rows, names) == ["high", "low", trained]           # newest first
+        colours = page.eval_on_selector_all(f"{rows} input", "xs => xs.map(x => x.style.accentColor)")
+        page.click('th[data-sort="test_accuracy"]')                                          # best first
+        expected = [n for n, _ in sorted([("high", 0.999), ("low", 0.91), (trained, store_acc)], key=lambda p: -p[1])]
+        assert page.eval_on_selector_all(rows, names) == expected
+        assert page.get_attribute('th[data-sort="test_accuracy"]', "aria-sort") == "descending"
+        page.click('th[data-sort="test_accuracy"]')
+        assert page.eval_on_selector_all(rows, names) == expected[::-1]
+        by_name = dict(zip(page.eval_on_selector_all(rows, names),
+                           page.eval_on_selector_all(f"{rows} input", "xs => xs.map(x => x.style.accentColor)")))
+        assert [by_name[n] for n in ("high", "low", trained)] == colours
+        page.fill('[data-testid="runs-filter"]', "fashion FINISHED")
+        assert sorted(page.eval_on_selector_all(rows, names)) == ["high", "low"]
+        assert page.inner_text('[data-testid="runs-shown"]') == "2 of 3 runs"
+        page.fill('[data-testid="runs-filter"]', "")
+        assert page.inner_text('[data-testid="runs-shown"]') == "3 runs" and not t.errors
+        t.page.close()
+
+
 def test_overview_says_which_epochs_a_run_pruned(browser, analyzed_run, copy_workspace, tmp_path):
     """A run whose recipe pruned data (fast on the CPU) says so on its recipe card and in the curves' note, which
     explains why its train line steps up in those epochs; the 1-epoch test run pruned nothing and says nothing."""

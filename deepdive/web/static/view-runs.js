@@ -142,12 +142,51 @@
           title: "delete this run: its folder, predictions and analyses (asks first)",
           attrs: {"aria-label": `delete ${r.name}`, "data-testid": "delete-run"},
           on: {click: (e) => deleteRun(source, r, e.target)}}))];
-      const head = ["", "Name", "Run id", "Dataset", "Recipe", "Status", "Test accuracy", "Parameters", "Train time",
-                    "Created", "Deep dive", ""];
-      const tbody = el("tbody", {}, runs.map((r, i) => el("tr", {dataset: {run: r.id}}, cells(r, i))));
+      // Sortable columns (header, run field, first direction); the page opens newest first, as listed.
+      const columns = [["", null], ["Name", "name", 1], ["Run id", "id", 1], ["Dataset", "dataset", 1],
+        ["Recipe", "recipe", 1], ["Status", "status", 1], ["Test accuracy", "test_accuracy", -1],
+        ["Parameters", "num_params", -1], ["Train time", "train_seconds", 1], ["Created", "created_at", -1],
+        ["Deep dive", null], ["", null]];
+      const sort = {key: "created_at", dir: -1};
+      const filter = el("input", {type: "search", class: "input runs-filter",
+        placeholder: "filter: name, id, dataset, recipe, status",
+        attrs: {"aria-label": "filter the runs", "data-testid": "runs-filter"}, on: {input: () => drawRows()}});
+      const shown = el("span", {class: "muted small", attrs: {"data-testid": "runs-shown"}});
+      const heads = columns.map(([label, key, first]) => el("th", {
+        text: label, class: key ? "sortable" : "",
+        attrs: key ? {"data-sort": key, tabindex: "0", title: `Click to sort by ${label.toLowerCase()}`} : {},
+        on: key ? {click: () => resort(key, first), keydown: (e) => { if (e.key === "Enter") resort(key, first); }}
+          : {},
+      }));
+      const tbody = el("tbody");
+      // Rows keep the colour of their place in the server's list (the curves' colours), whatever the order shown.
+      function drawRows() {
+        const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
+        const hay = (r) => [r.name, r.id, r.dataset, r.recipe || "", r.status].join(" ").toLowerCase();
+        const value = (r) => (r[sort.key] === null || r[sort.key] === undefined ? null : r[sort.key]);
+        const order = runs.map((r, i) => i).filter((i) => words.every((w) => hay(runs[i]).includes(w)))
+          .sort((a, b) => {
+            const x = value(runs[a]), y = value(runs[b]);
+            if (x === null || y === null) return (x === null) - (y === null) || a - b;
+            return sort.dir * (typeof x === "string" ? x.localeCompare(y) : x - y) || a - b;
+          });
+        heads.forEach((th, i) => {
+          const key = columns[i][1];
+          if (key) th.setAttribute("aria-sort", key !== sort.key ? "none" : sort.dir > 0 ? "ascending" : "descending");
+        });
+        DD.clear(tbody).append(...order.map((i) => el("tr", {dataset: {run: runs[i].id}}, cells(runs[i], i))));
+        shown.textContent = order.length === runs.length ? `${runs.length} run${runs.length === 1 ? "" : "s"}` :
+          `${order.length} of ${runs.length} runs`;
+      }
+      function resort(key, first) {
+        sort.dir = key === sort.key ? -sort.dir : first;
+        sort.key = key;
+        drawRows();
+      }
+      drawRows();
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
-        el("thead", {}, el("tr", {}, head.map((h) => el("th", {text: h})))), tbody);
-      root.appendChild(el("div", {class: "panel"}, table));
+        el("thead", {}, el("tr", {}, heads)), tbody);
+      root.appendChild(el("div", {class: "panel"}, el("div", {class: "toolbar"}, filter, shown), table));
       root.appendChild(DD.section("Compare training curves", pairBox, compareBox));
       redraw();
 
@@ -163,8 +202,8 @@
           if (r.status !== "running") return;
           live.add(r.id);
           runs[i] = latest[i];
-          tbody.children[i].replaceChildren(...cells(latest[i], i));
         });
+        drawRows();
         await redraw();
         if (latest.some((r) => r.status === "running")) poll();
       }, POLL_MS);
