@@ -186,7 +186,7 @@
       drawRows();
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
         el("thead", {}, el("tr", {}, heads)), tbody);
-      root.appendChild(el("div", {class: "panel"}, el("div", {class: "toolbar"}, filter, shown), table));
+      root.appendChild(el("div", {class: "panel"}, el("div", {class: "toolbar runs-tools"}, filter, shown), table));
       root.appendChild(DD.section("Compare training curves", pairBox, compareBox));
       redraw();
 
