@@ -138,7 +138,8 @@
         })) : el("span", {class: "muted small", text: r.status === "running" ? "training…" :
           r.resumable ? `unfinished: deepdive resume ${r.id}` :
           r.status === "finished" ? `not analysed: deepdive analyze ${r.id}` : "no model to analyse"})),
-        el("td", {}, r.status === "running" ? null : el("button", {class: "btn small danger", text: "delete",
+        el("td", {}, r.status === "running" || !source.deleteRun ? null : el("button", {class: "btn small danger",
+          text: "delete",
           title: "delete this run: its folder, predictions and analyses (asks first)",
           attrs: {"aria-label": `delete ${r.name}`, "data-testid": "delete-run"},
           on: {click: (e) => deleteRun(source, r, e.target)}}))];
