@@ -64,3 +64,25 @@ def test_a_notebook_shows_the_headline_numbers_escaped(dive):
                        dive.workspace)._repr_html_()
     assert "<img" not in page and "&lt;img src=x" in page
     assert f"{dive.summary['accuracy']:.2%}" in page and "label-issues" in page
+
+
+def test_saliency_is_the_analysis_own_where_kept_else_computed_alike(dive, res):
+    from deepdive.analysis.saliency import attribute
+
+    row = int(dive.table("errors")["row"].iat[0])
+    pred, true = int(res.examples["pred"].iat[row]), int(res.examples["true"].iat[row])
+    stored = dive.saliency(row, "gradient")                                   # toward the answer: stored
+    np.testing.assert_array_equal(stored, res.stored_saliency("gradient", row, pred))
+    fresh = attribute(dive.model(), res.inputs([row]), [pred], "gradient")[0]
+    np.testing.assert_allclose(fresh, stored, rtol=1e-3, atol=1e-3 * np.abs(stored).max())
+    other = next(c for c in range(10) if c not in (pred, true))
+    assert res.stored_saliency("gradient", row, other) is None
+    computed = dive.saliency(row, "gradient", other)                         # not kept: computed
+    assert computed.shape == (28, 28) and np.abs(computed).max() > 0
+    sheet = dive.explain(row, methods=("gradient", "occlusion"), size=56)
+    assert sheet.size == (5 * (56 + 6), 56 + 34)                 # the image, then 2 methods x (answer, label)
+    assert dive.explain(int(np.flatnonzero(res.examples["correct"])[0]), methods=("gradient",)).size[0] == 2 * 118
+    with pytest.raises(DeepdiveError, match="unknown saliency method 'lime'"):
+        dive.saliency(row, "lime")
+    with pytest.raises(DeepdiveError, match="row must be in 0..999"):
+        dive.explain(1000)

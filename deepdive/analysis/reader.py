@@ -7,6 +7,8 @@ DataFrames, and the rest of the stored analysis.
     dive.epochs                            # the training curves, one row per epoch
     dive.pictures(dive.table("errors")["row"][:16])    # those rows' images as one captioned PIL image
     dive.model()                           # the run's model, on the CPU, in eval mode
+    dive.explain(row)                      # the image and its saliency maps toward the answer and the label
+    dive.saliency(row, "gradcam", target)  # one signed map (H, W): stored where the analysis kept it, else Captum
     dive.result                            # all the rest: saliency, activations, neighbours (AnalysisResult)
 """
 import html
@@ -38,6 +40,7 @@ class RunAnalysis:
     def __init__(self, record, result: AnalysisResult, workspace):
         self.record, self.result, self.workspace = record, result, workspace
         self.id, self.name, self.split = record.id, record.name, result.split
+        self._model = None
 
     def __repr__(self):
         s = self.summary
@@ -79,13 +82,70 @@ class RunAnalysis:
                                            "seconds", "member"])
 
     def model(self):
-        """The run's model (model_best.pt) on the CPU, in eval mode."""
+        """The run's model (model_best.pt) on the CPU, in eval mode; loaded once."""
         from deepdive.models import load_checkpoint
 
-        path = self.record.run_dir / "model_best.pt"
-        if not path.is_file():
-            raise RunError(f"run {self.id} has no model checkpoint ({path} is missing)")
-        return load_checkpoint(path, device="cpu").eval()
+        if self._model is None:
+            path = self.record.run_dir / "model_best.pt"
+            if not path.is_file():
+                raise RunError(f"run {self.id} has no model checkpoint ({path} is missing)")
+            self._model = load_checkpoint(path, device="cpu").eval()
+        return self._model
+
+    def saliency(self, row: int, method="gradient", target=None) -> np.ndarray:
+        """The signed map (H, W) of `method` (deepdive.analysis.saliency.METHODS) toward class `target` (default:
+        the model's answer) for image `row`: the analysis' own where it kept it, else computed with the model."""
+        from deepdive.analysis.saliency import METHODS, attribute
+
+        if method not in METHODS:
+            raise DeepdiveError(f"unknown saliency method {method!r}; methods: {', '.join(METHODS)}")
+        row = self._row(row)
+        target = int(self.result.examples["pred"].iat[row]) if target is None else int(target)
+        if not 0 <= target < len(self.class_names):
+            raise DeepdiveError(f"target must be a class in 0..{len(self.class_names) - 1}, got {target}")
+        if method in self.result.saliency_methods:
+            stored = self.result.stored_saliency(method, row, target)
+            if stored is not None:
+                return stored
+        return attribute(self.model(), self.result.inputs([row]), [target], method)[0]
+
+    def explain(self, row: int, methods=("gradient", "gradcam"), size=112):
+        """A PIL image: image `row` with its answer, then per method its map toward the answer and, for an error,
+        toward the label, both on one colour scale (red: for the class, blue: against)."""
+        from io import BytesIO
+
+        from PIL import Image, ImageDraw, ImageFont
+
+        from deepdive.analysis import render
+
+        row = self._row(row)
+        ex, names = self.result.examples, self.class_names
+        true, pred, conf = int(ex["true"].iat[row]), int(ex["pred"].iat[row]), float(ex["confidence"].iat[row])
+        image = np.asarray(self.images[row])
+        tiles = [(Image.open(BytesIO(render.to_png(image, size))).convert("RGB"),
+                  [f"#{int(ex['idx'].iat[row])} label {names[true]}", f"answer {names[pred]} {conf:.0%}"])]
+        for method in methods:
+            targets = [pred] if pred == true else [pred, true]
+            maps = [self.saliency(row, method, t) for t in targets]
+            scale = render.shared_scale(*maps)
+            for t, attr in zip(targets, maps):
+                png = render.overlay_png(image, attr, size=size, scale=scale)
+                tiles.append((Image.open(BytesIO(png)).convert("RGB"), [method, f"toward {names[t]}"]))
+        w = max(t.width for t, _ in tiles)
+        h = max(t.height for t, _ in tiles)
+        sheet = Image.new("RGB", (len(tiles) * (w + 6), h + 34), "white")
+        draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=11)
+        for k, (tile, caption) in enumerate(tiles):
+            sheet.paste(tile, (k * (w + 6) + 3, 3))
+            draw.multiline_text((k * (w + 6) + 3, h + 6), "\n".join(caption), font=font, spacing=1,
+                                fill=(185, 28, 28) if k == 0 and pred != true else (55, 65, 81))
+        return sheet
+
+    def _row(self, row) -> int:
+        n = len(self.result.examples)
+        if not 0 <= int(row) < n:
+            raise DeepdiveError(f"row must be in 0..{n - 1}, got {row}")
+        return int(row)
 
     def pictures(self, rows, columns=8, scale=3):
         """A PIL image of the given rows' images in a grid, `scale` times their size, each captioned with its
@@ -137,4 +197,4 @@ class RunAnalysis:
                        for k, v in lines)
         return (f"<div><b>{e(self.name)}</b> <code>{e(self.id)}</code> · {e(self.record.dataset)} · "
                 f"{e(self.split)} split<table>{body}</table><small>tables: {', '.join(TABLES)} "
-                "(dive.table(name)); dive.pictures(rows); dive.model()</small></div>")
+                "(dive.table(name)); dive.pictures(rows); dive.explain(row); dive.model()</small></div>")

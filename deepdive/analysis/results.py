@@ -31,6 +31,13 @@ NEIGHBOUR_FILES = ("index", "similarity", "label")   # neighbours/<name>.npy (an
 CHANNEL_FILES = ("top_rows", "class_share", "errors_index", "errors")   # channels/<name>.npy (analysis.channels)
 
 
+def pictures_as_inputs(pictures: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) or (N, H, W, 3), as the split's images are -> float32 (N, C, H, W) in [0, 1] (the inverse
+    of deepdive.analysis.display_images for pictures in [0, 1])."""
+    x = np.asarray(pictures, np.float32) / 255
+    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+
+
 def analysis_dir(run_dir, split) -> Path:
     return Path(run_dir) / "analysis" / split
 
@@ -120,6 +127,30 @@ class AnalysisResult:
         out["errors_index"] = self._npy("saliency/errors_index.npy", "saliency error rows")[:len(out["errors"])]
         out["class_rep_index"] = self._npy("saliency/class_rep_index.npy", "saliency class representatives")
         return out
+
+    def stored_saliency(self, method: str, row: int, target: int) -> np.ndarray | None:
+        """The map of `method` toward class `target` for image `row` where the analysis kept it (an error's toward
+        its prediction and its label, a class representative's toward its class), float32 (H, W); else None."""
+        sal = self.saliency(method)
+        hits = np.flatnonzero(np.asarray(sal["errors_index"]) == row)
+        if len(hits):
+            pred, true = int(self.examples["pred"].iat[row]), int(self.examples["true"].iat[row])
+            if target in (pred, true):
+                return np.asarray(sal["errors"][int(hits[0]), 0 if target == pred else 1], dtype=np.float32)
+        rep = np.asarray(sal["class_rep_index"])
+        if 0 <= target < len(rep) and rep[target] == row:
+            return np.asarray(sal["class_rep"][target], dtype=np.float32)
+        return None
+
+    def inputs(self, rows) -> np.ndarray:
+        """float32 (len(rows), C, H, W) in the scale the model expects: the run's stored evaluation inputs when it
+        was logged by log_evaluation, else the images / 255."""
+        from deepdive.analysis import stored_inputs
+
+        stored = stored_inputs.load(self.run_dir / "eval", self.split)
+        if stored is not None:
+            return stored[rows]
+        return pictures_as_inputs(self.images[rows])
 
     def saliency_random(self, method: str) -> np.ndarray | None:
         """The class representatives' maps of `method` with the model's weights shuffled (the sanity check),

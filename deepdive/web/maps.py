@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from deepdive.analysis.results import pictures_as_inputs
 from deepdive.errors import RunError
 from deepdive.web import bundle as bundle_mod
 from deepdive.web.page import jsonable
@@ -173,25 +174,10 @@ class RunMaps:
             self._sal[method] = self.res.saliency(method)
         return self._sal[method]
 
-    def precomputed_saliency(self, method: str, row: int, target: int):
-        """The stored map for (row, target) if the analysis computed it, else None."""
-        sal = self._saliency(method)
-        hits = np.flatnonzero(np.asarray(sal["errors_index"]) == row)
-        if len(hits):
-            k = int(hits[0])
-            if target == self.pred[row]:
-                return np.asarray(sal["errors"][k, 0], dtype=np.float32)
-            if target == self.true[row]:
-                return np.asarray(sal["errors"][k, 1], dtype=np.float32)
-        rep = np.asarray(sal["class_rep_index"])
-        if 0 <= target < len(rep) and rep[target] == row:
-            return np.asarray(sal["class_rep"][target], dtype=np.float32)
-        return None
-
     def saliency_map(self, method: str, row: int, target: int) -> np.ndarray:
         """The signed map of `method` toward class `target` for image `row`: stored, else computed (and cached)."""
         def make():
-            attr = self.precomputed_saliency(method, row, target)
+            attr = self.res.stored_saliency(method, row, target)
             if attr is not None:
                 return attr
             from deepdive.analysis.saliency import attribute
@@ -453,7 +439,7 @@ class RunMaps:
         if expected is not None:
             self.check_class(expected)
         model = self._model()
-        shown = _as_shown(picture[None])
+        shown = pictures_as_inputs(picture[None])
         x = self._shown_inputs(shown)
         with _MODEL_LOCK:
             result = probe(model, x[0], self.num_classes, method, [] if expected is None else [expected])
@@ -500,7 +486,7 @@ class RunMaps:
         key = (str(self.record.run_dir), (self.record.run_dir / "model_best.pt").stat().st_mtime_ns)
         features = _FEATURES.get(key, load)
         with _MODEL_LOCK:
-            idx, labels, sims = features.nearest(model, self._shown_inputs(_as_shown(picture[None]))[0])
+            idx, labels, sims = features.nearest(model, self._shown_inputs(pictures_as_inputs(picture[None]))[0])
         return {"reference": features.reference.name,
                 "items": neighbour_items(training_images(self.record), idx, labels, sims)}
 
@@ -513,23 +499,11 @@ class RunMaps:
         return model
 
     def inputs(self, rows) -> np.ndarray:
-        """float32 (len(rows), C, H, W) in the scale the model expects: the run's stored evaluation inputs when it
-        was logged by log_evaluation, else images / 255."""
-        from deepdive.analysis import stored_inputs
-
-        stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
-        if stored is not None:
-            return stored[rows]
-        return _as_shown(self.res.images[rows])
+        """float32 (len(rows), C, H, W) in the scale the model expects (AnalysisResult.inputs)."""
+        return self.res.inputs(rows)
 
 
 # ---- rendering (deepdive.analysis.render) -------------------------------------------------------------------
-def _as_shown(pictures: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) or (N, H, W, 3), as the split's images are -> float32 (N, C, H, W) in [0, 1] (the inverse
-    of deepdive.analysis.display_images for pictures in [0, 1])."""
-    x = np.asarray(pictures, np.float32) / 255
-    return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-
 
 def display_stats(stats: dict, shape) -> dict:
     """The per-layer numbers of deepdive.analysis.activations as short labelled strings."""
