@@ -11,7 +11,7 @@ from deepdive.cli import main
 from deepdive.store import Store
 
 TRAIN_KEYS = {"run_id", "run_dir", "test_accuracy", "train_seconds", "epochs"}
-RUNS_KEYS = {"id", "name", "dataset", "recipe", "status", "test_accuracy", "created"}
+RUNS_KEYS = {"id", "name", "dataset", "recipe", "status", "test_accuracy", "created", "notes"}
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +258,20 @@ def test_delete_asks_first_and_removes_whole_runs(tmp_path, capsys, monkeypatch)
     with Store.open(tmp_path, create=False) as store:
         assert [r.name for r in store.list_runs()] == ["c"]
     assert not runs[0].run_dir.exists() and not runs[1].run_dir.exists() and runs[2].run_dir.is_dir()
+
+
+def test_edit_renames_a_run_and_runs_shows_its_notes(tmp_path, capsys):
+    with Store.open(tmp_path) as store:
+        rid = store.create_run("before", "mnist", {}, {}, [str(c) for c in range(10)], "cpu").id
+        store.finish_run(rid, 0.99, 1.0, 10, "cnn")
+    ws = str(tmp_path)
+    assert main(["edit", "before", "--workspace", ws]) == 2
+    assert "nothing to change" in capsys.readouterr().err
+    assert main(["edit", "before", "--name", "after", "--notes", "a long note " * 8, "--workspace", ws]) == 0
+    assert f"run {rid}: name 'after'" in capsys.readouterr().out
+    assert main(["runs", "--workspace", ws]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "NOTES" and row.split()[1] == "after"
+    assert row.endswith("a long note a long note a long note a l…")        # one line, 40 characters
+    assert main(["runs", "--workspace", ws, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["notes"] == ("a long note " * 8).strip()

@@ -46,7 +46,9 @@ def test_open_migrates_a_version_1_database(tmp_path):
     ws.mkdir()
     v1 = DDL.replace("    member INTEGER,                -- an ensemble's member index (its epochs are numbered on "
                      "across members)\n", "")
-    assert "member" not in v1
+    v1 = v1.replace("    error TEXT,\n    notes TEXT                     -- what a person wrote about the run "
+                    "(deepdive edit, the runs page)\n", "    error TEXT\n")
+    assert "member" not in v1 and "notes" not in v1
     conn = sqlite3.connect(ws / DB_NAME)
     conn.executescript(v1 + "PRAGMA user_version = 1;")
     conn.execute("INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version, "
@@ -58,6 +60,7 @@ def test_open_migrates_a_version_1_database(tmp_path):
     with Store.open(ws) as s:
         s.log_epoch("r1", 2, 0.5, 0.8, 0.5, 0.8, 0.1, 2.5, member=1)
         assert [(e["epoch"], e["val_acc"], e["member"]) for e in s.epochs("r1")] == [(1, 0.75, None), (2, 0.8, 1)]
+        assert s.get_run("r1").notes is None and s.edit_run("r1", notes="from v1").notes == "from v1"
     conn = sqlite3.connect(ws / DB_NAME)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
@@ -308,3 +311,19 @@ def test_delete_run_removes_its_rows_own_reviews_and_folder_and_nothing_else(sto
 
 def _failing_tx():
     raise sqlite3.OperationalError("database is locked")
+
+
+def test_edit_run_renames_and_keeps_notes(store):
+    run = new_run(store, "first")
+    edited = store.edit_run(run.id, name="  second ", notes="lr 0.1 was too high\nnext: 0.05")
+    assert (edited.name, edited.notes) == ("second", "lr 0.1 was too high\nnext: 0.05")
+    assert store.get_run("second").id == run.id and store.edit_run(run.id, notes="").notes is None
+    assert store.edit_run(run.id).name == "second"                      # nothing given: nothing changes
+    for bad, message in (("latest", "invalid run name"), ("  ", "invalid run name"), ("x" * 201, "at most 200")):
+        with pytest.raises(RunError, match=message):
+            store.edit_run(run.id, name=bad)
+    with pytest.raises(RunError, match="at most 10,000 characters"):
+        store.edit_run(run.id, notes="x" * 10_001)
+    with pytest.raises(RunError, match="unknown run id"):
+        store.edit_run("nope", notes="x")
+    assert store.get_run(run.id).to_dict()["notes"] is None

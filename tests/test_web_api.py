@@ -215,6 +215,25 @@ def test_delete_a_run(analyzed_run, copy_workspace, tmp_path):
         assert client.delete(f"/api/runs/{rid}").status_code == 404
 
 
+def test_rename_a_run_and_write_its_notes(analyzed_run, copy_workspace, tmp_path):
+    """PATCH /api/runs/{id}: the new name shows in the list and in the run's bundle (cached before the edit)."""
+    from fastapi.testclient import TestClient
+
+    from deepdive.web.app import create_app
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+    with TestClient(create_app(ws)) as client:
+        assert client.get(f"/api/runs/{rid}/splits/test/bundle").json()["run"]["name"] != "renamed"
+        r = client.patch(f"/api/runs/{rid}", json={"name": "renamed", "notes": "first try"})
+        assert r.status_code == 200 and (r.json()["name"], r.json()["notes"]) == ("renamed", "first try")
+        assert client.get("/api/runs").json()[0]["notes"] == "first try"
+        assert client.get(f"/api/runs/{rid}/splits/test/bundle").json()["run"]["name"] == "renamed"
+        r = client.patch(f"/api/runs/{rid}", json={"name": "latest"})
+        assert r.status_code == 422 and "invalid run name" in r.json()["detail"]
+        assert client.patch("/api/runs/20990101-000000-abcdef", json={"notes": "x"}).status_code == 404
+
+
 def test_json_for_script_cannot_close_the_block():
     payload = {"name": "</script><script>alert(1)</script><!--", "amp": "a&b", "sep": "\u2028"}
     text = page.json_for_script(payload)

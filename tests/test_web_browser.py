@@ -968,6 +968,37 @@ def test_a_run_is_deleted_from_the_runs_page_once_confirmed(browser, analyzed_ru
         t.page.close()
 
 
+def test_a_run_is_renamed_and_annotated_from_the_runs_page(browser, analyzed_run, copy_workspace, tmp_path):
+    """The pencil beside a run's name opens its name and notes; saved, the table and the run's Overview show them;
+    a refused name says why and keeps the form."""
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    rid = analyzed_run.run_id
+    with serving(ws) as url:
+        t = Tab(browser, url, rid)
+        page = t.page
+        row = f'tr[data-run="{rid}"]'
+        page.click(f'{row} [data-testid="edit-run"]')
+        page.fill('[data-testid="edit-name"]', "latest")
+        page.click('[data-testid="edit-save"]')
+        page.wait_for_selector(f"{row} .bad")
+        assert "invalid run name" in page.inner_text(f"{row} .bad")
+        page.fill('[data-testid="edit-name"]', "<b>first</b> net")
+        page.fill('[data-testid="edit-notes"]', "stroke thinning on\nnext: try rotate ±20°")
+        page.click('[data-testid="edit-save"]')
+        page.wait_for_selector(f'{row} [data-testid="run-notes"]')
+        assert page.inner_text(f"{row} td:nth-child(2) .strong") == "<b>first</b> net"    # text, not markup
+        assert "stroke thinning on" in page.inner_text(f'{row} [data-testid="run-notes"]')
+        t.view("overview").wait_for_selector('[data-testid="overview-notes"]')
+        assert "next: try rotate ±20°" in page.inner_text('[data-testid="overview-notes"]')
+        assert page.locator("b", has_text="first").count() == 0 and not t.dialogs and not t.errors
+        t.page.close()
+    with Store.open(ws) as store:
+        run = store.get_run(rid)
+        assert (run.name, run.notes) == ("<b>first</b> net", "stroke thinning on\nnext: try rotate ±20°")
+
+
 def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
     """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
     name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""
@@ -984,7 +1015,7 @@ def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace,
         t = Tab(browser, url, analyzed_run.run_id)
         page = t.page
         page.wait_for_selector('[data-testid="runs-table"]')
-        names = 'trs => trs.map(t => t.children[1].textContent)'
+        names = 'trs => trs.map(t => t.children[1].querySelector(".strong").textContent)'
         rows = '[data-testid="runs-table"] tbody tr'
         assert page.eval_on_selector_all(rows, names) == ["high", "low", trained]           # newest first
         colours = page.eval_on_selector_all(f"{rows} input", "xs => xs.map(x => x.style.accentColor)")

@@ -28,6 +28,7 @@ __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json
 
 DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
+MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
 DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
 # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
 _HEARTBEAT_SQL = ("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
@@ -55,6 +56,7 @@ class RunRecord:
     run_dir: Path  # absolute; the db stores it relative to the workspace so workspaces can be moved
     heartbeat_at: str | None
     error: str | None
+    notes: str | None
 
     @property
     def config(self) -> dict:
@@ -144,6 +146,16 @@ def code_version() -> str:
         except (OSError, subprocess.TimeoutExpired):
             pass
     return f"deepdive {__version__}"
+
+
+def _valid_name(name) -> str:
+    """A run's name, stripped; RunError if empty, 'latest' (the CLI's word for the newest run) or too long."""
+    text = "" if name is None else str(name).strip()
+    if not text or text == "latest":
+        raise RunError(f"invalid run name {name!r}: give a non-empty name other than 'latest'")
+    if len(text) > MAX_NAME:
+        raise RunError(f"a run name has at most {MAX_NAME} characters, got {len(text)}")
+    return text
 
 
 def folder_bytes(path) -> int:
@@ -248,8 +260,7 @@ class Store:
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def create_run(self, name, dataset, config: dict, data_source: dict, class_names, device) -> RunRecord:
-        if not name or not str(name).strip() or name == "latest":
-            raise RunError(f"invalid run name {name!r}: give a non-empty name other than 'latest'")
+        name = _valid_name(name)
         run_id = new_run_id()
         (self.workspace / run_id).mkdir(parents=True)
         now = _now()
@@ -260,6 +271,20 @@ class Store:
                 " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, name, dataset, to_json(config), to_json(data_source), code_version(), now, now,
                  to_json(list(class_names)), str(device), run_id, now))
+        return self.get_run(run_id)
+
+    def edit_run(self, run_id, name=None, notes=None) -> RunRecord:
+        """Rename a run and/or set its notes (None: leave as is; notes "": none). Names follow create_run's rule."""
+        if name is not None:
+            name = _valid_name(name)
+        if notes is not None and len(str(notes)) > MAX_NOTES:
+            raise RunError(f"a run's notes have at most {MAX_NOTES:,} characters, got {len(str(notes)):,}")
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            if name is not None:
+                c.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+            if notes is not None:
+                c.execute("UPDATE runs SET notes = ? WHERE id = ?", (str(notes).strip() or None, run_id))
         return self.get_run(run_id)
 
     def set_config(self, run_id, config: dict):

@@ -1,7 +1,7 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 # a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     run_dir TEXT NOT NULL,
     heartbeat_at TEXT,
-    error TEXT
+    error TEXT,
+    notes TEXT                     -- what a person wrote about the run (deepdive edit, the runs page)
 );
 CREATE INDEX IF NOT EXISTS runs_name ON runs(name);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -91,4 +92,5 @@ CREATE TABLE IF NOT EXISTS label_reviews (
 MIGRATIONS = {
     1: "ALTER TABLE epochs ADD COLUMN member INTEGER;",
     2: "",   # v3 adds label_reviews, which the DDL creates
+    3: "ALTER TABLE runs ADD COLUMN notes TEXT;",
 }

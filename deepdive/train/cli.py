@@ -109,6 +109,15 @@ def register(subparsers):
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (needed where stdin is not a terminal)")
     p.set_defaults(func=cmd_delete)
 
+    p = subparsers.add_parser("edit", help="rename a run or write its notes",
+                              description="Rename a run and/or set its notes (shown on the dashboard's runs page "
+                                          "and by `deepdive runs`); --notes '' clears them.")
+    p.add_argument("run", help="run id, unique id prefix, run name (its newest run) or 'latest'")
+    p.add_argument("--name", help="the new name")
+    p.add_argument("--notes", help="what you want to remember about the run")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.set_defaults(func=cmd_edit)
+
     p = subparsers.add_parser("predict", help="classify image files with a trained run's model",
                               description="Classify PNG/JPEG files of any size: each is turned into an MNIST-style "
                                           "digit (grayscale, dark background, fitted into 20x20 and centred in "
@@ -170,18 +179,19 @@ def cmd_runs(args) -> int:
         with Store.open(args.workspace, create=False) as store:
             runs = store.list_runs()
     rows = [{"id": r.id, "name": r.name, "dataset": r.dataset, "recipe": r.recipe, "status": r.status,
-             "test_accuracy": r.test_accuracy, "created": r.created_at} for r in runs]
+             "test_accuracy": r.test_accuracy, "created": r.created_at, "notes": r.notes} for r in runs]
     if args.json:
         print(json.dumps(rows))
         return 0
     if not rows:
         print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
         return 0
-    table = [("ID", "NAME", "DATASET", "RECIPE", "STATUS", "TEST ACC", "CREATED (UTC)")]
+    table = [("ID", "NAME", "DATASET", "RECIPE", "STATUS", "TEST ACC", "CREATED (UTC)", "NOTES")]
     for run, r in zip(runs, rows):
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2%}"
+        note = " ".join((r["notes"] or "").split())      # one line, the start of it
         table.append((r["id"], r["name"], r["dataset"], run.recipe_text or "-", r["status"], acc,
-                      r["created"][:19].replace("T", " ")))
+                      r["created"][:19].replace("T", " "), note if len(note) <= 40 else note[:39] + "…"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -211,6 +221,17 @@ def cmd_delete(args) -> int:
                 return 1
         freed = sum(store.delete_run(i) for i in runs)
     print(f"deleted {len(runs)} run{'s' if len(runs) != 1 else ''}, {freed / 1e6:.1f} MB freed")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from deepdive.store import Store
+
+    if args.name is None and args.notes is None:
+        raise DeepdiveError("nothing to change: give --name NAME and/or --notes TEXT")
+    with Store.open(args.workspace, create=False) as store:
+        run = store.edit_run(store.get_run(args.run).id, name=args.name, notes=args.notes)
+    print(f"run {run.id}: name {run.name!r}" + (f", notes {run.notes!r}" if run.notes else ", no notes"))
     return 0
 
 

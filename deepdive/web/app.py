@@ -70,7 +70,7 @@ class RunCache:
         return rec
 
     def forget(self, run_id: str):
-        """Drop a run's entries (it was deleted)."""
+        """Drop a run's entries (it was deleted or renamed)."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == run_id]:
                 del self._entries[key]
@@ -99,6 +99,11 @@ class RunCache:
 class Review(BaseModel):
     verdict: str
     label: int | None = None
+
+
+class RunEdit(BaseModel):
+    name: str | None = None
+    notes: str | None = None
 
 
 class Picture(BaseModel):
@@ -195,6 +200,17 @@ def create_app(workspace) -> FastAPI:
             raise HTTPException(409, str(e)) from None
         runs.forget(rec.id)
         return {"deleted": rec.id, "name": rec.name, "freed_bytes": freed}
+
+    @app.patch("/api/runs/{run_id}")
+    def edit_run(run_id: str, edit: RunEdit):
+        """Rename the run and/or set its notes (Store.edit_run)."""
+        rec = runs.record(run_id)
+        try:
+            rec = store.edit_run(rec.id, name=edit.name, notes=edit.notes)
+        except RunError as e:      # it exists (record found it): the name or notes are refused
+            raise HTTPException(422, str(e)) from None
+        runs.forget(rec.id)        # its cached bundles carry the old name
+        return _run_row(rec)
 
     @app.get("/api/runs/{run_id}")
     def get_run(run_id: str):
@@ -349,5 +365,5 @@ def create_app(workspace) -> FastAPI:
 
 def _run_row(r) -> dict:
     keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
-            "device", "created_at", "finished_at")
+            "device", "created_at", "finished_at", "notes")
     return {**{k: getattr(r, k) for k in keys}, "recipe": r.recipe_text, "resumable": r.resumable}

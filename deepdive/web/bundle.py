@@ -137,7 +137,7 @@ def examples_block(frame, num_classes: int) -> dict:
 
 def run_block(record) -> dict:
     keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
-            "device", "created_at", "started_at", "finished_at", "code_version", "error")
+            "device", "created_at", "started_at", "finished_at", "code_version", "error", "notes")
     return {**{k: getattr(record, k) for k in keys}, "config": record.config, "data_source": record.data_source}
 
 

@@ -154,6 +154,8 @@ window.DD = window.DD || {};
       mode: "served",
       listRuns: () => getJSON("/api/runs"),
       deleteRun: (runId) => getJSON(`/api/runs/${encodeURIComponent(runId)}`, {method: "DELETE"}),
+      editRun: (runId, edit) => getJSON(`/api/runs/${encodeURIComponent(runId)}`,
+        {method: "PATCH", headers: {"Content-Type": "application/json"}, body: JSON.stringify(edit)}),
       // fresh: refetch (a run still training logs more epochs)
       epochs: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`, fresh),
       bundle: (runId, split) =>

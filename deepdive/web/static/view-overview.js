@@ -204,6 +204,10 @@
   DD.views.overview = {
     title: "Overview", icon: "◧",
     render(root, ctx) {
+      if (ctx.b.run.notes) {      // what a person wrote about the run (deepdive edit, the runs page)
+        root.appendChild(el("div", {class: "panel run-notes-panel", attrs: {"data-testid": "overview-notes"}},
+          el("span", {class: "tool-label", text: "Notes"}), el("span", {class: "pre-line", text: ctx.b.run.notes})));
+      }
       root.appendChild(cards(ctx));
       const lossBox = el("div", {class: "chart", attrs: {"data-testid": "loss-chart"}});
       const accBox = el("div", {class: "chart", attrs: {"data-testid": "acc-chart"}});

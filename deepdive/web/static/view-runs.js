@@ -92,6 +92,45 @@
     DD.rerender();
   }
 
+  // The name cell: the name, the start of the notes, and (served) a pencil that opens a form for both.
+  function nameCell(source, run) {
+    const short = (text) => (text.length > 90 ? text.slice(0, 89) + "…" : text);
+    const notes = run.notes ? el("div", {class: "muted small run-notes", title: run.notes,
+      attrs: {"data-testid": "run-notes"}, text: short(run.notes)}) : null;
+    const cell = el("td", {}, el("span", {class: "strong", text: run.name}));
+    if (source.editRun) {
+      cell.append(el("button", {class: "icon-btn small-icon", text: "✎", title: "rename, or write notes",
+        attrs: {"aria-label": `edit ${run.name}`, "data-testid": "edit-run"},
+        on: {click: () => editForm(source, run, cell)}}));
+    }
+    DD.append(cell, [notes]);
+    return cell;
+  }
+
+  function editForm(source, run, cell) {
+    const name = el("input", {class: "input", value: run.name,
+      attrs: {"aria-label": "run name", "data-testid": "edit-name"}});
+    const notes = el("textarea", {class: "input run-notes-input", rows: 3,
+      placeholder: "notes: what you tried, what you saw",
+      attrs: {"aria-label": "run notes", "data-testid": "edit-notes"}});
+    notes.value = run.notes || "";
+    const status = el("span", {class: "small"});
+    const save = async () => {
+      try {
+        await source.editRun(run.id, {name: name.value, notes: notes.value});
+      } catch (err) {
+        status.className = "small bad";
+        status.textContent = err.message;
+        return;
+      }
+      DD.rerender();
+    };
+    DD.clear(cell).append(el("div", {class: "run-edit"}, name, notes, el("div", {},
+      el("button", {class: "btn small", text: "Save", attrs: {"data-testid": "edit-save"}, on: {click: save}}),
+      el("button", {class: "btn small", text: "Cancel", on: {click: () => DD.rerender()}}), status)));
+    name.focus();
+  }
+
   DD.views.runs = {
     title: "Runs",
     render: async function (root, source) {
@@ -123,7 +162,7 @@
           attrs: {"aria-label": `compare ${r.name}`, "data-testid": "compare-tick"},
           style: {accentColor: DD.classColor(i)},
           on: {change: (e) => { if (e.target.checked) ticked.add(r.id); else ticked.delete(r.id); redraw(); }}})),
-        el("td", {class: "strong", text: r.name}),
+        nameCell(source, r),
         el("td", {class: "mono", text: r.id}),
         el("td", {text: r.dataset}),
         el("td", {class: "small", text: r.recipe || "–"}),
@@ -150,7 +189,7 @@
         ["Deep dive", null], ["", null]];
       const sort = {key: "created_at", dir: -1};
       const filter = el("input", {type: "search", class: "input runs-filter",
-        placeholder: "filter: name, id, dataset, recipe, status",
+        placeholder: "filter: name, id, dataset, recipe, status, notes",
         attrs: {"aria-label": "filter the runs", "data-testid": "runs-filter"}, on: {input: () => drawRows()}});
       const shown = el("span", {class: "muted small", attrs: {"data-testid": "runs-shown"}});
       const heads = columns.map(([label, key, first]) => el("th", {
@@ -163,7 +202,8 @@
       // Rows keep the colour of their place in the server's list (the curves' colours), whatever the order shown.
       function drawRows() {
         const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
-        const hay = (r) => [r.name, r.id, r.dataset, r.recipe || "", r.status].join(" ").toLowerCase();
+        const hay = (r) => [r.name, r.id, r.dataset, r.recipe || "", r.status, r.notes || ""].join(" ")
+          .toLowerCase();
         const value = (r) => (r[sort.key] === null || r[sort.key] === undefined ? null : r[sort.key]);
         const order = runs.map((r, i) => i).filter((i) => words.every((w) => hay(runs[i]).includes(w)))
           .sort((a, b) => {
