@@ -40,13 +40,15 @@ def test_store_keeps_one_review_per_image(tmp_path):
 
 
 def test_a_version_2_store_gains_the_table(tmp_path):
-    """A workspace from before reviews (schema v2: no label_reviews table) is migrated when opened."""
+    """A workspace from before reviews (schema v2: no label_reviews table, no runs.notes) is migrated when
+    opened."""
     Store.open(tmp_path).close()
     with closing(sqlite3.connect(tmp_path / "deepdive.sqlite")) as db, db:
         db.execute("DROP TABLE label_reviews")
+        db.execute("ALTER TABLE runs DROP COLUMN notes")
         db.execute("PRAGMA user_version = 2")
     with Store.open(tmp_path) as store:
-        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
+        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
         store.set_label_review("mnist", "test", 1, 2, "ambiguous")
         assert len(store.label_reviews("mnist")) == 1
 

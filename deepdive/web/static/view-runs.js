@@ -244,7 +244,7 @@
           live.add(r.id);
           runs[i] = latest[i];
         });
-        drawRows();
+        if (!tbody.querySelector(".run-edit")) drawRows();     // not under a person's hands: a form stays open
         await redraw();
         if (latest.some((r) => r.status === "running")) poll();
       }, POLL_MS);
