@@ -327,3 +327,12 @@ def test_edit_run_renames_and_keeps_notes(store):
     with pytest.raises(RunError, match="unknown run id"):
         store.edit_run("nope", notes="x")
     assert store.get_run(run.id).to_dict()["notes"] is None
+
+
+def test_params_flatten_the_settings_of_a_run(store):
+    config = {"preset": "fast", "resolved": {"lr": 0.2, "augment": {"rotate": 10.0}, "widths": [32, 64],
+                                             "amp": True, "keep": None},
+              "reviewed_labels": {"relabel": {str(i): 1 for i in range(60)}}}
+    run = new_run(store, config=config)
+    assert run.params == {"preset": "fast", "resolved.lr": 0.2, "resolved.augment.rotate": 10.0,
+                          "resolved.amp": True}

@@ -999,6 +999,37 @@ def test_a_run_is_renamed_and_annotated_from_the_runs_page(browser, analyzed_run
         assert (run.name, run.notes) == ("<b>first</b> net", "stroke thinning on\nnext: try rotate ±20°")
 
 
+def test_the_runs_page_sets_a_setting_against_test_accuracy(browser, analyzed_run, copy_workspace, tmp_path):
+    """The settings that differ between runs with an accuracy are offered; the chart has one point per run, on a
+    linear axis for numbers, categories for the rest."""
+    from deepdive.store import Store
+
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    with Store.open(ws) as store:
+        trained = store.get_run(analyzed_run.run_id)
+        for name, lr, acc in (("lr-low", 0.01, 0.95), ("lr-high", 0.5, 0.97)):
+            rid = store.create_run(name, "mnist", {"preset": "sweep", "resolved": {"lr": lr, "arch": "cnn"},
+                                                   "reviewed_labels": {"relabel": {str(i): 1 for i in range(60)}}},
+                                   {}, [str(c) for c in range(10)], "cpu").id
+            store.finish_run(rid, acc, 2.0, 100, "cnn")
+        store.create_run("unfinished", "mnist", {"resolved": {"lr": 9.0}}, {}, [str(c) for c in range(10)], "cpu")
+    with serving(ws) as url:
+        t = Tab(browser, url, analyzed_run.run_id)
+        page = t.page
+        page.wait_for_selector('[data-testid="params-chart"][data-key="resolved.lr"] .scatterlayer .trace')
+        keys = page.eval_on_selector_all('[data-testid="params-key"] option', "os => os.map(o => o.value)")
+        assert "resolved.lr" in keys and "preset" in keys and not any(k.startswith("reviewed_labels") for k in keys)
+        assert "resolved.arch" not in keys                           # the same for all three
+        data = page.evaluate("() => document.querySelector('[data-testid=\"params-chart\"]').data[0]")
+        lr = trained.config["resolved"]["lr"]
+        assert sorted(zip(data["x"], data["y"])) == sorted([(0.01, 0.95), (0.5, 0.97), (lr, trained.test_accuracy)])
+        page.select_option('[data-testid="params-key"]', "preset")
+        page.wait_for_selector('[data-testid="params-chart"][data-key="preset"]')
+        data = page.evaluate("() => document.querySelector('[data-testid=\"params-chart\"]').data[0]")
+        assert sorted(data["x"]) == sorted(["sweep", "sweep", trained.config["preset"]]) and not t.errors
+        t.page.close()
+
+
 def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
     """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
     name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""

@@ -29,6 +29,7 @@ __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json
 DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
 MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
+MAX_PARAMS = 300                    # flat configuration values per run (RunRecord.params)
 DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
 # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
 _HEARTBEAT_SQL = ("UPDATE runs SET heartbeat_at = ?, status = 'running', error = NULL"
@@ -70,6 +71,27 @@ class RunRecord:
     def resumable(self) -> bool:
         """An unfinished `deepdive train` run that left a training state: `deepdive resume` can finish it."""
         return self.status in ("interrupted", "failed") and (self.run_dir / TRAIN_STATE).is_file()
+
+    @property
+    def params(self) -> dict:
+        """The run's configuration as flat scalars, {"resolved.lr": 0.2, "preset": "default", ...}: every number,
+        string and bool in it under its dotted path (lists, empty values and dicts of over 50 entries left out), at
+        most MAX_PARAMS."""
+        out = {}
+
+        def walk(value, path):
+            if len(out) >= MAX_PARAMS:
+                return
+            if isinstance(value, dict):
+                if len(value) > 50:     # data (e.g. reviewed_labels' index -> label map), not settings
+                    return
+                for k, v in value.items():
+                    walk(v, f"{path}.{k}" if path else str(k))
+            elif isinstance(value, (bool, int, float, str)) and path:
+                out[path] = value
+
+        walk(self.config, "")
+        return out
 
     @property
     def recipe(self) -> dict | None:

@@ -76,6 +76,43 @@
       href: `#/r/${encodeURIComponent(a.id)}/${encodeURIComponent(split)}/compare/${encodeURIComponent(b.id)}`}));
   }
 
+  // Test accuracy against one setting of the runs' configurations (W&B's parallel view, one axis at a time): the
+  // settings offered are those that differ between runs with an accuracy; numbers on a linear axis, the rest as
+  // categories. Each point has its run's curve colour.
+  function paramsPanel(runs, box) {
+    const scored = runs.map((r, i) => [r, i])
+      .filter(([r]) => r.test_accuracy !== null && r.test_accuracy !== undefined);
+    const keys = [...new Set(scored.flatMap(([r]) => Object.keys(r.params || {})))].filter((k) =>
+      new Set(scored.map(([r]) => JSON.stringify((r.params || {})[k]))).size > 1).sort();
+    if (scored.length < 2 || !keys.length) {
+      DD.clear(box).append(DD.note(scored.length < 2 ? "Two or more runs with a test accuracy are needed to set " +
+        "their settings against it." : "The runs with a test accuracy share every setting.", "muted"));
+      return;
+    }
+    const prefer = ["resolved.lr", "preset", "resolved.epochs", "seed"].find((k) => keys.includes(k)) || keys[0];
+    const chart = el("div", {class: "chart", attrs: {"data-testid": "params-chart"}});
+    const draw = async (key) => {
+      const have = scored.filter(([r]) => r.params && r.params[key] !== undefined);
+      const numeric = have.every(([r]) => typeof r.params[key] === "number");
+      const Plotly = await DD.plotly();
+      await Plotly.react(chart, [{x: have.map(([r]) => numeric ? r.params[key] : String(r.params[key])),
+        y: have.map(([r]) => r.test_accuracy), text: have.map(([r]) => `${r.name} · ${r.id.slice(-6)}`),
+        mode: "markers", type: "scatter", hovertemplate: "%{text}<br>%{x}: %{y:.2%}<extra></extra>",
+        marker: {size: 10, color: have.map(([, i]) => DD.classColor(i))}}],
+      DD.plotLayout({xaxis: {title: {text: key}, type: numeric ? "linear" : "category", automargin: true},
+        yaxis: {title: {text: "test accuracy"}, tickformat: ".2%", automargin: true}, hovermode: "closest",
+        showlegend: false}), DD.plotConfig);
+      chart.dataset.key = key;
+    };
+    const pick = el("select", {class: "input", attrs: {"aria-label": "setting", "data-testid": "params-key"},
+      on: {change: (e) => draw(e.target.value)}},
+      keys.map((k) => el("option", {value: k, text: k, selected: k === prefer})));
+    DD.clear(box).append(el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "setting"}), pick,
+      el("span", {class: "muted small", text: `${keys.length} setting${keys.length === 1 ? "" : "s"} differ ` +
+        `between the ${scored.length} runs with a test accuracy`})), chart);
+    draw(prefer);
+  }
+
   // Delete one run, once the person confirms; the page then lists the runs left.
   async function deleteRun(source, run, button) {
     const what = `Delete run ${run.name} (${run.id})? Its folder, predictions and analyses go for good; ` +
@@ -229,6 +266,9 @@
         el("thead", {}, el("tr", {}, heads)), tbody);
       root.appendChild(el("div", {class: "panel"}, el("div", {class: "toolbar runs-tools"}, filter, shown), table));
       root.appendChild(DD.section("Compare training curves", pairBox, compareBox));
+      const paramsBox = el("div", {attrs: {"data-testid": "params"}});
+      root.appendChild(DD.section("Settings against test accuracy", paramsBox));
+      paramsPanel(runs, paramsBox);
       redraw();
 
       // While a run trains, its row and curves follow it, like a live dashboard: poll the list, refetch the
