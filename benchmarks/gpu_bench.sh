@@ -8,7 +8,8 @@
 # sweep FILE:      benchmarks/sweep.py over FILE's recipe variants (how the presets were chosen), keeping every
 #                  run's test probabilities in probs.npz for benchmarks/ensembles.py.
 # all FILE:        bench, then the sweep for whatever time is left of $DEADLINE seconds (default 450).
-# Every mode first checks that a resumed run ends where the uninterrupted one does (benchmarks/resume_check.py).
+# Every mode first checks that a resumed run ends where the uninterrupted one does (benchmarks/resume_check.py)
+# and that run.log_train_batch records on the GPU what it records on the CPU (benchmarks/recorder_check.py).
 #
 # MNIST travels with the working tree: copy the four idx files (raw or .gz) into .device/mnist/ (git-ignored)
 # and carry ".device". Everything goes to $OUT (default ./gpu-bench-out): log.txt, bench.jsonl, sweep.jsonl,
@@ -74,6 +75,9 @@ timeout 120 "$PY" benchmarks/resume_check.py --device cuda --preset default 2>&1
 # and into a pruned epoch, whose per-image losses the graph writes in place and the state carries
 timeout 120 "$PY" benchmarks/resume_check.py --device cuda --preset default --ensemble 1 \
   --overrides '{"prune": 0.5, "prune_until": 1.0}' 2>&1 | tail -2 | tee -a "$LOG" || true
+
+# run.log_train_batch on the device: the same record as from CPU copies, and no synchronisation per batch
+timeout 60 "$PY" benchmarks/recorder_check.py --device cuda 2>&1 | tail -1 | tee -a "$LOG" || true
 
 case "$mode" in
   bench) bench ;;

@@ -251,3 +251,12 @@ def test_resume_check_smoke(mnist, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "on cpu (fast, ensemble 1" in out and "largest weight difference 0, histories identical" in out
     assert "training dynamics: 2 epochs x 300 images" in out and "resumed identical, counts per epoch as trained" in out
+
+
+def test_the_recorder_check_runs_on_the_cpu(capsys):
+    """benchmarks/recorder_check.py, which the GPU round runs on CUDA, on the CPU: the script itself works."""
+    spec = importlib.util.spec_from_file_location("recorder_check", SWEEP.parent / "recorder_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.main(["--device", "cpu"]) == 0
+    assert "3 epochs x 4000 images" in capsys.readouterr().out
