@@ -47,7 +47,8 @@
       DD.card("Model", run.model_arch || "–", `${DD.fmt.int(run.num_params)} parameters`),
       DD.card(`Accuracy (${ctx.b.split})`, DD.fmt.pct(s.accuracy, 2), `${DD.fmt.int(s.error_count)} errors of ` +
               `${DD.fmt.int(s.n)}` + topTwo(s)),
-      DD.card("Training time", DD.fmt.secs(run.train_seconds), [`${ctx.b.epochs.length} epochs on ${run.device || "?"}`,
+      DD.card("Training time", DD.fmt.secs(run.train_seconds), [`${ctx.b.epochs.length} epochs ` +
+        (run.device === "user" ? "in your own loop" : `on ${run.device || "?"}`),
         precisionText(resolved.amp)].filter(Boolean).join(" · ")),
       DD.card("Recipe", cfg.preset || "–", [resolved.optimizer, resolved.batch_size && `batch ${resolved.batch_size}`,
         cfg.seed !== undefined && `seed ${cfg.seed}`, cfg.ensemble > 1 && `ensemble ×${cfg.ensemble}`,
@@ -93,10 +94,17 @@
     }
     const xaxis = {title: {text: es && es.members ? "epoch (members one after another)" : "epoch"},
                    ...(ep.length <= 30 ? {dtick: 1} : {})};
-    const pLoss = Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
+    // A run of your own logs what its loop has (run.log): a chart with nothing logged says so instead of drawing axes.
+    const logged = (...keys) => ep.some((e) => keys.some((k) => e[k] !== null && e[k] !== undefined));
+    const nothing = (box, what) => DD.clear(box).appendChild(DD.note(`No ${what} was logged per epoch ` +
+      `(run.log(${what === "loss" ? "train_loss=..., val_loss=..." : "train_acc=..., val_acc=..."}) records it).`,
+      "muted"));
+    const pLoss = !logged("train_loss", "val_loss") ? nothing(lossBox, "loss") :
+      Plotly.newPlot(lossBox, [line("train_loss", "train", "#4e79a7"), line("val_loss", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Loss per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
                      yaxis: {title: {text: "cross-entropy"}, automargin: true, type: "log", ...DD.logTicks(ep.flatMap((e) => [e.train_loss, e.val_loss]))}, shapes, annotations}), DD.plotConfig);
-    const pAcc = Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
+    const pAcc = !logged("train_acc", "val_acc") ? nothing(accBox, "accuracy") :
+      Plotly.newPlot(accBox, [line("train_acc", "train", "#4e79a7"), line("val_acc", "validation", "#e15759", "dash")],
       DD.plotLayout({title: {text: "Accuracy per epoch", font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis,
                      yaxis: {title: {text: "accuracy"}, automargin: true, tickformat: ".2%"}, shapes, annotations}), DD.plotConfig);
     return Promise.all([pLoss, pAcc]);
