@@ -1030,6 +1030,28 @@ def test_the_runs_page_sets_a_setting_against_test_accuracy(browser, analyzed_ru
         t.page.close()
 
 
+def test_a_custom_runs_overview_draws_what_its_loop_logged(browser, tmp_path):
+    """A run of your own that logged only its training loss: the loss chart has it, the accuracy chart says how to
+    log accuracy instead of drawing empty axes, and the training time reads "in your own loop"."""
+    import torch
+
+    import deepdive
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    images, labels = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    run = deepdive.log_evaluation(model, (images, labels), workspace=tmp_path, name="mine", progress=False,
+                                  history=[{"train_loss": 2.3}, {"train_loss": 1.9}])
+    with serving(tmp_path) as url:
+        t = Tab(browser, url, run.id)
+        page = t.view("overview")
+        page.wait_for_selector('[data-testid="loss-chart"] .scatterlayer .trace')
+        assert "No accuracy was logged per epoch" in page.inner_text('[data-testid="acc-chart"]')
+        assert "2 epochs in your own loop" in page.inner_text('[data-testid="overview-cards"]')
+        assert not t.errors
+        t.page.close()
+
+
 def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
     """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
     name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""
