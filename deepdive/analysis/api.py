@@ -100,13 +100,17 @@ class Run:
         inputs, labels, names = prepare(model, data, class_names, split, batch_size,
                                         self._store.get_run(self.id).class_names)
         train = prepare_train(train_data, inputs, len(names), batch_size)
+        dynamics = None
         if self._dynamics is not None:
             self._dynamics.end_epoch(self._last_epoch + 1)    # answers logged after the last run.log()
-            _check_dynamics(self._dynamics.arrays(), train, len(names))
-        return self._log_prepared(model, inputs, labels, names, split, progress, batch_size, train)
+            dynamics = self._dynamics.arrays()
+            _check_dynamics(dynamics, train, len(names))
+        return self._log_prepared(model, inputs, labels, names, split, progress, batch_size, train, dynamics)
 
-    def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size, train=None) -> dict:
-        """log_evaluation after prepare(): the data collected and checked against the model once."""
+    def _log_prepared(self, model, inputs, labels, names, split, progress, batch_size, train=None,
+                      dynamics=None) -> dict:
+        """log_evaluation after prepare(): the data collected and checked against the model once; dynamics: the
+        logged training answers as dynamics.npz's arrays (checked against train), if any."""
         self._check_open()
         from deepdive.analysis import analyze, predict
 
@@ -117,7 +121,6 @@ class Run:
             _save_eval(self.run_dir, split, inputs, labels)
             if train is not None:
                 _save_eval(self.run_dir, "train", *train)
-            dynamics = self._dynamics.arrays() if self._dynamics is not None else None
             if dynamics is not None:
                 atomic_save_npz(self.run_dir / DYNAMICS, **dynamics)
             record = self._store.get_run(self.id)

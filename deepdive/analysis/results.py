@@ -45,6 +45,7 @@ def analysis_dir(run_dir, split) -> Path:
 class AnalysisResult:
     def __init__(self, run_dir: Path, split: str, folder: Path, summary: dict):
         self.run_dir, self.split, self.folder, self.summary = Path(run_dir), split, folder, summary
+        self._saliency = {}     # method -> saliency(method)'s memory-mapped arrays
 
     @classmethod
     def load(cls, run_dir, split="test") -> "AnalysisResult":
@@ -118,7 +119,9 @@ class AnalysisResult:
 
     def saliency(self, method: str) -> dict:
         """{errors (n_err, 2, H, W) [pred map, true map], errors_index (n_err,) rows, class_mean (C, H, W),
-        class_rep (C, H, W), class_rep_index}; arrays memory-mapped."""
+        class_rep (C, H, W), class_rep_index}; arrays memory-mapped, opened once per method."""
+        if method in self._saliency:
+            return self._saliency[method]
         if not self.has(f"saliency:{method}"):
             known = ", ".join(self.saliency_methods) or "none"
             raise RunError(f"no {method!r} saliency stored for split {self.split!r} (available: {known})")
@@ -126,6 +129,7 @@ class AnalysisResult:
         # Costly methods store maps for only the first (most confident) errors: index rows to match.
         out["errors_index"] = self._npy("saliency/errors_index.npy", "saliency error rows")[:len(out["errors"])]
         out["class_rep_index"] = self._npy("saliency/class_rep_index.npy", "saliency class representatives")
+        self._saliency[method] = out
         return out
 
     def stored_saliency(self, method: str, row: int, target: int) -> np.ndarray | None:

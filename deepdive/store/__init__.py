@@ -180,6 +180,14 @@ def _valid_name(name) -> str:
     return text
 
 
+def refuse_running(run):
+    """RunError if run record `run` is still running: it cannot be deleted (Store.delete_run, `deepdive delete`)."""
+    if run.status == "running":
+        raise RunError(f"run {run.id} ({run.name}) is still running (last heartbeat {run.heartbeat_at}); stop it "
+                       f"first (a run whose process died is marked interrupted {STALE_AFTER_SECONDS // 60} min "
+                       "after its last heartbeat)")
+
+
 def folder_bytes(path) -> int:
     """The bytes of the files under `path` (a run folder's size)."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
@@ -406,10 +414,7 @@ class Store:
         run = self.get_run(run_id)
         if run.id != run_id:
             raise RunError(f"delete_run takes a run id, got {run_id!r} (run {run.id})")
-        if run.status == "running":
-            raise RunError(f"run {run.id} ({run.name}) is still running (last heartbeat {run.heartbeat_at}); stop it "
-                           f"first (a run whose process died is marked interrupted {STALE_AFTER_SECONDS // 60} min "
-                           "after its last heartbeat)")
+        refuse_running(run)
         aside = self.workspace / f"{DELETED_PREFIX}{run.id}-{secrets.token_hex(3)}"
         moved = run.run_dir.is_dir()
         if moved:

@@ -199,14 +199,13 @@ def cmd_runs(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from deepdive.store import Store, folder_bytes
+    from deepdive.store import Store, folder_bytes, refuse_running
 
     with Store.open(args.workspace, create=False) as store:
         runs = {}
         for ref in args.runs:              # every reference resolved (and checked) before anything is deleted
             run = store.get_run(ref)
-            if run.status == "running":
-                raise RunError(f"run {run.id} ({run.name}) is still running; stop it first")
+            refuse_running(run)
             runs[run.id] = run
         sizes = {i: folder_bytes(r.run_dir) for i, r in runs.items()}
         for i, r in runs.items():

@@ -114,7 +114,6 @@ class RunMaps:
         self._sprites = {}
         self._pngs = _Cache(4096)   # rendered PNGs
         self._maps = _Cache(1024)   # saliency arrays computed on demand
-        self._sal = {}
         self._acts = None
         self._neighbours = None
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
@@ -169,11 +168,6 @@ class RunMaps:
             return self._sprites[sheet]
 
     # ---- saliency -------------------------------------------------------------------------------------------
-    def _saliency(self, method):
-        if method not in self._sal:
-            self._sal[method] = self.res.saliency(method)
-        return self._sal[method]
-
     def saliency_map(self, method: str, row: int, target: int) -> np.ndarray:
         """The signed map of `method` toward class `target` for image `row`: stored, else computed (and cached)."""
         def make():
@@ -207,7 +201,7 @@ class RunMaps:
         def make():
             from deepdive.analysis import render
 
-            sal = self._saliency(method)
+            sal = self.res.saliency(method)
             maps = self.res.saliency_random(method) if kind == "random" else \
                 sal["class_rep" if kind == "rep" else "class_mean"]
             attr = np.asarray(maps[cls], dtype=np.float32)
