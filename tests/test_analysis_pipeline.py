@@ -213,10 +213,25 @@ def test_export_round_trip(result, tmp_path, fmt):
     assert last["recall"].tolist() == [1.0] * len(curves) and last["ap"].tolist() == [cv["ap"] for cv in curves]
 
 
+def test_export_epochs(analyzed_run, tmp_path, run_cli):
+    """`deepdive export RUN epochs`: the curves and each other metric the epochs logged, one column per name."""
+    epochs = analyzed_run.store.epochs(analyzed_run.run_id)
+    for fmt in export.FORMATS:
+        out = run_cli("export", analyzed_run.run_id, "epochs", "--out", tmp_path / f"e.{fmt}",
+                      "--workspace", analyzed_run.workspace)
+        assert "wrote epochs of run" in out.stdout
+        back = _read(tmp_path / f"e.{fmt}", fmt)
+        names = sorted(epochs[0]["metrics"])
+        assert back.columns.tolist() == export.EPOCH_COLUMNS + names and "system/cpu_percent" in names
+        assert back["epoch"].tolist() == [e["epoch"] for e in epochs]
+        assert back[names].to_numpy().tolist() == [[e["metrics"][k] for k in names] for e in epochs]
+        assert back["val_acc"].tolist() == pytest.approx([e["val_acc"] for e in epochs])
+
+
 def test_export_errors(result, analyzed_run, tmp_path, run_cli):
     from deepdive.analysis import cli
 
-    assert cli.TABLES == export.TABLES   # the CLI's copy (kept so --help imports no pandas)
+    assert cli.TABLES == export.TABLES + export.RUN_TABLES   # the CLI's copy (kept so --help imports no pandas)
     with pytest.raises(DeepdiveError, match="valid tables: predictions, per-class, confusion, label-issues, errors"):
         export.export_table(result, "bogus", tmp_path / "x.csv")
     with pytest.raises(DeepdiveError, match="--format csv or --format parquet"):

@@ -106,12 +106,19 @@ def test_init_log_and_evaluate_with_curves(tmp_path):
     images, labels = random_data(64, seed=1)
     with deepdive.init(name="curves", workspace=tmp_path, config={"lr": 0.1}) as run:
         for acc, seconds in zip([0.5, 0.7, 0.7995, 0.8], [3, 4, 5, 6]):
-            run.log(train_loss=1 - acc, val_acc=acc, seconds=seconds)
+            run.log(train_loss=1 - acc, val_acc=acc, seconds=seconds, grad_norm=torch.tensor(acc * 2),
+                    metrics={"val/f1": acc, "system/cpu_percent": 42})
+        with pytest.raises(DeepdiveError, match="invalid metric name 'top 5'"):
+            run.log(val_acc=0.9, metrics={"top 5": 0.9})      # refused whole: no fifth epoch
         summary = run.log_evaluation(TinyNet(), DataLoader(TensorDataset(images, labels), batch_size=10),
                                      class_names=["v", "w", "x", "y", "z"], progress=False)
     store = Store.open(tmp_path, create=False)
     epochs = store.epochs(run.id)
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and epochs[3]["val_acc"] == 0.8
+    # their own metrics by name, and the process's readings (a name logged by the loop wins)
+    assert epochs[3]["metrics"]["grad_norm"] == pytest.approx(1.6) and epochs[3]["metrics"]["val/f1"] == 0.8
+    assert {e["metrics"]["system/cpu_percent"] for e in epochs} == {42}
+    assert all(e["metrics"]["system/peak_rss_mb"] > 10 for e in epochs)
     assert summary["class_names"] == ["v", "w", "x", "y", "z"] and summary["n"] == 64
     # best 0.8 at epoch 4; within 0.1 pp (>= 0.799) first at epoch 3; stopping there saves epoch 4's 6 s of 18
     hint = summary["insight"]

@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -43,7 +44,8 @@ def test_the_tables_carry_peoples_verdicts(dive):
 def test_epochs_model_and_pictures(dive, analyzed_run, res):
     epochs = dive.epochs
     assert epochs["epoch"].tolist() == [e["epoch"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
-    assert {"val_acc", "train_loss", "seconds"} <= set(epochs.columns)
+    assert {"val_acc", "train_loss", "seconds", "system/cpu_percent", "system/peak_rss_mb"} <= set(epochs.columns)
+    pd.testing.assert_frame_equal(dive.table("epochs"), epochs)     # as `deepdive export RUN epochs` writes it
     model = dive.model()
     rows = dive.table("errors")["row"].to_numpy()[:4]
     with torch.no_grad():

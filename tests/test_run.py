@@ -24,6 +24,11 @@ def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
     assert run.data_source == mnist.source and run.class_names == mnist.class_names
     assert run.config["resolved"]["limit_train"] == 3000 and run.config["limit_test"] == 1000
     assert run.num_params > 0 and run.model_arch and run.train_seconds > 0
+    # the epoch's other readings, kept by name beside the curves (deepdive.sysmetrics; images trained when pruned)
+    metrics = store.epochs(run.id)[0]["metrics"]
+    assert {"system/cpu_percent", "system/peak_rss_mb"} <= set(metrics) <= {"system/cpu_percent",
+                                                                            "system/peak_rss_mb", "train_images"}
+    assert 0 < metrics["system/cpu_percent"] <= 110 * (os.cpu_count() or 1) and metrics["system/peak_rss_mb"] > 100
 
     files = {p.name for p in run.run_dir.iterdir()}
     assert {"model_best.pt", "model_last.pt", "config.json", "data_source.json", "val_indices.npy"} <= files

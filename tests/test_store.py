@@ -48,7 +48,8 @@ def test_open_migrates_a_version_1_database(tmp_path):
                      "across members)\n", "")
     v1 = v1.replace("    error TEXT,\n    notes TEXT                     -- what a person wrote about the run "
                     "(deepdive edit, the runs page)\n", "    error TEXT\n")
-    assert "member" not in v1 and "notes" not in v1
+    v1 = v1[:v1.index("-- Any other scalar")] + v1[v1.index("CREATE TABLE IF NOT EXISTS predictions"):]
+    assert "member" not in v1 and "notes" not in v1 and "epoch_metrics" not in v1
     conn = sqlite3.connect(ws / DB_NAME)
     conn.executescript(v1 + "PRAGMA user_version = 1;")
     conn.execute("INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version, "
@@ -58,12 +59,40 @@ def test_open_migrates_a_version_1_database(tmp_path):
     conn.commit()
     conn.close()
     with Store.open(ws) as s:
-        s.log_epoch("r1", 2, 0.5, 0.8, 0.5, 0.8, 0.1, 2.5, member=1)
-        assert [(e["epoch"], e["val_acc"], e["member"]) for e in s.epochs("r1")] == [(1, 0.75, None), (2, 0.8, 1)]
+        s.log_epoch("r1", 2, 0.5, 0.8, 0.5, 0.8, 0.1, 2.5, member=1, metrics={"grad_norm": 3})
+        assert [(e["epoch"], e["val_acc"], e["member"], e["metrics"]) for e in s.epochs("r1")] == \
+            [(1, 0.75, None, {}), (2, 0.8, 1, {"grad_norm": 3.0})]
         assert s.get_run("r1").notes is None and s.edit_run("r1", notes="from v1").notes == "from v1"
     conn = sqlite3.connect(ws / DB_NAME)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_epoch_metrics_by_name(store):
+    """An epoch's other metrics: kept by name with it, replaced with it, gone with the run; a non-finite value is
+    NULL (a gap; JSON carries it), a bad name or value refused with nothing written."""
+    run, other = new_run(store, "m"), new_run(store, "other")
+    store.log_epoch(run.id, 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5,
+                    metrics={"grad_norm": np.float32(1.5), "val/f1": 0.5, "system/cpu_percent": 190})
+    store.log_epoch(run.id, 2, float("inf"), 0.8, float("nan"), 0.8, 0.1, 2.5, metrics={"grad_norm": float("inf")})
+    store.log_epoch(other.id, 1, 1, 1, 1, 1, 1, 1, metrics={"grad_norm": 9})
+    one, two = store.epochs(run.id)
+    assert one["metrics"] == {"grad_norm": 1.5, "system/cpu_percent": 190.0, "val/f1": 0.5}
+    assert two["metrics"] == {"grad_norm": None} and (two["train_loss"], two["val_loss"]) == (None, None)
+    store.log_epoch(run.id, 1, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5, metrics={"lr_scale": 2})   # re-logged: replaced
+    assert store.epochs(run.id)[0]["metrics"] == {"lr_scale": 2.0}
+    for bad, match in [({"1st": 1}, "invalid metric name '1st'"), ({"a b": 1}, "invalid metric name"),
+                       ({"x" * 65: 1}, "at most 64"), ({"f1": "0.5"}, "f1 must be a number"),
+                       ({"f1": [1, 2]}, "f1 must be a number")]:
+        with pytest.raises(RunError, match=match):
+            store.log_epoch(run.id, 3, 1, 1, 1, 1, 1, 1, metrics=bad)
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2]
+    with pytest.raises(RunError, match="more than 256 differently named metrics"):
+        store.log_epoch(run.id, 3, 1, 1, 1, 1, 1, 1, metrics={f"m{i}": i for i in range(256)})
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2]       # the whole epoch refused
+    store.finish_run(run.id, test_accuracy=0.9, train_seconds=1.0, num_params=1, model_arch="cnn")
+    store.delete_run(run.id)
+    assert [tuple(r) for r in store._query("SELECT run_id, name FROM epoch_metrics")] == [(other.id, "grad_norm")]
 
 
 def test_open_refuses_missing_workspace_newer_schema_busy_and_non_database(tmp_path):
@@ -108,7 +137,7 @@ def test_run_round_trip(store):
     epochs = store.epochs(run.id)
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert epochs[1] == {"epoch": 2, "train_loss": 0.4, "train_acc": 0.86, "val_loss": 0.44, "val_acc": 0.89,
-                         "lr": 0.05, "seconds": 2.3, "member": None}
+                         "lr": 0.05, "seconds": 2.3, "member": None, "metrics": {}}
     store.log_epoch(run.id, 3, 0.9, 0.7, 0.8, 0.75, 0.1, 2.5, member=1)   # an ensemble's second member
     assert store.epochs(run.id)[2]["member"] == 1
 

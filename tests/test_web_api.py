@@ -192,6 +192,24 @@ def test_unknown_things_are_4xx(client, analyzed_run, suffix, status):
     assert r.status_code == status, r.text
 
 
+def test_a_diverged_epoch_is_served_as_gaps(tmp_path):
+    """An epoch whose loss became inf or NaN (its own metrics too) reaches the browser as nulls: JSON has no inf."""
+    from fastapi.testclient import TestClient
+
+    import deepdive
+    from deepdive.web.app import create_app
+
+    run = deepdive.init(name="diverged", workspace=tmp_path)
+    run.log(train_loss=0.5, grad_norm=2.0)
+    run.log(train_loss=float("inf"), val_loss=float("nan"), grad_norm=float("inf"))
+    run.finish()
+    with TestClient(create_app(tmp_path)) as client:
+        r = client.get(f"/api/runs/{run.id}/epochs")
+        assert r.status_code == 200
+        assert [(e["train_loss"], e["val_loss"], e["metrics"]["grad_norm"]) for e in r.json()] == \
+            [(0.5, None, 2.0), (None, None, None)]
+
+
 def test_delete_a_run(analyzed_run, copy_workspace, tmp_path):
     """DELETE /api/runs/{id}: the run goes whole (its bundle was served and cached a moment before); exact ids
     only, a running run is a conflict."""

@@ -910,7 +910,7 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
     run = deepdive.init(name="my-net", workspace=ws)             # a run logged through the Python API
     logged = [0.8, 0.9, 0.95, 0.97]
     for acc in logged:
-        run.log(train_loss=1.2 - acc, train_acc=acc, val_loss=1.1 - acc, val_acc=acc)
+        run.log(train_loss=1.2 - acc, train_acc=acc, val_loss=1.1 - acc, val_acc=acc, grad_norm=2 * acc)
     run.finish()
     with serving(ws) as url:
         t = Tab(browser, url, analyzed_run.run_id)
@@ -927,9 +927,24 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         assert legend[0].startswith("my-net") and legend[1].startswith(XSS_RUN)   # markup in a name shows as text
         loss = page.evaluate("() => document.querySelector('[data-testid=\"compare-loss\"]').data.length")
         assert loss == 4                                              # validation and train loss per run
+        # any metric either run logged: first the API run's own, then the recipe's system readings for both
+        any_data = "() => document.querySelector('[data-testid=\"compare-any\"]').data"
+        page.wait_for_selector('[data-testid="compare-any"] .scatterlayer .trace')
+        options = page.eval_on_selector_all('[data-testid="compare-metric"] option', "os => os.map(o => o.value)")
+        assert options[:4] == ["val_acc", "train_acc", "val_loss", "train_loss"]
+        assert {"grad_norm", "system/cpu_percent", "system/peak_rss_mb"} <= set(options)
+        assert page.input_value('[data-testid="compare-metric"]') == "grad_norm"
+        assert [tr["y"] for tr in page.evaluate(any_data)] == [pytest.approx([2 * a for a in logged])]
+        page.select_option('[data-testid="compare-metric"]', "system/cpu_percent")
+        page.wait_for_function(f"() => ({any_data})().length === 2")
+        cpu = [e["metrics"]["system/cpu_percent"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
+        assert page.evaluate(any_data)[1]["y"] == pytest.approx(cpu)
         page.screenshot(path=str(test_output_dir / "web-runs-compare.png"))
         page.locator('[data-testid="compare-tick"]').first.uncheck()
         page.wait_for_function("() => document.querySelector('[data-testid=\"compare-acc\"]').data.length === 1")
+        assert page.input_value('[data-testid="compare-metric"]') == "system/cpu_percent"   # kept across redraws
+        assert "grad_norm" not in page.eval_on_selector_all('[data-testid="compare-metric"] option',
+                                                             "os => os.map(o => o.value)")
         page.locator('[data-testid="compare-tick"]').last.uncheck()
         page.wait_for_selector('[data-testid="compare"] .note')
         assert "Tick runs" in page.inner_text('[data-testid="compare"]')
@@ -1041,13 +1056,21 @@ def test_a_custom_runs_overview_draws_what_its_loop_logged(browser, tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     images, labels = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     run = deepdive.log_evaluation(model, (images, labels), workspace=tmp_path, name="mine", progress=False,
-                                  history=[{"train_loss": 2.3}, {"train_loss": 1.9}])
+                                  history=[{"train_loss": 2.3, "grad_norm": 4.0, "val/top2_acc": 0.5},
+                                           {"train_loss": 1.9, "grad_norm": 3.0, "val/top2_acc": 0.75}])
     with serving(tmp_path) as url:
         t = Tab(browser, url, run.id)
         page = t.view("overview")
         page.wait_for_selector('[data-testid="loss-chart"] .scatterlayer .trace')
         assert "No accuracy was logged per epoch" in page.inner_text('[data-testid="acc-chart"]')
         assert "2 epochs in your own loop" in page.inner_text('[data-testid="overview-cards"]')
+        # its own metrics, one chart each by name, then the process's readings
+        page.wait_for_selector('[data-testid="other-metrics"] .chart:last-child .scatterlayer .trace')
+        charts = page.eval_on_selector_all('[data-testid="other-metrics"] .chart',
+                                           "cs => cs.map(c => [c.dataset.metric, c.data[0].y, c.layout.yaxis.tickformat])")
+        assert [c[0] for c in charts] == ["grad_norm", "val/top2_acc", "system/cpu_percent", "system/peak_rss_mb"]
+        assert charts[0][1] == [4.0, 3.0] and charts[1][1:] == [[0.5, 0.75], ".2%"]    # an accuracy as one
+        assert "% of one core" in page.inner_text('[data-testid="other-metrics"]')
         assert not t.errors
         t.page.close()
 

@@ -29,10 +29,11 @@ import numpy as np
 from deepdive.atomic import atomic_save_npz
 from deepdive.errors import DeepdiveError
 from deepdive.paths import DEFAULT_WORKSPACE, DYNAMICS
+from deepdive.store import EPOCH_FIELDS, valid_metrics
+from deepdive.sysmetrics import SystemMeter
 
 __all__ = ["Run", "init", "log_evaluation", "indexed", "collect"]
 
-EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 SPLITS = ("test", "val")
 
 
@@ -46,6 +47,7 @@ class Run:
         self.summary = None            # the analysis summary, after log_evaluation
         self._last_epoch = 0
         self._last_time = time.perf_counter()
+        self._meter = SystemMeter()    # system/... readings since the previous log (or init)
         self._finished = False
         self._dynamics = None          # deepdive.analysis.dynamics.Recorder, from the first log_train_batch
 
@@ -55,26 +57,28 @@ class Run:
     def __repr__(self):
         return f"<deepdive run {self.id} ({self.name}) in {self.workspace}>"
 
-    def log(self, epoch: int | None = None, **metrics):
-        """Record one epoch: any of train_loss, train_acc, val_loss, val_acc (fractions in [0, 1]), lr, seconds.
+    def log(self, epoch: int | None = None, metrics: dict | None = None, **named):
+        """Record one epoch. train_loss, train_acc, val_loss, val_acc (fractions in [0, 1]), lr and seconds draw the
+        training curves; any other number is kept by its name (`grad_norm=...`, or `metrics={"val/f1": ...}` for
+        names that are no Python identifier: a "group/" prefix groups the dashboard's charts). The process's CPU
+        use and peak memory since the previous log are added as system/... (deepdive.sysmetrics; a name you log
+        yourself wins).
 
         epoch defaults to the previous one + 1; seconds to the wall time since the previous log (or init)."""
         self._check_open()
-        unknown = sorted(set(metrics) - set(EPOCH_FIELDS))
-        if unknown:
-            raise DeepdiveError(f"run.log got unknown metric(s) {', '.join(unknown)}; known: {', '.join(EPOCH_FIELDS)}")
+        given = {**(metrics or {}), **named}
         epoch = self._last_epoch + 1 if epoch is None else int(epoch)
         now = time.perf_counter()
-        if metrics.get("seconds") is None:
-            metrics["seconds"] = now - self._last_time
-        values = {}
-        for key in EPOCH_FIELDS:
-            value = metrics.get(key)
-            values[key] = None if value is None else _scalar(value, key)
+        if given.get("seconds") is None:
+            given["seconds"] = now - self._last_time
+        values = {key: None if given.get(key) is None else _scalar(given[key], key) for key in EPOCH_FIELDS}
+        own = {**self._meter.read(), **{k: v for k, v in given.items() if k not in EPOCH_FIELDS}}
+        valid_metrics(own)                 # a bad name or value is refused before the epoch's answers are closed
         if self._dynamics is not None:     # first: answers that cannot be kept leave the epoch unlogged, said why
             self._dynamics.end_epoch(epoch)
-        self._store.log_epoch(self.id, epoch, **values)
+        self._store.log_epoch(self.id, epoch, **values, metrics=own)
         self._last_epoch, self._last_time = epoch, now
+        self._meter.start()
 
     def log_train_batch(self, indices, logits, labels):
         """Record what the model answered for one training batch, for the training dynamics (data maps, area under

@@ -26,6 +26,12 @@ Tables (all read through AnalysisResult):
                 region, and a person's verdict on its label in the dashboard (verdict: relabel / keep / ambiguous,
                 verdict_label: the right label for relabel; "none" and -1 without)
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
+
+And one table of the run itself, read from the store (the run need not be analysed):
+  epochs        the training curves, one row per logged epoch: epoch, train_loss, train_acc, val_loss, val_acc,
+                lr, seconds, member (an ensemble's), then one column per other metric the epochs logged, by name
+                (system/cpu_percent, system/peak_rss_mb, train_images, a run.log(grad_norm=...) of your own);
+                empty where an epoch did not log it
 """
 import io
 from pathlib import Path
@@ -40,6 +46,8 @@ from deepdive.errors import DeepdiveError
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
           "pr-curves", "channels", "dynamics")
+RUN_TABLES = ("epochs",)
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "member"]
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 FORMATS = ("csv", "parquet")
@@ -166,15 +174,35 @@ def _calibration(result: AnalysisResult) -> pd.DataFrame:
                          for which, temp, bins in parts for b, row in enumerate(bins)])
 
 
+def epochs_table(epochs: list[dict]) -> pd.DataFrame:
+    """Table 'epochs' from Store.epochs' rows: the fixed columns, then each other metric's, sorted by name."""
+    names = sorted({k for e in epochs for k in e.get("metrics", {})})
+    rows = [[e.get(k) for k in EPOCH_COLUMNS] + [e.get("metrics", {}).get(k) for k in names] for e in epochs]
+    frame = pd.DataFrame(rows, columns=EPOCH_COLUMNS + names)
+    frame[names] = frame[names].astype("float64")       # a metric never logged but as NULL is still a number
+    frame["member"] = frame["member"].astype("Int64")
+    return frame
+
+
 def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None, reviews=None) -> Path:
     """Write table `name` to `out` as csv or parquet (default: from the file suffix). Returns the path."""
-    from deepdive.atomic import atomic_write_bytes
+    _format(Path(out), fmt)     # a bad format is refused before the table is built
+    return write_frame(table(result, name, reviews), out, fmt)
 
-    out = Path(out)
+
+def _format(out: Path, fmt: str | None) -> str:
     fmt = fmt or out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise DeepdiveError(f"unknown export format {fmt!r}; use --format csv or --format parquet")
-    frame = table(result, name, reviews)
+    return fmt
+
+
+def write_frame(frame: pd.DataFrame, out, fmt: str | None = None) -> Path:
+    """Write `frame` to `out` atomically as csv or parquet (default: from the file suffix). Returns the path."""
+    from deepdive.atomic import atomic_write_bytes
+
+    out = Path(out)
+    fmt = _format(out, fmt)
     if fmt == "csv":
         buf = io.StringIO()
         frame.to_csv(buf, index=False)

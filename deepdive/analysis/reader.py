@@ -4,7 +4,7 @@ DataFrames, and the rest of the stored analysis.
     dive = deepdive.open_run("latest", workspace="runs")          # split="test" unless told
     dive                                   # a notebook shows accuracy, errors, top confusions, label issues...
     dive.table("errors")                   # any table of `deepdive export` (TABLES), people's verdicts included
-    dive.epochs                            # the training curves, one row per epoch
+    dive.epochs                            # the training curves and every metric logged, one row per epoch
     dive.pictures(dive.table("errors")["row"][:16])    # those rows' images as one captioned PIL image
     dive.model()                           # the run's model, on the CPU, in eval mode
     dive.explain(row)                      # the image and its saliency maps toward the answer and the label
@@ -62,22 +62,25 @@ class RunAnalysis:
         return self.result.images
 
     def table(self, name: str) -> pd.DataFrame:
-        """Table `name` (one of TABLES), as `deepdive export` writes it (export.table refuses other names)."""
+        """Table `name` (one of TABLES, or "epochs"), as `deepdive export` writes it (export.table refuses other
+        names)."""
         from deepdive.store import Store
 
+        if name in export.RUN_TABLES:
+            return self.epochs
         with Store.open(self.workspace, create=False) as store:
             reviews = export.store_reviews(store, self.record, self.result, name)
         return export.table(self.result, name, reviews)
 
     @property
     def epochs(self) -> pd.DataFrame:
-        """The run's logged epochs: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member."""
+        """The run's logged epochs (`deepdive export RUN epochs`): epoch, train_loss, train_acc, val_loss, val_acc,
+        lr, seconds, member, then a column per other metric logged (system/cpu_percent, your own...)."""
         from deepdive.store import Store
 
         with Store.open(self.workspace, create=False) as store:
             rows = store.epochs(self.id)
-        return pd.DataFrame(rows, columns=["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                                           "seconds", "member"])
+        return export.epochs_table(rows)
 
     def model(self):
         """The run's model (model_best.pt) on the CPU, in eval mode; loaded once."""

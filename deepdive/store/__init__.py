@@ -8,6 +8,8 @@ One connection per Store; every write is one short IMMEDIATE transaction, so a s
 reading while a run trains) only ever waits `timeout` seconds for a lock and never sees half a write.
 """
 import json
+import math
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -29,6 +31,9 @@ __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json
 DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
 MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
+EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")   # the epochs table's metrics
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,63}")   # an epoch's own metric (valid_metrics)
+MAX_METRICS = 256                   # differently named own metrics per run: scalars per epoch, not a data dump
 MAX_PARAMS = 300                    # flat configuration values per run (RunRecord.params)
 DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
 # A heartbeat proves the process is alive, so it also revives a run that was marked stale too early.
@@ -178,6 +183,33 @@ def _valid_name(name) -> str:
     if len(text) > MAX_NAME:
         raise RunError(f"a run name has at most {MAX_NAME} characters, got {len(text)}")
     return text
+
+
+def valid_metrics(metrics: dict) -> dict:
+    """{name: float or None} of an epoch's own metrics; RunError naming the first bad name or value. A name starts
+    with a letter and holds letters, digits and _ . / - (at most 64): "grad_norm", "val/f1", "system/cpu_percent";
+    a "group/" prefix groups the dashboard's charts. Values are numbers (a 0-d tensor or array included); None and
+    non-finite ones are kept as None."""
+    out = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+            raise RunError(f"invalid metric name {name!r}: start with a letter, then letters, digits or _ . / -, "
+                           "at most 64 characters")
+        try:
+            out[name] = _finite(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            raise RunError(f"metric {name} must be a number, got {value!r}") from None
+    return out
+
+
+def _finite(value) -> float | None:
+    """float(value), None for None, NaN and infinities; TypeError or ValueError for anything but a number."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):     # float() would parse "0.5"
+        raise TypeError(f"not a number: {value!r}")
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def refuse_running(run):
@@ -436,21 +468,39 @@ class Store:
         return freed
 
     # ---- epochs -------------------------------------------------------------------------------------------
-    def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None):
-        """One epoch's metrics; `member` is the ensemble member the epoch trained (None for a single model)."""
+    def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None,
+                  metrics=None):
+        """One epoch's metrics; `member` is the ensemble member the epoch trained (None for a single model);
+        `metrics` any other scalars by name (see valid_metrics). Re-logging an epoch replaces all of them. A value
+        that is not finite (a diverged loss) is kept as NULL: a gap in the curves, and JSON can carry it."""
+        extra = valid_metrics(metrics or {})
         now = _now()
         with self._tx() as c:
             self._require_run(c, run_id)
+            c.execute("DELETE FROM epoch_metrics WHERE run_id = ? AND epoch = ?", (run_id, int(epoch)))
             c.execute("INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, "
                       "seconds, member) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (run_id, int(epoch), *(None if v is None else float(v)
-                                             for v in (train_loss, train_acc, val_loss, val_acc, lr, seconds)),
+                      (run_id, int(epoch), *(_finite(v) for v in (train_loss, train_acc, val_loss, val_acc, lr,
+                                                                  seconds)),
                        None if member is None else int(member)))
+            known = {r[0] for r in c.execute("SELECT DISTINCT name FROM epoch_metrics WHERE run_id = ?", (run_id,))}
+            if len(known | set(extra)) > MAX_METRICS:
+                raise RunError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics; log "
+                               "per-image or per-step values elsewhere (the store keeps scalars per epoch)")
+            c.executemany("INSERT INTO epoch_metrics (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
+                          [(run_id, int(epoch), k, v) for k, v in extra.items()])
             c.execute(_HEARTBEAT_SQL, (now, run_id))
 
     def epochs(self, run_id) -> list[dict]:
+        """The run's epochs in order: epoch, the fixed columns, member, and `metrics` {name: value} (the others)."""
         rows = self._query("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        return [{k: r[k] for k in r.keys() if k != "run_id"} for r in rows]
+        extra = {}
+        for epoch, name, value in self._query("SELECT epoch, name, value FROM epoch_metrics WHERE run_id = ? "
+                                              "ORDER BY name", (run_id,)):
+            extra.setdefault(epoch, {})[name] = value
+        # _finite: a workspace written before log_epoch kept infinities as NULL may hold some
+        return [{**{k: _finite(r[k]) if k in EPOCH_FIELDS else r[k] for k in r.keys() if k != "run_id"},
+                 "metrics": extra.get(r["epoch"], {})} for r in rows]
 
     # ---- predictions --------------------------------------------------------------------------------------
     def save_predictions(self, run_id, split, true, probs, losses, idx=None):

@@ -1,7 +1,7 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 # a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
@@ -39,6 +39,17 @@ CREATE TABLE IF NOT EXISTS epochs (
     train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
     member INTEGER,                -- an ensemble's member index (its epochs are numbered on across members)
     PRIMARY KEY (run_id, epoch)
+);
+
+-- Any other scalar an epoch logged, by name (run.log(grad_norm=...), the recipe's system/... readings); an epoch's
+-- go with it.
+CREATE TABLE IF NOT EXISTS epoch_metrics (
+    run_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,                    -- NULL: logged as NaN
+    PRIMARY KEY (run_id, epoch, name),
+    FOREIGN KEY (run_id, epoch) REFERENCES epochs(run_id, epoch) ON DELETE CASCADE
 );
 
 CREATE TABLE IF NOT EXISTS predictions (
@@ -93,4 +104,5 @@ MIGRATIONS = {
     1: "ALTER TABLE epochs ADD COLUMN member INTEGER;",
     2: "",   # v3 adds label_reviews, which the DDL creates
     3: "ALTER TABLE runs ADD COLUMN notes TEXT;",
+    4: "",   # v5 adds epoch_metrics, which the DDL creates
 }

@@ -32,6 +32,7 @@ from deepdive.errors import DeepdiveError, RunError
 from deepdive.malloc import keep_freed_memory
 from deepdive.models import PIXEL_STATS, build_model, make_checkpoint, make_ensemble_checkpoint, save_checkpoint
 from deepdive.paths import TRAIN_STATE
+from deepdive.sysmetrics import SystemMeter
 from deepdive.train import augment as aug
 from deepdive.train.precision import bf16_pays
 
@@ -741,6 +742,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         model.train()
         _sync(dev)
         t0 = time.perf_counter()
+        meter = SystemMeter()       # CPU use and peak memory over the epoch, logged as system/... beside its row
         if epoch in pruned_epochs:
             perm = _pruned_order(scores, weights, prune, gen)
         else:
@@ -784,6 +786,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             row["member"] = member
         if prune:
             row["train_images"] = seen
+        row.update(meter.read(dev if dev.type == "cuda" else None))
         history.append(row)
         if progress:
             kept = f", {seen / (steps_per_epoch * batch_size):.0%} of the images" if prune else ""

@@ -203,6 +203,34 @@
       `(the model: ${DD.fmt.pct(ctx.b.summary.accuracy, 2)}). Any image's detail shows its neighbours.`);
   }
 
+  // Every other metric the epochs logged (run.log(grad_norm=...), the recipe's system/... readings), one small
+  // chart each, ordered by name so a "group/" prefix keeps a group together (W&B's panels); system readings last.
+  function otherMetrics(ctx) {
+    const ep = ctx.b.epochs;
+    const system = (k) => k.startsWith("system/");
+    const names = DD.epochMetrics(ep).filter((k) => !DD.EPOCH_FIELDS.includes(k))
+      .sort((a, b) => system(a) - system(b) || a.localeCompare(b));
+    if (!names.length) return null;
+    const boxes = names.map((k) => el("div", {class: "chart small-chart", dataset: {metric: k}}));
+    const section = DD.section("Other metrics per epoch", el("div", {class: "metric-grid"}, boxes),
+      names.some(system) ? DD.note("system/…: the training process as deepdive measured it at each epoch's end " +
+        "(CPU time over wall time since the epoch began, 200% being two cores busy; peak memory so far).",
+        "muted small") : null);
+    section.dataset.testid = "other-metrics";
+    const draw = (Plotly) => {
+      const s = DD.epochSeries(ep);
+      return Promise.all(names.map((k, i) => {
+        const y = s.series(k), info = DD.metricInfo(k, y), title = info.unit ? `${info.title} · ${info.unit}` : info.title;
+        return Plotly.newPlot(boxes[i], [{x: s.x, y, mode: "lines+markers", connectgaps: false, name: k,
+          line: {color: system(k) ? "#6b7280" : "#4e79a7", width: 2}, marker: {size: 4}}],
+          DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
+            margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: "epoch"}, ...(ep.length <= 30 ? {dtick: 1} : {})},
+            yaxis: {automargin: true, ...info.yaxis}}), DD.plotConfig);
+      }));
+    };
+    return {section, draw};
+  }
+
   // the near misses: top-2 accuracy (deepdive.analysis.ranking), where the analysis has it
   function topTwo(s) {
     const t = ((s.ranking || {}).top_k || []).find((x) => x.k === 2);
@@ -233,6 +261,8 @@
                 "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
                 "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
           : null));
+      const others = otherMetrics(ctx);
+      if (others) root.appendChild(others.section);
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
         DD.section("Most frequent confusions", topConfusions(ctx)),
@@ -245,7 +275,8 @@
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
-      DD.afterPaint(() => DD.plotly().then((Plotly) => curves(Plotly, ctx, lossBox, accBox))
+      DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
+                                                                     others && others.draw(Plotly)]))
         .then(() => DD.markPainted("dd-charts-painted"))
         .catch((err) => lossBox.replaceWith(DD.note(err.message, "error"))));
     },

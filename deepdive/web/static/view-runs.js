@@ -35,10 +35,34 @@
     });
     // The charts stay in place across redraws (Plotly.react updates them), so a live refresh does not flicker.
     let accBox = box.querySelector('[data-testid="compare-acc"]'), lossBox = box.querySelector('[data-testid="compare-loss"]');
+    let anyBox = box.querySelector('[data-testid="compare-any"]'), pick = box.querySelector('[data-testid="compare-metric"]');
     if (!accBox) {
       accBox = el("div", {class: "chart", attrs: {"data-testid": "compare-acc"}});
       lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
-      DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"));
+      anyBox = el("div", {class: "chart", attrs: {"data-testid": "compare-any"}});
+      pick = el("select", {class: "input", attrs: {"aria-label": "metric", "data-testid": "compare-metric"}});
+      DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"),
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "any metric"}), pick,
+          el("span", {class: "muted small", text: "every metric the ticked runs logged per epoch: the curves' " +
+            "columns, the recipe's system readings, your own run.log(name=...)"})), anyBox);
+    }
+    // Any metric the ticked runs logged, overlaid: the choice survives redraws while the runs still log it.
+    const names = DD.epochMetrics(epochs.flat());
+    const keep = names.includes(pick.value) ? pick.value : names.find((k) => !DD.EPOCH_FIELDS.includes(k)) || names[0];
+    DD.clear(pick).append(...names.map((k) => el("option", {value: k, text: k, selected: k === keep})));
+    pick.value = keep;
+    pick.onchange = drawAny;      // this redraw's runs and epochs
+    function drawAny() {
+      const key = pick.value;
+      if (!key) return Plotly.purge(anyBox);
+      const traces = chosen.map((r, i) => {
+        const s = DD.epochSeries(epochs[i]);
+        return {x: s.x, y: s.series(key), name: `${r.name} · ${r.id.slice(-6)}`, mode: "lines+markers",
+          line: {color: DD.classColor(runs.indexOf(r)), width: 2}, marker: {size: 4}, connectgaps: false};
+      }).filter((t) => t.y.some((v) => v !== null));
+      const info = DD.metricInfo(key, traces.flatMap((t) => t.y));
+      return Plotly.react(anyBox, traces, {...layout(info.unit ? `${info.title} · ${info.unit}` : info.title,
+        info.yaxis), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." +
@@ -53,6 +77,7 @@
                      DD.plotConfig),
       Plotly.react(lossBox, loss, layout("Loss per epoch", {title: {text: "cross-entropy"}, type: "log", ...DD.logTicks(losses)}),
                      DD.plotConfig),
+      drawAny(),
     ]);
     DD.mark("dd-compare-painted");
   }

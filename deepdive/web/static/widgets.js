@@ -183,7 +183,31 @@
       if (i && e.member != null && e.member !== epochs[i - 1].member) { x.push(e.epoch - 0.5); rows.push({}); }
       x.push(e.epoch); rows.push(e);
     });
-    return {x, rows, series: (key) => rows.map((e) => e[key] ?? null)};
+    return {x, rows, series: (key) => rows.map((e) => DD.epochValue(e, key))};
+  };
+  // One epoch's value of `key`: a column of the epochs table (val_acc, lr...) or a metric it logged by name.
+  DD.epochValue = (e, key) => (key in e && key !== "metrics" ? e[key] : (e.metrics || {})[key]) ?? null;
+  // Every metric the epochs logged: the table's columns first (those with a value), then the others by name.
+  DD.EPOCH_FIELDS = ["val_acc", "train_acc", "val_loss", "train_loss", "lr", "seconds"];
+  DD.epochMetrics = function (epochs) {
+    const fixed = DD.EPOCH_FIELDS.filter((k) => epochs.some((e) => e[k] !== null && e[k] !== undefined));
+    return fixed.concat([...new Set(epochs.flatMap((e) => Object.keys(e.metrics || {})))].sort());
+  };
+  // How to show a metric: its chart title and y axis. Accuracies as percentages, losses on a log scale, deepdive's
+  // own readings (deepdive.sysmetrics, the recipe's pruning) in words and units; anything else by its name.
+  const METRIC_INFO = {
+    "system/cpu_percent": ["CPU use", {ticksuffix: "%", rangemode: "tozero"}, "% of one core"],
+    "system/peak_rss_mb": ["peak memory (RSS)", {rangemode: "tozero"}, "MiB, process peak so far"],
+    "system/cuda_peak_mb": ["peak GPU memory", {rangemode: "tozero"}, "MiB allocated, peak so far"],
+    train_images: ["images trained on", {rangemode: "tozero"}, "per epoch (pruned epochs train fewer)"],
+    lr: ["learning rate", {}, "at the epoch's end"], seconds: ["epoch time", {rangemode: "tozero", ticksuffix: " s"}, ""],
+  };
+  DD.metricInfo = function (key, values) {     // values: the logged values, to fit the axis to them
+    if (METRIC_INFO[key]) { const [title, yaxis, unit] = METRIC_INFO[key]; return {title, yaxis, unit}; }
+    const fractions = (values || []).every((v) => v === null || (v >= 0 && v <= 1));
+    if (/(^|[/_.])(acc|accuracy)$/.test(key) && fractions) return {title: key, yaxis: {tickformat: ".2%"}, unit: ""};
+    if (/(^|[/_.])loss$/.test(key)) return {title: key, yaxis: {type: "log", ...DD.logTicks(values || [])}, unit: ""};
+    return {title: key, yaxis: {}, unit: ""};
   };
   // Log-axis ticks at 1-2-5 steps with full numbers, for the given values: plotly's own labels the minor ticks
   // with bare digits ("2 … 9" under "0.1"), which reads as values.
