@@ -30,7 +30,7 @@ def main(argv=None) -> int:
 
     from deepdive.data import load_dataset
     from deepdive.paths import TRAIN_STATE
-    from deepdive.train.recipe import load_train_state, train
+    from deepdive.train.recipe import load_train_state, reproducible, train
 
     ds = load_dataset("mnist", data_dir=args.data_dir, progress=False)
     kw = dict(epochs=args.epochs, seed=3, device=args.device, limit_train=args.limit_train, ensemble=args.ensemble,
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         resumed = train(ds, args.preset, checkpoint_dir=Path(tmp) / "cut", resume=state, **kw)
 
     def strip(history):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+        return [reproducible(row) for row in history]
 
     diff = max((a.double() - b.double()).abs().max().item() if a.is_floating_point() else float(not torch.equal(a, b))
                for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()))

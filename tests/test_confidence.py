@@ -130,7 +130,10 @@ def test_the_analysis_stores_it(analyzed_run):
     # the nearest training images' trust score is the share of them carrying the predicted class
     labels = res.neighbours()["label"]
     np.testing.assert_allclose(ex["neighbour_agreement"], (labels == ex["pred"].to_numpy()[:, None]).mean(1))
-    assert set(c["signals"]) == {"confidence", "margin", "entropy", "neighbours"}
+    assert set(c["signals"]) == {"confidence", "margin", "entropy", "neighbours", "typicality"}
+    # typicality: the farthest from the training images least trusted, as the predictions table sorts them
+    far_first = conf.review_order(-ex["knn_distance"].to_numpy(), tiebreak=ex["confidence"].to_numpy())
+    assert ex["knn_distance"].to_numpy()[far_first[0]] == ex["knn_distance"].max()
     # label smoothing keeps the recipe's probabilities low: the temperature sharpens them
     assert c["temperature"]["value"] < 1 and c["temperature"]["nll"] < c["nll"]
     # each row's stored confidences fall in the bins that count them, raw and after the temperature

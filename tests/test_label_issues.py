@@ -127,6 +127,9 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatc
     # the out-of-fold probabilities' calibration and trust scores, the neighbours' agreement among them
     conf = summary["confidence"]
     assert conf["n"] == n and conf["errors"] == int((~ex["correct"]).sum()) and "neighbours" in conf["signals"]
+    # how typical each training image is among the others (each without itself, as in its neighbours)
+    typical = summary["neighbours"]["atypical"]
+    assert typical["available"] and typical["count"] == int(ex["atypical"].sum()) < n / 10
     # a checkpoint that cannot be read costs the neighbours, not the minutes of K-fold retraining before them
     import deepdive.analysis as analysis_pkg
 

@@ -3,6 +3,7 @@ tests/conftest.py against the model's own features, the API, the report and the 
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -34,6 +35,31 @@ def test_nearest_is_the_exact_cosine_top_k():
 def reading(labels, true, pred):
     """readings() of one image."""
     return str(readings(np.asarray([labels]), [true], [pred])[0])
+
+
+def test_atypical_images_are_the_far_ones():
+    """Images far from every reference cluster are flagged and rank as more atypical than every sampled reference
+    image; images from the clusters are not; a reference row is never its own neighbour."""
+    from deepdive.analysis import atypical
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    ref = np.repeat(centres, 150, axis=0) + rng.normal(scale=0.15, size=(600, 16))
+    near = ref[::30] + rng.normal(scale=0.03, size=(20, 16))     # beside a reference image of each cluster
+    far = rng.normal(size=(5, 16))
+    queries = np.concatenate([near, far]).astype(np.float32)
+    reference = atypical.reference_distances(ref, k=8, sample=300)
+    assert len(reference) == 300 and (np.diff(reference) >= 0).all() and reference.min() > 0   # never itself
+    _, sims = nearest(queries, ref, k=8)
+    frame = pd.DataFrame({"true": np.zeros(25, int), "pred": np.r_[np.zeros(20, int), [1, 1, 0, 0, 0]]})
+    entry = atypical.atypical_entry(atypical.knn_distance(sims), reference, frame)
+    assert frame["atypical"].tolist() == [False] * 20 + [True] * 5
+    assert (frame["atypicality"][20:] == 1.0).all() and (frame["atypicality"][:20] < 0.995).all()
+    assert (entry["count"], entry["errors"], entry["total_errors"]) == (5, 2, 2)
+    assert sorted(entry["rows"][:5]) == [20, 21, 22, 23, 24] and entry["reference_sample"] == 300
+    assert entry["fence"] == pytest.approx(np.percentile(reference, 75) + 1.7 * (
+        np.percentile(reference, 75) - np.percentile(reference, 25)))
+    assert not atypical.atypical_entry(np.zeros(3), reference[:2], frame.iloc[:3].copy())["available"]
 
 
 def test_reading():
@@ -99,6 +125,15 @@ def test_stored_neighbours_are_the_models_nearest_training_images(analyzed_run, 
     vote = np.array([np.bincount(row).argmax() for row in np.asarray(nb["label"])])
     assert info["knn_accuracy"] == pytest.approx((vote == frame["true"].to_numpy()).mean())
 
+    # each row's distance to its neighbours and how atypical that is among the training images (atypical.py)
+    typical = info["atypical"]
+    np.testing.assert_allclose(frame["knn_distance"], 1 - nb["similarity"].mean(axis=1), atol=1e-6)
+    assert typical["available"] and typical["reference_sample"] == 2000 and typical["count"] == frame["atypical"].sum()
+    assert frame["atypical"].tolist() == (frame["knn_distance"] > typical["fence"]).tolist()
+    assert typical["errors"] == int((frame["atypical"] & ~frame["correct"]).sum())
+    assert typical["rows"] == np.argsort(-frame["knn_distance"].to_numpy(), kind="stable")[:48].tolist()
+    assert frame["atypicality"].between(0, 1).all() and 0.3 < frame["atypicality"].median() < 0.7   # as typical
+
 
 def test_api_and_report(analyzed_run, tmp_path):
     from fastapi.testclient import TestClient
@@ -123,6 +158,9 @@ def test_api_and_report(analyzed_run, tmp_path):
         bundle = client.get(f"/api/runs/{analyzed_run.run_id}/splits/test/bundle").json()
         codes = {"prediction": 0, "label": 1, "mixed": 2}
         assert bundle["examples"]["columns"]["neighbours"] == [codes[v] for v in res.examples["neighbours"]]
+        assert bundle["examples"]["columns"]["atypical"] == res.examples["atypical"].astype(int).tolist()
+        np.testing.assert_allclose(bundle["examples"]["columns"]["knn_distance"], res.examples["knn_distance"],
+                                   atol=1e-6)
     info = build_report(analyzed_run.workspace, analyzed_run.run_id, "test", tmp_path / "r.html")
     assert info["neighbour_rows"] == len(res.focus_indices)    # the tiny run's focus set fits the budget
 
@@ -169,6 +207,26 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
         assert page.locator(f"{cell} .nb-img").count() == K
         assert page.locator(f"{cell} .nb-pred").count() == int((first_labels == suggested).sum())
         assert page.locator(f"{cell} .nb-true").count() == int((first_labels == frame["true"][first]).sum())
+
+        # the Overview's atypical images: the count, the most atypical first, listed in the predictions table in
+        # that order, each with the reading in its detail
+        typical = res.summary["neighbours"]["atypical"]
+        assert typical["count"] > 0, "a 1-epoch model on 3,000 images has test images unlike them"
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/overview")
+        text = page.inner_text('[data-testid="atypical-summary"]')
+        assert f"{typical['count']:,} of the 1,000 images lie farther" in text
+        assert f"{typical['errors']} of the {typical['total_errors']} errors are among them" in text
+        thumbs = page.eval_on_selector_all('[data-testid="atypical-thumbs"] .thumb', "ts => ts.map(t => +t.dataset.row)")
+        assert thumbs == typical["rows"]
+        page.click('[data-testid="to-atypical"]')
+        page.wait_for_selector(f'[data-testid="row-count"][data-count="{typical["count"]}"]')
+        assert page.input_value('[data-testid="sort"]') == "dist-desc"
+        shown = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+        assert shown == typical["rows"][:len(shown)] and all(frame["atypical"][r] for r in shown)
+        page.click(f'.vrow[data-row="{shown[0]}"] .thumb')
+        line = page.inner_text('[data-testid="neighbours-typicality"]')
+        assert line.startswith("Atypical: its nearest training images lie at a mean cosine distance of "
+                               f"{frame['knn_distance'][shown[0]]:.3f}") and "beyond their outlier fence" in line
         assert not errors, errors
 
 

@@ -12,15 +12,11 @@ from deepdive.errors import DeepdiveError, RunError
 from deepdive.models import (Ensemble, build_model, last_conv_layer, load_checkpoint, make_checkpoint,
                              make_ensemble_checkpoint, save_checkpoint)
 from deepdive.train import augment
-from deepdive.train.recipe import PRESETS, TrainResult, evaluate, member_configs, resolve_config, train
+from deepdive.train.recipe import (PRESETS, TrainResult, evaluate, member_configs, reproducible, resolve_config,
+                                   train)
 
 HISTORY_FIELDS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
-CLOCK_FIELDS = ("seconds", "system/cpu_percent", "system/peak_rss_mb", "system/cuda_peak_mb")   # vary run to run
 
-
-def reproducible(row):
-    """A history row without what the clock and the machine decide."""
-    return {k: v for k, v in row.items() if k not in CLOCK_FIELDS}
 
 
 @pytest.fixture(scope="module")

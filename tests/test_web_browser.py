@@ -348,7 +348,9 @@ def test_curve_axis_titles_clear_their_tick_labels(tab):
     accuracy chart's "100.00%" ran into the title."""
     page = tab.view("overview")
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .ytitle').length >= 2")
-    charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((gd) => {
+    # the charts with a y-axis title (the other metrics' small charts carry theirs in the chart title)
+    charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter((gd) =>
+        gd.querySelector('.ytitle')).map((gd) => {
         const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.right]; };
         return {title: box(gd.querySelector('.ytitle')), ticks: [...gd.querySelectorAll('.ytick text')].map(box)};
     })""")

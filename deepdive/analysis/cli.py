@@ -94,6 +94,8 @@ def json_summary(summary: dict) -> dict:
         "label_issues": summary["label_issues"]["count"],
         "taxonomy": summary["taxonomy"]["total"],
         "neighbours": (summary.get("neighbours") or {}).get("errors"),
+        "atypical": {k: v for k, v in ((summary.get("neighbours") or {}).get("atypical") or {}).items()
+                     if k in ("count", "errors", "fence")} or None,
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
@@ -196,6 +198,11 @@ def text_summary(summary: dict, workspace) -> str:
         lines.append(f"errors among their {nb['k']} nearest training images: {e['prediction']} mostly labelled as "
                      f"predicted, {e['label']} mostly as their label, {e['mixed']} mixed (a neighbour vote gets "
                      f"{nb['knn_accuracy']:.2%} right)")
+    a = nb.get("atypical") or {}
+    if a.get("available"):
+        lines.append(f"atypical images (farther from the training images than their own outlier fence): {a['count']:,}"
+                     f", holding {a['errors']} of the {a['total_errors']} errors (sort: the dashboard's predictions, "
+                     "most atypical first)")
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))

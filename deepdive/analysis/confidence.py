@@ -30,6 +30,7 @@ SIGNALS = {
     "margin": "the top probability minus the runner-up's",
     "entropy": "the entropy of the probabilities (low = trusted)",
     "neighbours": "the share of the nearest training images that carry the predicted class",
+    "typicality": "how close the nearest training images are (their mean cosine distance, low = trusted)",
 }
 T_BOUNDS = (0.05, 20.0)
 
@@ -160,6 +161,8 @@ def signals(frame: pd.DataFrame) -> dict:
            "entropy": review_order(-frame["entropy"].to_numpy())}
     if "neighbour_agreement" in frame:
         out["neighbours"] = review_order(frame["neighbour_agreement"].to_numpy(), tiebreak=conf)
+    if "knn_distance" in frame:
+        out["typicality"] = review_order(-frame["knn_distance"].to_numpy(), tiebreak=conf)
     return out
 
 

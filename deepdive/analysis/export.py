@@ -4,7 +4,8 @@ Tables (all read through AnalysisResult):
   predictions   every example: row, idx, true/pred (+ names), confidence, margin, loss, correct, entropy,
                 p0..p{C-1}, label-issue columns, category, embedding coordinates, neighbours (what the nearest
                 training images back: prediction, label or mixed), neighbour_agreement (the share of them
-                labelled as predicted), calibrated_confidence (the top probability after the temperature)
+                labelled as predicted), calibrated_confidence (the top probability after the temperature),
+                knn_distance, atypicality, atypical (how far from the training images: deepdive.analysis.atypical)
   per-class     support, predicted, correct, errors, recall, precision, f1, ap and taxonomy counts per class
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label

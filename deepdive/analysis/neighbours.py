@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepdive.analysis import atypical
 from deepdive.analysis.results import NEIGHBOUR_FILES
 from deepdive.errors import DeepdiveError
 
@@ -127,8 +128,9 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
     """Find each row's K nearest training images and store them under out_dir/neighbours/, and each row's reading
     in frame["neighbours"]. `features` are the rows' penultimate features (N, F); exclude: the rows' own
     training-set indices when they are training images themselves (each is then not its own neighbour). Returns
-    the summary entry (counts of the errors' readings). Also frame["neighbour_agreement"]: the share of each row's
-    neighbours that carry its predicted class (a trust score, deepdive.analysis.confidence)."""
+    the summary entry (counts of the errors' readings; "atypical": deepdive.analysis.atypical's). Also
+    frame["neighbour_agreement"]: the share of each row's neighbours that carry its predicted class (a trust score,
+    deepdive.analysis.confidence), and frame["knn_distance"], ["atypicality"], ["atypical"] (atypical.py)."""
     from deepdive.analysis.embedding import penultimate_features
     from deepdive.atomic import atomic_save_npy
 
@@ -153,6 +155,8 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
         atomic_save_npy(folder / f"{name}.npy", array)
 
     true, pred = frame["true"].to_numpy(), frame["pred"].to_numpy()
+    typical = atypical.atypical_entry(atypical.knn_distance(sims),
+                                      atypical.reference_distances(ref_features, k=positions.shape[1]), frame)
     frame["neighbours"] = readings(labels, true, pred)
     frame["neighbour_agreement"] = (labels == pred[:, None]).mean(axis=1).astype(np.float32)
     wrong = frame["neighbours"].to_numpy()[true != pred]
@@ -162,4 +166,4 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
             "reference_size": int(len(reference.idx)), "features": int(np.asarray(features).shape[1]),
             "similarity": "cosine of penultimate features",
             "knn_accuracy": float((plurality == true).mean()) if len(true) else None,
-            "errors": counts}
+            "errors": counts, "atypical": typical}

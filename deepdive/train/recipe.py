@@ -210,8 +210,9 @@ PRESETS["best"] = {**PRESETS["default"], "aug_repeats": 3,
 class TrainResult:
     model: nn.Module            # the kept checkpoint's weights (config "keep": last epoch or best val), eval mode
     checkpoint: dict            # that checkpoint's dict (deepdive.models format)
-    history: list[dict]         # per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (+ member);
-                                # train_* on the augmented training batches, losses plain cross-entropy (no smoothing)
+    history: list[dict]         # per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (+ member,
+                                # train_images when pruned, system/... readings: deepdive.sysmetrics); train_* on the
+                                # augmented training batches, losses plain cross-entropy (no smoothing)
     train_seconds: float        # pure training time: warm-up/compile and per-epoch validation excluded
     warmup_seconds: float
     val_indices: np.ndarray     # indices into dataset.train_* held out for validation
@@ -219,6 +220,11 @@ class TrainResult:
     preset: str
     config: dict = field(default_factory=dict)   # resolved hyperparameters (preset merged with overrides)
     dynamics: dict | None = None  # each training image's answer at every epoch (_dynamics_arrays)
+
+
+def reproducible(row: dict) -> dict:
+    """A history row without what the clock and the machine decide (seconds, system/...): what a seed fixes."""
+    return {k: v for k, v in row.items() if k != "seconds" and not k.startswith("system/")}
 
 
 def resolve_device(name="auto") -> torch.device:

@@ -9,7 +9,8 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
                              neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement,
-                             calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none)},
+                             calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none),
+                             knn_distance, atypicality, atypical (0/1; analysis.atypical)},
                 probs: [C lists], prob_decimals (their rounding), categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      advice_pictures: [data URI] (the perturbed images the advice's examples index),
@@ -36,7 +37,7 @@ CATEGORY_ORDER = ("correct", "model-fixable", "ambiguous", "likely label error")
 # (confidence, margin, entropy) keep 6 decimals: the predictions table sorts by them as the analysis ranks them, and
 # coarser values would tie rows that the Confidence view's counts tell apart.
 _DECIMALS = {"confidence": 6, "margin": 6, "loss": 4, "entropy": 6, "label_quality": 4, "emb_x": 3, "emb_y": 3,
-             "neighbour_agreement": 4, "calibrated_confidence": 5}
+             "neighbour_agreement": 4, "calibrated_confidence": 5, "knn_distance": 6, "atypicality": 4}
 PROB_DECIMALS = 4   # the class probabilities' (in the bundle as prob_decimals: the views filter on these values)
 DYNAMICS_LISTS = ("flagged", "ambiguous", "hard")   # the training images the Training dynamics view lists
 DYNAMICS_LISTED = 24   # images in each list but the flagged one (analysis.dynamics.FLAGGED)
@@ -112,7 +113,9 @@ def examples_block(frame, num_classes: int) -> dict:
     cols = {name: _column(frame[name].to_numpy(), name) if name in frame else missing.get(name, [None] * n)
             for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
                          "label_quality", "suggested_label", "emb_x", "emb_y", "neighbour_agreement",
-                         "calibrated_confidence")}
+                         "calibrated_confidence", "knn_distance", "atypicality")}
+    # beyond the training images' outlier fence (analysis.atypical): 1, else 0 (also without the stage)
+    cols["atypical"] = frame["atypical"].astype(int).tolist() if "atypical" in frame else [0] * n
     raw = frame["category"].astype(str).to_numpy() if "category" in frame else \
         np.where(frame["correct"].to_numpy(), "correct", "model-fixable")
     categories = [c for c in CATEGORY_ORDER if c in set(raw)] + sorted(set(raw) - set(CATEGORY_ORDER))

@@ -255,6 +255,18 @@
     return ctx.doubted;
   };
 
+  // How far the row sits from the training images, against how far they sit from each other (analysis.atypical).
+  DD.typicalityText = function (ctx, row) {
+    const a = (ctx.b.summary.neighbours || {}).atypical || {}, col = ctx.col;
+    if (!a.available || col.knn_distance[row] === null) return "";
+    const share = col.atypicality[row];
+    return (col.atypical[row] ? "Atypical: " : "Typical: ") + `its nearest training images lie at a mean cosine ` +
+      `distance of ${DD.fmt.num(col.knn_distance[row], 3)}, ` +
+      (share >= 0.5 ? `farther than those of ${DD.fmt.pct(share, 1)}` : `closer than those of ${DD.fmt.pct(1 - share, 1)}`) +
+      ` of ${DD.fmt.int(a.reference_sample)} sampled training images from theirs` +
+      (col.atypical[row] ? `, beyond their outlier fence (${DD.fmt.num(a.fence, 3)}).` : ".");
+  };
+
   // Fill `target` with the row's nearest training images, their labels and similarities, and what they back.
   DD.loadNeighbours = async function (ctx, row, target) {
     const info = ctx.b.summary.neighbours || {};
@@ -286,6 +298,9 @@
             `${DD.fmt.int(info.reference_size)} ${info.reference} ` +
             `(cosine similarity of the model's penultimate features): ${parts.join(", ")}. ` +
             neighbourReading(ctx, result.reading, t, p)}));
+    const typical = DD.typicalityText(ctx, row);
+    if (typical) target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-typicality"},
+                                          text: typical}));
     const doubted = result.items.filter((item) => DD.doubtedLabels(ctx).has(item.idx)).length;
     if (doubted) {
       target.appendChild(el("p", {class: "note", attrs: {"data-testid": "neighbours-doubted"},

@@ -7,7 +7,8 @@
   // [summary key, label, colour, the predictions table's sort that lists the images in the same order]
   const SIGNALS = [["confidence", "Confidence", "#4e79a7", "conf-asc"], ["margin", "Margin", "#f28e2b", "margin-asc"],
                    ["entropy", "Entropy", "#76b7b2", "entropy-desc"],
-                   ["neighbours", "Nearest training images", "#e15759", "agree-asc"]];
+                   ["neighbours", "Nearest training images", "#e15759", "agree-asc"],
+                   ["typicality", "Typicality (distance to them)", "#59a14f", "dist-desc"]];
 
   function verdict(c) {
     const gap = c.mean_confidence - c.accuracy;

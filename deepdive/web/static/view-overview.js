@@ -231,6 +231,28 @@
     return {section, draw};
   }
 
+  // The images farthest from the training images in the model's feature space (deepdive.analysis.atypical): how
+  // many lie beyond the training images' own outlier fence, how many of the errors they hold, the most atypical.
+  function atypicalSection(ctx) {
+    const a = (ctx.b.summary.neighbours || {}).atypical;
+    if (!a || !a.available) return null;
+    const n = ctx.n, rest = Math.max(1, n - a.count), shown = a.rows.length;
+    const rate = (e, m) => DD.fmt.pct(e / Math.max(1, m), 1);
+    return DD.section("Atypical images",
+      el("p", {class: "note", attrs: {"data-testid": "atypical-summary"}, text:
+        `${DD.fmt.int(a.count)} of the ${DD.fmt.int(n)} images lie farther from the training images than the ` +
+        `training images' own outlier fence (the mean cosine distance to their ${(ctx.b.summary.neighbours || {}).k} ` +
+        `nearest above ${DD.fmt.num(a.fence, 3)}, Q3 + 1.7 IQR over ${DD.fmt.int(a.reference_sample)} sampled ` +
+        `training images, cleanlab Datalab's rule); ${DD.fmt.int(a.errors)} of the ${DD.fmt.int(a.total_errors)} ` +
+        `errors are among them: ${rate(a.errors, a.count)} of them are wrong, ${rate(a.total_errors - a.errors, rest)} ` +
+        `of the rest. The ${shown} most atypical, farthest first (framed red: wrong):`}),
+      el("div", {class: "thumb-row", attrs: {"data-testid": "atypical-thumbs"}},
+        a.rows.map((r) => DD.thumb(ctx, r, 36))),
+      el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "predictions"),
+        attrs: {"data-testid": "to-atypical"}, text: "list the atypical images →",
+        on: {click: () => { ctx.state.predFilter = {atypical: "yes", sort: "dist-desc"}; }}})));
+  }
+
   // the near misses: top-2 accuracy (deepdive.analysis.ranking), where the analysis has it
   function topTwo(s) {
     const t = ((s.ranking || {}).top_k || []).find((x) => x.k === 2);
@@ -273,6 +295,7 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
+      DD.append(root, [atypicalSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),

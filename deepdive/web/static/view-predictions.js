@@ -20,6 +20,7 @@
     "margin-asc": (ctx, col) => ascending(ctx, col.margin),
     "entropy-desc": (ctx, col) => ascending(ctx, col.entropy.map((v) => -v)),
     "agree-asc": (ctx, col) => ascending(ctx, col.neighbour_agreement, col.confidence),
+    "dist-desc": (ctx, col) => ascending(ctx, col.knn_distance.map((v) => -v), col.confidence),   // most atypical first
     "loss-desc": (ctx, col) => ascending(ctx, col.loss.map((v) => -v)),
   };
   function order(ctx, key) {
@@ -54,6 +55,8 @@
       if (f.issue === "no" && col.label_issue[r]) continue;
       if (cat !== null && col.category[r] !== cat) continue;
       if (nb !== null && col.neighbours[r] !== nb) continue;
+      if (f.atypical === "yes" && !col.atypical[r]) continue;
+      if (f.atypical === "no" && col.atypical[r]) continue;
       if (binCol && binCol[r] !== binNo) continue;
       if (confMax !== null && col.confidence[r] > confMax) continue;
       if (picked && !picked.has(r)) continue;
@@ -139,12 +142,14 @@
   }
 
   const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
+  const hasDistance = (ctx) => (ctx.col.knn_distance || []).some((v) => v !== null);
+  const hasAtypical = (ctx) => ((ctx.b.summary.neighbours || {}).atypical || {}).available;
 
   DD.views.predictions = {
     title: "Predictions", icon: "≣",
     render(root, ctx) {
       const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                               neighbours: "all", sort: "group"}, ctx.state.predFilter);
+                               neighbours: "all", atypical: "all", sort: "group"}, ctx.state.predFilter);
       ctx.state.predFilter = f;
       const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
       const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
@@ -165,9 +170,13 @@
         (ctx.b.summary.neighbours || {}).available ?
           select("Neighbours", [["all", "any"], [0, "mostly the wrong answer"], [1, "mostly its label"],
                                 [2, "no majority"]], f.neighbours, set("neighbours"), "filter-neighbours") : null,
+        // beyond the training images' outlier fence in the model's feature space (analysis.atypical)
+        hasAtypical(ctx) ? select("Atypical", [["all", "all"], ["yes", "atypical"], ["no", "typical"]], f.atypical,
+                                  set("atypical"), "filter-atypical") : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
                         ["margin-asc", "margin ↑"], ["entropy-desc", "entropy ↓"],
                         ...(hasAgreement(ctx) ? [["agree-asc", "neighbours' agreement ↑"]] : []),
+                        ...(hasDistance(ctx) ? [["dist-desc", "most atypical first"]] : []),
                         ["loss-desc", "loss ↓"]], f.sort, set("sort"), "sort"),
         f.bin ? chip(binText(ctx, f.bin), "filter-bin", () => { delete f.bin; apply(); }) : null,
         f.confMax !== undefined && f.confMax !== null ? chip(`confidence ≤ ${Number(f.confMax).toFixed(4)}`, "filter-conf-max",
