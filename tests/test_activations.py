@@ -42,6 +42,31 @@ def test_layers_in_forward_order_with_shapes():
     assert (layers[1]["maps"] < 0).any() and (layers[2]["maps"] >= 0).all()
 
 
+def test_architecture_lists_the_layers_as_called():
+    """Every leaf module in call order (the shared pool once, called twice; the dropout too), its output shape and
+    own parameters; a parameter the forward uses directly is counted apart; frozen ones are told."""
+    class Scaled(Custom):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(10))
+
+        def forward(self, x):
+            return super().forward(x) * self.scale
+
+    model = Scaled()
+    model.conv1.requires_grad_(False)
+    a = activations.architecture(model, torch.rand(1, 1, 28, 28))
+    assert [(r["name"], r["type"], r["output"], r["calls"]) for r in a["layers"]] == [
+        ("conv1", "Conv2d", [4, 28, 28], 1), ("bn", "BatchNorm2d", [4, 28, 28], 1), ("act", "ReLU", [4, 28, 28], 1),
+        ("pool", "MaxPool2d", [4, 14, 14], 2), ("conv2", "Conv2d", [8, 14, 14], 1), ("drop", "Dropout", [392], 1),
+        ("head", "Linear", [10], 1)]
+    assert [r["params"] for r in a["layers"]] == [40, 8, 0, 0, 296, 0, 3930]
+    assert a["total_params"] == sum(p.numel() for p in model.parameters()) == 40 + 8 + 296 + 3930 + 10
+    assert a["other_params"] == 10 and a["trainable_params"] == a["total_params"] - 40
+    assert a["layers"][0]["trainable"] == 0 and "kernel_size=(3, 3)" in a["layers"][0]["details"]
+    assert a["input"] == [1, 28, 28] and a["param_bytes"] == 4 * a["total_params"] and model.training
+
+
 def test_stats_are_fractions_and_na_for_vectors():
     torch.manual_seed(0)
     for layer in activations.compute(Custom().eval(), torch.rand(1, 28, 28)):

@@ -101,6 +101,11 @@ def test_summary_tables_are_consistent(analyzed_run, result):
     assert s["label_issues"]["count"] == len(result.label_issues) == int(ex["label_issue"].sum())
     assert set(s["stage_seconds"]) == set(analysis.STAGES)
     assert s["insight"]["epochs_total"] == len(analyzed_run.store.epochs(analyzed_run.run_id))
+    # the model's layers, as the Activations view names them, and every parameter the run counted
+    arch = s["architecture"]
+    assert arch["total_params"] == analyzed_run.store.get_run(analyzed_run.run_id).num_params and not arch["other_params"]
+    shown = {layer["name"] for layer in arch["layers"]}
+    assert set(s["activations"]["layers"]) <= shown and arch["layers"][-1]["output"] == [10]
     stored = analyzed_run.store.analysis(analyzed_run.run_id, "test")
     assert stored["summary"] == s and stored["stage_seconds"] == s["stage_seconds"]
 

@@ -268,7 +268,7 @@ def view_checks(tab, expected) -> dict:
         text = p.inner_text('[data-testid="confidence-summary"]')
         worst = max((b for b in c["reliability"] if b["count"]), key=lambda b: abs(b["accuracy"] - b["confidence"]))
         return bars == pytest.approx([b["accuracy"] for b in c["reliability"] if b["count"]]) and \
-            signals == ["confidence", "margin", "entropy", "neighbours"] and \
+            signals == ["confidence", "margin", "entropy", "neighbours", "typicality"] and \
             found == [f"{c['signals'][s]['caught']['0.01']} of {c['errors']}" for s in signals] and \
             f"ECE {100 * c['ece']:.1f}%" in text and f"T = {c['temperature']['value']:.2f}" in text and \
             f"worst bin {100 * c['mce']:.1f}% with {worst['count']} image" in text
@@ -358,6 +358,44 @@ def test_curve_axis_titles_clear_their_tick_labels(tab):
     for chart in charts:
         assert len(chart["ticks"]) >= 2, chart
         assert all(chart["title"][1] <= left for left, _ in chart["ticks"]), chart
+
+
+def test_the_predictions_filter_is_in_the_address(tab, expected, browser):
+    """A filtered, sorted predictions list is a link: the address follows the filters, the same address in a
+    fresh page shows the same rows, and reset clears both."""
+    frame = expected["frame"]
+    page = tab.view("predictions")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.select_option('[data-testid="sort"]', "conf-asc")
+    wrong = int((~frame["correct"]).sum())
+    page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+    link = page.url
+    assert link.endswith(f"/r/{expected['run_id']}/test/predictions/correct=wrong&sort=conf-asc"), link
+    rows = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+    fresh = Tab(browser, link, expected["run_id"])
+    fresh.page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+    assert fresh.page.input_value('[data-testid="sort"]') == "conf-asc"
+    assert fresh.page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))") == rows
+    assert not fresh.errors
+    fresh.page.close()
+    page.click('[data-testid="filter-reset"]')
+    page.wait_for_selector(f'[data-testid="row-count"][data-count="{len(frame)}"]')
+    assert page.url.endswith("/test/predictions")
+
+
+def test_the_overview_lists_the_models_layers(tab, expected):
+    """Folded under the Overview: the model's layers in call order with their output shapes and parameters."""
+    a = expected["summary"]["architecture"]
+    page = tab.view("overview")
+    head = page.inner_text('[data-testid="layers"] summary')
+    assert f"Model layers: {len(a['layers'])} in call order, {a['total_params']:,} parameters" in head
+    assert not page.is_visible('[data-testid="layers"] table')
+    page.click('[data-testid="layers"] summary')
+    rows = page.eval_on_selector_all('[data-testid="layers"] tbody tr',
+                                     "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+    assert [r[1] for r in rows] == [layer["name"] for layer in a["layers"]]
+    assert [r[3] for r in rows] == ["×".join(map(str, layer["output"])) for layer in a["layers"]]
+    assert sum(int(r[4].replace(",", "") or 0) for r in rows) == a["total_params"]
 
 
 def test_every_view_renders_the_runs_data(tab, expected, test_output_dir):
@@ -1169,9 +1207,12 @@ def test_the_runs_page_follows_a_run_while_it_trains(browser, analyzed_run, copy
         live_y = "document.querySelector('[data-testid=\"compare-acc\"]').data[0].y"
         assert page.evaluate(f"() => {live_y}") == [0.9, 0.95]
         assert page.inner_text(f'tr[data-run="{rid}"] .status') == "running"
+        row = f'tr[data-run="{rid}"]'
+        page.eval_on_selector(row, "tr => { tr.dataset.mark = 'kept'; }")
         store.log_epoch(rid, 3, 0.3, 0.97, 0.3, 0.97, 0.1, 1.0)
-        store.finish_run(rid, 0.96, 3.0, 1000, "cnn")
         page.wait_for_function(f"() => {live_y}.length === 3", timeout=20_000)
+        assert page.get_attribute(row, "data-mark") == "kept"     # a new epoch redraws the curves, not the rows
+        store.finish_run(rid, 0.96, 3.0, 1000, "cnn")
         page.wait_for_function(f"() => document.querySelector('tr[data-run=\"{rid}\"] .status').textContent === 'finished'",
                                timeout=20_000)
         assert page.evaluate(f"() => {live_y}") == [0.9, 0.95, 0.97]

@@ -75,7 +75,8 @@ STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "i
 
 def _no_model_stages(reason: str) -> dict:
     """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
-    return {"saliency": {"methods": []}, "activations": {"available": False}, "embedding": {"available": False},
+    return {"saliency": {"methods": []}, "activations": {"available": False}, "architecture": {"available": False},
+            "embedding": {"available": False},
             "neighbours": {"available": False, "reason": reason}, "channels": {"available": False, "reason": reason}}
 
 
@@ -484,6 +485,7 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
 
         info = activations.activations_stage(model, inputs, np.asarray(focus["indices"], dtype=np.int64), out_dir)
         extra["activations"] = {"available": True, **info}
+        extra["architecture"] = {"available": True, **activations.architecture(model, inputs[:1])}
     with stages("channels"):
         from deepdive.analysis import channels
 

@@ -12,6 +12,7 @@ nn.Module classifier works, Sequential or not. Per layer and example:
 
     compute(model, image (C,H,W)) -> [{name, type, shape, maps, stats}]         # on demand (web)
     activations_stage(model, inputs, focus_idx, out_dir) -> summary             # activations/ files
+    architecture(model, example (1,C,H,W)) -> the model's layers as a table (torchinfo's summary, in one list)
 """
 import json
 import os
@@ -170,6 +171,38 @@ def input_correlation(maps: torch.Tensor, inputs: torch.Tensor) -> tuple[list, l
     maxima, means = r.amax(1).tolist(), (r.sum(1) / counts.clamp_min(1)).tolist()
     counts = counts.tolist()
     return ([m if n else None for m, n in zip(maxima, counts)], [m if n else None for m, n in zip(means, counts)])
+
+
+def architecture(model: nn.Module, example: torch.Tensor) -> dict:
+    """The model as a table, for a reader of its activations: every leaf module in the order the forward pass
+    calls it (a module called twice once, with its count), its type, its output's shape for `example` (batch left
+    out), its own parameters and settings (extra_repr). `other_params`: parameters no listed layer holds (used in
+    a custom forward directly)."""
+    rows, seen = [], {}
+    names = {module: name for name, module in model.named_modules()}
+
+    def record(module, args, output):
+        if module in seen:
+            rows[seen[module]]["calls"] += 1
+            return
+        out = output if isinstance(output, torch.Tensor) else next(
+            (o for o in output if isinstance(o, torch.Tensor)), None) if isinstance(output, (tuple, list)) else None
+        params = list(module.parameters(recurse=False))
+        seen[module] = len(rows)
+        rows.append({"name": names.get(module, "?"), "type": type(module).__name__,
+                     "output": None if out is None else list(out.shape[1:]),
+                     "params": int(sum(p.numel() for p in params)),
+                     "trainable": int(sum(p.numel() for p in params if p.requires_grad)),
+                     "details": module.extra_repr()[:160], "calls": 1})
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    forward_with_hooks(model, example.to(_device(model)), [(m, record) for m in leaves])
+    unique = {id(p): p for p in model.parameters()}.values()
+    total = int(sum(p.numel() for p in unique))
+    return {"layers": rows, "total_params": total,
+            "trainable_params": int(sum(p.numel() for p in unique if p.requires_grad)),
+            "param_bytes": int(sum(p.numel() * p.element_size() for p in unique)),
+            "other_params": total - sum(r["params"] for r in rows), "input": list(example.shape[1:])}
 
 
 def compute(model: nn.Module, image) -> list[dict]:

@@ -253,6 +253,31 @@
         on: {click: () => { ctx.state.predFilter = {atypical: "yes", sort: "dist-desc"}; }}})));
   }
 
+  // The model's layers in call order (deepdive.analysis.activations.architecture): what the Activations view walks
+  // through, with each layer's output shape and share of the parameters. Folded: most readers know their model.
+  function layersSection(ctx) {
+    const a = ctx.b.summary.architecture;
+    if (!a || !a.available) return null;
+    const shape = (s) => (s ? s.join("×") : "–");
+    const kb = a.param_bytes / 1024;
+    const body = el("tbody", {}, a.layers.map((l, i) => el("tr", {},
+      el("td", {class: "num muted", text: String(i + 1)}), el("td", {class: "mono", text: l.name}),
+      el("td", {text: l.type + (l.calls > 1 ? ` (×${l.calls})` : "")}), el("td", {class: "mono", text: shape(l.output)}),
+      el("td", {class: "num", text: l.params ? DD.fmt.int(l.params) : ""}),
+      el("td", {class: "num muted", text: l.params ? DD.fmt.pct(l.params / Math.max(1, a.total_params), 1) : ""}),
+      el("td", {class: "mono small muted", text: l.details}))));
+    const frozen = a.total_params - a.trainable_params;
+    return el("section", {class: "panel", attrs: {"data-testid": "layers"}}, el("details", {},
+      el("summary", {class: "strong", text: `Model layers: ${a.layers.length} in call order, ` +
+        `${DD.fmt.int(a.total_params)} parameters (${kb >= 1024 ? `${(kb / 1024).toFixed(1)} MB` : `${Math.round(kb)} KB`}` +
+        `${frozen ? `, ${DD.fmt.int(frozen)} frozen` : ""}), input ${shape(a.input)}`}),
+      el("table", {class: "grid compact layers-table"},
+        el("thead", {}, el("tr", {}, ["#", "Layer", "Type", "Output", "Parameters", "Share", "Settings"]
+          .map((h) => el("th", {text: h})))), body),
+      a.other_params ? DD.note(`${DD.fmt.int(a.other_params)} parameters sit outside these layers (used in the ` +
+        "model's own forward).", "muted small") : null));
+  }
+
   // the near misses: top-2 accuracy (deepdive.analysis.ranking), where the analysis has it
   function topTwo(s) {
     const t = ((s.ranking || {}).top_k || []).find((x) => x.k === 2);
@@ -295,7 +320,7 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [atypicalSection(ctx)]);
+      DD.append(root, [atypicalSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),

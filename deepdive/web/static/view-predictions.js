@@ -141,12 +141,48 @@
       `${DD.fmt.num((Number(b) + 1) / bins, 2)}`;
   }
 
+  // The filter lives in the address too (#/r/<run>/<split>/predictions/<query>): a filtered list is a link to
+  // bookmark or send, and the back button returns to it. Only what differs from the defaults goes in; an
+  // embedding selection (rows) only while it is short enough for a link.
+  const DEFAULTS = {true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
+                    neighbours: "all", atypical: "all", sort: "group"};
+  const CHIPS = ["bin", "confMax", "pclass", "pmin"];     // filters other views set, shown as removable chips
+  const MAX_LINKED_ROWS = 500;
+  function filterQuery(f) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(f)) {
+      if (v === undefined || v === null || !(k in DEFAULTS || CHIPS.includes(k) || k === "rows")) continue;
+      if (k === "rows") { if (v.length <= MAX_LINKED_ROWS) q.set(k, v.join(",")); continue; }
+      if (DEFAULTS[k] !== String(v)) q.set(k, String(v));
+    }
+    return q.toString();
+  }
+  function parseQuery(text) {
+    const f = {};
+    for (const [k, v] of new URLSearchParams(text)) {
+      if (k === "rows") f.rows = v.split(",").filter(Boolean).map(Number).filter(Number.isInteger);
+      else if (k in DEFAULTS || CHIPS.includes(k)) f[k] = v;
+    }
+    return f;
+  }
+  function setAddress(ctx, f) {
+    const q = filterQuery(f);
+    try {      // replaceState: no hashchange, so no redraw; a browser that refuses it (a file:// page) keeps the old one
+      history.replaceState(history.state, "", DD.viewHref(ctx, "predictions") + (q ? "/" + q : ""));
+    } catch (e) { /* the filter still works, only the address does not follow it */ }
+  }
+
   const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
   const hasDistance = (ctx) => (ctx.col.knn_distance || []).some((v) => v !== null);
   const hasAtypical = (ctx) => ((ctx.b.summary.neighbours || {}).atypical || {}).available;
 
   DD.views.predictions = {
     title: "Predictions", icon: "≣",
+    takeArg(ctx, query) {     // the address's filter, unless it is the one on screen (which may hold a long selection)
+      if (filterQuery(ctx.state.predFilter || {}) !== new URLSearchParams(query).toString()) {
+        ctx.state.predFilter = parseQuery(query);
+      }
+    },
     render(root, ctx) {
       const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
                                neighbours: "all", atypical: "all", sort: "group"}, ctx.state.predFilter);
@@ -188,7 +224,7 @@
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
-                      on: {click: () => { ctx.state.predFilter = {}; DD.rerender(); }}}),
+                      on: {click: () => { ctx.state.predFilter = {}; setAddress(ctx, {}); DD.rerender(); }}}),
         count));
 
       const head = el("div", {class: "vhead"}, ["", "#", "True", "Predicted", "Confidence", "Probabilities (0…" + (ctx.C - 1) + ")",
@@ -226,6 +262,7 @@
       });
 
       function apply(event) {
+        setAddress(ctx, f);
         const rows = DD.filterRows(ctx, f);
         list = items(ctx, rows, f.sort === "group");
         count.dataset.count = rows.length;

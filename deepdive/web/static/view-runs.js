@@ -304,12 +304,16 @@
         try { latest = await source.listRuns(); } catch (err) { poll(); return; }
         if (!table.isConnected) return;
         if (latest.map((r) => r.id).join() !== runs.map((r) => r.id).join()) { DD.rerender(); return; }
+        let changed = false;
         runs.forEach((r, i) => {
           if (r.status !== "running") return;
           live.add(r.id);
+          changed = changed || JSON.stringify(r) !== JSON.stringify(latest[i]);
           runs[i] = latest[i];
         });
-        if (!tbody.querySelector(".run-edit")) drawRows();     // not under a person's hands: a form stays open
+        // the rows only when a run's record changed (it finished, say), and not under a person's hands: an open
+        // form, a hover, a selection stay; the curves follow every poll
+        if (changed && !tbody.querySelector(".run-edit")) drawRows();
         await redraw();
         if (latest.some((r) => r.status === "running")) poll();
       }, POLL_MS);
