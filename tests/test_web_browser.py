@@ -383,6 +383,36 @@ def test_the_predictions_filter_is_in_the_address(tab, expected, browser):
     assert page.url.endswith("/test/predictions")
 
 
+def test_the_detail_steps_through_the_list_it_was_opened_from(tab, expected):
+    """An image opened from the filtered predictions steps through them (‹ › and the arrow keys), one opened from a
+    strip of thumbnails through that strip."""
+    frame = expected["frame"]
+    page = tab.view("predictions")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.select_option('[data-testid="sort"]', "conf-asc")
+    wrong = int((~frame["correct"]).sum())
+    page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+    rows = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+    page.click(f'.vrow[data-row="{rows[0]}"] .thumb')
+    page.wait_for_selector(f'#detail[data-row="{rows[0]}"]')
+    assert page.inner_text('[data-testid="detail-position"]') == f"1 of {wrong}"
+    assert page.is_disabled('[data-testid="detail-prev"]')
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector(f'#detail[data-row="{rows[1]}"]')
+    page.click('[data-testid="detail-next"]')
+    page.wait_for_selector(f'#detail[data-row="{rows[2]}"]')
+    page.click('[data-testid="detail-prev"]')
+    page.wait_for_selector(f'#detail[data-row="{rows[1]}"]')
+    assert page.inner_text('[data-testid="detail-position"]') == f"2 of {wrong}"
+    page.keyboard.press("Escape")
+    strip = expected["summary"]["neighbours"]["atypical"]["rows"]
+    page = tab.view("overview")
+    page.click(f'[data-testid="atypical-thumbs"] .thumb[data-row="{strip[2]}"]')
+    assert page.inner_text('[data-testid="detail-position"]') == f"3 of {len(strip)}"
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector(f'#detail[data-row="{strip[1]}"]')
+
+
 def test_the_overview_lists_the_models_layers(tab, expected):
     """Folded under the Overview: the model's layers in call order with their output shapes and parameters."""
     a = expected["summary"]["architecture"]

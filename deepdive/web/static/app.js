@@ -105,11 +105,11 @@
     main.scrollTop = 0;
   }
 
-  // Any thumbnail anywhere opens its detail.
+  // Any thumbnail anywhere opens its detail, with the thumbnails beside it (its strip, its cell) to step through.
   function openFromEvent(e) {
     const thumb = e.target.closest(".thumb[data-row]");
     if (!thumb || !current || thumb.matches(".big, .nodetail")) return false;
-    DD.openDetail(current, Number(thumb.dataset.row));
+    DD.openDetail(current, Number(thumb.dataset.row), DD.navRows(thumb));
     return true;
   }
   document.addEventListener("click", openFromEvent);

@@ -16,16 +16,38 @@
                       text: `${DD.fmt.pct(v, 2)} after temperature scaling`})];
   }
 
-  DD.openDetail = function (ctx, row) {
+  // The rows to step through from a thumbnail: those of the nearest element that carries a `navRows` list (the
+  // predictions table: its filtered rows), else the thumbnails of its strip (captioned or not), in order.
+  DD.navRows = function (thumb) {
+    for (let node = thumb; node; node = node.parentElement) if (node.navRows) return node.navRows;
+    const fig = thumb.parentElement && thumb.parentElement.matches(".thumb-fig");
+    const strip = fig ? thumb.parentElement.parentElement : thumb.parentElement;
+    return strip ? [...strip.querySelectorAll(":scope > .thumb[data-row], :scope > .thumb-fig > .thumb[data-row]")]
+      .map((t) => Number(t.dataset.row)) : null;
+  };
+
+  // `list`: the rows the image was opened from (a strip of thumbnails, the filtered predictions), in their order:
+  // ‹ › and the arrow keys step through them, as a lightbox does.
+  let nav = null;     // {ctx, list, at}
+  DD.openDetail = function (ctx, row, list) {
     const box = DD.clear(document.getElementById("detail"));
     const col = ctx.col;
     const t = col.true[row], p = col.pred[row];
     const issue = col.label_issue[row];
+    const at = list ? list.indexOf(row) : -1;
+    nav = at >= 0 && list.length > 1 ? {ctx, list, at} : null;
     box.hidden = false;
     box.dataset.row = row;
+    const step = (d) => el("button", {class: "icon-btn", type: "button", text: d < 0 ? "‹" : "›",
+      disabled: !nav || !list[at + d], attrs: {"aria-label": d < 0 ? "previous image" : "next image",
+        title: (d < 0 ? "previous" : "next") + " (← →)", "data-testid": d < 0 ? "detail-prev" : "detail-next"},
+      on: {click: () => DD.stepDetail(d)}});
     box.appendChild(el("div", {class: "detail-head"},
       el("h2", {text: `Image #${col.idx[row]}`}),
       el("span", {class: "muted small", text: `row ${row} of the ${ctx.b.split} split`}),
+      nav ? el("span", {class: "detail-nav"}, step(-1),
+        el("span", {class: "small", attrs: {"data-testid": "detail-position"},
+                    text: `${DD.fmt.int(at + 1)} of ${DD.fmt.int(list.length)}`}), step(1)) : null,
       el("button", {class: "icon-btn", type: "button", text: "×", attrs: {"aria-label": "close", "data-testid": "detail-close"},
                     on: {click: DD.closeDetail}})));
 
@@ -115,6 +137,12 @@
     const box = document.getElementById("detail");
     box.hidden = true;
     DD.clear(box);
+    nav = null;
+  };
+  // The previous (d = -1) or next (+1) image of the list the detail was opened from.
+  DD.stepDetail = function (d) {
+    if (!nav || nav.list[nav.at + d] === undefined) return;
+    DD.openDetail(nav.ctx, nav.list[nav.at + d], nav.list);
   };
 
   // Show `loading` in `target` while fetch() runs, then empty it: {result}; on failure say `failed: <why>` there and
@@ -320,5 +348,12 @@
     img.style.width = img.naturalWidth * Math.max(1, Math.round(300 / img.naturalWidth)) + "px";
   }
 
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape") DD.closeDetail(); });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") DD.closeDetail();
+    // arrows step through the list, unless a person is typing or moving a control
+    if ((e.key === "ArrowLeft" || e.key === "ArrowRight") && nav && !e.target.closest("input, textarea, select")) {
+      e.preventDefault();
+      DD.stepDetail(e.key === "ArrowLeft" ? -1 : 1);
+    }
+  });
 })(window.DD);

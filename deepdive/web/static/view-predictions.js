@@ -252,7 +252,7 @@
       // A click anywhere on a row opens its detail (a click on its thumbnail already does, app-wide).
       scroller.addEventListener("click", (e) => {
         const row = e.target.closest(".vrow");
-        if (row && !e.target.closest(".thumb")) DD.openDetail(ctx, Number(row.dataset.row));
+        if (row && !e.target.closest(".thumb")) DD.openDetail(ctx, Number(row.dataset.row), scroller.navRows);
       });
       let pending = false;
       scroller.addEventListener("scroll", () => {
@@ -264,6 +264,7 @@
       function apply(event) {
         setAddress(ctx, f);
         const rows = DD.filterRows(ctx, f);
+        scroller.navRows = rows;      // an image's detail steps through them (‹ ›, arrow keys)
         list = items(ctx, rows, f.sort === "group");
         count.dataset.count = rows.length;
         count.textContent = `${DD.fmt.int(rows.length)} of ${DD.fmt.int(ctx.n)} images`;
