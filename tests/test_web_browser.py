@@ -469,6 +469,11 @@ def test_confusion_cells_show_their_images(tab, expected):
     page.evaluate(f"DD.views.confusion.cellCap = {cap}")
     page.click('[data-testid="cm-mode"] button[data-value="count"]')
     assert tab.count("td.cm-cell .thumb") == 0
+    # Column %: each cell's share of its predicted class; the diagonal is the class's precision
+    page.click('[data-testid="cm-mode"] button[data-value="colnorm"]')
+    diag = page.eval_on_selector_all("td.cm-cell.diag", "cs => cs.map(c => c.textContent)")
+    precision = [row["precision"] for row in expected["summary"]["per_class"]]
+    assert diag == [f"{100 * p:.1f}%" for p in precision]
     page.click('[data-testid="cm-mode"] button[data-value="images"]')   # redrawn with the lowered cap
     confidence = frame["confidence"].to_numpy()
     for t, p, rows, more in page.eval_on_selector_all("td.cm-cell", cells_js):

@@ -46,6 +46,10 @@
     render(root, ctx) {
       const counts = ctx.b.summary.confusion.counts;
       const norm = ctx.b.summary.confusion.normalized;
+      // Column %: each cell's share of its predicted class (the diagonal is the class's precision, as Row %'s is
+      // its recall), from the counts
+      const colSums = counts[0].map((_, p) => counts.reduce((sum, row) => sum + row[p], 0));
+      const byCol = (t, p) => (colSums[p] ? counts[t][p] / colSums[p] : 0);
       // With many classes the cells get too small for pictures: the counts are the default there.
       const mode = () => ctx.state.cmMode || (ctx.C <= 20 ? "images" : "count");
       const maxOff = Math.max(1, ...counts.flatMap((row, t) => row.filter((_, p) => p !== t)));
@@ -58,7 +62,7 @@
         const content = (count, t, p) => {
           if (!count) return null;
           if (m === "images" && t !== p) return cellImages(ctx, t, p, DD.views.confusion.cellCap);
-          return m === "norm" ? DD.fmt.pct(norm[t][p], 1) : DD.fmt.int(count);
+          return m === "norm" ? DD.fmt.pct(norm[t][p], 1) : m === "colnorm" ? DD.fmt.pct(byCol(t, p), 1) : DD.fmt.int(count);
         };
         table.appendChild(el("thead", {}, el("tr", {}, el("th", {class: "cm-corner", text: "true ↓ / predicted →"}),
           ctx.names.map((name) => el("th", {class: "cm-col", text: name})))));
@@ -97,9 +101,11 @@
       root.appendChild(el("div", {class: "panel"},
         el("div", {class: "toolbar"},
           DD.segmented([{value: "images", label: "Images"}, {value: "count", label: "Counts"},
-                        {value: "norm", label: "Row %"}], mode(),
+                        {value: "norm", label: "Row %"}, {value: "colnorm", label: "Column %"}], mode(),
             (v) => { ctx.state.cmMode = v; draw(); }, "cm-mode"),
-          el("span", {class: "muted small", text: "Rows: true class · columns: predicted class · hover a cell to see its images, click it to list them, click an image to open it"})),
+          el("span", {class: "muted small", text: "Rows: true class · columns: predicted class (Row %: of the " +
+            "true class, the diagonal its recall; Column %: of the predicted class, the diagonal its precision) · " +
+            "hover a cell to see its images, click it to list them, click an image to open it"})),
         el("div", {class: "cm-wrap"}, table)));
     },
   };
