@@ -168,7 +168,7 @@ def test_val_split_inputs_come_from_val_indices(analyzed_run, mnist):
 # ---- export --------------------------------------------------------------------------------------------------
 NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name",
                                   "train_label_name", "class_name", "fires_most_for_name", "label_name",
-                                  "leaning_name", "verdict_label_name")}
+                                  "leaning_name", "verdict_label_name", "tag")}
 
 
 def _read(path, fmt):

@@ -49,7 +49,8 @@ def test_open_migrates_a_version_1_database(tmp_path):
     v1 = v1.replace("    error TEXT,\n    notes TEXT                     -- what a person wrote about the run "
                     "(deepdive edit, the runs page)\n", "    error TEXT\n")
     v1 = v1[:v1.index("-- Any other scalar")] + v1[v1.index("CREATE TABLE IF NOT EXISTS predictions"):]
-    assert "member" not in v1 and "notes" not in v1 and "epoch_metrics" not in v1
+    v1 = v1[:v1.index("-- Words a person put")]
+    assert "member" not in v1 and "notes" not in v1 and "epoch_metrics" not in v1 and "image_tags" not in v1
     conn = sqlite3.connect(ws / DB_NAME)
     conn.executescript(v1 + "PRAGMA user_version = 1;")
     conn.execute("INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version, "

@@ -7,8 +7,8 @@ from deepdive.paths import DEFAULT_WORKSPACE
 from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves", "channels", "dynamics", "epochs")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
+          "calibration", "pr-curves", "channels", "dynamics", "epochs")
 
 
 def register(subparsers):
@@ -242,7 +242,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from deepdive.analysis.export import RUN_TABLES, epochs_table, export_table, store_reviews, write_frame
+    from deepdive.analysis.export import RUN_TABLES, epochs_table, export_table, store_part, write_frame
     from deepdive.analysis.results import AnalysisResult
     from deepdive.errors import DeepdiveError
     from deepdive.store import Store
@@ -256,7 +256,7 @@ def cmd_export(args) -> int:
             print(f"wrote {args.table} of run {run.id} to {path}")
             return 0
         result = AnalysisResult.load(run.run_dir, args.split)
-        reviews = store_reviews(store, run, result, args.table)
+        reviews = store_part(store, run, result, args.table)
     path = export_table(result, args.table, args.out, args.format, reviews)
     print(f"wrote {args.table} of run {run.id} ({args.split}) to {path}")
     return 0

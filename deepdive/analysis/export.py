@@ -12,6 +12,8 @@ Tables (all read through AnalysisResult):
   errors        the misclassified examples, most confident first, with their taxonomy category
   reviews       the images of the split a person reviewed in the dashboard (Label issues): their verdict
                 (relabel / keep / ambiguous), the right label for relabel, the model's answer beside it
+  tags          the words people put on the split's images in the dashboard (an image's detail), one line per
+                (image, tag), with the model's answer, when and in which run
   neighbours    each example's nearest training images, one line per (row, rank): the training image's index,
                 its label (as trained on) and the cosine similarity of the two images' penultimate features
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
@@ -45,29 +47,35 @@ from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
 
-TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "neighbours", "calibration",
-          "pr-curves", "channels", "dynamics")
+TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
+          "calibration", "pr-curves", "channels", "dynamics")
 RUN_TABLES = ("epochs",)
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "member"]
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
+TAG_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "tag", "tagged_at", "run_id"]
 FORMATS = ("csv", "parquet")
 
 
-def store_reviews(store, record, result: AnalysisResult, name: str) -> dict | None:
-    """The store's part of table `name` (see `table`): people's verdicts, for 'reviews' and 'dynamics'."""
+def store_part(store, record, result: AnalysisResult, name: str) -> dict | None:
+    """The store's part of table `name` (see `table`): people's verdicts for 'reviews' and 'dynamics', their tags
+    for 'tags'."""
     from deepdive.analysis.reviews import reviews_by_row, training_reviews
+    from deepdive.analysis.tags import tags_by_row
 
     if name == "reviews":
         return reviews_by_row(store, record, result.split, result.examples)
     if name == "dynamics":
         return training_reviews(store, record)
+    if name == "tags":
+        return tags_by_row(store, record, result.split, result.examples, full=True)
     return None
 
 
 def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.DataFrame:
-    """The named table of a stored analysis as a DataFrame; `reviews` is the store's part of the 'reviews' table
-    ({row: review}, analysis.reviews.reviews_by_row) or of 'dynamics' ({training idx: review}, .training_reviews)."""
+    """The named table of a stored analysis as a DataFrame; `reviews` is the store's part (store_part) of the
+    'reviews' table ({row: review}, analysis.reviews.reviews_by_row), of 'dynamics' ({training idx: review},
+    .training_reviews) or of 'tags' ({row: [tag records]}, analysis.tags.tags_by_row)."""
     if name not in TABLES:
         raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     names = np.asarray(result.class_names, dtype=object)
@@ -86,6 +94,12 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         frame["label"] = frame["label"].astype("Int64")
         frame["label_name"] = [None if pd.isna(v) else names[int(v)] for v in frame["label"]]
         return frame[REVIEW_COLUMNS].reset_index(drop=True)
+    if name == "tags":
+        lines = [(r, t) for r in sorted(reviews or {}) for t in reviews[r]]
+        frame = _named(result.examples.copy(), names).iloc[[r for r, _ in lines]]
+        for key in ("tag", "tagged_at", "run_id"):
+            frame[key] = pd.Series([t[key] for _, t in lines], index=frame.index, dtype=object)
+        return frame[TAG_COLUMNS].reset_index(drop=True)
     if name == "neighbours":
         nb = result.neighbours()
         ex = result.examples

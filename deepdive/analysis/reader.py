@@ -69,7 +69,7 @@ class RunAnalysis:
         if name in export.RUN_TABLES:
             return self.epochs
         with Store.open(self.workspace, create=False) as store:
-            reviews = export.store_reviews(store, self.record, self.result, name)
+            reviews = export.store_part(store, self.record, self.result, name)
         return export.table(self.result, name, reviews)
 
     @property

@@ -19,17 +19,20 @@ def review_source(rec, split) -> str:
     return "test" if split == "test" else "train"
 
 
+def rows_of(examples, wanted) -> list[int | None]:
+    """The row of the analysis' examples table holding each dataset index in `wanted` (None: not in this split)."""
+    if not len(wanted) or not len(examples):
+        return [None] * len(wanted)
+    idx = examples["idx"].to_numpy()
+    order = np.argsort(idx, kind="stable")
+    pos = np.searchsorted(idx, np.asarray(wanted), sorter=order).clip(0, len(idx) - 1)
+    return [int(row) if idx[row] == w else None for row, w in zip(order[pos], wanted)]
+
+
 def reviews_by_row(store, rec, split, examples) -> dict[int, dict]:
     """{row of the analysis' examples table: review} for the images of this split that have one."""
     reviews = store.label_reviews(rec.dataset, review_source(rec, split))
-    if not reviews or not len(examples):
-        return {}
-    idx = examples["idx"].to_numpy()
-    order = np.argsort(idx, kind="stable")
-    wanted = np.array([r["idx"] for r in reviews])
-    pos = np.searchsorted(idx, wanted, sorter=order).clip(0, len(idx) - 1)
-    rows = order[pos]
-    return {int(row): r for row, r in zip(rows, reviews) if idx[row] == r["idx"]}
+    return {row: r for row, r in zip(rows_of(examples, [r["idx"] for r in reviews]), reviews) if row is not None}
 
 
 def review_row(store, rec, split, examples, num_classes, row, verdict, label=None) -> dict:

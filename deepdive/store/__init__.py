@@ -33,6 +33,7 @@ STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long i
 MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")   # the epochs table's metrics
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,63}")   # an epoch's own metric (valid_metrics)
+TAG = re.compile(r"[^\W_][\w .:+#-]{0,39}")   # an image's tag (valid_tag): "blurry", "check later", "9s"
 MAX_METRICS = 256                   # differently named own metrics per run: scalars per epoch, not a data dump
 MAX_PARAMS = 300                    # flat configuration values per run (RunRecord.params)
 DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
@@ -200,6 +201,16 @@ def valid_metrics(metrics: dict) -> dict:
         except (TypeError, ValueError):
             raise RunError(f"metric {name} must be a number, got {value!r}") from None
     return out
+
+
+def valid_tag(tag) -> str:
+    """A tag, stripped; DeepdiveError unless it is 1-40 characters of letters, digits, spaces and _ . : + # - that
+    start with a letter or digit."""
+    text = "" if tag is None else str(tag).strip()
+    if not TAG.fullmatch(text):
+        raise DeepdiveError(f"invalid tag {tag!r}: 1-40 characters, letters, digits, spaces and _ . : + # -, starting "
+                       "with a letter or digit")
+    return text
 
 
 def _finite(value) -> float | None:
@@ -454,7 +465,8 @@ class Store:
         try:
             with self._tx() as c:
                 own = f"run:{run.id}/"
-                c.execute("DELETE FROM label_reviews WHERE substr(source, 1, ?) = ?", (len(own), own))
+                for table in ("label_reviews", "image_tags"):     # its own images' (a log_evaluation run's)
+                    c.execute(f"DELETE FROM {table} WHERE substr(source, 1, ?) = ?", (len(own), own))
                 c.execute("DELETE FROM runs WHERE id = ?", (run.id,))
         except BaseException:
             if moved:
@@ -598,6 +610,31 @@ class Store:
         with self._tx() as c:
             return c.execute("DELETE FROM label_reviews WHERE dataset = ? AND source = ? AND idx = ?",
                              (dataset, source, int(idx))).rowcount > 0
+
+    # ---- tags (deepdive.analysis.tags) ----------------------------------------------------------------------
+    def add_tag(self, dataset, source, idx, tag, run_id=None) -> dict:
+        """Put `tag` on image `idx` of `source` (again: kept as it was)."""
+        tag = valid_tag(tag)
+        row = (dataset, source, int(idx), tag, run_id, _now())
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO image_tags VALUES (?, ?, ?, ?, ?, ?)", row)
+        return dict(zip(("dataset", "source", "idx", "tag", "run_id", "tagged_at"), row))
+
+    def remove_tag(self, dataset, source, idx, tag) -> bool:
+        """Take `tag` off image `idx` of `source`; False if it did not have it."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM image_tags WHERE dataset = ? AND source = ? AND idx = ? AND tag = ?",
+                             (dataset, source, int(idx), str(tag).strip())).rowcount > 0
+
+    def image_tags(self, dataset, source=None, idx=None) -> list[dict]:
+        """The tags on `dataset`'s images (of one `source`, of one image `idx` of it), by source, index and tag."""
+        where, params = ["dataset = ?"], [dataset]
+        for key, value in (("source", source), ("idx", idx)):
+            if value is not None:
+                where.append(f"{key} = ?")
+                params.append(value)
+        rows = self._query(f"SELECT * FROM image_tags WHERE {' AND '.join(where)} ORDER BY source, idx, tag", params)
+        return [dict(r) for r in rows]
 
     def label_reviews(self, dataset, source=None) -> list[dict]:
         """The reviews of `dataset` (of one `source` if given), by source and index."""

@@ -1,7 +1,7 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 # a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
@@ -97,6 +97,17 @@ CREATE TABLE IF NOT EXISTS label_reviews (
     PRIMARY KEY (dataset, source, idx),
     CHECK ((verdict = 'relabel') = (label IS NOT NULL) AND (label IS NULL OR label != given_label))
 );
+
+-- Words a person put on an image in the dashboard (deepdive.analysis.tags), keyed like label_reviews by the image.
+CREATE TABLE IF NOT EXISTS image_tags (
+    dataset TEXT NOT NULL,
+    source TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    run_id TEXT,                   -- the run it was tagged in (kept if that run is deleted)
+    tagged_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, source, idx, tag)
+);
 """
 
 # version v -> the SQL that turns a v database into a v + 1 one (DDL alone creates a fresh database at the latest).
@@ -105,4 +116,5 @@ MIGRATIONS = {
     2: "",   # v3 adds label_reviews, which the DDL creates
     3: "ALTER TABLE runs ADD COLUMN notes TEXT;",
     4: "",   # v5 adds epoch_metrics, which the DDL creates
+    5: "",   # v6 adds image_tags, which the DDL creates
 }

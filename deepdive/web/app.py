@@ -20,6 +20,9 @@
                                                             nearest training images
     GET .../reviews                                         people's verdicts on this split's labels, by row
     PUT .../reviews/{row}  {"verdict", "label"}             record one (relabel / keep / ambiguous); DELETE forgets it
+    GET .../tags                                            the words people put on this split's images, by row
+    PUT .../tags/{row}  {"tag"}                             put one on the image (DELETE with the same body: take
+                                                            it off); both answer with the image's tags
     GET .../dynamics/{idx}                                  one training image's answers at every epoch, its picture
     GET .../dynamics/pictures?idx=3,17,...                  training images' pictures (at most 200), by index
     GET .../dynamics/reviews                                people's verdicts on the training images, by index;
@@ -99,6 +102,10 @@ class RunCache:
 class Review(BaseModel):
     verdict: str
     label: int | None = None
+
+
+class Tag(BaseModel):
+    tag: str
 
 
 class RunEdit(BaseModel):
@@ -319,6 +326,30 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, None)
+
+    # Tags, like reviews, live in the store and belong to the image (deepdive.analysis.tags).
+    @app.get("/api/runs/{run_id}/splits/{split}/tags")
+    def tags(run_id: str, split: str):
+        from deepdive.analysis.tags import tags_by_row
+
+        entry = runs.get(run_id, split)
+        return {"tags": {str(r): t for r, t in tags_by_row(store, entry.record, split, entry.res.examples).items()}}
+
+    @app.put("/api/runs/{run_id}/splits/{split}/tags/{row}")
+    def put_tag(run_id: str, split: str, row: int, tag: Tag):
+        from deepdive.analysis.tags import tag_row
+
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return tag_row(store, entry.record, split, entry.res.examples, row, tag.tag)
+
+    @app.delete("/api/runs/{run_id}/splits/{split}/tags/{row}")
+    def delete_tag(run_id: str, split: str, row: int, tag: Tag):
+        from deepdive.analysis.tags import tag_row
+
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return tag_row(store, entry.record, split, entry.res.examples, row, tag.tag, remove=True)
 
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/pictures")
     def training_pictures(run_id: str, split: str, idx: str = ""):

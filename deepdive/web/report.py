@@ -70,6 +70,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
     Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
     from deepdive.analysis.results import AnalysisResult
     from deepdive.analysis.reviews import reviews_by_row, training_reviews
+    from deepdive.analysis.tags import tags_by_row
     from deepdive.store import Store
 
     with Store.open(workspace, create=False) as store:
@@ -79,6 +80,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         b = maps.bundle(store, sheets=sheets, activation_rows=[], activation_mode="precomputed")
         # the reviews as they stand when the report is written, shown read-only
         b["reviews"] = {str(r): v for r, v in reviews_by_row(store, rec, split, maps.res.examples).items()}
+        b["tags"] = {str(r): t for r, t in tags_by_row(store, rec, split, maps.res.examples).items()}   # likewise
         if b["dynamics"].get("available"):    # and those of the training images the Training dynamics view lists
             b["dynamics"]["reviews"] = {str(i): v for i, v in training_reviews(store, rec).items()
                                         if str(i) in b["dynamics"]["pictures"]}

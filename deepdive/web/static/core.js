@@ -119,6 +119,7 @@ window.DD = window.DD || {};
         neighbours: async (b, row) => ((b.neighbours || {}).data || {})[String(row)] || null,
         channels: async (b, row) => (b.channels.errors || {})[String(row)] || null,   // the errors' only; no maps
         reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
+        tags: async (b) => ({tags: b.tags || {}}),            // likewise
         // Training images: the report holds the ones the Training dynamics view lists (null: not inlined).
         trainingImage: async () => null,
         trainingPictures: async (b, idxs) => Object.fromEntries(idxs.map((i) => [i, b.dynamics.pictures[i]])
@@ -177,6 +178,9 @@ window.DD = window.DD || {};
         {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}),
       // People's verdicts on labels live in the workspace's store: read afresh, written one image at a time.
       reviews: (b) => getJSON(`${base(b)}/reviews`),
+      tags: (b) => getJSON(`${base(b)}/tags`),
+      setTag: (b, row, tag, remove) => getJSON(`${base(b)}/tags/${row}`, {method: remove ? "DELETE" : "PUT",
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify({tag})}),
       setReview: (b, row, verdict, label) => sendReview(`${base(b)}/reviews/${row}`, verdict, label),
       // Training images (the Training dynamics view), by their index in the dataset's training split.
       trainingImage: (b, idx) => cachedJSON(`${base(b)}/dynamics/${idx}`),

@@ -73,6 +73,13 @@
         DD.reviewCell(ctx, row, () => { if (ctx.onReviewsChanged) ctx.onReviewsChanged(); }));
     }).catch((err) => reviewBox.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
 
+    // Words a person put on it (served: added and removed here; a report: as they were), FiftyOne's tags.
+    const tagBox = el("div", {class: "detail-tags", attrs: {"data-testid": "tags"}});
+    box.appendChild(tagBox);
+    DD.loadTags(ctx, true).then(() => {
+      if (box.dataset.row === String(row)) DD.tagEditor(ctx, row, tagBox);
+    }).catch((err) => tagBox.appendChild(DD.note(`Could not load the tags: ${err.message}`, "error")));
+
     box.appendChild(el("h3", {text: "Nearest training images"}));
     const nb = el("div", {class: "detail-nb", attrs: {"data-testid": "neighbours"}});
     box.appendChild(nb);
@@ -131,6 +138,51 @@
                  }}})));
     }
     box.focus();
+  };
+
+  // Tags by row (deepdive.analysis.tags), loaded once per run context (cached) or afresh.
+  DD.tagsOf = (ctx) => (ctx.tags = ctx.tags || new Map());
+  DD.loadTags = function (ctx, cached) {
+    if (cached && ctx.tagsLoad) return ctx.tagsLoad;
+    const load = ctx.source.tags(ctx.b).then((res) => {
+      const tags = DD.tagsOf(ctx);
+      tags.clear();
+      for (const [row, list] of Object.entries(res.tags)) tags.set(Number(row), list);
+      return tags;
+    });
+    load.catch(() => { if (ctx.tagsLoad === load) ctx.tagsLoad = null; });
+    ctx.tagsLoad = load;
+    return load;
+  };
+  DD.allTags = (ctx) => [...new Set([...DD.tagsOf(ctx).values()].flat())].sort();
+
+  // The image's tags as chips (× takes one off) and, served, a box to add one (known tags offered as you type).
+  DD.tagEditor = function (ctx, row, box) {
+    const tags = DD.tagsOf(ctx), editable = Boolean(ctx.source.setTag);
+    const mine = tags.get(row) || [];
+    if (!editable && !mine.length) { DD.clear(box); return; }
+    const status = el("span", {class: "small bad", attrs: {"data-testid": "tag-status"}});
+    const save = async (tag, remove) => {
+      try {
+        const res = await ctx.source.setTag(ctx.b, row, tag, remove);
+        if (res.tags.length) tags.set(row, res.tags); else tags.delete(row);
+        DD.tagEditor(ctx, row, box);
+        if (ctx.onTagsChanged) ctx.onTagsChanged();
+      } catch (err) {
+        status.textContent = err.message;
+      }
+    };
+    const chips = mine.map((t) => el("span", {class: "tag", attrs: {"data-testid": "tag"}}, t,
+      editable ? el("button", {class: "icon-btn", type: "button", text: "×", attrs: {"aria-label": `remove tag ${t}`},
+                               on: {click: () => save(t, true)}}) : null));
+    const listId = `dd-tags-${ctx.uid}`;
+    const input = editable ? el("input", {class: "input tag-input", placeholder: "add a tag, Enter",
+      attrs: {"aria-label": "add a tag", "data-testid": "tag-input", list: listId, maxlength: "40"},
+      on: {keydown: (e) => { if (e.key === "Enter" && e.target.value.trim()) save(e.target.value.trim(), false); }}})
+      : null;
+    DD.clear(box).append(el("h3", {text: "Tags"}), el("div", {class: "tag-row"}, ...chips, input,
+      editable ? el("datalist", {id: listId}, DD.allTags(ctx).filter((t) => !mine.includes(t))
+        .map((t) => el("option", {value: t}))) : null, status));
   };
 
   DD.closeDetail = function () {

@@ -45,6 +45,7 @@
     // a point of a precision-recall curve (Per class view): the images whose probability for pclass is >= pmin
     const pclass = has(f.pclass) ? Number(f.pclass) : null, pmin = has(f.pmin) ? Number(f.pmin) : null;
     const reviews = DD.reviewsOf(ctx);
+    const tag = has(f.tag) ? String(f.tag) : null, tags = DD.tagsOf(ctx);   // "any", "none" or one tag
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
       if (t !== null && col.true[r] !== t) continue;
@@ -55,6 +56,10 @@
       if (f.issue === "no" && col.label_issue[r]) continue;
       if (cat !== null && col.category[r] !== cat) continue;
       if (nb !== null && col.neighbours[r] !== nb) continue;
+      if (tag !== null) {
+        const mine = tags.get(r);
+        if (tag === "any" ? !mine : tag === "none" ? mine : !mine || !mine.includes(tag)) continue;
+      }
       if (f.atypical === "yes" && !col.atypical[r]) continue;
       if (f.atypical === "no" && col.atypical[r]) continue;
       if (binCol && binCol[r] !== binNo) continue;
@@ -145,7 +150,7 @@
   // bookmark or send, and the back button returns to it. Only what differs from the defaults goes in; an
   // embedding selection (rows) only while it is short enough for a link.
   const DEFAULTS = {true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                    neighbours: "all", atypical: "all", sort: "group"};
+                    neighbours: "all", atypical: "all", tag: "all", sort: "group"};
   const CHIPS = ["bin", "confMax", "pclass", "pmin"];     // filters other views set, shown as removable chips
   const MAX_LINKED_ROWS = 500;
   function filterQuery(f) {
@@ -185,12 +190,19 @@
     },
     render(root, ctx) {
       const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                               neighbours: "all", atypical: "all", sort: "group"}, ctx.state.predFilter);
+                               neighbours: "all", atypical: "all", tag: "all", sort: "group"}, ctx.state.predFilter);
       ctx.state.predFilter = f;
       const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
       const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
       const set = (key) => (v, event) => { f[key] = v; apply(event); };
       const count = el("span", {class: "row-count", attrs: {"data-testid": "row-count"}});
+      // the known tags, and the one asked for (a link's) while the tags load or if no image has it any more
+      const tagOptions = () => {
+        const known = DD.allTags(ctx), asked = String(f.tag);
+        const extra = ["all", "any", "none"].includes(asked) || known.includes(asked) ? [] : [asked];
+        return [["all", "all"], ["any", "tagged"], ["none", "not tagged"], ...[...known, ...extra].map((t) => [t, t])];
+      };
+      const tagSelect = select("Tag", tagOptions(), f.tag, set("tag"), "filter-tag");
       root.appendChild(el("div", {class: "panel toolbar filters"},
         select("True", classOpts, f.true, set("true"), "filter-true"),
         select("Predicted", classOpts, f.pred, set("pred"), "filter-pred"),
@@ -209,6 +221,8 @@
         // beyond the training images' outlier fence in the model's feature space (analysis.atypical)
         hasAtypical(ctx) ? select("Atypical", [["all", "all"], ["yes", "atypical"], ["no", "typical"]], f.atypical,
                                   set("atypical"), "filter-atypical") : null,
+        // the words people put on images (an image's detail); the list fills once the tags are loaded
+        ctx.source.mode === "served" || Object.keys(ctx.b.tags || {}).length ? tagSelect : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],
                         ["margin-asc", "margin ↑"], ["entropy-desc", "entropy ↓"],
                         ...(hasAgreement(ctx) ? [["agree-asc", "neighbours' agreement ↑"]] : []),
@@ -275,6 +289,16 @@
         if (event) DD.measurePainted("dd-filter", event);   // change → the filtered rows are on screen
       }
       apply();
+      // tags: the filter's list, and the rows again when it filters by them (an image's detail may add some)
+      const refreshTags = () => {
+        if (!scroller.isConnected) return;
+        const node = tagSelect.querySelector("select");
+        DD.clear(node).append(...tagOptions().map(([v, text]) => el("option", {value: v, text,
+                                                                             selected: v === String(f.tag)})));
+        if (f.tag !== "all") apply();
+      };
+      ctx.onTagsChanged = refreshTags;
+      DD.loadTags(ctx, true).then(refreshTags).catch(() => {});
       if (ctx.source.mode === "served" || Object.keys(ctx.b.reviews || {}).length) {
         DD.loadReviews(ctx).then(() => {
           if (!scroller.isConnected) return;

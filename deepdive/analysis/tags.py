@@ -1,0 +1,33 @@
+"""Tags: words a person puts on images in the dashboard ("blurry", "check later", "for the slides"), as FiftyOne's
+sample tags, to gather images across views, filter the predictions by them and export them.
+
+Like a review of a label (deepdive.analysis.reviews), a tag belongs to the image, not to the run it was given in:
+the store keys it by (dataset, source, idx), so an image tagged while looking at one run shows its tags on every
+run of that dataset; a run logged with `log_evaluation` brings its own images, so their tags are its own.
+"""
+from deepdive.analysis.reviews import review_source, rows_of
+from deepdive.errors import DeepdiveError
+
+
+def tags_by_row(store, rec, split, examples, full=False) -> dict[int, list]:
+    """{row of the analysis' examples table: its tags, sorted} for the images of this split that have any; with
+    full=True each tag as the store keeps it ({tag, tagged_at, run_id, ...})."""
+    tags = store.image_tags(rec.dataset, review_source(rec, split))
+    out = {}
+    for row, t in zip(rows_of(examples, [t["idx"] for t in tags]), tags):
+        if row is not None:
+            out.setdefault(row, []).append(t if full else t["tag"])
+    return out
+
+
+def tag_row(store, rec, split, examples, row, tag, remove=False) -> dict:
+    """Put `tag` on the image in `row` of the analysis' examples table (remove=True: take it off); returns
+    {row, tags: the image's tags now}."""
+    if not 0 <= row < len(examples):
+        raise DeepdiveError(f"row {row} is outside 0..{len(examples) - 1}")
+    source, idx = review_source(rec, split), int(examples["idx"].iat[row])
+    if remove:
+        store.remove_tag(rec.dataset, source, idx, tag)
+    else:
+        store.add_tag(rec.dataset, source, idx, tag, run_id=rec.id)
+    return {"row": row, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, source, idx=idx))}

@@ -1,0 +1,114 @@
+"""Tags people put on images: the store's table, the rows of a split, the API, the export, the report and the
+dashboard (an image's detail adds and removes them, the predictions table filters by them), on a copy of the tiny
+analysed run of tests/conftest.py."""
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from deepdive.analysis.results import AnalysisResult
+from deepdive.analysis.tags import tag_row, tags_by_row
+from deepdive.errors import DeepdiveError
+from deepdive.store import Store
+
+
+@pytest.fixture()
+def ws(analyzed_run, copy_workspace, tmp_path):
+    return copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+
+
+def test_store_keeps_each_tag_once_per_image(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.add_tag("mnist", "test", 7, "blurry", run_id="r1")
+        store.add_tag("mnist", "test", 7, "  blurry ", run_id="r2")          # again: kept as it was
+        store.add_tag("mnist", "test", 7, "for the slides")
+        store.add_tag("mnist", "train", 7, "blurry")
+        got = store.image_tags("mnist", "test")
+        assert [(t["idx"], t["tag"], t["run_id"]) for t in got] == [(7, "blurry", "r1"), (7, "for the slides", None)]
+        assert len(store.image_tags("mnist")) == 3 and store.image_tags("mnist", "test", idx=3) == []
+        for bad in ("", "   ", "-dash first", "a/b", "x" * 41, None):
+            with pytest.raises(DeepdiveError, match="invalid tag"):
+                store.add_tag("mnist", "test", 7, bad)
+        assert store.remove_tag("mnist", "test", 7, "blurry") and not store.remove_tag("mnist", "test", 7, "blurry")
+        assert [t["tag"] for t in store.image_tags("mnist", "test")] == ["for the slides"]
+
+
+def test_tags_follow_the_image_and_go_with_a_logged_runs_own(ws, analyzed_run):
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    ex = res.examples
+    with Store.open(ws, create=False) as store:
+        rec = store.get_run(analyzed_run.run_id)
+        assert tag_row(store, rec, "test", ex, 5, "check later") == {"row": 5, "tags": ["check later"]}
+        assert tag_row(store, rec, "test", ex, 5, "9s") == {"row": 5, "tags": ["9s", "check later"]}
+        assert store.image_tags("mnist", "test")[0]["idx"] == int(ex["idx"].iat[5])     # kept by the image
+        assert tags_by_row(store, rec, "test", ex) == {5: ["9s", "check later"]}
+        with pytest.raises(DeepdiveError, match="outside"):
+            tag_row(store, rec, "test", ex, len(ex), "x")
+        assert tag_row(store, rec, "test", ex, 5, "9s", remove=True)["tags"] == ["check later"]
+        # a run logged with log_evaluation brings its own images: their tags are its own and go with it
+        store.add_tag("custom", f"run:{rec.id}/test", 1, "mine")
+        store.add_tag("mnist", "test", 2, "shared")
+        store.delete_run(rec.id)
+        assert [t["tag"] for t in store.image_tags("custom")] == [] and len(store.image_tags("mnist")) == 2
+
+
+def test_api_export_and_report(ws, analyzed_run, run_cli, tmp_path):
+    from deepdive.web.app import create_app
+    from deepdive.web.report import build_report
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test/tags"
+    with TestClient(create_app(ws)) as client:
+        assert client.get(base).json() == {"tags": {}}
+        assert client.put(f"{base}/3", json={"tag": "blurry"}).json() == {"row": 3, "tags": ["blurry"]}
+        assert client.put(f"{base}/4", json={"tag": "blurry"}).status_code == 200
+        assert client.put(f"{base}/4", json={"tag": "thin 4"}).json()["tags"] == ["blurry", "thin 4"]
+        assert client.get(base).json() == {"tags": {"3": ["blurry"], "4": ["blurry", "thin 4"]}}
+        bad = client.put(f"{base}/3", json={"tag": "a/b"})
+        assert bad.status_code == 422 and "invalid tag" in bad.json()["detail"]
+        assert client.put(f"{base}/{len(res.examples)}", json={"tag": "x"}).status_code == 404
+        assert client.put("/api/runs/nope/splits/test/tags/1", json={"tag": "x"}).status_code == 404
+        assert client.request("DELETE", f"{base}/3", json={"tag": "blurry"}).json() == {"row": 3, "tags": []}
+    out = tmp_path / "tags.csv"
+    proc = run_cli("export", analyzed_run.run_id, "tags", "--out", str(out), "--workspace", str(ws))
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out)
+    assert table[["row", "idx", "tag"]].values.tolist() == [[4, int(res.examples["idx"].iat[4]), "blurry"],
+                                                            [4, int(res.examples["idx"].iat[4]), "thin 4"]]
+    assert table["pred"].tolist() == [int(res.examples["pred"].iat[4])] * 2 and set(table["run_id"]) == {
+        analyzed_run.run_id}
+    info = build_report(ws, analyzed_run.run_id, "test", tmp_path / "r.html")
+    assert '"tags":{"4":["blurry","thin 4"]}' in (tmp_path / "r.html").read_text() and info["bytes"] > 0
+
+
+def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
+    from test_web_browser import served_page
+
+    with served_page(ws) as (url, page, errors):
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/predictions")
+        page.wait_for_selector(".vrow")
+        rows = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")[:2]
+        for row, tag in ((rows[0], "blurry"), (rows[1], "blurry"), (rows[1], "for the slides")):
+            page.click(f'.vrow[data-row="{row}"] .thumb')
+            page.wait_for_selector(f'#detail[data-row="{row}"] [data-testid="tag-input"]')
+            page.fill('[data-testid="tag-input"]', tag)
+            page.press('[data-testid="tag-input"]', "Enter")
+            page.wait_for_selector(f'[data-testid="tag"]:has-text("{tag}")')
+        assert page.eval_on_selector_all('[data-testid="tag"]', "ts => ts.map(t => t.firstChild.textContent)") == [
+            "blurry", "for the slides"]
+        page.fill('[data-testid="tag-input"]', "a/b")
+        page.press('[data-testid="tag-input"]', "Enter")
+        page.wait_for_selector('[data-testid="tag-status"]:has-text("invalid tag")')
+        page.keyboard.press("Escape")
+        page.select_option('[data-testid="filter-tag"]', "blurry")
+        page.wait_for_selector('[data-testid="row-count"][data-count="2"]')
+        assert page.url.endswith("/predictions/tag=blurry")
+        assert sorted(page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")) == sorted(rows)
+        # taking a tag off in the detail updates the filtered list
+        page.click(f'.vrow[data-row="{rows[0]}"] .thumb')
+        page.click('[data-testid="tag"]:has-text("blurry") button')
+        page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
+        # a fresh page opens on the same filter (the link), the tags loaded from the workspace
+        page.reload()
+        page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
+        assert page.input_value('[data-testid="filter-tag"]') == "blurry"
+        assert not errors, errors
