@@ -68,6 +68,14 @@ def test_api_export_and_report(ws, analyzed_run, run_cli, tmp_path):
         assert client.put(f"{base}/{len(res.examples)}", json={"tag": "x"}).status_code == 404
         assert client.put("/api/runs/nope/splits/test/tags/1", json={"tag": "x"}).status_code == 404
         assert client.request("DELETE", f"{base}/3", json={"tag": "blurry"}).json() == {"row": 3, "tags": []}
+        # many at once (the predictions table's "tag these"), in one transaction
+        many = client.post(base, json={"rows": [4, 5, 6], "tag": "batch"}).json()
+        assert many["changed"] == 3 and many["tags"]["5"] == ["batch"] and many["tags"]["4"] == ["batch", "blurry",
+                                                                                                  "thin 4"]
+        assert client.post(base, json={"rows": [5, 6, 7], "tag": "batch"}).json()["changed"] == 1
+        assert client.post(base, json={"rows": [1, len(res.examples)], "tag": "x"}).status_code == 422
+        assert "x" not in str(client.get(base).json())                    # nothing half-written
+        assert client.post(base, json={"rows": [4, 5, 6, 7], "tag": "batch", "remove": True}).json()["changed"] == 4
     out = tmp_path / "tags.csv"
     proc = run_cli("export", analyzed_run.run_id, "tags", "--out", str(out), "--workspace", str(ws))
     assert proc.returncode == 0, proc.stderr
@@ -111,4 +119,27 @@ def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
         page.reload()
         page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
         assert page.input_value('[data-testid="filter-tag"]') == "blurry"
+        # one tag on every listed image: the wrong answers, then listed by that tag
+        wrong = int((~AnalysisResult.load(analyzed_run.run_dir, "test").examples["correct"]).sum())
+        page.click('[data-testid="filter-reset"]')
+        page.select_option('[data-testid="filter-correct"]', "wrong")
+        page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+        assert not page.is_visible('[data-testid="tag-listed-form"]')
+        page.click('[data-testid="tag-listed"]')
+        page.fill('[data-testid="tag-listed-input"]', "wrong ones")
+        page.click('[data-testid="tag-listed-add"]')
+        page.wait_for_selector(f'[data-testid="tag-listed-status"]:has-text("on {wrong} images")')
+        assert page.inner_text('[data-testid="tag-listed-status"]') == f'put "wrong ones" on {wrong} images'
+        page.select_option('[data-testid="filter-correct"]', "all")
+        page.select_option('[data-testid="filter-tag"]', "wrong ones")
+        page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
         assert not errors, errors
+
+
+def test_tag_from_python(ws, analyzed_run):
+    import deepdive
+
+    dive = deepdive.open_run(analyzed_run.run_id, workspace=ws)
+    assert dive.tag([1, 2, 2], "from python") == 2 and dive.tag(3, "from python") == 1
+    assert dive.table("tags")["row"].tolist() == [1, 2, 3]
+    assert dive.tag([1, 2, 3], "from python", remove=True) == 3 and dive.table("tags").empty

@@ -4,6 +4,7 @@ DataFrames, and the rest of the stored analysis.
     dive = deepdive.open_run("latest", workspace="runs")          # split="test" unless told
     dive                                   # a notebook shows accuracy, errors, top confusions, label issues...
     dive.table("errors")                   # any table of `deepdive export` (TABLES), people's verdicts included
+    dive.tag(rows, "check later")          # tag images for the dashboard (its predictions filter by tag)
     dive.epochs                            # the training curves and every metric logged, one row per epoch
     dive.pictures(dive.table("errors")["row"][:16])    # those rows' images as one captioned PIL image
     dive.model()                           # the run's model, on the CPU, in eval mode
@@ -71,6 +72,16 @@ class RunAnalysis:
         with Store.open(self.workspace, create=False) as store:
             reviews = export.store_part(store, self.record, self.result, name)
         return export.table(self.result, name, reviews)
+
+    def tag(self, rows, tag: str, remove=False) -> int:
+        """Put `tag` on the images in `rows` (or take it off, remove=True), as the dashboard does: the predictions
+        table then filters by it (`/predictions/tag=...`). Returns how many images changed."""
+        from deepdive.analysis.tags import tag_rows
+        from deepdive.store import Store
+
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64)).tolist()
+        with Store.open(self.workspace, create=False) as store:
+            return tag_rows(store, self.record, self.split, self.result.examples, rows, tag, remove)
 
     @property
     def epochs(self) -> pd.DataFrame:

@@ -23,11 +23,20 @@ def tags_by_row(store, rec, split, examples, full=False) -> dict[int, list]:
 def tag_row(store, rec, split, examples, row, tag, remove=False) -> dict:
     """Put `tag` on the image in `row` of the analysis' examples table (remove=True: take it off); returns
     {row, tags: the image's tags now}."""
-    if not 0 <= row < len(examples):
-        raise DeepdiveError(f"row {row} is outside 0..{len(examples) - 1}")
-    source, idx = review_source(rec, split), int(examples["idx"].iat[row])
+    tag_rows(store, rec, split, examples, [row], tag, remove)
+    idx = int(examples["idx"].iat[row])
+    return {"row": row, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, review_source(rec, split),
+                                                                           idx=idx))}
+
+
+def tag_rows(store, rec, split, examples, rows, tag, remove=False) -> int:
+    """Put `tag` on the images in `rows` (a list, e.g. every image a filter lists), or take it off, in one
+    transaction; returns how many images changed."""
+    rows = [int(r) for r in rows]
+    bad = [r for r in rows if not 0 <= r < len(examples)]
+    if bad:
+        raise DeepdiveError(f"row {bad[0]} is outside 0..{len(examples) - 1}")
+    source, idx = review_source(rec, split), examples["idx"].to_numpy()[rows]
     if remove:
-        store.remove_tag(rec.dataset, source, idx, tag)
-    else:
-        store.add_tag(rec.dataset, source, idx, tag, run_id=rec.id)
-    return {"row": row, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, source, idx=idx))}
+        return store.remove_tag(rec.dataset, source, idx, tag)
+    return store.add_tag(rec.dataset, source, idx, tag, run_id=rec.id)

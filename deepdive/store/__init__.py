@@ -612,19 +612,25 @@ class Store:
                              (dataset, source, int(idx))).rowcount > 0
 
     # ---- tags (deepdive.analysis.tags) ----------------------------------------------------------------------
-    def add_tag(self, dataset, source, idx, tag, run_id=None) -> dict:
-        """Put `tag` on image `idx` of `source` (again: kept as it was)."""
-        tag = valid_tag(tag)
-        row = (dataset, source, int(idx), tag, run_id, _now())
+    def add_tag(self, dataset, source, idx, tag, run_id=None) -> int:
+        """Put `tag` on image `idx` of `source`, or on each of a list of them, in one transaction (an image that
+        has it keeps it as it was); returns how many images gained it."""
+        tag, now = valid_tag(tag), _now()
+        idxs = [int(i) for i in np.atleast_1d(idx)]
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO image_tags VALUES (?, ?, ?, ?, ?, ?)", row)
-        return dict(zip(("dataset", "source", "idx", "tag", "run_id", "tagged_at"), row))
+            before = c.total_changes
+            c.executemany("INSERT OR IGNORE INTO image_tags VALUES (?, ?, ?, ?, ?, ?)",
+                          [(dataset, source, i, tag, run_id, now) for i in idxs])
+            return c.total_changes - before
 
-    def remove_tag(self, dataset, source, idx, tag) -> bool:
-        """Take `tag` off image `idx` of `source`; False if it did not have it."""
+    def remove_tag(self, dataset, source, idx, tag) -> int:
+        """Take `tag` off image `idx` of `source`, or off each of a list of them; returns how many had it."""
+        idxs = [int(i) for i in np.atleast_1d(idx)]
         with self._tx() as c:
-            return c.execute("DELETE FROM image_tags WHERE dataset = ? AND source = ? AND idx = ? AND tag = ?",
-                             (dataset, source, int(idx), str(tag).strip())).rowcount > 0
+            before = c.total_changes
+            c.executemany("DELETE FROM image_tags WHERE dataset = ? AND source = ? AND idx = ? AND tag = ?",
+                          [(dataset, source, i, str(tag).strip()) for i in idxs])
+            return c.total_changes - before
 
     def image_tags(self, dataset, source=None, idx=None) -> list[dict]:
         """The tags on `dataset`'s images (of one `source`, of one image `idx` of it), by source, index and tag."""

@@ -23,6 +23,8 @@
     GET .../tags                                            the words people put on this split's images, by row
     PUT .../tags/{row}  {"tag"}                             put one on the image (DELETE with the same body: take
                                                             it off); both answer with the image's tags
+    POST .../tags  {"rows", "tag", "remove"}                put one on many images (or take it off) at once;
+                                                            answers with how many changed and all the tags
     GET .../dynamics/{idx}                                  one training image's answers at every epoch, its picture
     GET .../dynamics/pictures?idx=3,17,...                  training images' pictures (at most 200), by index
     GET .../dynamics/reviews                                people's verdicts on the training images, by index;
@@ -106,6 +108,12 @@ class Review(BaseModel):
 
 class Tag(BaseModel):
     tag: str
+
+
+class Tagging(BaseModel):
+    rows: list[int]
+    tag: str
+    remove: bool = False
 
 
 class RunEdit(BaseModel):
@@ -334,6 +342,16 @@ def create_app(workspace) -> FastAPI:
 
         entry = runs.get(run_id, split)
         return {"tags": {str(r): t for r, t in tags_by_row(store, entry.record, split, entry.res.examples).items()}}
+
+    @app.post("/api/runs/{run_id}/splits/{split}/tags")
+    def tag_many(run_id: str, split: str, tagging: Tagging):
+        from deepdive.analysis.tags import tag_rows, tags_by_row
+
+        entry = runs.get(run_id, split)
+        changed = tag_rows(store, entry.record, split, entry.res.examples, tagging.rows, tagging.tag,
+                           tagging.remove)
+        return {"changed": changed,
+                "tags": {str(r): t for r, t in tags_by_row(store, entry.record, split, entry.res.examples).items()}}
 
     @app.put("/api/runs/{run_id}/splits/{split}/tags/{row}")
     def put_tag(run_id: str, split: str, row: int, tag: Tag):

@@ -181,6 +181,8 @@ window.DD = window.DD || {};
       tags: (b) => getJSON(`${base(b)}/tags`),
       setTag: (b, row, tag, remove) => getJSON(`${base(b)}/tags/${row}`, {method: remove ? "DELETE" : "PUT",
         headers: {"Content-Type": "application/json"}, body: JSON.stringify({tag})}),
+      tagRows: (b, rows, tag, remove) => getJSON(`${base(b)}/tags`, {method: "POST",
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify({rows, tag, remove: Boolean(remove)})}),
       setReview: (b, row, verdict, label) => sendReview(`${base(b)}/reviews/${row}`, verdict, label),
       // Training images (the Training dynamics view), by their index in the dataset's training split.
       trainingImage: (b, idx) => cachedJSON(`${base(b)}/dynamics/${idx}`),
