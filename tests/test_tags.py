@@ -111,6 +111,7 @@ def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
         page.wait_for_selector('[data-testid="row-count"][data-count="2"]')
         assert page.url.endswith("/predictions/tag=blurry")
         assert sorted(page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")) == sorted(rows)
+        assert page.inner_text(f'.vrow[data-row="{rows[1]}"] [data-testid="row-tags"]') == "blurry · for the slides"
         # taking a tag off in the detail updates the filtered list
         page.click(f'.vrow[data-row="{rows[0]}"] .thumb')
         page.click('[data-testid="tag"]:has-text("blurry") button')

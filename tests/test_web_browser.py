@@ -360,18 +360,23 @@ def test_curve_axis_titles_clear_their_tick_labels(tab):
         assert all(chart["title"][1] <= left for left, _ in chart["ticks"]), chart
 
 
+def wrong_least_confident_first(tab, expected):
+    """The predictions view listing the wrong answers, least confident first: (page, how many, rows shown)."""
+    page = tab.view("predictions")
+    page.select_option('[data-testid="filter-correct"]', "wrong")
+    page.select_option('[data-testid="sort"]', "conf-asc")
+    wrong = int((~expected["frame"]["correct"]).sum())
+    page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+    return page, wrong, page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+
+
 def test_the_predictions_filter_is_in_the_address(tab, expected, browser):
     """A filtered, sorted predictions list is a link: the address follows the filters, the same address in a
     fresh page shows the same rows, and reset clears both."""
     frame = expected["frame"]
-    page = tab.view("predictions")
-    page.select_option('[data-testid="filter-correct"]', "wrong")
-    page.select_option('[data-testid="sort"]', "conf-asc")
-    wrong = int((~frame["correct"]).sum())
-    page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
+    page, wrong, rows = wrong_least_confident_first(tab, expected)
     link = page.url
     assert link.endswith(f"/r/{expected['run_id']}/test/predictions/correct=wrong&sort=conf-asc"), link
-    rows = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
     fresh = Tab(browser, link, expected["run_id"])
     fresh.page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
     assert fresh.page.input_value('[data-testid="sort"]') == "conf-asc"
@@ -386,13 +391,7 @@ def test_the_predictions_filter_is_in_the_address(tab, expected, browser):
 def test_the_detail_steps_through_the_list_it_was_opened_from(tab, expected):
     """An image opened from the filtered predictions steps through them (‹ › and the arrow keys), one opened from a
     strip of thumbnails through that strip."""
-    frame = expected["frame"]
-    page = tab.view("predictions")
-    page.select_option('[data-testid="filter-correct"]', "wrong")
-    page.select_option('[data-testid="sort"]', "conf-asc")
-    wrong = int((~frame["correct"]).sum())
-    page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
-    rows = page.eval_on_selector_all(".vrow", "rs => rs.map(r => Number(r.dataset.row))")
+    page, wrong, rows = wrong_least_confident_first(tab, expected)
     page.click(f'.vrow[data-row="{rows[0]}"] .thumb')
     page.wait_for_selector(f'#detail[data-row="{rows[0]}"]')
     assert page.inner_text('[data-testid="detail-position"]') == f"1 of {wrong}"

@@ -141,19 +141,7 @@
   };
 
   // Tags by row (deepdive.analysis.tags), loaded once per run context (cached) or afresh.
-  DD.tagsOf = (ctx) => (ctx.tags = ctx.tags || new Map());
-  DD.loadTags = function (ctx, cached) {
-    if (cached && ctx.tagsLoad) return ctx.tagsLoad;
-    const load = ctx.source.tags(ctx.b).then((res) => {
-      const tags = DD.tagsOf(ctx);
-      tags.clear();
-      for (const [row, list] of Object.entries(res.tags)) tags.set(Number(row), list);
-      return tags;
-    });
-    load.catch(() => { if (ctx.tagsLoad === load) ctx.tagsLoad = null; });
-    ctx.tagsLoad = load;
-    return load;
-  };
+  [DD.tagsOf, DD.loadTags] = DD.rowStore("tags", (ctx) => ctx.source.tags(ctx.b).then((r) => r.tags));
   DD.allTags = (ctx) => [...new Set([...DD.tagsOf(ctx).values()].flat())].sort();
 
   // The image's tags as chips (× takes one off) and, served, a box to add one (known tags offered as you type).

@@ -34,19 +34,7 @@
   // The reviews of this split's images, {row: review}, one Map per context (the Label issues view and the image
   // detail share it); loadReviews refetches it from the workspace (a report: as it was written), or with `cached`
   // takes the last load (the detail panel: no request per image opened, and no reload racing a save in flight).
-  DD.reviewsOf = (ctx) => (ctx.reviews = ctx.reviews || new Map());
-  DD.loadReviews = function (ctx, cached) {
-    if (cached && ctx.reviewsLoad) return ctx.reviewsLoad;
-    const load = ctx.source.reviews(ctx.b).then((res) => {
-      const reviews = DD.reviewsOf(ctx);
-      reviews.clear();
-      for (const [row, review] of Object.entries(res.reviews)) reviews.set(Number(row), review);
-      return reviews;
-    });
-    load.catch(() => { if (ctx.reviewsLoad === load) ctx.reviewsLoad = null; });   // a failed load is tried again
-    ctx.reviewsLoad = load;
-    return load;
-  };
+  [DD.reviewsOf, DD.loadReviews] = DD.rowStore("reviews", (ctx) => ctx.source.reviews(ctx.b).then((r) => r.reviews));
 
   // The label a relabel proposes: the suggested one, else the model's answer, else the first other class.
   function proposed(ctx, r) {

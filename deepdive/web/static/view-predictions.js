@@ -102,10 +102,17 @@
       el("span", {class: "conf"}, el("span", {class: "conf-track"}, el("span", {class: "conf-fill", style: {width: col.confidence[r] * 100 + "%"}})),
          el("span", {class: "num", text: DD.fmt.pct(col.confidence[r], 1)})),
       DD.probBars(ctx, r),
-      DD.categoryChip(ctx.category(r)),
+      el("span", {class: "cat-cell"}, DD.categoryChip(ctx.category(r)), tagLine(ctx, r)),
       el("span", {class: "issue-cell " + (issue ? "issue" : "muted")},
          issue ? `→ ${ctx.className(col.suggested_label[r])}` : "–", reviewBadge(ctx, r)),
       el("span", {class: "num", text: DD.fmt.num(col.loss[r], 3)}));
+  }
+
+  // The row's tags (an image's detail, "tag these…"), on one line under its category.
+  function tagLine(ctx, r) {
+    const tags = DD.tagsOf(ctx).get(r);
+    return tags ? el("span", {class: "row-tags", title: tags.join(", "), attrs: {"data-testid": "row-tags"},
+                              text: tags.join(" · ")}) : null;
   }
 
   // A person's verdict on the row's label, if any (the reviews of this split, DD.loadReviews), in lower case:
@@ -331,7 +338,7 @@
                                                                              selected: v === String(f.tag)})));
         const known = bulk.querySelector("datalist");
         if (known) DD.clear(known).append(...DD.allTags(ctx).map((t) => el("option", {value: t})));
-        if (f.tag !== "all") apply();
+        if (f.tag !== "all") apply(); else draw(true);    // the rows' tag lines
       };
       ctx.onTagsChanged = refreshTags;
       DD.loadTags(ctx, true).then(refreshTags).catch(() => {});

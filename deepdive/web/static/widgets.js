@@ -168,6 +168,27 @@
     hide() { this.node().hidden = true; },
   };
 
+  // What the store keeps per row beside the analysis (people's reviews, tags), as a Map on the run context:
+  // rowStore(slot, fetch) gives [of(ctx) -> the Map, load(ctx, cached) -> a promise of it]. cached: reuse the
+  // load in flight or done; else fetch afresh. A failed load is tried again next time.
+  DD.rowStore = function (slot, fetch) {
+    const of = (ctx) => (ctx[slot] = ctx[slot] || new Map());
+    const load = function (ctx, cached) {
+      const key = slot + "Load";
+      if (cached && ctx[key]) return ctx[key];
+      const loading = fetch(ctx).then((entries) => {
+        const map = of(ctx);
+        map.clear();
+        for (const [row, value] of Object.entries(entries)) map.set(Number(row), value);
+        return map;
+      });
+      loading.catch(() => { if (ctx[key] === loading) ctx[key] = null; });
+      ctx[key] = loading;
+      return loading;
+    };
+    return [of, load];
+  };
+
   // Plotly layout defaults shared by the charts.
   DD.plotLayout = (extra) => Object.assign({
     margin: {l: 56, r: 16, t: 36, b: 44}, font: {family: "Inter, system-ui, sans-serif", size: 12, color: "#1f2937"},
