@@ -35,8 +35,9 @@ class SystemMeter:
     def start(self):
         self._wall, self._cpu = time.perf_counter(), time.process_time()
 
-    def read(self, cuda_device=None) -> dict:
-        """The readings; `cuda_device` is the GPU whose peak to read (default: the current one)."""
+    def read(self, cuda="auto") -> dict:
+        """The readings. cuda: the GPU whose peak to read; "auto" the current one once CUDA is in use (a loop of
+        your own); None none (a run on the CPU, even in a process that used CUDA before)."""
         wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
         out = {}
         if wall > 0:
@@ -45,6 +46,7 @@ class SystemMeter:
         if rss is not None:
             out["system/peak_rss_mb"] = rss
         torch = sys.modules.get("torch")     # never imports torch (or initialises CUDA) itself
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["system/cuda_peak_mb"] = torch.cuda.max_memory_allocated(cuda_device) / 2**20
+        if cuda is not None and torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            device = None if cuda == "auto" else cuda
+            out["system/cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         return out

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from deepdive.errors import RunError
+from deepdive.errors import DeepdiveError, RunError
 from deepdive.store import DB_NAME, Store
 from deepdive.store.schema import SCHEMA_VERSION
 
@@ -85,10 +85,10 @@ def test_epoch_metrics_by_name(store):
     for bad, match in [({"1st": 1}, "invalid metric name '1st'"), ({"a b": 1}, "invalid metric name"),
                        ({"x" * 65: 1}, "at most 64"), ({"f1": "0.5"}, "f1 must be a number"),
                        ({"f1": [1, 2]}, "f1 must be a number")]:
-        with pytest.raises(RunError, match=match):
+        with pytest.raises(DeepdiveError, match=match):
             store.log_epoch(run.id, 3, 1, 1, 1, 1, 1, 1, metrics=bad)
     assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2]
-    with pytest.raises(RunError, match="more than 256 differently named metrics"):
+    with pytest.raises(DeepdiveError, match="more than 256 differently named metrics"):
         store.log_epoch(run.id, 3, 1, 1, 1, 1, 1, 1, metrics={f"m{i}": i for i in range(256)})
     assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2]       # the whole epoch refused
     store.finish_run(run.id, test_accuracy=0.9, train_seconds=1.0, num_params=1, model_arch="cnn")

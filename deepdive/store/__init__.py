@@ -33,7 +33,9 @@ STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long i
 MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")   # the epochs table's metrics
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,63}")   # an epoch's own metric (valid_metrics)
-TAG = re.compile(r"[^\W_][\w .:+#-]{0,39}")   # an image's tag (valid_tag): "blurry", "check later", "9s"
+# an image's tag (valid_tag): "blurry", "check later", "9s"; no "+", "&", "=" or "/", which a link to the predictions
+# filtered by it (#/.../predictions/tag=...) would read otherwise
+TAG = re.compile(r"[^\W_][\w .:#-]{0,39}")
 MAX_METRICS = 256                   # differently named own metrics per run: scalars per epoch, not a data dump
 MAX_PARAMS = 300                    # flat configuration values per run (RunRecord.params)
 DELETED_PREFIX = ".deleted-"   # a deleted run's folder, renamed aside until it is removed (Store.delete_run)
@@ -187,29 +189,29 @@ def _valid_name(name) -> str:
 
 
 def valid_metrics(metrics: dict) -> dict:
-    """{name: float or None} of an epoch's own metrics; RunError naming the first bad name or value. A name starts
+    """{name: float or None} of an epoch's own metrics; DeepdiveError naming the first bad name or value. A name starts
     with a letter and holds letters, digits and _ . / - (at most 64): "grad_norm", "val/f1", "system/cpu_percent";
     a "group/" prefix groups the dashboard's charts. Values are numbers (a 0-d tensor or array included); None and
     non-finite ones are kept as None."""
     out = {}
     for name, value in metrics.items():
         if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
-            raise RunError(f"invalid metric name {name!r}: start with a letter, then letters, digits or _ . / -, "
-                           "at most 64 characters")
+            raise DeepdiveError(f"invalid metric name {name!r}: start with a letter, then letters, digits or "
+                                "_ . / -, at most 64 characters")
         try:
             out[name] = _finite(value.item() if hasattr(value, "item") else value)
         except (TypeError, ValueError):
-            raise RunError(f"metric {name} must be a number, got {value!r}") from None
+            raise DeepdiveError(f"metric {name} must be a number, got {value!r}") from None
     return out
 
 
 def valid_tag(tag) -> str:
-    """A tag, stripped; DeepdiveError unless it is 1-40 characters of letters, digits, spaces and _ . : + # - that
+    """A tag, stripped; DeepdiveError unless it is 1-40 characters of letters, digits, spaces and _ . : # - that
     start with a letter or digit."""
     text = "" if tag is None else str(tag).strip()
     if not TAG.fullmatch(text):
-        raise DeepdiveError(f"invalid tag {tag!r}: 1-40 characters, letters, digits, spaces and _ . : + # -, starting "
-                       "with a letter or digit")
+        raise DeepdiveError(f"invalid tag {tag!r}: 1-40 characters, letters, digits, spaces and _ . : # -, "
+                            "starting with a letter or digit")
     return text
 
 
@@ -497,8 +499,8 @@ class Store:
                        None if member is None else int(member)))
             known = {r[0] for r in c.execute("SELECT DISTINCT name FROM epoch_metrics WHERE run_id = ?", (run_id,))}
             if len(known | set(extra)) > MAX_METRICS:
-                raise RunError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics; log "
-                               "per-image or per-step values elsewhere (the store keeps scalars per epoch)")
+                raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics; "
+                                    "log per-image or per-step values elsewhere (the store keeps scalars per epoch)")
             c.executemany("INSERT INTO epoch_metrics (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
                           [(run_id, int(epoch), k, v) for k, v in extra.items()])
             c.execute(_HEARTBEAT_SQL, (now, run_id))

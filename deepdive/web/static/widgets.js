@@ -227,7 +227,9 @@
     if (METRIC_INFO[key]) { const [title, yaxis, unit] = METRIC_INFO[key]; return {title, yaxis, unit}; }
     const fractions = (values || []).every((v) => v === null || (v >= 0 && v <= 1));
     if (/(^|[/_.])(acc|accuracy)$/.test(key) && fractions) return {title: key, yaxis: {tickformat: ".2%"}, unit: ""};
-    if (/(^|[/_.])loss$/.test(key)) return {title: key, yaxis: {type: "log", ...DD.logTicks(values || [])}, unit: ""};
+    const positive = (values || []).every((v) => v === null || v > 0);     // a log axis has no 0 or below
+    if (/(^|[/_.])loss$/.test(key) && positive) return {title: key, yaxis: {type: "log", ...DD.logTicks(values || [])},
+                                                        unit: ""};
     return {title: key, yaxis: {}, unit: ""};
   };
   // Log-axis ticks at 1-2-5 steps with full numbers, for the given values: plotly's own labels the minor ticks
