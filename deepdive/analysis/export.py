@@ -194,7 +194,8 @@ def epochs_table(epochs: list[dict]) -> pd.DataFrame:
     names = sorted({k for e in epochs for k in e.get("metrics", {})})
     rows = [[e.get(k) for k in EPOCH_COLUMNS] + [e.get("metrics", {}).get(k) for k in names] for e in epochs]
     frame = pd.DataFrame(rows, columns=EPOCH_COLUMNS + names)
-    frame[names] = frame[names].astype("float64")       # a metric never logged but as NULL is still a number
+    numbers = EPOCH_COLUMNS[1:-1] + names                 # a metric logged only as NULL is still a number column
+    frame[numbers] = frame[numbers].astype("float64")
     frame["member"] = frame["member"].astype("Int64")
     return frame
 
