@@ -137,6 +137,14 @@ def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
         page.reload()                                       # a tag with a space survives the link
         page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
         assert page.input_value('[data-testid="filter-tag"]') == "wrong ones"
+        # the Overview counts each tag and links to its images
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/overview")
+        page.wait_for_selector('[data-testid="overview-tag"]')
+        assert page.eval_on_selector_all('[data-testid="overview-tag"]', "ts => ts.map(t => t.textContent)") == [
+            f"wrong ones · {wrong}", "blurry · 1", "for the slides · 1"]
+        page.click('[data-testid="overview-tag"]:has-text("blurry")')
+        page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
+        assert page.input_value('[data-testid="filter-tag"]') == "blurry"
         assert not errors, errors
 
 

@@ -253,6 +253,24 @@
         on: {click: () => { ctx.state.predFilter = {atypical: "yes", sort: "dist-desc"}; }}})));
   }
 
+  // The words people put on this split's images (an image's detail, "tag these…"), each with its count and a link to
+  // the predictions it lists; filled once the tags are loaded, absent while there are none.
+  function tagsSection(ctx) {
+    const box = el("section", {class: "panel", hidden: true, attrs: {"data-testid": "overview-tags"}});
+    DD.loadTags(ctx, true).then((tags) => {
+      const counts = new Map();
+      for (const list of tags.values()) for (const t of list) counts.set(t, (counts.get(t) || 0) + 1);
+      if (!counts.size) return;
+      box.hidden = false;
+      DD.clear(box).append(el("h2", {text: "Tags"}), el("div", {class: "tag-row"},
+        [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([t, n]) =>
+          el("a", {class: "tag", href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "overview-tag"},
+                   on: {click: () => { ctx.state.predFilter = {tag: t}; }}}, `${t} · ${DD.fmt.int(n)}`))),
+        DD.note("Words put on images in their detail; a click lists the images that carry one.", "muted small"));
+    }).catch(() => {});
+    return box;
+  }
+
   // The model's layers in call order (deepdive.analysis.activations.architecture): what the Activations view walks
   // through, with each layer's output shape and share of the parameters. Folded: most readers know their model.
   function layersSection(ctx) {
@@ -320,7 +338,7 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [atypicalSection(ctx), layersSection(ctx)]);
+      DD.append(root, [atypicalSection(ctx), tagsSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
