@@ -243,9 +243,10 @@
         `${DD.fmt.int(a.count)} of the ${DD.fmt.int(n)} images lie farther from the training images than the ` +
         `training images' own outlier fence (the mean cosine distance to their ${(ctx.b.summary.neighbours || {}).k} ` +
         `nearest above ${DD.fmt.num(a.fence, 3)}, Q3 + 1.7 IQR over ${DD.fmt.int(a.reference_sample)} sampled ` +
-        `training images, cleanlab Datalab's rule); ${DD.fmt.int(a.errors)} of the ${DD.fmt.int(a.total_errors)} ` +
-        `errors are among them: ${rate(a.errors, a.count)} of them are wrong, ${rate(a.total_errors - a.errors, rest)} ` +
-        `of the rest. The ${shown} most atypical, farthest first (framed red: wrong):`}),
+        `training images, cleanlab Datalab's rule)` + (a.count ? `; ${DD.fmt.int(a.errors)} of the ` +
+        `${DD.fmt.int(a.total_errors)} errors are among them: ${rate(a.errors, a.count)} of them are wrong, ` +
+        `${rate(a.total_errors - a.errors, rest)} of the rest` : "") +
+        `. The ${shown} most atypical, farthest first (framed red: wrong):`}),
       el("div", {class: "thumb-row", attrs: {"data-testid": "atypical-thumbs"}},
         a.rows.map((r) => DD.thumb(ctx, r, 36))),
       el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "predictions"),
