@@ -110,6 +110,10 @@ def test_init_log_and_evaluate_with_curves(tmp_path):
                     metrics={"val/f1": acc, "system/cpu_percent": 42})
         with pytest.raises(DeepdiveError, match="invalid metric name 'top 5'"):
             run.log(val_acc=0.9, metrics={"top 5": 0.9})      # refused whole: no fifth epoch
+        for bad, match in (({"member": 1}, "member has a column of its own"),
+                           ({"val_acc": "0.9"}, "val_acc must be a number")):   # the curves' numbers checked alike
+            with pytest.raises(DeepdiveError, match=match):
+                run.log(**bad)
         summary = run.log_evaluation(TinyNet(), DataLoader(TensorDataset(images, labels), batch_size=10),
                                      class_names=["v", "w", "x", "y", "z"], progress=False)
     store = Store.open(tmp_path, create=False)

@@ -84,7 +84,9 @@ def test_epoch_metrics_by_name(store):
     assert store.epochs(run.id)[0]["metrics"] == {"lr_scale": 2.0}
     for bad, match in [({"1st": 1}, "invalid metric name '1st'"), ({"a b": 1}, "invalid metric name"),
                        ({"x" * 65: 1}, "at most 64"), ({"f1": "0.5"}, "f1 must be a number"),
-                       ({"f1": [1, 2]}, "f1 must be a number")]:
+                       ({"f1": [1, 2]}, "f1 must be a number"),
+                       ({"member": 1}, "member has a column of its own"),
+                       ({"val_acc": 0.9}, "val_acc has a column of its own")]:
         with pytest.raises(DeepdiveError, match=match):
             store.log_epoch(run.id, 3, 1, 1, 1, 1, 1, 1, metrics=bad)
     assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2]

@@ -71,9 +71,10 @@ class Run:
         now = time.perf_counter()
         if given.get("seconds") is None:
             given["seconds"] = now - self._last_time
-        values = {key: None if given.get(key) is None else _scalar(given[key], key) for key in EPOCH_FIELDS}
-        own = {**self._meter.read(), **{k: v for k, v in given.items() if k not in EPOCH_FIELDS}}
-        valid_metrics(own)                 # a bad name or value is refused before the epoch's answers are closed
+        # every number through one check, the curve columns' and the others' alike: a bad name or value is refused
+        # before the epoch's answers are closed
+        own = valid_metrics({**self._meter.read(), **given})
+        values = {key: own.pop(key, None) for key in EPOCH_FIELDS}
         if self._dynamics is not None:     # first: answers that cannot be kept leave the epoch unlogged, said why
             self._dynamics.end_epoch(epoch)
         self._store.log_epoch(self.id, epoch, **values, metrics=own)
@@ -395,13 +396,6 @@ def _class_names(given, num_classes, stored) -> list[str]:
         raise DeepdiveError(f"the model outputs {num_classes} classes but {len(names)} class names were given "
                             f"({', '.join(map(str, names))})")
     return [str(n) for n in names]
-
-
-def _scalar(value, key) -> float:
-    try:
-        return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError):
-        raise DeepdiveError(f"run.log: {key} must be a number, got {value!r}") from None
 
 
 # ---- what goes into the run folder ---------------------------------------------------------------------------

@@ -46,11 +46,13 @@ from deepdive.analysis.results import AnalysisResult
 from deepdive.analysis.tables import by_confidence
 from deepdive.analysis.taxonomy import CATEGORIES
 from deepdive.errors import DeepdiveError
+from deepdive.store import EPOCH_COLUMNS as STORE_EPOCH_COLUMNS
+from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
           "calibration", "pr-curves", "channels", "dynamics")
 RUN_TABLES = ("epochs",)
-EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "member"]
+EPOCH_COLUMNS = list(STORE_EPOCH_COLUMNS)     # the epochs table's first columns: the store's
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
 TAG_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "tag", "tagged_at", "run_id"]
@@ -194,7 +196,7 @@ def epochs_table(epochs: list[dict]) -> pd.DataFrame:
     names = sorted({k for e in epochs for k in e.get("metrics", {})})
     rows = [[e.get(k) for k in EPOCH_COLUMNS] + [e.get("metrics", {}).get(k) for k in names] for e in epochs]
     frame = pd.DataFrame(rows, columns=EPOCH_COLUMNS + names)
-    numbers = EPOCH_COLUMNS[1:-1] + names                 # a metric logged only as NULL is still a number column
+    numbers = list(EPOCH_FIELDS) + names                  # a metric logged only as NULL is still a number column
     frame[numbers] = frame[numbers].astype("float64")
     frame["member"] = frame["member"].astype("Int64")
     return frame

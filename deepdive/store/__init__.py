@@ -32,6 +32,7 @@ DB_NAME = "deepdive.sqlite"
 STALE_AFTER_SECONDS = 600  # a `running` run without a heartbeat for this long is treated as killed
 MAX_NAME, MAX_NOTES = 200, 10_000   # characters of a run's name and notes (Store.edit_run)
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")   # the epochs table's metrics
+EPOCH_COLUMNS = ("epoch", *EPOCH_FIELDS, "member")   # its columns: Store.epochs' keys but `metrics` (the others)
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,63}")   # an epoch's own metric (valid_metrics)
 # an image's tag (valid_tag): "blurry", "check later", "9s"; no "+", "&", "=" or "/", which a link to the predictions
 # filtered by it (#/.../predictions/tag=...) would read otherwise
@@ -195,6 +196,8 @@ def valid_metrics(metrics: dict) -> dict:
     non-finite ones are kept as None."""
     out = {}
     for name, value in metrics.items():
+        if name in ("epoch", "member"):      # an epoch's number and ensemble member: columns, never metrics
+            raise DeepdiveError(f"metric {name} has a column of its own in the epochs table; pass it as such")
         if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
             raise DeepdiveError(f"invalid metric name {name!r}: start with a letter, then letters, digits or "
                                 "_ . / -, at most 64 characters")
@@ -488,6 +491,9 @@ class Store:
         `metrics` any other scalars by name (see valid_metrics). Re-logging an epoch replaces all of them. A value
         that is not finite (a diverged loss) is kept as NULL: a gap in the curves, and JSON can carry it."""
         extra = valid_metrics(metrics or {})
+        clash = sorted(set(extra) & set(EPOCH_FIELDS))
+        if clash:
+            raise DeepdiveError(f"metric {clash[0]} has a column of its own in the epochs table; pass it as such")
         now = _now()
         with self._tx() as c:
             self._require_run(c, run_id)

@@ -16,9 +16,7 @@ import numpy as np
 from deepdive.atomic import atomic_save_npy, atomic_save_npz, atomic_write_text
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.paths import DEFAULT_WORKSPACE, DYNAMICS, TRAIN_STATE
-from deepdive.store import EPOCH_FIELDS, Store, to_json
-
-OWN_COLUMNS = ("epoch", "member", *EPOCH_FIELDS)    # a recipe row's keys with a column of their own in the store
+from deepdive.store import EPOCH_COLUMNS, Store, to_json
 
 
 def train_and_evaluate(dataset="mnist", preset="default", *, workspace=DEFAULT_WORKSPACE, name=None, epochs=None,
@@ -134,7 +132,8 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
             store.log_epoch(run.id, row["epoch"], row.get("train_loss"), row.get("train_acc"),
                             row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
                             member=row.get("member"),
-                            metrics={k: v for k, v in row.items() if k not in OWN_COLUMNS})   # system/..., train_images
+                            # the rest by name: system/..., train_images
+                            metrics={k: v for k, v in row.items() if k not in EPOCH_COLUMNS})
 
         if resume is not None:
             # The state is written before an epoch is logged: an interruption in between lost at most that row.
