@@ -233,6 +233,25 @@ def test_export_epochs(analyzed_run, tmp_path, run_cli):
         assert back["val_acc"].tolist() == pytest.approx([e["val_acc"] for e in epochs])
 
 
+def test_export_steps(analyzed_run, tmp_path, run_cli):
+    """`deepdive export RUN steps`: one row per logged step, one column per name, every point."""
+    steps = analyzed_run.store.steps(analyzed_run.run_id)
+    for fmt in export.FORMATS:
+        out = run_cli("export", analyzed_run.run_id, "steps", "--out", tmp_path / f"s.{fmt}",
+                      "--workspace", analyzed_run.workspace)
+        assert "wrote steps of run" in out.stdout
+        back = _read(tmp_path / f"s.{fmt}", fmt)
+        assert back.columns.tolist() == ["step", "lr", "train_acc", "train_loss"]
+        assert back["step"].tolist() == steps["train_loss"]["step"]
+        for name in ("lr", "train_acc", "train_loss"):
+            assert back[name].tolist() == pytest.approx(steps[name]["value"])
+    # names logged at different steps: a column each, empty where a step did not log it
+    table = export.steps_table({"a": {"step": [1, 3], "value": [0.5, None]}, "b": {"step": [2], "value": [7.0]}})
+    assert table["step"].tolist() == [1, 2, 3] and table.dtypes.astype(str).tolist() == ["int64", "float64", "float64"]
+    assert table.fillna(-1)[["a", "b"]].to_numpy().tolist() == [[0.5, -1], [-1, 7.0], [-1, -1]]
+    assert export.steps_table({}).columns.tolist() == ["step"]
+
+
 def test_export_errors(result, analyzed_run, tmp_path, run_cli):
     from deepdive.analysis import cli
 

@@ -134,6 +134,46 @@ def test_init_log_and_evaluate_with_curves(tmp_path):
     store.close()
 
 
+def test_log_step_keeps_a_curve_per_step(tmp_path, monkeypatch):
+    """run.log_step: numbers and 0-d tensors by name at each step (by default the previous + 1), kept until
+    run.log, a few seconds or the end, then written with the tensors read in one go; a bad step or name refused
+    at once; nothing kept is lost when the loop fails."""
+    import deepdive.analysis.api as api
+
+    reads = []
+    real_stack = torch.stack
+    monkeypatch.setattr(torch, "stack", lambda ts, *a, **k: reads.append(len(ts)) or real_stack(ts, *a, **k))
+    store = Store.open(tmp_path)
+    run = deepdive.init(name="steps", workspace=tmp_path)
+    for step in range(5):
+        run.log_step(loss=torch.tensor(5.0 - step), metrics={"lr/group0": 0.1 * step})
+    assert store.steps(run.id) == {}                                # kept: nothing written per step
+    run.log(train_loss=1.0)
+    assert reads == [5]                                             # five tensors, read in one stack
+    steps = store.steps(run.id)
+    assert steps["loss"] == {"step": [0, 1, 2, 3, 4], "value": [5, 4, 3, 2, 1], "every": 1}
+    assert steps["lr/group0"]["value"] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    run.log_step(100, loss=float("inf"))
+    run.log_step(loss=0.5)                                          # 101
+    for bad, match in (({"step": -1, "loss": 1}, "step must be an integer >= 0"),
+                       ({"step": 2.0, "loss": 1}, "step must be an integer"),
+                       ({"metrics": {"top 5": 1}}, "invalid metric name 'top 5'"),
+                       ({"loss": "1"}, "loss must be a number"), ({"epoch": 1}, "epoch has a column")):
+        with pytest.raises(DeepdiveError, match=match):
+            run.log_step(**bad)
+    monkeypatch.setattr(api, "STEP_FLUSH_SECONDS", 0.0)            # a slow loop: written as it goes
+    run.log_step(loss=torch.tensor(0.25))
+    assert store.steps(run.id)["loss"]["step"][-3:] == [100, 101, 102]
+    assert store.steps(run.id)["loss"]["value"][-3:] == [None, 0.5, 0.25]
+    monkeypatch.setattr(api, "STEP_FLUSH_SECONDS", 60.0)
+    with pytest.raises(ZeroDivisionError):
+        with run:
+            run.log_step(loss=0.125)
+            1 / 0
+    assert store.steps(run.id)["loss"]["value"][-1] == 0.125 and store.get_run(run.id).status == "failed"
+    store.close()
+
+
 def test_fashion_mnist_tiny_model(tmp_path):
     from deepdive.data import load_dataset
 

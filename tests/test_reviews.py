@@ -50,7 +50,7 @@ def test_a_version_2_store_gains_the_table(tmp_path):
         db.execute("ALTER TABLE runs DROP COLUMN notes")
         db.execute("PRAGMA user_version = 2")
     with Store.open(tmp_path) as store:
-        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 6
+        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
         store.set_label_review("mnist", "test", 1, 2, "ambiguous")
         assert len(store.label_reviews("mnist")) == 1
 

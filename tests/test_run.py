@@ -29,6 +29,16 @@ def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
     assert {"system/cpu_percent", "system/peak_rss_mb"} <= set(metrics) <= {"system/cpu_percent",
                                                                             "system/peak_rss_mb", "train_images"}
     assert 0 < metrics["system/cpu_percent"] <= 110 * (os.cpu_count() or 1) and metrics["system/peak_rss_mb"] > 100
+    # per step: the train loss and accuracy over each STEP_LOG_EVERY steps, the lr at the last of them; the
+    # points together are the epoch's train loss and accuracy
+    steps, epoch = store.steps(run.id), store.epochs(run.id)[0]
+    assert list(steps) == ["lr", "train_acc", "train_loss"]
+    at = steps["train_loss"]["step"]
+    assert at[0] == recipe.STEP_LOG_EVERY and np.all(np.diff(at) > 0) and np.all(np.diff(at[:-1]) == at[0])
+    sizes = np.diff([0] + at)                                      # steps in each point; the last one may be short
+    for name in ("train_loss", "train_acc"):
+        assert np.average(steps[name]["value"], weights=sizes) == pytest.approx(epoch[name], rel=1e-4)
+    assert steps["lr"]["value"][-1] == pytest.approx(epoch["lr"]) and max(steps["lr"]["value"]) > epoch["lr"]
 
     files = {p.name for p in run.run_dir.iterdir()}
     assert {"model_best.pt", "model_last.pt", "config.json", "data_source.json", "val_indices.npy"} <= files
@@ -71,6 +81,8 @@ def test_a_mixed_ensemble_run_stores_its_members_and_analyses_end_to_end(tmp_pat
                                 ensemble=2, overrides={"ensemble_members": members}, progress=False)
     with Store.open(tmp_path, create=False) as store:
         assert [(e["epoch"], e["member"]) for e in store.epochs(result["run_id"])] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+        member_steps = store.steps(result["run_id"])["train_loss"]["step"]   # numbered on across members
+        assert np.all(np.diff(member_steps) > 0) and len(member_steps) > 4
         summary = analyze(store, result["run_id"], "test", progress=False)
     assert [m["member"] for m in summary["insight"]["members"]] == [0, 1]
     assert all(m["member_epochs"] == 2 for m in summary["insight"]["members"])
@@ -117,7 +129,10 @@ def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, mon
     cut, kept = load(run.run_dir), load(whole["run_dir"])
     assert cut["epoch"].tolist() == [1, 2] and all(np.array_equal(cut[k], kept[k], equal_nan=k in ("p_true", "margin"))
                                                    for k in kept)
+    with Store.open(tmp_path / "whole", create=False) as store:
+        whole_steps = store.steps(whole["run_id"])
     with Store.open(tmp_path / "cut", create=False) as store:
+        assert store.steps(run.id) == whole_steps and len(whole_steps["train_loss"]["step"]) > 4   # per step too
         assert len(store.predictions(run.id, "test")["true"]) == SMALL["limit_test"]
         assert store.get_run(run.id).config["resolved"]["epochs"] == 2
     from deepdive.errors import RunError

@@ -51,6 +51,7 @@ def test_open_migrates_a_version_1_database(tmp_path):
     v1 = v1[:v1.index("-- Any other scalar")] + v1[v1.index("CREATE TABLE IF NOT EXISTS predictions"):]
     v1 = v1[:v1.index("-- Words a person put")]
     assert "member" not in v1 and "notes" not in v1 and "epoch_metrics" not in v1 and "image_tags" not in v1
+    assert "step_metrics" not in v1
     conn = sqlite3.connect(ws / DB_NAME)
     conn.executescript(v1 + "PRAGMA user_version = 1;")
     conn.execute("INSERT INTO runs (id, name, dataset, status, config_json, data_source_json, code_version, "
@@ -96,6 +97,42 @@ def test_epoch_metrics_by_name(store):
     store.finish_run(run.id, test_accuracy=0.9, train_seconds=1.0, num_params=1, model_arch="cnn")
     store.delete_run(run.id)
     assert [tuple(r) for r in store._query("SELECT run_id, name FROM epoch_metrics")] == [(other.id, "grad_norm")]
+
+
+def test_step_metrics_by_name_and_step(store):
+    """What a run logged per step: by name in step order, a re-logged step replaced, a non-finite value a gap,
+    series longer than max_points averaged over runs of consecutive steps; a bad step, name or value refused with
+    nothing written; an epoch's steps written with it; gone with the run."""
+    run, other = new_run(store, "s"), new_run(store, "other")
+    store.log_steps(run.id, [(s, {"loss": 10.0 - s, "lr": 0.1}) for s in range(10)])
+    store.log_steps(run.id, [(3, {"loss": float("nan")}), (10, {"loss": np.float32(0.5)})])
+    store.log_steps(other.id, [(0, {"loss": 99})])
+    steps = store.steps(run.id)
+    assert list(steps) == ["loss", "lr"] and steps["lr"] == {"step": list(range(10)), "value": [0.1] * 10, "every": 1}
+    assert steps["loss"]["step"] == list(range(11))
+    assert steps["loss"]["value"] == [10, 9, 8, None, 6, 5, 4, 3, 2, 1, 0.5]
+    # 11 steps to at most 4 points: runs of 3 (0-2, 3-5, 6-8, 9-10), each at its last step, NaN left out
+    short = store.steps(run.id, max_points=4)["loss"]
+    assert short == {"step": [2, 5, 8, 10], "value": [9, 5.5, 3, 0.75], "every": 3}
+    assert store.steps(run.id, max_points=11)["loss"]["every"] == 1
+    for points, match in [([(-1, {"loss": 1})], "non-negative integer"), ([(1.5, {"loss": 1})], "non-negative"),
+                          ([(True, {"loss": 1})], "non-negative"), ([(20, {"a b": 1})], "invalid metric name"),
+                          ([(20, {"loss": 1}), (21, {"loss": "1"})], "loss must be a number")]:
+        with pytest.raises(DeepdiveError, match=match):
+            store.log_steps(run.id, points)
+    assert store.steps(run.id)["loss"]["step"][-1] == 10          # nothing of a refused call written
+    with pytest.raises(DeepdiveError, match="more than 256 differently named metrics per step"):
+        store.log_steps(run.id, [(0, {f"m{i}": i for i in range(255)})])
+    store.log_epoch(run.id, 1, 1, 1, 1, 1, 1, 1, steps=[(11, {"loss": 0.25})])
+    assert store.steps(run.id)["loss"]["value"][-1] == 0.25
+    with pytest.raises(DeepdiveError, match="non-negative"):         # the epoch goes with its refused steps
+        store.log_epoch(run.id, 2, 1, 1, 1, 1, 1, 1, steps=[(-5, {"loss": 0.25})])
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1]
+    with pytest.raises(RunError, match="unknown run id"):
+        store.log_steps("nope", [(0, {"loss": 1})])
+    store.finish_run(run.id, test_accuracy=0.9, train_seconds=1.0, num_params=1, model_arch="cnn")
+    store.delete_run(run.id)
+    assert store.steps(run.id) == {} and list(store.steps(other.id)) == ["loss"]
 
 
 def test_open_refuses_missing_workspace_newer_schema_busy_and_non_database(tmp_path):

@@ -73,6 +73,9 @@ def test_runs_list_and_run(client, analyzed_run):
     assert epochs == analyzed_run.store.epochs(analyzed_run.run_id) and len(epochs) == 1
     for bad in ("nope", "..%2F..%2Fetc", analyzed_run.run_id[:8]):       # exact ids only, like every run URL
         assert client.get(f"/api/runs/{bad}/epochs").status_code == 404
+        assert client.get(f"/api/runs/{bad}/steps").status_code == 404
+    steps = client.get(f"/api/runs/{analyzed_run.run_id}/steps").json()
+    assert steps == analyzed_run.store.steps(analyzed_run.run_id) and set(steps) == {"lr", "train_acc", "train_loss"}
 
 
 def test_bundle_matches_the_analysis(client, base, res, analyzed_run):
@@ -197,6 +200,7 @@ def test_a_diverged_epoch_is_served_as_gaps(tmp_path):
     from fastapi.testclient import TestClient
 
     import deepdive
+    from deepdive.store import Store
     from deepdive.web.app import create_app
 
     run = deepdive.init(name="diverged", workspace=tmp_path)
@@ -208,6 +212,12 @@ def test_a_diverged_epoch_is_served_as_gaps(tmp_path):
         assert r.status_code == 200
         assert [(e["train_loss"], e["val_loss"], e["metrics"]["grad_norm"]) for e in r.json()] == \
             [(0.5, None, 2.0), (None, None, None)]
+        # what it logged per step, averaged down to bundle.STEP_POINTS points, its NaN a gap
+        with Store.open(tmp_path) as store:
+            store.log_steps(run.id, [(s, {"loss": float("nan") if s == 7 else s}) for s in range(5000)])
+        r = client.get(f"/api/runs/{run.id}/steps")
+        assert r.status_code == 200 and r.json()["loss"]["every"] == 3
+        assert r.json()["loss"]["step"][:3] == [2, 5, 8] and r.json()["loss"]["value"][:3] == [1, 4, 7]
 
 
 def test_delete_a_run(analyzed_run, copy_workspace, tmp_path):

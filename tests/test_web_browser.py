@@ -984,6 +984,7 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
     run = deepdive.init(name="my-net", workspace=ws)             # a run logged through the Python API
     logged = [0.8, 0.9, 0.95, 0.97]
     for acc in logged:
+        run.log_step(loss=1 - acc)
         run.log(train_loss=1.2 - acc, train_acc=acc, val_loss=1.1 - acc, val_acc=acc, grad_norm=2 * acc)
     run.finish()
     with serving(ws) as url:
@@ -1013,6 +1014,23 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         page.wait_for_function(f"() => ({any_data})().length === 2")
         cpu = [e["metrics"]["system/cpu_percent"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
         assert page.evaluate(any_data)[1]["y"] == pytest.approx(cpu)
+        # per step: both runs' train loss against the step, smoothed (the API run logged only its own "loss")
+        assert {"step:train_loss", "step:lr", "step:loss"} <= set(options)
+        assert not page.is_visible('[data-testid="step-smoothing"]')
+        page.select_option('[data-testid="compare-metric"]', "step:train_loss")
+        page.wait_for_function(f"() => ({any_data})().length === 1")
+        steps = analyzed_run.store.steps(analyzed_run.run_id)["train_loss"]
+        curve = page.evaluate(any_data)[0]
+        assert curve["x"] == steps["step"] and curve["y"][0] == pytest.approx(steps["value"][0])
+        assert curve["y"] != pytest.approx(steps["value"]) and page.is_visible('[data-testid="step-smoothing"]')
+        page.eval_on_selector('[data-testid="step-smoothing"]',
+                              "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+        page.wait_for_function(f"() => ({any_data})()[0].y[1] === {steps['value'][1]}")
+        page.select_option('[data-testid="compare-metric"]', "step:loss")
+        page.wait_for_function(f"() => ({any_data})().length === 1 && ({any_data})()[0].x.length === 4")
+        assert page.evaluate(any_data)[0]["y"] == pytest.approx([1 - a for a in logged])
+        page.select_option('[data-testid="compare-metric"]', "system/cpu_percent")
+        page.wait_for_function(f"() => ({any_data})().length === 2")
         page.screenshot(path=str(test_output_dir / "web-runs-compare.png"))
         page.locator('[data-testid="compare-tick"]').first.uncheck()
         page.wait_for_function("() => document.querySelector('[data-testid=\"compare-acc\"]').data.length === 1")
@@ -1117,6 +1135,26 @@ def test_the_runs_page_sets_a_setting_against_test_accuracy(browser, analyzed_ru
         data = page.evaluate("() => document.querySelector('[data-testid=\"params-chart\"]').data[0]")
         assert sorted(data["x"]) == sorted(["sweep", "sweep", trained.config["preset"]]) and not t.errors
         t.page.close()
+
+
+def test_the_overview_draws_the_curves_per_step_smoothed(tab, analyzed_run):
+    """The recipe's train loss, accuracy and learning rate every few steps: one chart each, the points as logged
+    (faint) under a smoothed line; the smoothing slider redraws it, and at 0 the line is the points."""
+    steps = analyzed_run.store.steps(analyzed_run.run_id)
+    page = tab.view("overview")
+    page.wait_for_selector('[data-testid="step-charts"] .chart:last-child .scatterlayer .trace')
+    read = "cs => cs.map(c => [c.dataset.metric, c.data[0].x, c.data[0].y, c.data[1].y])"
+    charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
+    assert [c[0] for c in charts] == ["train_loss", "train_acc", "lr"]
+    for name, x, raw, smoothed in charts:
+        assert x == steps[name]["step"] and raw == pytest.approx(steps[name]["value"])
+    assert charts[0][3] != pytest.approx(charts[0][2]) and charts[0][3][0] == pytest.approx(charts[0][2][0])
+    assert charts[2][3] == pytest.approx(charts[2][2])             # the learning rate is a schedule: not smoothed
+    page.eval_on_selector('[data-testid="step-smoothing"]',
+                          "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+    charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
+    assert all(c[3] == pytest.approx(c[2]) for c in charts)
+    assert "0.00" in page.inner_text('[data-testid="step-charts"]') and not tab.errors
 
 
 def test_a_custom_runs_overview_draws_what_its_loop_logged(browser, tmp_path):

@@ -11,6 +11,7 @@ or, with training curves and training dynamics:
             logits = model(x)
             run.log_train_batch(idx, logits, y)       # optional: each training image's answer, every epoch
             ...
+            run.log_step(loss=loss)                   # optional: curves per step (tensors read in bulk, later)
         run.log(epoch=epoch, train_loss=..., val_acc=...)
     run.log_evaluation(model, test_loader, class_names, train_data=train_set)
     run.finish()
@@ -35,6 +36,8 @@ from deepdive.sysmetrics import SystemMeter
 __all__ = ["Run", "init", "log_evaluation", "indexed", "collect"]
 
 SPLITS = ("test", "val")
+STEP_FLUSH_SECONDS = 5.0    # run.log_step's points reach the store at least this often (the dashboard polls every 5 s)
+STEP_FLUSH_POINTS = 10_000  # ... or once this many wait
 
 
 class Run:
@@ -50,6 +53,9 @@ class Run:
         self._meter = SystemMeter()    # system/... readings since the previous log (or init)
         self._finished = False
         self._dynamics = None          # deepdive.analysis.dynamics.Recorder, from the first log_train_batch
+        self._steps = []               # log_step's points not yet written: (step, {name: number or 0-d tensor})
+        self._last_step = -1
+        self._steps_written = time.perf_counter()
 
     def __str__(self):
         return self.id
@@ -77,9 +83,46 @@ class Run:
         values = {key: own.pop(key, None) for key in EPOCH_FIELDS}
         if self._dynamics is not None:     # first: answers that cannot be kept leave the epoch unlogged, said why
             self._dynamics.end_epoch(epoch)
-        self._store.log_epoch(self.id, epoch, **values, metrics=own)
+        self._store.log_epoch(self.id, epoch, **values, metrics=own, steps=self._take_steps())
         self._last_epoch, self._last_time = epoch, now
         self._meter.start()
+
+    def log_step(self, step: int | None = None, metrics: dict | None = None, **named):
+        """Record scalars at one training step (TensorBoard's add_scalar at a global step, W&B's log(step=)): the
+        run's Overview draws each name per step, with a smoothing slider. step: an integer >= 0, by default the
+        previous one + 1 (0 first). Names as run.log takes them. A 0-d tensor is kept as it is and read with the
+        others when they are written (every few seconds, at run.log() and at the end): no synchronisation per
+        step on a GPU."""
+        self._check_open()
+        given = {**(metrics or {}), **named}
+        tensors = {k: v for k, v in given.items() if _is_scalar_tensor(v)}
+        # the tensors' names are checked now (with a stand-in value), their values when they are read
+        checked = valid_metrics({k: 0.0 if k in tensors else v for k, v in given.items()})
+        values = {k: tensors[k].detach() if k in tensors else v for k, v in checked.items()}
+        step = self._last_step + 1 if step is None else step
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise DeepdiveError(f"log_step: step must be an integer >= 0, got {step!r}")
+        self._steps.append((int(step), values))
+        self._last_step = int(step)
+        if (len(self._steps) >= STEP_FLUSH_POINTS
+                or time.perf_counter() - self._steps_written >= STEP_FLUSH_SECONDS):
+            self._store.log_steps(self.id, self._take_steps())
+
+    def _take_steps(self) -> list:
+        """The points log_step kept, their tensors read (one transfer per device), and the buffer emptied."""
+        points, self._steps, self._steps_written = self._steps, [], time.perf_counter()
+        tensors = [(j, k, v) for j, (_, vals) in enumerate(points) for k, v in vals.items() if _is_scalar_tensor(v)]
+        if tensors:
+            import torch
+
+            by_device = {}
+            for item in tensors:
+                by_device.setdefault(item[2].device, []).append(item)
+            for items in by_device.values():
+                read = torch.stack([v.reshape(()).float() for _, _, v in items]).tolist()
+                for (j, k, _), value in zip(items, read):
+                    points[j][1][k] = value
+        return points
 
     def log_train_batch(self, indices, logits, labels):
         """Record what the model answered for one training batch, for the training dynamics (data maps, area under
@@ -102,6 +145,7 @@ class Run:
         so the analysis finds each evaluated image's nearest training images. Returns the analysis summary (also
         in .summary)."""
         self._check_open()
+        self._write_steps()
         inputs, labels, names = prepare(model, data, class_names, split, batch_size,
                                         self._store.get_run(self.id).class_names)
         train = prepare_train(train_data, inputs, len(names), batch_size)
@@ -154,6 +198,7 @@ class Run:
 
     def finish(self):
         """Close the run. A run that never logged an evaluation has no model: it is marked interrupted."""
+        self._write_steps()
         if not self._finished:
             self._store.mark_interrupted(self.id, "finished without log_evaluation: no model was evaluated")
             self._finished = True
@@ -165,10 +210,16 @@ class Run:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self._write_steps()
         if exc is not None and not self._finished:
             self._store.mark_failed(self.id, f"{exc_type.__name__}: {exc}")
             self._finished = True
         self.finish()
+
+    def _write_steps(self):
+        """Write what log_step kept (before the run is closed: log_step is refused after)."""
+        if self._steps:
+            self._store.log_steps(self.id, self._take_steps())
 
     def _check_open(self):
         if self._finished:
@@ -241,6 +292,11 @@ class indexed:  # noqa: N801 - used like a function: deepdive.indexed(dataset)
     def __getitem__(self, i):
         item = self.dataset[i]
         return (*item, i) if isinstance(item, (tuple, list)) else (item, i)
+
+
+def _is_scalar_tensor(value) -> bool:
+    """A torch tensor of one number (log_step keeps it unread until its points are written)."""
+    return hasattr(value, "detach") and hasattr(value, "numel") and value.numel() == 1
 
 
 def _check_dynamics(dynamics, train, num_classes):

@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "calibration", "pr-curves", "channels", "dynamics", "epochs")
+          "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps")
 
 
 def register(subparsers):
@@ -28,9 +28,10 @@ def register(subparsers):
     p.set_defaults(func=cmd_analyze)
 
     p = subparsers.add_parser(
-        "export", help="write an analysis table (or the run's epochs) to CSV or Parquet",
+        "export", help="write an analysis table (or the run's epochs or steps) to CSV or Parquet",
         description=f"Write one table of a run's analysis to a file. Tables: {', '.join(TABLES)} (epochs: the "
-                    "training curves and every other metric logged per epoch; the run need not be analysed).")
+                    "training curves and every other metric logged per epoch; steps: what was logged per "
+                    "training step; for these two the run need not be analysed).")
     p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("table", help=f"one of: {', '.join(TABLES)}")
     p.add_argument("--format", choices=("csv", "parquet"), help="file format (default: from the --out suffix)")
@@ -242,7 +243,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from deepdive.analysis.export import RUN_TABLES, epochs_table, export_table, store_part, write_frame
+    from deepdive.analysis.export import RUN_TABLES, export_table, run_table, store_part, write_frame
     from deepdive.analysis.results import AnalysisResult
     from deepdive.errors import DeepdiveError
     from deepdive.store import Store
@@ -252,7 +253,7 @@ def cmd_export(args) -> int:
     with Store.open(args.workspace, create=False) as store:
         run = store.get_run(args.run)
         if args.table in RUN_TABLES:
-            path = write_frame(epochs_table(store.epochs(run.id)), args.out, args.format)
+            path = write_frame(run_table(store, run.id, args.table), args.out, args.format)
             print(f"wrote {args.table} of run {run.id} to {path}")
             return 0
         result = AnalysisResult.load(run.run_dir, args.split)

@@ -35,6 +35,9 @@ And one table of the run itself, read from the store (the run need not be analys
                 lr, seconds, member (an ensemble's), then one column per other metric the epochs logged, by name
                 (system/cpu_percent, system/peak_rss_mb, train_images, a run.log(grad_norm=...) of your own);
                 empty where an epoch did not log it
+  steps         what the run logged per training step, one row per step: step, then one column per name (the
+                recipe's train_loss, train_acc, lr every few steps; run.log_step's), empty where a step did not
+                log it; every point, as logged
 """
 import io
 from pathlib import Path
@@ -51,7 +54,7 @@ from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
           "calibration", "pr-curves", "channels", "dynamics")
-RUN_TABLES = ("epochs",)
+RUN_TABLES = ("epochs", "steps")
 EPOCH_COLUMNS = list(STORE_EPOCH_COLUMNS)     # the epochs table's first columns: the store's
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
@@ -200,6 +203,23 @@ def epochs_table(epochs: list[dict]) -> pd.DataFrame:
     frame[numbers] = frame[numbers].astype("float64")
     frame["member"] = frame["member"].astype("Int64")
     return frame
+
+
+def steps_table(steps: dict) -> pd.DataFrame:
+    """Table 'steps' from Store.steps: step, then one float column per name, sorted by name."""
+    columns = {name: pd.Series(s["value"], index=pd.Index(s["step"], dtype="int64"), dtype="float64")
+               for name, s in sorted(steps.items())}
+    if not columns:
+        return pd.DataFrame({"step": pd.Series([], dtype="int64")})
+    frame = pd.concat(columns, axis=1).sort_index()
+    return frame.rename_axis("step").reset_index()
+
+
+def run_table(store, run_id: str, name: str) -> pd.DataFrame:
+    """One of RUN_TABLES, read from the store."""
+    if name == "steps":
+        return steps_table(store.steps(run_id))
+    return epochs_table(store.epochs(run_id))
 
 
 def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None, reviews=None) -> Path:

@@ -6,6 +6,7 @@ DataFrames, and the rest of the stored analysis.
     dive.table("errors")                   # any table of `deepdive export` (TABLES), people's verdicts included
     dive.tag(rows, "check later")          # tag images for the dashboard (its predictions filter by tag)
     dive.epochs                            # the training curves and every metric logged, one row per epoch
+    dive.steps                             # what was logged per training step, one row per step
     dive.pictures(dive.table("errors")["row"][:16])    # those rows' images as one captioned PIL image
     dive.model()                           # the run's model, on the CPU, in eval mode
     dive.explain(row)                      # the image and its saliency maps toward the answer and the label
@@ -68,7 +69,7 @@ class RunAnalysis:
         from deepdive.store import Store
 
         if name in export.RUN_TABLES:
-            return self.epochs
+            return self._run_table(name)
         with Store.open(self.workspace, create=False) as store:
             reviews = export.store_part(store, self.record, self.result, name)
         return export.table(self.result, name, reviews)
@@ -87,11 +88,19 @@ class RunAnalysis:
     def epochs(self) -> pd.DataFrame:
         """The run's logged epochs (`deepdive export RUN epochs`): epoch, train_loss, train_acc, val_loss, val_acc,
         lr, seconds, member, then a column per other metric logged (system/cpu_percent, your own...)."""
+        return self._run_table("epochs")
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """What the run logged per training step (`deepdive export RUN steps`): step, then a column per name
+        (the recipe's train_loss, train_acc and lr every few steps; run.log_step's)."""
+        return self._run_table("steps")
+
+    def _run_table(self, name) -> pd.DataFrame:
         from deepdive.store import Store
 
         with Store.open(self.workspace, create=False) as store:
-            rows = store.epochs(self.id)
-        return export.epochs_table(rows)
+            return export.run_table(store, self.id, name)
 
     def model(self):
         """The run's model (model_best.pt) on the CPU, in eval mode; loaded once."""

@@ -486,10 +486,11 @@ class Store:
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None,
-                  metrics=None):
+                  metrics=None, steps=()):
         """One epoch's metrics; `member` is the ensemble member the epoch trained (None for a single model);
-        `metrics` any other scalars by name (see valid_metrics). Re-logging an epoch replaces all of them. A value
-        that is not finite (a diverged loss) is kept as NULL: a gap in the curves, and JSON can carry it."""
+        `metrics` any other scalars by name (see valid_metrics); `steps` what was logged per step during it, in one
+        transaction with it (see log_steps). Re-logging an epoch replaces all of them. A value that is not finite
+        (a diverged loss) is kept as NULL: a gap in the curves, and JSON can carry it."""
         extra = valid_metrics(metrics or {})
         clash = sorted(set(extra) & set(EPOCH_FIELDS))
         if clash:
@@ -506,10 +507,52 @@ class Store:
             known = {r[0] for r in c.execute("SELECT DISTINCT name FROM epoch_metrics WHERE run_id = ?", (run_id,))}
             if len(known | set(extra)) > MAX_METRICS:
                 raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics; "
-                                    "log per-image or per-step values elsewhere (the store keeps scalars per epoch)")
+                                    "log per-step values with run.log_step (the store keeps scalars per epoch)")
             c.executemany("INSERT INTO epoch_metrics (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
                           [(run_id, int(epoch), k, v) for k, v in extra.items()])
+            self._insert_steps(c, run_id, steps)
             c.execute(_HEARTBEAT_SQL, (now, run_id))
+
+    def log_steps(self, run_id, points):
+        """Scalars logged per training step: `points` is an iterable of (step, {name: value}) (names and values as
+        valid_metrics takes them; a step a non-negative integer). Re-logging a (name, step) replaces its value."""
+        with self._tx() as c:
+            self._require_run(c, run_id)
+            self._insert_steps(c, run_id, points)
+            c.execute(_HEARTBEAT_SQL, (_now(), run_id))
+
+    def _insert_steps(self, c, run_id, points):
+        rows = []
+        for step, values in points:
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+                raise DeepdiveError(f"a step is a non-negative integer, got {step!r}")
+            rows += [(run_id, name, int(step), value) for name, value in valid_metrics(values).items()]
+        names = {r[1] for r in rows}
+        if names:
+            known = {r[0] for r in c.execute("SELECT DISTINCT name FROM step_metrics WHERE run_id = ?", (run_id,))}
+            if len(known | names) > MAX_METRICS:
+                raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics per "
+                                    "step; the store keeps scalars, not a data dump")
+        c.executemany("INSERT OR REPLACE INTO step_metrics (run_id, name, step, value) VALUES (?, ?, ?, ?)", rows)
+
+    def steps(self, run_id, max_points=None) -> dict:
+        """{name: {"step": [...], "value": [...], "every": k}} of the scalars the run logged per step, by name, in
+        step order. With max_points, a longer series is averaged over runs of k consecutive steps (each point at
+        the last step of its run, as TensorBoard's downsampled charts stand at their newest point); k is 1 for a
+        series returned whole."""
+        out = {}
+        spans = self._query("SELECT name, COUNT(*), MIN(step), MAX(step) FROM step_metrics WHERE run_id = ? "
+                            "GROUP BY name ORDER BY name", (run_id,))
+        for name, count, first, last in spans:
+            every = 1 if max_points is None or count <= max_points else -(-(last - first + 1) // int(max_points))
+            if every == 1:
+                rows = self._query("SELECT step, value FROM step_metrics WHERE run_id = ? AND name = ? "
+                                   "ORDER BY step", (run_id, name))
+            else:
+                rows = self._query("SELECT MAX(step), AVG(value) FROM step_metrics WHERE run_id = ? AND name = ? "
+                                   "GROUP BY (step - ?) / ? ORDER BY 1", (run_id, name, first, every))
+            out[name] = {"step": [r[0] for r in rows], "value": [_finite(r[1]) for r in rows], "every": every}
+        return out
 
     def epochs(self, run_id) -> list[dict]:
         """The run's epochs in order: epoch, the fixed columns, member, and `metrics` {name: value} (the others)."""

@@ -1,7 +1,7 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 # a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS epoch_metrics (
     PRIMARY KEY (run_id, epoch, name),
     FOREIGN KEY (run_id, epoch) REFERENCES epochs(run_id, epoch) ON DELETE CASCADE
 );
+
+-- Scalars logged per training step (TensorBoard's scalars by global step): the recipe's train loss, accuracy and
+-- learning rate every few steps, run.log_step's; a run's go with it. One row per (name, step): a series reads in order.
+CREATE TABLE IF NOT EXISTS step_metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL,                    -- NULL: logged as NaN or infinite
+    PRIMARY KEY (run_id, name, step)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -117,4 +127,5 @@ MIGRATIONS = {
     3: "ALTER TABLE runs ADD COLUMN notes TEXT;",
     4: "",   # v5 adds epoch_metrics, which the DDL creates
     5: "",   # v6 adds image_tags, which the DDL creates
+    6: "",   # v7 adds step_metrics, which the DDL creates
 }

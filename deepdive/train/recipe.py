@@ -438,6 +438,9 @@ def train(dataset, preset="default", *, epochs=None, seed=0, device="auto", limi
 # Resuming: train_state.pt, written beside the checkpoints after every epoch
 # ----------------------------------------------------------------------------------------------------------
 _STATE_FORMAT = 1
+# Steps between two points of the per-step curves (each the mean over them): examples/mnist's log_interval. The
+# demo's 214 steps per epoch give 22 points an epoch.
+STEP_LOG_EVERY = 10
 
 
 def load_train_state(path) -> dict:
@@ -757,6 +760,11 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                 weights.fill_(1.0)
         steps = max(1, perm.numel() // batch_size)
         stats.zero_()
+        # The running sums after every STEP_LOG_EVERY-th step (and the epoch's last), copied on the device: the
+        # per-step curves cost one small copy per interval and no synchronisation.
+        snaps = torch.zeros(steps // STEP_LOG_EVERY + 1, 2, device=dev)
+        snapped, snap_lr = [], []
+        step_base = _steps_before(finished["history"] + history, steps_per_epoch)
         track.fill_(float("nan"))
         bar = tqdm(total=steps, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
@@ -765,6 +773,10 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             # Where this step sits in the schedule: a pruned epoch's fewer steps span a whole epoch of it.
             step = (epoch - 1) * steps_per_epoch + i * steps_per_epoch / steps
             loss = run_step(idx, lr_at(step)) if sam_from is None else run_step(idx, lr_at(step), step >= sam_from)
+            if i % STEP_LOG_EVERY == STEP_LOG_EVERY - 1 or i == steps - 1:
+                snaps[len(snapped)].copy_(stats)
+                snapped.append(i + 1)
+                snap_lr.append(lr_at(step))
             # Reading the loss forces a device sync: do it rarely so the GPU queue never drains.
             if progress and (i % 25 == 24 or i == steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step):.4f}", refresh=False)
@@ -792,6 +804,8 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             row["member"] = member
         if prune:
             row["train_images"] = seen
+        row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, step_base,
+                                    batch_size, cfg["aug_repeats"])
         row.update(meter.read(dev if dev.type == "cuda" else None))
         history.append(row)
         if progress:
@@ -833,6 +847,30 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
     return {"history": history, "best": best, "last": last, "train_seconds": train_seconds, "dynamics": dynamics,
             "warmup_seconds": warmup_seconds, "cuda_graphs": bool(use_graphs), "compiled": bool(use_compile),
             "amp": bool(use_amp)}
+
+
+def _steps_before(rows, steps_per_epoch) -> int:
+    """Optimizer steps taken before the epoch after `rows` (the run's history so far, across ensemble members)."""
+    if not rows:
+        return 0
+    log = rows[-1].get("step_log")
+    # a train_state written before the step logs counts whole epochs
+    return log["step"][-1] if log else len(rows) * steps_per_epoch
+
+
+def _step_log(sums, ends, lrs, base, batch_size, repeats) -> dict:
+    """An epoch's per-step curves from its running (loss sum, correct) after steps `ends` (1-based, within the
+    epoch): each interval's mean train loss and accuracy, the learning rate at its last step, the run's global
+    step there. Columns: {"step": [...], "train_loss": [...], "train_acc": [...], "lr": [...]}."""
+    out = {"step": [], "train_loss": [], "train_acc": [], "lr": lrs}
+    prev_loss = prev_correct = prev_end = 0
+    for (loss_sum, correct), end in zip(sums, ends):
+        images = (end - prev_end) * batch_size
+        out["step"].append(base + end)
+        out["train_loss"].append((loss_sum - prev_loss) / images)
+        out["train_acc"].append((correct - prev_correct) / (images * repeats))
+        prev_loss, prev_correct, prev_end = loss_sum, correct, end
+    return out
 
 
 def _pruned_order(scores, weights, share, gen):

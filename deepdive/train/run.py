@@ -133,7 +133,8 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
                             row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
                             member=row.get("member"),
                             # the rest by name: system/..., train_images
-                            metrics={k: v for k, v in row.items() if k not in EPOCH_COLUMNS})
+                            metrics={k: v for k, v in row.items() if k not in (*EPOCH_COLUMNS, "step_log")},
+                            steps=step_points(row.get("step_log")))
 
         if resume is not None:
             # The state is written before an epoch is logged: an interruption in between lost at most that row.
@@ -172,6 +173,14 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
     (run_dir / TRAIN_STATE).unlink(missing_ok=True)
     return {"run_id": run.id, "run_dir": str(run_dir), "test_accuracy": test_accuracy,
             "train_seconds": float(result.train_seconds), "epochs": len(result.history)}
+
+
+def step_points(log) -> list:
+    """The recipe's per-step columns (recipe._step_log) as Store.log_steps' (step, {name: value}) points."""
+    if not log:
+        return []
+    names = [k for k in log if k != "step"]
+    return [(step, {k: log[k][j] for k in names}) for j, step in enumerate(log["step"])]
 
 
 @contextlib.contextmanager

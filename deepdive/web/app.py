@@ -5,6 +5,8 @@
     GET /api/runs                                           runs, newest first, with their analysed splits
     GET /api/runs/{run_id}                                  one run
     GET /api/runs/{run_id}/epochs                           its per-epoch metrics (the runs page's comparison)
+    GET /api/runs/{run_id}/steps                            what it logged per training step, by name (at most
+                                                            STEP_POINTS points a name: longer series averaged)
     GET /api/runs/{run_id}/splits/{split}/bundle            everything the views show (see bundle.py)
     GET /api/runs/{run_id}/splits/{split}/sprites/{n}.png   thumbnail sprite sheet n
     GET .../saliency/{method}/row/{row}.png?target=C        signed map of `method` toward class C for one image
@@ -44,6 +46,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.web import page
+from deepdive.web.bundle import STEP_POINTS
 from deepdive.web.maps import NotFound, RunMaps
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -238,6 +241,10 @@ def create_app(workspace) -> FastAPI:
     @app.get("/api/runs/{run_id}/epochs")
     def epochs(run_id: str):
         return store.epochs(runs.record(run_id).id)
+
+    @app.get("/api/runs/{run_id}/steps")
+    def steps(run_id: str):
+        return store.steps(runs.record(run_id).id, max_points=STEP_POINTS)
 
     @app.get("/api/runs/{run_id}/splits/{split}/bundle")
     def bundle(run_id: str, split: str):

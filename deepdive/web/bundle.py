@@ -5,6 +5,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
 
     {version, generated_at, split, splits, class_names,
      run: {id, name, dataset, status, model_arch, num_params, ...},   epochs: [store.epochs rows],
+     steps: {name: {step, value, every}} (store.steps: what was logged per step, at most STEP_POINTS a name),
      summary: summary.json,
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
@@ -40,6 +41,7 @@ _DECIMALS = {"confidence": 6, "margin": 6, "loss": 4, "entropy": 6, "label_quali
              "neighbour_agreement": 4, "calibrated_confidence": 5, "knn_distance": 6, "atypicality": 4}
 PROB_DECIMALS = 4   # the class probabilities' (in the bundle as prob_decimals: the views filter on these values)
 DYNAMICS_LISTS = ("flagged", "ambiguous", "hard")   # the training images the Training dynamics view lists
+STEP_POINTS = 2000   # points per step metric the charts get: longer series are averaged over runs of steps
 DYNAMICS_LISTED = 24   # images in each list but the flagged one (analysis.dynamics.FLAGGED)
 
 
@@ -198,6 +200,7 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
         "class_names": res.class_names,
         "run": run_block(record),
         "epochs": store.epochs(record.id),
+        "steps": store.steps(record.id, max_points=STEP_POINTS),
         "summary": res.summary,
         "examples": examples_block(frame, res.num_classes),
         "label_issues": label_issue_rows(res),

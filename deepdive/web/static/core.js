@@ -159,6 +159,7 @@ window.DD = window.DD || {};
         {method: "PATCH", headers: {"Content-Type": "application/json"}, body: JSON.stringify(edit)}),
       // fresh: refetch (a run still training logs more epochs)
       epochs: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`, fresh),
+      steps: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/steps`, fresh),
       bundle: (runId, split) =>
         cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/${encodeURIComponent(split)}/bundle`),
       saliencyURL: function (b, method, row, which) {

@@ -231,6 +231,51 @@
     return {section, draw};
   }
 
+  // What the run logged per training step (the recipe's train loss, accuracy and learning rate every few steps,
+  // run.log_step's): one chart per name, the raw points faint and a smoothed line over them (TensorBoard's look).
+  function stepCharts(ctx) {
+    const steps = ctx.b.steps || {}, names = DD.stepMetrics(steps);
+    if (!names.length) return null;
+    const boxes = names.map((k) => el("div", {class: "chart small-chart", dataset: {metric: k}}));
+    const averaged = names.filter((k) => steps[k].every > 1);
+    let Plotly = null;
+    const noisy = (k) => k !== "lr";      // the recipe's learning rate is a schedule: nothing to smooth
+    const traces = (k, weight) => {
+      const s = steps[k], color = noisy(k) ? "#4e79a7" : "#6b7280";
+      return [{x: s.step, y: s.value, mode: "lines", name: "logged", line: {color, width: 1}, opacity: 0.3,
+               hoverinfo: "skip", visible: noisy(k)},
+              {x: s.step, y: DD.smooth(s.value, noisy(k) ? weight : 0), mode: "lines", name: k,
+               line: {color, width: 2}}];
+    };
+    const draw = (P) => {
+      Plotly = P;
+      return Promise.all(names.map((k, i) => {
+        const info = DD.metricInfo(k, steps[k].value);
+        const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
+        return Plotly.newPlot(boxes[i], traces(k, DD.stepSmoothing),
+          DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
+            margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: "step"}},
+            yaxis: {automargin: true, ...info.yaxis}}), DD.plotConfig);
+      }));
+    };
+    // a redraw keeps each chart's zoom: only the smoothed trace changes
+    const resmooth = (weight) => Plotly && names.forEach((k, i) =>
+      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(steps[k].value, weight)]}, [1]));
+    const every = steps[names[0]].step.length > 1 ? steps[names[0]].step[1] - steps[names[0]].step[0] : null;
+    const section = DD.section("Per step",
+      el("div", {class: "toolbar"}, DD.smoothingSlider(resmooth),
+         DD.note((ctx.b.run.config || {}).preset && every ?
+           `The recipe's train loss and accuracy averaged over each ${every} steps (on the augmented batches, as ` +
+           "the epochs' train curves), the learning rate at the last of them. Faint: as logged; solid: smoothed."
+           : "Faint: as logged; solid: smoothed (an exponential moving average; 0 turns it off).", "muted small")),
+      el("div", {class: "metric-grid"}, boxes),
+      averaged.length ? DD.note(`${averaged.join(", ")}: more points than a chart draws well; each point here ` +
+        `averages ${steps[averaged[0]].every} consecutive steps (deepdive export RUN steps has them all).`,
+        "muted small") : null);
+    section.dataset.testid = "step-charts";
+    return {section, draw};
+  }
+
   // The images farthest from the training images in the model's feature space (deepdive.analysis.atypical): how
   // many lie beyond the training images' own outlier fence, how many of the errors they hold, the most atypical.
   function atypicalSection(ctx) {
@@ -327,7 +372,8 @@
                 "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
                 "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
           : null));
-      const others = otherMetrics(ctx);
+      const perStep = stepCharts(ctx), others = otherMetrics(ctx);
+      if (perStep) root.appendChild(perStep.section);
       if (others) root.appendChild(others.section);
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
@@ -343,6 +389,7 @@
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
+                                                                     perStep && perStep.draw(Plotly),
                                                                      others && others.draw(Plotly)]))
         .then(() => DD.markPainted("dd-charts-painted"))
         .catch((err) => lossBox.replaceWith(DD.note(err.message, "error"))));

@@ -13,9 +13,11 @@
       DD.clear(box).appendChild(DD.note("Tick runs in the table to overlay their training curves.", "muted"));
       return;
     }
-    let epochs;
+    let epochs, steps;
     try {
-      epochs = await Promise.all(chosen.map((r) => source.epochs(r.id, live.delete(r.id))));
+      const fresh = chosen.map((r) => live.delete(r.id));     // still training: fetch anew
+      [epochs, steps] = await Promise.all([Promise.all(chosen.map((r, i) => source.epochs(r.id, fresh[i]))),
+                                           Promise.all(chosen.map((r, i) => source.steps(r.id, fresh[i])))]);
     } catch (err) {
       if (box.dataset.token === token) DD.clear(box).appendChild(DD.note("Could not load the curves: " + err.message, "error"));
       return;
@@ -36,40 +38,54 @@
     // The charts stay in place across redraws (Plotly.react updates them), so a live refresh does not flicker.
     let accBox = box.querySelector('[data-testid="compare-acc"]'), lossBox = box.querySelector('[data-testid="compare-loss"]');
     let anyBox = box.querySelector('[data-testid="compare-any"]'), pick = box.querySelector('[data-testid="compare-metric"]');
+    let smoothing = box.querySelector(".compare-smoothing");
     if (!accBox) {
       accBox = el("div", {class: "chart", attrs: {"data-testid": "compare-acc"}});
       lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
       anyBox = el("div", {class: "chart", attrs: {"data-testid": "compare-any"}});
       pick = el("select", {class: "input", attrs: {"aria-label": "metric", "data-testid": "compare-metric"}});
+      smoothing = el("span", {class: "compare-smoothing"}, DD.smoothingSlider(() => pick.onchange()));
       DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"),
-        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "any metric"}), pick,
-          el("span", {class: "muted small", text: "every metric the ticked runs logged per epoch: the curves' " +
-            "columns, the recipe's system readings, your own run.log(name=...)"})), anyBox);
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "any metric"}), pick, smoothing,
+          el("span", {class: "muted small", text: "every metric the ticked runs logged per epoch, and per step: the " +
+            "curves' columns, the recipe's system readings, your own run.log(name=...) and run.log_step(...)"})),
+        anyBox);
     }
-    // Any metric the ticked runs logged, overlaid: the choice survives redraws while the runs still log it.
-    const names = DD.epochMetrics(epochs.flat());
+    // Any metric the ticked runs logged, overlaid: the choice survives redraws while the runs still log it. Those
+    // logged per step are "step:<name>", drawn smoothed against the step.
+    const perStep = DD.stepMetrics(Object.assign({}, ...steps)).map((k) => "step:" + k);
+    const names = DD.epochMetrics(epochs.flat()).concat(perStep);
     const keep = names.includes(pick.value) ? pick.value : names.find((k) => !DD.EPOCH_FIELDS.includes(k)) || names[0];
-    DD.clear(pick).append(...names.map((k) => el("option", {value: k, text: k, selected: k === keep})));
+    DD.clear(pick).append(...names.map((k) => el("option", {value: k, selected: k === keep,
+      text: k.startsWith("step:") ? `${k.slice(5)} · per step` : k})));
     pick.value = keep;
     pick.onchange = drawAny;      // this redraw's runs and epochs
     function drawAny() {
-      const key = pick.value;
+      const key = pick.value, stepKey = key && key.startsWith("step:") ? key.slice(5) : null;
+      smoothing.hidden = !stepKey;
       if (!key) return Plotly.purge(anyBox);
       const traces = chosen.map((r, i) => {
+        const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
+        if (stepKey) {
+          const s = steps[i][stepKey] || {step: [], value: []};
+          return {x: s.step, y: DD.smooth(s.value, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines",
+                  line};
+        }
         const s = DD.epochSeries(epochs[i]);
-        return {x: s.x, y: s.series(key), name: `${r.name} · ${r.id.slice(-6)}`, mode: "lines+markers",
-          line: {color: DD.classColor(runs.indexOf(r)), width: 2}, marker: {size: 4}, connectgaps: false};
+        return {x: s.x, y: s.series(key), name, mode: "lines+markers", line, marker: {size: 4}, connectgaps: false};
       }).filter((t) => t.y.some((v) => v !== null));
-      const info = DD.metricInfo(key, traces.flatMap((t) => t.y));
-      return Plotly.react(anyBox, traces, {...layout(info.unit ? `${info.title} · ${info.unit}` : info.title,
-        info.yaxis), showlegend: true}, DD.plotConfig);
+      const info = DD.metricInfo(stepKey || key, traces.flatMap((t) => t.y));
+      const unit = stepKey === "lr" ? "" : info.unit;
+      return Plotly.react(anyBox, traces, {...layout(unit ? `${info.title} · ${unit}` : info.title, info.yaxis,
+        stepKey ? {title: {text: "step"}} : null), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." +
       (empty.length ? ` No epochs logged yet for: ${empty.join(", ")}.` : "");
     const longest = Math.max(...epochs.map((ep) => ep.length));
-    const layout = (title, yaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02, xanchor: "left"},
-      xaxis: {title: {text: "epoch"}, ...(longest <= 30 ? {dtick: 1} : {})}, yaxis: {automargin: true, ...yaxis},
+    const layout = (title, yaxis, xaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02,
+      xanchor: "left"}, xaxis: xaxis || {title: {text: "epoch"}, ...(longest <= 30 ? {dtick: 1} : {})},
+      yaxis: {automargin: true, ...yaxis},
       hovermode: "closest", legend: {orientation: "h", y: -0.25, x: 0}});
     const losses = epochs.flat().flatMap((e) => [e.train_loss, e.val_loss]);
     await Promise.all([

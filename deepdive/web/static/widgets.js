@@ -251,5 +251,33 @@
     }
     return {...axis, tickvals: vals, ticktext: vals.map((v) => String(v))};
   };
+  // TensorBoard's smoothing of a noisy per-step curve: an exponential moving average, debiased so its first
+  // points are not pulled toward 0; weight 0 leaves the values as they are. Gaps (null) stay gaps.
+  DD.smooth = function (values, weight) {
+    let last = 0, n = 0;
+    return values.map((v) => {
+      if (v === null || !Number.isFinite(v)) return null;
+      last = last * weight + (1 - weight) * v;
+      n += 1;
+      return weight > 0 ? last / (1 - weight ** n) : v;
+    });
+  };
+  DD.stepSmoothing = 0.6;     // the slider's weight, kept across views and runs (TensorBoard's default)
+  // Every name a run logged per step: the recipe's three first, then the others by name.
+  DD.STEP_FIRST = ["train_loss", "train_acc", "lr"];
+  DD.stepMetrics = (steps) => Object.keys(steps || {})
+    .sort((a, b) => ((DD.STEP_FIRST.indexOf(a) + 1 || 99) - (DD.STEP_FIRST.indexOf(b) + 1 || 99)) || a.localeCompare(b));
+  // A smoothing slider that calls redraw(weight) as it moves.
+  DD.smoothingSlider = function (redraw) {
+    const readout = el("span", {class: "muted small", text: DD.stepSmoothing.toFixed(2)});
+    const slider = el("input", {type: "range", min: "0", max: "0.99", step: "0.01", value: String(DD.stepSmoothing),
+                                attrs: {"data-testid": "step-smoothing", "aria-label": "smoothing"}});
+    slider.addEventListener("input", () => {
+      DD.stepSmoothing = Number(slider.value);
+      readout.textContent = DD.stepSmoothing.toFixed(2);
+      redraw(DD.stepSmoothing);
+    });
+    return el("label", {class: "filter"}, el("span", {class: "tool-label", text: "Smoothing"}), slider, readout);
+  };
   DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
 })(window.DD);
