@@ -121,7 +121,8 @@ def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
         page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
         assert page.input_value('[data-testid="filter-tag"]') == "blurry"
         # one tag on every listed image: the wrong answers, then listed by that tag
-        wrong = int((~AnalysisResult.load(analyzed_run.run_dir, "test").examples["correct"]).sum())
+        correct = AnalysisResult.load(analyzed_run.run_dir, "test").examples["correct"]
+        wrong = int((~correct).sum())
         page.click('[data-testid="filter-reset"]')
         page.select_option('[data-testid="filter-correct"]', "wrong")
         page.wait_for_selector(f'[data-testid="row-count"][data-count="{wrong}"]')
@@ -140,8 +141,9 @@ def test_the_detail_tags_and_the_predictions_filter_by_them(ws, analyzed_run):
         # the Overview counts each tag and links to its images
         page.goto(f"{url}#/r/{analyzed_run.run_id}/test/overview")
         page.wait_for_selector('[data-testid="overview-tag"]')
+        one = f"1 image, {0 if correct.iat[rows[1]] else 1} wrong"      # the image with both tags
         assert page.eval_on_selector_all('[data-testid="overview-tag"]', "ts => ts.map(t => t.textContent)") == [
-            f"wrong ones · {wrong}", "blurry · 1", "for the slides · 1"]
+            f"wrong ones · {wrong} images, {wrong} wrong", f"blurry · {one}", f"for the slides · {one}"]
         page.click('[data-testid="overview-tag"]:has-text("blurry")')
         page.wait_for_selector('[data-testid="row-count"][data-count="1"]')
         assert page.input_value('[data-testid="filter-tag"]') == "blurry"

@@ -304,15 +304,25 @@
   function tagsSection(ctx) {
     const box = el("section", {class: "panel", hidden: true, attrs: {"data-testid": "overview-tags"}});
     DD.loadTags(ctx, true).then((tags) => {
+      // each tag's images and how many of them the model gets wrong: the tag as a slice of the data (FiftyOne's
+      // evaluation of a view), e.g. "thin 4 · 12 images, 5 wrong"
       const counts = new Map();
-      for (const list of tags.values()) for (const t of list) counts.set(t, (counts.get(t) || 0) + 1);
+      for (const [row, list] of tags) for (const t of list) {
+        const c = counts.get(t) || {n: 0, wrong: 0};
+        c.n += 1;
+        c.wrong += ctx.col.correct[row] ? 0 : 1;
+        counts.set(t, c);
+      }
       if (!counts.size) return;
       box.hidden = false;
       DD.clear(box).append(el("h2", {text: "Tags"}), el("div", {class: "tag-row"},
-        [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([t, n]) =>
-          el("a", {class: "tag", href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "overview-tag"},
-                   on: {click: () => { ctx.state.predFilter = {tag: t}; }}}, `${t} · ${DD.fmt.int(n)}`))),
-        DD.note("Words put on images in their detail; a click lists the images that carry one.", "muted small"));
+        [...counts.entries()].sort((a, b) => b[1].n - a[1].n || a[0].localeCompare(b[0])).map(([t, c]) =>
+          el("a", {class: "tag", href: DD.viewHref(ctx, "predictions"), attrs: {"data-testid": "overview-tag",
+                   title: `${DD.fmt.pct(1 - c.wrong / c.n, 1)} of them right`},
+                   on: {click: () => { ctx.state.predFilter = {tag: t}; }}},
+             `${t} · ${DD.fmt.int(c.n)} image${c.n === 1 ? "" : "s"}, ${DD.fmt.int(c.wrong)} wrong`))),
+        DD.note("Words put on images in their detail; each with how many of its images the model gets wrong. " +
+                "A click lists them.", "muted small"));
     }).catch(() => {});
     return box;
   }
