@@ -157,3 +157,45 @@ def test_tag_from_python(ws, analyzed_run):
     assert dive.tag([1, 2, 2], "from python") == 2 and dive.tag(3, "from python") == 1
     assert dive.table("tags")["row"].tolist() == [1, 2, 3]
     assert dive.tag([1, 2, 3], "from python", remove=True) == 3 and dive.table("tags").empty
+
+
+def test_training_images_take_tags_in_the_training_dynamics(ws, analyzed_run, run_cli, tmp_path):
+    """A training image's card in the Training dynamics view takes tags as a test image's detail does: kept with
+    the image (the val split's images share them), 404 for an image the run did not train on, in the dynamics
+    export and, as they were, in a report."""
+    from test_web_browser import served_page
+
+    from deepdive.web.app import create_app
+    from deepdive.web.report import build_report
+
+    res = AnalysisResult.load(analyzed_run.run_dir, "test")
+    first = int(res.summary["dynamics"]["flagged"][0])           # the first card of "Training labels in doubt"
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test/dynamics/tags"
+    with TestClient(create_app(ws)) as client:
+        assert client.get(base).json() == {"tags": {}}
+        assert client.put(f"{base}/{first}", json={"tag": "thin"}).json() == {"idx": first, "tags": ["thin"]}
+        assert client.put(f"{base}/{first}", json={"tag": "a/b"}).status_code == 422
+        assert client.put(f"{base}/{10 ** 7}", json={"tag": "x"}).status_code == 404
+        assert client.get(base).json() == {"tags": {str(first): ["thin"]}}
+    with Store.open(ws, create=False) as store:
+        assert [(t["source"], t["idx"]) for t in store.image_tags("mnist")] == [("train", first)]
+    out = tmp_path / "dyn.csv"
+    assert run_cli("export", analyzed_run.run_id, "dynamics", "--out", str(out), "--workspace", str(ws)).returncode == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table.loc[table["idx"] == first, "tags"].tolist() == ["thin"] and set(table["tags"]) == {"", "thin"}
+    build_report(ws, analyzed_run.run_id, "test", tmp_path / "r.html")
+    assert f'"tags":{{"{first}":["thin"]}}' in (tmp_path / "r.html").read_text()
+
+    with served_page(ws) as (url, page, errors):
+        page.goto(f"{url}#/r/{analyzed_run.run_id}/test/dynamics")
+        card = f'[data-testid="dynamics-flagged"] [data-idx="{first}"]'
+        page.wait_for_selector(f'{card} [data-testid="tag"]:has-text("thin")')
+        assert "null" not in page.inner_text('[data-testid="dynamics-flagged"]')      # untagged cards: just the box
+        page.fill(f'{card} [data-testid="tag-input"]', "check later")
+        page.press(f'{card} [data-testid="tag-input"]', "Enter")
+        page.wait_for_selector(f'{card} [data-testid="tag"]:has-text("check later")')
+        page.click(f'{card} [data-testid="tag"]:has-text("thin") button')
+        page.wait_for_function(f"() => document.querySelectorAll('{card} [data-testid=\"tag\"]').length === 1")
+        assert not errors, errors
+    with TestClient(create_app(ws)) as client:
+        assert client.get(base).json() == {"tags": {str(first): ["check later"]}}

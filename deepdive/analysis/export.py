@@ -27,7 +27,8 @@ Tables (all read through AnalysisResult):
                 label (as trained), given (the dataset's), confidence, variability, correctness, aum, forgets,
                 learned (epoch), leaning (the class it was most often taken for; -1, name "none": never), epochs,
                 region, and a person's verdict on its label in the dashboard (verdict: relabel / keep / ambiguous,
-                verdict_label: the right label for relabel; "none" and -1 without)
+                verdict_label: the right label for relabel; "none" and -1 without) and the tags people put on it
+                (tags: "; "-joined, empty without)
 `row` is the example's position in the analysed split (images.npy row); `idx` its index in the dataset split.
 
 And one table of the run itself, read from the store (the run need not be analysed):
@@ -66,12 +67,16 @@ def store_part(store, record, result: AnalysisResult, name: str) -> dict | None:
     """The store's part of table `name` (see `table`): people's verdicts for 'reviews' and 'dynamics', their tags
     for 'tags'."""
     from deepdive.analysis.reviews import reviews_by_row, training_reviews
-    from deepdive.analysis.tags import tags_by_row
+    from deepdive.analysis.tags import tags_by_row, training_tags
 
     if name == "reviews":
         return reviews_by_row(store, record, result.split, result.examples)
-    if name == "dynamics":
-        return training_reviews(store, record)
+    if name == "dynamics":     # each training image's verdict and tags
+        tags = training_tags(store, record)
+        part = {i: dict(r) for i, r in training_reviews(store, record).items()}
+        for i, t in tags.items():
+            part.setdefault(i, {})["tags"] = t
+        return part
     if name == "tags":
         return tags_by_row(store, record, result.split, result.examples, full=True)
     return None
@@ -79,8 +84,9 @@ def store_part(store, record, result: AnalysisResult, name: str) -> dict | None:
 
 def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.DataFrame:
     """The named table of a stored analysis as a DataFrame; `reviews` is the store's part (store_part) of the
-    'reviews' table ({row: review}, analysis.reviews.reviews_by_row), of 'dynamics' ({training idx: review},
-    .training_reviews) or of 'tags' ({row: [tag records]}, analysis.tags.tags_by_row)."""
+    'reviews' table ({row: review}, analysis.reviews.reviews_by_row), of 'dynamics' ({training idx: review and/or
+    "tags": [tag]}, .training_reviews, analysis.tags.training_tags) or of 'tags' ({row: [tag records]},
+    analysis.tags.tags_by_row)."""
     if name not in TABLES:
         raise DeepdiveError(f"unknown table {name!r}; valid tables: {', '.join(TABLES)}")
     names = np.asarray(result.class_names, dtype=object)
@@ -133,6 +139,7 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         frame["verdict_label"] = np.array([-1 if r.get("label") is None else r["label"] for r in got], np.int64)
         frame["verdict_label_name"] = np.where(frame["verdict_label"] >= 0,
                                                names[frame["verdict_label"].clip(lower=0)], "none")
+        frame["tags"] = ["; ".join(r.get("tags") or ()) for r in got]
         return frame
     if name == "confusion":
         counts = np.asarray(result.summary["confusion"]["counts"], dtype=np.int64)

@@ -5,7 +5,7 @@ Like a review of a label (deepdive.analysis.reviews), a tag belongs to the image
 the store keys it by (dataset, source, idx), so an image tagged while looking at one run shows its tags on every
 run of that dataset; a run logged with `log_evaluation` brings its own images, so their tags are its own.
 """
-from deepdive.analysis.reviews import review_source, rows_of
+from deepdive.analysis.reviews import review_source, rows_of, training_source
 from deepdive.errors import DeepdiveError
 
 
@@ -18,6 +18,26 @@ def tags_by_row(store, rec, split, examples, full=False) -> dict[int, list]:
         if row is not None:
             out.setdefault(row, []).append(t if full else t["tag"])
     return out
+
+
+def training_tags(store, rec) -> dict[int, list]:
+    """{training-set index: its tags, sorted} of the run's training images (the training dynamics' images) that
+    have any: the same images as the val split's, keyed alike."""
+    out = {}
+    for t in store.image_tags(rec.dataset, training_source(rec)):
+        out.setdefault(int(t["idx"]), []).append(t["tag"])
+    return out
+
+
+def tag_training_image(store, rec, idx, tag, remove=False) -> dict:
+    """Put `tag` on training image `idx` of run record `rec`'s dataset (remove=True: take it off); returns
+    {idx, tags: the image's tags now}."""
+    source = training_source(rec)
+    if remove:
+        store.remove_tag(rec.dataset, source, [idx], tag)
+    else:
+        store.add_tag(rec.dataset, source, [idx], tag, run_id=rec.id)
+    return {"idx": idx, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, source, idx=idx))}
 
 
 def tag_row(store, rec, split, examples, row, tag, remove=False) -> dict:

@@ -31,6 +31,8 @@
     GET .../dynamics/pictures?idx=3,17,...                  training images' pictures (at most 200), by index
     GET .../dynamics/reviews                                people's verdicts on the training images, by index;
     PUT .../dynamics/reviews/{idx}  {"verdict", "label"}    record one; DELETE forgets it
+    GET .../dynamics/tags                                   the words people put on the training images, by index;
+    PUT .../dynamics/tags/{idx}  {"tag"}                    put one on (DELETE: take it off)
 
 No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
 everything else is an integer, so `../` in any parameter can only yield a 4xx.
@@ -395,6 +397,28 @@ def create_app(workspace) -> FastAPI:
 
         entry = runs.get(run_id, split)
         return {"reviews": {str(i): v for i, v in training_reviews(store, entry.record).items()}}
+
+    @app.get("/api/runs/{run_id}/splits/{split}/dynamics/tags")
+    def training_tags(run_id: str, split: str):
+        from deepdive.analysis.tags import training_tags
+
+        entry = runs.get(run_id, split)
+        return {"tags": {str(i): t for i, t in training_tags(store, entry.record).items()}}
+
+    def _tag_training(run_id, split, idx, tag, remove):
+        from deepdive.analysis.tags import tag_training_image
+
+        entry = runs.get(run_id, split)
+        entry.training_position(idx)        # one of the images the run trained on, or 404
+        return tag_training_image(store, entry.record, idx, tag, remove)
+
+    @app.put("/api/runs/{run_id}/splits/{split}/dynamics/tags/{idx}")
+    def put_training_tag(run_id: str, split: str, idx: int, tag: Tag):
+        return _tag_training(run_id, split, idx, tag.tag, False)
+
+    @app.delete("/api/runs/{run_id}/splits/{split}/dynamics/tags/{idx}")
+    def delete_training_tag(run_id: str, split: str, idx: int, tag: Tag):
+        return _tag_training(run_id, split, idx, tag.tag, True)
 
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/{idx}")
     def training_dynamics(run_id: str, split: str, idx: int):

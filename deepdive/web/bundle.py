@@ -21,7 +21,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      activations: {mode, rows, layers},
      dynamics (added by RunMaps.bundle): {summary.dynamics' entries, map: {idx, label, confidence, variability,
                 correctness: packed()}, flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI},
-                reviews: {idx: review} (a report's)} or {available: false, reason}}
+                reviews: {idx: review}, tags: {idx: [tag]} (a report's)} or {available: false, reason}}
 """
 import base64
 import io

@@ -70,7 +70,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
     Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
     from deepdive.analysis.results import AnalysisResult
     from deepdive.analysis.reviews import reviews_by_row, training_reviews
-    from deepdive.analysis.tags import tags_by_row
+    from deepdive.analysis.tags import tags_by_row, training_tags
     from deepdive.store import Store
 
     with Store.open(workspace, create=False) as store:
@@ -84,6 +84,8 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         if b["dynamics"].get("available"):    # and those of the training images the Training dynamics view lists
             b["dynamics"]["reviews"] = {str(i): v for i, v in training_reviews(store, rec).items()
                                         if str(i) in b["dynamics"]["pictures"]}
+            b["dynamics"]["tags"] = {str(i): t for i, t in training_tags(store, rec).items()
+                                     if str(i) in b["dynamics"]["pictures"]}
     if maps.methods:
         b["saliency"].update(saliency_assets(maps, b["saliency"]["errors_rows"], b["saliency"]["errors_count"]))
     b["neighbours"] = {"data": {}}

@@ -125,6 +125,7 @@ window.DD = window.DD || {};
         trainingPictures: async (b, idxs) => Object.fromEntries(idxs.map((i) => [i, b.dynamics.pictures[i]])
           .filter(([, uri]) => uri)),
         trainingReviews: async (b) => ({reviews: b.dynamics.reviews || {}}),
+        trainingTags: async (b) => ({tags: b.dynamics.tags || {}}),
       };
     }
     const getJSON = async function (url, init) {
@@ -190,6 +191,9 @@ window.DD = window.DD || {};
       trainingPictures: (b, idxs) => getJSON(`${base(b)}/dynamics/pictures?idx=${idxs.join(",")}`),
       trainingReviews: (b) => getJSON(`${base(b)}/dynamics/reviews`),
       setTrainingReview: (b, idx, verdict, label) => sendReview(`${base(b)}/dynamics/reviews/${idx}`, verdict, label),
+      trainingTags: (b) => getJSON(`${base(b)}/dynamics/tags`),
+      setTrainingTag: (b, idx, tag, remove) => getJSON(`${base(b)}/dynamics/tags/${idx}`, {method: remove ? "DELETE"
+        : "PUT", headers: {"Content-Type": "application/json"}, body: JSON.stringify({tag})}),
     };
   };
 })(window.DD);

@@ -145,32 +145,37 @@
   DD.allTags = (ctx) => [...new Set([...DD.tagsOf(ctx).values()].flat())].sort();
 
   // The image's tags as chips (× takes one off) and, served, a box to add one (known tags offered as you type).
-  DD.tagEditor = function (ctx, row, box) {
-    const tags = DD.tagsOf(ctx), editable = Boolean(ctx.source.setTag);
-    const mine = tags.get(row) || [];
-    if (!editable && !mine.length) { DD.clear(box); return; }
+  DD.tagEditor = (ctx, row, box) => DD.tagChips(box, row, {
+    tags: DD.tagsOf(ctx), known: () => DD.allTags(ctx), listId: `dd-tags-${ctx.uid}`, heading: "Tags",
+    save: ctx.source.setTag && ((tag, remove) => ctx.source.setTag(ctx.b, row, tag, remove)),
+    changed: () => { if (ctx.onTagsChanged) ctx.onTagsChanged(); }});
+
+  // Tag chips of one image, `key` in the Map `tags` (key -> [tag]), in `box`: save(tag, remove) -> {tags} writes one
+  // (absent: read-only, and nothing drawn for an untagged image); known() the tags to offer as you type.
+  DD.tagChips = function (box, key, {tags, save, known, listId, heading, changed}) {
+    const mine = tags.get(key) || [];
+    if (!save && !mine.length) { DD.clear(box); return; }
     const status = el("span", {class: "small bad", attrs: {"data-testid": "tag-status"}});
-    const save = async (tag, remove) => {
+    const put = async (tag, remove) => {
       try {
-        const res = await ctx.source.setTag(ctx.b, row, tag, remove);
-        if (res.tags.length) tags.set(row, res.tags); else tags.delete(row);
-        DD.tagEditor(ctx, row, box);
-        if (ctx.onTagsChanged) ctx.onTagsChanged();
+        const res = await save(tag, remove);
+        if (res.tags.length) tags.set(key, res.tags); else tags.delete(key);
+        DD.tagChips(box, key, {tags, save, known, listId, heading, changed});
+        if (changed) changed();
       } catch (err) {
         status.textContent = err.message;
       }
     };
     const chips = mine.map((t) => el("span", {class: "tag", attrs: {"data-testid": "tag"}}, t,
-      editable ? el("button", {class: "icon-btn", type: "button", text: "×", attrs: {"aria-label": `remove tag ${t}`},
-                               on: {click: () => save(t, true)}}) : null));
-    const listId = `dd-tags-${ctx.uid}`;
-    const input = editable ? el("input", {class: "input tag-input", placeholder: "add a tag, Enter",
+      save ? el("button", {class: "icon-btn", type: "button", text: "×", attrs: {"aria-label": `remove tag ${t}`},
+                           on: {click: () => put(t, true)}}) : null));
+    const input = save ? el("input", {class: "input tag-input", placeholder: "add a tag, Enter",
       attrs: {"aria-label": "add a tag", "data-testid": "tag-input", list: listId, maxlength: "40"},
-      on: {keydown: (e) => { if (e.key === "Enter" && e.target.value.trim()) save(e.target.value.trim(), false); }}})
+      on: {keydown: (e) => { if (e.key === "Enter" && e.target.value.trim()) put(e.target.value.trim(), false); }}})
       : null;
-    DD.clear(box).append(el("h3", {text: "Tags"}), el("div", {class: "tag-row"}, ...chips, input,
-      editable ? el("datalist", {id: listId}, DD.allTags(ctx).filter((t) => !mine.includes(t))
-        .map((t) => el("option", {value: t}))) : null, status));
+    DD.append(DD.clear(box), [heading ? el("h3", {text: heading}) : null, el("div", {class: "tag-row"}, ...chips,
+      input, save ? el("datalist", {id: listId}, known().filter((t) => !mine.includes(t))
+        .map((t) => el("option", {value: t}))) : null, status)]);
   };
 
   DD.closeDetail = function () {

@@ -59,8 +59,23 @@
                           "none"});
   }
 
-  // One training image: picture, label, what it was taken for, the readings, the sparkline, and (if reviews are on)
-  // a verdict on its label.
+  // The training images' tags (deepdive.analysis.tags.training_tags), by index, loaded once per run context.
+  const [, loadTrainingTags] = DD.rowStore("trainingTags",
+    (ctx) => ctx.source.trainingTags(ctx.b).then((r) => r.tags));
+
+  // A card's tags: served, added and taken off there (kept with the image, as the test images' tags); a report shows
+  // them as they were.
+  function tagBox(ctx, idx) {
+    const box = el("div", {class: "dyn-tags", attrs: {"data-testid": "dyn-tags"}});
+    loadTrainingTags(ctx, true).then((tags) => DD.tagChips(box, idx, {
+      tags, listId: `dd-train-tags-${ctx.uid}`, known: () => [...new Set([...tags.values()].flat())].sort(),
+      save: ctx.source.setTrainingTag && ((tag, remove) => ctx.source.setTrainingTag(ctx.b, idx, tag, remove))}))
+      .catch((err) => box.appendChild(DD.note(`Could not load the tags: ${err.message}`, "error")));
+    return box;
+  }
+
+  // One training image: picture, label, what it was taken for, the readings, the sparkline, its tags, and (if
+  // reviews are on) a verdict on its label.
   function card(ctx, item, uri, withReview) {
     const relabelled = item.label !== item.given;
     const proposedLabel = item.leaning >= 0 && item.leaning !== item.given ? item.leaning : (item.given === 0 ? 1 : 0);
@@ -77,6 +92,7 @@
           `${item.forgets}× · ` +
           (item.learned === null ? "never learned for good" : `learned for good at epoch ${item.learned}`)}),
         sparkline(item),
+        tagBox(ctx, item.idx),
         withReview ? DD.verdictCell(ctx, {reviews: ctx.trainingReviews, key: item.idx, given: item.given,
           proposed: proposedLabel,
           save: ctx.source.setTrainingReview &&
