@@ -223,14 +223,19 @@ def test_export_round_trip(result, tmp_path, fmt):
     assert last["recall"].tolist() == [1.0] * len(curves) and last["ap"].tolist() == [cv["ap"] for cv in curves]
 
 
+def exported_run_table(analyzed_run, tmp_path, run_cli, table):
+    """`deepdive export RUN <table>` of the run itself (export.RUN_TABLES), written in each format and read back."""
+    for fmt in export.FORMATS:
+        out = run_cli("export", analyzed_run.run_id, table, "--out", tmp_path / f"{table}.{fmt}",
+                      "--workspace", analyzed_run.workspace)
+        assert f"wrote {table} of run" in out.stdout
+        yield _read(tmp_path / f"{table}.{fmt}", fmt)
+
+
 def test_export_epochs(analyzed_run, tmp_path, run_cli):
     """`deepdive export RUN epochs`: the curves and each other metric the epochs logged, one column per name."""
     epochs = analyzed_run.store.epochs(analyzed_run.run_id)
-    for fmt in export.FORMATS:
-        out = run_cli("export", analyzed_run.run_id, "epochs", "--out", tmp_path / f"e.{fmt}",
-                      "--workspace", analyzed_run.workspace)
-        assert "wrote epochs of run" in out.stdout
-        back = _read(tmp_path / f"e.{fmt}", fmt)
+    for back in exported_run_table(analyzed_run, tmp_path, run_cli, "epochs"):
         names = sorted(epochs[0]["metrics"])
         assert back.columns.tolist() == export.EPOCH_COLUMNS + names and "system/cpu_percent" in names
         assert back["epoch"].tolist() == [e["epoch"] for e in epochs]
@@ -241,11 +246,7 @@ def test_export_epochs(analyzed_run, tmp_path, run_cli):
 def test_export_steps(analyzed_run, tmp_path, run_cli):
     """`deepdive export RUN steps`: one row per logged step, one column per name, every point."""
     steps = analyzed_run.store.steps(analyzed_run.run_id)
-    for fmt in export.FORMATS:
-        out = run_cli("export", analyzed_run.run_id, "steps", "--out", tmp_path / f"s.{fmt}",
-                      "--workspace", analyzed_run.workspace)
-        assert "wrote steps of run" in out.stdout
-        back = _read(tmp_path / f"s.{fmt}", fmt)
+    for back in exported_run_table(analyzed_run, tmp_path, run_cli, "steps"):
         assert back.columns.tolist() == ["step", "lr", "train_acc", "train_loss"]
         assert back["step"].tolist() == steps["train_loss"]["step"]
         for name in ("lr", "train_acc", "train_loss"):

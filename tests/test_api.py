@@ -158,7 +158,8 @@ def test_log_step_keeps_a_curve_per_step(tmp_path, monkeypatch):
     for bad, match in (({"step": -1, "loss": 1}, "step must be an integer >= 0"),
                        ({"step": 2.0, "loss": 1}, "step must be an integer"),
                        ({"metrics": {"top 5": 1}}, "invalid metric name 'top 5'"),
-                       ({"loss": "1"}, "loss must be a number"), ({"epoch": 1}, "epoch has a column")):
+                       ({"loss": "1"}, "loss must be a number"), ({"loss": torch.ones(2)}, "loss must be a number"),
+                       ({"epoch": 1}, "epoch has a column")):
         with pytest.raises(DeepdiveError, match=match):
             run.log_step(**bad)
     monkeypatch.setattr(api, "STEP_FLUSH_SECONDS", 0.0)            # a slow loop: written as it goes

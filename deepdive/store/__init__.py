@@ -203,7 +203,7 @@ def valid_metrics(metrics: dict) -> dict:
                                 "_ . / -, at most 64 characters")
         try:
             out[name] = _finite(value.item() if hasattr(value, "item") else value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):      # RuntimeError: torch's item() of a tensor of many
             raise DeepdiveError(f"metric {name} must be a number, got {value!r}") from None
     return out
 
