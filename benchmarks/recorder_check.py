@@ -1,4 +1,5 @@
-"""Does `run.log_train_batch` record on a GPU what it records on the CPU, without a synchronisation per batch?
+"""Do `run.log_train_batch` and `run.log_step` record on a GPU what they record on the CPU, without a
+synchronisation per batch?
 
     PYTHONPATH=. python benchmarks/recorder_check.py [--device cuda]
 
@@ -6,7 +7,9 @@ Feeds deepdive.analysis.dynamics.Recorder the same batches twice, as device tens
 training loop has them) and as CPU copies: 3 epochs of 4,000 shuffled indices in batches of 256, an index twice in
 one batch, 10 classes. On CUDA the device run's `add` calls go under torch.cuda.set_sync_debug_mode("error"), so
 any call that waits for the GPU raises. Prints the largest differences and exits 1 if the two records differ
-(float16 tolerance; an answer whose top two logits tie may differ in its class).
+(float16 tolerance; an answer whose top two logits tie may differ in its class). Then `run.log_step` of 500
+device 0-d tensors, under the same mode (none may be read before the run writes them), then `run.log()`: the
+stored values must be the tensors' own.
 """
 import argparse
 import sys
@@ -57,7 +60,41 @@ def main(argv=None) -> int:
     print(f"recorder on {dev}: {a['p_true'].shape[0]} epochs x {a['p_true'].shape[1]} images; max |p_true| diff "
           f"{dp:.2e}, max |margin| diff {dm:.2e}, answers differing {pred_diff}; "
           f"{'no synchronisation per batch; ' if dev.type == 'cuda' else ''}{'SAME' if ok else 'DIFFERENT'}")
-    return 0 if ok else 1
+    return 0 if ok and log_step_check(dev) else 1
+
+
+def log_step_check(dev) -> bool:
+    import tempfile
+
+    import torch
+
+    import deepdive
+    from deepdive.analysis import api
+    from deepdive.store import Store
+
+    values = torch.rand(500, generator=torch.Generator().manual_seed(1))
+    flush, api.STEP_FLUSH_SECONDS = api.STEP_FLUSH_SECONDS, 3600.0     # written at run.log(), not on the way
+    with tempfile.TemporaryDirectory() as ws:
+        run = deepdive.init(name="log-step", workspace=ws)
+        on_dev = values.to(dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            for k in range(len(values)):
+                run.log_step(loss=on_dev[k] * 2)
+        finally:
+            if dev.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+            api.STEP_FLUSH_SECONDS = flush
+        run.log(train_loss=1.0)
+        run.finish()
+        with Store.open(ws, create=False) as store:
+            got = store.steps(run.id)["loss"]
+    ok = got["step"] == list(range(len(values))) and np.allclose(got["value"], (values * 2).tolist(), rtol=1e-6)
+    print(f"log_step on {dev}: {len(got['step'])} points, "
+          f"{'no synchronisation per call; ' if dev.type == 'cuda' else ''}{'SAME' if ok else 'DIFFERENT'}")
+    return ok
 
 
 if __name__ == "__main__":

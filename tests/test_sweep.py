@@ -259,4 +259,5 @@ def test_the_recorder_check_runs_on_the_cpu(capsys):
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     assert check.main(["--device", "cpu"]) == 0
-    assert "3 epochs x 4000 images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 epochs x 4000 images" in out and "log_step on cpu: 500 points, SAME" in out
