@@ -7,9 +7,10 @@ what they find.
 The loop is the PyTorch examples/mnist one (deepdive.train.reference's network, Adadelta lr 1.0, StepLR 0.7,
 batch 64, a shuffled DataLoader) on all 60,000 MNIST training images, a share of them (--flip) under a wrong label
 on purpose. It trains twice from the same seed, epoch by epoch in turn: without logging, and with
-`run.log_train_batch` and `run.log_step(loss=loss.detach())` on every batch; prints both epochs' times, whether the two models are bit for bit equal
-(logging must not change the training), then logs the evaluation on the 10,000 test images with train_data and
-says how many of the flipped labels the run's area under the margin puts below zero and among its lowest.
+`run.log_train_batch` and `run.log_step(loss=loss.detach())` on every batch; prints both epochs' times, whether
+the two models are bit for bit equal (logging must not change the training) and whether the losses per step
+average to each epoch's, then logs the evaluation on the 10,000 test images with train_data and says how many of
+the flipped labels the run's area under the margin puts below zero and among its lowest.
 """
 import argparse
 import json
@@ -30,8 +31,9 @@ from deepdive.train.reference import REFERENCE, ReferenceNet
 
 def trainer(x, y, seed, run=None):
     """One epoch at a time of the examples/mnist loop, as a function of the epoch number; with `run`, each
-    batch's answers go to run.log_train_batch and its loss (a 0-d tensor) to run.log_step. Each trainer keeps its own random state (dropout, shuffling), so
-    two of them run epoch by epoch in turn train as each would alone: the host's drift hits both alike."""
+    batch's answers go to run.log_train_batch and its loss (a 0-d tensor) to run.log_step. Each trainer keeps its
+    own random state (dropout, shuffling), so two of them run epoch by epoch in turn train as each would alone: the
+    host's drift hits both alike."""
     torch.manual_seed(seed)
     model = ReferenceNet()
     opt = torch.optim.Adadelta(model.parameters(), lr=REFERENCE["lr"])

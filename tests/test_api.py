@@ -153,19 +153,20 @@ def test_log_step_keeps_a_curve_per_step(tmp_path, monkeypatch):
     steps = store.steps(run.id)
     assert steps["loss"] == {"step": [0, 1, 2, 3, 4], "value": [5, 4, 3, 2, 1], "every": 1}
     assert steps["lr/group0"]["value"] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
-    run.log_step(100, loss=float("inf"))
+    run.log_step(100, loss=float("inf"), epoch=1.5)                 # an epoch per step: an axis to draw against
     run.log_step(loss=0.5)                                          # 101
     for bad, match in (({"step": -1, "loss": 1}, "step must be an integer >= 0"),
                        ({"step": 2.0, "loss": 1}, "step must be an integer"),
                        ({"metrics": {"top 5": 1}}, "invalid metric name 'top 5'"),
                        ({"loss": "1"}, "loss must be a number"), ({"loss": torch.ones(2)}, "loss must be a number"),
-                       ({"epoch": 1}, "epoch has a column")):
+                       ({"member": 1}, "member has a column")):
         with pytest.raises(DeepdiveError, match=match):
             run.log_step(**bad)
     monkeypatch.setattr(api, "STEP_FLUSH_SECONDS", 0.0)            # a slow loop: written as it goes
     run.log_step(loss=torch.tensor(0.25))
     assert store.steps(run.id)["loss"]["step"][-3:] == [100, 101, 102]
     assert store.steps(run.id)["loss"]["value"][-3:] == [None, 0.5, 0.25]
+    assert store.steps(run.id)["epoch"] == {"step": [100], "value": [1.5], "every": 1}
     monkeypatch.setattr(api, "STEP_FLUSH_SECONDS", 60.0)
     with pytest.raises(ZeroDivisionError):
         with run:

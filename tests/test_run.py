@@ -32,7 +32,8 @@ def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
     # per step: the train loss and accuracy over each STEP_LOG_EVERY steps, the lr at the last of them; the
     # points together are the epoch's train loss and accuracy
     steps, epoch = store.steps(run.id), store.epochs(run.id)[0]
-    assert list(steps) == ["lr", "train_acc", "train_loss"]
+    assert list(steps) == ["epoch", "lr", "train_acc", "train_loss"]
+    assert steps["epoch"]["value"][-1] == 1 and 0 < steps["epoch"]["value"][0] < 1    # where in training: epoch 1
     at = steps["train_loss"]["step"]
     assert at[0] == recipe.STEP_LOG_EVERY and np.all(np.diff(at) > 0) and np.all(np.diff(at[:-1]) == at[0])
     sizes = np.diff([0] + at)                                      # steps in each point; the last one may be short

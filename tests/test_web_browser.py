@@ -1015,7 +1015,7 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         cpu = [e["metrics"]["system/cpu_percent"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
         assert page.evaluate(any_data)[1]["y"] == pytest.approx(cpu)
         # per step: both runs' train loss against the step, smoothed (the API run logged only its own "loss")
-        assert {"step:train_loss", "step:lr", "step:loss"} <= set(options)
+        assert {"step:train_loss", "step:lr", "step:loss"} <= set(options) and "step:epoch" not in options
         assert not page.is_visible('[data-testid="step-smoothing"]')
         page.select_option('[data-testid="compare-metric"]', "step:train_loss")
         page.wait_for_function(f"() => ({any_data})().length === 1")
@@ -1026,6 +1026,11 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         page.eval_on_selector('[data-testid="step-smoothing"]',
                               "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
         page.wait_for_function(f"() => ({any_data})()[0].y[1] === {steps['value'][1]}")
+        page.click('[data-testid="step-axis"] button[data-value="epoch"]')     # where in training, as the epochs
+        epochs_at = analyzed_run.store.steps(analyzed_run.run_id)["epoch"]["value"]
+        page.wait_for_function(f"() => ({any_data})()[0].x[0] === {epochs_at[0]}")
+        assert page.evaluate(any_data)[0]["x"] == pytest.approx(epochs_at)
+        page.click('[data-testid="step-axis"] button[data-value="step"]')
         page.select_option('[data-testid="compare-metric"]', "step:loss")
         page.wait_for_function(f"() => ({any_data})().length === 1 && ({any_data})()[0].x.length === 4")
         assert page.evaluate(any_data)[0]["y"] == pytest.approx([1 - a for a in logged])
@@ -1154,7 +1159,15 @@ def test_the_overview_draws_the_curves_per_step_smoothed(tab, analyzed_run):
                           "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
     charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
     assert all(c[3] == pytest.approx(c[2]) for c in charts)
-    assert "0.00" in page.inner_text('[data-testid="step-charts"]') and not tab.errors
+    assert "0.00" in page.inner_text('[data-testid="step-charts"]')
+    # against the epoch the recipe logged at each point: the same points, where in training they are
+    page.click('[data-testid="step-axis"] button[data-value="epoch"]')
+    page.wait_for_function("() => document.querySelector('[data-testid=\"step-charts\"] .chart').layout.xaxis"
+                           ".title.text === 'epoch'")
+    charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
+    assert all(c[1] == pytest.approx(steps["epoch"]["value"]) for c in charts)
+    page.click('[data-testid="step-axis"] button[data-value="step"]')       # kept across views: put back
+    assert not tab.errors
 
 
 def test_a_custom_runs_overview_draws_what_its_loop_logged(browser, tmp_path):

@@ -90,14 +90,15 @@ class Run:
     def log_step(self, step: int | None = None, metrics: dict | None = None, **named):
         """Record scalars at one training step (TensorBoard's add_scalar at a global step, W&B's log(step=)): the
         run's Overview draws each name per step, with a smoothing slider. step: an integer >= 0, by default the
-        previous one + 1 (0 first). Names as run.log takes them. A 0-d tensor is kept as it is and read with the
+        previous one + 1 (0 first). Names as run.log takes them, and "epoch" (a fractional epoch: the Overview
+        can draw the step's curves against it, beside the epochs' own). A 0-d tensor is kept as it is and read with the
         others when they are written (every few seconds, at run.log() and at the end): no synchronisation per
         step on a GPU."""
         self._check_open()
         given = {**(metrics or {}), **named}
         tensors = {k: v for k, v in given.items() if _is_scalar_tensor(v)}
         # the tensors' names are checked now (with a stand-in value), their values when they are read
-        checked = valid_metrics({k: 0.0 if k in tensors else v for k, v in given.items()})
+        checked = valid_metrics({k: 0.0 if k in tensors else v for k, v in given.items()}, per_step=True)
         values = {k: tensors[k].detach() if k in tensors else v for k, v in checked.items()}
         step = self._last_step + 1 if step is None else step
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:

@@ -189,14 +189,16 @@ def _valid_name(name) -> str:
     return text
 
 
-def valid_metrics(metrics: dict) -> dict:
-    """{name: float or None} of an epoch's own metrics; DeepdiveError naming the first bad name or value. A name starts
-    with a letter and holds letters, digits and _ . / - (at most 64): "grad_norm", "val/f1", "system/cpu_percent";
-    a "group/" prefix groups the dashboard's charts. Values are numbers (a 0-d tensor or array included); None and
-    non-finite ones are kept as None."""
+def valid_metrics(metrics: dict, per_step=False) -> dict:
+    """{name: float or None} of an epoch's own metrics (per_step: of a step's); DeepdiveError naming the first bad
+    name or value. A name starts with a letter and holds letters, digits and _ . / - (at most 64): "grad_norm",
+    "val/f1", "system/cpu_percent"; a "group/" prefix groups the dashboard's charts. Values are numbers (a 0-d
+    tensor or array included); None and non-finite ones are kept as None. A step may log "epoch" (where in
+    training it is, as W&B's loops do: the dashboard can draw the step's curves against it)."""
     out = {}
     for name, value in metrics.items():
-        if name in ("epoch", "member"):      # an epoch's number and ensemble member: columns, never metrics
+        if name in ("epoch", "member") and not (per_step and name == "epoch"):
+            # an epoch's number and ensemble member: columns of the epochs table, never metrics
             raise DeepdiveError(f"metric {name} has a column of its own in the epochs table; pass it as such")
         if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
             raise DeepdiveError(f"invalid metric name {name!r}: start with a letter, then letters, digits or "
@@ -526,7 +528,8 @@ class Store:
         for step, values in points:
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise DeepdiveError(f"a step is a non-negative integer, got {step!r}")
-            rows += [(run_id, name, int(step), value) for name, value in valid_metrics(values).items()]
+            rows += [(run_id, name, int(step), value)
+                     for name, value in valid_metrics(values, per_step=True).items()]
         names = {r[1] for r in rows}
         if names:
             known = {r[0] for r in c.execute("SELECT DISTINCT name FROM step_metrics WHERE run_id = ?", (run_id,))}

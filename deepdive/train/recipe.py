@@ -805,7 +805,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         if prune:
             row["train_images"] = seen
         row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, step_base,
-                                    batch_size, cfg["aug_repeats"])
+                                    batch_size, cfg["aug_repeats"], epoch_offset + epoch, steps)
         row.update(meter.read(dev if dev.type == "cuda" else None))
         history.append(row)
         if progress:
@@ -858,15 +858,17 @@ def _steps_before(rows, steps_per_epoch) -> int:
     return log["step"][-1] if log else len(rows) * steps_per_epoch
 
 
-def _step_log(sums, ends, lrs, base, batch_size, repeats) -> dict:
-    """An epoch's per-step curves from its running (loss sum, correct) after steps `ends` (1-based, within the
-    epoch): each interval's mean train loss and accuracy, the learning rate at its last step, the run's global
-    step there. Columns: {"step": [...], "train_loss": [...], "train_acc": [...], "lr": [...]}."""
-    out = {"step": [], "train_loss": [], "train_acc": [], "lr": lrs}
+def _step_log(sums, ends, lrs, base, batch_size, repeats, epoch, steps) -> dict:
+    """Epoch `epoch`'s per-step curves from its running (loss sum, correct) after steps `ends` (1-based, of its
+    `steps`): each interval's mean train loss and accuracy, the learning rate at its last step, the run's global
+    step there and where in training that is as a fractional epoch (its last point at `epoch` itself). Columns:
+    {"step": [...], "train_loss": [...], "train_acc": [...], "lr": [...], "epoch": [...]}."""
+    out = {"step": [], "train_loss": [], "train_acc": [], "lr": lrs, "epoch": []}
     prev_loss = prev_correct = prev_end = 0
     for (loss_sum, correct), end in zip(sums, ends):
         images = (end - prev_end) * batch_size
         out["step"].append(base + end)
+        out["epoch"].append(epoch - 1 + end / steps)
         out["train_loss"].append((loss_sum - prev_loss) / images)
         out["train_acc"].append((correct - prev_correct) / (images * repeats))
         prev_loss, prev_correct, prev_end = loss_sum, correct, end

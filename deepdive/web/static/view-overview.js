@@ -231,8 +231,9 @@
     return {section, draw};
   }
 
-  // What the run logged per training step (the recipe's train loss, accuracy and learning rate every few steps,
-  // run.log_step's): one chart per name, the raw points faint and a smoothed line over them (TensorBoard's look).
+  // What the run logged per training step (the recipe's train loss, accuracy, learning rate and epoch every few
+  // steps, run.log_step's): one chart per name, the raw points faint and a smoothed line over them (TensorBoard's
+  // look), against the step or, where the run logged it, the epoch.
   function stepCharts(ctx) {
     const steps = ctx.b.steps || {}, names = DD.stepMetrics(steps);
     if (!names.length) return null;
@@ -240,30 +241,32 @@
     const averaged = names.filter((k) => steps[k].every > 1);
     let Plotly = null;
     const noisy = (k) => k !== "lr";      // the recipe's learning rate is a schedule: nothing to smooth
+    const axis = () => (steps.epoch ? DD.stepAxis : "step");
     const traces = (k, weight) => {
-      const s = steps[k], color = noisy(k) ? "#4e79a7" : "#6b7280";
-      return [{x: s.step, y: s.value, mode: "lines", name: "logged", line: {color, width: 1}, opacity: 0.3,
+      const s = DD.stepSeries(steps, k, axis()), color = noisy(k) ? "#4e79a7" : "#6b7280";
+      return [{x: s.x, y: s.y, mode: "lines", name: "logged", line: {color, width: 1}, opacity: 0.3,
                hoverinfo: "skip", visible: noisy(k)},
-              {x: s.step, y: DD.smooth(s.value, noisy(k) ? weight : 0), mode: "lines", name: k,
-               line: {color, width: 2}}];
+              {x: s.x, y: DD.smooth(s.y, noisy(k) ? weight : 0), mode: "lines", name: k, line: {color, width: 2}}];
+    };
+    const layout = (k) => {
+      const info = DD.metricInfo(k, steps[k].value);
+      const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
+      return DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
+        margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: axis()}},
+        yaxis: {automargin: true, ...info.yaxis}});
     };
     const draw = (P) => {
       Plotly = P;
-      return Promise.all(names.map((k, i) => {
-        const info = DD.metricInfo(k, steps[k].value);
-        const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
-        return Plotly.newPlot(boxes[i], traces(k, DD.stepSmoothing),
-          DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
-            margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: "step"}},
-            yaxis: {automargin: true, ...info.yaxis}}), DD.plotConfig);
-      }));
+      return Promise.all(names.map((k, i) => Plotly.react(boxes[i], traces(k, DD.stepSmoothing), layout(k),
+                                                          DD.plotConfig)));
     };
     // a redraw keeps each chart's zoom: only the smoothed trace changes
     const resmooth = (weight) => Plotly && names.forEach((k, i) =>
-      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(steps[k].value, weight)]}, [1]));
+      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(DD.stepSeries(steps, k, axis()).y, weight)]}, [1]));
     const every = steps[names[0]].step.length > 1 ? steps[names[0]].step[1] - steps[names[0]].step[0] : null;
     const section = DD.section("Per step",
       el("div", {class: "toolbar"}, DD.smoothingSlider(resmooth),
+         steps.epoch ? DD.stepAxisSwitch(() => Plotly && draw(Plotly)) : null,
          DD.note((ctx.b.run.config || {}).preset && every ?
            `The recipe's train loss and accuracy averaged over each ${every} steps (on the augmented batches, as ` +
            "the epochs' train curves), the learning rate at the last of them. Faint: as logged; solid: smoothed."

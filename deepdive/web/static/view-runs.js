@@ -44,7 +44,8 @@
       lossBox = el("div", {class: "chart", attrs: {"data-testid": "compare-loss"}});
       anyBox = el("div", {class: "chart", attrs: {"data-testid": "compare-any"}});
       pick = el("select", {class: "input", attrs: {"aria-label": "metric", "data-testid": "compare-metric"}});
-      smoothing = el("span", {class: "compare-smoothing"}, DD.smoothingSlider(() => pick.onchange()));
+      smoothing = el("span", {class: "compare-smoothing"}, DD.smoothingSlider(() => pick.onchange()),
+                     DD.stepAxisSwitch(() => pick.onchange()));
       DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"),
         el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "any metric"}), pick, smoothing,
           el("span", {class: "muted small", text: "every metric the ticked runs logged per epoch, and per step: the " +
@@ -66,10 +67,10 @@
       if (!key) return Plotly.purge(anyBox);
       const traces = chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
-        if (stepKey) {
-          const s = steps[i][stepKey] || {step: [], value: []};
-          return {x: s.step, y: DD.smooth(s.value, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines",
-                  line};
+        if (stepKey) {       // against the epoch, a run that logged none per step has no line
+          const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis) : null;
+          return s ? {x: s.x, y: DD.smooth(s.y, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines", line}
+            : {x: [], y: []};
         }
         const s = DD.epochSeries(epochs[i]);
         return {x: s.x, y: s.series(key), name, mode: "lines+markers", line, marker: {size: 4}, connectgaps: false};
@@ -77,7 +78,7 @@
       const info = DD.metricInfo(stepKey || key, traces.flatMap((t) => t.y));
       const unit = stepKey === "lr" ? "" : info.unit;
       return Plotly.react(anyBox, traces, {...layout(unit ? `${info.title} · ${unit}` : info.title, info.yaxis,
-        stepKey ? {title: {text: "step"}} : null), showlegend: true}, DD.plotConfig);
+        stepKey ? {title: {text: DD.stepAxis}} : null), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." +

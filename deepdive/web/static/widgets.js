@@ -263,10 +263,26 @@
     });
   };
   DD.stepSmoothing = 0.6;     // the slider's weight, kept across views and runs (TensorBoard's default)
-  // Every name a run logged per step: the recipe's three first, then the others by name.
+  DD.stepAxis = "step";       // what the per-step charts stand on: "step", or "epoch" where the run logged it
+  // Every name a run logged per step: the recipe's three first, then the others by name; "epoch" is an axis.
   DD.STEP_FIRST = ["train_loss", "train_acc", "lr"];
-  DD.stepMetrics = (steps) => Object.keys(steps || {})
-    .sort((a, b) => ((DD.STEP_FIRST.indexOf(a) + 1 || 99) - (DD.STEP_FIRST.indexOf(b) + 1 || 99)) || a.localeCompare(b));
+  const stepRank = (k) => DD.STEP_FIRST.indexOf(k) + 1 || 99;
+  DD.stepMetrics = (steps) => Object.keys(steps || {}).filter((k) => k !== "epoch")
+    .sort((a, b) => stepRank(a) - stepRank(b) || a.localeCompare(b));
+  // One logged series {x, y} against the step or, axis "epoch", the fractional epoch the run logged at the same
+  // steps (points without one are left out; null: the run logged no epoch).
+  DD.stepSeries = function (steps, key, axis) {
+    const s = steps[key];
+    if (axis !== "epoch") return {x: s.step, y: s.value};
+    if (!steps.epoch) return null;
+    const at = new Map(steps.epoch.step.map((st, i) => [st, steps.epoch.value[i]]));
+    const x = [], y = [];
+    s.step.forEach((st, i) => { if (at.get(st) != null) { x.push(at.get(st)); y.push(s.value[i]); } });
+    return {x, y};
+  };
+  // The step / epoch switch of the per-step charts, where a run logged its epoch per step.
+  DD.stepAxisSwitch = (redraw) => DD.segmented([{value: "step", label: "step"}, {value: "epoch", label: "epoch"}],
+    DD.stepAxis, (axis) => { DD.stepAxis = axis; redraw(axis); }, "step-axis");
   // A smoothing slider that calls redraw(weight) as it moves.
   DD.smoothingSlider = function (redraw) {
     const readout = el("span", {class: "muted small", text: DD.stepSmoothing.toFixed(2)});
