@@ -177,6 +177,14 @@ def test_training_images_take_tags_in_the_training_dynamics(ws, analyzed_run, ru
         assert client.put(f"{base}/{first}", json={"tag": "a/b"}).status_code == 422
         assert client.put(f"{base}/{10 ** 7}", json={"tag": "x"}).status_code == 404
         assert client.get(base).json() == {"tags": {str(first): ["thin"]}}
+        # many at once (a selection in the data map), in one transaction: an image the run did not train on
+        # refuses the whole request
+        second = int(res.summary["dynamics"]["flagged"][1])
+        assert client.post(base, json={"idx": [first, 10 ** 7], "tag": "pair"}).status_code == 404
+        many = client.post(base, json={"idx": [first, second, second], "tag": "pair"}).json()
+        assert many == {"changed": 2, "tags": {str(first): ["pair", "thin"], str(second): ["pair"]}}
+        assert client.post(base, json={"idx": [first, second], "tag": "pair", "remove": True}).json() == {
+            "changed": 2, "tags": {str(first): ["thin"]}}
     with Store.open(ws, create=False) as store:
         assert [(t["source"], t["idx"]) for t in store.image_tags("mnist")] == [("train", first)]
     out = tmp_path / "dyn.csv"
@@ -196,6 +204,22 @@ def test_training_images_take_tags_in_the_training_dynamics(ws, analyzed_run, ru
         page.wait_for_selector(f'{card} [data-testid="tag"]:has-text("check later")')
         page.click(f'{card} [data-testid="tag"]:has-text("thin") button')
         page.wait_for_function(f"() => document.querySelectorAll('{card} [data-testid=\"tag\"]').length === 1")
+        page.wait_for_selector('[data-testid="dynamics-tag"]:has-text("check later · 1")')
+        # a selection in the data map takes one tag on all its images; the tag line lists them again
+        page.wait_for_selector('[data-testid="dynamics-map"] .nsewdrag')
+        page.evaluate("""idxs => { const p = document.querySelector('[data-testid="dynamics-map"]');
+            const text = p.data[0].text, ks = idxs.map(i => text.findIndex(t => t.startsWith('#' + i + ' ')));
+            p.emit('plotly_selected', {points: ks.map(k => ({customdata: k}))}); }""", [first, second])
+        page.wait_for_selector('[data-testid="dynamics-selection-count"][data-count="2"]')
+        page.click('[data-testid="tag-selected"]')
+        page.fill('[data-testid="tag-selected-input"]', "pair")
+        page.click('[data-testid="tag-selected-add"]')
+        page.wait_for_selector('[data-testid="tag-selected-status"]:has-text(\'put "pair" on 2 images\')')
+        page.wait_for_selector(f'{card} [data-testid="tag"]:has-text("pair")')       # the card's tags again
+        page.evaluate("() => document.querySelector('[data-testid=\"dynamics-map\"]').emit('plotly_deselect')")
+        page.wait_for_selector('[data-testid="dynamics-selection"]:empty', state="attached")
+        page.click('[data-testid="dynamics-tag"]:has-text("pair · 2")')
+        page.wait_for_selector('[data-testid="dynamics-selection-count"][data-count="2"]')
         assert not errors, errors
     with TestClient(create_app(ws)) as client:
-        assert client.get(base).json() == {"tags": {str(first): ["check later"]}}
+        assert client.get(base).json() == {"tags": {str(first): ["check later", "pair"], str(second): ["pair"]}}

@@ -32,12 +32,17 @@ def training_tags(store, rec) -> dict[int, list]:
 def tag_training_image(store, rec, idx, tag, remove=False) -> dict:
     """Put `tag` on training image `idx` of run record `rec`'s dataset (remove=True: take it off); returns
     {idx, tags: the image's tags now}."""
-    source = training_source(rec)
+    tag_training_images(store, rec, [idx], tag, remove)
+    return {"idx": idx, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, training_source(rec),
+                                                                           idx=idx))}
+
+
+def tag_training_images(store, rec, idxs, tag, remove=False) -> int:
+    """Put `tag` on the training images `idxs` (a selection in the data map), or take it off, in one transaction;
+    returns how many images changed."""
     if remove:
-        store.remove_tag(rec.dataset, source, [idx], tag)
-    else:
-        store.add_tag(rec.dataset, source, [idx], tag, run_id=rec.id)
-    return {"idx": idx, "tags": sorted(t["tag"] for t in store.image_tags(rec.dataset, source, idx=idx))}
+        return store.remove_tag(rec.dataset, training_source(rec), idxs, tag)
+    return store.add_tag(rec.dataset, training_source(rec), idxs, tag, run_id=rec.id)
 
 
 def tag_row(store, rec, split, examples, row, tag, remove=False) -> dict:

@@ -33,6 +33,8 @@
     PUT .../dynamics/reviews/{idx}  {"verdict", "label"}    record one; DELETE forgets it
     GET .../dynamics/tags                                   the words people put on the training images, by index;
     PUT .../dynamics/tags/{idx}  {"tag"}                    put one on (DELETE: take it off)
+    POST .../dynamics/tags  {"idx", "tag", "remove"}        put one on many training images (or take it off) at
+                                                            once; answers with how many changed and all the tags
 
 No endpoint takes a file path: run ids must be ids the store knows, splits and methods come from fixed lists,
 everything else is an integer, so `../` in any parameter can only yield a 4xx.
@@ -117,6 +119,12 @@ class Tag(BaseModel):
 
 class Tagging(BaseModel):
     rows: list[int]
+    tag: str
+    remove: bool = False
+
+
+class TrainingTagging(BaseModel):
+    idx: list[int]
     tag: str
     remove: bool = False
 
@@ -387,8 +395,7 @@ def create_app(workspace) -> FastAPI:
             raise HTTPException(422, "idx must be comma-separated training-image indices") from None
         if len(wanted) > MAX_PICTURES:
             raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
-        for i in wanted:
-            entry.training_position(i)
+        entry.training_positions(wanted)
         return entry.training_pictures(wanted)
 
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/reviews")
@@ -404,6 +411,15 @@ def create_app(workspace) -> FastAPI:
 
         entry = runs.get(run_id, split)
         return {"tags": {str(i): t for i, t in training_tags(store, entry.record).items()}}
+
+    @app.post("/api/runs/{run_id}/splits/{split}/dynamics/tags")
+    def tag_training(run_id: str, split: str, tagging: TrainingTagging):
+        from deepdive.analysis.tags import tag_training_images, training_tags
+
+        entry = runs.get(run_id, split)
+        entry.training_positions(tagging.idx)      # every one an image the run trained on, or 404 and nothing
+        changed = tag_training_images(store, entry.record, tagging.idx, tagging.tag, tagging.remove)
+        return {"changed": changed, "tags": {str(i): t for i, t in training_tags(store, entry.record).items()}}
 
     def _tag_training(run_id, split, idx, tag, remove):
         from deepdive.analysis.tags import tag_training_image

@@ -308,10 +308,16 @@ class RunMaps:
 
     def training_position(self, idx: int) -> int:
         """The column of training image `idx` in the run's dynamics; NotFound if the run did not train on it."""
+        return int(self.training_positions([idx])[0])
+
+    def training_positions(self, idxs) -> np.ndarray:
+        """training_position of each of `idxs` at once (NotFound naming the first the run did not train on)."""
         table, raw, order = self.dynamics_data()
-        pos = int(order[np.searchsorted(raw["idx"], idx, sorter=order).clip(0, len(order) - 1)])
-        if raw["idx"][pos] != idx:
-            raise NotFound(f"training image {idx} is not one run {self.record.id} trained on")
+        idxs = np.asarray(idxs, dtype=np.int64)
+        pos = order[np.searchsorted(raw["idx"], idxs, sorter=order).clip(0, len(order) - 1)]
+        bad = idxs[raw["idx"][pos] != idxs]
+        if len(bad):
+            raise NotFound(f"training image {int(bad[0])} is not one run {self.record.id} trained on")
         return pos
 
     def training_pictures(self, idxs) -> dict:

@@ -192,6 +192,8 @@ window.DD = window.DD || {};
       trainingReviews: (b) => getJSON(`${base(b)}/dynamics/reviews`),
       setTrainingReview: (b, idx, verdict, label) => sendReview(`${base(b)}/dynamics/reviews/${idx}`, verdict, label),
       trainingTags: (b) => getJSON(`${base(b)}/dynamics/tags`),
+      tagTrainingImages: (b, idx, tag, remove) => getJSON(`${base(b)}/dynamics/tags`, {method: "POST",
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify({idx, tag, remove: Boolean(remove)})}),
       setTrainingTag: (b, idx, tag, remove) => getJSON(`${base(b)}/dynamics/tags/${idx}`, {method: remove ? "DELETE"
         : "PUT", headers: {"Content-Type": "application/json"}, body: JSON.stringify({tag})}),
     };

@@ -178,6 +178,42 @@
         .map((t) => el("option", {value: t}))) : null, status)]);
   };
 
+  // "tag these…": a button and the form it opens, to put one tag on a set of images or take it off in one request
+  // (FiftyOne's tag samples in view). apply(tag, remove) -> {changed}; known() the tags to offer; testid names the
+  // button, and with -form, -input, -add, -remove, -status its parts.
+  DD.bulkTagForm = function ({label, listId, known, apply, testid}) {
+    const form = el("div", {class: "panel toolbar", hidden: true, attrs: {"data-testid": `${testid}-form`}});
+    const input = el("input", {class: "input tag-input", placeholder: "tag", attrs: {maxlength: "40",
+      "aria-label": label, list: listId, "data-testid": `${testid}-input`}});
+    const status = el("span", {class: "small", attrs: {"data-testid": `${testid}-status`}});
+    const options = el("datalist", {id: listId});
+    const run = async (remove) => {
+      const tag = input.value.trim();
+      try {
+        const res = await apply(tag, remove);
+        status.className = "small";
+        status.textContent = `${remove ? "took" : "put"} "${tag}" ${remove ? "off" : "on"} ` +
+          `${DD.fmt.int(res.changed)} image${res.changed === 1 ? "" : "s"}`;
+      } catch (err) {
+        status.className = "small bad";
+        status.textContent = err.message;
+      }
+    };
+    form.append(el("span", {class: "tool-label", text: label}), input, options,
+      el("button", {class: "btn small", type: "button", text: "put it on all", attrs: {"data-testid": `${testid}-add`},
+                    on: {click: () => run(false)}}),
+      el("button", {class: "btn small", type: "button", text: "take it off all",
+                    attrs: {"data-testid": `${testid}-remove`}, on: {click: () => run(true)}}), status);
+    const toggle = el("button", {class: "btn small", type: "button", text: "tag these…", attrs: {"data-testid": testid},
+      title: "put a tag on every image listed, or take it off",
+      on: {click: () => {
+        form.hidden = !form.hidden;
+        DD.clear(options).append(...known().map((t) => el("option", {value: t})));
+        if (!form.hidden) input.focus();
+      }}});
+    return {form, toggle};
+  };
+
   DD.closeDetail = function () {
     const box = document.getElementById("detail");
     box.hidden = true;

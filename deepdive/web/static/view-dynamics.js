@@ -60,18 +60,23 @@
   }
 
   // The training images' tags (deepdive.analysis.tags.training_tags), by index, loaded once per run context.
-  const [, loadTrainingTags] = DD.rowStore("trainingTags",
+  const [trainingTagsOf, loadTrainingTags] = DD.rowStore("trainingTags",
     (ctx) => ctx.source.trainingTags(ctx.b).then((r) => r.tags));
+  const knownTags = (ctx) => [...new Set([...trainingTagsOf(ctx).values()].flat())].sort();
 
   // A card's tags: served, added and taken off there (kept with the image, as the test images' tags); a report shows
   // them as they were.
   function tagBox(ctx, idx) {
-    const box = el("div", {class: "dyn-tags", attrs: {"data-testid": "dyn-tags"}});
-    loadTrainingTags(ctx, true).then((tags) => DD.tagChips(box, idx, {
-      tags, listId: `dd-train-tags-${ctx.uid}`, known: () => [...new Set([...tags.values()].flat())].sort(),
-      save: ctx.source.setTrainingTag && ((tag, remove) => ctx.source.setTrainingTag(ctx.b, idx, tag, remove))}))
+    const box = el("div", {class: "dyn-tags", dataset: {idx}, attrs: {"data-testid": "dyn-tags"}});
+    loadTrainingTags(ctx, true).then(() => fillTagBox(ctx, box))
       .catch((err) => box.appendChild(DD.note(`Could not load the tags: ${err.message}`, "error")));
     return box;
+  }
+  function fillTagBox(ctx, box) {
+    const idx = Number(box.dataset.idx);
+    DD.tagChips(box, idx, {tags: trainingTagsOf(ctx), listId: `dd-train-tags-${ctx.uid}`, known: () => knownTags(ctx),
+      save: ctx.source.setTrainingTag && ((tag, remove) => ctx.source.setTrainingTag(ctx.b, idx, tag, remove)),
+      changed: () => ctx.onTrainingTagsChanged && ctx.onTrainingTagsChanged()});
   }
 
   // One training image: picture, label, what it was taken for, the readings, the sparkline, its tags, and (if
@@ -172,11 +177,23 @@
       ks.sort((a, b) => m.confidence[a] - m.confidence[b] || m.idx[a] - m.idx[b]);
       const byClass = new Map();
       for (const k of ks) byClass.set(m.label[k], (byClass.get(m.label[k]) || 0) + 1);
+      // served: one tag on (or off) every selected image, in one request
+      const bulk = ctx.source.tagTrainingImages ? DD.bulkTagForm({label: "tag the selected training images",
+        listId: `dd-train-bulk-${ctx.uid}`, known: () => knownTags(ctx), testid: "tag-selected",
+        apply: async (tag, remove) => {
+          const res = await ctx.source.tagTrainingImages(ctx.b, ks.map((k) => m.idx[k]), tag, remove);
+          const tags = trainingTagsOf(ctx);
+          tags.clear();
+          for (const [idx, list] of Object.entries(res.tags)) tags.set(Number(idx), list);
+          ctx.onTrainingTagsChanged();
+          return res;
+        }}) : null;
       bar.append(el("span", {class: "strong",
                              attrs: {"data-testid": "dynamics-selection-count", "data-count": ks.length},
                              text: `${DD.fmt.int(ks.length)} training image${ks.length === 1 ? "" : "s"} selected`}),
         el("span", {class: "muted", text: "labels: " + [...byClass].sort((a, b) => b[1] - a[1] || a[0] - b[0])
-          .map(([c, k]) => `${ctx.className(c)} ×${DD.fmt.int(k)}`).join(", ")}));
+          .map(([c, k]) => `${ctx.className(c)} ×${DD.fmt.int(k)}`).join(", ")}), bulk ? bulk.toggle : null);
+      if (bulk) box.append(bulk.form);
       const shown = ks.slice(0, SELECTION_PICTURES);
       let pics = {};
       try {
@@ -197,12 +214,35 @@
           (missing ? `; ${missing} not in this report (deepdive serve shows them)` : ""), "muted small")]);
     };
 
+    // Each tag on training images with its count; a click lists its images as a selection does.
+    const kOf = new Map(m.idx.map((idx, k) => [idx, k]));
+    const tagLine = el("div", {class: "tag-row", attrs: {"data-testid": "dynamics-tag-line"}});
+    const drawTagLine = () => {
+      const byTag = new Map();
+      for (const [idx, list] of trainingTagsOf(ctx)) for (const t of list) {
+        if (!byTag.has(t)) byTag.set(t, []);
+        byTag.get(t).push(idx);
+      }
+      DD.append(DD.clear(tagLine), byTag.size ? [el("span", {class: "tool-label", text: "Tagged"}),
+        [...byTag].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0])).map(([t, idxs]) =>
+          el("button", {class: "tag tag-btn", type: "button", attrs: {"data-testid": "dynamics-tag"},
+                        text: `${t} · ${DD.fmt.int(idxs.length)}`, title: "list these training images",
+                        on: {click: () => showSelection(idxs.map((i) => kOf.get(i)).filter((k) => k !== undefined))}}))]
+        : []);
+    };
+    // a tag put on or taken off (a card, a selection): the line and every card's tags again
+    ctx.onTrainingTagsChanged = () => {
+      drawTagLine();
+      for (const node of document.querySelectorAll('[data-testid="dyn-tags"]')) fillTagBox(ctx, node);
+    };
+    loadTrainingTags(ctx, true).then(drawTagLine).catch(() => {});
+
     const panel = DD.section("Data map: every training image",
       DD.note("Each point is one training image: up, its label's mean probability over the epochs; right, how much " +
         "that probability swung; colour, the share of epochs the model answered it right. Easy images sit top left; " +
         "mislabelled ones sink to the bottom, where the model kept answering another class, beside images that are " +
         "merely hard.", "muted"),
-      el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag, bar),
+      el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag, bar), tagLine,
       el("div", {class: "dyn-map-row"}, plot, inspect), box);
     showSelection([]);
     DD.plotly().then((Plotly) => {

@@ -210,6 +210,17 @@
         return [["all", "all"], ["any", "tagged"], ["none", "not tagged"], ...[...known, ...extra].map((t) => [t, t])];
       };
       const tagSelect = select("Tag", tagOptions(), f.tag, set("tag"), "filter-tag");
+      // Served: one tag on (or off) every image the filters list, in one request.
+      const bulk = ctx.source.tagRows ? DD.bulkTagForm({label: "tag the listed images",
+        listId: `dd-bulk-tags-${ctx.uid}`, known: () => DD.allTags(ctx), testid: "tag-listed",
+        apply: async (tag, remove) => {
+          const res = await ctx.source.tagRows(ctx.b, scroller.navRows || [], tag, remove);
+          const tags = DD.tagsOf(ctx);
+          tags.clear();
+          for (const [row, list] of Object.entries(res.tags)) tags.set(Number(row), list);
+          refreshTags();
+          return res;
+        }}) : null;
       root.appendChild(el("div", {class: "panel toolbar filters"},
         select("True", classOpts, f.true, set("true"), "filter-true"),
         select("Predicted", classOpts, f.pred, set("pred"), "filter-pred"),
@@ -246,41 +257,9 @@
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; setAddress(ctx, {}); DD.rerender(); }}}),
-        ctx.source.tagRows ? el("button", {class: "btn small", type: "button", text: "tag these…",
-          attrs: {"data-testid": "tag-listed"}, title: "put a tag on every image listed, or take it off",
-          on: {click: () => { bulk.hidden = !bulk.hidden; if (!bulk.hidden) bulk.querySelector("input").focus(); }}})
-          : null,
+        bulk ? bulk.toggle : null,
         count));
-      // Served: one tag on (or off) every image the filters list, in one request (FiftyOne's "tag samples in view").
-      const bulk = el("div", {class: "panel toolbar", hidden: true, attrs: {"data-testid": "tag-listed-form"}});
-      if (ctx.source.tagRows) {
-        const input = el("input", {class: "input tag-input", placeholder: "tag", attrs: {maxlength: "40",
-          "aria-label": "tag for the listed images", list: `dd-bulk-tags-${ctx.uid}`, "data-testid": "tag-listed-input"}});
-        const status = el("span", {class: "small", attrs: {"data-testid": "tag-listed-status"}});
-        const run = async (remove) => {
-          const rows = scroller.navRows || [];
-          try {
-            const res = await ctx.source.tagRows(ctx.b, rows, input.value.trim(), remove);
-            const tags = DD.tagsOf(ctx);
-            tags.clear();
-            for (const [row, list] of Object.entries(res.tags)) tags.set(Number(row), list);
-            status.className = "small";
-            status.textContent = `${remove ? "took" : "put"} "${input.value.trim()}" ${remove ? "off" : "on"} ` +
-              `${DD.fmt.int(res.changed)} image${res.changed === 1 ? "" : "s"}`;
-            refreshTags();
-          } catch (err) {
-            status.className = "small bad";
-            status.textContent = err.message;
-          }
-        };
-        bulk.append(el("span", {class: "tool-label", text: "tag the listed images"}), input,
-          el("datalist", {id: `dd-bulk-tags-${ctx.uid}`}),
-          el("button", {class: "btn small", type: "button", text: "put it on all", attrs: {"data-testid": "tag-listed-add"},
-                        on: {click: () => run(false)}}),
-          el("button", {class: "btn small", type: "button", text: "take it off all",
-                        attrs: {"data-testid": "tag-listed-remove"}, on: {click: () => run(true)}}), status);
-        root.appendChild(bulk);
-      }
+      if (bulk) root.appendChild(bulk.form);
 
       const head = el("div", {class: "vhead"}, ["", "#", "True", "Predicted", "Confidence", "Probabilities (0…" + (ctx.C - 1) + ")",
                                                 "Category", "Label issue", "Loss"].map((h) => el("span", {text: h})));
@@ -336,8 +315,6 @@
         const node = tagSelect.querySelector("select");
         DD.clear(node).append(...tagOptions().map(([v, text]) => el("option", {value: v, text,
                                                                              selected: v === String(f.tag)})));
-        const known = bulk.querySelector("datalist");
-        if (known) DD.clear(known).append(...DD.allTags(ctx).map((t) => el("option", {value: t})));
         if (f.tag !== "all") apply(); else draw(true);    // the rows' tag lines
       };
       ctx.onTagsChanged = refreshTags;
