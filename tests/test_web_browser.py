@@ -921,9 +921,11 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     vals = [0.90, 0.95, 0.951, 0.91, 0.96, 0.962]              # member 0 is within 0.1 pp at its epoch 2
     with closing(sqlite3.connect(ws / DB_NAME)) as conn, conn:
         conn.execute("DELETE FROM epochs WHERE run_id = ?", (rid,))
+        conn.execute("DELETE FROM step_metrics WHERE run_id = ?", (rid,))
     with Store.open(ws) as store:
-        for i, v in enumerate(vals):
-            store.log_epoch(rid, i + 1, 1 - v, v, 1.05 - v, v, 0.1, 2.0, member=i // 3)
+        for i, v in enumerate(vals):        # two points per epoch: steps 10i+5 and 10i+10, at epochs i+0.5 and i+1
+            store.log_epoch(rid, i + 1, 1 - v, v, 1.05 - v, v, 0.1, 2.0, member=i // 3,
+                            steps=[(10 * i + 5 * h, {"train_loss": 1 - v, "epoch": i + h / 2}) for h in (1, 2)])
         hint = insight.early_stop(store.epochs(rid))
     summary_path = ws / rid / "analysis" / "test" / "summary.json"
     summary = json.loads(summary_path.read_text())
@@ -939,6 +941,13 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     assert val == vals[:3] + [None] + vals[3:]               # no line from member 1's last epoch to member 2's first
     notes = page.eval_on_selector_all('[data-testid="acc-chart"] .annotation-text', "as => as.map(a => a.textContent)")
     assert notes.count("member 1") == 1 and notes.count("member 2") == 1
+    # per step likewise: a gap between the members (the smoothing starts afresh after it), a line at each epoch's end
+    page.wait_for_selector('[data-testid="step-charts"] .chart .scatterlayer .trace')
+    chart = page.evaluate("() => { const c = document.querySelector('[data-testid=\"step-charts\"] .chart');"
+                          " return [c.data[0].x, c.data[0].y, c.data[1].y, c.layout.shapes.map(s => s.x0)]; }")
+    x, raw, smoothed, lines = chart
+    assert x == [5, 10, 15, 20, 25, 30, 35, 35, 40, 45, 50, 55, 60] and raw[6] is None and smoothed[6] is None
+    assert smoothed[7] == pytest.approx(raw[7]) and lines == [10, 20, 30, 40, 50, 60]
     page.screenshot(path=str(test_output_dir / "web-report-overview-ensemble.png"))
     assert not t.dialogs and not t.errors
     t.page.close()

@@ -242,8 +242,9 @@
     let Plotly = null;
     const noisy = (k) => k !== "lr";      // the recipe's learning rate is a schedule: nothing to smooth
     const axis = () => (steps.epoch ? DD.stepAxis : "step");
+    const memberOf = new Map(ctx.b.epochs.filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
     const traces = (k, weight) => {
-      const s = DD.stepSeries(steps, k, axis()), color = noisy(k) ? "#4e79a7" : "#6b7280";
+      const s = DD.stepSeries(steps, k, axis(), memberOf), color = noisy(k) ? "#4e79a7" : "#6b7280";
       return [{x: s.x, y: s.y, mode: "lines", name: "logged", line: {color, width: 1}, opacity: 0.3,
                hoverinfo: "skip", visible: noisy(k)},
               {x: s.x, y: DD.smooth(s.y, noisy(k) ? weight : 0), mode: "lines", name: k, line: {color, width: 2}}];
@@ -253,7 +254,7 @@
       const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
       return DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
         margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: axis()}},
-        yaxis: {automargin: true, ...info.yaxis}});
+        yaxis: {automargin: true, ...info.yaxis}, shapes: DD.epochLines(steps, axis())});
     };
     const draw = (P) => {
       Plotly = P;
@@ -262,7 +263,8 @@
     };
     // a redraw keeps each chart's zoom: only the smoothed trace changes
     const resmooth = (weight) => Plotly && names.forEach((k, i) =>
-      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(DD.stepSeries(steps, k, axis()).y, weight)]}, [1]));
+      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(DD.stepSeries(steps, k, axis(), memberOf).y, weight)]},
+                                 [1]));
     const every = steps[names[0]].step.length > 1 ? steps[names[0]].step[1] - steps[names[0]].step[0] : null;
     const section = DD.section("Per step",
       el("div", {class: "toolbar"}, DD.smoothingSlider(resmooth),

@@ -252,11 +252,12 @@
     return {...axis, tickvals: vals, ticktext: vals.map((v) => String(v))};
   };
   // TensorBoard's smoothing of a noisy per-step curve: an exponential moving average, debiased so its first
-  // points are not pulled toward 0; weight 0 leaves the values as they are. Gaps (null) stay gaps.
+  // points are not pulled toward 0; weight 0 leaves the values as they are. Gaps (null) stay gaps, and the average
+  // starts afresh after one (an ensemble's next member, a diverged stretch).
   DD.smooth = function (values, weight) {
     let last = 0, n = 0;
     return values.map((v) => {
-      if (v === null || !Number.isFinite(v)) return null;
+      if (v === null || !Number.isFinite(v)) { last = 0; n = 0; return null; }
       last = last * weight + (1 - weight) * v;
       n += 1;
       return weight > 0 ? last / (1 - weight ** n) : v;
@@ -270,15 +271,33 @@
   DD.stepMetrics = (steps) => Object.keys(steps || {}).filter((k) => k !== "epoch")
     .sort((a, b) => stepRank(a) - stepRank(b) || a.localeCompare(b));
   // One logged series {x, y} against the step or, axis "epoch", the fractional epoch the run logged at the same
-  // steps (points without one are left out; null: the run logged no epoch).
-  DD.stepSeries = function (steps, key, axis) {
+  // steps (points without one are left out; null: the run logged no epoch). memberOf (epoch number -> ensemble
+  // member, from the epochs table): a gap (null) where one member's points end and the next one's begin, as the
+  // epoch charts have, so no line joins a trained member to a fresh one.
+  DD.stepSeries = function (steps, key, axis, memberOf) {
     const s = steps[key];
-    if (axis !== "epoch") return {x: s.step, y: s.value};
-    if (!steps.epoch) return null;
-    const at = new Map(steps.epoch.step.map((st, i) => [st, steps.epoch.value[i]]));
+    const at = steps.epoch ? new Map(steps.epoch.step.map((st, i) => [st, steps.epoch.value[i]])) : null;
+    if (axis === "epoch" && !at) return null;
+    const member = (st) => (at && memberOf && at.get(st) != null ? memberOf.get(Math.ceil(at.get(st) - 1e-9)) : null);
     const x = [], y = [];
-    s.step.forEach((st, i) => { if (at.get(st) != null) { x.push(at.get(st)); y.push(s.value[i]); } });
+    s.step.forEach((st, i) => {
+      const xv = axis === "epoch" ? at.get(st) : st;
+      if (xv == null) return;
+      if (x.length && member(st) != null && member(st) !== member(s.step[i - 1])) { x.push(xv); y.push(null); }
+      x.push(xv);
+      y.push(s.value[i]);
+    });
     return {x, y};
+  };
+  // Where each epoch ended on the per-step charts' axis (the steps at which the logged epoch is whole), as thin
+  // vertical lines; none past 60 epochs, where they would crowd the chart.
+  DD.epochLines = function (steps, axis) {
+    if (!steps.epoch) return [];
+    const ends = steps.epoch.value.map((v, i) => [v, steps.epoch.step[i]])
+      .filter(([v]) => v !== null && Math.abs(v - Math.round(v)) < 1e-9 && v > 0);
+    if (ends.length > 60) return [];
+    return ends.map(([v, st]) => ({type: "line", xref: "x", yref: "paper", y0: 0, y1: 1, x0: axis === "epoch" ? v : st,
+                                   x1: axis === "epoch" ? v : st, line: {color: "#e5e7eb", width: 1}, layer: "below"}));
   };
   // The step / epoch switch of the per-step charts, where a run logged its epoch per step.
   DD.stepAxisSwitch = (redraw) => DD.segmented([{value: "step", label: "step"}, {value: "epoch", label: "epoch"}],
