@@ -68,7 +68,8 @@
       const traces = chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
         if (stepKey) {       // against the epoch, a run that logged none per step has no line
-          const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis) : null;
+          const memberOf = new Map(epochs[i].filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
+          const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis, memberOf) : null;
           return s ? {x: s.x, y: DD.smooth(s.y, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines", line}
             : {x: [], y: []};
         }
