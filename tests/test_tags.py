@@ -181,6 +181,7 @@ def test_training_images_take_tags_in_the_training_dynamics(ws, analyzed_run, ru
         # refuses the whole request
         second = int(res.summary["dynamics"]["flagged"][1])
         assert client.post(base, json={"idx": [first, 10 ** 7], "tag": "pair"}).status_code == 404
+        assert client.post(base, json={"idx": [first, 10 ** 30], "tag": "pair"}).status_code == 404
         many = client.post(base, json={"idx": [first, second, second], "tag": "pair"}).json()
         assert many == {"changed": 2, "tags": {str(first): ["pair", "thin"], str(second): ["pair"]}}
         assert client.post(base, json={"idx": [first, second], "tag": "pair", "remove": True}).json() == {

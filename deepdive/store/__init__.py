@@ -199,7 +199,8 @@ def valid_metrics(metrics: dict, per_step=False) -> dict:
     for name, value in metrics.items():
         if name in ("epoch", "member") and not (per_step and name == "epoch"):
             # an epoch's number and ensemble member: columns of the epochs table, never metrics
-            raise DeepdiveError(f"metric {name} has a column of its own in the epochs table; pass it as such")
+            raise DeepdiveError(f"metric {name} has a column of its own in the epochs table; "
+                                + ("log it with run.log" if per_step else "pass it as such"))
         if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
             raise DeepdiveError(f"invalid metric name {name!r}: start with a letter, then letters, digits or "
                                 "_ . / -, at most 64 characters")

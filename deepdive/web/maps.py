@@ -313,7 +313,10 @@ class RunMaps:
     def training_positions(self, idxs) -> np.ndarray:
         """training_position of each of `idxs` at once (NotFound naming the first the run did not train on)."""
         table, raw, order = self.dynamics_data()
-        idxs = np.asarray(idxs, dtype=np.int64)
+        try:
+            idxs = np.asarray(idxs, dtype=np.int64)
+        except OverflowError:
+            raise NotFound("a training image index is out of range") from None
         pos = order[np.searchsorted(raw["idx"], idxs, sorter=order).clip(0, len(order) - 1)]
         bad = idxs[raw["idx"][pos] != idxs]
         if len(bad):
