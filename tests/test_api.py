@@ -12,7 +12,7 @@ import deepdive
 from deepdive.analysis import analyze
 from deepdive.analysis.results import AnalysisResult
 from deepdive.cli import main
-from deepdive.errors import DeepdiveError
+from deepdive.errors import DeepdiveError, RunError
 from deepdive.store import Store
 
 
@@ -173,6 +173,39 @@ def test_log_step_keeps_a_curve_per_step(tmp_path, monkeypatch):
             run.log_step(loss=0.125)
             1 / 0
     assert store.steps(run.id)["loss"]["value"][-1] == 0.125 and store.get_run(run.id).status == "failed"
+    store.close()
+
+
+def test_a_stopped_run_of_your_own_goes_on_with_init_resume(tmp_path):
+    """init(resume=RUN): a loop that crashed goes on logging into its run, epochs and steps numbered on, and
+    finishes it with log_evaluation; a finished run, a recipe's run, or a resume with settings are refused."""
+    images, labels = random_data(64, seed=2)
+    with pytest.raises(ZeroDivisionError):
+        with deepdive.init(name="crashy", workspace=tmp_path, config={"lr": 0.1}) as run:
+            for epoch in (1, 2):
+                run.log_step(loss=1.0 / epoch)
+                run.log(train_loss=1.0 / epoch, val_acc=0.5)
+            1 / 0
+    store = Store.open(tmp_path, create=False)
+    assert store.get_run(run.id).status == "failed"
+    with pytest.raises(DeepdiveError, match="give no name, config or class_names"):
+        deepdive.init(name="again", workspace=tmp_path, resume=run.id)
+    again = deepdive.init(workspace=tmp_path, resume="crashy")
+    assert again.id == run.id and store.get_run(run.id).status == "running"
+    again.log_step(loss=0.25)
+    again.log(train_loss=0.25, val_acc=0.75)                        # epoch 3, step 2
+    again.log_evaluation(TinyNet(), (images, labels), class_names=list("abcde"), progress=False)
+    again.finish()
+    assert [e["epoch"] for e in store.epochs(run.id)] == [1, 2, 3]
+    assert store.steps(run.id)["loss"] == {"step": [0, 1, 2], "value": [1.0, 0.5, 0.25], "every": 1}
+    rec = store.get_run(run.id)
+    assert rec.status == "finished" and rec.config == {"lr": 0.1, "class_names": list("abcde")}
+    with pytest.raises(RunError, match="is finished: only an interrupted or failed run can be resumed"):
+        deepdive.init(workspace=tmp_path, resume=run.id)
+    recipe_run = store.create_run("mine", "mnist", {}, {"kind": "cache"}, [str(i) for i in range(10)], "cpu")
+    store.mark_interrupted(recipe_run.id)
+    with pytest.raises(DeepdiveError, match=f"continue it with deepdive resume {recipe_run.id}"):
+        deepdive.init(workspace=tmp_path, resume=recipe_run.id)
     store.close()
 
 

@@ -227,19 +227,37 @@ class Run:
             raise DeepdiveError(f"run {self.id} is already finished; start a new one with deepdive.init()")
 
 
-def init(name=None, workspace=DEFAULT_WORKSPACE, config=None, class_names=None) -> Run:
-    """Start recording a run of your own model (dataset "custom")."""
+def init(name=None, workspace=DEFAULT_WORKSPACE, config=None, class_names=None, resume=None) -> Run:
+    """Start recording a run of your own model (dataset "custom").
+
+    resume: a run of yours (id, id prefix, name or "latest") that stopped interrupted or failed — the loop crashed,
+    was killed, or left without log_evaluation — to go on logging into it, as W&B's init(resume=...): it is
+    running again, and run.log / run.log_step number on after the epochs and steps it logged. The training answers
+    of log_train_batch lived in the stopped process: the training dynamics cover the epochs logged after the
+    resume. The run keeps its name, configuration and class names (give none of them)."""
     from deepdive.store import Store
 
+    if resume is not None and (name is not None or config is not None or class_names is not None):
+        raise DeepdiveError("init(resume=...) goes on with a run as it was: give no name, config or class_names")
     store = Store.open(workspace)
     try:
-        record = store.create_run(name or "custom", "custom", dict(config or {}),
-                                  {"kind": "custom", "location": "in-memory data passed to log_evaluation"},
-                                  list(class_names or []), device="user")
+        if resume is None:
+            record = store.create_run(name or "custom", "custom", dict(config or {}),
+                                      {"kind": "custom", "location": "in-memory data passed to log_evaluation"},
+                                      list(class_names or []), device="user")
+            return Run(store, record)
+        record = store.get_run(resume)
+        if record.dataset != "custom":
+            raise DeepdiveError(f"run {record.id} was trained by deepdive train: continue it with "
+                                f"deepdive resume {record.id}")
+        store.reopen_run(record.id)
+        run = Run(store, store.get_run(record.id))
+        run._last_epoch = max((e["epoch"] for e in store.epochs(record.id)), default=0)
+        run._last_step = max((s["step"][-1] for s in store.steps(record.id).values()), default=-1)
+        return run
     except BaseException:
         store.close()
         raise
-    return Run(store, record)
 
 
 def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, name=None, split="test",
