@@ -204,8 +204,8 @@
                     on: {click: () => run(false)}}),
       el("button", {class: "btn small", type: "button", text: "take it off all",
                     attrs: {"data-testid": `${testid}-remove`}, on: {click: () => run(true)}}), status);
-    const toggle = el("button", {class: "btn small", type: "button", text: "tag these…", attrs: {"data-testid": testid},
-      title: "put a tag on every image listed, or take it off",
+    const toggle = el("button", {class: "btn small", type: "button", text: "tag these…",
+      attrs: {"data-testid": testid}, title: "put a tag on every image listed, or take it off",
       on: {click: () => {
         form.hidden = !form.hidden;
         DD.clear(options).append(...known().map((t) => el("option", {value: t})));
