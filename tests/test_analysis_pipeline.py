@@ -247,9 +247,10 @@ def test_export_steps(analyzed_run, tmp_path, run_cli):
     """`deepdive export RUN steps`: one row per logged step, one column per name, every point."""
     steps = analyzed_run.store.steps(analyzed_run.run_id)
     for back in exported_run_table(analyzed_run, tmp_path, run_cli, "steps"):
-        assert back.columns.tolist() == ["step", "epoch", "lr", "train_acc", "train_loss"]
+        names = ["epoch", "lr", "train_acc", "train_loss", "train_seconds"]
+        assert back.columns.tolist() == ["step"] + names
         assert back["step"].tolist() == steps["train_loss"]["step"]
-        for name in ("epoch", "lr", "train_acc", "train_loss"):
+        for name in names:
             assert back[name].tolist() == pytest.approx(steps[name]["value"])
     # names logged at different steps: a column each, empty where a step did not log it
     table = export.steps_table({"a": {"step": [1, 3], "value": [0.5, None]}, "b": {"step": [2], "value": [7.0]}})

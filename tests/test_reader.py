@@ -46,7 +46,8 @@ def test_epochs_model_and_pictures(dive, analyzed_run, res):
     assert epochs["epoch"].tolist() == [e["epoch"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
     assert {"val_acc", "train_loss", "seconds", "system/cpu_percent", "system/peak_rss_mb"} <= set(epochs.columns)
     pd.testing.assert_frame_equal(dive.table("epochs"), epochs)     # as `deepdive export RUN epochs` writes it
-    assert dive.steps.columns.tolist() == ["step", "epoch", "lr", "train_acc", "train_loss"] and len(dive.steps) > 2
+    assert dive.steps.columns.tolist() == ["step", "epoch", "lr", "train_acc", "train_loss", "train_seconds"]
+    assert len(dive.steps) > 2
     pd.testing.assert_frame_equal(dive.table("steps"), dive.steps)
     model = dive.model()
     rows = dive.table("errors")["row"].to_numpy()[:4]

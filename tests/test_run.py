@@ -32,8 +32,10 @@ def test_tiny_run_is_complete_and_consistent(tiny_run, mnist):
     # per step: the train loss and accuracy over each STEP_LOG_EVERY steps, the lr at the last of them; the
     # points together are the epoch's train loss and accuracy
     steps, epoch = store.steps(run.id), store.epochs(run.id)[0]
-    assert list(steps) == ["epoch", "lr", "train_acc", "train_loss"]
+    assert list(steps) == ["epoch", "lr", "train_acc", "train_loss", "train_seconds"]
     assert steps["epoch"]["value"][-1] == 1 and 0 < steps["epoch"]["value"][0] < 1    # where in training: epoch 1
+    seconds = steps["train_seconds"]["value"]                       # and when, on the bench's clock
+    assert 0 < seconds[0] and np.all(np.diff(seconds) > 0) and seconds[-1] == pytest.approx(run.train_seconds)
     at = steps["train_loss"]["step"]
     assert at[0] == recipe.STEP_LOG_EVERY and np.all(np.diff(at) > 0) and np.all(np.diff(at[:-1]) == at[0])
     sizes = np.diff([0] + at)                                      # steps in each point; the last one may be short
@@ -133,7 +135,10 @@ def test_resume_finishes_an_interrupted_run_as_if_it_never_stopped(tmp_path, mon
     with Store.open(tmp_path / "whole", create=False) as store:
         whole_steps = store.steps(whole["run_id"])
     with Store.open(tmp_path / "cut", create=False) as store:
-        assert store.steps(run.id) == whole_steps and len(whole_steps["train_loss"]["step"]) > 4   # per step too
+        cut_steps = store.steps(run.id)
+        clock = cut_steps.pop("train_seconds")["value"]                 # the clock's, not the seed's
+        assert cut_steps == {k: v for k, v in whole_steps.items() if k != "train_seconds"}   # per step too
+        assert len(whole_steps["train_loss"]["step"]) > 4 and np.all(np.diff(clock) > 0)
         assert len(store.predictions(run.id, "test")["true"]) == SMALL["limit_test"]
         assert store.get_run(run.id).config["resolved"]["epochs"] == 2
     from deepdive.errors import RunError

@@ -76,7 +76,7 @@ def test_runs_list_and_run(client, analyzed_run):
         assert client.get(f"/api/runs/{bad}/steps").status_code == 404
     steps = client.get(f"/api/runs/{analyzed_run.run_id}/steps").json()
     assert steps == analyzed_run.store.steps(analyzed_run.run_id)
-    assert set(steps) == {"epoch", "lr", "train_acc", "train_loss"}
+    assert set(steps) == {"epoch", "lr", "train_acc", "train_loss", "train_seconds"}
 
 
 def test_bundle_matches_the_analysis(client, base, res, analyzed_run):

@@ -1024,7 +1024,8 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         cpu = [e["metrics"]["system/cpu_percent"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]
         assert page.evaluate(any_data)[1]["y"] == pytest.approx(cpu)
         # per step: both runs' train loss against the step, smoothed (the API run logged only its own "loss")
-        assert {"step:train_loss", "step:lr", "step:loss"} <= set(options) and "step:epoch" not in options
+        assert {"step:train_loss", "step:lr", "step:loss"} <= set(options)
+        assert not {"step:epoch", "step:train_seconds"} & set(options)     # axes, not charts
         assert not page.is_visible('[data-testid="step-smoothing"]')
         page.select_option('[data-testid="compare-metric"]', "step:train_loss")
         page.wait_for_function(f"() => ({any_data})().length === 1")
@@ -1175,6 +1176,11 @@ def test_the_overview_draws_the_curves_per_step_smoothed(tab, analyzed_run):
                            ".title.text === 'epoch'")
     charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
     assert all(c[1] == pytest.approx(steps["epoch"]["value"]) for c in charts)
+    page.click('[data-testid="step-axis"] button[data-value="train_seconds"]')     # and when: seconds of training
+    page.wait_for_function("() => document.querySelector('[data-testid=\"step-charts\"] .chart').layout.xaxis"
+                           ".title.text === 'training seconds'")
+    charts = page.eval_on_selector_all('[data-testid="step-charts"] .chart', read)
+    assert all(c[1] == pytest.approx(steps["train_seconds"]["value"]) for c in charts)
     page.click('[data-testid="step-axis"] button[data-value="step"]')       # kept across views: put back
     assert not tab.errors
 

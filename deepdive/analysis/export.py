@@ -37,8 +37,8 @@ And one table of the run itself, read from the store (the run need not be analys
                 (system/cpu_percent, system/peak_rss_mb, train_images, a run.log(grad_norm=...) of your own);
                 empty where an epoch did not log it
   steps         what the run logged per training step, one row per step: step, then one column per name (the
-                recipe's train_loss, train_acc, lr, epoch every 10 steps; run.log_step's), empty where a step did not
-                log it; every point, as logged
+                recipe's train_loss, train_acc, lr, epoch, train_seconds every 10 steps; run.log_step's), empty
+                where a step did not log it; every point, as logged
 """
 import io
 from pathlib import Path

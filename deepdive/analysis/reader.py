@@ -93,7 +93,7 @@ class RunAnalysis:
     @property
     def steps(self) -> pd.DataFrame:
         """What the run logged per training step (`deepdive export RUN steps`): step, then a column per name
-        (the recipe's train_loss, train_acc, lr and epoch every 10 steps; run.log_step's)."""
+        (the recipe's train_loss, train_acc, lr, epoch and train_seconds every 10 steps; run.log_step's)."""
         return self._run_table("steps")
 
     def _run_table(self, name) -> pd.DataFrame:

@@ -223,8 +223,12 @@ class TrainResult:
 
 
 def reproducible(row: dict) -> dict:
-    """A history row without what the clock and the machine decide (seconds, system/...): what a seed fixes."""
-    return {k: v for k, v in row.items() if k != "seconds" and not k.startswith("system/")}
+    """A history row without what the clock and the machine decide (seconds, system/..., the per-step curves'
+    train_seconds): what a seed fixes."""
+    out = {k: v for k, v in row.items() if k != "seconds" and not k.startswith("system/")}
+    if "step_log" in out:
+        out["step_log"] = {k: v for k, v in out["step_log"].items() if k != "train_seconds"}
+    return out
 
 
 def resolve_device(name="auto") -> torch.device:
@@ -763,7 +767,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         # The running sums after every STEP_LOG_EVERY-th step (and the epoch's last), copied on the device: the
         # per-step curves cost one small copy per interval and no synchronisation.
         snaps = torch.zeros(steps // STEP_LOG_EVERY + 1, 2, device=dev)
-        snapped, snap_lr = [], []
+        snapped, snap_lr, snap_t = [], [], []
         step_base = _steps_before(finished["history"] + history, steps_per_epoch)
         track.fill_(float("nan"))
         bar = tqdm(total=steps, desc=f"{label}epoch {epoch}/{cfg['epochs']}", unit="step",
@@ -777,6 +781,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
                 snaps[len(snapped)].copy_(stats)
                 snapped.append(i + 1)
                 snap_lr.append(lr_at(step))
+                snap_t.append(time.perf_counter() - t0)
             # Reading the loss forces a device sync: do it rarely so the GPU queue never drains.
             if progress and (i % 25 == 24 or i == steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step):.4f}", refresh=False)
@@ -806,6 +811,12 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             row["train_images"] = seen
         row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, step_base,
                                     batch_size, cfg["aug_repeats"], epoch_offset + epoch, steps)
+        # Where each point is in training time (the bench's clock: no validation, no warm-up; previous members'
+        # included): the host's clock at each point, scaled so the epoch's last is its synchronised time (on a GPU
+        # the host runs ahead of the device between synchronisations; on the CPU the scale is ~1).
+        scale = seconds / snap_t[-1] if snap_t[-1] > 0 else 1.0
+        row["step_log"]["train_seconds"] = [finished["train_seconds"] + train_seconds - seconds + t * scale
+                                            for t in snap_t]
         row.update(meter.read(dev if dev.type == "cuda" else None))
         history.append(row)
         if progress:

@@ -233,7 +233,7 @@
 
   // What the run logged per training step (the recipe's train loss, accuracy, learning rate and epoch every few
   // steps, run.log_step's): one chart per name, the raw points faint and a smoothed line over them (TensorBoard's
-  // look), against the step or, where the run logged it, the epoch.
+  // look), against the step or, where the run logged them, the epoch or the seconds of training.
   function stepCharts(ctx) {
     const steps = ctx.b.steps || {}, names = DD.stepMetrics(steps);
     if (!names.length) return null;
@@ -241,7 +241,8 @@
     const averaged = names.filter((k) => steps[k].every > 1);
     let Plotly = null;
     const noisy = (k) => k !== "lr";      // the recipe's learning rate is a schedule: nothing to smooth
-    const axis = () => (steps.epoch ? DD.stepAxis : "step");
+    const axes = DD.stepAxes(steps);
+    const axis = () => (axes.some((a) => a.value === DD.stepAxis) ? DD.stepAxis : "step");
     const memberOf = new Map(ctx.b.epochs.filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
     const traces = (k, weight) => {
       const s = DD.stepSeries(steps, k, axis(), memberOf), color = noisy(k) ? "#4e79a7" : "#6b7280";
@@ -253,7 +254,7 @@
       const info = DD.metricInfo(k, steps[k].value);
       const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
       return DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
-        margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: axis()}},
+        margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: DD.stepAxisTitle(axis())}},
         yaxis: {automargin: true, ...info.yaxis}, shapes: DD.epochLines(steps, axis())});
     };
     const draw = (P) => {
@@ -268,7 +269,7 @@
     const every = steps[names[0]].step.length > 1 ? steps[names[0]].step[1] - steps[names[0]].step[0] : null;
     const section = DD.section("Per step",
       el("div", {class: "toolbar"}, DD.smoothingSlider(resmooth),
-         steps.epoch ? DD.stepAxisSwitch(() => Plotly && draw(Plotly)) : null,
+         axes.length > 1 ? DD.stepAxisSwitch(axes, () => Plotly && draw(Plotly)) : null,
          DD.note((ctx.b.run.config || {}).preset && every ?
            `The recipe's train loss and accuracy averaged over each ${every} steps (on the augmented batches, as ` +
            "the epochs' train curves), the learning rate at the last of them. Faint: as logged; solid: smoothed."

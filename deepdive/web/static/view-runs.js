@@ -45,7 +45,7 @@
       anyBox = el("div", {class: "chart", attrs: {"data-testid": "compare-any"}});
       pick = el("select", {class: "input", attrs: {"aria-label": "metric", "data-testid": "compare-metric"}});
       smoothing = el("span", {class: "compare-smoothing"}, DD.smoothingSlider(() => pick.onchange()),
-                     DD.stepAxisSwitch(() => pick.onchange()));
+                     DD.stepAxisSwitch(DD.STEP_AXES, () => pick.onchange()));
       DD.clear(box).append(el("div", {class: "two-col"}, accBox, lossBox), DD.note("", "muted small"),
         el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "any metric"}), pick, smoothing,
           el("span", {class: "muted small", text: "every metric the ticked runs logged per epoch, and per step: the " +
@@ -67,7 +67,7 @@
       if (!key) return Plotly.purge(anyBox);
       const traces = chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
-        if (stepKey) {       // against the epoch, a run that logged none per step has no line
+        if (stepKey) {       // against the epoch or the time, a run that logged none per step has no line
           const memberOf = new Map(epochs[i].filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
           const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis, memberOf) : null;
           return s ? {x: s.x, y: DD.smooth(s.y, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines", line}
@@ -79,7 +79,7 @@
       const info = DD.metricInfo(stepKey || key, traces.flatMap((t) => t.y));
       const unit = stepKey === "lr" ? "" : info.unit;
       return Plotly.react(anyBox, traces, {...layout(unit ? `${info.title} · ${unit}` : info.title, info.yaxis,
-        stepKey ? {title: {text: DD.stepAxis}} : null), showlegend: true}, DD.plotConfig);
+        stepKey ? {title: {text: DD.stepAxisTitle(DD.stepAxis)}} : null), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." +

@@ -264,24 +264,33 @@
     });
   };
   DD.stepSmoothing = 0.6;     // the slider's weight, kept across views and runs (TensorBoard's default)
-  DD.stepAxis = "step";       // what the per-step charts stand on: "step", or "epoch" where the run logged it
-  // Every name a run logged per step: the recipe's three first, then the others by name; "epoch" is an axis.
+  DD.stepAxis = "step";       // what the per-step charts stand on: "step", or a series the run logged per step
+  // The axes a run may log per step besides the step (they are drawn against, not as charts): where in training a
+  // point is as a fractional epoch, and as seconds of training (the recipe's; the bench's clock).
+  DD.STEP_AXES = [{value: "step", label: "step"}, {value: "epoch", label: "epoch"},
+                  {value: "train_seconds", label: "time", title: "training seconds"}];
+  DD.stepAxes = (steps) => DD.STEP_AXES.filter((a) => a.value === "step" || (steps || {})[a.value]);
+  DD.stepAxisTitle = (axis) => (DD.STEP_AXES.find((a) => a.value === axis) || {}).title || axis;
+  // Every name a run logged per step: the recipe's three first, then the others by name; the axes are not charts.
   DD.STEP_FIRST = ["train_loss", "train_acc", "lr"];
   const stepRank = (k) => DD.STEP_FIRST.indexOf(k) + 1 || 99;
-  DD.stepMetrics = (steps) => Object.keys(steps || {}).filter((k) => k !== "epoch")
+  DD.stepMetrics = (steps) => Object.keys(steps || {}).filter((k) => !DD.STEP_AXES.some((a) => a.value === k))
     .sort((a, b) => stepRank(a) - stepRank(b) || a.localeCompare(b));
-  // One logged series {x, y} against the step or, axis "epoch", the fractional epoch the run logged at the same
-  // steps (points without one are left out; null: the run logged no epoch). memberOf (epoch number -> ensemble
-  // member, from the epochs table): a gap (null) where one member's points end and the next one's begin, as the
-  // epoch charts have, so no line joins a trained member to a fresh one.
+  // One logged series {x, y} against the step or another axis the run logged at the same steps (points without it
+  // are left out; null: the run logged no such axis). memberOf (epoch number -> ensemble member, from the epochs
+  // table): a gap (null) where one member's points end and the next one's begin, as the epoch charts have, so no
+  // line joins a trained member to a fresh one.
+  // step -> value of the series `name` the run logged per step (null: it logged none)
+  const alongSteps = (steps, name) =>
+    (steps[name] ? new Map(steps[name].step.map((st, i) => [st, steps[name].value[i]])) : null);
   DD.stepSeries = function (steps, key, axis, memberOf) {
     const s = steps[key];
-    const at = steps.epoch ? new Map(steps.epoch.step.map((st, i) => [st, steps.epoch.value[i]])) : null;
-    if (axis === "epoch" && !at) return null;
+    const at = alongSteps(steps, "epoch"), xs = axis === "step" ? null : alongSteps(steps, axis);
+    if (axis !== "step" && !xs) return null;
     const member = (st) => (at && memberOf && at.get(st) != null ? memberOf.get(Math.ceil(at.get(st) - 1e-9)) : null);
     const x = [], y = [];
     s.step.forEach((st, i) => {
-      const xv = axis === "epoch" ? at.get(st) : st;
+      const xv = xs ? xs.get(st) : st;
       if (xv == null) return;
       if (x.length && member(st) != null && member(st) !== member(s.step[i - 1])) { x.push(xv); y.push(null); }
       x.push(xv);
@@ -293,15 +302,17 @@
   // vertical lines; none past 60 epochs, where they would crowd the chart.
   DD.epochLines = function (steps, axis) {
     if (!steps.epoch) return [];
+    const xs = axis === "step" ? null : alongSteps(steps, axis) || new Map();
     const ends = steps.epoch.value.map((v, i) => [v, steps.epoch.step[i]])
-      .filter(([v]) => v !== null && Math.abs(v - Math.round(v)) < 1e-9 && v > 0);
+      .filter(([v]) => v !== null && Math.abs(v - Math.round(v)) < 1e-9 && v > 0)
+      .map(([, st]) => (xs ? xs.get(st) : st)).filter((x) => x != null);
     if (ends.length > 60) return [];
-    return ends.map(([v, st]) => ({type: "line", xref: "x", yref: "paper", y0: 0, y1: 1, x0: axis === "epoch" ? v : st,
-                                   x1: axis === "epoch" ? v : st, line: {color: "#e5e7eb", width: 1}, layer: "below"}));
+    return ends.map((x) => ({type: "line", xref: "x", yref: "paper", y0: 0, y1: 1, x0: x, x1: x,
+                             line: {color: "#e5e7eb", width: 1}, layer: "below"}));
   };
-  // The step / epoch switch of the per-step charts, where a run logged its epoch per step.
-  DD.stepAxisSwitch = (redraw) => DD.segmented([{value: "step", label: "step"}, {value: "epoch", label: "epoch"}],
-    DD.stepAxis, (axis) => { DD.stepAxis = axis; redraw(axis); }, "step-axis");
+  // The switch of the per-step charts' axis among `axes` (DD.stepAxes of the runs drawn).
+  DD.stepAxisSwitch = (axes, redraw) => DD.segmented(axes, DD.stepAxis,
+    (axis) => { DD.stepAxis = axis; redraw(axis); }, "step-axis");
   // A smoothing slider that calls redraw(weight) as it moves.
   DD.smoothingSlider = function (redraw) {
     const readout = el("span", {class: "muted small", text: DD.stepSmoothing.toFixed(2)});
