@@ -115,8 +115,10 @@ def test_step_metrics_by_name_and_step(store):
     short = store.steps(run.id, max_points=4)["loss"]
     assert short == {"step": [2, 5, 8, 10], "value": [9, 5.5, 3, 0.75], "every": 3}
     assert store.steps(run.id, max_points=11)["loss"]["every"] == 1
-    for points, match in [([(-1, {"loss": 1})], "non-negative integer"), ([(1.5, {"loss": 1})], "non-negative"),
-                          ([(True, {"loss": 1})], "non-negative"), ([(20, {"a b": 1})], "invalid metric name"),
+    for points, match in [([(-1, {"loss": 1})], "step must be an integer >= 0"),
+                          ([(1.5, {"loss": 1})], "step must be an integer >= 0"),
+                          ([(True, {"loss": 1})], "step must be an integer >= 0"),
+                          ([(20, {"a b": 1})], "invalid metric name"),
                           ([(20, {"loss": 1}), (21, {"loss": "1"})], "loss must be a number")]:
         with pytest.raises(DeepdiveError, match=match):
             store.log_steps(run.id, points)
@@ -125,7 +127,7 @@ def test_step_metrics_by_name_and_step(store):
         store.log_steps(run.id, [(0, {f"m{i}": i for i in range(255)})])
     store.log_epoch(run.id, 1, 1, 1, 1, 1, 1, 1, steps=[(11, {"loss": 0.25})])
     assert store.steps(run.id)["loss"]["value"][-1] == 0.25
-    with pytest.raises(DeepdiveError, match="non-negative"):         # the epoch goes with its refused steps
+    with pytest.raises(DeepdiveError, match="step must be an integer >= 0"):   # the epoch goes with its steps
         store.log_epoch(run.id, 2, 1, 1, 1, 1, 1, 1, steps=[(-5, {"loss": 0.25})])
     assert [e["epoch"] for e in store.epochs(run.id)] == [1]
     with pytest.raises(RunError, match="unknown run id"):

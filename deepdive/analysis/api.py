@@ -30,7 +30,7 @@ import numpy as np
 from deepdive.atomic import atomic_save_npz
 from deepdive.errors import DeepdiveError
 from deepdive.paths import DEFAULT_WORKSPACE, DYNAMICS
-from deepdive.store import EPOCH_FIELDS, valid_metrics
+from deepdive.store import EPOCH_FIELDS, valid_metrics, valid_step
 from deepdive.sysmetrics import SystemMeter
 
 __all__ = ["Run", "init", "log_evaluation", "indexed", "collect"]
@@ -100,14 +100,12 @@ class Run:
         # the tensors' names are checked now (with a stand-in value), their values when they are read
         checked = valid_metrics({k: 0.0 if k in tensors else v for k, v in given.items()}, per_step=True)
         values = {k: tensors[k].detach() if k in tensors else v for k, v in checked.items()}
-        step = self._last_step + 1 if step is None else step
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise DeepdiveError(f"log_step: step must be an integer >= 0, got {step!r}")
-        self._steps.append((int(step), values))
-        self._last_step = int(step)
+        step = valid_step(self._last_step + 1 if step is None else step)
+        self._steps.append((step, values))
+        self._last_step = step
         if (len(self._steps) >= STEP_FLUSH_POINTS
                 or time.perf_counter() - self._steps_written >= STEP_FLUSH_SECONDS):
-            self._store.log_steps(self.id, self._take_steps())
+            self._write_steps()
 
     def _take_steps(self) -> list:
         """The points log_step kept, their tensors read (one transfer per device), and the buffer emptied."""

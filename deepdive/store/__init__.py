@@ -211,6 +211,13 @@ def valid_metrics(metrics: dict, per_step=False) -> dict:
     return out
 
 
+def valid_step(step) -> int:
+    """A training step: an integer >= 0 (numpy's too, not a bool); DeepdiveError otherwise."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise DeepdiveError(f"step must be an integer >= 0, got {step!r}")
+    return int(step)
+
+
 def valid_tag(tag) -> str:
     """A tag, stripped; DeepdiveError unless it is 1-40 characters of letters, digits, spaces and _ . : # - that
     start with a letter or digit."""
@@ -229,6 +236,16 @@ def _finite(value) -> float | None:
         raise TypeError(f"not a number: {value!r}")
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _check_name_count(c, table, run_id, names, rest):
+    """DeepdiveError if `names` would take the run past MAX_METRICS differently named metrics in `table` (`rest`
+    ends the message)."""
+    if not names:
+        return
+    known = {r[0] for r in c.execute(f"SELECT DISTINCT name FROM {table} WHERE run_id = ?", (run_id,))}
+    if len(known | set(names)) > MAX_METRICS:
+        raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics{rest}")
 
 
 def refuse_running(run):
@@ -507,10 +524,8 @@ class Store:
                       (run_id, int(epoch), *(_finite(v) for v in (train_loss, train_acc, val_loss, val_acc, lr,
                                                                   seconds)),
                        None if member is None else int(member)))
-            known = {r[0] for r in c.execute("SELECT DISTINCT name FROM epoch_metrics WHERE run_id = ?", (run_id,))}
-            if len(known | set(extra)) > MAX_METRICS:
-                raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics; "
-                                    "log per-step values with run.log_step (the store keeps scalars per epoch)")
+            _check_name_count(c, "epoch_metrics", run_id, extra, "; log per-step values with run.log_step (the "
+                              "store keeps scalars per epoch)")
             c.executemany("INSERT INTO epoch_metrics (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
                           [(run_id, int(epoch), k, v) for k, v in extra.items()])
             self._insert_steps(c, run_id, steps)
@@ -527,16 +542,10 @@ class Store:
     def _insert_steps(self, c, run_id, points):
         rows = []
         for step, values in points:
-            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-                raise DeepdiveError(f"a step is a non-negative integer, got {step!r}")
-            rows += [(run_id, name, int(step), value)
-                     for name, value in valid_metrics(values, per_step=True).items()]
-        names = {r[1] for r in rows}
-        if names:
-            known = {r[0] for r in c.execute("SELECT DISTINCT name FROM step_metrics WHERE run_id = ?", (run_id,))}
-            if len(known | names) > MAX_METRICS:
-                raise DeepdiveError(f"run {run_id} would log more than {MAX_METRICS} differently named metrics per "
-                                    "step; the store keeps scalars, not a data dump")
+            step = valid_step(step)
+            rows += [(run_id, name, step, value) for name, value in valid_metrics(values, per_step=True).items()]
+        _check_name_count(c, "step_metrics", run_id, {r[1] for r in rows}, " per step; the store keeps scalars, "
+                          "not a data dump")
         c.executemany("INSERT OR REPLACE INTO step_metrics (run_id, name, step, value) VALUES (?, ?, ?, ?)", rows)
 
     def steps(self, run_id, max_points=None) -> dict:

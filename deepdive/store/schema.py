@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS epoch_metrics (
     FOREIGN KEY (run_id, epoch) REFERENCES epochs(run_id, epoch) ON DELETE CASCADE
 );
 
--- Scalars logged per training step (TensorBoard's scalars by global step): the recipe's train loss, accuracy and
--- learning rate every few steps, run.log_step's; a run's go with it. One row per (name, step): a series reads in order.
+-- Scalars logged per training step (TensorBoard's scalars by global step): the recipe's train loss, accuracy,
+-- learning rate, epoch and training seconds every few steps, run.log_step's; a run's go with it. One row per
+-- (name, step): a series reads in order.
 CREATE TABLE IF NOT EXISTS step_metrics (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     name TEXT NOT NULL,

@@ -809,14 +809,13 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
             row["member"] = member
         if prune:
             row["train_images"] = seen
-        row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, step_base,
-                                    batch_size, cfg["aug_repeats"], epoch_offset + epoch, steps)
         # Where each point is in training time (the bench's clock: no validation, no warm-up; previous members'
         # included): the host's clock at each point, scaled so the epoch's last is its synchronised time (on a GPU
         # the host runs ahead of the device between synchronisations; on the CPU the scale is ~1).
         scale = seconds / snap_t[-1] if snap_t[-1] > 0 else 1.0
-        row["step_log"]["train_seconds"] = [finished["train_seconds"] + train_seconds - seconds + t * scale
-                                            for t in snap_t]
+        times = [finished["train_seconds"] + train_seconds - seconds + t * scale for t in snap_t]
+        row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, times, step_base,
+                                    batch_size, cfg["aug_repeats"], epoch_offset + epoch, steps)
         row.update(meter.read(dev if dev.type == "cuda" else None))
         history.append(row)
         if progress:
@@ -869,12 +868,12 @@ def _steps_before(rows, steps_per_epoch) -> int:
     return log["step"][-1] if log else len(rows) * steps_per_epoch
 
 
-def _step_log(sums, ends, lrs, base, batch_size, repeats, epoch, steps) -> dict:
+def _step_log(sums, ends, lrs, times, base, batch_size, repeats, epoch, steps) -> dict:
     """Epoch `epoch`'s per-step curves from its running (loss sum, correct) after steps `ends` (1-based, of its
-    `steps`): each interval's mean train loss and accuracy, the learning rate at its last step, the run's global
-    step there and where in training that is as a fractional epoch (its last point at `epoch` itself). Columns:
-    {"step": [...], "train_loss": [...], "train_acc": [...], "lr": [...], "epoch": [...]}."""
-    out = {"step": [], "train_loss": [], "train_acc": [], "lr": lrs, "epoch": []}
+    `steps`): each interval's mean train loss and accuracy, the learning rate and training seconds at its last
+    step (`lrs`, `times`), the run's global step there and where in training that is as a fractional epoch (its
+    last point at `epoch` itself). Columns: {"step", "train_loss", "train_acc", "lr", "epoch", "train_seconds"}."""
+    out = {"step": [], "train_loss": [], "train_acc": [], "lr": lrs, "epoch": [], "train_seconds": times}
     prev_loss = prev_correct = prev_end = 0
     for (loss_sum, correct), end in zip(sums, ends):
         images = (end - prev_end) * batch_size

@@ -142,7 +142,8 @@
 
   // Tags by row (deepdive.analysis.tags), loaded once per run context (cached) or afresh.
   [DD.tagsOf, DD.loadTags] = DD.rowStore("tags", (ctx) => ctx.source.tags(ctx.b).then((r) => r.tags));
-  DD.allTags = (ctx) => [...new Set([...DD.tagsOf(ctx).values()].flat())].sort();
+  DD.tagNames = (tags) => [...new Set([...tags.values()].flat())].sort();    // every tag of a Map key -> [tag]
+  DD.allTags = (ctx) => DD.tagNames(DD.tagsOf(ctx));
 
   // The image's tags as chips (× takes one off) and, served, a box to add one (known tags offered as you type).
   DD.tagEditor = (ctx, row, box) => DD.tagChips(box, row, {

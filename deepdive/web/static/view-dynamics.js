@@ -62,7 +62,7 @@
   // The training images' tags (deepdive.analysis.tags.training_tags), by index, loaded once per run context.
   const [trainingTagsOf, loadTrainingTags] = DD.rowStore("trainingTags",
     (ctx) => ctx.source.trainingTags(ctx.b).then((r) => r.tags));
-  const knownTags = (ctx) => [...new Set([...trainingTagsOf(ctx).values()].flat())].sort();
+  const knownTags = (ctx) => DD.tagNames(trainingTagsOf(ctx));
 
   // A card's tags: served, added and taken off there (kept with the image, as the test images' tags); a report shows
   // them as they were.

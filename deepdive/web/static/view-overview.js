@@ -220,12 +220,11 @@
     const draw = (Plotly) => {
       const s = DD.epochSeries(ep);
       return Promise.all(names.map((k, i) => {
-        const y = s.series(k), info = DD.metricInfo(k, y), title = info.unit ? `${info.title} · ${info.unit}` : info.title;
+        const y = s.series(k), chart = DD.metricChart(k, y);
         return Plotly.newPlot(boxes[i], [{x: s.x, y, mode: "lines+markers", connectgaps: false, name: k,
           line: {color: system(k) ? "#6b7280" : "#4e79a7", width: 2}, marker: {size: 4}}],
-          DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
-            margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: "epoch"}, ...(ep.length <= 30 ? {dtick: 1} : {})},
-            yaxis: {automargin: true, ...info.yaxis}}), DD.plotConfig);
+          DD.smallChartLayout(chart.title, {title: {text: "epoch"}, ...(ep.length <= 30 ? {dtick: 1} : {})},
+                              chart.yaxis), DD.plotConfig);
       }));
     };
     return {section, draw};
@@ -240,22 +239,19 @@
     const boxes = names.map((k) => el("div", {class: "chart small-chart", dataset: {metric: k}}));
     const averaged = names.filter((k) => steps[k].every > 1);
     let Plotly = null;
-    const noisy = (k) => k !== "lr";      // the recipe's learning rate is a schedule: nothing to smooth
     const axes = DD.stepAxes(steps);
     const axis = () => (axes.some((a) => a.value === DD.stepAxis) ? DD.stepAxis : "step");
-    const memberOf = new Map(ctx.b.epochs.filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
+    const memberOf = DD.epochMembers(ctx.b.epochs);
     const traces = (k, weight) => {
-      const s = DD.stepSeries(steps, k, axis(), memberOf), color = noisy(k) ? "#4e79a7" : "#6b7280";
+      const s = DD.stepSeries(steps, k, axis(), memberOf), color = DD.noisy(k) ? "#4e79a7" : "#6b7280";
       return [{x: s.x, y: s.y, mode: "lines", name: "logged", line: {color, width: 1}, opacity: 0.3,
-               hoverinfo: "skip", visible: noisy(k)},
-              {x: s.x, y: DD.smooth(s.y, noisy(k) ? weight : 0), mode: "lines", name: k, line: {color, width: 2}}];
+               hoverinfo: "skip", visible: DD.noisy(k)},
+              {x: s.x, y: DD.smooth(s.y, DD.noisy(k) ? weight : 0), mode: "lines", name: k, line: {color, width: 2}}];
     };
     const layout = (k) => {
-      const info = DD.metricInfo(k, steps[k].value);
-      const unit = k === "lr" ? "" : info.unit, title = unit ? `${info.title} · ${unit}` : info.title;
-      return DD.plotLayout({title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
-        margin: {l: 56, r: 12, t: 32, b: 36}, xaxis: {title: {text: DD.stepAxisTitle(axis())}},
-        yaxis: {automargin: true, ...info.yaxis}, shapes: DD.epochLines(steps, axis())});
+      const chart = DD.metricChart(k, steps[k].value, true);
+      return DD.smallChartLayout(chart.title, {title: {text: DD.stepAxisTitle(axis())}}, chart.yaxis,
+                                 {shapes: DD.epochLines(steps, axis())});
     };
     const draw = (P) => {
       Plotly = P;
@@ -264,7 +260,7 @@
     };
     // a redraw keeps each chart's zoom: only the smoothed trace changes
     const resmooth = (weight) => Plotly && names.forEach((k, i) =>
-      noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(DD.stepSeries(steps, k, axis(), memberOf).y, weight)]},
+      DD.noisy(k) && Plotly.restyle(boxes[i], {y: [DD.smooth(DD.stepSeries(steps, k, axis(), memberOf).y, weight)]},
                                  [1]));
     const every = steps[names[0]].step.length > 1 ? steps[names[0]].step[1] - steps[names[0]].step[0] : null;
     const section = DD.section("Per step",

@@ -68,17 +68,16 @@
       const traces = chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
         if (stepKey) {       // against the epoch or the time, a run that logged none per step has no line
-          const memberOf = new Map(epochs[i].filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
-          const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis, memberOf) : null;
-          return s ? {x: s.x, y: DD.smooth(s.y, stepKey === "lr" ? 0 : DD.stepSmoothing), name, mode: "lines", line}
+          const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis, DD.epochMembers(epochs[i]))
+            : null;
+          return s ? {x: s.x, y: DD.smooth(s.y, DD.noisy(stepKey) ? DD.stepSmoothing : 0), name, mode: "lines", line}
             : {x: [], y: []};
         }
         const s = DD.epochSeries(epochs[i]);
         return {x: s.x, y: s.series(key), name, mode: "lines+markers", line, marker: {size: 4}, connectgaps: false};
       }).filter((t) => t.y.some((v) => v !== null));
-      const info = DD.metricInfo(stepKey || key, traces.flatMap((t) => t.y));
-      const unit = stepKey === "lr" ? "" : info.unit;
-      return Plotly.react(anyBox, traces, {...layout(unit ? `${info.title} · ${unit}` : info.title, info.yaxis,
+      const chart = DD.metricChart(stepKey || key, traces.flatMap((t) => t.y), Boolean(stepKey));
+      return Plotly.react(anyBox, traces, {...layout(chart.title, chart.yaxis,
         stepKey ? {title: {text: DD.stepAxisTitle(DD.stepAxis)}} : null), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +

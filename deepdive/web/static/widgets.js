@@ -232,6 +232,18 @@
                                                         unit: ""};
     return {title: key, yaxis: {}, unit: ""};
   };
+  // A chart's title ("name · unit") and y axis for metric `key` (DD.metricInfo); per step, the learning rate's
+  // unit ("at the epoch's end") is left out.
+  DD.metricChart = function (key, values, perStep) {
+    const info = DD.metricInfo(key, values), unit = perStep && key === "lr" ? "" : info.unit;
+    return {title: unit ? `${info.title} · ${unit}` : info.title, yaxis: info.yaxis};
+  };
+  // The layout of the Overview's small charts, one metric each (its name as the title, no legend).
+  DD.smallChartLayout = (title, xaxis, yaxis, extra) => DD.plotLayout({
+    title: {text: title, font: {size: 12}, x: 0.02, xanchor: "left"}, showlegend: false,
+    margin: {l: 56, r: 12, t: 32, b: 36}, xaxis, yaxis: {automargin: true, ...yaxis}, ...extra});
+  // epoch number -> ensemble member, from the epochs table's rows (empty for a single model)
+  DD.epochMembers = (epochs) => new Map(epochs.filter((e) => e.member != null).map((e) => [e.epoch, e.member]));
   // Log-axis ticks at 1-2-5 steps with full numbers, for the given values: plotly's own labels the minor ticks
   // with bare digits ("2 … 9" under "0.1"), which reads as values.
   // When the values span less than two such steps (e.g. 0.24-0.74: only "0.5" inside), the axis is widened to the
@@ -264,6 +276,7 @@
     });
   };
   DD.stepSmoothing = 0.6;     // the slider's weight, kept across views and runs (TensorBoard's default)
+  DD.noisy = (key) => key !== "lr";      // what the slider smooths: not the learning rate, a schedule
   DD.stepAxis = "step";       // what the per-step charts stand on: "step", or a series the run logged per step
   // The axes a run may log per step besides the step (they are drawn against, not as charts): where in training a
   // point is as a fractional epoch, and as seconds of training (the recipe's; the bench's clock).
