@@ -168,7 +168,8 @@ def test_val_split_inputs_come_from_val_indices(analyzed_run, mnist):
 # ---- export --------------------------------------------------------------------------------------------------
 NAME_COLUMNS = {c: str for c in ("name", "true_name", "pred_name", "given_name", "suggested_name",
                                   "train_label_name", "class_name", "fires_most_for_name", "label_name",
-                                  "leaning_name", "verdict_label_name", "tag", "tags")}
+                                  "leaning_name", "verdict_label_name", "tag", "tags",
+                                  "train_twin_label_name", "twin_label_name")}
 
 
 def _read(path, fmt):
@@ -210,6 +211,12 @@ def test_export_round_trip(result, tmp_path, fmt):
     third = neighbours[neighbours["row"] == 3]
     assert third["train_idx"].tolist() == nb["index"][3].tolist() and (third["true"] == ex["true"][3]).all()
     assert third["train_label_name"].tolist() == [str(c) for c in nb["label"][3]]
+    duplicates = _read(tmp_path / f"duplicates.{fmt}", fmt)
+    d = s["duplicates"]
+    assert len(duplicates) == d["train"]["count"] + d["split"]["count"]
+    assert (duplicates["kind"] == "train").sum() == d["train"]["count"]
+    assert list(duplicates.columns) == export.DUPLICATE_COLUMNS
+    assert preds["train_twin_label_name"].astype(str).tolist() == [str(t) for t in ex["train_twin_label"]]
     calibration = _read(tmp_path / f"calibration.{fmt}", fmt)
     c = s["confidence"]
     assert calibration["probabilities"].tolist() == ["model"] * c["bins"] + ["temperature"] * c["bins"]

@@ -130,6 +130,11 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatc
     # how typical each training image is among the others (each without itself, as in its neighbours)
     typical = summary["neighbours"]["atypical"]
     assert typical["available"] and typical["count"] == int(ex["atypical"].sum()) < n / 10
+    # each training image's nearest other training image in pixels (never itself); no split of its own to search
+    dup = summary["duplicates"]
+    assert dup["available"] and dup["split"] is None and dup["reference_size"] == n
+    assert not (ex["train_twin"] == ex["idx"]).any() and ex["train_twin"].isin(ex["idx"]).all()
+    assert dup["train"]["count"] == int(ex["duplicate_of_train"].sum())
     # a checkpoint that cannot be read costs the neighbours, not the minutes of K-fold retraining before them
     import deepdive.analysis as analysis_pkg
 
@@ -138,6 +143,7 @@ def test_kfold_train_label_issues(tiny_run, copy_workspace, tmp_path, monkeypatc
 
     monkeypatch.setattr(analysis_pkg, "_load_model", broken)
     again = analyze(store, tiny_run.run_id, "train", progress=False, folds=2)
+    assert again["duplicates"]["train"]["listed"] == dup["train"]["listed"]     # needs no model
     assert again["n"] == n and not again["neighbours"]["available"]
     assert set(again["confidence"]["signals"]) == {"confidence", "margin", "entropy"}   # no neighbours to agree
     assert any("not a checkpoint" in note for note in again["notes"])

@@ -69,7 +69,8 @@ class _Stages:
 
 
 MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "advice")
-STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", *MODEL_STAGES,
+STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", "duplicates",
+          *MODEL_STAGES,
           "confidence", "write")
 
 
@@ -88,7 +89,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     folds: K for the train split's cross-validated probabilities.
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
-    from deepdive.analysis import confidence, dynamics, insight, label_issues, ranking, tables, taxonomy
+    from deepdive.analysis import (confidence, duplicates, dynamics, insight, label_issues, neighbours, ranking,
+                                   tables, taxonomy)
     from deepdive.malloc import keep_freed_memory
 
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
@@ -143,6 +145,10 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             hint = insight.early_stop(store.epochs(run.id))
         with stages("dynamics"):
             dyn = dynamics.dynamics_stage(run.run_dir, class_names, _train_issue_indices(run, split, issue_table))
+        with stages("duplicates"):
+            reference = neighbours.reference_set(run)
+            dup = duplicates.duplicates_stage(data.inputs, reference, frame,
+                                              exclude=data.idx if split == "train" else None)
         focus = focus_set(frame)
 
         extra, advice = _no_model_stages(NO_MODEL), None
@@ -153,10 +159,11 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             if split != "train":
                 augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
-                                              progress, run=run)
+                                              progress, reference)
             else:
                 with stages("neighbours"):
-                    extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes)
+                    extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes, reference)
+            extra["duplicates"] = dup
             with stages("confidence"):   # after the neighbours, whose agreement is one of its trust scores
                 extra["confidence"] = confidence.confidence_stage(frame)
             dyn_table = dyn.pop("table", None)
@@ -416,7 +423,7 @@ def _member_predictions(model, inputs, frame, num_classes, device):
     return out
 
 
-def _training_neighbours(run, data, frame, out_dir, progress, notes) -> dict:
+def _training_neighbours(run, data, frame, out_dir, progress, notes, reference) -> dict:
     """The train split's nearest training images in the run's own model's features, each image's own copy left
     out (the K-fold models that gave the probabilities are not kept)."""
     import torch
@@ -431,8 +438,7 @@ def _training_neighbours(run, data, frame, out_dir, progress, notes) -> dict:
         notes.append(f"no nearest training images: {note}")
         return {"available": False, "reason": NO_MODEL}
     features = embedding.penultimate_features(model, torch.as_tensor(data.inputs), batch_size=500)
-    return neighbours.neighbours_stage(model, features, neighbours.reference_set(run), frame, out_dir, progress,
-                                       exclude=data.idx)
+    return neighbours.neighbours_stage(model, features, reference, frame, out_dir, progress, exclude=data.idx)
 
 
 def focus_set(frame) -> dict:
@@ -459,7 +465,7 @@ def focus_set(frame) -> dict:
             "label_issues": [int(i) for i in issues]}
 
 
-def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, run=None):
+def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, reference=None):
     """Saliency, activations, channels, embedding, nearest training images and robustness advice
     (deepdive.analysis.{saliency, activations, channels, embedding, neighbours, advice}). Returns (summary entries,
     advice dict)."""
@@ -500,7 +506,6 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
     with stages("neighbours"):
         from deepdive.analysis import neighbours
 
-        reference = neighbours.reference_set(run) if run is not None else None
         extra["neighbours"] = neighbours.neighbours_stage(model, features, reference, frame, out_dir, progress)
     with stages("advice"):
         from deepdive.analysis import advice as advice_mod

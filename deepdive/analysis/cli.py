@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps")
+          "duplicates", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps")
 
 
 def register(subparsers):
@@ -97,11 +97,35 @@ def json_summary(summary: dict) -> dict:
         "neighbours": (summary.get("neighbours") or {}).get("errors"),
         "atypical": {k: v for k, v in ((summary.get("neighbours") or {}).get("atypical") or {}).items()
                      if k in ("count", "errors", "fence")} or None,
+        "duplicates": duplicate_counts(summary.get("duplicates") or {}),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
         "stage_seconds": summary["stage_seconds"], "total_seconds": summary["total_seconds"],
     }
+
+
+def duplicate_counts(d: dict) -> dict | None:
+    """The near-duplicates' counts (deepdive.analysis.duplicates), without the listed rows."""
+    if not d.get("available"):
+        return None
+    return {"of_train": {k: v for k, v in d["train"].items() if k != "listed"},
+            "in_split": {k: v for k, v in d["split"].items() if k != "listed"} if d.get("split") else None,
+            "similarity_cut": d["similarity_cut"]}
+
+
+def duplicate_lines(d: dict, split: str) -> list[str]:
+    """Near-duplicates in one line: of the training images, then within the split."""
+    if not d.get("available"):
+        return []
+    t, s = d["train"], d.get("split")
+    line = (f"near-duplicates in pixels (cosine >= {d['similarity_cut']:.4f}): {t['count']:,} of a training image, "
+            f"{t['conflicts']} under another label")
+    if t["count"] and t["accuracy_rest"] is not None and split == "test":
+        line += f"; accuracy on them {t['accuracy_duplicates']:.2%}, on the rest {t['accuracy_rest']:.2%}"
+    if s:
+        line += f"; {s['pairs_total']:,} pairs within the split, {s['conflicts']} under two labels"
+    return [line + " (deepdive export RUN duplicates)"]
 
 
 def confidence_lines(c: dict) -> list[str]:
@@ -204,6 +228,7 @@ def text_summary(summary: dict, workspace) -> str:
         lines.append(f"atypical images (farther from the training images than their own outlier fence): {a['count']:,}"
                      f", holding {a['errors']} of the {a['total_errors']} errors (sort: the dashboard's predictions, "
                      "most atypical first)")
+    lines.extend(duplicate_lines(s.get("duplicates") or {}, s["split"]))
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))

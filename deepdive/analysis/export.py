@@ -5,7 +5,9 @@ Tables (all read through AnalysisResult):
                 p0..p{C-1}, label-issue columns, category, embedding coordinates, neighbours (what the nearest
                 training images back: prediction, label or mixed), neighbour_agreement (the share of them
                 labelled as predicted), calibrated_confidence (the top probability after the temperature),
-                knn_distance, atypicality, atypical (how far from the training images: deepdive.analysis.atypical)
+                knn_distance, atypicality, atypical (how far from the training images: deepdive.analysis.atypical),
+                train_twin, train_twin_label (+ name), train_twin_similarity, duplicate_of_train, split_twin,
+                split_twin_similarity, duplicate_in_split (the nearest images in pixels: .duplicates)
   per-class     support, predicted, correct, errors, recall, precision, f1, ap and taxonomy counts per class
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label
@@ -16,6 +18,10 @@ Tables (all read through AnalysisResult):
                 (image, tag), with the model's answer, when and in which run
   neighbours    each example's nearest training images, one line per (row, rank): the training image's index,
                 its label (as trained on) and the cosine similarity of the two images' penultimate features
+  duplicates    the near-duplicates (deepdive.analysis.duplicates): one line per image that (almost) repeats a
+                training image (kind "train"; twin: its dataset index) or another image of the split (kind
+                "split"; twin: its row), with the twin's label, the cosine similarity of the two images' pixels and
+                whether the labels conflict; conflicts first, then the most similar
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
@@ -54,7 +60,9 @@ from deepdive.store import EPOCH_COLUMNS as STORE_EPOCH_COLUMNS
 from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "calibration", "pr-curves", "channels", "dynamics")
+          "duplicates", "calibration", "pr-curves", "channels", "dynamics")
+DUPLICATE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "kind", "twin", "twin_idx",
+                     "twin_label", "twin_label_name", "similarity", "conflict"]
 RUN_TABLES = ("epochs", "steps")
 EPOCH_COLUMNS = list(STORE_EPOCH_COLUMNS)     # the epochs table's first columns: the store's
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
@@ -123,6 +131,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
             "train_label": np.asarray(nb["label"]).reshape(-1).astype(np.int64),
             "train_label_name": names[np.asarray(nb["label"]).reshape(-1)],
             "similarity": np.asarray(nb["similarity"]).reshape(-1)})
+    if name == "duplicates":
+        return _duplicates(result, names)
     if name == "calibration":
         return _calibration(result)
     if name == "pr-curves":
@@ -264,6 +274,33 @@ def write_frame(frame: pd.DataFrame, out, fmt: str | None = None) -> Path:
 def _named(frame: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
     """Examples with the row position first and class names beside the class numbers."""
     frame.insert(0, "row", np.arange(len(frame), dtype=np.int64))
-    frame.insert(frame.columns.get_loc("true") + 1, "true_name", names[frame["true"].to_numpy()])
-    frame.insert(frame.columns.get_loc("pred") + 1, "pred_name", names[frame["pred"].to_numpy()])
+    for col in ("true", "pred", "train_twin_label"):
+        if col in frame:
+            frame.insert(frame.columns.get_loc(col) + 1, f"{col}_name", names[frame[col].to_numpy()])
     return frame
+
+
+def _duplicates(result: AnalysisResult, names: np.ndarray) -> pd.DataFrame:
+    """Table 'duplicates': one line per near-duplicate (deepdive.analysis.duplicates), those of a training image
+    (kind "train", twin: its dataset index) before those of another image of the split (kind "split", twin: its
+    row), conflicting labels first, then the most similar."""
+    ex = _named(result.examples.copy(), names)
+    if "duplicate_of_train" not in ex:
+        raise DeepdiveError(f"this analysis has no near-duplicates (analysed by an older deepdive); re-run: "
+                            f"deepdive analyze {result.run_dir.name} --split {result.split}")
+    parts = []
+    of_train = ex[ex["duplicate_of_train"]]
+    parts.append(of_train.assign(kind="train", twin=of_train["train_twin"], twin_idx=of_train["train_twin"],
+                                 twin_label=of_train["train_twin_label"],
+                                 similarity=of_train["train_twin_similarity"]))
+    in_split = ex[ex["duplicate_in_split"]]
+    twin = in_split["split_twin"].to_numpy()
+    parts.append(in_split.assign(kind="split", twin=twin, twin_idx=ex["idx"].to_numpy()[twin],
+                                 twin_label=ex["true"].to_numpy()[twin], similarity=in_split["split_twin_similarity"]))
+    frame = pd.concat(parts, ignore_index=True)
+    frame["twin_label_name"] = names[frame["twin_label"].to_numpy(np.int64)]
+    frame["conflict"] = frame["twin_label"].to_numpy() != frame["true"].to_numpy()
+    frame = frame.sort_values(["kind", "conflict", "similarity", "row"], ascending=[False, False, False, True],
+                              kind="stable")
+    return frame[DUPLICATE_COLUMNS].astype({"twin": np.int64, "twin_idx": np.int64, "twin_label": np.int64}) \
+        .reset_index(drop=True)

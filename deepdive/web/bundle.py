@@ -21,7 +21,9 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      activations: {mode, rows, layers},
      dynamics (added by RunMaps.bundle): {summary.dynamics' entries, map: {idx, label, confidence, variability,
                 correctness: packed()}, flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI},
-                reviews: {idx: review}, tags: {idx: [tag]} (a report's)} or {available: false, reason}}
+                reviews: {idx: review}, tags: {idx: [tag]} (a report's)} or {available: false, reason},
+     duplicates (added by RunMaps.bundle): {pictures: {idx: data URI}} of the first DUPLICATE_PICTURES training
+                twins summary.duplicates.train.listed names}
 """
 import base64
 import io
@@ -43,6 +45,7 @@ PROB_DECIMALS = 4   # the class probabilities' (in the bundle as prob_decimals: 
 DYNAMICS_LISTS = ("flagged", "ambiguous", "hard")   # the training images the Training dynamics view lists
 STEP_POINTS = 2000   # points per step metric the charts get: longer series are averaged over runs of steps
 DYNAMICS_LISTED = 24   # images in each list but the flagged one (analysis.dynamics.FLAGGED)
+DUPLICATE_PICTURES = 48   # training twins of listed near-duplicates whose pictures the bundle carries
 
 
 def data_uri(png: bytes) -> str:

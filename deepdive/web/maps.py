@@ -147,6 +147,7 @@ class RunMaps:
         b = bundle_mod.build(store, self.record, self.res, sheets=sheets, legend=legend_uri(),
                              activation_rows=activation_rows, activation_mode=activation_mode)
         b["dynamics"] = self.dynamics_bundle()
+        b["duplicates"] = self.duplicates_bundle()
         return b
 
     def bundle_json(self, store, base_url: str) -> str:
@@ -305,6 +306,18 @@ class RunMaps:
         except NotFound as e:
             dyn["pictures"], dyn["pictures_note"] = {}, str(e)
         return dyn
+
+    def duplicates_bundle(self) -> dict:
+        """{pictures: {idx: data URI}}: the training twins of the first bundle.DUPLICATE_PICTURES near-duplicates
+        the analysis listed (deepdive.analysis.duplicates), inlined in both modes; {} without any."""
+        d = self.res.summary.get("duplicates") or {}
+        listed = [item[1] for item in (d.get("train") or {}).get("listed", [])[:bundle_mod.DUPLICATE_PICTURES]]
+        if not listed:
+            return {"pictures": {}}
+        try:
+            return {"pictures": self.training_pictures(listed)}
+        except NotFound as e:
+            return {"pictures": {}, "pictures_note": str(e)}
 
     def training_position(self, idx: int) -> int:
         """The column of training image `idx` in the run's dynamics; NotFound if the run did not train on it."""

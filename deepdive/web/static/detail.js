@@ -80,6 +80,24 @@
       if (box.dataset.row === String(row)) DD.tagEditor(ctx, row, tagBox);
     }).catch((err) => tagBox.appendChild(DD.note(`Could not load the tags: ${err.message}`, "error")));
 
+    const dup = DD.duplicatesOf(ctx);
+    if (dup.train.has(row) || dup.split.has(row)) {
+      const d = ctx.b.summary.duplicates;
+      box.appendChild(el("h3", {text: "Near-duplicate"}));
+      box.appendChild(el("div", {class: "detail-dup", attrs: {"data-testid": "detail-duplicate"}},
+        ...["train", "split"].filter((kind) => dup[kind].has(row)).map((kind) => {
+          const twin = dup[kind].get(row);
+          const label = kind === "train" ? twin.label : col.true[twin.row];
+          return el("div", {class: "detail-dup-item"}, DD.duplicatePair(ctx, row, kind, 56),
+            el("p", {class: "note", text: (kind === "train" ? `Almost the same picture as training image ` +
+              `#${twin.idx}` : `Almost the same picture as #${col.idx[twin.row]} of this split`) +
+              `, labelled ${ctx.className(label)} (cosine similarity of their pixels ${DD.fmt.num(twin.similarity, 4)}; ` +
+              `near-duplicates from ${DD.fmt.num(d.similarity_cut, 4)}). ` + (label !== t ? "The two labels differ: " +
+              "one of them is wrong, or the picture is ambiguous." : kind === "train" ? "The model was trained on a " +
+              "picture almost the same: its answer here says little about how it generalises." : "")}));
+        })));
+    }
+
     box.appendChild(el("h3", {text: "Nearest training images"}));
     const nb = el("div", {class: "detail-nb", attrs: {"data-testid": "neighbours"}});
     box.appendChild(nb);

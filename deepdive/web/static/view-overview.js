@@ -2,6 +2,7 @@
 "use strict";
 (function (DD) {
   const el = DD.el;
+  const PAIRS_SHOWN = 24;   // near-duplicate pairs drawn (the bundle has the first 48 training twins' pictures)
 
   // The summary's early-stopping insight (insight.early_stop, or the insight itself in older summaries).
   DD.earlyStop = function (summary) {
@@ -301,6 +302,47 @@
         on: {click: () => { ctx.state.predFilter = {atypical: "yes", sort: "dist-desc"}; }}})));
   }
 
+  // Images that (almost) repeat a training image or another image of the split, in pixels (analysis.duplicates): a
+  // test image with a twin in training tests memory, not generalisation, and twins under two labels show a label
+  // error or an ambiguous picture. Conflicting pairs first, then the most similar.
+  function duplicatesSection(ctx) {
+    const d = ctx.b.summary.duplicates;
+    if (!d || !d.available) return null;
+    const t = d.train, s = d.split, n = ctx.n, images = ctx.b.split === "train" ? "training images" : "images";
+    const pct = (v) => (v === null || v === undefined ? "–" : DD.fmt.pct(v, 2));
+    const rule = `cosine similarity of their pixels ${DD.fmt.num(d.similarity_cut, 4)} or more: below ` +
+      `${d.threshold} × the median distance to the nearest image, cleanlab Datalab's near-duplicate rule`;
+    const twins = ctx.b.split === "train" ? "another training image" : `one of the ${DD.fmt.int(d.reference_size)} ` +
+      `${d.reference}`;
+    const parts = [`${DD.fmt.int(t.count)} of the ${DD.fmt.int(n)} ${images} are near-duplicates of ${twins} ` +
+      `(${rule})` + (t.count ? `; ${DD.fmt.int(t.conflicts)} of them under another label. The model gets ` +
+      `${pct(t.accuracy_duplicates)} of them right and ${pct(t.accuracy_rest)} of the rest` +
+      (ctx.b.split === "test" ? " (the test accuracy without the leaked images)" : "") :
+      `; the closest comes to ${DD.fmt.num(d.closest, 4)}`) + "."];
+    if (s) parts.push(`${DD.fmt.int(s.count)} ${images} repeat another of this split (${DD.fmt.int(s.pairs_total)} ` +
+                      `pairs, ${DD.fmt.int(s.conflicts)} under two labels).`);
+    const dup = DD.duplicatesOf(ctx);
+    const trainRows = t.listed.slice(0, PAIRS_SHOWN).map(([row]) => row);
+    const splitRows = s ? s.listed.slice(0, PAIRS_SHOWN).map(([a]) => a) : [];
+    const shown = (rows, kind, what) => rows.length ? [
+      el("p", {class: "muted small", text: what}),
+      el("div", {class: "thumb-row", attrs: {"data-testid": `dup-${kind}`}},
+        rows.map((row) => DD.duplicatePair(ctx, row, kind, 36)))] : [];
+    const link = (filter, text, testid) => el("a", {class: "btn", href: DD.viewHref(ctx, "predictions"),
+      attrs: {"data-testid": testid}, text, on: {click: () => { ctx.state.predFilter = {duplicate: filter}; }}});
+    return DD.section("Near-duplicates",
+      el("p", {class: "note", attrs: {"data-testid": "duplicates-summary"}, text: parts.join(" ")}),
+      ...shown(trainRows, "train", `Each ${ctx.b.split === "train" ? "image" : "image and its training twin"}, ` +
+        `captioned with their labels and similarity (framed orange: the labels differ)` +
+        (t.count > trainRows.length ? `; the first ${trainRows.length} of ${DD.fmt.int(t.count)}:` : ":")),
+      ...shown(splitRows, "split", `Twins within the ${ctx.b.split} split` +
+        (s && s.pairs_total > splitRows.length ? `, the first ${splitRows.length} of ${DD.fmt.int(s.pairs_total)} ` +
+                                                  "pairs:" : ":")),
+      dup.train.size || dup.split.size ? el("div", {class: "btn-row"},
+        dup.train.size ? link("train", "list the near-duplicates of training images →", "to-duplicates") : null,
+        dup.split.size ? link("split", "list the twins within the split →", "to-split-duplicates") : null) : null);
+  }
+
   // The words people put on this split's images (an image's detail, "tag these…"), each with its count and a link to
   // the predictions it lists; filled once the tags are loaded, absent while there are none.
   function tagsSection(ctx) {
@@ -397,7 +439,7 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [atypicalSection(ctx), tagsSection(ctx), layersSection(ctx)]);
+      DD.append(root, [atypicalSection(ctx), duplicatesSection(ctx), tagsSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),

@@ -46,6 +46,8 @@
     const pclass = has(f.pclass) ? Number(f.pclass) : null, pmin = has(f.pmin) ? Number(f.pmin) : null;
     const reviews = DD.reviewsOf(ctx);
     const tag = has(f.tag) ? String(f.tag) : null, tags = DD.tagsOf(ctx);   // "any", "none" or one tag
+    // near-duplicates (analysis.duplicates): "train" (of a training image), "split" (of another image here), "none"
+    const dupKind = has(f.duplicate) ? String(f.duplicate) : null, dup = DD.duplicatesOf(ctx);
     const out = [];
     for (const r of order(ctx, f.sort || "group")) {
       if (t !== null && col.true[r] !== t) continue;
@@ -62,6 +64,7 @@
       }
       if (f.atypical === "yes" && !col.atypical[r]) continue;
       if (f.atypical === "no" && col.atypical[r]) continue;
+      if (dupKind !== null && (dupKind === "none" ? dup.train.has(r) || dup.split.has(r) : !dup[dupKind].has(r))) continue;
       if (binCol && binCol[r] !== binNo) continue;
       if (confMax !== null && col.confidence[r] > confMax) continue;
       if (picked && !picked.has(r)) continue;
@@ -157,7 +160,7 @@
   // bookmark or send, and the back button returns to it. Only what differs from the defaults goes in; an
   // embedding selection (rows) only while it is short enough for a link.
   const DEFAULTS = {true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                    neighbours: "all", atypical: "all", tag: "all", sort: "group"};
+                    neighbours: "all", atypical: "all", duplicate: "all", tag: "all", sort: "group"};
   const CHIPS = ["bin", "confMax", "pclass", "pmin"];     // filters other views set, shown as removable chips
   const MAX_LINKED_ROWS = 500;
   function filterQuery(f) {
@@ -197,7 +200,8 @@
     },
     render(root, ctx) {
       const f = Object.assign({true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
-                               neighbours: "all", atypical: "all", tag: "all", sort: "group"}, ctx.state.predFilter);
+                               neighbours: "all", atypical: "all", duplicate: "all", tag: "all", sort: "group"},
+                              ctx.state.predFilter);
       ctx.state.predFilter = f;
       const classOpts = [["all", "any"], ...ctx.names.map((n, c) => [c, n])];
       const catOpts = [["all", "any"], ...ctx.b.examples.categories.map((n, c) => [c, n])];
@@ -239,6 +243,10 @@
         // beyond the training images' outlier fence in the model's feature space (analysis.atypical)
         hasAtypical(ctx) ? select("Atypical", [["all", "all"], ["yes", "atypical"], ["no", "typical"]], f.atypical,
                                   set("atypical"), "filter-atypical") : null,
+        // a near-duplicate in pixels of a training image, or of another image of the split (analysis.duplicates)
+        (ctx.b.summary.duplicates || {}).available ? select("Duplicate", [["all", "all"], ["train", "of a training image"],
+          ...(ctx.b.summary.duplicates.split ? [["split", "of another image here"]] : []), ["none", "none"]],
+          f.duplicate, set("duplicate"), "filter-duplicate") : null,
         // the words people put on images (an image's detail); the list fills once the tags are loaded
         ctx.source.mode === "served" || Object.keys(ctx.b.tags || {}).length ? tagSelect : null,
         select("Sort", [["group", "true → predicted, confidence"], ["conf-desc", "confidence ↓"], ["conf-asc", "confidence ↑"],

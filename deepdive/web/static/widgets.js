@@ -339,4 +339,46 @@
     return el("label", {class: "filter"}, el("span", {class: "tool-label", text: "Smoothing"}), slider, readout);
   };
   DD.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
+
+  // The split's near-duplicates (analysis.duplicates), by row, built once from the summary's lists:
+  // train: row -> {idx, label, similarity} of its training twin; split: row -> {row, similarity} of its twin here.
+  DD.duplicatesOf = function (ctx) {
+    if (!ctx.duplicates) {
+      const d = ctx.b.summary.duplicates || {};
+      const train = new Map(), split = new Map();
+      if (d.available) {
+        for (const [row, idx, label, similarity] of d.train.listed) train.set(row, {idx, label, similarity});
+        for (const [a, b, similarity] of (d.split ? d.split.listed : [])) {
+          split.set(a, {row: b, similarity});
+          split.set(b, {row: a, similarity});
+        }
+      }
+      ctx.duplicates = {train, split};
+    }
+    return ctx.duplicates;
+  };
+
+  // One near-duplicate pair as two pictures side by side: the row's thumbnail and its twin (a training image's
+  // picture when the bundle has it, else a placeholder; a row of the split as its thumbnail), captioned with the
+  // twin's label and their similarity; framed orange when the two labels differ.
+  DD.duplicatePair = function (ctx, row, kind, size) {
+    const twin = DD.duplicatesOf(ctx)[kind].get(row);
+    const label = kind === "train" ? twin.label : ctx.col.true[twin.row];
+    const conflict = label !== ctx.col.true[row];
+    const pictures = (ctx.b.duplicates || {}).pictures || {};
+    const uri = kind === "train" ? pictures[twin.idx] : null;
+    const other = kind === "split" ? DD.thumb(ctx, twin.row, size)
+      : uri ? el("img", {class: "dyn-img", src: uri, alt: `training image #${twin.idx}`,
+                         style: {width: size + "px", height: size + "px"}})
+      : el("div", {class: "dyn-img missing", style: {width: size + "px", height: size + "px"},
+                   title: "no picture: the dashboard holds those of the first listed pairs only"});
+    const where = kind === "train" ? `train #${twin.idx}` : `#${ctx.col.idx[twin.row]}`;
+    return el("figure", {class: "dup-pair" + (conflict ? " conflict" : ""), dataset: {row, kind},
+                         attrs: {"data-testid": "dup-pair", title: `#${ctx.col.idx[row]} labelled ` +
+                                 `${ctx.className(ctx.col.true[row])} · ${where} labelled ${ctx.className(label)} · ` +
+                                 `cosine similarity of their pixels ${DD.fmt.num(twin.similarity, 4)}`}},
+      el("div", {class: "dup-pictures"}, DD.thumb(ctx, row, size), other),
+      el("figcaption", {text: `${ctx.className(ctx.col.true[row])} · ${ctx.className(label)} · ` +
+                              DD.fmt.num(twin.similarity, 3)}));
+  };
 })(window.DD);
