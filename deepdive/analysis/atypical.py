@@ -34,18 +34,15 @@ def knn_distance(similarities) -> np.ndarray:
 
 def reference_distances(ref_features, k: int, sample: int = SAMPLE, seed: int = 0) -> np.ndarray:
     """knn_distance of a seeded sample of the reference rows to their k nearest other reference rows (sorted)."""
-    from deepdive.analysis.neighbours import nearest
+    from deepdive.analysis.neighbours import nearest, without_own
 
     ref = np.asarray(ref_features, np.float32)
     if len(ref) <= k:
         return np.zeros(0, np.float32)
     pick = np.sort(np.random.default_rng(seed).choice(len(ref), min(sample, len(ref)), replace=False))
     positions, sims = nearest(ref[pick], ref, k=k + 1)
-    # each row's own image is among its k + 1 nearest (similarity 1, or tied with a duplicate): drop it, else the
-    # least similar
-    own = positions == pick[:, None]
-    keep = np.argsort(own, axis=1, kind="stable")[:, :k]
-    return np.sort(knn_distance(np.take_along_axis(sims, keep, 1)))
+    # each row's own image is among its k + 1 nearest (similarity 1, or tied with a duplicate)
+    return np.sort(knn_distance(without_own(positions, sims, positions == pick[:, None], k)[1]))
 
 
 def atypical_entry(distance, reference, frame) -> dict:

@@ -47,23 +47,23 @@ def duplicates_stage(inputs, reference, frame, exclude=None) -> dict:
     rule, add the frame columns (module docstring) and return the summary entry. inputs: the rows as the model
     takes them (N, ...); reference: deepdive.analysis.neighbours.Reference or None; exclude: the rows' own
     training-set indices when they are training images themselves (the train split)."""
-    from deepdive.analysis.neighbours import nearest
+    from deepdive.analysis.neighbours import nearest, without_own
 
     if reference is None:
         return {"available": False, "reason": "the run has no training images (logged with log_evaluation "
                                               "without train_data), so there is nothing to compare"}
+    own = exclude is not None
+    if len(reference.idx) < 1 + own:
+        return {"available": False, "reason": "too few training images to compare with"}
     x = _flat(inputs)
     ref = _flat(reference.model_inputs())
     if x.shape[1] != ref.shape[1]:
         raise DeepdiveError(f"the analysed images have {x.shape[1]} values each and the training images "
                             f"{ref.shape[1]}: they cannot be compared")
     n = len(x)
-    own = exclude is not None
     pos, sims = nearest(x, ref, k=1 + own)
-    if own:   # drop each row's own image, as the neighbours stage does
-        mine = reference.idx[pos] == np.asarray(exclude, np.int64)[:, None]
-        keep = np.argsort(mine, axis=1, kind="stable")[:, :1]
-        pos, sims = np.take_along_axis(pos, keep, 1), np.take_along_axis(sims, keep, 1)
+    if own:   # leave each row's own image out, as the neighbours stage does
+        pos, sims = without_own(pos, sims, reference.idx[pos] == np.asarray(exclude, np.int64)[:, None], 1)
     train_idx = reference.idx[pos[:, 0]]
     train_sim = np.minimum(sims[:, 0], 1.0)
     if own or n < 2:   # the train split's rows are the reference: their nearest other image is the one above

@@ -108,6 +108,14 @@ def nearest(queries, references, k: int = K, chunk: int = CHUNK, unit_references
     return torch.cat(positions).numpy().astype(np.int64), torch.cat(sims).numpy().astype(np.float32)
 
 
+def without_own(positions, sims, own, k: int):
+    """The first k of each row's (positions, sims) (N, k + 1), most similar first, leaving out the one marked in
+    `own` (bool, same shape): the row's own image, searched among the references it belongs to; a row whose own
+    image was not among them loses its least similar (a stable sort keeps the others' order)."""
+    keep = np.argsort(own, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(positions, keep, 1), np.take_along_axis(sims, keep, 1)
+
+
 READINGS = ("prediction", "label", "mixed")
 
 
@@ -143,10 +151,8 @@ def neighbours_stage(model, features, reference: Reference | None, frame, out_di
         ref_features = penultimate_features(model, reference.model_inputs(), batch_size=500, progress=progress)
     positions, sims = nearest(features, ref_features, k=K + (exclude is not None))
     if exclude is not None:
-        # drop each row's own image (else its least similar neighbour): a stable sort puts the others first
         own = reference.idx[positions] == np.asarray(exclude, np.int64)[:, None]
-        keep = np.argsort(own, axis=1, kind="stable")[:, :positions.shape[1] - 1]
-        positions, sims = np.take_along_axis(positions, keep, 1), np.take_along_axis(sims, keep, 1)
+        positions, sims = without_own(positions, sims, own, positions.shape[1] - 1)
     labels = reference.labels[reference.idx[positions]]
     folder = Path(out_dir) / "neighbours"
     folder.mkdir(parents=True, exist_ok=True)
