@@ -1059,6 +1059,73 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         t.page.close()
 
 
+def test_the_runs_page_groups_the_seeds_of_a_recipe(browser, tmp_path):
+    """Grouped by recipe, the ticked runs' curves become one per group: the mean of its runs at each epoch, shaded
+    between the least and the greatest; the group table has each group's test accuracy over its seeds. Grouped by
+    name, runs of two recipes under one name go together."""
+    from deepdive.store import Store
+
+    ws = tmp_path / "ws"
+    runs = [("a", "fast", 0, [0.80, 0.90, 0.95], 0.9950), ("a", "fast", 1, [0.82, 0.92, 0.97], 0.9960),
+            ("a", "fast", 2, [0.78, 0.88], 0.9940), ("b", "default", 0, [0.70, 0.80, 0.85], 0.9970),
+            ("a", "default", 1, [0.72, 0.84, 0.86], 0.9972)]
+    with Store.open(ws) as store:
+        for name, preset, seed, accs, test_acc in runs:
+            rid = store.create_run(name, "mnist", {"preset": preset, "seed": seed, "epochs": 3}, {},
+                                   [str(c) for c in range(10)], "cpu").id
+            for e, a in enumerate(accs, 1):
+                store.log_epoch(rid, e, 1 - a, a, 1.1 - a, a, 0.1, 1.0)
+            if preset == "fast" and seed < 2:      # per step: the train loss and the training clock
+                store.log_steps(rid, [(st, {"train_loss": 1.0 - st / 100 - seed / 10, "train_seconds": st * (seed + 1)})
+                                      for st in (10, 20, 30)])
+            store.finish_run(rid, test_acc, 10.0 * (seed + 1), 1000, "cnn")
+    with serving(ws) as url:
+        t = Tab(browser, url, None)
+        page = t.page
+        page.wait_for_selector('[data-testid="compare-acc"] .scatterlayer .trace')
+        acc = "() => document.querySelector('[data-testid=\"compare-acc\"]').data"
+        assert len(page.evaluate(acc)) == 5 and not page.is_visible('[data-testid="group-table"]')
+        page.select_option('[data-testid="group-by"]', "recipe")
+        page.wait_for_function(f"() => ({acc})().length === 6")
+        traces = page.evaluate(acc)
+        means = {tr["name"]: tr for tr in traces if tr.get("showlegend") is not False}
+        assert set(means) == {"mnist · fast · 3 ep · 3 runs", "mnist · default · 3 ep · 2 runs"}
+        fast = means["mnist · fast · 3 ep · 3 runs"]
+        assert fast["x"] == [1, 2, 3] and fast["y"] == pytest.approx([0.80, 0.90, 0.96])   # epoch 3: two runs
+        lo, hi = [tr["y"] for tr in traces if tr.get("legendgroup") == fast["name"] and tr is not fast][:2]
+        assert lo == pytest.approx([0.78, 0.88, 0.95]) and hi == pytest.approx([0.82, 0.92, 0.97])
+        rows = page.eval_on_selector_all('[data-testid="group-table"] tbody tr',
+                                         "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+        assert ["mnist · fast · 3 ep", "3", "99.50%", "99.50%", "99.40%–99.60%", "0.100 pp", "20.0 s"] in rows, rows
+        assert ["mnist · default · 3 ep", "2", "99.71%", "99.71%", "99.70%–99.72%", "0.014 pp", "15.0 s"] in rows, rows
+        assert "shaded between the least and the greatest" in page.inner_text('[data-testid="compare"] .note')
+        # any metric, per step: the group's mean at each step (unsmoothed here); against the clock, each run alone
+        anyd = "() => document.querySelector('[data-testid=\"compare-any\"]').data"
+        page.select_option('[data-testid="compare-metric"]', "step:train_loss")
+        page.eval_on_selector('[data-testid="step-smoothing"]',
+                              "s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+        page.wait_for_function(f"() => ({anyd})().length === 3 && ({anyd})()[2].y[0] < 0.9")
+        band = page.evaluate(anyd)
+        assert band[2]["x"] == [10, 20, 30] and band[2]["y"] == pytest.approx([0.85, 0.75, 0.65])
+        assert band[0]["y"] == pytest.approx([0.8, 0.7, 0.6]) and band[1]["y"] == pytest.approx([0.9, 0.8, 0.7])
+        page.click('[data-testid="step-axis"] button[data-value="train_seconds"]')
+        page.wait_for_function(f"() => ({anyd})().length === 2 && ({anyd})().some(t => t.x[2] === 60)")
+        alone = page.evaluate(anyd)
+        assert [tr["x"] for tr in alone] == [[10, 20, 30], [20, 40, 60]] or \
+            [tr["x"] for tr in alone] == [[20, 40, 60], [10, 20, 30]]
+        assert [tr.get("showlegend") for tr in alone] == [True, False]
+        page.click('[data-testid="step-axis"] button[data-value="step"]')
+        page.select_option('[data-testid="group-by"]', "name")
+        page.wait_for_function(f"() => ({acc})().filter(t => t.showlegend !== false).length === 2")
+        names = [tr["name"] for tr in page.evaluate(acc) if tr.get("showlegend") is not False]
+        assert sorted(names) == ["a · 4 runs", "b · 1 run"]
+        page.select_option('[data-testid="group-by"]', "none")
+        page.wait_for_function(f"() => ({acc})().length === 5")
+        assert not page.is_visible('[data-testid="group-table"]')
+        assert not t.dialogs and not t.errors
+        t.page.close()
+
+
 def test_a_run_is_deleted_from_the_runs_page_once_confirmed(browser, analyzed_run, copy_workspace, tmp_path):
     """Each finished or stopped run has a delete button; nothing goes until the person confirms, then the run's
     row, rows in the store and folder go, and the page lists the runs left. A running run has no button."""

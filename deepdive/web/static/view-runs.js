@@ -4,6 +4,7 @@
   const el = DD.el;
   const COMPARE_FIRST = 5;      // the newest runs start ticked, so the page opens on a comparison
   const POLL_MS = 5000;         // how often the page refreshes while a run is training
+  DD.runsGroupBy = "none";      // how the compared runs are grouped (DD.GROUP_BY), kept across redraws
 
   // Validation accuracy and loss per epoch of every ticked run, one colour per run (train loss dotted).
   async function drawComparison(source, runs, ticked, box, live) {
@@ -25,11 +26,28 @@
     const Plotly = await DD.plotly();
     if (box.dataset.token !== token || !box.isConnected) return;   // a newer tick redrew it meanwhile
     const acc = [], loss = [], empty = [];
+    // Grouped (W&B's grouping): one colour per group, its mean drawn over the range of its runs.
+    const groups = DD.runsGroupBy !== "none" ? DD.groupRuns(chosen, DD.runsGroupBy).map((g, k) => ({...g,
+      color: DD.classColor(k), at: g.runs.map((r) => chosen.indexOf(r)),
+      label: `${g.key} · ${g.runs.length} run${g.runs.length === 1 ? "" : "s"}`})) : null;
+    chosen.forEach((r, i) => { if (!epochs[i].length) empty.push(r.name); });
+    if (groups) {
+      for (const g of groups) {
+        const series = (key) => g.at.filter((i) => epochs[i].length).map((i) => {
+          const s = DD.epochSeries(epochs[i]);
+          return {x: s.x, y: s.series(key)};
+        });
+        acc.push(...DD.bandTraces(DD.groupBand(series("val_acc")), g.label, g.color));
+        loss.push(...DD.bandTraces(DD.groupBand(series("val_loss")), g.label, g.color),
+                  {...DD.bandTraces(DD.groupBand(series("train_loss")), g.label + " (train)", g.color, "dot", false)[0],
+                   showlegend: false});
+      }
+    }
     chosen.forEach((r, i) => {
+      if (groups || !epochs[i].length) return;
       const s = DD.epochSeries(epochs[i]);
       const color = DD.classColor(runs.indexOf(r));      // the colour of the run's tick box
       const name = `${r.name} · ${r.id.slice(-6)}`;
-      if (!epochs[i].length) { empty.push(r.name); return; }
       const line = (key, dash, show, suffix) => ({x: s.x, y: s.series(key), name: name + suffix, legendgroup: r.id,
         showlegend: show, mode: "lines+markers", line: {color, width: 2, dash}, marker: {size: 4}, connectgaps: false});
       acc.push(line("val_acc", undefined, true, ""));
@@ -65,7 +83,26 @@
       const key = pick.value, stepKey = key && key.startsWith("step:") ? key.slice(5) : null;
       smoothing.hidden = !stepKey;
       if (!key) return Plotly.purge(anyBox);
-      const traces = chosen.map((r, i) => {
+      // a run's curve of this metric: {x, y}, smoothed if per step; null where the run logged none
+      const curve = (i) => {
+        if (stepKey) {
+          if (!steps[i][stepKey]) return null;
+          const s = DD.stepSeries(steps[i], stepKey, DD.stepAxis, DD.epochMembers(epochs[i]));
+          return s ? {x: s.x, y: DD.smooth(s.y, DD.noisy(stepKey) ? DD.stepSmoothing : 0)} : null;
+        }
+        const s = DD.epochSeries(epochs[i]);
+        return {x: s.x, y: s.series(key)};
+      };
+      const traces = groups ? groups.flatMap((g) => {
+        const series = g.at.map(curve).filter((c) => c && c.y.some((v) => v !== null));
+        if (!series.length) return [];
+        // against training time no two runs share an x: each run drawn thin in its group's colour
+        if (stepKey && DD.stepAxis === "train_seconds") {
+          return series.map((c, k) => ({...c, name: g.label, legendgroup: g.label, showlegend: k === 0,
+                                        mode: "lines", line: {color: g.color, width: 1}}));
+        }
+        return DD.bandTraces(DD.groupBand(series), g.label, g.color);
+      }) : chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
         if (stepKey) {       // against the epoch or the time, a run that logged none per step has no line
           const s = steps[i][stepKey] ? DD.stepSeries(steps[i], stepKey, DD.stepAxis, DD.epochMembers(epochs[i]))
@@ -81,7 +118,9 @@
         stepKey ? {title: {text: DD.stepAxisTitle(DD.stepAxis)}} : null), showlegend: true}, DD.plotConfig);
     }
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
-      "batches). An ensemble's members follow one another along the epoch axis." +
+      "batches). An ensemble's members follow one another along the epoch axis." + (groups ? " Grouped: each " +
+      "line is the mean of the group's runs at each epoch or step, shaded between the least and the greatest of " +
+      "them (against training time, each run is drawn on its own)." : "") +
       (empty.length ? ` No epochs logged yet for: ${empty.join(", ")}.` : "");
     const longest = Math.max(...epochs.map((ep) => ep.length));
     const layout = (title, yaxis, xaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02,
@@ -97,6 +136,37 @@
       drawAny(),
     ]);
     DD.mark("dd-compare-painted");
+  }
+
+  // The ticked runs' groups in numbers, as the bench reports seeds: runs, test accuracy (mean, median, range,
+  // standard deviation over the runs that have one) and the median training time.
+  function groupTable(runs, ticked, box) {
+    const chosen = runs.filter((r) => ticked.has(r.id));
+    if (DD.runsGroupBy === "none" || !chosen.length) { DD.clear(box); return; }
+    const stats = (values) => {
+      const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
+      if (!v.length) return null;
+      const mean = v.reduce((a, b) => a + b, 0) / v.length;
+      const mid = v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+      const sd = v.length > 1 ? Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / (v.length - 1)) : null;
+      return {n: v.length, mean, median: mid, lo: v[0], hi: v[v.length - 1], sd};
+    };
+    const pct = (v) => DD.fmt.pct(v, 2);
+    const rows = DD.groupRuns(chosen, DD.runsGroupBy).map((g, k) => {
+      const acc = stats(g.runs.map((r) => r.test_accuracy)), time = stats(g.runs.map((r) => r.train_seconds));
+      return el("tr", {dataset: {group: g.key}},
+        el("td", {}, el("span", {class: "swatch", style: {background: DD.classColor(k)}}), g.key),
+        el("td", {class: "num", text: DD.fmt.int(g.runs.length)}),
+        el("td", {class: "num", text: acc ? pct(acc.mean) : "–"}),
+        el("td", {class: "num", text: acc ? pct(acc.median) : "–"}),
+        el("td", {class: "num", text: acc ? (acc.n > 1 ? `${pct(acc.lo)}–${pct(acc.hi)}` : pct(acc.lo)) : "–"}),
+        el("td", {class: "num", text: acc && acc.sd !== null ? `${DD.fmt.num(acc.sd * 100, 3)} pp` : "–"}),
+        el("td", {class: "num", text: time ? DD.fmt.secs(time.median) : "–"}));
+    });
+    DD.clear(box).append(el("table", {class: "grid", attrs: {"data-testid": "group-table"}},
+      el("thead", {}, el("tr", {}, ["Group", "Runs", "Test accuracy: mean", "median", "min–max", "std",
+                                    "Train time: median"].map((h) => el("th", {text: h})))),
+      el("tbody", {}, rows)));
   }
 
   // Two ticked runs: a link to their mistakes side by side (the Compare view), the older as A, the newer as B.
@@ -231,8 +301,14 @@
       const live = new Set();          // runs whose epochs to fetch afresh on the next redraw (still training)
       const compareBox = el("div", {attrs: {"data-testid": "compare"}});
       const pairBox = el("div", {class: "toolbar", attrs: {"data-testid": "compare-pair"}});
+      const groupBox = el("div", {attrs: {"data-testid": "groups"}});
+      const groupPick = el("select", {class: "input", attrs: {"aria-label": "group the runs by",
+                                                                "data-testid": "group-by"},
+        on: {change: (e) => { DD.runsGroupBy = e.target.value; redraw(); }}},
+        Object.entries(DD.GROUP_BY).map(([k, text]) => el("option", {value: k, text, selected: k === DD.runsGroupBy})));
       const redraw = () => {
         pairLink(runs, ticked, pairBox);
+        groupTable(runs, ticked, groupBox);
         return drawComparison(source, runs, ticked, compareBox, live)
           .catch((err) => DD.clear(compareBox).appendChild(DD.note(err.message, "error")));
       };
@@ -307,7 +383,10 @@
       const table = el("table", {class: "grid runs-table", attrs: {"data-testid": "runs-table"}},
         el("thead", {}, el("tr", {}, heads)), tbody);
       root.appendChild(el("div", {class: "panel"}, el("div", {class: "toolbar runs-tools"}, filter, shown), table));
-      root.appendChild(DD.section("Compare training curves", pairBox, compareBox));
+      root.appendChild(DD.section("Compare training curves", pairBox,
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "group"}), groupPick,
+          el("span", {class: "muted small", text: "the ticked runs, as one curve per group: its mean over the range " +
+                                                    "of its runs"})), groupBox, compareBox));
       const paramsBox = el("div", {attrs: {"data-testid": "params"}});
       root.appendChild(DD.section("Settings against test accuracy", paramsBox));
       paramsPanel(runs, paramsBox);

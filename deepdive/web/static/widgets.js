@@ -381,4 +381,50 @@
       el("figcaption", {text: `${ctx.className(ctx.col.true[row])} · ${ctx.className(label)} · ` +
                               DD.fmt.num(twin.similarity, 3)}));
   };
+
+  // Runs as groups (W&B's grouping): each ticked run's group key, by recipe (its dataset and recipe without the
+  // seed: the seeds of one recipe together; a run logged through the Python API, which has no recipe, by its name)
+  // or by name. Returns [{key, runs: [run]}], in the order the runs come.
+  DD.GROUP_BY = {none: "no grouping", recipe: "recipe (seeds together)", name: "name"};
+  DD.groupRuns = function (runs, by) {
+    const key = (r) => by === "name" ? r.name :
+      r.recipe ? `${r.dataset} · ${r.recipe.replace(/ · seed -?\d+/, "")}` : `${r.dataset} · ${r.name}`;
+    const groups = new Map();
+    for (const r of runs) {
+      if (!groups.has(key(r))) groups.set(key(r), []);
+      groups.get(key(r)).push(r);
+    }
+    return [...groups].map(([k, members]) => ({key: k, runs: members}));
+  };
+
+  // A group's curves as one: at each x that any of them has, the mean, least and greatest of those that have it.
+  DD.groupBand = function (series) {
+    const at = new Map();
+    for (const s of series) {
+      s.x.forEach((x, i) => {
+        const v = s.y[i];
+        if (v === null || v === undefined || !Number.isFinite(v)) return;
+        if (!at.has(x)) at.set(x, []);
+        at.get(x).push(v);
+      });
+    }
+    const x = [...at.keys()].sort((a, b) => a - b), vals = x.map((v) => at.get(v));
+    return {x, mean: vals.map((v) => v.reduce((a, b) => a + b, 0) / v.length), lo: vals.map((v) => Math.min(...v)),
+            hi: vals.map((v) => Math.max(...v)), n: vals.map((v) => v.length)};
+  };
+
+  // Plotly traces of a band: the range shaded in the colour, the mean drawn over it (its hover: mean, range, n).
+  DD.bandTraces = function (band, name, color, dash, showRange = true) {
+    const rgb = color.match(/\w\w/g).map((h) => parseInt(h, 16)).join(",");
+    const edge = {x: band.x, mode: "lines", line: {width: 0, color}, hoverinfo: "skip", showlegend: false,
+                  legendgroup: name};
+    return [
+      ...(showRange ? [{...edge, y: band.lo}, {...edge, y: band.hi, fill: "tonexty", fillcolor: `rgba(${rgb},0.18)`}]
+        : []),
+      {x: band.x, y: band.mean, name, legendgroup: name, mode: "lines", line: {color, width: 2, dash},
+       customdata: band.x.map((_, i) => [band.lo[i], band.hi[i], band.n[i]]),
+       hovertemplate: "%{y:.4g} mean of %{customdata[2]} (%{customdata[0]:.4g}–%{customdata[1]:.4g})" +
+                      "<extra>%{fullData.name}</extra>"},
+    ];
+  };
 })(window.DD);
