@@ -52,7 +52,7 @@ def test_runs_json_and_table(cli_train, run_cli, capsys):
     assert main(["runs", "--workspace", str(ws)]) == 0
     out = [re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines()]
     assert out[0][:5] == ["ID", "NAME", "DATASET", "RECIPE", "STATUS"]
-    assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0", "finished"]
+    assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0 · 500 images", "finished"]
 
 
 def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path, monkeypatch, capsys,

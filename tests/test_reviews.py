@@ -248,7 +248,7 @@ def test_training_with_reviewed_labels(ws, mnist, monkeypatch):
     with Store.open(ws, create=False) as store:
         rec = store.get_run(result["run_id"])
         assert rec.config["reviewed_labels"] == {"relabel": {str(moved): (label + 1) % 10}, "leave_out": [dropped]}
-        assert rec.recipe_text == "fast · 1 ep · seed 0 · 2 reviewed labels"
+        assert rec.recipe_text == "fast · 1 ep · seed 0 · 3,000 images · 2 reviewed labels"
         val = np.load(rec.run_dir / "val_indices.npy")
         assert dropped not in val and len(val) == len(val_idx) - 1
         # a review made on other data is refused before anything trains

@@ -137,6 +137,21 @@ def test_step_metrics_by_name_and_step(store):
     assert store.steps(run.id) == {} and list(store.steps(other.id)) == ["loss"]
 
 
+def test_a_recipe_in_words_says_what_the_run_changed(store):
+    """The runs table's recipe (and the runs page's grouping by recipe) tells apart runs that differ in anything
+    they were trained with: the preset's settings they overrode and the training images they were limited to."""
+    def text(**config):
+        return store.create_run("r", "mnist", config, {}, ["0", "1"], "cpu").recipe_text
+
+    assert text(preset="default", seed=0, epochs=None, resolved={"epochs": 24}) == "default · 24 ep · seed 0"
+    assert text(preset="fast", seed=3, epochs=4, ensemble=3, limit_train=20000,
+                overrides={"arch": "stack5", "amp": False, "prune": 0}) == \
+        "fast · 4 ep · seed 3 · ×3 · 20,000 images · fp32 · arch stack5 · prune 0"
+    assert text(preset="fast", seed=0, epochs=4, overrides={"augment": {"rotate": 15, "shift": 2}}) == \
+        "fast · 4 ep · seed 0 · augment rotate 15, shift 2"
+    assert text(name_only=True) is None            # a run logged through the Python API has no recipe
+
+
 def test_open_refuses_missing_workspace_newer_schema_busy_and_non_database(tmp_path):
     with pytest.raises(RunError, match="no deepdive workspace"):
         Store.open(tmp_path / "absent", create=False)

@@ -15,6 +15,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -386,6 +387,29 @@ def test_the_predictions_filter_is_in_the_address(tab, expected, browser):
     page.click('[data-testid="filter-reset"]')
     page.wait_for_selector(f'[data-testid="row-count"][data-count="{len(frame)}"]')
     assert page.url.endswith("/test/predictions")
+
+
+def test_the_listed_predictions_download_as_csv(tab, expected, tmp_path):
+    """The CSV button writes the images the filters list, in the order shown, with the export's columns the page
+    holds (names, scores, category, every class probability), in a report as served."""
+    frame = expected["frame"]
+    page, wrong, rows = wrong_least_confident_first(tab, expected)
+    with page.expect_download() as info:
+        page.click('[data-testid="download-csv"]')
+    download = info.value
+    assert download.suggested_filename.endswith("-test-predictions.csv")
+    download.save_as(tmp_path / "listed.csv")
+    got = pd.read_csv(tmp_path / "listed.csv", dtype={"true_name": str, "pred_name": str, "suggested_name": str})
+    assert len(got) == wrong and got["row"].tolist()[:len(rows)] == rows
+    assert got["confidence"].is_monotonic_increasing and not got["correct"].any()
+    want = frame.loc[got["row"]]
+    for column in ("idx", "true", "pred", "category", "suggested_label"):
+        assert got[column].tolist() == want[column].tolist(), column
+    names = XSS_CLASSES + [str(c) for c in range(len(XSS_CLASSES), 10)]     # quotes and markup survive the CSV
+    assert got["true_name"].tolist() == [names[c] for c in want["true"]]
+    assert got["pred_name"].tolist() == [names[c] for c in want["pred"]]
+    probs = [f"p{c}" for c in range(10)]
+    np.testing.assert_allclose(got[probs].to_numpy(), want[probs].to_numpy(), atol=1e-4)   # the bundle's rounding
 
 
 def test_the_detail_steps_through_the_list_it_was_opened_from(tab, expected):
@@ -1002,7 +1026,7 @@ def test_the_runs_page_overlays_the_ticked_runs_curves(browser, analyzed_run, tm
         page.wait_for_selector('[data-testid="runs-table"]')
         recipes = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr td:nth-child(5)',
                                             "tds => tds.map(td => td.textContent)")
-        assert recipes == ["–", "fast · 1 ep · seed 0"]             # newest first; the API run has no recipe
+        assert recipes == ["–", "fast · 1 ep · seed 0 · 3,000 images"]             # newest first; the API run has no recipe
         page.wait_for_selector('[data-testid="compare-acc"] .scatterlayer .trace')
         acc = page.evaluate("() => document.querySelector('[data-testid=\"compare-acc\"]').data")
         assert [tr["y"] for tr in acc] == [logged, [e["val_acc"] for e in analyzed_run.store.epochs(analyzed_run.run_id)]]

@@ -111,7 +111,8 @@ class RunRecord:
         if not cfg.get("preset"):
             return None
         recipe = {"preset": cfg["preset"], "epochs": (cfg.get("resolved") or {}).get("epochs", cfg.get("epochs")),
-                  "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble")}
+                  "seed": cfg.get("seed"), "ensemble": cfg.get("ensemble"), "limit_train": cfg.get("limit_train"),
+                  "overrides": cfg.get("overrides") or {}}
         if cfg.get("reviewed_labels"):   # trained with people's reviews of its labels
             reviewed = cfg["reviewed_labels"]
             recipe["reviewed_labels"] = len(reviewed.get("relabel") or {}) + len(reviewed.get("leave_out") or [])
@@ -119,15 +120,18 @@ class RunRecord:
 
     @property
     def recipe_text(self) -> str | None:
-        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3 · 4 reviewed labels"; None for a run
-        without one."""
+        """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3 · 4 reviewed labels", with what the run
+        changed of its preset (--arch, --precision, --prune, an advice's augmentation) and the training images it was
+        limited to, e.g. "fast · 1 ep · seed 0 · 3,000 images · fp32 · arch stack5"; None for a run without one."""
         r = self.recipe
         if r is None:
             return None
         return " · ".join([r["preset"]] + [text for ok, text in (
             (r["epochs"] is not None, f"{r['epochs']} ep"), (r["seed"] is not None, f"seed {r['seed']}"),
             ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}"),
-            ("reviewed_labels" in r, f"{r.get('reviewed_labels')} reviewed labels")) if ok])
+            (r.get("limit_train") is not None, f"{r.get('limit_train') or 0:,} images"),
+            ("reviewed_labels" in r, f"{r.get('reviewed_labels')} reviewed labels")) if ok] +
+            [_override_text(k, v) for k, v in sorted(r.get("overrides", {}).items())])
 
     @property
     def class_names(self) -> list[str]:
@@ -137,6 +141,15 @@ class RunRecord:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         return d
+
+
+def _override_text(key, value) -> str:
+    """One setting a run changed of its preset, in words: "arch stack5", "fp32", "augment rotate 15, shift 2"."""
+    if key == "amp" and isinstance(value, bool):
+        return "bf16" if value else "fp32"
+    if isinstance(value, dict):
+        return f"{key} " + ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    return f"{key} {value}"
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]

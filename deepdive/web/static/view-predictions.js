@@ -187,6 +187,32 @@
     } catch (e) { /* the filter still works, only the address does not follow it */ }
   }
 
+  // The listed rows as a CSV file, made in the page (a report has no server): one line per image, in the order
+  // shown, with its labels' names, scores, category, label issue, tags and every class probability.
+  function downloadCsv(ctx, rows) {
+    const col = ctx.col, tags = DD.tagsOf(ctx);
+    const cell = (v) => {
+      let text = v === null || v === undefined ? "" : String(v);
+      // a name or tag that a spreadsheet would run as a formula (=, +, -, @) is kept as text
+      if (/^[=+\-@\t\r]/.test(text) && !Number.isFinite(Number(text))) text = "'" + text;
+      return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+    };
+    const head = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "margin", "loss", "correct",
+                  "category", "label_issue", "suggested_label", "suggested_name", "tags",
+                  ...ctx.names.map((_, c) => `p${c}`)];
+    const lines = rows.map((r) => [r, col.idx[r], col.true[r], ctx.className(col.true[r]), col.pred[r],
+      ctx.className(col.pred[r]), col.confidence[r], col.margin[r], col.loss[r], col.correct[r] ? "true" : "false",
+      ctx.category(r), col.label_issue[r] ? "true" : "false", col.suggested_label[r],
+      ctx.className(col.suggested_label[r]), (tags.get(r) || []).join("; "),
+      ...ctx.probs.map((p) => p[r])].map(cell).join(","));
+    const blob = new Blob([[head.join(","), ...lines].join("\n") + "\n"], {type: "text/csv"});
+    const link = el("a", {href: URL.createObjectURL(blob), download: `${ctx.b.run.name}-${ctx.b.split}-predictions.csv`});
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }
+
   const hasAgreement = (ctx) => (ctx.col.neighbour_agreement || []).some((v) => v !== null);
   const hasDistance = (ctx) => (ctx.col.knn_distance || []).some((v) => v !== null);
   const hasAtypical = (ctx) => ((ctx.b.summary.neighbours || {}).atypical || {}).available;
@@ -265,6 +291,10 @@
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; setAddress(ctx, {}); DD.rerender(); }}}),
+        el("button", {class: "btn small", type: "button", text: "CSV", attrs: {"data-testid": "download-csv",
+                      title: "download the listed images, in this order, as CSV (the columns of deepdive export " +
+                             "RUN predictions that the page holds)"},
+                      on: {click: () => downloadCsv(ctx, scroller.navRows || [])}}),
         bulk ? bulk.toggle : null,
         count));
       if (bulk) root.appendChild(bulk.form);
