@@ -47,12 +47,13 @@ def test_runs_json_and_table(cli_train, run_cli, capsys):
     (row,) = json.loads(proc.stdout.splitlines()[-1])
     assert set(row) == RUNS_KEYS
     assert (row["id"], row["name"], row["dataset"], row["status"]) == (run_id, "cli-run", "mnist", "finished")
-    assert row["recipe"] == {"preset": "fast", "epochs": 1, "seed": 0, "ensemble": 1}
+    assert row["recipe"] == {"preset": "fast", "epochs": 1, "seed": 0, "ensemble": 1, "limit_train": 500,
+                             "overrides": {"amp": False}}
 
     assert main(["runs", "--workspace", str(ws)]) == 0
     out = [re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines()]
     assert out[0][:5] == ["ID", "NAME", "DATASET", "RECIPE", "STATUS"]
-    assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0 · 500 images", "finished"]
+    assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0 · 500 images · fp32", "finished"]
 
 
 def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path, monkeypatch, capsys,
