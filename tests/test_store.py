@@ -145,9 +145,9 @@ def test_a_recipe_in_words_says_what_the_run_changed(store):
 
     assert text(preset="default", seed=0, epochs=None, resolved={"epochs": 24}) == "default · 24 ep · seed 0"
     assert text(preset="fast", seed=3, epochs=4, ensemble=3, limit_train=20000,
-                overrides={"arch": "stack5", "amp": False, "prune": 0}) == \
+                overrides={"arch": "stack5", "amp": False, "prune": 0.0}) == \
         "fast · 4 ep · seed 3 · ×3 · 20,000 images · fp32 · arch stack5 · prune 0"
-    assert text(preset="fast", seed=0, epochs=4, overrides={"augment": {"rotate": 15, "shift": 2}}) == \
+    assert text(preset="fast", seed=0, epochs=4, overrides={"augment": {"rotate": 15.0, "shift": 2}}) == \
         "fast · 4 ep · seed 0 · augment rotate 15, shift 2"
     assert text(name_only=True) is None            # a run logged through the Python API has no recipe
 

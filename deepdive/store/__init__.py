@@ -147,9 +147,12 @@ def _override_text(key, value) -> str:
     """One setting a run changed of its preset, in words: "arch stack5", "fp32", "augment rotate 15, shift 2"."""
     if key == "amp" and isinstance(value, bool):
         return "bf16" if value else "fp32"
+    def word(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
     if isinstance(value, dict):
-        return f"{key} " + ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
-    return f"{key} {value}"
+        return f"{key} " + ", ".join(f"{k} {word(v)}" for k, v in sorted(value.items()))
+    return f"{key} {word(value)}"
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]
