@@ -56,6 +56,36 @@ def test_runs_json_and_table(cli_train, run_cli, capsys):
     assert out[1][:5] == [run_id, "cli-run", "mnist", "fast · 1 ep · seed 0 · 500 images · fp32", "finished"]
 
 
+def test_runs_grouped_by_recipe_or_name(tmp_path, capsys):
+    """`deepdive runs --group-by recipe` puts the seeds of one recipe together, as the runs page does, with the
+    test accuracy over them; by name, runs of two recipes under one name go together."""
+    from deepdive.store import Store
+
+    ws = tmp_path / "ws"
+    with Store.open(ws) as store:
+        for name, preset, seed, acc in [("a", "fast", 0, 0.9950), ("a", "fast", 1, 0.9960), ("a", "fast", 2, None),
+                                        ("a", "default", 0, 0.9970), ("b", "default", 1, 0.9972)]:
+            rid = store.create_run(name, "mnist", {"preset": preset, "seed": seed, "epochs": 3}, {},
+                                   [str(c) for c in range(10)], "cpu").id
+            if acc is not None:
+                store.finish_run(rid, acc, 10.0 * (seed + 1), 1000, "cnn")
+    assert main(["runs", "--workspace", str(ws), "--group-by", "recipe", "--json"]) == 0
+    groups = {g["group"]: g for g in json.loads(capsys.readouterr().out.splitlines()[-1])}
+    assert set(groups) == {"mnist · fast · 3 ep", "mnist · default · 3 ep"}
+    fast = groups["mnist · fast · 3 ep"]
+    assert len(fast["runs"]) == 3 and fast["n_accuracy"] == 2            # the unfinished seed has no accuracy
+    assert (fast["mean"], fast["median"], fast["min"], fast["max"]) == pytest.approx((0.9955, 0.9955, 0.995, 0.996))
+    assert fast["std"] == pytest.approx(0.000707, abs=1e-6) and fast["median_train_seconds"] == 15.0
+    assert main(["runs", "--workspace", str(ws), "--group-by", "recipe"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["GROUP", "RUNS", "WITH"]
+    assert any(line.startswith("mnist · default · 3 ep") and "99.71%" in line and "99.70%-99.72%" in line
+               for line in lines)
+    assert main(["runs", "--workspace", str(ws), "--group-by", "name", "--json"]) == 0
+    by_name = {g["group"]: len(g["runs"]) for g in json.loads(capsys.readouterr().out.splitlines()[-1])}
+    assert by_name == {"a": 4, "b": 1}
+
+
 def test_ctrl_c_then_resume_finishes_the_run(run_cli, mnist, tmp_path, monkeypatch, capsys,
                                              ctrl_c_after_first_epoch):
     """The user's path: Ctrl-C a `deepdive train` after its first epoch (raised from the epoch hook, so the stop

@@ -66,6 +66,7 @@ def test_runs_list_and_run(client, analyzed_run):
     runs = client.get("/api/runs").json()
     row = next(r for r in runs if r["id"] == analyzed_run.run_id)
     assert row["splits"] == ["test"] and row["status"] == "finished"
+    assert row["recipe_group"] == "mnist · fast · 1 ep · 3,000 images"     # the seeds of one recipe together
     assert row["recipe"] == "fast · 1 ep · seed 0 · 3,000 images" and row["resumable"] is False
     one = client.get(f"/api/runs/{analyzed_run.run_id}").json()
     assert one["id"] == analyzed_run.run_id and one["config"]["preset"] == "fast"

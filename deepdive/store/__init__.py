@@ -123,11 +123,21 @@ class RunRecord:
         """The recipe in a few words, e.g. "default · 20 ep · seed 0 · ×3 · 4 reviewed labels", with what the run
         changed of its preset (--arch, --precision, --prune, an advice's augmentation) and the training images it was
         limited to, e.g. "fast · 1 ep · seed 0 · 3,000 images · fp32 · arch stack5"; None for a run without one."""
+        return self._recipe_words(seed=True)
+
+    @property
+    def recipe_group(self) -> str:
+        """The group of `deepdive runs --group-by recipe` and the runs page's grouping: the dataset and the recipe
+        without its seed, so the seeds of one recipe go together ("mnist · default · 24 ep"); a run logged through
+        the Python API, which has no recipe, goes by its name ("custom · my-net")."""
+        return f"{self.dataset} · {self._recipe_words(seed=False) or self.name}"
+
+    def _recipe_words(self, seed: bool) -> str | None:
         r = self.recipe
         if r is None:
             return None
         return " · ".join([r["preset"]] + [text for ok, text in (
-            (r["epochs"] is not None, f"{r['epochs']} ep"), (r["seed"] is not None, f"seed {r['seed']}"),
+            (r["epochs"] is not None, f"{r['epochs']} ep"), (seed and r["seed"] is not None, f"seed {r['seed']}"),
             ((r["ensemble"] or 1) > 1, f"×{r['ensemble']}"),
             (r.get("limit_train") is not None, f"{r.get('limit_train') or 0:,} images"),
             ("reviewed_labels" in r, f"{r.get('reviewed_labels')} reviewed labels")) if ok] +

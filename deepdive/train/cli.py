@@ -95,6 +95,10 @@ def register(subparsers):
 
     p = subparsers.add_parser("runs", help="list the runs in a workspace")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    p.add_argument("--group-by", choices=("recipe", "name"),
+                   help="one line per group of runs instead, with its test accuracy over them (mean, median, "
+                        "range, standard deviation) and median training time: recipe puts the seeds of one "
+                        "recipe together, as the dashboard's runs page does")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_runs)
 
@@ -178,6 +182,8 @@ def cmd_runs(args) -> int:
     else:
         with Store.open(args.workspace, create=False) as store:
             runs = store.list_runs()
+    if args.group_by:
+        return _print_groups(runs, args)
     rows = [{"id": r.id, "name": r.name, "dataset": r.dataset, "recipe": r.recipe, "status": r.status,
              "test_accuracy": r.test_accuracy, "created": r.created_at, "notes": r.notes} for r in runs]
     if args.json:
@@ -192,6 +198,48 @@ def cmd_runs(args) -> int:
         note = " ".join((r["notes"] or "").split())      # one line, the start of it
         table.append((r["id"], r["name"], r["dataset"], run.recipe_text or "-", r["status"], acc,
                       r["created"][:19].replace("T", " "), note if len(note) <= 40 else note[:39] + "…"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def run_groups(runs, by: str) -> list[dict]:
+    """The runs in groups (by recipe_group or name, newest group first as the runs come): each group's runs, and
+    its test accuracy over those that have one (n, mean, median, min, max, sample standard deviation) and median
+    training time."""
+    import statistics
+
+    groups = {}
+    for r in runs:
+        groups.setdefault(r.recipe_group if by == "recipe" else r.name, []).append(r)
+    out = []
+    for key, members in groups.items():
+        acc = [r.test_accuracy for r in members if r.test_accuracy is not None]
+        secs = [r.train_seconds for r in members if r.train_seconds is not None]
+        out.append({"group": key, "runs": [r.id for r in members], "n_accuracy": len(acc),
+                    "mean": statistics.fmean(acc) if acc else None, "median": statistics.median(acc) if acc else None,
+                    "min": min(acc, default=None), "max": max(acc, default=None),
+                    "std": statistics.stdev(acc) if len(acc) > 1 else None,
+                    "median_train_seconds": statistics.median(secs) if secs else None})
+    return out
+
+
+def _print_groups(runs, args) -> int:
+    groups = run_groups(runs, args.group_by)
+    if args.json:
+        print(json.dumps(groups))
+        return 0
+    if not groups:
+        print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
+        return 0
+    pct = (lambda v: "-" if v is None else f"{v:.2%}")
+    table = [("GROUP", "RUNS", "WITH ACC", "MEAN", "MEDIAN", "MIN-MAX", "STD", "TRAIN S (MEDIAN)")]
+    for g in groups:
+        table.append((g["group"], str(len(g["runs"])), str(g["n_accuracy"]), pct(g["mean"]), pct(g["median"]),
+                      "-" if g["min"] is None else f"{g['min']:.2%}-{g['max']:.2%}",
+                      "-" if g["std"] is None else f"{g['std'] * 100:.3f} pp",
+                      "-" if g["median_train_seconds"] is None else f"{g['median_train_seconds']:.1f}"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -462,5 +462,5 @@ def create_app(workspace) -> FastAPI:
 def _run_row(r) -> dict:
     keys = ("id", "name", "dataset", "status", "model_arch", "num_params", "test_accuracy", "train_seconds",
             "device", "created_at", "finished_at", "notes")
-    return {**{k: getattr(r, k) for k in keys}, "recipe": r.recipe_text, "resumable": r.resumable,
-            "params": r.params}
+    return {**{k: getattr(r, k) for k in keys}, "recipe": r.recipe_text, "recipe_group": r.recipe_group,
+            "resumable": r.resumable, "params": r.params}

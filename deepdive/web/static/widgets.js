@@ -382,13 +382,12 @@
                               DD.fmt.num(twin.similarity, 3)}));
   };
 
-  // Runs as groups (W&B's grouping): each ticked run's group key, by recipe (its dataset and recipe without the
-  // seed: the seeds of one recipe together; a run logged through the Python API, which has no recipe, by its name)
-  // or by name. Returns [{key, runs: [run]}], in the order the runs come.
+  // Runs as groups (W&B's grouping): by recipe (the server's recipe_group, as `deepdive runs --group-by recipe`
+  // groups: the dataset and the recipe without the seed, so the seeds of one recipe go together) or by name.
+  // Returns [{key, runs: [run]}], in the order the runs come.
   DD.GROUP_BY = {none: "no grouping", recipe: "recipe (seeds together)", name: "name"};
   DD.groupRuns = function (runs, by) {
-    const key = (r) => by === "name" ? r.name :
-      r.recipe ? `${r.dataset} · ${r.recipe.replace(/ · seed -?\d+/, "")}` : `${r.dataset} · ${r.name}`;
+    const key = (r) => (by === "name" ? r.name : r.recipe_group);
     const groups = new Map();
     for (const r of runs) {
       if (!groups.has(key(r))) groups.set(key(r), []);
