@@ -165,7 +165,7 @@ def test_your_own_model_end_to_end(tmp_path):
     assert export.table(res, "duplicates")["row"].tolist() == [17, 5, 30, 31]
     line = [x for x in text_summary(res.summary, ws).splitlines() if x.startswith("near-duplicates")][0]
     assert "2 of a training image, 1 under another label; accuracy on them" in line
-    assert "1 pairs within the split, 1 under two labels" in line
+    assert "1 pair within the split, 1 under two labels" in line
     assert json_summary(res.summary)["duplicates"]["of_train"]["count"] == 2
 
     report = Path(build_report(ws, run.id, "test", tmp_path / "report.html")["path"])
@@ -175,7 +175,7 @@ def test_your_own_model_end_to_end(tmp_path):
             text = page.inner_text('[data-testid="duplicates-summary"]')
             assert "2 of the 60 images are near-duplicates of one of the 300 training images given to " \
                    "log_evaluation" in text and "1 of them under another label" in text, text
-            assert "2 images repeat another of this split (1 pairs, 1 under two labels)" in text
+            assert "2 images repeat another of this split (1 pair, 1 under two labels)" in text
             pairs = page.locator('[data-testid="dup-train"] [data-testid="dup-pair"]')
             assert pairs.count() == 2 and "conflict" in pairs.first.get_attribute("class")
             assert page.locator('[data-testid="dup-train"] img.dyn-img').count() == 2   # the twins' pictures

@@ -124,7 +124,8 @@ def duplicate_lines(d: dict, split: str) -> list[str]:
     if t["count"] and t["accuracy_rest"] is not None and split == "test":
         line += f"; accuracy on them {t['accuracy_duplicates']:.2%}, on the rest {t['accuracy_rest']:.2%}"
     if s:
-        line += f"; {s['pairs_total']:,} pairs within the split, {s['conflicts']} under two labels"
+        pairs = "pair" if s["pairs_total"] == 1 else "pairs"
+        line += f"; {s['pairs_total']:,} {pairs} within the split, {s['conflicts']} under two labels"
     return [line + " (deepdive export RUN duplicates)"]
 
 

@@ -317,10 +317,10 @@
     const parts = [`${DD.fmt.int(t.count)} of the ${DD.fmt.int(n)} ${images} are near-duplicates of ${twins} ` +
       `(${rule})` + (t.count ? `; ${DD.fmt.int(t.conflicts)} of them under another label. The model gets ` +
       `${pct(t.accuracy_duplicates)} of them right and ${pct(t.accuracy_rest)} of the rest` +
-      (ctx.b.split === "test" ? " (the test accuracy without the leaked images)" : "") :
+      (ctx.b.split === "test" ? " (the test accuracy without them)" : "") :
       `; the closest comes to ${DD.fmt.num(d.closest, 4)}`) + "."];
     if (s) parts.push(`${DD.fmt.int(s.count)} ${images} repeat another of this split (${DD.fmt.int(s.pairs_total)} ` +
-                      `pairs, ${DD.fmt.int(s.conflicts)} under two labels).`);
+                      `pair${s.pairs_total === 1 ? "" : "s"}, ${DD.fmt.int(s.conflicts)} under two labels).`);
     const dup = DD.duplicatesOf(ctx);
     const trainRows = t.listed.slice(0, PAIRS_SHOWN).map(([row]) => row);
     const splitRows = s ? s.listed.slice(0, PAIRS_SHOWN).map(([a]) => a) : [];
