@@ -132,7 +132,7 @@ def test_the_analysis_stores_them(analyzed_run, mnist):
 
 
 
-def test_your_own_model_end_to_end(tmp_path):
+def test_your_own_model_end_to_end(tmp_path, monkeypatch):
     """log_evaluation with train_data holding planted twins: the analysis finds them, the export lists them, and the
     dashboard (served and as a report) shows the pairs, filters the predictions by them and names them in an
     image's detail."""
@@ -143,6 +143,10 @@ def test_your_own_model_end_to_end(tmp_path):
     import deepdive
     from deepdive.analysis import export
     from deepdive.analysis.cli import json_summary, text_summary
+    from fastapi.testclient import TestClient
+
+    from deepdive.web import bundle as bundle_mod
+    from deepdive.web.app import create_app
     from deepdive.web.report import build_report
 
     torch.manual_seed(0)
@@ -168,9 +172,18 @@ def test_your_own_model_end_to_end(tmp_path):
     assert "1 pair within the split, 1 under two labels" in line
     assert json_summary(res.summary)["duplicates"]["of_train"]["count"] == 2
 
+    # the bundle carries the first listed twin's picture only: served, the other comes when shown; a report has one
+    monkeypatch.setattr(bundle_mod, "DUPLICATE_PICTURES", 1)
     report = Path(build_report(ws, run.id, "test", tmp_path / "report.html")["path"])
+    with TestClient(create_app(ws)) as client:
+        base_api = f"/api/runs/{run.id}/splits/test/duplicates/pictures"
+        got = client.get(f"{base_api}?idx=40,41")
+        assert got.status_code == 200 and set(got.json()) == {"40", "41"}
+        assert got.json()["41"].startswith("data:image/png;base64,")
+        refused = client.get(f"{base_api}?idx=0")          # a training image no near-duplicate names
+        assert refused.status_code == 404 and "not a listed near-duplicate" in refused.json()["detail"]
     with served_page(ws) as (url, page, errors):
-        for base in (url, report.as_uri()):
+        for base, pictures in ((url, 2), (report.as_uri(), 1)):
             page.goto(f"{base}#/r/{run.id}/test/overview")
             text = page.inner_text('[data-testid="duplicates-summary"]')
             assert "2 of the 60 images are near-duplicates of one of the 300 training images given to " \
@@ -178,7 +191,9 @@ def test_your_own_model_end_to_end(tmp_path):
             assert "2 images repeat another of this split (1 pair, 1 under two labels)" in text
             pairs = page.locator('[data-testid="dup-train"] [data-testid="dup-pair"]')
             assert pairs.count() == 2 and "conflict" in pairs.first.get_attribute("class")
-            assert page.locator('[data-testid="dup-train"] img.dyn-img').count() == 2   # the twins' pictures
+            page.wait_for_function("n => document.querySelectorAll('[data-testid=\"dup-train\"] img.dyn-img')"
+                                   ".length === n", arg=pictures)          # the twins' pictures
+            assert page.locator('[data-testid="dup-train"] .dyn-img.missing').count() == 2 - pictures
             assert page.locator('[data-testid="dup-split"] .thumb').count() == 2
             page.click('[data-testid="to-duplicates"]')
             page.wait_for_selector('[data-testid="row-count"][data-count="2"]')

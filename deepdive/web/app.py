@@ -398,6 +398,17 @@ def create_app(workspace) -> FastAPI:
         entry.training_positions(wanted)
         return entry.training_pictures(wanted)
 
+    @app.get("/api/runs/{run_id}/splits/{split}/duplicates/pictures")
+    def duplicate_pictures(run_id: str, split: str, idx: str = ""):
+        entry = runs.get(run_id, split)
+        try:
+            wanted = [int(i) for i in idx.split(",") if i.strip()]
+        except ValueError:
+            raise HTTPException(422, "idx must be comma-separated training-image indices") from None
+        if len(wanted) > MAX_PICTURES:
+            raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
+        return entry.duplicate_pictures(wanted)
+
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/reviews")
     def training_reviews(run_id: str, split: str):
         from deepdive.analysis.reviews import training_reviews

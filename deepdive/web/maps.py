@@ -307,6 +307,15 @@ class RunMaps:
             dyn["pictures"], dyn["pictures_note"] = {}, str(e)
         return dyn
 
+    def duplicate_pictures(self, idxs) -> dict:
+        """{idx: PNG data URI} of training twins the analysis listed (deepdive.analysis.duplicates); NotFound for
+        any other index, so this serves no training image the near-duplicates do not name."""
+        listed = {item[1] for item in ((self.res.summary.get("duplicates") or {}).get("train") or {}).get("listed", [])}
+        other = [i for i in idxs if i not in listed]
+        if other:
+            raise NotFound(f"training image {other[0]} is not a listed near-duplicate's twin in this analysis")
+        return self.training_pictures(idxs)
+
     def duplicates_bundle(self) -> dict:
         """{pictures: {idx: data URI}}: the training twins of the first bundle.DUPLICATE_PICTURES near-duplicates
         the analysis listed (deepdive.analysis.duplicates), inlined in both modes; {} without any."""

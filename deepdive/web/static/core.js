@@ -189,6 +189,7 @@ window.DD = window.DD || {};
       // Training images (the Training dynamics view), by their index in the dataset's training split.
       trainingImage: (b, idx) => cachedJSON(`${base(b)}/dynamics/${idx}`),
       trainingPictures: (b, idxs) => getJSON(`${base(b)}/dynamics/pictures?idx=${idxs.join(",")}`),
+      duplicatePictures: (b, idxs) => getJSON(`${base(b)}/duplicates/pictures?idx=${idxs.join(",")}`),
       trainingReviews: (b) => getJSON(`${base(b)}/dynamics/reviews`),
       setTrainingReview: (b, idx, verdict, label) => sendReview(`${base(b)}/dynamics/reviews/${idx}`, verdict, label),
       trainingTags: (b) => getJSON(`${base(b)}/dynamics/tags`),

@@ -365,13 +365,26 @@
     const twin = DD.duplicatesOf(ctx)[kind].get(row);
     const label = kind === "train" ? twin.label : ctx.col.true[twin.row];
     const conflict = label !== ctx.col.true[row];
-    const pictures = (ctx.b.duplicates || {}).pictures || {};
-    const uri = kind === "train" ? pictures[twin.idx] : null;
-    const other = kind === "split" ? DD.thumb(ctx, twin.row, size)
-      : uri ? el("img", {class: "dyn-img", src: uri, alt: `training image #${twin.idx}`,
-                         style: {width: size + "px", height: size + "px"}})
-      : el("div", {class: "dyn-img missing", style: {width: size + "px", height: size + "px"},
-                   title: "no picture: the dashboard holds those of the first listed pairs only"});
+    const pictures = ((ctx.b.duplicates = ctx.b.duplicates || {}).pictures = ctx.b.duplicates.pictures || {});
+    const picture = (uri) => el("img", {class: "dyn-img", src: uri, alt: `training image #${twin.idx}`,
+                                        style: {width: size + "px", height: size + "px"}});
+    let other;
+    if (kind === "split") other = DD.thumb(ctx, twin.row, size);
+    else if (pictures[twin.idx]) other = picture(pictures[twin.idx]);
+    else {
+      // the bundle carries the first listed twins' pictures; served, the others come when shown (a report has
+      // only those)
+      other = el("div", {class: "dyn-img missing", style: {width: size + "px", height: size + "px"},
+                         title: ctx.source.duplicatePictures ? "loading…" :
+                           "no picture: a report holds those of the first listed pairs only (deepdive serve shows any)"});
+      if (ctx.source.duplicatePictures) {
+        ctx.source.duplicatePictures(ctx.b, [twin.idx]).then((got) => {
+          if (!got[twin.idx]) return;
+          pictures[twin.idx] = got[twin.idx];
+          other.replaceWith(picture(got[twin.idx]));
+        }).catch((err) => { other.title = `no picture: ${err.message}`; });
+      }
+    }
     const where = kind === "train" ? `train #${twin.idx}` : `#${ctx.col.idx[twin.row]}`;
     return el("figure", {class: "dup-pair" + (conflict ? " conflict" : ""), dataset: {row, kind},
                          attrs: {"data-testid": "dup-pair", title: `#${ctx.col.idx[row]} labelled ` +
