@@ -47,10 +47,11 @@ def test_a_version_2_store_gains_the_table(tmp_path):
         db.execute("DROP TABLE label_reviews")
         db.execute("DROP TABLE epoch_metrics")
         db.execute("DROP TABLE image_tags")
+        db.execute("DROP TABLE histograms")
         db.execute("ALTER TABLE runs DROP COLUMN notes")
         db.execute("PRAGMA user_version = 2")
     with Store.open(tmp_path) as store:
-        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 7
+        assert store._query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 8
         store.set_label_review("mnist", "test", 1, 2, "ambiguous")
         assert len(store.label_reviews("mnist")) == 1
 

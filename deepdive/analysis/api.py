@@ -56,6 +56,20 @@ class Run:
         self._steps = []               # log_step's points not yet written: (step, {name: number or 0-d tensor})
         self._last_step = -1
         self._steps_written = time.perf_counter()
+        self._watched = None           # the model whose parameter histograms each log() records (watch)
+
+    def watch(self, model):
+        """Record `model`'s parameter histograms with every epoch from now on (W&B's watch, TensorBoard's
+        histograms): each parameter's values and the gradient its last backward pass left, in 30 bins, read at
+        each run.log() (two transfers on a GPU). The run's Overview draws them per layer over the epochs.
+        Returns the model."""
+        import torch
+
+        self._check_open()
+        if not isinstance(model, torch.nn.Module):
+            raise DeepdiveError(f"watch takes a torch.nn.Module, got {type(model).__name__}")
+        self._watched = model
+        return model
 
     def __str__(self):
         return self.id
@@ -83,7 +97,12 @@ class Run:
         values = {key: own.pop(key, None) for key in EPOCH_FIELDS}
         if self._dynamics is not None:     # first: answers that cannot be kept leave the epoch unlogged, said why
             self._dynamics.end_epoch(epoch)
-        self._store.log_epoch(self.id, epoch, **values, metrics=own, steps=self._take_steps())
+        histograms = ()
+        if self._watched is not None:
+            from deepdive.train.histograms import parameter_histograms
+
+            histograms = parameter_histograms(self._watched)
+        self._store.log_epoch(self.id, epoch, **values, metrics=own, steps=self._take_steps(), histograms=histograms)
         self._last_epoch, self._last_time = epoch, now
         self._meter.start()
 

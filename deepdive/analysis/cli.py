@@ -8,7 +8,8 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps")
+          "duplicates", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
+          "histograms")
 
 
 def register(subparsers):

@@ -45,6 +45,8 @@ And one table of the run itself, read from the store (the run need not be analys
   steps         what the run logged per training step, one row per step: step, then one column per name (the
                 recipe's train_loss, train_acc, lr, epoch, train_seconds every 10 steps; run.log_step's), empty
                 where a step did not log it; every point, as logged
+  histograms    each parameter's values and last gradient per epoch (the recipe's, run.watch(model)'s): epoch, name,
+                kind (weight or grad), lo, hi, mean, std and the counts in b0..b29, equal bins from lo to hi
 """
 import io
 from pathlib import Path
@@ -63,7 +65,7 @@ TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "re
           "duplicates", "calibration", "pr-curves", "channels", "dynamics")
 DUPLICATE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "kind", "twin", "twin_idx",
                      "twin_label", "twin_label_name", "similarity", "conflict"]
-RUN_TABLES = ("epochs", "steps")
+RUN_TABLES = ("epochs", "steps", "histograms")
 EPOCH_COLUMNS = list(STORE_EPOCH_COLUMNS)     # the epochs table's first columns: the store's
 REVIEW_COLUMNS = ["row", "idx", "true", "true_name", "verdict", "label", "label_name", "pred", "pred_name",
                   "confidence", "reviewed_at", "run_id"]
@@ -236,7 +238,20 @@ def run_table(store, run_id: str, name: str) -> pd.DataFrame:
     """One of RUN_TABLES, read from the store."""
     if name == "steps":
         return steps_table(store.steps(run_id))
+    if name == "histograms":
+        return histograms_table(store.histograms(run_id))
     return epochs_table(store.epochs(run_id))
+
+
+def histograms_table(rows) -> pd.DataFrame:
+    """Table 'histograms' from Store.histograms' rows: epoch, name, kind, lo, hi, mean, std, then one column per
+    bin (b0 ...), the bins splitting [lo, hi] evenly."""
+    bins = max((len(r["counts"]) for r in rows), default=0)
+    head = ["epoch", "name", "kind", "lo", "hi", "mean", "std"]
+    frame = pd.DataFrame([[r[k] for k in head] + list(r["counts"]) + [0] * (bins - len(r["counts"])) for r in rows],
+                         columns=head + [f"b{i}" for i in range(bins)])
+    return frame.sort_values(["epoch", "kind", "name"], kind="stable", ascending=[True, False, True]) \
+        .reset_index(drop=True)
 
 
 def export_table(result: AnalysisResult, name: str, out, fmt: str | None = None, reviews=None) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.paths import DEFAULT_WORKSPACE, TRAIN_STATE
-from deepdive.store.schema import DDL, MIGRATIONS, REVIEW_VERDICTS, SCHEMA_VERSION, STATUSES
+from deepdive.store.schema import DDL, HISTOGRAM_KINDS, MIGRATIONS, REVIEW_VERDICTS, SCHEMA_VERSION, STATUSES
 
 __all__ = ["Store", "RunRecord", "STATUSES", "DB_NAME", "code_version", "to_json"]
 
@@ -151,6 +151,23 @@ class RunRecord:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         return d
+
+
+def valid_histogram(run_id, epoch, position, h) -> tuple:
+    """One histogram entry (deepdive.train.histograms) as a row of the histograms table, or a DeepdiveError that
+    names what is wrong with it."""
+    try:
+        name, kind, counts = str(h["name"]), h["kind"], [int(c) for c in h["counts"]]
+        lo, hi, mean, std = (float(h[k]) for k in ("lo", "hi", "mean", "std"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DeepdiveError(f"a histogram needs name, kind, lo, hi, mean, std and counts (a list of whole "
+                            f"numbers): {e}") from None
+    if kind not in HISTOGRAM_KINDS:
+        raise DeepdiveError(f"histogram {name!r}: kind must be one of {', '.join(HISTOGRAM_KINDS)}, got {kind!r}")
+    if not all(math.isfinite(v) for v in (lo, hi, mean, std)) or hi < lo or not counts or min(counts) < 0:
+        raise DeepdiveError(f"histogram {name!r} ({kind}): lo <= hi, finite, and counts not negative, got "
+                            f"lo {lo}, hi {hi}, {len(counts)} counts")
+    return (run_id, int(epoch), name, kind, int(position), lo, hi, mean, std, json.dumps(counts))
 
 
 def _override_text(key, value) -> str:
@@ -532,11 +549,13 @@ class Store:
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def log_epoch(self, run_id, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, member=None,
-                  metrics=None, steps=()):
+                  metrics=None, steps=(), histograms=()):
         """One epoch's metrics; `member` is the ensemble member the epoch trained (None for a single model);
         `metrics` any other scalars by name (see valid_metrics); `steps` what was logged per step during it, in one
-        transaction with it (see log_steps). Re-logging an epoch replaces all of them. A value that is not finite
-        (a diverged loss) is kept as NULL: a gap in the curves, and JSON can carry it."""
+        transaction with it (see log_steps); `histograms` its parameters' (deepdive.train.histograms entries).
+        Re-logging an epoch replaces all of them. A value that is not finite (a diverged loss) is kept as NULL: a
+        gap in the curves, and JSON can carry it."""
+        hist_rows = [valid_histogram(run_id, epoch, i, h) for i, h in enumerate(histograms or ())]
         extra = valid_metrics(metrics or {})
         clash = sorted(set(extra) & set(EPOCH_FIELDS))
         if clash:
@@ -555,7 +574,20 @@ class Store:
             c.executemany("INSERT INTO epoch_metrics (run_id, epoch, name, value) VALUES (?, ?, ?, ?)",
                           [(run_id, int(epoch), k, v) for k, v in extra.items()])
             self._insert_steps(c, run_id, steps)
+            c.execute("DELETE FROM histograms WHERE run_id = ? AND epoch = ?", (run_id, int(epoch)))
+            c.executemany("INSERT INTO histograms (run_id, epoch, name, kind, position, lo, hi, mean, std, counts) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hist_rows)
             c.execute(_HEARTBEAT_SQL, (now, run_id))
+
+    def histograms(self, run_id) -> list[dict]:
+        """The run's parameter histograms, by parameter (in the model's order, as they were logged), kind (weights
+        first) and epoch: [{name, kind, epoch, lo, hi, mean, std, counts}]."""
+        rows = self._query(
+            "SELECT h.name, h.kind, h.epoch, h.lo, h.hi, h.mean, h.std, h.counts FROM histograms h JOIN "
+            "(SELECT name, MIN(position) AS first FROM histograms WHERE run_id = ? GROUP BY name) f USING (name) "
+            "WHERE h.run_id = ? ORDER BY f.first, h.name, h.kind = 'grad', h.epoch", (run_id, run_id))
+        return [{"name": r[0], "kind": r[1], "epoch": r[2], "lo": r[3], "hi": r[4], "mean": r[5], "std": r[6],
+                 "counts": json.loads(r[7])} for r in rows]
 
     def log_steps(self, run_id, points):
         """Scalars logged per training step: `points` is an iterable of (step, {name: value}) (names and values as

@@ -1,11 +1,12 @@
 """SQLite schema of a workspace's run store. Bump SCHEMA_VERSION (PRAGMA user_version) on any change, and add the
 step that brings the previous version's database up to it to MIGRATIONS."""
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 # a person's verdict on an image's label: it needs another label / it is right / even people cannot tell
 REVIEW_VERDICTS = ("relabel", "keep", "ambiguous")
+HISTOGRAM_KINDS = ("weight", "grad")   # a parameter's values, and its gradient (deepdive.train.histograms)
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,6 +62,23 @@ CREATE TABLE IF NOT EXISTS step_metrics (
     step INTEGER NOT NULL,
     value REAL,                    -- NULL: logged as NaN or infinite
     PRIMARY KEY (run_id, name, step)
+) WITHOUT ROWID;
+
+-- Each parameter's values and last gradient per epoch as a histogram (TensorBoard's histograms, W&B's watch): the
+-- recipe's and run.watch(model)'s (deepdive.train.histograms); an epoch's go with it.
+CREATE TABLE IF NOT EXISTS histograms (
+    run_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    name TEXT NOT NULL,            -- the parameter's name in the model, e.g. "features.0.weight"
+    kind TEXT NOT NULL CHECK (kind IN {HISTOGRAM_KINDS!r}),
+    position INTEGER NOT NULL,     -- its place among the epoch's histograms (the model's order)
+    lo REAL NOT NULL,              -- the bins split [lo, hi] evenly
+    hi REAL NOT NULL,
+    mean REAL NOT NULL,
+    std REAL NOT NULL,
+    counts TEXT NOT NULL,          -- JSON list of the values in each bin
+    PRIMARY KEY (run_id, epoch, name, kind),
+    FOREIGN KEY (run_id, epoch) REFERENCES epochs(run_id, epoch) ON DELETE CASCADE
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS predictions (
@@ -129,4 +147,5 @@ MIGRATIONS = {
     4: "",   # v5 adds epoch_metrics, which the DDL creates
     5: "",   # v6 adds image_tags, which the DDL creates
     6: "",   # v7 adds step_metrics, which the DDL creates
+    7: "",   # v8 adds histograms, which the DDL creates
 }

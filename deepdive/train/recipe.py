@@ -34,6 +34,7 @@ from deepdive.models import PIXEL_STATS, build_model, make_checkpoint, make_ense
 from deepdive.paths import TRAIN_STATE
 from deepdive.sysmetrics import SystemMeter
 from deepdive.train import augment as aug
+from deepdive.train.histograms import parameter_histograms
 from deepdive.train.precision import bf16_pays
 
 # ----------------------------------------------------------------------------------------------------------
@@ -817,6 +818,7 @@ def _train_one(cfg, ckpt_info, x_train, y_train, x_val, y_val, dev, *, seed, mem
         row["step_log"] = _step_log(snaps[:len(snapped)].tolist(), snapped, snap_lr, times, step_base,
                                     batch_size, cfg["aug_repeats"], epoch_offset + epoch, steps)
         row.update(meter.read(dev if dev.type == "cuda" else None))
+        row["histograms"] = parameter_histograms(model)      # its weights, and the last step's gradients
         history.append(row)
         if progress:
             kept = f", {seen / (steps_per_epoch * batch_size):.0%} of the images" if prune else ""

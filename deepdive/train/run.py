@@ -133,8 +133,9 @@ def _train_in_run(store, run, ds, request, *, device, resume, progress) -> dict:
                             row.get("val_loss"), row.get("val_acc"), row.get("lr"), row.get("seconds"),
                             member=row.get("member"),
                             # the rest by name: system/..., train_images
-                            metrics={k: v for k, v in row.items() if k not in (*EPOCH_COLUMNS, "step_log")},
-                            steps=step_points(row.get("step_log")))
+                            metrics={k: v for k, v in row.items()
+                                     if k not in (*EPOCH_COLUMNS, "step_log", "histograms")},
+                            steps=step_points(row.get("step_log")), histograms=row.get("histograms") or ())
 
         if resume is not None:
             # The state is written before an epoch is logged: an interruption in between lost at most that row.

@@ -50,7 +50,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.web import page
-from deepdive.web.bundle import STEP_POINTS
+from deepdive.web.bundle import STEP_POINTS, histogram_series
 from deepdive.web.maps import NotFound, RunMaps
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -255,6 +255,10 @@ def create_app(workspace) -> FastAPI:
     @app.get("/api/runs/{run_id}/steps")
     def steps(run_id: str):
         return store.steps(runs.record(run_id).id, max_points=STEP_POINTS)
+
+    @app.get("/api/runs/{run_id}/histograms")
+    def histograms(run_id: str):
+        return histogram_series(store.histograms(runs.record(run_id).id))
 
     @app.get("/api/runs/{run_id}/splits/{split}/bundle")
     def bundle(run_id: str, split: str):

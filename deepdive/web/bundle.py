@@ -6,6 +6,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
     {version, generated_at, split, splits, class_names,
      run: {id, name, dataset, status, model_arch, num_params, ...},   epochs: [store.epochs rows],
      steps: {name: {step, value, every}} (store.steps: what was logged per step, at most STEP_POINTS a name),
+     histograms: [histogram_series: one per (parameter, kind), its histogram per epoch],
      summary: summary.json,
      examples: {n, columns: {idx, true, pred, confidence, margin, loss, correct, entropy, label_issue,
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
@@ -46,6 +47,24 @@ DYNAMICS_LISTS = ("flagged", "ambiguous", "hard")   # the training images the Tr
 STEP_POINTS = 2000   # points per step metric the charts get: longer series are averaged over runs of steps
 DYNAMICS_LISTED = 24   # images in each list but the flagged one (analysis.dynamics.FLAGGED)
 DUPLICATE_PICTURES = 48   # training twins of listed near-duplicates whose pictures the bundle carries
+
+
+def histogram_series(rows) -> list[dict]:
+    """Store.histograms' rows as one series per (parameter, kind), in their order: {name, kind, epoch: [...], lo,
+    hi, mean, std: [...] (6 significant digits), counts: [[...] per epoch]}."""
+    out, at = [], {}
+    for r in rows:
+        key = (r["name"], r["kind"])
+        if key not in at:
+            at[key] = {"name": r["name"], "kind": r["kind"], "epoch": [], "lo": [], "hi": [], "mean": [], "std": [],
+                       "counts": []}
+            out.append(at[key])
+        series = at[key]
+        series["epoch"].append(r["epoch"])
+        for k in ("lo", "hi", "mean", "std"):
+            series[k].append(float(f"{r[k]:.6g}"))
+        series["counts"].append(r["counts"])
+    return out
 
 
 def data_uri(png: bytes) -> str:
@@ -204,6 +223,7 @@ def build(store, record, res, *, sheets: list[str], legend: str, activation_rows
         "run": run_block(record),
         "epochs": store.epochs(record.id),
         "steps": store.steps(record.id, max_points=STEP_POINTS),
+        "histograms": histogram_series(store.histograms(record.id)),
         "summary": res.summary,
         "examples": examples_block(frame, res.num_classes),
         "label_issues": label_issue_rows(res),

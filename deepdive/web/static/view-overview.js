@@ -279,6 +279,73 @@
     return {section, draw};
   }
 
+  // Each parameter's values and last gradient per epoch, from their histograms (deepdive.train.histograms), as
+  // TensorBoard's distributions draw them: the median inside bands that hold the middle 38%, 68%, 86% and all of
+  // the values. A table beside: every parameter's spread at the last epoch, its gradient's against its weights'
+  // (a layer that stopped learning, or whose gradients vanish, stands out); a click on a row draws it.
+  const HIST_BANDS = [[0, 1], [0.07, 0.93], [0.16, 0.84], [0.31, 0.69]];
+  DD.histQuantile = function (counts, lo, hi, q) {     // linear within the bin that holds the q-th value
+    const n = counts.reduce((a, b) => a + b, 0), width = (hi - lo) / counts.length;
+    if (!n) return null;
+    let below = 0;
+    for (let i = 0; i < counts.length; i++) {
+      if (counts[i] && below + counts[i] >= q * n) return lo + width * (i + Math.max(0, q * n - below) / counts[i]);
+      below += counts[i];
+    }
+    return hi;
+  };
+  function weightsSection(ctx) {
+    const all = ctx.b.histograms || [];
+    if (!all.length) return null;
+    const names = [...new Set(all.map((h) => h.name))];
+    const of = (name, kind) => all.find((h) => h.name === name && h.kind === kind);
+    const pick = el("select", {class: "input", attrs: {"aria-label": "parameter", "data-testid": "hist-param"}},
+      names.map((n) => el("option", {value: n, text: n})));
+    const charts = {weight: el("div", {class: "chart", attrs: {"data-testid": "hist-weight"}}),
+                    grad: el("div", {class: "chart", attrs: {"data-testid": "hist-grad"}})};
+    const last = (h) => (h ? h.std[h.std.length - 1] : null);
+    const num = (v) => (v === null || v === undefined ? "–" : DD.fmt.num(v, 3));
+    const rows = names.map((n) => {
+      const w = of(n, "weight"), g = of(n, "grad");
+      const size = w ? w.counts[w.counts.length - 1].reduce((a, b) => a + b, 0) : null;
+      return el("tr", {class: "clickable", dataset: {param: n}, on: {click: () => { pick.value = n; pick.onchange(); }}},
+        el("td", {class: "mono", text: n}), el("td", {class: "num", text: size === null ? "–" : DD.fmt.int(size)}),
+        el("td", {class: "num", text: num(last(w))}), el("td", {class: "num", text: num(last(g))}),
+        el("td", {class: "num", text: w && g && last(w) ? num(last(g) / last(w)) : "–"}));
+    });
+    const table = el("table", {class: "grid", attrs: {"data-testid": "hist-table"}},
+      el("thead", {}, el("tr", {}, ["parameter", "values", "weights' std", "gradient's std", "gradient / weights"]
+        .map((h) => el("th", {text: h})))), el("tbody", {}, rows));
+    const section = DD.section("Weights and gradients",
+      el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "parameter"}), pick,
+        el("span", {class: "muted small", text: "per epoch: the median, in bands holding the middle 38%, 68%, 86% " +
+          "and all of the values (TensorBoard's distributions); the gradient is the last step's of each epoch"})),
+      el("div", {class: "two-col"}, charts.weight, charts.grad),
+      el("details", {}, el("summary", {text: `Every parameter at the last epoch (${names.length})`}), table));
+    section.dataset.testid = "weights";
+    let Plotly = null;
+    const drawOne = (kind) => {
+      const h = of(pick.value, kind), box = charts[kind];
+      if (!h) { Plotly.purge(box); DD.clear(box).appendChild(DD.note(`No ${kind === "grad" ? "gradient" : "weights"} ` +
+                                                                      "logged for this parameter.", "muted")); return null; }
+      const color = kind === "grad" ? "#e15759" : "#4e79a7", rgb = color.match(/\w\w/g).map((x) => parseInt(x, 16));
+      const at = (q) => h.counts.map((c, i) => DD.histQuantile(c, h.lo[i], h.hi[i], q));
+      const traces = HIST_BANDS.flatMap(([a, b], k) => [
+        {x: h.epoch, y: at(a), mode: "lines", line: {width: 0}, hoverinfo: "skip", showlegend: false},
+        {x: h.epoch, y: at(b), mode: "lines", line: {width: 0}, fill: "tonexty", hoverinfo: "skip", showlegend: false,
+         fillcolor: `rgba(${rgb.join(",")},${0.12 + 0.12 * k})`}]);
+      traces.push({x: h.epoch, y: at(0.5), mode: "lines+markers", name: "median", line: {color, width: 2},
+                   marker: {size: 4}, customdata: h.epoch.map((_, i) => [h.lo[i], h.hi[i], h.mean[i], h.std[i]]),
+                   hovertemplate: "epoch %{x}: median %{y:.4g}<br>mean %{customdata[2]:.4g}, std %{customdata[3]:.4g}" +
+                                  "<br>range %{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>"});
+      return Plotly.react(box, traces, DD.plotLayout({title: {text: `${pick.value}: ${kind === "grad" ? "gradient" :
+        "weights"}`, font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}},
+        yaxis: {automargin: true}, showlegend: false, hovermode: "closest"}), DD.plotConfig);
+    };
+    pick.onchange = () => Promise.all([drawOne("weight"), drawOne("grad")]);
+    return {section, draw: (P) => { Plotly = P; return pick.onchange(); }};
+  }
+
   // The images farthest from the training images in the model's feature space (deepdive.analysis.atypical): how
   // many lie beyond the training images' own outlier fence, how many of the errors they hold, the most atypical.
   function atypicalSection(ctx) {
@@ -426,9 +493,10 @@
                 "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
                 "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
           : null));
-      const perStep = stepCharts(ctx), others = otherMetrics(ctx);
+      const perStep = stepCharts(ctx), others = otherMetrics(ctx), weights = weightsSection(ctx);
       if (perStep) root.appendChild(perStep.section);
       if (others) root.appendChild(others.section);
+      if (weights) root.appendChild(weights.section);
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
         DD.section("Most frequent confusions", topConfusions(ctx)),
@@ -444,7 +512,8 @@
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
                                                                      perStep && perStep.draw(Plotly),
-                                                                     others && others.draw(Plotly)]))
+                                                                     others && others.draw(Plotly),
+                                                                     weights && weights.draw(Plotly)]))
         .then(() => DD.markPainted("dd-charts-painted"))
         .catch((err) => lossBox.replaceWith(DD.note(err.message, "error"))));
     },
