@@ -339,7 +339,8 @@
                    hovertemplate: "epoch %{x}: median %{y:.4g}<br>mean %{customdata[2]:.4g}, std %{customdata[3]:.4g}" +
                                   "<br>range %{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>"});
       return Plotly.react(box, traces, DD.plotLayout({title: {text: `${pick.value}: ${kind === "grad" ? "gradient" :
-        "weights"}`, font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"}},
+        "weights"}`, font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"},
+        ...(h.epoch.length <= 30 ? {dtick: 1} : {})},
         yaxis: {automargin: true}, showlegend: false, hovermode: "closest"}), DD.plotConfig);
     };
     pick.onchange = () => Promise.all([drawOne("weight"), drawOne("grad")]);
