@@ -174,12 +174,13 @@ def _override_text(key, value) -> str:
     """One setting a run changed of its preset, in words: "arch stack5", "fp32", "augment rotate 15, shift 2"."""
     if key == "amp" and isinstance(value, bool):
         return "bf16" if value else "fp32"
-    def word(v):
-        return f"{v:g}" if isinstance(v, float) else str(v)
-
     if isinstance(value, dict):
-        return f"{key} " + ", ".join(f"{k} {word(v)}" for k, v in sorted(value.items()))
-    return f"{key} {word(value)}"
+        return f"{key} " + ", ".join(f"{k} {_word(v)}" for k, v in sorted(value.items()))
+    return f"{key} {_word(value)}"
+
+
+def _word(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 _COLUMNS = [f.name for f in fields(RunRecord)]

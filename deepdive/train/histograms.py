@@ -11,11 +11,11 @@ device in two transfers however many there are, so a GPU epoch pays two synchron
 """
 import torch
 
-
 BINS = 30          # TensorBoard's default histogram resolution
 
 
 def parameter_histograms(model: torch.nn.Module, bins: int = BINS) -> list[dict]:
+    """Each parameter's histogram, then its gradient's, in the model's order (module docstring)."""
     tensors = []
     for name, p in model.named_parameters():
         name = name.removeprefix("_orig_mod.")       # a torch.compile'd module's parameters, by their own names

@@ -393,25 +393,13 @@ def create_app(workspace) -> FastAPI:
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/pictures")
     def training_pictures(run_id: str, split: str, idx: str = ""):
         entry = runs.get(run_id, split)
-        try:
-            wanted = [int(i) for i in idx.split(",") if i.strip()]
-        except ValueError:
-            raise HTTPException(422, "idx must be comma-separated training-image indices") from None
-        if len(wanted) > MAX_PICTURES:
-            raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
+        wanted = _picture_indices(idx)
         entry.training_positions(wanted)
         return entry.training_pictures(wanted)
 
     @app.get("/api/runs/{run_id}/splits/{split}/duplicates/pictures")
     def duplicate_pictures(run_id: str, split: str, idx: str = ""):
-        entry = runs.get(run_id, split)
-        try:
-            wanted = [int(i) for i in idx.split(",") if i.strip()]
-        except ValueError:
-            raise HTTPException(422, "idx must be comma-separated training-image indices") from None
-        if len(wanted) > MAX_PICTURES:
-            raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
-        return entry.duplicate_pictures(wanted)
+        return runs.get(run_id, split).duplicate_pictures(_picture_indices(idx))
 
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/reviews")
     def training_reviews(run_id: str, split: str):
@@ -472,6 +460,17 @@ def create_app(workspace) -> FastAPI:
         return _review_training(run_id, split, idx, None, None)
 
     return app
+
+
+def _picture_indices(idx: str) -> list[int]:
+    """A pictures request's comma-separated training-image indices, at most MAX_PICTURES of them (422 otherwise)."""
+    try:
+        wanted = [int(i) for i in idx.split(",") if i.strip()]
+    except ValueError:
+        raise HTTPException(422, "idx must be comma-separated training-image indices") from None
+    if len(wanted) > MAX_PICTURES:
+        raise HTTPException(422, f"at most {MAX_PICTURES} pictures per request, asked for {len(wanted)}")
+    return wanted
 
 
 def _run_row(r) -> dict:
