@@ -186,18 +186,24 @@ def cmd_runs(args) -> int:
         return _print_groups(runs, args)
     rows = [{"id": r.id, "name": r.name, "dataset": r.dataset, "recipe": r.recipe, "status": r.status,
              "test_accuracy": r.test_accuracy, "created": r.created_at, "notes": r.notes} for r in runs]
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    if not rows:
-        print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
-        return 0
     table = [("ID", "NAME", "DATASET", "RECIPE", "STATUS", "TEST ACC", "CREATED (UTC)", "NOTES")]
     for run, r in zip(runs, rows):
         acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2%}"
         note = " ".join((r["notes"] or "").split())      # one line, the start of it
         table.append((r["id"], r["name"], r["dataset"], run.recipe_text or "-", r["status"], acc,
                       r["created"][:19].replace("T", " "), note if len(note) <= 40 else note[:39] + "…"))
+    return _print_listing(args, rows, table)
+
+
+def _print_listing(args, records, table) -> int:
+    """`deepdive runs`' output: the records as one JSON line with --json, else the table (its header first) with
+    aligned columns, or a word on how to start when there is nothing to list."""
+    if args.json:
+        print(json.dumps(records))
+        return 0
+    if len(table) == 1:
+        print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
+        return 0
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -227,12 +233,6 @@ def run_groups(runs, by: str) -> list[dict]:
 
 def _print_groups(runs, args) -> int:
     groups = run_groups(runs, args.group_by)
-    if args.json:
-        print(json.dumps(groups))
-        return 0
-    if not groups:
-        print(f"no runs in {args.workspace} yet; train one with: deepdive train --workspace {args.workspace}")
-        return 0
     pct = (lambda v: "-" if v is None else f"{v:.2%}")
     table = [("GROUP", "RUNS", "WITH ACC", "MEAN", "MEDIAN", "MIN-MAX", "STD", "TRAIN S (MEDIAN)")]
     for g in groups:
@@ -240,10 +240,7 @@ def _print_groups(runs, args) -> int:
                       "-" if g["min"] is None else f"{g['min']:.2%}-{g['max']:.2%}",
                       "-" if g["std"] is None else f"{g['std'] * 100:.3f} pp",
                       "-" if g["median_train_seconds"] is None else f"{g['median_train_seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    return 0
+    return _print_listing(args, groups, table)
 
 
 def cmd_delete(args) -> int:
