@@ -9,7 +9,10 @@ one batch, 10 classes. On CUDA the device run's `add` calls go under torch.cuda.
 any call that waits for the GPU raises. Prints the largest differences and exits 1 if the two records differ
 (float16 tolerance; an answer whose top two logits tie may differ in its class). Then `run.log_step` of 500
 device 0-d tensors, under the same mode (none may be read before the run writes them), then `run.log()`: the
-stored values must be the tensors' own.
+stored values must be the tensors' own. Then `deepdive.train.histograms.parameter_histograms` of a small conv net
+after a backward pass, on the device against numpy's histograms of the same values (a value on a bin edge may
+land either side: one per bin allowed), counting the synchronisations it makes (sync-debug "warn"): two, however
+many parameters.
 """
 import argparse
 import sys
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     print(f"recorder on {dev}: {a['p_true'].shape[0]} epochs x {a['p_true'].shape[1]} images; max |p_true| diff "
           f"{dp:.2e}, max |margin| diff {dm:.2e}, answers differing {pred_diff}; "
           f"{'no synchronisation per batch; ' if dev.type == 'cuda' else ''}{'SAME' if ok else 'DIFFERENT'}")
-    return 0 if ok and log_step_check(dev) else 1
+    return 0 if ok and log_step_check(dev) and histogram_check(dev) else 1
 
 
 def log_step_check(dev) -> bool:
@@ -94,6 +97,42 @@ def log_step_check(dev) -> bool:
     ok = got["step"] == list(range(len(values))) and np.allclose(got["value"], (values * 2).tolist(), rtol=1e-6)
     print(f"log_step on {dev}: {len(got['step'])} points, "
           f"{'no synchronisation per call; ' if dev.type == 'cuda' else ''}{'SAME' if ok else 'DIFFERENT'}")
+    return ok
+
+
+def histogram_check(dev) -> bool:
+    import warnings
+
+    import torch
+
+    from deepdive.train.histograms import BINS, parameter_histograms
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 26 * 26, 10)).to(dev)
+    model(torch.randn(32, 1, 28, 28, device=dev)).logsumexp(1).mean().backward()
+    syncs = None
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hists = parameter_histograms(model)
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    params = dict(model.named_parameters())
+    worst = 0
+    for h in hists:
+        p = params[h["name"]]
+        values = (p if h["kind"] == "weight" else p.grad).detach().double().cpu().numpy().reshape(-1)
+        want, _ = np.histogram(values, bins=BINS, range=(h["lo"], h["hi"]))
+        worst = max(worst, int(np.abs(np.asarray(h["counts"]) - want).max()), abs(sum(h["counts"]) - values.size))
+    ok = len(hists) == 2 * len(params) and worst <= 1 and (dev.type != "cuda" or syncs <= 2)
+    print(f"parameter histograms on {dev}: {len(hists)} tensors, largest bin difference from numpy {worst}"
+          f"{f', {syncs} synchronisations' if dev.type == 'cuda' else ''}; {'SAME' if ok else 'DIFFERENT'}")
     return ok
 
 
