@@ -949,7 +949,9 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     with Store.open(ws) as store:
         for i, v in enumerate(vals):        # two points per epoch: steps 10i+5 and 10i+10, at epochs i+0.5 and i+1
             store.log_epoch(rid, i + 1, 1 - v, v, 1.05 - v, v, 0.1, 2.0, member=i // 3,
-                            steps=[(10 * i + 5 * h, {"train_loss": 1 - v, "epoch": i + h / 2}) for h in (1, 2)])
+                            steps=[(10 * i + 5 * h, {"train_loss": 1 - v, "epoch": i + h / 2}) for h in (1, 2)],
+                            histograms=[{"name": "w", "kind": "weight", "lo": -v, "hi": v, "mean": 0.0, "std": v / 2,
+                                         "counts": [1, 2, 1]}])
         hint = insight.early_stop(store.epochs(rid))
     summary_path = ws / rid / "analysis" / "test" / "summary.json"
     summary = json.loads(summary_path.read_text())
@@ -972,6 +974,11 @@ def test_an_ensembles_curves_and_hint_are_per_member(browser, analyzed_run, copy
     x, raw, smoothed, lines = chart
     assert x == [5, 10, 15, 20, 25, 30, 35, 35, 40, 45, 50, 55, 60] and raw[6] is None and smoothed[6] is None
     assert smoothed[7] == pytest.approx(raw[7]) and lines == [10, 20, 30, 40, 50, 60]
+    # the weights likewise: each member's epochs drawn apart
+    page.wait_for_selector('[data-testid="hist-weight"] .scatterlayer .trace')
+    medians = page.evaluate("() => document.querySelector('[data-testid=\"hist-weight\"]').data"
+                            ".filter(t => t.name === 'median').map(t => t.x)")
+    assert medians == [[1, 2, 3], [4, 5, 6]]
     page.screenshot(path=str(test_output_dir / "web-report-overview-ensemble.png"))
     assert not t.dialogs and not t.errors
     t.page.close()

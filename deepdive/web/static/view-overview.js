@@ -330,14 +330,23 @@
                                                                       "logged for this parameter.", "muted")); return null; }
       const color = kind === "grad" ? "#e15759" : "#4e79a7", rgb = color.match(/\w\w/g).map((x) => parseInt(x, 16));
       const at = (q) => h.counts.map((c, i) => DD.histQuantile(c, h.lo[i], h.hi[i], q));
-      const traces = HIST_BANDS.flatMap(([a, b], k) => [
-        {x: h.epoch, y: at(a), mode: "lines", line: {width: 0}, hoverinfo: "skip", showlegend: false},
-        {x: h.epoch, y: at(b), mode: "lines", line: {width: 0}, fill: "tonexty", hoverinfo: "skip", showlegend: false,
-         fillcolor: `rgba(${rgb.join(",")},${0.12 + 0.12 * k})`}]);
-      traces.push({x: h.epoch, y: at(0.5), mode: "lines+markers", name: "median", line: {color, width: 2},
-                   marker: {size: 4}, customdata: h.epoch.map((_, i) => [h.lo[i], h.hi[i], h.mean[i], h.std[i]]),
-                   hovertemplate: "epoch %{x}: median %{y:.4g}<br>mean %{customdata[2]:.4g}, std %{customdata[3]:.4g}" +
-                                  "<br>range %{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>"});
+      // an ensemble's members one after another: each member's epochs drawn apart, no band joining two nets
+      const members = DD.epochMembers(ctx.b.epochs || []), parts = [];
+      h.epoch.forEach((e, i) => {
+        if (!i || members.get(e) !== members.get(h.epoch[i - 1])) parts.push([]);
+        parts[parts.length - 1].push(i);
+      });
+      const traces = parts.flatMap((part) => {
+        const take = (values) => part.map((i) => values[i]);
+        return [...HIST_BANDS.flatMap(([a, b], k) => [
+          {x: take(h.epoch), y: take(at(a)), mode: "lines", line: {width: 0}, hoverinfo: "skip", showlegend: false},
+          {x: take(h.epoch), y: take(at(b)), mode: "lines", line: {width: 0}, fill: "tonexty", hoverinfo: "skip",
+           showlegend: false, fillcolor: `rgba(${rgb.join(",")},${0.12 + 0.12 * k})`}]),
+        {x: take(h.epoch), y: take(at(0.5)), mode: "lines+markers", name: "median", line: {color, width: 2},
+         marker: {size: 4}, customdata: part.map((i) => [h.lo[i], h.hi[i], h.mean[i], h.std[i]]), showlegend: false,
+         hovertemplate: "epoch %{x}: median %{y:.4g}<br>mean %{customdata[2]:.4g}, std %{customdata[3]:.4g}" +
+                        "<br>range %{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>"}];
+      });
       return Plotly.react(box, traces, DD.plotLayout({title: {text: `${pick.value}: ${kind === "grad" ? "gradient" :
         "weights"}`, font: {size: 13}, x: 0.02, xanchor: "left"}, xaxis: {title: {text: "epoch"},
         ...(h.epoch.length <= 30 ? {dtick: 1} : {})},
