@@ -1140,11 +1140,11 @@ def test_the_runs_page_groups_the_seeds_of_a_recipe(browser, tmp_path):
         assert band[2]["x"] == [10, 20, 30] and band[2]["y"] == pytest.approx([0.85, 0.75, 0.65])
         assert band[0]["y"] == pytest.approx([0.8, 0.7, 0.6]) and band[1]["y"] == pytest.approx([0.9, 0.8, 0.7])
         page.click('[data-testid="step-axis"] button[data-value="train_seconds"]')
-        page.wait_for_function(f"() => ({anyd})().length === 2 && ({anyd})().some(t => t.x[2] === 60)")
-        alone = page.evaluate(anyd)
-        assert [tr["x"] for tr in alone] == [[10, 20, 30], [20, 40, 60]] or \
-            [tr["x"] for tr in alone] == [[20, 40, 60], [10, 20, 30]]
-        assert [tr.get("showlegend") for tr in alone] == [True, False]
+        page.wait_for_function(f"() => ({anyd})().length === 3 && ({anyd})()[2].x.length === 5")
+        timed = page.evaluate(anyd)        # resampled: seed 0 at 10-30 s, seed 1 at 20-60 s (twice as slow)
+        assert timed[2]["x"] == [10, 20, 30, 40, 60]
+        assert timed[2]["y"] == pytest.approx([0.9, 0.8, 0.725, 0.7, 0.6])
+        assert timed[2]["customdata"][0][2] == 1 and timed[2]["customdata"][2][2] == 2     # how many runs at each
         page.click('[data-testid="step-axis"] button[data-value="step"]')
         page.select_option('[data-testid="group-by"]', "name")
         page.wait_for_function(f"() => ({acc})().filter(t => t.showlegend !== false).length === 2")

@@ -96,12 +96,9 @@
       const traces = groups ? groups.flatMap((g) => {
         const series = g.at.map(curve).filter((c) => c && c.y.some((v) => v !== null));
         if (!series.length) return [];
-        // against training time no two runs share an x: each run drawn thin in its group's colour
-        if (stepKey && DD.stepAxis === "train_seconds") {
-          return series.map((c, k) => ({...c, name: g.label, legendgroup: g.label, showlegend: k === 0,
-                                        mode: "lines", line: {color: g.color, width: 1}}));
-        }
-        return DD.bandTraces(DD.groupBand(series), g.label, g.color);
+        // against training time no two runs share an x: each is resampled onto all of their times first
+        const timed = stepKey && DD.stepAxis === "train_seconds";
+        return DD.bandTraces(DD.groupBand(timed ? DD.resample(series) : series), g.label, g.color);
       }) : chosen.map((r, i) => {
         const line = {color: DD.classColor(runs.indexOf(r)), width: 2}, name = `${r.name} · ${r.id.slice(-6)}`;
         if (stepKey) {       // against the epoch or the time, a run that logged none per step has no line
@@ -120,7 +117,7 @@
     box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." + (groups ? " Grouped: each " +
       "line is the mean of the group's runs at each epoch or step, shaded between the least and the greatest of " +
-      "them (against training time, each run is drawn on its own)." : "") +
+      "them (against training time, each run interpolated onto the times of the others)." : "") +
       (empty.length ? ` No epochs logged yet for: ${empty.join(", ")}.` : "");
     const longest = Math.max(...epochs.map((ep) => ep.length));
     const layout = (title, yaxis, xaxis) => DD.plotLayout({title: {text: title, font: {size: 13}, x: 0.02,

@@ -425,6 +425,23 @@
             hi: vals.map((v) => Math.max(...v)), n: vals.map((v) => v.length)};
   };
 
+  // Runs whose points lie at different x (training time): each resampled by linear interpolation onto every x any
+  // of them has, within its own first and last (W&B resamples grouped runs so); outside its span a run has none.
+  DD.resample = function (series) {
+    const grid = [...new Set(series.flatMap((s) => s.x))].sort((a, b) => a - b);
+    return series.map((s) => {
+      const pts = s.x.map((x, i) => [x, s.y[i]]).filter(([, y]) => y !== null && Number.isFinite(y))
+        .sort((a, b) => a[0] - b[0]);
+      let k = 0;
+      return {x: grid, y: grid.map((x) => {
+        if (!pts.length || x < pts[0][0] || x > pts[pts.length - 1][0]) return null;
+        while (k < pts.length - 1 && pts[k + 1][0] < x) k++;
+        const [x0, y0] = pts[k], [x1, y1] = pts[Math.min(k + 1, pts.length - 1)];
+        return x1 === x0 ? (x === x0 ? y0 : y1) : y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+      })};
+    });
+  };
+
   // Plotly traces of a band: the range shaded in the colour, the mean drawn over it (its hover: mean, range, n).
   DD.bandTraces = function (band, name, color, dash, showRange = true) {
     const rgb = color.match(/\w\w/g).map((h) => parseInt(h, 16)).join(",");
