@@ -70,6 +70,10 @@ def test_runs_list_and_run(client, analyzed_run):
     assert row["recipe"] == "fast · 1 ep · seed 0 · 3,000 images" and row["resumable"] is False
     one = client.get(f"/api/runs/{analyzed_run.run_id}").json()
     assert one["id"] == analyzed_run.run_id and one["config"]["preset"] == "fast"
+    from deepdive.analysis.insight import early_stop       # the run page's early-stopping hint, analysed or not
+
+    assert one["insight"] == early_stop(analyzed_run.store.epochs(analyzed_run.run_id))
+    assert client.get(f"/api/runs/{analyzed_run.run_id}/histograms").status_code == 200
     epochs = client.get(f"/api/runs/{analyzed_run.run_id}/epochs").json()
     assert epochs == analyzed_run.store.epochs(analyzed_run.run_id) and len(epochs) == 1
     for bad in ("nope", "..%2F..%2Fetc", analyzed_run.run_id[:8]):       # exact ids only, like every run URL

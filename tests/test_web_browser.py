@@ -1157,6 +1157,48 @@ def test_the_runs_page_groups_the_seeds_of_a_recipe(browser, tmp_path):
         t.page.close()
 
 
+def test_a_runs_own_page_follows_its_training(browser, tmp_path):
+    """A click on a run's name opens its own page (W&B's run page), analysed or not: its record, curves, per-step
+    charts and weights; while it trains, the page follows it epoch by epoch, and says when it stops."""
+    import torch
+
+    import deepdive
+
+    ws = tmp_path / "ws"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    run = deepdive.init(name="live-net", workspace=ws)
+    run.watch(model)
+
+    def epoch(k):
+        model(torch.randn(4, 3)).sum().backward()
+        run.log_step(loss=1.0 - k / 10)
+        run.log(train_loss=1 - k / 10, val_loss=1.1 - k / 10, train_acc=0.5 + k / 10, val_acc=0.5 + k / 10)
+
+    epoch(0)
+    epoch(1)
+    acc = "() => document.querySelector('[data-testid=\"acc-chart\"]').data[1].y"
+    with serving(ws) as url:
+        t = Tab(browser, url, None)
+        page = t.page
+        page.click('[data-testid="run-link"]')
+        page.wait_for_selector('[data-testid="loss-chart"] .scatterlayer .trace')
+        assert page.url.endswith(f"#/run/{run.id}") and page.inner_text("h1.view-title") == "live-net"
+        assert "training… this page follows it" in page.inner_text('[data-testid="run-next"]')
+        assert page.evaluate(acc) == pytest.approx([0.5, 0.6])
+        assert "No validation accuracy was logged" not in page.inner_text('[data-testid="insight"]')   # the hint
+        page.wait_for_selector('[data-testid="hist-weight"] .scatterlayer .trace')
+        page.wait_for_selector('[data-testid="step-charts"] .chart .scatterlayer .trace')
+        epoch(2)                                                        # the page follows
+        page.wait_for_function(f"() => ({acc})().length === 3", timeout=20_000)
+        run.finish()
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"run-facts\"] .status.running')",
+                               timeout=20_000)
+        assert "training…" not in page.inner_text('[data-testid="run-facts"]')
+        assert not t.dialogs and not t.errors
+        t.page.close()
+
+
 def test_a_run_is_deleted_from_the_runs_page_once_confirmed(browser, analyzed_run, copy_workspace, tmp_path):
     """Each finished or stopped run has a delete button; nothing goes until the person confirms, then the run's
     row, rows in the store and folder go, and the page lists the runs left. A running run has no button."""

@@ -244,9 +244,12 @@ def create_app(workspace) -> FastAPI:
     def get_run(run_id: str):
         from deepdive.analysis.results import AnalysisResult
 
+        from deepdive.analysis.insight import early_stop
+
         rec = runs.record(run_id)
         return {**_run_row(rec), "config": rec.config, "data_source": rec.data_source,
-                "splits": AnalysisResult.splits(rec.run_dir)}
+                "splits": AnalysisResult.splits(rec.run_dir),
+                "insight": early_stop(store.epochs(rec.id))}     # the early-stopping hint, as the analysis has it
 
     @app.get("/api/runs/{run_id}/epochs")
     def epochs(run_id: str):

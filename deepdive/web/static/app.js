@@ -22,6 +22,7 @@
     if (parts[0] === "r" && parts.length >= 3) {
       return {runId: parts[1], split: parts[2], view: parts[3] || "overview", arg: parts[4]};
     }
+    if (parts[0] === "run" && parts[1]) return {runPage: parts[1]};     // a run's training, analysed or not
     return null;
   }
 
@@ -70,7 +71,7 @@
     }
     DD.closeDetail();
     DD.tooltip.hide();
-    if (!target) {
+    if (!target || (target.runPage && source.mode !== "served")) {
       current = null;
       renderNav(null);
       renderCrumbs(null);
@@ -78,6 +79,15 @@
       const root = DD.clear(main);
       root.dataset.view = "runs";
       DD.views.runs.render(root, source);
+      return;
+    }
+    if (target.runPage) {
+      current = null;
+      renderNav(null);
+      renderCrumbs(null);
+      const root = DD.clear(main);
+      root.dataset.view = "run";
+      DD.views.run.render(root, source, target.runPage);
       return;
     }
     let ctx;

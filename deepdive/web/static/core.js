@@ -161,6 +161,8 @@ window.DD = window.DD || {};
       // fresh: refetch (a run still training logs more epochs)
       epochs: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/epochs`, fresh),
       steps: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/steps`, fresh),
+      histograms: (runId, fresh) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/histograms`, fresh),
+      run: (runId) => getJSON(`/api/runs/${encodeURIComponent(runId)}`),
       bundle: (runId, split) =>
         cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/${encodeURIComponent(split)}/bundle`),
       saliencyURL: function (b, method, row, which) {

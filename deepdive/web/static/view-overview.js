@@ -479,6 +479,31 @@
     return t ? ` · top-2 ${DD.fmt.pct(t.accuracy, 2)}` : "";
   }
 
+  // What a run's training logged, as the Overview shows it and the run page of a run not (yet) analysed: the curves
+  // with the early-stopping hint, the per-step charts, every other metric, the weights and gradients. ctx.b needs
+  // run (with its config), epochs, steps, histograms and summary (an analysis's; {} without one). Returns
+  // {sections, draw(Plotly)}.
+  DD.trainingSections = function (ctx) {
+    const lossBox = el("div", {class: "chart", attrs: {"data-testid": "loss-chart"}});
+    const accBox = el("div", {class: "chart", attrs: {"data-testid": "acc-chart"}});
+    const es = DD.earlyStop(ctx.b.summary);
+    const sections = [DD.section("Training curves",
+      el("div", {class: "insight" + (es && es.epochs_saved ? " hint" : ""), attrs: {"data-testid": "insight"}},
+         el("span", {class: "insight-icon", text: "i"}), el("span", {text: insightText(es)})),
+      el("div", {class: "two-col"}, lossBox, accBox),
+      // deepdive's own runs: say what the two lines measure (runs logged through the API define their own)
+      (ctx.b.run.config || {}).preset ? el("p", {class: "note muted", attrs: {"data-testid": "curves-note"},
+        text: "Train: mean over each epoch's augmented training batches, measured while they trained. " +
+              "Validation: the held-out images, unaugmented, after the epoch. Both losses are cross-entropy " +
+              "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
+              "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
+        : null)];
+    const parts = [stepCharts(ctx), otherMetrics(ctx), weightsSection(ctx)].filter(Boolean);
+    sections.push(...parts.map((part) => part.section));
+    return {sections, draw: (Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
+                                                      ...parts.map((part) => part.draw(Plotly))])};
+  };
+
   DD.views.overview = {
     title: "Overview", icon: "◧",
     render(root, ctx) {
@@ -487,26 +512,10 @@
           el("span", {class: "tool-label", text: "Notes"}), el("span", {class: "pre-line", text: ctx.b.run.notes})));
       }
       root.appendChild(cards(ctx));
-      const lossBox = el("div", {class: "chart", attrs: {"data-testid": "loss-chart"}});
-      const accBox = el("div", {class: "chart", attrs: {"data-testid": "acc-chart"}});
-      const es = DD.earlyStop(ctx.b.summary);
       const notes = ctx.b.summary.notes || [];
       if (notes.length) root.appendChild(el("div", {class: "panel notes"}, notes.map((n) => DD.note(String(n), "muted"))));
-      root.appendChild(DD.section("Training curves",
-        el("div", {class: "insight" + (es && es.epochs_saved ? " hint" : ""), attrs: {"data-testid": "insight"}},
-           el("span", {class: "insight-icon", text: "i"}), el("span", {text: insightText(es)})),
-        el("div", {class: "two-col"}, lossBox, accBox),
-        // deepdive's own runs: say what the two lines measure (runs logged through the API define their own)
-        (ctx.b.run.config || {}).preset ? el("p", {class: "note muted", attrs: {"data-testid": "curves-note"},
-          text: "Train: mean over each epoch's augmented training batches, measured while they trained. " +
-                "Validation: the held-out images, unaugmented, after the epoch. Both losses are cross-entropy " +
-                "against the true labels (runs trained before 2026-11-30 logged the label-smoothed objective as " +
-                "their train loss instead, which stays above ~0.5)." + prunedNote(ctx.b.run.config)})
-          : null));
-      const perStep = stepCharts(ctx), others = otherMetrics(ctx), weights = weightsSection(ctx);
-      if (perStep) root.appendChild(perStep.section);
-      if (others) root.appendChild(others.section);
-      if (weights) root.appendChild(weights.section);
+      const training = DD.trainingSections(ctx);
+      DD.append(root, training.sections);
       const tax = (ctx.b.summary.taxonomy || {}).total || {};
       root.appendChild(el("div", {class: "two-col"},
         DD.section("Most frequent confusions", topConfusions(ctx)),
@@ -520,12 +529,8 @@
       DD.append(root, [atypicalSection(ctx), duplicatesSection(ctx), tagsSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
-      DD.afterPaint(() => DD.plotly().then((Plotly) => Promise.all([curves(Plotly, ctx, lossBox, accBox),
-                                                                     perStep && perStep.draw(Plotly),
-                                                                     others && others.draw(Plotly),
-                                                                     weights && weights.draw(Plotly)]))
-        .then(() => DD.markPainted("dd-charts-painted"))
-        .catch((err) => lossBox.replaceWith(DD.note(err.message, "error"))));
+      DD.afterPaint(() => DD.plotly().then(training.draw).then(() => DD.markPainted("dd-charts-painted"))
+        .catch((err) => training.sections[0].appendChild(DD.note(err.message, "error"))));
     },
   };
 })(window.DD);

@@ -243,7 +243,9 @@
     const short = (text) => (text.length > 90 ? text.slice(0, 89) + "…" : text);
     const notes = run.notes ? el("div", {class: "muted small run-notes", title: run.notes,
       attrs: {"data-testid": "run-notes"}, text: short(run.notes)}) : null;
-    const cell = el("td", {}, el("span", {class: "strong", text: run.name}));
+    const cell = el("td", {}, el("a", {class: "strong", text: run.name, href: `#/run/${encodeURIComponent(run.id)}`,
+                                       title: "its training: curves, per-step charts, weights and gradients",
+                                       attrs: {"data-testid": "run-link"}}));
     if (source.editRun) {
       cell.append(el("button", {class: "icon-btn small-icon", text: "✎", title: "rename, or write notes",
         attrs: {"aria-label": `edit ${run.name}`, "data-testid": "edit-run"},
@@ -276,6 +278,65 @@
       el("button", {class: "btn small", text: "Cancel", on: {click: () => DD.rerender()}}), status)));
     name.focus();
   }
+
+  // One run's training, whether analysed or not (W&B's run page): its record, what it logged per epoch and per
+  // step, its weights and gradients, and where its deep dive is. While it trains the page follows it, redrawn
+  // when an epoch lands or its status changes.
+  DD.views.run = {
+    title: "Run",
+    render: async function (root, source, runId) {
+      const title = root.appendChild(el("h1", {class: "view-title", text: "Run"}));
+      const load = (fresh) => Promise.all([source.run(runId), source.epochs(runId, fresh), source.steps(runId, fresh),
+                                           source.histograms(runId, fresh)]);
+      let got;
+      try {
+        got = await load(false);
+      } catch (err) {
+        if (title.isConnected) root.appendChild(DD.note(`Could not load run ${runId}: ${err.message}`, "error"));
+        return;
+      }
+      if (!title.isConnected) return;
+      const body = root.appendChild(el("div"));
+      const draw = async ([run, epochs, steps, histograms]) => {
+        const ctx = {b: {run, epochs, steps, histograms, summary: {insight: run.insight}, split: null}, state: {}};
+        document.title = `${run.name} · run · deepdive`;
+        title.textContent = run.name;
+        const facts = el("div", {class: "panel toolbar run-facts", attrs: {"data-testid": "run-facts"}},
+          el("span", {class: "status " + run.status, text: run.status}),
+          el("span", {class: "mono small", text: run.id}),
+          el("span", {class: "small", text: run.recipe || "logged through the Python API"}),
+          el("span", {class: "small", text: `${DD.fmt.int(epochs.length)} epoch${epochs.length === 1 ? "" : "s"}` +
+            (run.test_accuracy !== null && run.test_accuracy !== undefined ?
+              ` · test accuracy ${DD.fmt.pct(run.test_accuracy, 2)}` : "") +
+            (run.train_seconds ? ` · ${DD.fmt.secs(run.train_seconds)} of training` : "")}),
+          ...(run.splits.length ? run.splits.map((s) => el("a", {class: "btn small", text: `deep dive: ${s}`,
+            href: `#/r/${encodeURIComponent(run.id)}/${encodeURIComponent(s)}/overview`})) :
+            [el("span", {class: "muted small", attrs: {"data-testid": "run-next"}, text: run.status === "running" ?
+              `training… this page follows it` : run.resumable ? `unfinished: deepdive resume ${run.id}` :
+              run.status === "finished" ? `not analysed: deepdive analyze ${run.id}` : "no model to analyse"})]));
+        const training = DD.trainingSections(ctx);
+        DD.clear(body).append(facts, ...(run.notes ? [el("div", {class: "panel run-notes-panel"},
+          el("span", {class: "tool-label", text: "Notes"}), el("span", {class: "pre-line", text: run.notes}))] : []),
+          ...training.sections);
+        await training.draw(await DD.plotly());
+        DD.mark("dd-run-painted");
+      };
+      await draw(got);
+      // while it trains: poll, and redraw when an epoch lands or the record changes (it finishes, fails)
+      const poll = () => setTimeout(async () => {
+        if (!body.isConnected) return;
+        let next;
+        try { next = await load(true); } catch (err) { poll(); return; }
+        if (!body.isConnected) return;
+        if (next[1].length !== got[1].length || JSON.stringify(next[0]) !== JSON.stringify(got[0])) {
+          got = next;
+          await draw(got);
+        }
+        if (got[0].status === "running") poll();
+      }, POLL_MS);
+      if (got[0].status === "running") poll();
+    },
+  };
 
   DD.views.runs = {
     title: "Runs",
