@@ -56,17 +56,21 @@ def duplicates_stage(inputs, reference, frame, exclude=None) -> dict:
     if len(reference.idx) < 1 + own:
         return {"available": False, "reason": "too few training images to compare with"}
     x = _flat(inputs)
-    ref = _flat(reference.model_inputs())
+    # the train split without reviews is the reference itself (as in the neighbours stage): no second copy of it
+    ref = x if own and np.array_equal(reference.idx, exclude) else _flat(reference.model_inputs())
     if x.shape[1] != ref.shape[1]:
         raise DeepdiveError(f"the analysed images have {x.shape[1]} values each and the training images "
                             f"{ref.shape[1]}: they cannot be compared")
     n = len(x)
+    # a search within the split too, but for the train split, whose rows are the reference: the search of the
+    # training images already gives each its nearest other one
+    within = not own and n >= 2
     pos, sims = nearest(x, ref, k=1 + own)
     if own:   # leave each row's own image out, as the neighbours stage does
         pos, sims = without_own(pos, sims, reference.idx[pos] == np.asarray(exclude, np.int64)[:, None], 1)
     train_idx = reference.idx[pos[:, 0]]
     train_sim = np.minimum(sims[:, 0], 1.0)
-    if own or n < 2:   # the train split's rows are the reference: their nearest other image is the one above
+    if not within:
         split_row, split_sim = np.full(n, -1, np.int64), np.full(n, np.nan, np.float32)
     else:
         spos, ssims = nearest(x, x, k=2)
@@ -108,7 +112,7 @@ def duplicates_stage(inputs, reference, frame, exclude=None) -> dict:
                        "accuracy_rest": float(correct[~of_train].mean()) if (~of_train).any() else None,
                        "listed": [[int(r), int(train_idx[r]), int(twin_label[r]), round(float(train_sim[r]), 6)]
                                   for r in flagged[:LISTED]]}}
-    if own or n < 2:
+    if not within:
         entry["split"] = None
     else:
         a = np.flatnonzero(in_split)

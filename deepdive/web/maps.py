@@ -307,10 +307,14 @@ class RunMaps:
             dyn["pictures"], dyn["pictures_note"] = {}, str(e)
         return dyn
 
+    def listed_twins(self) -> list[int]:
+        """The training twins of the near-duplicates the analysis listed (deepdive.analysis.duplicates), in order."""
+        return [item[1] for item in ((self.res.summary.get("duplicates") or {}).get("train") or {}).get("listed", [])]
+
     def duplicate_pictures(self, idxs) -> dict:
-        """{idx: PNG data URI} of training twins the analysis listed (deepdive.analysis.duplicates); NotFound for
-        any other index, so this serves no training image the near-duplicates do not name."""
-        listed = {item[1] for item in ((self.res.summary.get("duplicates") or {}).get("train") or {}).get("listed", [])}
+        """{idx: PNG data URI} of listed training twins (listed_twins); NotFound for any other index, so this serves
+        no training image the near-duplicates do not name."""
+        listed = set(self.listed_twins())
         other = [i for i in idxs if i not in listed]
         if other:
             raise NotFound(f"training image {other[0]} is not a listed near-duplicate's twin in this analysis")
@@ -319,8 +323,7 @@ class RunMaps:
     def duplicates_bundle(self) -> dict:
         """{pictures: {idx: data URI}}: the training twins of the first bundle.DUPLICATE_PICTURES near-duplicates
         the analysis listed (deepdive.analysis.duplicates), inlined in both modes; {} without any."""
-        d = self.res.summary.get("duplicates") or {}
-        listed = [item[1] for item in (d.get("train") or {}).get("listed", [])[:bundle_mod.DUPLICATE_PICTURES]]
+        listed = self.listed_twins()[:bundle_mod.DUPLICATE_PICTURES]
         if not listed:
             return {"pictures": {}}
         try:

@@ -328,8 +328,9 @@
       const h = of(pick.value, kind), box = charts[kind];
       if (!h) { Plotly.purge(box); DD.clear(box).appendChild(DD.note(`No ${kind === "grad" ? "gradient" : "weights"} ` +
                                                                       "logged for this parameter.", "muted")); return null; }
-      const color = kind === "grad" ? "#e15759" : "#4e79a7", rgb = color.match(/\w\w/g).map((x) => parseInt(x, 16));
+      const color = kind === "grad" ? "#e15759" : "#4e79a7";
       const at = (q) => h.counts.map((c, i) => DD.histQuantile(c, h.lo[i], h.hi[i], q));
+      const bands = HIST_BANDS.map(([a, b]) => [at(a), at(b)]), median = at(0.5);     // each epoch's, once
       // an ensemble's members one after another: each member's epochs drawn apart, no band joining two nets
       const members = DD.epochMembers(ctx.b.epochs || []), parts = [];
       h.epoch.forEach((e, i) => {
@@ -338,11 +339,8 @@
       });
       const traces = parts.flatMap((part) => {
         const take = (values) => part.map((i) => values[i]);
-        return [...HIST_BANDS.flatMap(([a, b], k) => [
-          {x: take(h.epoch), y: take(at(a)), mode: "lines", line: {width: 0}, hoverinfo: "skip", showlegend: false},
-          {x: take(h.epoch), y: take(at(b)), mode: "lines", line: {width: 0}, fill: "tonexty", hoverinfo: "skip",
-           showlegend: false, fillcolor: `rgba(${rgb.join(",")},${0.12 + 0.12 * k})`}]),
-        {x: take(h.epoch), y: take(at(0.5)), mode: "lines+markers", name: "median", line: {color, width: 2},
+        return [...bands.flatMap(([lo, hi], k) => DD.shade(take(h.epoch), take(lo), take(hi), color, 0.12 + 0.12 * k)),
+        {x: take(h.epoch), y: take(median), mode: "lines+markers", name: "median", line: {color, width: 2},
          marker: {size: 4}, customdata: part.map((i) => [h.lo[i], h.hi[i], h.mean[i], h.std[i]]), showlegend: false,
          hovertemplate: "epoch %{x}: median %{y:.4g}<br>mean %{customdata[2]:.4g}, std %{customdata[3]:.4g}" +
                         "<br>range %{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>"}];

@@ -286,8 +286,10 @@
     title: "Run",
     render: async function (root, source, runId) {
       const title = root.appendChild(el("h1", {class: "view-title", text: "Run"}));
-      const load = (fresh) => Promise.all([source.run(runId), source.epochs(runId, fresh), source.steps(runId, fresh),
-                                           source.histograms(runId, fresh)]);
+      // the record and epochs tell whether anything changed; the steps and histograms are fetched for a redraw only
+      const head = (fresh) => Promise.all([source.run(runId), source.epochs(runId, fresh)]);
+      const rest = (fresh) => Promise.all([source.steps(runId, fresh), source.histograms(runId, fresh)]);
+      const load = (fresh) => Promise.all([head(fresh), rest(fresh)]).then(([a, b]) => [...a, ...b]);
       let got;
       try {
         got = await load(false);
@@ -326,9 +328,14 @@
       const poll = () => setTimeout(async () => {
         if (!body.isConnected) return;
         let next;
-        try { next = await load(true); } catch (err) { poll(); return; }
+        try {
+          next = await head(true);
+          if (next[1].length !== got[1].length || JSON.stringify(next[0]) !== JSON.stringify(got[0])) {
+            next = [...next, ...await rest(true)];
+          } else next = null;
+        } catch (err) { poll(); return; }
         if (!body.isConnected) return;
-        if (next[1].length !== got[1].length || JSON.stringify(next[0]) !== JSON.stringify(got[0])) {
+        if (next) {
           got = next;
           await draw(got);
         }

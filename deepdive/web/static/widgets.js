@@ -442,14 +442,18 @@
     });
   };
 
+  // The area between lo and hi along x, shaded in a "#rrggbb" colour at the given opacity: two Plotly traces, the
+  // second filled down to the first, neither hovered nor in the legend.
+  DD.shade = function (x, lo, hi, color, opacity, group) {
+    const rgb = color.match(/\w\w/g).map((h) => parseInt(h, 16)).join(",");
+    const edge = {x, mode: "lines", line: {width: 0, color}, hoverinfo: "skip", showlegend: false, legendgroup: group};
+    return [{...edge, y: lo}, {...edge, y: hi, fill: "tonexty", fillcolor: `rgba(${rgb},${opacity})`}];
+  };
+
   // Plotly traces of a band: the range shaded in the colour, the mean drawn over it (its hover: mean, range, n).
   DD.bandTraces = function (band, name, color, dash, showRange = true) {
-    const rgb = color.match(/\w\w/g).map((h) => parseInt(h, 16)).join(",");
-    const edge = {x: band.x, mode: "lines", line: {width: 0, color}, hoverinfo: "skip", showlegend: false,
-                  legendgroup: name};
     return [
-      ...(showRange ? [{...edge, y: band.lo}, {...edge, y: band.hi, fill: "tonexty", fillcolor: `rgba(${rgb},0.18)`}]
-        : []),
+      ...(showRange ? DD.shade(band.x, band.lo, band.hi, color, 0.18, name) : []),
       {x: band.x, y: band.mean, name, legendgroup: name, mode: "lines", line: {color, width: 2, dash},
        customdata: band.x.map((_, i) => [band.lo[i], band.hi[i], band.n[i]]),
        hovertemplate: "%{y:.4g} mean of %{customdata[2]} (%{customdata[0]:.4g}–%{customdata[1]:.4g})" +
