@@ -24,8 +24,8 @@ from test_web_api import XSS_CLASSES, XSS_RUN, hostile_copy
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-VIEWS = ("overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
-         "dynamics", "embedding", "advice")
+VIEWS = ("overview", "classes", "confusion", "slices", "saliency", "activations", "predictions", "confidence",
+         "issues", "dynamics", "embedding", "advice")
 MODES = ("served", "report")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
@@ -324,7 +324,24 @@ def view_checks(tab, expected) -> dict:
              p.inner_text("main")) and \
             tab.count('[data-testid="dynamics-classes"] tbody tr') == c
 
-    return {"overview": overview, "classes": classes, "confusion": confusion, "saliency": saliency,
+    def slices_view(p):
+        """Each listed slice, named with this workspace's class names, holds the images the analysis counted; the
+        chart draws the first measure's tenths as the analysis counted them."""
+        from deepdive.analysis.slices import describe
+
+        s = summary["slices"]
+        p.wait_for_selector('[data-testid="slice-chart"] .main-svg')
+        names = XSS_CLASSES + summary["class_names"][len(XSS_CLASSES):]
+        sizes = p.eval_on_selector_all('[data-testid="slice-row"]', "rs => rs.map(r => Number(r.dataset.rows))")
+        texts = p.eval_on_selector_all('[data-testid="slice-text"]', "ts => ts.map(t => t.textContent)")
+        bars = p.evaluate("() => document.querySelector('[data-testid=\"slice-chart\"]').data[0].customdata"
+                          ".map(c => c[0])")
+        return len(s["listed"]) > 0 and sizes == [item["images"] for item in s["listed"]] and \
+            texts == [describe(item, names) for item in s["listed"]] and \
+            bars == [b[0] for b in s["properties"][0]["bins"]["all"]] and \
+            f"Of the {s['tested']:,} slices tried" in p.inner_text('[data-testid="slices-summary"]')
+
+    return {"overview": overview, "classes": classes, "confusion": confusion, "slices": slices_view, "saliency": saliency,
             "activations": activations, "predictions": predictions, "confidence": confidence, "issues": issues,
             "dynamics": dynamics_view, "embedding": embedding,
             "advice": advice_view}
@@ -557,6 +574,42 @@ def test_filters_give_the_right_rows(tab, expected):
     tab.view("confusion").click(f'td.cm-cell[data-t="{t}"][data-p="{t}"]')
     page.wait_for_selector('main[data-view="predictions"]')
     assert shown() == counts[t][t]
+
+
+def test_a_slice_and_a_tenth_list_their_images_and_the_detail_measures_the_picture(tab, expected):
+    s, frame = expected["summary"]["slices"], expected["frame"]
+    page = tab.view("slices")
+
+    def shown():
+        return int(page.get_attribute('[data-testid="row-count"]', "data-count"))
+
+    page.click('[data-testid="slice-list-0"]')
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-slice"]')
+    assert shown() == s["listed"][0]["images"]
+    page.click('[data-testid="filter-slice-clear"]')
+    assert shown() == len(frame)
+    # a click on a bar lists its tenth: here of one class, with that class's value ranges
+    thick = next(p for p in s["properties"] if p["key"] == "thickness")
+    cls = int(frame["true"].mode()[0])
+    page = tab.view("slices")
+    page.click('[data-testid="measure-row"][data-key="thickness"]')
+    page.select_option('[data-testid="slice-class"]', str(cls))
+    page.wait_for_function("n => { const gd = document.querySelector('[data-testid=\"slice-chart\"]');"
+                           "return gd.data && gd.data[0].customdata.reduce((a, c) => a + c[0], 0) === n; }",
+                           arg=int((frame["true"] == cls).sum()))
+    cells = page.evaluate("() => document.querySelector('[data-testid=\"slice-chart\"]').data[0].customdata")
+    assert [c[0] for c in cells] == [b[0] for b in thick["bins"][str(cls)]]
+    b = max(range(10), key=lambda k: cells[k][0])
+    page.evaluate("b => document.querySelector('[data-testid=\"slice-chart\"]')"
+                  ".emit('plotly_click', {points: [{curveNumber: 0, customdata: [0, 0, '', b]}]})", b)
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-slice"]')
+    assert shown() == thick["bins"][str(cls)][b][0]
+    # the detail: the picture's measures as stored, bold where it is in its class's lowest or highest 5%
+    page.click(".vrow .thumb")
+    row = int(page.get_attribute("#detail", "data-row"))
+    page.wait_for_selector('[data-testid="detail-measures"]')
+    text = page.inner_text('[data-testid="detail-measures"]')
+    assert f"thickness {frame['img_thickness'][row]:.2f} px" in text and f"pieces {frame['img_pieces'][row]:.0f}" in text
 
 
 def test_a_box_in_the_embedding_selects_the_images_inside_it_and_lists_them(tab, expected):

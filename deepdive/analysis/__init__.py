@@ -70,7 +70,7 @@ class _Stages:
 
 MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "advice")
 STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", "duplicates",
-          *MODEL_STAGES,
+          "slices", *MODEL_STAGES,
           "confidence", "write")
 
 
@@ -90,7 +90,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
     from deepdive.analysis import (confidence, duplicates, dynamics, insight, label_issues, neighbours, ranking,
-                                   tables, taxonomy)
+                                   slices, tables, taxonomy)
     from deepdive.malloc import keep_freed_memory
 
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
@@ -149,6 +149,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
             reference = neighbours.reference_set(run)
             dup = duplicates.duplicates_stage(data.inputs, reference, frame,
                                               exclude=data.idx if split == "train" else None)
+        with stages("slices"):
+            cut, slice_table = slices.slices_stage(data.images, frame, class_names)
         focus = focus_set(frame)
 
         extra, advice = _no_model_stages(NO_MODEL), None
@@ -164,6 +166,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 with stages("neighbours"):
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes, reference)
             extra["duplicates"] = dup
+            extra["slices"] = cut
             with stages("confidence"):   # after the neighbours, whose agreement is one of its trust scores
                 extra["confidence"] = confidence.confidence_stage(frame)
             dyn_table = dyn.pop("table", None)
@@ -175,6 +178,7 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 _write_outputs(tmp, frame, data.images, issue_table, advice)
                 if dyn_table is not None:
                     _write_parquet(tmp / dynamics.FILE, dyn_table)
+                _write_parquet(tmp / slices.FILE, slice_table)
             summary["stage_seconds"] = dict(stages.seconds)
             summary["total_seconds"] = round(sum(stages.seconds.values()), 3)
             _write_json(tmp / "summary.json", summary)

@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
+          "duplicates", "slices", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
           "histograms")
 
 
@@ -99,6 +99,7 @@ def json_summary(summary: dict) -> dict:
         "atypical": {k: v for k, v in ((summary.get("neighbours") or {}).get("atypical") or {}).items()
                      if k in ("count", "errors", "fence")} or None,
         "duplicates": duplicate_counts(summary.get("duplicates") or {}),
+        "slices": slice_counts(summary.get("slices") or {}),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
@@ -128,6 +129,38 @@ def duplicate_lines(d: dict, split: str) -> list[str]:
         pairs = "pair" if s["pairs_total"] == 1 else "pairs"
         line += f"; {s['pairs_total']:,} {pairs} within the split, {s['conflicts']} under two labels"
     return [line + " (deepdive export RUN duplicates)"]
+
+
+def slice_counts(d: dict) -> dict | None:
+    """The slices' counts and the strongest (deepdive.analysis.slices), without the rest of the listing."""
+    if not d.get("available"):
+        return None
+    top = d["listed"][0] if d["listed"] else None
+    from deepdive.analysis.slices import measure_findings
+
+    return {"tested": d["tested"], "found": d["found"], "fdr": d["fdr"], "measures": measure_findings(d),
+            "strongest": {k: top[k] for k in ("description", "images", "errors", "rate", "rest_rate", "p", "q")}
+            if top else None}
+
+
+def slice_lines(d: dict) -> list[str]:
+    """The slices in one or two lines: how many of those tried hold more errors than chance, and the strongest."""
+    if not d.get("available"):
+        return []
+    lines = [f"slices (tails of {len(d['properties'])} measures of the pictures, within each class): "
+             f"{d['found']} of {d['tested']:,} tried hold more errors than the rest of their class(es) at FDR "
+             f"{d['fdr']:.0%} (deepdive export RUN slices)"]
+    from deepdive.analysis.slices import measure_findings
+
+    findings = measure_findings(d)
+    if findings:
+        lines.append("  errors differ from right answers by: " + "; ".join(findings))
+    if d["listed"]:
+        t = d["listed"][0]
+        verdict = "found" if t["found"] else "not significant after the correction"
+        lines.append(f"  strongest: {t['description']}: {t['errors']} of {t['images']:,} wrong ({t['rate']:.1%}) "
+                     f"against {t['rest_rate']:.1%} of the rest; p {t['p']:.2g}, q {t['q']:.2g} ({verdict})")
+    return lines
 
 
 def confidence_lines(c: dict) -> list[str]:
@@ -231,6 +264,7 @@ def text_summary(summary: dict, workspace) -> str:
                      f", holding {a['errors']} of the {a['total_errors']} errors (sort: the dashboard's predictions, "
                      "most atypical first)")
     lines.extend(duplicate_lines(s.get("duplicates") or {}, s["split"]))
+    lines.extend(slice_lines(s.get("slices") or {}))
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))

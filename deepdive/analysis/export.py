@@ -7,7 +7,9 @@ Tables (all read through AnalysisResult):
                 labelled as predicted), calibrated_confidence (the top probability after the temperature),
                 knn_distance, atypicality, atypical (how far from the training images: deepdive.analysis.atypical),
                 train_twin, train_twin_label (+ name), train_twin_similarity, duplicate_of_train, split_twin,
-                split_twin_similarity, duplicate_in_split (the nearest images in pixels: .duplicates)
+                split_twin_similarity, duplicate_in_split (the nearest images in pixels: .duplicates),
+                img_brightness, img_contrast, img_ink, img_thickness, img_height, img_width, img_slant, img_offset,
+                img_pieces (each picture's measures: .slices)
   per-class     support, predicted, correct, errors, recall, precision, f1, ap and taxonomy counts per class
   confusion     counts matrix: one row per true class, one `pred_<name>` column per predicted class
   label-issues  flagged examples, most suspicious first, with the suggested label
@@ -22,6 +24,11 @@ Tables (all read through AnalysisResult):
                 training image (kind "train"; twin: its dataset index) or another image of the split (kind
                 "split"; twin: its row), with the twin's label, the cosine similarity of the two images' pixels and
                 whether the labels conflict; conflicts first, then the most similar
+  slices        every slice tried (deepdive.analysis.slices), lowest p first: group (a class, -1 for the tail of
+                every class at once) and its name, property, side (low / high), tail (the share asked), share (the
+                share it holds: ties make it smaller), threshold (where the class's tail starts; empty for every
+                class), images, errors, rate, rest_images, rest_errors, rest_rate (the rest of its class(es)), lift,
+                p (one-sided Fisher exact), q (Benjamini-Hochberg over all of them), description
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
@@ -62,7 +69,7 @@ from deepdive.store import EPOCH_COLUMNS as STORE_EPOCH_COLUMNS
 from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "calibration", "pr-curves", "channels", "dynamics")
+          "duplicates", "slices", "calibration", "pr-curves", "channels", "dynamics")
 DUPLICATE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "kind", "twin", "twin_idx",
                      "twin_label", "twin_label_name", "similarity", "conflict"]
 RUN_TABLES = ("epochs", "steps", "histograms")
@@ -139,6 +146,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         return _calibration(result)
     if name == "pr-curves":
         return _pr_curves(result, names)
+    if name == "slices":
+        return result.slices()
     if name == "channels":
         return _channels(result, names)
     if name == "dynamics":

@@ -9,6 +9,7 @@
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
     res.channels()              # {top_rows, class_share, errors_index, errors}: the head's input channels
     res.dynamics()              # DataFrame, one row per training image: its training dynamics
+    res.slices()                # DataFrame, every slice tried (deepdive.analysis.slices), lowest p first
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -38,6 +39,12 @@ def pictures_as_inputs(pictures: np.ndarray) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
 
 
+def rerun_command(run_id: str, split: str) -> str:
+    """The command that (re)makes a run's analysis of `split`."""
+    return (f"deepdive analyze {run_id} --label-issues train --folds K" if split == "train"
+            else f"deepdive analyze {run_id} --split {split}")
+
+
 def analysis_dir(run_dir, split) -> Path:
     return Path(run_dir) / "analysis" / split
 
@@ -53,9 +60,8 @@ class AnalysisResult:
         path = folder / "summary.json"
         if not path.is_file():
             run_id = Path(run_dir).name
-            hint = (f"deepdive analyze {run_id} --label-issues train --folds K" if split == "train"
-                    else f"deepdive analyze {run_id} --split {split}")
-            raise RunError(f"run {run_id} has no analysis of its {split!r} split (no {path}); run: {hint}")
+            raise RunError(f"run {run_id} has no analysis of its {split!r} split (no {path}); run: "
+                           f"{rerun_command(run_id, split)}")
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -96,6 +102,13 @@ class AnalysisResult:
             raise RunError(f"no training dynamics in the {self.split!r} analysis: "
                            f"{(self.summary.get('dynamics') or {}).get('reason') or 'it predates them; re-run it'}")
         return self._parquet("dynamics.parquet", "the training dynamics")
+
+    def slices(self) -> pd.DataFrame:
+        """Every slice the analysis tried (deepdive.analysis.slices.SLICE_COLUMNS), lowest p first."""
+        if not self.has("slices"):
+            raise RunError(f"no slices in the {self.split!r} analysis: it predates them; re-run it "
+                           f"({rerun_command(self.run_dir.name, self.split)})")
+        return self._parquet("slices.parquet", "the slices")
 
     def errors(self) -> pd.DataFrame:
         """Misclassified examples, most confident first (with their taxonomy category)."""
@@ -234,7 +247,8 @@ class AnalysisResult:
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
                  "advice": "advice.json", "advice_images": "advice_images.npy", "verification": "verify_advice.json",
-                 "activations": "activations/layers.json", "summary": "summary.json", "dynamics": "dynamics.parquet"}
+                 "activations": "activations/layers.json", "summary": "summary.json", "dynamics": "dynamics.parquet",
+                 "slices": "slices.parquet"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "
                              f"{', '.join([*files, 'channels', 'embedding', 'neighbours', 'saliency'])}")
@@ -243,7 +257,7 @@ class AnalysisResult:
     # ---- readers ------------------------------------------------------------------------------------------
     def _missing(self, rel: str, what: str):
         return RunError(f"{what} is missing from the {self.split!r} analysis of run {self.run_dir.name} "
-                        f"({self.folder / rel}); re-run: deepdive analyze {self.run_dir.name} --split {self.split}")
+                        f"({self.folder / rel}); re-run: {rerun_command(self.run_dir.name, self.split)}")
 
     def _parquet(self, rel: str, what: str) -> pd.DataFrame:
         path = self.folder / rel

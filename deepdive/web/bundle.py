@@ -12,7 +12,8 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                              label_quality, suggested_label, category (codes), emb_x, emb_y,
                              neighbours (codes of analysis.neighbours.READINGS, -1: none), neighbour_agreement,
                              calibrated_confidence, conf_bin, cal_bin (reliability bins, -1: none),
-                             knn_distance, atypicality, atypical (0/1; analysis.atypical)},
+                             knn_distance, atypicality, atypical (0/1; analysis.atypical),
+                             img_<measure> (each picture's measures, analysis.slices; absent before them)},
                 probs: [C lists], prob_decimals (their rounding), categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      advice_pictures: [data URI] (the perturbed images the advice's examples index),
@@ -138,6 +139,15 @@ def examples_block(frame, num_classes: int) -> dict:
             for name in ("idx", "true", "pred", "confidence", "margin", "loss", "correct", "entropy", "label_issue",
                          "label_quality", "suggested_label", "emb_x", "emb_y", "neighbour_agreement",
                          "calibrated_confidence", "knn_distance", "atypicality")}
+    # each picture's measures (analysis.slices), as stored: already rounded, so the page's tails and tenths cut
+    # where the analysis cut
+    from deepdive.analysis.slices import COLUMNS, PROPERTIES
+
+    for column, prop in zip(COLUMNS, PROPERTIES):
+        if column in frame:
+            values = frame[column].to_numpy(np.float64)
+            cols[column] = (values.astype(np.int64).tolist() if prop[3] == 0 and np.isfinite(values).all()
+                            else [None if not np.isfinite(v) else v for v in values.tolist()])
     # beyond the training images' outlier fence (analysis.atypical): 1, else 0 (also without the stage)
     cols["atypical"] = frame["atypical"].astype(int).tolist() if "atypical" in frame else [0] * n
     raw = frame["category"].astype(str).to_numpy() if "category" in frame else \

@@ -4,8 +4,8 @@
 window.DD = window.DD || {};
 (function (DD) {
   DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
-  DD.VIEW_ORDER = ["overview", "classes", "confusion", "saliency", "activations", "predictions", "confidence", "issues",
-                   "dynamics", "embedding", "advice", "compare", "try"];
+  DD.VIEW_ORDER = ["overview", "classes", "confusion", "slices", "saliency", "activations", "predictions", "confidence",
+                   "issues", "dynamics", "embedding", "advice", "compare", "try"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
   DD.el = function (tag, props, ...children) {

@@ -98,6 +98,9 @@
         })));
     }
 
+    const measures = DD.measuresOf(ctx, row);     // the picture's measures against its class (Slices view)
+    if (measures) box.append(el("h3", {text: "The picture, measured"}), measures);
+
     box.appendChild(el("h3", {text: "Nearest training images"}));
     const nb = el("div", {class: "detail-nb", attrs: {"data-testid": "neighbours"}});
     box.appendChild(nb);

@@ -418,6 +418,32 @@
         dup.split.size ? link("split", "list the twins within the split →", "to-split-duplicates") : null) : null);
   }
 
+  // Where the errors gather by what the pictures look like (analysis.slices): the three strongest slices, each with
+  // its errors, and the way to the Slices view.
+  function slicesSection(ctx) {
+    const s = DD.slicesOf(ctx);
+    if (!s) return null;
+    const top = s.listed.slice(0, 3);
+    const head = s.found ? `${DD.fmt.int(s.found)} of ${DD.fmt.int(s.tested)} slices of the pictures (a tail of ` +
+      "one measure within a class) hold more errors than the rest of their class at a 5% false discovery rate; " +
+      "the strongest:" : `No slice of the pictures (${DD.fmt.int(s.tested)} tried: a tail of one measure within a ` +
+      "class) holds more errors than chance would put there at a 5% false discovery rate; the strongest leads:";
+    return DD.section("Where the errors gather",
+      DD.sliceFindingsNote(s),
+      el("p", {class: "note", attrs: {"data-testid": "overview-slices"}, text: head}),
+      top.length ? el("ul", {class: "slice-list"}, top.map((item) => {
+        const member = new Set(DD.sliceRows(ctx, item));
+        return el("li", {},
+          el("span", {text: `${DD.sliceText(ctx, s, item)}: ${DD.fmt.int(item.errors)} of ${DD.fmt.int(item.images)} wrong ` +
+            `(${DD.fmt.pct(item.rate, 1)}, the rest ${DD.fmt.pct(item.rest_rate, 1)}; q ${item.q < 0.001 ?
+              item.q.toExponential(1) : DD.fmt.num(item.q, 3)}) `}),
+          el("span", {class: "thumb-row inline"}, ctx.errorRows.filter((r) => member.has(r)).slice(0, 6)
+            .map((r) => DD.thumb(ctx, r, 28))));
+      })) : null,
+      el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "slices"),
+        attrs: {"data-testid": "to-slices"}, text: "every slice and measure →"})));
+  }
+
   // The words people put on this split's images (an image's detail, "tag these…"), each with its count and a link to
   // the predictions it lists; filled once the tags are loaded, absent while there are none.
   function tagsSection(ctx) {
@@ -524,7 +550,8 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [atypicalSection(ctx), duplicatesSection(ctx), tagsSection(ctx), layersSection(ctx)]);
+      DD.append(root, [slicesSection(ctx), atypicalSection(ctx), duplicatesSection(ctx), tagsSection(ctx),
+                       layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then(training.draw).then(() => DD.markPainted("dd-charts-painted"))

@@ -42,6 +42,8 @@
     const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
     const confMax = has(f.confMax) ? Number(f.confMax) : null;   // the Confidence view's threshold: at or below
     const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;   // a selection in the Embedding view
+    // a slice or a tenth of a measure (Slices view); one this run lacks lists nothing
+    const sliced = has(f.slice) || has(f.tenth) ? new Set(DD.sliceFilterRows(ctx, f) || []) : null;
     // a point of a precision-recall curve (Per class view): the images whose probability for pclass is >= pmin
     const pclass = has(f.pclass) ? Number(f.pclass) : null, pmin = has(f.pmin) ? Number(f.pmin) : null;
     const reviews = DD.reviewsOf(ctx);
@@ -68,6 +70,7 @@
       if (binCol && binCol[r] !== binNo) continue;
       if (confMax !== null && col.confidence[r] > confMax) continue;
       if (picked && !picked.has(r)) continue;
+      if (sliced && !sliced.has(r)) continue;
       if (pclass !== null && pmin !== null && !(ctx.probs[pclass][r] >= pmin)) continue;
       if (review !== null) {
         const v = reviews.get(r);
@@ -161,7 +164,8 @@
   // embedding selection (rows) only while it is short enough for a link.
   const DEFAULTS = {true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
                     neighbours: "all", atypical: "all", duplicate: "all", tag: "all", sort: "group"};
-  const CHIPS = ["bin", "confMax", "pclass", "pmin"];     // filters other views set, shown as removable chips
+  // filters other views set, shown as removable chips
+  const CHIPS = ["bin", "confMax", "pclass", "pmin", "slice", "tenth"];
   const MAX_LINKED_ROWS = 500;
   function filterQuery(f) {
     const q = new URLSearchParams();
@@ -287,6 +291,9 @@
           chip(`p(${ctx.className(Number(f.pclass))}) ≥ ${Number(f.pmin).toFixed(ctx.b.examples.prob_decimals)}`,
                "filter-pmin",
                () => { delete f.pclass; delete f.pmin; apply(); }) : null,
+        f.slice !== undefined || f.tenth !== undefined ?
+          chip(DD.sliceFilterText(ctx, f) || "a slice this analysis does not have", "filter-slice",
+               () => { delete f.slice; delete f.tenth; apply(); }) : null,
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
