@@ -101,7 +101,7 @@ def test_a_planted_slice_of_errors_is_found_with_fishers_p():
     assert set(found["group"]) <= {3, ALL} and set(found["side"]) == {"high"}
     thick = next(p for p in entry["properties"] if p["key"] == "thickness")
     assert thick["auroc"] > 0.6 and thick["q"] <= FDR
-    assert any(f.startswith("thickness higher in their class") for f in measure_findings(entry))
+    assert any(f.startswith("higher in their class by ") and "thickness (" in f for f in measure_findings(entry))
     # the tenths of each class: every picture counted once, the errors with them
     assert sum(b[0] for b in thick["bins"]["all"]) == len(true)
     assert sum(b[1] for b in thick["bins"]["all"]) == wrong.sum()

@@ -154,7 +154,7 @@ def slice_lines(d: dict) -> list[str]:
 
     findings = measure_findings(d)
     if findings:
-        lines.append("  errors differ from right answers by: " + "; ".join(findings))
+        lines.append("  errors, against right answers: " + "; ".join(findings))
     if d["listed"]:
         t = d["listed"][0]
         verdict = "found" if t["found"] else "not significant after the correction"

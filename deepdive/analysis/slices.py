@@ -230,16 +230,22 @@ def slices_stage(images, frame, class_names) -> tuple[dict, pd.DataFrame]:
 
 
 def measure_findings(entry: dict) -> list[str]:
-    """The measures by which errors differ from right answers of their class at FDR (q <= FDR), in words:
-    "brightness at the ends of its class (AUROC 0.68, q 0.0095)", "width lower in its class (AUROC 0.36, ...)"."""
-    out = []
+    """How errors differ from right answers of their class, by the measures' tests at FDR (q <= FDR), strongest
+    first: ["at the ends of their class by width (AUROC 0.58), pieces (0.57)", "lower in their class by width
+    (AUROC 0.36)"]."""
+    kinds = {"at the ends of their class": [], "higher in their class": [], "lower in their class": []}
     for p in entry.get("properties", []):
         if p.get("q") is not None and p["q"] <= FDR:
-            out.append(f"{p['label']} {'higher' if p['auroc'] > 0.5 else 'lower'} in their class "
-                       f"(AUROC {p['auroc']:.2f}, q {p['q']:.2g})")
+            kinds["higher in their class" if p["auroc"] > 0.5 else "lower in their class"].append(
+                (abs(p["auroc"] - 0.5), p["label"], p["auroc"]))
         if p.get("extreme_q") is not None and p["extreme_q"] <= FDR and p["extreme_auroc"] > 0.5:
-            out.append(f"{p['label']} at the ends of their class (AUROC {p['extreme_auroc']:.2f}, "
-                       f"q {p['extreme_q']:.2g})")
+            kinds["at the ends of their class"].append((p["extreme_auroc"] - 0.5, p["label"], p["extreme_auroc"]))
+    out = []
+    for kind, found in kinds.items():
+        found.sort(key=lambda t: -t[0])
+        if found:
+            out.append(f"{kind} by " + ", ".join(f"{label} ({'AUROC ' if not i else ''}{auroc:.2f})"
+                                                 for i, (_, label, auroc) in enumerate(found)))
     return out
 
 

@@ -95,15 +95,24 @@
   };
 
   // The measures by which errors differ from right answers of their class at the FDR (analysis.slices.measure_findings)
-  DD.measureFindings = (s) => s.properties.flatMap((p) => [
-    p.q !== undefined && p.q <= s.fdr ? `${p.label} ${p.auroc > 0.5 ? "higher" : "lower"} in their class (AUROC ` +
-      `${DD.fmt.num(p.auroc, 2)}, q ${qText(p.q)})` : null,
-    p.extreme_q !== undefined && p.extreme_q <= s.fdr && p.extreme_auroc > 0.5 ? `${p.label} at the ends of their ` +
-      `class (AUROC ${DD.fmt.num(p.extreme_auroc, 2)}, q ${qText(p.extreme_q)})` : null].filter(Boolean));
+  DD.measureFindings = function (s) {
+    const kinds = {"at the ends of their class": [], "higher in their class": [], "lower in their class": []};
+    for (const p of s.properties) {
+      if (p.q !== undefined && p.q !== null && p.q <= s.fdr) {
+        kinds[p.auroc > 0.5 ? "higher in their class" : "lower in their class"].push([Math.abs(p.auroc - 0.5), p, p.auroc]);
+      }
+      if (p.extreme_q !== undefined && p.extreme_q !== null && p.extreme_q <= s.fdr && p.extreme_auroc > 0.5) {
+        kinds["at the ends of their class"].push([p.extreme_auroc - 0.5, p, p.extreme_auroc]);
+      }
+    }
+    return Object.entries(kinds).filter(([, found]) => found.length).map(([kind, found]) =>
+      `${kind} by ` + found.sort((a, b) => b[0] - a[0])
+        .map(([, p, auroc], i) => `${p.label} (${i ? "" : "AUROC "}${DD.fmt.num(auroc, 2)})`).join(", "));
+  };
   const findingsNote = (s) => {
     const f = DD.measureFindings(s);
     return el("p", {class: "note", attrs: {"data-testid": "measure-findings"}, text: f.length ?
-      `Errors differ from the right answers of their class by: ${f.join("; ")}.` :
+      `Against the right answers of their class, the errors are ${f.join("; ")} (q ≤ ${DD.fmt.pct(s.fdr, 0)}).` :
       "By no measure do the errors differ from the right answers of their class at the false discovery rate."});
   };
   DD.sliceFindingsNote = findingsNote;
