@@ -720,6 +720,40 @@ def test_training_dynamics_show_an_images_answers_and_take_a_verdict(browser, pl
     page.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_the_training_images_behind_an_error_and_behind_the_most_errors(browser, plain_urls, expected, analyzed_run,
+                                                                        mode):
+    """(A plain copy of the workspace: the hostile one's renamed classes keep its training images from loading.)"""
+    from deepdive.analysis.results import AnalysisResult
+
+    tab = Tab(browser, plain_urls[mode], expected["run_id"])
+    inf = AnalysisResult.load(analyzed_run.run_dir, "test").influence()
+    entry, k = expected["summary"]["influence"], expected["summary"]["influence"]["k"]
+    row = int(inf["rows"][0])       # the most confident error: its training images are in the report too
+    page = tab.view("overview")
+    page.wait_for_selector('[data-testid="influence-behind"]')
+    shown = page.eval_on_selector_all('[data-testid="influence-behind"] figure', "fs => fs.map(f => Number(f.dataset.idx))")
+    assert shown == [b[0] for b in entry["behind"]]
+    assert tab.images_loaded('[data-testid="influence-behind"] img') == len(shown)
+    assert tab.count('[data-testid="influence-behind"] .nb-doubt') == sum(b[4] for b in entry["behind"])
+    # a click lists the errors the training image is behind
+    page.click(f'[data-testid="influence-behind"] figure[data-idx="{shown[0]}"]')
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-rows"]')
+    behind = [int(r) for r, against in zip(inf["rows"], inf["against_index"]) if shown[0] in against.tolist()]
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(behind) == entry["behind"][0][2]
+    assert f"behind which training image #{shown[0]} is" in page.inner_text('[data-testid="filter-rows"]')
+    # an error's detail: the K against its label, then the K for it, as stored
+    page.evaluate("""r => { const t = document.createElement('span'); t.className = 'thumb'; t.dataset.row = r;
+                            document.querySelector('main').appendChild(t); t.click(); }""", row)
+    page.wait_for_selector('#detail [data-testid="influence-reading"]')
+    strips = page.eval_on_selector_all('#detail [data-testid="influence"] .nb-row',
+                                       "rs => rs.map(r => [...r.querySelectorAll('figure')].map(f => Number(f.dataset.idx)))")
+    assert strips == [inf["against_index"][0].tolist(), inf["for_index"][0].tolist()] and len(strips[0]) == k
+    assert tab.images_loaded('#detail [data-testid="influence"] img') == 2 * k
+    assert not tab.errors and not tab.dialogs
+    page.close()
+
+
 def test_clicking_a_thumbnail_opens_its_detail(tab, expected):
     frame, c = expected["frame"], len(expected["summary"]["class_names"])
     # The most confident error: first in the table below, and first in the focus set, so its activations are in

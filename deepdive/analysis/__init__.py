@@ -68,7 +68,7 @@ class _Stages:
         self.bar.close()
 
 
-MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "advice")
+MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "influence", "advice")
 STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", "duplicates",
           "slices", *MODEL_STAGES,
           "confidence", "write")
@@ -78,7 +78,8 @@ def _no_model_stages(reason: str) -> dict:
     """Summary entries of an analysis without model stages (train split, or a model that cannot be loaded)."""
     return {"saliency": {"methods": []}, "activations": {"available": False}, "architecture": {"available": False},
             "embedding": {"available": False},
-            "neighbours": {"available": False, "reason": reason}, "channels": {"available": False, "reason": reason}}
+            "neighbours": {"available": False, "reason": reason}, "channels": {"available": False, "reason": reason},
+            "influence": {"available": False, "reason": reason}}
 
 
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
@@ -159,9 +160,12 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
         tmp = _new_tmp_dir(run.run_dir, split)
         try:
             if split != "train":
-                augment = (run.config.get("resolved") or {}).get("augment")  # the recipe's, for trained runs
-                extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names, augment, tmp,
-                                              progress, reference)
+                recipe = run.config.get("resolved") or {}   # the recipe's, for trained runs
+                table = dyn.get("table")     # training labels in doubt (negative AUM), marked among the influential
+                doubted = table.loc[table["aum"] < 0, "idx"].to_numpy() if table is not None else None
+                extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names,
+                                              recipe.get("augment"), tmp, progress, reference,
+                                              label_smoothing=recipe.get("label_smoothing", 0.0), doubted=doubted)
             else:
                 with stages("neighbours"):
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes, reference)
@@ -469,10 +473,11 @@ def focus_set(frame) -> dict:
             "label_issues": [int(i) for i in issues]}
 
 
-def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, reference=None):
-    """Saliency, activations, channels, embedding, nearest training images and robustness advice
-    (deepdive.analysis.{saliency, activations, channels, embedding, neighbours, advice}). Returns (summary entries,
-    advice dict)."""
+def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, reference=None,
+                  label_smoothing=0.0, doubted=None):
+    """Saliency, activations, channels, embedding, nearest training images, the training images behind each error
+    and robustness advice (deepdive.analysis.{saliency, activations, channels, embedding, neighbours, influence,
+    advice}). Returns (summary entries, advice dict)."""
     import torch
 
     if model is None:
@@ -511,6 +516,11 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
         from deepdive.analysis import neighbours
 
         extra["neighbours"] = neighbours.neighbours_stage(model, features, reference, frame, out_dir, progress)
+    with stages("influence"):
+        from deepdive.analysis import influence
+
+        extra["influence"] = influence.influence_stage(model, data.inputs, data.labels, focus["errors"], reference,
+                                                       label_smoothing or 0.0, out_dir, progress, doubted)
     with stages("advice"):
         from deepdive.analysis import advice as advice_mod
 

@@ -8,7 +8,7 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "slices", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
+          "duplicates", "slices", "influence", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
           "histograms")
 
 
@@ -100,6 +100,9 @@ def json_summary(summary: dict) -> dict:
                      if k in ("count", "errors", "fence")} or None,
         "duplicates": duplicate_counts(summary.get("duplicates") or {}),
         "slices": slice_counts(summary.get("slices") or {}),
+        "influence": {"errors": (summary.get("influence") or {}).get("errors"),
+                      "behind": (summary.get("influence") or {}).get("behind", [])[:5]}
+        if (summary.get("influence") or {}).get("available") else None,
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
@@ -220,6 +223,19 @@ def channel_lines(ch: dict, names, errors: int) -> list[str]:
     return [f"features behind the {weighed} ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
 
 
+def influence_lines(inf: dict, names, errors: int) -> list[str]:
+    """The training images behind the most errors (deepdive.analysis.influence)."""
+    if not inf.get("available") or not inf.get("behind"):
+        return []
+    weighed = "errors" if inf["errors"] >= errors else f"{inf['errors']} most confident errors"
+    top = ", ".join(f"#{i} (labelled {names[label]}{', its label in doubt' if doubt else ''}) behind {n}"
+                    for i, label, n, _, doubt in inf["behind"][:3])
+    doubted = sum(b[4] for b in inf["behind"])
+    return [f"training images behind the {weighed} (TracIn, their {inf['k']} most against each label): {top}; "
+            f"{doubted} of the {len(inf['behind'])} listed carry a label the training doubted "
+            "(deepdive export RUN influence)"]
+
+
 def dynamics_lines(dyn: dict, names) -> list[str]:
     """What the training dynamics say about the training images (deepdive.analysis.dynamics)."""
     if not dyn.get("available"):
@@ -268,6 +284,7 @@ def text_summary(summary: dict, workspace) -> str:
     lines.extend(confidence_lines(s.get("confidence") or {}))
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))
+    lines.extend(influence_lines(s.get("influence") or {}, s["class_names"], s["error_count"]))
     lines.extend(dynamics_lines(s.get("dynamics") or {}, s["class_names"]))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:

@@ -69,7 +69,9 @@ from deepdive.store import EPOCH_COLUMNS as STORE_EPOCH_COLUMNS
 from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "slices", "calibration", "pr-curves", "channels", "dynamics")
+          "duplicates", "slices", "influence", "calibration", "pr-curves", "channels", "dynamics")
+INFLUENCE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "side", "rank", "train_idx",
+                     "train_label", "train_label_name", "score"]
 DUPLICATE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "kind", "twin", "twin_idx",
                      "twin_label", "twin_label_name", "similarity", "conflict"]
 RUN_TABLES = ("epochs", "steps", "histograms")
@@ -148,6 +150,8 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         return _pr_curves(result, names)
     if name == "slices":
         return result.slices()
+    if name == "influence":
+        return _influence(result, names)
     if name == "channels":
         return _channels(result, names)
     if name == "dynamics":
@@ -302,6 +306,32 @@ def _named(frame: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
         if col in frame:
             frame.insert(frame.columns.get_loc(col) + 1, f"{col}_name", names[frame[col].to_numpy()])
     return frame
+
+
+def _influence(result: AnalysisResult, names: np.ndarray) -> pd.DataFrame:
+    """Table 'influence': per error the training images most against its label, then most for it (TracIn,
+    deepdive.analysis.influence), one line per (row, side, rank), errors most confident first."""
+    inf = result.influence()
+    ex = result.examples
+    rows = np.asarray(inf["rows"], np.int64)
+    k = np.asarray(inf["against_index"]).shape[1] if len(rows) else 0
+    parts = []
+    for side in ("against", "for"):
+        index = np.asarray(inf[f"{side}_index"], np.int64).reshape(-1)
+        r = np.repeat(rows, k)
+        parts.append(pd.DataFrame({"row": r, "idx": ex["idx"].to_numpy()[r], "true": ex["true"].to_numpy()[r],
+                                   "pred": ex["pred"].to_numpy()[r], "side": side, "rank": np.tile(np.arange(1, k + 1),
+                                                                                                 len(rows)),
+                                   "train_idx": index,
+                                   "train_label": np.asarray(inf[f"{side}_label"], np.int64).reshape(-1),
+                                   "score": np.asarray(inf[f"{side}_score"]).reshape(-1)}))
+    frame = pd.concat(parts, ignore_index=True)
+    for col in ("true", "pred", "train_label"):
+        frame[f"{col}_name"] = names[frame[col].to_numpy(np.int64)]
+    order = {r: i for i, r in enumerate(rows.tolist())}       # the stage's order: most confident error first
+    frame["at"] = frame["row"].map(order)
+    frame = frame.sort_values(["at", "side", "rank"], ascending=[True, True, True], kind="stable")
+    return frame[INFLUENCE_COLUMNS].reset_index(drop=True)
 
 
 def _duplicates(result: AnalysisResult, names: np.ndarray) -> pd.DataFrame:

@@ -8,6 +8,7 @@
     res.activations()           # {layers, arrays, stats, focus_indices}
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
     res.channels()              # {top_rows, class_share, errors_index, errors}: the head's input channels
+    res.influence()             # {rows, against_index, against_score, for_index, for_score}: TracIn per error
     res.dynamics()              # DataFrame, one row per training image: its training dynamics
     res.slices()                # DataFrame, every slice tried (deepdive.analysis.slices), lowest p first
     res.label_issues, res.advice, res.verification, res.focus_indices
@@ -30,6 +31,8 @@ SPLITS = ("test", "val", "train")
 SALIENCY_PARTS = ("errors", "class_mean", "class_rep")
 NEIGHBOUR_FILES = ("index", "similarity", "label")   # neighbours/<name>.npy (analysis.neighbours writes them)
 CHANNEL_FILES = ("top_rows", "class_share", "errors_index", "errors")   # channels/<name>.npy (analysis.channels)
+# influence/<name>.npy (analysis.influence writes them)
+INFLUENCE_FILES = ("rows", "against_index", "against_label", "against_score", "for_index", "for_label", "for_score")
 
 
 def pictures_as_inputs(pictures: np.ndarray) -> np.ndarray:
@@ -201,6 +204,16 @@ class AnalysisResult:
         return {name: self._npy(f"neighbours/{name}.npy", "the nearest training images")
                 for name in NEIGHBOUR_FILES}
 
+    def influence(self) -> dict:
+        """{rows (E,), against_index / for_index (E, K) training-set indices, against_label / for_label (E, K) their
+        labels as trained, against_score / for_score (E, K)}: the training images most against and most for each
+        error's label (deepdive.analysis.influence); memory-mapped."""
+        if not self.has("influence"):
+            raise RunError(f"no training images behind the errors stored for split {self.split!r}: "
+                           f"{(self.summary.get('influence') or {}).get('reason') or 'the analysis predates them'}")
+        return {name: self._npy(f"influence/{name}.npy", "the training images behind the errors")
+                for name in INFLUENCE_FILES}
+
     def channels(self) -> dict:
         """{top_rows (K, TOP), class_share (K, C), errors_index (n,), errors (n, K)}: the channels of the last
         feature map before the final Linear (deepdive.analysis.channels); memory-mapped."""
@@ -229,7 +242,8 @@ class AnalysisResult:
     # ---- presence -----------------------------------------------------------------------------------------
     def has(self, name: str) -> bool:
         """Whether an optional piece is stored: examples, images, label_issues, advice, verification,
-        activations, embedding, neighbours, saliency (any method), saliency:<method> or saliency_random:<method>."""
+        activations, embedding, neighbours, influence, saliency (any method), saliency:<method> or
+        saliency_random:<method>."""
         f = self.folder
         if name.startswith("saliency:"):
             method = name.split(":", 1)[1]
@@ -243,6 +257,8 @@ class AnalysisResult:
             return all((f / "neighbours" / f"{part}.npy").is_file() for part in NEIGHBOUR_FILES)
         if name == "channels":
             return all((f / "channels" / f"{part}.npy").is_file() for part in CHANNEL_FILES)
+        if name == "influence":
+            return all((f / "influence" / f"{part}.npy").is_file() for part in INFLUENCE_FILES)
         if name == "embedding":
             return bool(self.summary.get("embedding", {}).get("available")) and (f / "examples.parquet").is_file()
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
@@ -251,7 +267,7 @@ class AnalysisResult:
                  "slices": "slices.parquet"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "
-                             f"{', '.join([*files, 'channels', 'embedding', 'neighbours', 'saliency'])}")
+                             f"{', '.join([*files, 'channels', 'embedding', 'influence', 'neighbours', 'saliency'])}")
         return (f / files[name]).is_file()
 
     # ---- readers ------------------------------------------------------------------------------------------

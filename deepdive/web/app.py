@@ -13,6 +13,8 @@
     GET .../saliency/{method}/class/{rep|mean|random}/{cls}.png   per-class map (random: weights shuffled)
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
+    GET .../influence/{row}                                 an error's training images most against its label and
+                                                            most for it (TracIn; JSON with their pictures)
     GET .../channels/{row}                                  the last feature map's channels that weigh most in its
                                                             answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
@@ -302,6 +304,12 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return entry.neighbours(row)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/influence/{row}")
+    def influence(run_id: str, split: str, row: int):
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry.influence(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/channels/{row}")
     def channels(run_id: str, split: str, row: int):

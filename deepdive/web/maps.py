@@ -97,12 +97,12 @@ _DATASETS = _Cache(2)
 _FEATURES = _Cache(1)   # the training features of the last run probed (the demo's: 253 MB)
 
 
-def neighbour_items(images, index, labels, similarities) -> list[dict]:
-    """Nearest training images for the page: [{idx, label, similarity, image}], each a PNG data URI at native
-    resolution (the page scales it up, pixelated)."""
-    return [{"idx": int(i), "label": int(c), "similarity": round(float(v), 4),
+def neighbour_items(images, index, labels, values, key="similarity") -> list[dict]:
+    """Training images for the page (the nearest, those behind an error): [{idx, label, <key>: value, image}], each
+    a PNG data URI at native resolution (the page scales it up, pixelated)."""
+    return [{"idx": int(i), "label": int(c), key: round(float(v), 4),
              "image": bundle_mod.data_uri(bundle_mod.png_bytes(images[i]))}
-            for i, c, v in zip(index, labels, similarities)]
+            for i, c, v in zip(index, labels, values)]
 
 
 class RunMaps:
@@ -116,6 +116,7 @@ class RunMaps:
         self._maps = _Cache(1024)   # saliency arrays computed on demand
         self._acts = None
         self._neighbours = None
+        self._influence = None       # (the stored arrays, {error row: its position in them})
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
         self._channel_errors = None  # row -> the stored errors' channel contributions
         self._dynamics = None        # (per-image table, raw per-epoch arrays, idx sort order): training dynamics
@@ -148,6 +149,7 @@ class RunMaps:
                              activation_rows=activation_rows, activation_mode=activation_mode)
         b["dynamics"] = self.dynamics_bundle()
         b["duplicates"] = self.duplicates_bundle()
+        b["influence"] = self.influence_bundle()
         return b
 
     def bundle_json(self, store, base_url: str) -> str:
@@ -273,6 +275,52 @@ class RunMaps:
         return {"row": row, "reference": (self.res.summary.get("neighbours") or {}).get("reference", ""),
                 "reading": str(self.res.examples["neighbours"].iat[row]),   # as the analysis stored it
                 "items": neighbour_items(images, index, nb["label"][row], nb["similarity"][row])}
+
+    # ---- the training images behind each error (deepdive.analysis.influence) -----------------------------------
+    def influence_data(self):
+        """(stored arrays, {error row: position}); NotFound saying why when the analysis has none."""
+        if not self.res.has("influence"):
+            raise NotFound((self.res.summary.get("influence") or {}).get("reason") or
+                           "this analysis has no training images behind its errors (re-run: deepdive analyze)")
+        if self._influence is None:
+            inf = self.res.influence()
+            self._influence = (inf, {int(r): k for k, r in enumerate(np.asarray(inf["rows"]))})
+        return self._influence
+
+    def influence(self, row: int) -> dict:
+        """{row, against: [{idx, label, score, image}], for: [...]}: the training images most against the row's label
+        (they pushed it toward the mistake) and most for it, most influential first (TracIn scores)."""
+        inf, at = self.influence_data()
+        if row not in at:
+            raise NotFound(f"row {row} is not one of the {len(at)} errors whose training images the analysis weighed")
+        k, images = at[row], training_images(self.record)
+        out = {"row": row}
+        for side in ("against", "for"):
+            index = np.asarray(inf[f"{side}_index"][k], np.int64)
+            if index.max(initial=-1) >= len(images):
+                raise NotFound(f"the training images of run {self.record.id} no longer match its analysis "
+                               "(re-run: deepdive analyze)")
+            out[side] = neighbour_items(images, index, inf[f"{side}_label"][k], inf[f"{side}_score"][k], "score")
+        return out
+
+    def influence_bundle(self) -> dict:
+        """{available, rows: the error rows weighed, against: [[dataset index] x K per row], pictures: {idx: data
+        URI} of the training images the summary lists behind the most errors} (inlined in both modes), or
+        {available: false, reason}."""
+        try:
+            inf, at = self.influence_data()
+        except NotFound as e:
+            return {"available": False, "reason": str(e)}
+        # rows in the stored order (most confident error first), each with the dataset indices of its K training
+        # images most against its label: the page lists the errors a training image is behind
+        out = {"available": True, "rows": np.asarray(inf["rows"]).tolist(),
+               "against": np.asarray(inf["against_index"]).tolist(), "pictures": {}}
+        behind = [item[0] for item in (self.res.summary.get("influence") or {}).get("behind", [])]
+        try:
+            out["pictures"] = self.training_pictures(behind)
+        except NotFound as e:
+            out["pictures_note"] = str(e)
+        return out
 
     # ---- training dynamics (deepdive.analysis.dynamics) -------------------------------------------------------
     def dynamics_data(self):

@@ -20,6 +20,7 @@ SALIENCY_BUDGET = 3 * 1024 * 1024     # bytes of inlined per-error saliency maps
 MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB target, some margin)
 ACTIVATION_BUDGET = 4 * 1024 * 1024   # at most this many bytes of inlined activation images
 NEIGHBOUR_BUDGET = 1024 * 1024        # bytes of inlined nearest training images (~40 KB per 100 MNIST images)
+INFLUENCE_BUDGET = 1024 * 1024        # bytes of inlined training images behind the errors (16 per error)
 
 
 def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -> dict:
@@ -51,13 +52,15 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
     return out
 
 
-def focus_assets(maps: RunMaps, fetch, parts: str, budget: int) -> dict:
-    """{row: fetch(row)} for the precomputed focus set (errors first, then class representatives and top label
-    issues) until the inlined images would pass `budget` bytes; each result's list `parts` carries the images."""
+def focus_assets(maps: RunMaps, fetch, parts, budget: int, rows=None) -> dict:
+    """{row: fetch(row)} for `rows` (default: the precomputed focus set, errors first, then class representatives
+    and top label issues) until the inlined images would pass `budget` bytes; each result's list(s) `parts` (a key or
+    a tuple of keys) carry the images."""
     data, used = {}, 0
-    for row in np.asarray(maps.res.focus_indices).tolist():
+    keys = (parts,) if isinstance(parts, str) else parts
+    for row in np.asarray(maps.res.focus_indices if rows is None else rows).tolist():
         result = fetch(int(row))
-        size = sum(len(part["image"]) for part in result[parts])
+        size = sum(len(part["image"]) for key in keys for part in result[key])
         if used + size > budget:
             break
         data[str(row)], used = result, used + size
@@ -94,6 +97,12 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
             b["neighbours"]["data"] = focus_assets(maps, maps.neighbours, "items", NEIGHBOUR_BUDGET)
         except NotFound as e:   # the training images cannot be loaded here: the report says so instead
             b["neighbours"]["note"] = str(e)
+    if b["influence"].get("available"):    # the errors' training images, most confident errors first
+        try:
+            b["influence"]["data"] = focus_assets(maps, maps.influence, ("against", "for"), INFLUENCE_BUDGET,
+                                                  rows=maps.res.influence()["rows"])
+        except NotFound as e:
+            b["influence"]["note"] = str(e)
     config = {"mode": "report", "run_id": rec.id, "split": split}
     title = f"{rec.name} · deepdive report"
 
@@ -110,5 +119,5 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
     saliency_errors = sum(pair is not None for pair in b["saliency"].get("errors", {}).get(maps.methods[0], [])) \
         if maps.methods else 0
     return {"path": str(out), "bytes": out.stat().st_size, "run_id": rec.id, "activation_images": len(acts),
-            "neighbour_rows": len(b["neighbours"]["data"]),
+            "neighbour_rows": len(b["neighbours"]["data"]), "influence_rows": len(b["influence"].get("data", {})),
             "saliency_errors": saliency_errors, "errors": len(b["saliency"]["errors_rows"])}

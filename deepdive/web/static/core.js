@@ -117,6 +117,7 @@ window.DD = window.DD || {};
         classSaliencyURL: (b, method, cls, kind) => b.saliency["class_" + kind][method][cls],
         activations: async (b, row) => (b.activations.data[String(row)] || null),
         neighbours: async (b, row) => ((b.neighbours || {}).data || {})[String(row)] || null,
+        influence: async (b, row) => ((b.influence || {}).data || {})[String(row)] || null,
         channels: async (b, row) => (b.channels.errors || {})[String(row)] || null,   // the errors' only; no maps
         reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
         tags: async (b) => ({tags: b.tags || {}}),            // likewise
@@ -173,6 +174,7 @@ window.DD = window.DD || {};
       classSaliencyURL: (b, method, cls, kind) => `${base(b)}/saliency/${method}/class/${kind}/${cls}.png`,
       activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
       neighbours: (b, row) => cachedJSON(`${base(b)}/neighbours/${row}`),
+      influence: (b, row) => cachedJSON(`${base(b)}/influence/${row}`),
       channels: (b, row) => cachedJSON(`${base(b)}/channels/${row}`),
       compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
         `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),

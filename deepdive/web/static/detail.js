@@ -105,6 +105,11 @@
     const nb = el("div", {class: "detail-nb", attrs: {"data-testid": "neighbours"}});
     box.appendChild(nb);
     DD.loadNeighbours(ctx, row, nb);
+    if (DD.influenceRows(ctx).has(row)) {
+      const inf = el("div", {class: "detail-nb", attrs: {"data-testid": "influence"}});
+      box.append(el("h3", {text: "Training images behind the mistake"}), inf);
+      DD.loadInfluence(ctx, row, inf);
+    }
 
     // Saliency: the predicted class's map next to the true class's (one map when they agree).
     const sal = el("div", {class: "detail-sal"});
@@ -358,22 +363,30 @@
   // A row's nearest training images as a strip, framed green when labelled as the image is, red when labelled
   // `other` (the prediction, or a label issue's suggested label); captions: label and similarity, or none.
   // A training image whose label its run's training doubted (a negative area under the margin), marked "?".
-  DD.neighbourStrip = function (ctx, result, t, other, captions) {
-    const doubted = DD.doubtedLabels(ctx);
+  // value: what each item's number is and its caption's digits (the nearest images' similarity; the TracIn score
+  // of the training images behind an error)
+  DD.neighbourStrip = function (ctx, result, t, other, captions, value = ["similarity", 2]) {
+    const doubted = DD.doubtedLabels(ctx), [key, digits] = value;
     return el("div", {class: "nb-row" + (captions ? "" : " compact")}, result.items.map((item) => {
       const kind = item.label === t ? " nb-true" : item.label === other ? " nb-pred" : "";
       const name = ctx.className(item.label);
       const doubt = doubted.get(item.idx);
       return el("figure", {class: "nb-fig" + kind + (doubt ? " nb-doubt" : ""), dataset: {idx: item.idx},
-                           attrs: {title: `training image #${item.idx}, labelled ${name}, similarity ` +
-                                          DD.fmt.num(item.similarity, 3) + (doubt ? `; its label is in doubt: ` +
+                           attrs: {title: `training image #${item.idx}, labelled ${name}, ${key} ` +
+                                          DD.fmt.num(item[key], digits + 1) + (doubt ? `; its label is in doubt: ` +
                                           `training answered ${ctx.className(doubt.leaning)} for most of it (AUM ` +
                                           `${DD.fmt.num(doubt.aum, 2)})` : "")}},
         el("img", {class: "nb-img", src: item.image, alt: `training image ${item.idx}, labelled ${name}`}),
         doubt ? el("span", {class: "nb-doubt-mark", text: "?"}) : null,
         captions ? el("figcaption", {}, el("span", {class: "nb-label", text: name}),
-                      el("span", {text: DD.fmt.num(item.similarity, 2)})) : null);
+                      el("span", {text: DD.fmt.num(item[key], digits)})) : null);
     }));
+  };
+
+  // The error rows whose training images the analysis weighed (analysis.influence).
+  DD.influenceRows = (ctx) => {
+    if (!ctx.influenceRows) ctx.influenceRows = new Set((ctx.b.influence || {}).available ? ctx.b.influence.rows : []);
+    return ctx.influenceRows;
   };
 
   // {training-set index: item} of the training images whose label the run's training doubted (negative AUM; the
@@ -441,6 +454,34 @@
     if (p !== t) target.appendChild(DD.note("Framed green: labelled as this image is; red: labelled as predicted.",
                                             "muted small"));
     target.appendChild(DD.neighbourStrip(ctx, result, t, p, true));
+  };
+
+  // The training images behind an error (analysis.influence, TracIn): those whose training pushed it away from its
+  // label, toward the mistake, and those that pulled it toward the label. Stored for the analysis' errors.
+  DD.loadInfluence = async function (ctx, row, target) {
+    const info = ctx.b.summary.influence || {};
+    const got = await fetchInto(target, "Loading the training images behind it…",
+                                "Could not load the training images behind it", () => ctx.source.influence(ctx.b, row));
+    if (!got) return;
+    const result = got.result;
+    if (!result) {
+      target.appendChild(DD.note(ctx.b.influence.note ? `This report has them not: ${ctx.b.influence.note}.` :
+        `This report holds them for ${Object.keys(ctx.b.influence.data || {}).length} errors (the most confident ` +
+        "first); run `deepdive serve` to see them for every error the analysis weighed.", "muted"));
+      return;
+    }
+    const t = ctx.col.true[row], p = ctx.col.pred[row];
+    const count = (items, c) => items.filter((item) => item.label === c).length;
+    target.append(
+      el("p", {class: "note", attrs: {"data-testid": "influence-reading"}, text:
+        `Of the ${DD.fmt.int(info.reference_size)} ${info.reference}, the ${result.against.length} whose training ` +
+        `pushed this image furthest from its label ${ctx.className(t)} (TracIn: the two loss gradients' product at ` +
+        `the last layer, the final model): ${count(result.against, p)} labelled ${ctx.className(p)}, the answer it ` +
+        `gave. Where their pictures are not what their label says, the training data taught the mistake.`}),
+      DD.neighbourStrip(ctx, {items: result.against}, t, p, true, ["score", 0]),
+      el("p", {class: "note muted small", text: `And the ${result.for.length} that pulled it most toward ` +
+        `${ctx.className(t)}:`}),
+      DD.neighbourStrip(ctx, {items: result.for}, t, p, true, ["score", 0]));
   };
 
   // Feature-map grids arrive at native resolution: scale them up by a whole factor to about 300 px wide.

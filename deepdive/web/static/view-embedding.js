@@ -33,7 +33,9 @@
       el("span", {class: "muted", text: `true classes: ${classes}`}),
       el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list them in the predictions table →",
                attrs: {"data-testid": "selection-list"},
-               on: {click: () => { ctx.state.predFilter = {rows, sort: "conf-asc"}; }}}),
+               on: {click: () => {
+                 ctx.state.predFilter = {rows, rowsLabel: "selected in the embedding", sort: "conf-asc"};
+               }}}),
       el("span", {class: "muted small", text: "(their images below the plot)"}));
     DD.append(box, [   // (DD.append skips the null a short selection leaves; Element.append would print it)
       el("div", {class: "thumbs-cell"}, rows.slice(0, SELECTION_THUMBS).map((r) =>

@@ -444,6 +444,40 @@
         attrs: {"data-testid": "to-slices"}, text: "every slice and measure →"})));
   }
 
+  // The training images among those most against the most errors' labels (analysis.influence, TracIn), each with
+  // its label, how many errors it is behind, and "?" where the training dynamics doubt its label too.
+  function influenceSection(ctx) {
+    const inf = ctx.b.summary.influence;
+    if (!inf || !inf.available || !(inf.behind || []).length) return null;
+    const pictures = (ctx.b.influence || {}).pictures || {};
+    const doubted = inf.behind.filter((b) => b[4]).length;
+    const weighed = inf.errors >= ctx.b.summary.error_count ? `the ${DD.fmt.int(inf.errors)} errors` :
+      `the ${DD.fmt.int(inf.errors)} most confident errors`;
+    return DD.section("Training images behind the most errors",
+      el("p", {class: "note", attrs: {"data-testid": "influence-summary"}, text:
+        `For each of ${weighed}, the ${inf.k} training images whose training pushed it furthest from its label ` +
+        "(TracIn with Captum: the product of the two images' loss gradients at the last layer, the final model). " +
+        `These ${inf.behind.length} are among them most often; ${doubted} carry a label the training itself doubted ` +
+        "(?: a negative area under the margin, Training dynamics). A training image behind many errors and not " +
+        "what its label says is worth a review. Each caption: its label and the errors it is behind."}),
+      el("div", {class: "nb-row", attrs: {"data-testid": "influence-behind"}}, inf.behind.map(([idx, label, n, , doubt]) =>
+        el("figure", {class: "nb-fig clickable" + (doubt ? " nb-doubt" : ""), dataset: {idx},
+                      attrs: {title: `training image #${idx}, labelled ${ctx.className(label)}, among the ${inf.k} ` +
+                                     `most against the label of ${n} error${n === 1 ? "" : "s"}: click to list them`},
+                      on: {click: () => {
+                        const b = ctx.b.influence;
+                        ctx.state.predFilter = {rows: b.rows.filter((r, k) => b.against[k].includes(idx)),
+                                                rowsLabel: `behind which training image #${idx} is`};
+                        DD.go(ctx, "predictions");
+                      }}},
+          pictures[String(idx)] ? el("img", {class: "nb-img", src: pictures[String(idx)],
+                                             alt: `training image ${idx}, labelled ${ctx.className(label)}`}) : null,
+          doubt ? el("span", {class: "nb-doubt-mark", text: "?"}) : null,
+          el("figcaption", {}, el("span", {class: "nb-label", text: ctx.className(label)}),
+             el("span", {text: `×${n}`}))))),
+      ctx.b.influence.pictures_note ? DD.note(`No pictures: ${ctx.b.influence.pictures_note}.`, "muted") : null);
+  }
+
   // The words people put on this split's images (an image's detail, "tag these…"), each with its count and a link to
   // the predictions it lists; filled once the tags are loaded, absent while there are none.
   function tagsSection(ctx) {
@@ -550,8 +584,8 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [slicesSection(ctx), atypicalSection(ctx), duplicatesSection(ctx), tagsSection(ctx),
-                       layersSection(ctx)]);
+      DD.append(root, [slicesSection(ctx), influenceSection(ctx), atypicalSection(ctx), duplicatesSection(ctx),
+                       tagsSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then(training.draw).then(() => DD.markPainted("dd-charts-painted"))

@@ -294,7 +294,8 @@
         f.slice !== undefined || f.tenth !== undefined ?
           chip(DD.sliceFilterText(ctx, f) || "a slice this analysis does not have", "filter-slice",
                () => { delete f.slice; delete f.tenth; apply(); }) : null,
-        Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} selected in the embedding`, "filter-rows",
+        Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} ${f.rowsLabel || "images picked"}`,
+                                     "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,
         el("button", {class: "btn small", type: "button", text: "reset", attrs: {"data-testid": "filter-reset"},
                       on: {click: () => { ctx.state.predFilter = {}; setAddress(ctx, {}); DD.rerender(); }}}),
