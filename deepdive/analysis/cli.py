@@ -230,10 +230,10 @@ def influence_lines(inf: dict, names, errors: int) -> list[str]:
     weighed = "errors" if inf["errors"] >= errors else f"{inf['errors']} most confident errors"
     top = ", ".join(f"#{i} (labelled {names[label]}{', its label in doubt' if doubt else ''}) behind {n}"
                     for i, label, n, _, doubt in inf["behind"][:3])
-    doubted = sum(b[4] for b in inf["behind"])
-    return [f"training images behind the {weighed} (TracIn, their {inf['k']} most against each label): {top}; "
-            f"{doubted} of the {len(inf['behind'])} listed carry a label the training doubted "
-            "(deepdive export RUN influence)"]
+    doubted = (f"; {sum(b[4] for b in inf['behind'])} of the {len(inf['behind'])} listed carry a label the training "
+               "doubted" if inf.get("doubts_known") else "")
+    return [f"training images behind the {weighed} (TracIn, their {inf['k']} most against each label): {top}"
+            f"{doubted} (deepdive export RUN influence)"]
 
 
 def dynamics_lines(dyn: dict, names) -> list[str]:

@@ -457,8 +457,9 @@
       el("p", {class: "note", attrs: {"data-testid": "influence-summary"}, text:
         `For each of ${weighed}, the ${inf.k} training images whose training pushed it furthest from its label ` +
         "(TracIn with Captum: the product of the two images' loss gradients at the last layer, the final model). " +
-        `These ${inf.behind.length} are among them most often; ${doubted} carry a label the training itself doubted ` +
-        "(?: a negative area under the margin, Training dynamics). A training image behind many errors and not " +
+        `These ${inf.behind.length} are among them most often` + (inf.doubts_known ? `; ${doubted} carry a label ` +
+        "the training itself doubted (?: a negative area under the margin, Training dynamics)" : "") +
+        ". A training image behind many errors and not " +
         "what its label says is worth a review. Each caption: its label and the errors it is behind."}),
       el("div", {class: "nb-row", attrs: {"data-testid": "influence-behind"}}, inf.behind.map(([idx, label, n, , doubt]) =>
         el("figure", {class: "nb-fig clickable" + (doubt ? " nb-doubt" : ""), dataset: {idx},
