@@ -736,11 +736,24 @@ def test_the_training_images_behind_an_error_and_behind_the_most_errors(browser,
     assert shown == [b[0] for b in entry["behind"]]
     assert tab.images_loaded('[data-testid="influence-behind"] img') == len(shown)
     assert tab.count('[data-testid="influence-behind"] .nb-doubt') == sum(b[4] for b in entry["behind"])
-    # a click lists the errors the training image is behind
+    # a click shows the errors the training image is behind, takes a verdict on its label (served), and lists them
     page.click(f'[data-testid="influence-behind"] figure[data-idx="{shown[0]}"]')
-    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-rows"]')
     behind = [int(r) for r, against in zip(inf["rows"], inf["against_index"]) if shown[0] in against.tolist()]
-    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(behind) == entry["behind"][0][2]
+    page.wait_for_selector('[data-testid="behind-errors"]')
+    thumbs = page.eval_on_selector_all('[data-testid="behind-errors"] .thumb', "ts => ts.map(t => Number(t.dataset.row))")
+    assert thumbs == behind and len(behind) == entry["behind"][0][2]
+    if mode == "served":
+        url = f"/api/runs/{expected['run_id']}/splits/test/dynamics/reviews"
+        page.click('[data-testid="behind-panel"] button[data-verdict="ambiguous"]')
+        page.wait_for_selector('[data-testid="behind-panel"] button[data-verdict="ambiguous"].active')
+        stored = page.evaluate("u => fetch(u).then(r => r.json())", url)["reviews"]
+        assert stored[str(shown[0])]["verdict"] == "ambiguous"
+        page.click('[data-testid="behind-panel"] button[data-verdict="ambiguous"]')    # again: forgotten
+        page.wait_for_selector('[data-testid="behind-panel"] .review:has-text("forgotten")')
+        assert str(shown[0]) not in page.evaluate("u => fetch(u).then(r => r.json())", url)["reviews"]
+    page.click('[data-testid="behind-list"]')
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-rows"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(behind)
     assert f"behind which training image #{shown[0]} is" in page.inner_text('[data-testid="filter-rows"]')
     # an error's detail: the K against its label, then the K for it, as stored
     page.evaluate("""r => { const t = document.createElement('span'); t.className = 'thumb'; t.dataset.row = r;

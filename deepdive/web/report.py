@@ -85,8 +85,8 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         b["reviews"] = {str(r): v for r, v in reviews_by_row(store, rec, split, maps.res.examples).items()}
         b["tags"] = {str(r): t for r, t in tags_by_row(store, rec, split, maps.res.examples).items()}   # likewise
         if b["dynamics"].get("available"):    # and those of the training images the Training dynamics view lists
-            b["dynamics"]["reviews"] = {str(i): v for i, v in training_reviews(store, rec).items()
-                                        if str(i) in b["dynamics"]["pictures"]}
+            shown = set(b["dynamics"]["pictures"]) | set(b["influence"].get("pictures", {}))   # or the Overview
+            b["dynamics"]["reviews"] = {str(i): v for i, v in training_reviews(store, rec).items() if str(i) in shown}
             b["dynamics"]["tags"] = {str(i): t for i, t in training_tags(store, rec).items()
                                      if str(i) in b["dynamics"]["pictures"]}
     if maps.methods:

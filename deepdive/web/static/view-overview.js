@@ -453,30 +453,73 @@
     const doubted = inf.behind.filter((b) => b[4]).length;
     const weighed = inf.errors >= ctx.b.summary.error_count ? `the ${DD.fmt.int(inf.errors)} errors` :
       `the ${DD.fmt.int(inf.errors)} most confident errors`;
-    return DD.section("Training images behind the most errors",
+    const panel = el("div", {class: "behind-panel", attrs: {"data-testid": "behind-panel"}});
+    const section = DD.section("Training images behind the most errors",
       el("p", {class: "note", attrs: {"data-testid": "influence-summary"}, text:
         `For each of ${weighed}, the ${inf.k} training images whose training pushed it furthest from its label ` +
         "(TracIn with Captum: the product of the two images' loss gradients at the last layer, the final model). " +
         `These ${inf.behind.length} are among them most often` + (inf.doubts_known ? `; ${doubted} carry a label ` +
         "the training itself doubted (?: a negative area under the margin, Training dynamics)" : "") +
         ". A training image behind many errors and not " +
-        "what its label says is worth a review. Each caption: its label and the errors it is behind."}),
+        "what its label says is worth a review. Each caption: its label and the errors it is behind; a click " +
+        "shows them" + (reviewable(ctx) ? ", with a verdict to give on its label." : ".")}),
       el("div", {class: "nb-row", attrs: {"data-testid": "influence-behind"}}, inf.behind.map(([idx, label, n, , doubt]) =>
         el("figure", {class: "nb-fig clickable" + (doubt ? " nb-doubt" : ""), dataset: {idx},
                       attrs: {title: `training image #${idx}, labelled ${ctx.className(label)}, among the ${inf.k} ` +
-                                     `most against the label of ${n} error${n === 1 ? "" : "s"}: click to list them`},
-                      on: {click: () => {
-                        const b = ctx.b.influence;
-                        ctx.state.predFilter = {rows: b.rows.filter((r, k) => b.against[k].includes(idx)),
-                                                rowsLabel: `behind which training image #${idx} is`};
-                        DD.go(ctx, "predictions");
+                                     `most against the label of ${n} error${n === 1 ? "" : "s"}`},
+                      on: {click: (e) => {
+                        e.currentTarget.parentElement.querySelectorAll("figure.picked")
+                          .forEach((f) => f.classList.remove("picked"));
+                        e.currentTarget.classList.add("picked");
+                        behindPanel(ctx, panel, idx, label, pictures[String(idx)]);
                       }}},
           pictures[String(idx)] ? el("img", {class: "nb-img", src: pictures[String(idx)],
                                              alt: `training image ${idx}, labelled ${ctx.className(label)}`}) : null,
           doubt ? el("span", {class: "nb-doubt-mark", text: "?"}) : null,
           el("figcaption", {}, el("span", {class: "nb-label", text: ctx.className(label)}),
              el("span", {text: `×${n}`}))))),
-      ctx.b.influence.pictures_note ? DD.note(`No pictures: ${ctx.b.influence.pictures_note}.`, "muted") : null);
+      ctx.b.influence.pictures_note ? DD.note(`No pictures: ${ctx.b.influence.pictures_note}.`, "muted") : null,
+      panel);
+    return section;
+  }
+
+  // A training image's verdicts are kept with the run's training dynamics (the dynamics view's own; a report shows
+  // those it holds).
+  const reviewable = (ctx) => !!(ctx.b.dynamics || {}).available && !!ctx.source.setTrainingReview;
+
+  // One training image behind errors: its picture, label, the errors it is behind (their thumbnails, a link that
+  // lists them), what the training dynamics make of its label, and a verdict on it (served).
+  function behindPanel(ctx, panel, idx, label, picture) {
+    const b = ctx.b.influence, doubt = DD.doubtedLabels(ctx).get(idx);
+    const rows = b.rows.filter((r, k) => b.against[k].includes(idx));
+    const review = el("div", {class: "behind-review"});
+    DD.append(DD.clear(panel), [
+      picture ? el("img", {class: "nb-img big", src: picture, alt: `training image ${idx}`}) : null,
+      el("div", {class: "behind-body"},
+        el("div", {}, el("span", {class: "mono", text: `#${idx} `}),
+           el("span", {class: "strong", text: `labelled ${ctx.className(label)}`}),
+           el("span", {class: "muted", text: ` · among the ${(ctx.b.summary.influence || {}).k} training images ` +
+             `most against the label of ${rows.length} error${rows.length === 1 ? "" : "s"}:`})),
+        el("div", {class: "thumb-row", attrs: {"data-testid": "behind-errors"}}, rows.map((r) => DD.thumb(ctx, r, 32))),
+        doubt ? el("p", {class: "note small bad", text: `Its label is in doubt: for most of training the model ` +
+          `answered ${ctx.className(doubt.leaning)} (area under the margin ${DD.fmt.num(doubt.aum, 2)}).`}) : null,
+        review,
+        el("a", {class: "more", href: DD.viewHref(ctx, "predictions"), text: "list these errors →",
+                 attrs: {"data-testid": "behind-list"},
+                 on: {click: () => { ctx.state.predFilter = {rows, rowsLabel: `behind which training image #${idx} is`}; }}}))]);
+    if (!(ctx.b.dynamics || {}).available) return;
+    const reviews = ctx.trainingReviews ? Promise.resolve(ctx.trainingReviews) :
+      ctx.source.trainingReviews(ctx.b).then((res) => (ctx.trainingReviews =
+        new Map(Object.entries(res.reviews).map(([i, v]) => [Number(i), v]))));
+    reviews.then((map) => {
+      if (!panel.isConnected && !review.isConnected) return;
+      if (!reviewable(ctx) && !map.has(idx)) return;     // a report without a verdict on it: nothing to say
+      review.append(el("span", {class: "tool-label", text: "its label"}), DD.verdictCell(ctx, {reviews: map, key: idx,
+        // a relabel starts at what the errors it is behind are (a 9 labelled 4 behind 9s taken for 4s: 9)
+        given: label, proposed: rows.length && ctx.col.true[rows[0]] !== label ? ctx.col.true[rows[0]] :
+          (label === 0 ? 1 : 0),
+        save: ctx.source.setTrainingReview && ((verdict, to) => ctx.source.setTrainingReview(ctx.b, idx, verdict, to))}));
+    }).catch((err) => review.appendChild(DD.note(`Could not load the reviews: ${err.message}`, "error")));
   }
 
   // The words people put on this split's images (an image's detail, "tag these…"), each with its count and a link to
