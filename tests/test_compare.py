@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from deepdive.analysis.compare import compare_runs
+from deepdive.analysis.compare import compare_runs, text_summary
 from deepdive.analysis.results import AnalysisResult
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.store import Store
@@ -55,6 +55,25 @@ def test_groups_are_each_images_fate_in_both_runs(pair):
     assert f"B fixes {fixed} of A's errors and makes {new} new" in res["verdict"]
     swapped = compare_runs(b, a)
     assert (swapped["paired"]["fixed"], swapped["paired"]["new"]) == (new, fixed)
+
+
+def test_this_runs_slices_in_both_runs(pair):
+    """Where A fails most (its listed slices), each run's errors on the slice's images and B's paired change there."""
+    from deepdive.analysis.slices import members
+
+    _, a, b = pair
+    res = compare_runs(a, b)
+    ra = AnalysisResult.load(a.run_dir, "test")
+    wb = ~AnalysisResult.load(b.run_dir, "test").examples["correct"].to_numpy()
+    listed = ra.summary["slices"]["listed"][:10]
+    assert len(res["slices"]) == len(listed) > 0
+    ex = ra.examples
+    for s, item in zip(res["slices"], listed):
+        inside = members(ex[f"img_{item['property']}"].to_numpy(), ex["true"].to_numpy(), item)
+        assert (s["description"], s["images"], s["errors_a"]) == (item["description"], item["images"], item["errors"])
+        assert s["errors_b"] == int((inside & wb).sum())
+        assert s["errors_a"] - s["errors_b"] == s["paired"]["fixed"] - s["paired"]["new"]
+    assert f"in A's slice {listed[0]['description']}" in text_summary(res)
 
 
 def test_what_cannot_be_compared_says_why(pair, tmp_path):
@@ -140,6 +159,7 @@ def test_compare_view_shows_each_group(pair):
         page.wait_for_selector('[data-testid="compare-verdict"]')
         assert page.input_value('[data-testid="compare-with"]') == b.id
         assert page.inner_text('[data-testid="compare-verdict"]') == expected["verdict"]
+        assert page.locator('[data-testid="compare-slices"] tbody tr').count() == len(expected["slices"]) > 0
         for key in ("fixed", "new", "both"):
             rows = page.eval_on_selector_all(f'[data-testid="compare-{key}"] .thumb',
                                              "ts => ts.map(t => Number(t.dataset.row))")

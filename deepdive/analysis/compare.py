@@ -13,10 +13,13 @@ from deepdive.analysis.tables import predictions_frame
 from deepdive.errors import DeepdiveError, RunError
 
 
+SLICES = 10     # A's listed slices (deepdive.analysis.slices) compared, strongest first
+
+
 def _side(rec, split, store):
-    """(examples frame, class names, accuracy, errors, analysed) of one run on `split`: its analysis, else (with a
-    store) its stored predictions, which every finished run has on the test split (verify-advice's retrained runs
-    among them: evaluated, not analysed)."""
+    """(examples frame, class names, accuracy, errors, analysed, summary or None) of one run on `split`: its
+    analysis, else (with a store) its stored predictions, which every finished run has on the test split
+    (verify-advice's retrained runs among them: evaluated, not analysed)."""
     try:
         res = AnalysisResult.load(rec.run_dir, split)
     except RunError:
@@ -30,8 +33,9 @@ def _side(rec, split, store):
         # the examples table an analysis would start from (the same stored probabilities)
         frame = predictions_frame(stored["true"], stored["probs"], stored["loss"], idx=stored["idx"])
         errors = int((~frame["correct"]).sum())
-        return frame, list(rec.config.get("class_names") or rec.class_names), 1 - errors / len(frame), errors, False
-    return res.examples, res.class_names, res.summary["accuracy"], int(res.summary["error_count"]), True
+        return (frame, list(rec.config.get("class_names") or rec.class_names), 1 - errors / len(frame), errors,
+                False, None)
+    return res.examples, res.class_names, res.summary["accuracy"], int(res.summary["error_count"]), True, res.summary
 
 
 def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
@@ -44,8 +48,8 @@ def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
     """
     if rec_a.id == rec_b.id:
         raise DeepdiveError(f"A and B are the same run ({rec_a.id}); compare needs two runs")
-    fa, names_a, acc_a, errors_a, analysed_a = _side(rec_a, split, store)
-    fb, names_b, acc_b, errors_b, analysed_b = _side(rec_b, split, store)
+    fa, names_a, acc_a, errors_a, analysed_a, summary_a = _side(rec_a, split, store)
+    fb, names_b, acc_b, errors_b, analysed_b, _ = _side(rec_b, split, store)
     if rec_a.dataset != rec_b.dataset:
         raise DeepdiveError(f"runs {rec_a.id} ({rec_a.dataset}) and {rec_b.id} ({rec_b.dataset}) are on different "
                        "datasets; compare needs two runs evaluated on the same images")
@@ -79,7 +83,28 @@ def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
             "b": run(rec_b, acc_b, errors_b, analysed_b),
             "fixed": group(wrong_a & ~wrong_b, conf_a), "new": group(~wrong_a & wrong_b, conf_b),
             "both": group(both, conf_a), "both_same_prediction": int((both & (pred_a == pred_b)).sum()),
-            "paired": paired, "verdict": verdict(paired)}
+            "paired": paired, "verdict": verdict(paired), "slices": _slices(summary_a, fa, wrong_a, wrong_b)}
+
+
+def _slices(summary, frame, wrong_a, wrong_b) -> list[dict]:
+    """A's strongest listed slices (the pictures' measures are the same in both runs: the same images), each with
+    both runs' errors in it, what B fixed and added there and the paired test: did B mend where A failed most?"""
+    from deepdive.analysis.slices import members
+
+    entry = (summary or {}).get("slices") or {}
+    if not entry.get("available"):
+        return []
+    out = []
+    for item in entry["listed"][:SLICES]:
+        column = f"img_{item['property']}"
+        if column not in frame:
+            return []
+        inside = members(frame[column].to_numpy(np.float64), frame["true"].to_numpy(), item)
+        fixed, new = int((inside & wrong_a & ~wrong_b).sum()), int((inside & ~wrong_a & wrong_b).sum())
+        out.append({"description": item["description"], "found": item["found"], "images": int(inside.sum()),
+                    "errors_a": int((inside & wrong_a).sum()), "errors_b": int((inside & wrong_b).sum()),
+                    "paired": split_counts(fixed, new)})
+    return out
 
 
 def verdict(paired: dict, significance=0.05) -> str:
@@ -103,6 +128,10 @@ def text_summary(result: dict, limit=12) -> str:
     lines.append(result["verdict"])
     lines.append(f"wrong in both: {len(result['both']['rows'])}, {result['both_same_prediction']} of them with the "
                  "same wrong answer")
+    for s in result.get("slices", [])[:3]:     # where A fails most: did B mend it?
+        p = s["paired"]
+        lines.append(f"in A's slice {s['description']} ({s['images']:,} images): A {s['errors_a']} errors, B "
+                     f"{s['errors_b']} ({p['fixed']} fixed, {p['new']} new, p = {p['p_value']:.2g})")
     # "#1232 9→4": the image, its label, the wrong answer (A's for fixed ones, B's for new ones, both for both)
     for key, title in (("fixed", "fixed by B"), ("new", "new in B"), ("both", "wrong in both")):
         g = result[key]

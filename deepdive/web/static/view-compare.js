@@ -19,6 +19,25 @@
          figs.length ? figs : el("span", {class: "muted small", text: "none"})));
   }
 
+  // This run's strongest slices (Slices view) in both runs: where A fails most, did B mend it? Same test as above,
+  // on the slice's images.
+  function slicesPanel(res) {
+    if (!(res.slices || []).length) return null;
+    return DD.section("Where this run fails most, in both runs",
+      el("table", {class: "grid compact", attrs: {"data-testid": "compare-slices"}},
+        el("thead", {}, el("tr", {}, ["this run's slice", "images", "errors A", "errors B", "fixed / new by B", "p"]
+          .map((h) => el("th", {text: h})))),
+        el("tbody", {}, res.slices.map((s) => el("tr", {},
+          el("td", {}, el("span", {class: "pill " + (s.found ? "pill-found" : "muted"), text: s.found ? "found" : "lead"}),
+             ` ${s.description}`),
+          el("td", {class: "num", text: DD.fmt.int(s.images)}), el("td", {class: "num", text: DD.fmt.int(s.errors_a)}),
+          el("td", {class: "num", text: DD.fmt.int(s.errors_b)}),
+          el("td", {class: "num", text: `${s.paired.fixed} / ${s.paired.new}`}),
+          el("td", {class: "num", text: DD.fmt.num(s.paired.p_value, 3)}))))),
+      DD.note("p: exact McNemar on the slice's images that changed. A slice is this run's; the same images in B.",
+              "muted"));
+  }
+
   async function draw(box, ctx, otherId) {
     DD.clear(box).appendChild(DD.note("Comparing…"));
     let res;
@@ -40,6 +59,7 @@
           `${DD.fmt.int(res.both_same_prediction)} of them with the same wrong answer. Two seeds of one recipe ` +
           "already fix and add a few of each other's errors; the p-value (exact McNemar on the images that " +
           "changed) says whether B's changes lean one way more than that."})),
+      slicesPanel(res),
       group(ctx, res.fixed, "fixed", "Fixed by B", "Wrong here, right in B: caption = true class → this run's answer."),
       group(ctx, res.new, "new", "New in B", "Right here, wrong in B: caption = true class → B's answer."),
       group(ctx, res.both, "both", "Wrong in both", "The mistakes that survive a change of run: caption = true class → the two answers."));
