@@ -612,6 +612,30 @@ def test_a_slice_and_a_tenth_list_their_images_and_the_detail_measures_the_pictu
     assert f"thickness {frame['img_thickness'][row]:.2f} px" in text and f"pieces {frame['img_pieces'][row]:.0f}" in text
 
 
+def test_the_embedding_colours_by_a_measure_within_each_class(tab, expected):
+    """The percentile the page computes (DD.measureTenths) is the analysis' (slices._within_class): ties at their
+    middle, within the image's class."""
+    frame, c = expected["frame"], len(expected["summary"]["class_names"])
+    page = tab.view("embedding")
+    page.wait_for_selector('[data-testid="embedding-plot"] .plot-container')
+    page.select_option('[data-testid="embedding-colour"]', "thickness")
+    plot = "document.querySelector('[data-testid=\"embedding-plot\"]')"
+    page.wait_for_function(f"() => Array.isArray({plot}.data[0].marker.color)")
+    data = page.evaluate(f"() => {plot}.data.map(t => [t.customdata, t.marker.color])")
+    v, t = frame["img_thickness"].to_numpy(), frame["true"].to_numpy()
+    mid = np.full(len(v), np.nan)
+    for k in np.unique(t):
+        rows = np.flatnonzero((t == k) & np.isfinite(v))
+        s = np.sort(v[rows])
+        mid[rows] = (np.searchsorted(s, v[rows], "left") / len(s) + np.searchsorted(s, v[rows], "right") / len(s)) / 2
+    for rows, colours in data[:c]:
+        got = np.array([np.nan if x is None else x for x in colours], dtype=float)
+        np.testing.assert_allclose(got, mid[rows], rtol=0, atol=1e-12)
+    assert all(isinstance(x, str) for x in data[c][1])      # the errors keep their class colours, ringed
+    page.select_option('[data-testid="embedding-colour"]', "class")
+    page.wait_for_function(f"() => typeof {plot}.data[0].marker.color === 'string'")
+
+
 def test_a_box_in_the_embedding_selects_the_images_inside_it_and_lists_them(tab, expected):
     frame = expected["frame"]
     page = tab.view("embedding")

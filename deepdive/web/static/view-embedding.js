@@ -69,13 +69,36 @@
       const drag = DD.segmented([{value: "zoom", label: "zoom"}, {value: "select", label: "box select"},
                                  {value: "lasso", label: "lasso select"}], "zoom",
         (mode) => DD.plotly().then((Plotly) => Plotly.relayout(plot, {dragmode: mode})), "embedding-drag");
+      // colour by the true class, or by a measure of the picture as its percentile within its class (Slices view):
+      // does the map sort the 7s by slant, the 1s by thickness?
+      const measures = (DD.slicesOf(ctx) || {properties: []}).properties;
+      const colourBy = measures.length ? el("select", {class: "input", attrs: {"data-testid": "embedding-colour",
+                                                                             "aria-label": "colour the points by"}},
+        el("option", {value: "class", text: "true class"}),
+        measures.map((p) => el("option", {value: p.key, text: `${p.label}, percentile in its class`}))) : null;
+      const recolour = (key) => DD.plotly().then((Plotly) => {
+        const classes = traces.map((_, c) => c);
+        if (key === "class") {
+          return Plotly.restyle(plot, {"marker.color": traces.map((_, c) => DD.classColor(c)), "marker.showscale": false},
+                                classes);
+        }
+        const mid = DD.measureTenths(ctx, key).mid, label = measures.find((p) => p.key === key).label;
+        return Plotly.restyle(plot, {
+          "marker.color": traces.map((tr) => tr.customdata.map((r) => (Number.isNaN(mid[r]) ? null : mid[r]))),
+          "marker.colorscale": "Viridis", "marker.cmin": 0, "marker.cmax": 1,
+          "marker.showscale": classes.map((c) => c === 0),
+          "marker.colorbar": {title: {text: `${label}<br>percentile`}, tickformat: ".0%", len: 0.5, y: 0.25}}, classes);
+      });
+      if (colourBy) colourBy.addEventListener("change", () => recolour(colourBy.value));
       root.appendChild(el("div", {class: "panel"},
         DD.note(`Each point is one ${ctx.b.split} image, placed by its penultimate-layer features ` +
-                `(${(ctx.b.summary.embedding || {}).method || "2-D projection"}), coloured by its true class. ` +
+                `(${(ctx.b.summary.embedding || {}).method || "2-D projection"}), coloured by its true class ` +
+                "(or by a measure of the picture, as its percentile among the images of its class). " +
                 `Ringed points are the ${DD.fmt.int(ctx.errorRows.length)} errors, filled with their true class's colour. ` +
                 "Hover to see an image, click to open it; click a legend entry to hide a class; select a region " +
                 "to see what is in it.", "muted"),
-        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag, selectionBar),
+        el("div", {class: "toolbar"}, el("span", {class: "tool-label", text: "Drag to"}), drag,
+           colourBy ? el("span", {class: "tool-label", text: "Colour"}) : null, colourBy, selectionBar),
         plot, selection));
       showSelection(ctx, selectionBar, selection, []);
       DD.plotly().then((Plotly) => {
