@@ -100,9 +100,7 @@ def json_summary(summary: dict) -> dict:
                      if k in ("count", "errors", "fence")} or None,
         "duplicates": duplicate_counts(summary.get("duplicates") or {}),
         "slices": slice_counts(summary.get("slices") or {}),
-        "influence": {"errors": (summary.get("influence") or {}).get("errors"),
-                      "behind": (summary.get("influence") or {}).get("behind", [])[:5]}
-        if (summary.get("influence") or {}).get("available") else None,
+        "influence": influence_counts(summary.get("influence") or {}),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
@@ -136,25 +134,26 @@ def duplicate_lines(d: dict, split: str) -> list[str]:
 
 def slice_counts(d: dict) -> dict | None:
     """The slices' counts and the strongest (deepdive.analysis.slices), without the rest of the listing."""
+    from deepdive.analysis.slices import measure_findings
+
     if not d.get("available"):
         return None
     top = d["listed"][0] if d["listed"] else None
-    from deepdive.analysis.slices import measure_findings
-
     return {"tested": d["tested"], "found": d["found"], "fdr": d["fdr"], "measures": measure_findings(d),
             "strongest": {k: top[k] for k in ("description", "images", "errors", "rate", "rest_rate", "p", "q")}
             if top else None}
 
 
 def slice_lines(d: dict) -> list[str]:
-    """The slices in one or two lines: how many of those tried hold more errors than chance, and the strongest."""
+    """The slices in a few lines: how many of those tried hold more errors than chance, how the errors differ by the
+    measures, and the strongest slice."""
+    from deepdive.analysis.slices import measure_findings
+
     if not d.get("available"):
         return []
     lines = [f"slices (tails of {len(d['properties'])} measures of the pictures, within each class): "
              f"{d['found']} of {d['tested']:,} tried hold more errors than the rest of their class(es) at FDR "
              f"{d['fdr']:.0%} (deepdive export RUN slices)"]
-    from deepdive.analysis.slices import measure_findings
-
     findings = measure_findings(d)
     if findings:
         lines.append("  errors, against right answers: " + "; ".join(findings))
@@ -221,6 +220,11 @@ def channel_lines(ch: dict, names, errors: int) -> list[str]:
     share = "" if ch.get("completeness") is None else \
         f"; they carry {ch['completeness']:.0%} of the errors' score gaps"
     return [f"features behind the {weighed} ({ch['layer']}, {ch['channels']} channels{share}): {lead}"]
+
+
+def influence_counts(inf: dict) -> dict | None:
+    """How many errors were weighed and the five training images behind the most (deepdive.analysis.influence)."""
+    return {"errors": inf["errors"], "behind": inf.get("behind", [])[:5]} if inf.get("available") else None
 
 
 def influence_lines(inf: dict, names, errors: int) -> list[str]:

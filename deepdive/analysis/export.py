@@ -29,6 +29,9 @@ Tables (all read through AnalysisResult):
                 share it holds: ties make it smaller), threshold (where the class's tail starts; empty for every
                 class), images, errors, rate, rest_images, rest_errors, rest_rate (the rest of its class(es)), lift,
                 p (one-sided Fisher exact), q (Benjamini-Hochberg over all of them), description
+  influence     per error (the analysis' most confident 300 at most) the training images most against its label,
+                then most for it (TracIn at the last layer, deepdive.analysis.influence): one line per (row, side
+                "against" / "for", rank), with the training image's index, label (as trained) and score
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
@@ -320,9 +323,8 @@ def _influence(result: AnalysisResult, names: np.ndarray) -> pd.DataFrame:
         index = np.asarray(inf[f"{side}_index"], np.int64).reshape(-1)
         r = np.repeat(rows, k)
         parts.append(pd.DataFrame({"row": r, "idx": ex["idx"].to_numpy()[r], "true": ex["true"].to_numpy()[r],
-                                   "pred": ex["pred"].to_numpy()[r], "side": side, "rank": np.tile(np.arange(1, k + 1),
-                                                                                                 len(rows)),
-                                   "train_idx": index,
+                                   "pred": ex["pred"].to_numpy()[r], "side": side,
+                                   "rank": np.tile(np.arange(1, k + 1), len(rows)), "train_idx": index,
                                    "train_label": np.asarray(inf[f"{side}_label"], np.int64).reshape(-1),
                                    "score": np.asarray(inf[f"{side}_score"]).reshape(-1)}))
     frame = pd.concat(parts, ignore_index=True)

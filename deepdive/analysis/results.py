@@ -8,7 +8,7 @@
     res.activations()           # {layers, arrays, stats, focus_indices}
     res.neighbours()            # {index, similarity, label}: each row's nearest training images
     res.channels()              # {top_rows, class_share, errors_index, errors}: the head's input channels
-    res.influence()             # {rows, against_index, against_score, for_index, for_score}: TracIn per error
+    res.influence()             # {rows, against_/for_ index, label, score}: the training images behind each error
     res.dynamics()              # DataFrame, one row per training image: its training dynamics
     res.slices()                # DataFrame, every slice tried (deepdive.analysis.slices), lowest p first
     res.label_issues, res.advice, res.verification, res.focus_indices

@@ -25,7 +25,10 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                 correctness: packed()}, flagged / ambiguous / hard: [dynamics_item], pictures: {idx: data URI},
                 reviews: {idx: review}, tags: {idx: [tag]} (a report's)} or {available: false, reason},
      duplicates (added by RunMaps.bundle): {pictures: {idx: data URI}} of the first DUPLICATE_PICTURES training
-                twins summary.duplicates.train.listed names}
+                twins summary.duplicates.train.listed names},
+     influence (added by RunMaps.bundle): {available, rows (the errors weighed), against ([[training idx] x K] per
+                row), pictures ({idx: data URI} of summary.influence.behind), data ({row: RunMaps.influence(row)},
+                a report's)} or {available: false, reason}
 """
 import base64
 import io

@@ -465,7 +465,7 @@
     if (!got) return;
     const result = got.result;
     if (!result) {
-      target.appendChild(DD.note(ctx.b.influence.note ? `This report has them not: ${ctx.b.influence.note}.` :
+      target.appendChild(DD.note(ctx.b.influence.note ? `This report does not hold them: ${ctx.b.influence.note}.` :
         `This report holds them for ${Object.keys(ctx.b.influence.data || {}).length} errors (the most confident ` +
         "first); run `deepdive serve` to see them for every error the analysis weighed.", "muted"));
       return;

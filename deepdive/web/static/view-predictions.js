@@ -41,7 +41,8 @@
     const bin = f.bin ? f.bin.split(":") : null;
     const binCol = bin ? (bin[0] === "scaled" ? col.cal_bin : col.conf_bin) : null, binNo = bin ? Number(bin[1]) : null;
     const confMax = has(f.confMax) ? Number(f.confMax) : null;   // the Confidence view's threshold: at or below
-    const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;   // a selection in the Embedding view
+    // a list of rows: a selection in the Embedding view, the errors a training image is behind (Overview)
+    const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;
     // a slice or a tenth of a measure (Slices view); one this run lacks lists nothing
     const sliced = has(f.slice) || has(f.tenth) ? new Set(DD.sliceFilterRows(ctx, f) || []) : null;
     // a point of a precision-recall curve (Per class view): the images whose probability for pclass is >= pmin

@@ -136,7 +136,6 @@
   }
 
   function slicesTable(ctx, s) {
-    const correct = ctx.col.correct;
     if (!s.listed.length) return DD.note("No slice holds two errors or more at a higher rate than the rest.", "muted");
     return el("table", {class: "grid compact slices", attrs: {"data-testid": "slices-table"}},
       el("thead", {}, el("tr", {}, ["slice", "images", "errors", "error rate (rest)", "lift", "q", "taken for",
@@ -144,7 +143,7 @@
       el("tbody", {}, s.listed.map((item, i) => {
         const rows = DD.sliceRows(ctx, item);
         const member = new Set(rows);
-        const errs = ctx.errorRows.filter((r) => member.has(r) && !correct[r]).slice(0, ERRORS_SHOWN);
+        const errs = ctx.errorRows.filter((r) => member.has(r)).slice(0, ERRORS_SHOWN);
         return el("tr", {class: item.found ? "found" : "lead", dataset: {slice: i, rows: rows.length},
                          attrs: {"data-testid": "slice-row"}},
           el("td", {}, el("span", {class: "pill " + (item.found ? "pill-found" : "muted"),
@@ -164,9 +163,9 @@
       })));
   }
 
-  function verdict(auroc, q, high, low) {
+  function verdict(auroc, q, fdr, high, low) {
     if (auroc === null || auroc === undefined) return "–";
-    const word = q !== undefined && q <= 0.05 ? (auroc > 0.5 ? high : low) : "as the rest";
+    const word = q !== undefined && q !== null && q <= fdr ? (auroc > 0.5 ? high : low) : "as the rest";
     return `${word} (AUROC ${DD.fmt.num(auroc, 3)}, q ${qText(q)})`;
   }
 
@@ -179,14 +178,14 @@
       attrs: {"data-testid": "measure-row"}, on: {click: () => { state.key = p.key; draw(); }}},
       el("td", {text: p.label + (p.unit ? ` (${p.unit})` : "")}),
       el("td", {class: "small muted", text: p.about}),
-      el("td", {class: "small", text: verdict(p.auroc, p.q, "higher in their class", "lower in their class")}),
-      el("td", {class: "small", text: verdict(p.extreme_auroc, p.extreme_q, "at its ends",
+      el("td", {class: "small", text: verdict(p.auroc, p.q, s.fdr, "higher in their class", "lower in their class")}),
+      el("td", {class: "small", text: verdict(p.extreme_auroc, p.extreme_q, s.fdr, "at its ends",
                                               "near its middle")})));
     const table = el("table", {class: "grid compact", attrs: {"data-testid": "slice-measures"}},
       el("thead", {}, el("tr", {}, ["measure", "what it is", "errors sit, against right answers",
                                     "errors at the ends of their class"].map((h) => el("th", {text: h})))),
       el("tbody", {}, rows));
-    const classSelect = el("select", {attrs: {"data-testid": "slice-class"},
+    const classSelect = el("select", {class: "input", attrs: {"data-testid": "slice-class", "aria-label": "class"},
       on: {change: (e) => { state.cls = Number(e.target.value); draw(); }}},
       el("option", {value: "-1", text: "each class (its own tenths)"}),
       ctx.names.map((name, c) => el("option", {value: String(c), text: name})));
