@@ -110,10 +110,6 @@ def influence_stage(model, inputs, labels, error_rows, reference, label_smoothin
         atomic_save_npy(folder / f"{name}.npy", array)
     entry["behind"] = behind(against_pos, against_score, reference, doubted)
     entry["doubts_known"] = doubted is not None    # the run kept its training dynamics: "doubted" means something
-    # how often an error's training images against its label carry the label it was taken for
-    if len(rows):
-        pred_like = trained_labels[against_pos] != np.asarray(labels)[rows][:, None]
-        entry["against_other_label"] = float(pred_like.mean())
     return entry
 
 
