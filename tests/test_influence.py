@@ -114,3 +114,22 @@ def test_an_ensemble_has_none(kind, tmp_path):
                           name="x")
     entry = influence_stage(model, np.zeros((1, 1, 8, 8), np.float32), [0], [0], reference, 0.0, tmp_path)
     assert not entry["available"] and "ensemble" in entry["reason"]
+
+
+def test_errors_in_groups_score_as_in_one_pass(tmp_path, monkeypatch):
+    """Many errors against many training images go in groups (SCORES bounds the score matrix): the same result."""
+    from deepdive.analysis import influence
+
+    model = small_net().eval()
+    rng = np.random.default_rng(3)
+    reference = Reference(images=rng.integers(0, 256, (50, 8, 8), dtype=np.uint8), labels=rng.integers(0, 5, 50),
+                          idx=np.arange(50), name="x")
+    inputs, truth = rng.random((7, 1, 8, 8), np.float32), rng.integers(0, 5, 7)
+    one = influence_stage(model, inputs, truth, range(7), reference, 0.0, tmp_path / "one")
+    monkeypatch.setattr(influence, "SCORES", 50 * 3)                 # three errors per pass: three passes
+    grouped = influence_stage(model, inputs, truth, range(7), reference, 0.0, tmp_path / "grouped")
+    assert [b[:3] for b in one["behind"]] == [b[:3] for b in grouped["behind"]]
+    np.testing.assert_allclose([b[3] for b in grouped["behind"]], [b[3] for b in one["behind"]], rtol=1e-5)
+    for name in ("rows", "against_index", "for_index", "against_score"):
+        np.testing.assert_allclose(np.load(tmp_path / "grouped" / "influence" / f"{name}.npy"),
+                                   np.load(tmp_path / "one" / "influence" / f"{name}.npy"), rtol=1e-6, err_msg=name)

@@ -136,3 +136,15 @@ def test_the_analysis_stores_them_and_the_export_lists_them(res, analyzed_run):
         assert (rows.sum(), (rows & wrong).sum()) == (item["images"], item["errors"])
     predictions = export.table(res, "predictions")
     assert set(COLUMNS) <= set(predictions.columns)
+
+
+def test_measuring_in_chunks_changes_nothing(monkeypatch):
+    from deepdive.analysis import slices
+
+    rng = np.random.default_rng(2)
+    pics, _ = bars(rng, classes=2, per_class=40)
+    whole, _ = measure(pics)
+    monkeypatch.setattr(slices, "CHUNK_PIXELS", 28 * 28 * 7)     # 7 pictures at a time: 12 chunks
+    chunked, _ = measure(pics)
+    for key in whole:
+        np.testing.assert_array_equal(chunked[key], whole[key], err_msg=key)

@@ -30,6 +30,7 @@ from deepdive.analysis.results import INFLUENCE_FILES as FILES
 K = 8          # training images kept per error and side
 LISTED = 24    # training images behind the most errors, in the summary
 BATCH = 2000   # training images per TracIn batch (Captum recomputes the errors' gradients for each one)
+SCORES = 1 << 27   # scores held at once (512 MB of float32): the errors go in groups of SCORES // training images
 
 
 class _OnDevice(torch.utils.data.Dataset):
@@ -90,16 +91,20 @@ def influence_stage(model, inputs, labels, error_rows, reference, label_smoothin
              "k": int(k), "errors": int(len(rows)), "reference": reference.name,
              "reference_size": int(len(reference.idx)), "label_smoothing": float(label_smoothing)}
     trained_labels = reference.labels[reference.idx]
+    against_pos = for_pos = np.zeros((0, k), np.int64)
+    against_score = for_score = np.zeros((0, k), np.float32)
     if len(rows):
-        scores = influence_scores(model, np.asarray(inputs)[rows], np.asarray(labels)[rows],
-                                  reference.model_inputs(), trained_labels, label_smoothing, progress)
-        against = torch.topk(-scores, k, dim=1)
-        toward = torch.topk(scores, k, dim=1)
-        against_pos, against_score = against.indices.numpy(), -against.values.numpy()
-        for_pos, for_score = toward.indices.numpy(), toward.values.numpy()
-    else:
-        against_pos = for_pos = np.zeros((0, k), np.int64)
-        against_score = for_score = np.zeros((0, k), np.float32)
+        train_inputs = reference.model_inputs()
+        group = max(1, SCORES // len(train_inputs))     # one pass over the training images per group of errors
+        parts = []
+        for s in range(0, len(rows), group):
+            at = rows[s:s + group]
+            scores = influence_scores(model, np.asarray(inputs)[at], np.asarray(labels)[at], train_inputs,
+                                      trained_labels, label_smoothing, progress)
+            against, toward = torch.topk(-scores, k, dim=1), torch.topk(scores, k, dim=1)
+            parts.append((against.indices.numpy(), -against.values.numpy(), toward.indices.numpy(),
+                          toward.values.numpy()))
+        against_pos, against_score, for_pos, for_score = (np.concatenate(p) for p in zip(*parts))
     folder = Path(out_dir) / "influence"
     folder.mkdir(parents=True, exist_ok=True)
     arrays = (rows.astype(np.int32), reference.idx[against_pos].astype(np.int32),
