@@ -58,7 +58,21 @@
           el("td", {class: "num"}, `${p.after} `, delta(p.before, p.after, false, true)),
           el("td", {class: "num muted", text: p.n_true}),
           el("td", {class: "mono", text: p.worst_probe}))))) : null,
+      sliceEvidence(ctx, s),
       brokenStrip(ctx, s));
+  }
+
+  // What the test images themselves say (Slices view): the slices this augmentation trains toward, found ones first.
+  function sliceEvidence(ctx, s) {
+    if (!DD.slicesOf(ctx)) return null;
+    const agree = DD.slicesFor(ctx, s), found = agree.filter((item) => item.found);
+    const shown = (found.length ? found : agree).slice(0, 3);
+    return el("p", {class: "note small", attrs: {"data-testid": "advice-slices"}, text: !agree.length ?
+      "No listed slice of the test pictures points this way." :
+      `The test pictures ${found.length ? "agree" : "lean this way, not significantly"}: ` + shown.map((item) =>
+        `${DD.sliceText(ctx, DD.slicesOf(ctx), item)}, ${DD.fmt.int(item.errors)} of ${DD.fmt.int(item.images)} ` +
+        `wrong (${DD.fmt.pct(item.rate, 1)} against ${DD.fmt.pct(item.rest_rate, 1)})`).join("; ") +
+      (agree.length > shown.length ? `; ${agree.length - shown.length} more in the Slices view.` : ".")});
   }
 
   function probes(ctx, pr) {
