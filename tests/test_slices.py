@@ -6,8 +6,8 @@ import pytest
 from scipy.stats import fisher_exact
 
 from deepdive.analysis import export
-from deepdive.analysis.slices import (ALL, COLUMNS, FDR, SLICE_COLUMNS, measure, measure_findings, members,
-                                      slices_stage)
+from deepdive.analysis.slices import (ALL, COLUMNS, FDR, SLICE_COLUMNS, backing, measure, measure_findings,
+                                      members, slices_stage)
 
 
 def canvas(n=1, size=28):
@@ -92,7 +92,11 @@ def test_a_planted_slice_of_errors_is_found_with_fishers_p():
     _, p = fisher_exact([[top["errors"], top["images"] - top["errors"]],
                          [(rest & wrong).sum(), (rest & ~wrong).sum()]], alternative="greater")
     assert top["p"] == pytest.approx(p, rel=1e-9)
-    assert top["taken_for"] == [[4, top["errors"]]]
+    assert top["taken_for"] == [[4, top["errors"]]] and top["augment"] == "thicken"
+    # the advice's thicker strokes have it behind them, found first; turns have nothing
+    assert backing(entry, {"overrides": {"augment": {"thicken": 0.2}}})[0] == top
+    assert backing(entry, {"overrides": {"augment": {"rotate": 20}}}) == [
+        item for item in entry["listed"] if item["property"] == "slant"]
     assert top["description"].startswith("3: the ") and "thickest" in top["description"]
     # every found slice is a cut of the planted one (the 3s' thick tails, or every class's thick tails, which
     # hold them)

@@ -636,16 +636,9 @@ def test_the_embedding_colours_by_a_measure_within_each_class(tab, expected):
     page.wait_for_function(f"() => typeof {plot}.data[0].marker.color === 'string'")
 
 
-# the augmentation that trains toward a slice's pictures (view-slices.js AUGMENT_FOR)
-AUGMENT_FOR = {("thickness", "high"): "thicken", ("thickness", "low"): "thin", ("ink", "high"): "thicken",
-               ("ink", "low"): "thin", ("slant", "low"): "rotate", ("slant", "high"): "rotate",
-               ("width", "low"): "scale", ("width", "high"): "scale", ("height", "low"): "scale",
-               ("height", "high"): "scale", ("offset", "high"): "shift"}
-
-
 def test_advice_and_slices_point_at_each_other(tab, expected):
     """Each suggestion says which listed slices its augmentation trains toward; each such slice links to it."""
-    from deepdive.analysis.slices import describe
+    from deepdive.analysis.slices import AUGMENT_FOR, backing, describe
 
     summary = expected["summary"]
     advice, listed = summary["advice"] or [], summary["slices"]["listed"]
@@ -657,10 +650,8 @@ def test_advice_and_slices_point_at_each_other(tab, expected):
     notes = page.eval_on_selector_all('[data-testid="advice-slices"]', "ns => ns.map(n => n.textContent)")
     assert len(notes) == len(advice)
     for note, s in zip(notes, advice):
-        agree = [i for i in listed if AUGMENT_FOR.get((i["property"], i["side"])) in s["overrides"]["augment"]]
-        found = [i for i in agree if i["found"]]
-        first = (found or agree)[:1]
-        assert note.startswith("No listed slice") if not agree else describe(first[0], names) in note
+        agree = backing(summary["slices"], s)
+        assert note.startswith("No listed slice") if not agree else describe(agree[0], names) in note
     page = tab.view("slices")
     page.wait_for_selector('[data-testid="slices-table"]')
     keys = {k for s in advice for k in s["overrides"]["augment"]}

@@ -302,8 +302,19 @@ def text_summary(summary: dict, workspace) -> str:
             lines.append(f"training: val accuracy stayed within {hint['tolerance_pp']} pp of its best from epoch "
                          f"{hint['earliest_epoch']} of {hint['epochs_total']} on; stopping there would have saved "
                          f"{saved}")
+    from deepdive.analysis.slices import backing
+
     for suggestion in (s.get("advice") or [])[:3]:
-        lines.append(f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}")
+        line = f"suggestion: {suggestion.get('title') or suggestion.get('id') or suggestion}"
+        if (s.get("slices") or {}).get("available"):     # what the test pictures say (deepdive.analysis.slices)
+            agree = backing(s["slices"], suggestion)
+            if not agree:
+                line += " (no slice of the pictures behind it)"
+            else:
+                more = " and more" if len(agree) > 1 else ""
+                line += (f" (slices behind it: {agree[0]['description']}{more}"
+                         f"{'' if agree[0]['found'] else ', not significant'})")
+        lines.append(line)
     for note in s.get("notes") or []:
         lines.append(f"note: {note}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in s["stage_seconds"].items())

@@ -48,6 +48,14 @@ PROPERTIES = (
     ("pieces", "pieces", "", 0, "in fewest pieces", "in most pieces", "the ink's separate parts (8-connected)"),
 )
 KEYS = tuple(p[0] for p in PROPERTIES)
+# The augmentation (a key of an advice suggestion's overrides["augment"], deepdive.analysis.advice) that trains on
+# more pictures like a slice's: thicker strokes for the thickest or inkiest, thinner for the thinnest, turns for the
+# most slanted, scaling for the widest, narrowest, tallest or shortest, shifts for the furthest off-centre. Tone and
+# pieces have none among the advice's probes.
+AUGMENT_FOR = {("thickness", "high"): "thicken", ("thickness", "low"): "thin", ("ink", "high"): "thicken",
+               ("ink", "low"): "thin", ("slant", "low"): "rotate", ("slant", "high"): "rotate",
+               ("width", "low"): "scale", ("width", "high"): "scale", ("height", "low"): "scale",
+               ("height", "high"): "scale", ("offset", "high"): "shift"}
 COLUMNS = tuple(f"img_{k}" for k in KEYS)
 SLICE_COLUMNS = ["group", "group_name", "property", "side", "tail", "share", "threshold", "images", "errors", "rate",
                  "rest_images", "rest_errors", "rest_rate", "lift", "p", "q", "description"]
@@ -250,6 +258,14 @@ def measure_findings(entry: dict) -> list[str]:
     return out
 
 
+def backing(entry: dict, suggestion: dict) -> list[dict]:
+    """The listed slices whose augmentation (AUGMENT_FOR) an advice suggestion applies, found ones first."""
+    keys = set(((suggestion or {}).get("overrides") or {}).get("augment") or {})
+    agree = [item for item in (entry or {}).get("listed", [])     # (an analysis before "augment": by its measure)
+             if item.get("augment", AUGMENT_FOR.get((item["property"], item["side"]))) in keys]
+    return [item for item in agree if item["found"]] + [item for item in agree if not item["found"]]
+
+
 def members(values: np.ndarray, labels: np.ndarray, item: dict) -> np.ndarray:
     """The rows in a listed slice (bool (N,)), from its per-class thresholds: what the dashboard computes too."""
     limits = np.array([np.nan if t is None else t for t in item["thresholds"]], np.float64)
@@ -275,6 +291,7 @@ def _listed(r: dict) -> dict:
     out = {k: r[k] for k in ("group", "property", "side", "tail", "images", "errors", "rest_images", "rest_errors",
                              "description")}
     out["share"] = float(r["share"])
+    out["augment"] = AUGMENT_FOR.get((r["property"], r["side"]))
     out.update(rate=float(r["rate"]), rest_rate=float(r["rest_rate"]), p=float(r["p"]), q=float(r["q"]),
                lift=None if not np.isfinite(r["lift"]) else float(r["lift"]), thresholds=r["thresholds"],
                found=bool(r["q"] <= FDR))

@@ -66,7 +66,7 @@
   function sliceEvidence(ctx, s) {
     if (!DD.slicesOf(ctx)) return null;
     const agree = DD.slicesFor(ctx, s), found = agree.filter((item) => item.found);
-    const shown = (found.length ? found : agree).slice(0, 3);
+    const shown = agree.slice(0, 3);
     return el("p", {class: "note small", attrs: {"data-testid": "advice-slices"}, text: !agree.length ?
       "No listed slice of the test pictures points this way." :
       `The test pictures ${found.length ? "agree" : "lean this way, not significantly"}: ` + shown.map((item) =>

@@ -60,18 +60,12 @@
     for (let r = 0; r < ctx.n; r++) if (tenth[r] === b && (cls === -1 || t[r] === cls)) out.push(r);
     return out;
   };
-  // The augmentation (a key of a suggestion's overrides.augment, analysis.advice) that trains on more pictures like a
-  // slice's: thicker strokes for the thickest or inkiest, thinner for the thinnest, turns for the most slanted,
-  // scaling for the widest, narrowest, tallest or shortest, shifts for the furthest off-centre. Tone and pieces have
-  // none among the advice's probes.
-  const AUGMENT_FOR = {thickness: {high: "thicken", low: "thin"}, ink: {high: "thicken", low: "thin"},
-                       slant: {low: "rotate", high: "rotate"}, width: {low: "scale", high: "scale"},
-                       height: {low: "scale", high: "scale"}, offset: {high: "shift"}};
-  DD.sliceAugment = (item) => (AUGMENT_FOR[item.property] || {})[item.side] || null;
-  // The listed slices whose augmentation an Advice suggestion applies (found first, as listed).
+  // The listed slices whose augmentation (item.augment: analysis.slices.AUGMENT_FOR, the advice key that trains
+  // toward the slice's pictures) an Advice suggestion applies, found first (analysis.slices.backing).
   DD.slicesFor = (ctx, suggestion) => {
     const s = DD.slicesOf(ctx), keys = Object.keys(((suggestion || {}).overrides || {}).augment || {});
-    return s ? s.listed.filter((item) => keys.includes(DD.sliceAugment(item))) : [];
+    const agree = s ? s.listed.filter((item) => item.augment && keys.includes(item.augment)) : [];
+    return [...agree.filter((item) => item.found), ...agree.filter((item) => !item.found)];
   };
 
   // A listed slice in words, with this page's class names (analysis.slices.describe).
@@ -179,7 +173,7 @@
 
   // The Advice suggestion that augments toward a slice's pictures, if the analysis made one.
   function augmentLink(ctx, item) {
-    const key = DD.sliceAugment(item);
+    const key = item.augment;
     const s = key && (ctx.b.summary.advice || []).find((a) => key in ((a.overrides || {}).augment || {}));
     return s ? el("a", {class: "more small", href: DD.viewHref(ctx, "advice"), text: ` augment: ${s.title} →`,
                         attrs: {"data-testid": "slice-augment", title: `Advice suggestion ${s.rank}: its probes, ` +
