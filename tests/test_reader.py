@@ -69,6 +69,9 @@ def test_a_notebook_shows_the_headline_numbers_escaped(dive):
                        dive.workspace)._repr_html_()
     assert "<img" not in page and "&lt;img src=x" in page
     assert f"{dive.summary['accuracy']:.2%}" in page and "label-issues" in page
+    behind = dive.summary["influence"]["behind"][0]
+    assert f"#{behind[0]} (" in page and "table('influence')" in page
+    assert f"{dive.summary['slices']['found']} of {dive.summary['slices']['tested']:,} slices found" in page
 
 
 def test_saliency_is_the_analysis_own_where_kept_else_computed_alike(dive, res):

@@ -210,6 +210,17 @@ class RunAnalysis:
         issues = s.get("label_issues") or {}
         if "count" in issues:
             lines.append(("likely label errors", f"{issues['count']} (table('label-issues'))"))
+        cut = s.get("slices") or {}
+        if cut.get("available") and cut.get("listed"):
+            top = cut["listed"][0]
+            lines.append(("where errors gather", f"{cut['found']} of {cut['tested']:,} slices found; strongest: "
+                                                 f"{e(top['description'])}, {top['errors']} of {top['images']:,} "
+                                                 f"wrong, q {top['q']:.2g} (table('slices'))"))
+        inf = s.get("influence") or {}
+        if inf.get("available") and inf.get("behind"):
+            names = self.class_names
+            behind = ", ".join(f"#{i} ({e(names[label])}) ×{n}" for i, label, n, *_ in inf["behind"][:4])
+            lines.append(("training images behind the most errors", f"{behind} (table('influence'))"))
         dyn = s.get("dynamics") or {}
         if dyn.get("available"):
             lines.append(("training labels in doubt", f"{dyn['negative_aum']:,} of {dyn['images']:,} training "
