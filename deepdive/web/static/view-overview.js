@@ -435,8 +435,7 @@
         const member = new Set(DD.sliceRows(ctx, item));
         return el("li", {},
           el("span", {text: `${DD.sliceText(ctx, s, item)}: ${DD.fmt.int(item.errors)} of ${DD.fmt.int(item.images)} wrong ` +
-            `(${DD.fmt.pct(item.rate, 1)}, the rest ${DD.fmt.pct(item.rest_rate, 1)}; q ${item.q < 0.001 ?
-              item.q.toExponential(1) : DD.fmt.num(item.q, 3)}) `}),
+            `(${DD.fmt.pct(item.rate, 1)}, the rest ${DD.fmt.pct(item.rest_rate, 1)}; q ${DD.qText(item.q)}) `}),
           el("span", {class: "thumb-row inline"}, ctx.errorRows.filter((r) => member.has(r)).slice(0, 6)
             .map((r) => DD.thumb(ctx, r, 28))));
       })) : null,

@@ -126,6 +126,7 @@
   DD.sliceFindingsNote = findingsNote;
 
   function qText(q) { return q === null || q === undefined ? "–" : q < 0.001 ? q.toExponential(1) : DD.fmt.num(q, 3); }
+  DD.qText = qText;
   const liftText = (item) => (item.lift !== null ? `×${DD.fmt.num(item.lift, 1)}` :
     item.group === -1 ? "every error" : "every error of the class");
 
