@@ -66,7 +66,25 @@ def test_the_probe_gives_an_analysed_image_its_stored_maps(analyzed_run, res):
 def test_what_the_try_view_is_told_about_the_run(client, url):
     info = client.get(url).json()
     assert info == {"available": True, "reason": "", "channels": 1, "height": 28, "width": 28, "digit": True,
-                    "digit_default": True, "neighbours": True}
+                    "digit_default": True, "neighbours": True, "influence": True}
+
+
+def test_the_training_images_behind_a_pictures_answer(client, url, res):
+    """An error sent as a picture, with the class it should be: the training images against that label are the
+    ones its analysis stored (TracIn, deepdive.analysis.influence); without one, those behind its answer."""
+    inf = res.influence()
+    row, frame = int(inf["rows"][0]), res.examples
+    true, pred = int(frame["true"][row]), int(frame["pred"][row])
+    picture = data_uri(canvas(res.images[row]))
+    body = client.post(f"{url}/influence", json={"image": picture, "expected": true}).json()
+    assert (body["label"], body["pred"]) == (true, pred)
+    assert [item["idx"] for item in body["against"]] == inf["against_index"][0].tolist()
+    assert [item["idx"] for item in body["for"]] == inf["for_index"][0].tolist()
+    np.testing.assert_allclose([item["score"] for item in body["against"]], inf["against_score"][0], rtol=1e-3)
+    answer = client.post(f"{url}/influence", json={"image": picture}).json()
+    assert answer["label"] == pred and [item["score"] for item in answer["for"]] == \
+        sorted((item["score"] for item in answer["for"]), reverse=True)
+    assert client.post(f"{url}/influence", json={"image": picture, "expected": 99}).status_code in (404, 422)
 
 
 def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, url, res, analyzed_run):

@@ -918,6 +918,12 @@ def try_an_image(t, expected, mnist):
     page.click('[data-testid="try-find-neighbours"]')
     page.wait_for_selector('[data-testid="try-neighbours"] .nb-row')
     assert t.count('[data-testid="try-neighbours"] .nb-fig') == 8
+    # the training images behind the edited picture's answer (or the class it should be), on request
+    page.click('[data-testid="try-find-influence"]')
+    page.wait_for_selector('[data-testid="try-influence-reading"]', timeout=60_000)
+    k = expected["summary"]["influence"]["k"]
+    assert t.count('[data-testid="try-influence"] .nb-row') == 2
+    assert t.count('[data-testid="try-influence"] .nb-fig') == 2 * k
     assert not t.errors, t.errors
     t.page.close()
 

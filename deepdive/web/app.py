@@ -14,7 +14,9 @@
     GET .../activations/{row}                               every layer's feature maps and statistics (JSON)
     GET .../neighbours/{row}                                its nearest training images with their labels (JSON)
     GET .../influence/{row}                                 an error's training images most against its label and
-                                                            most for it (TracIn; JSON with their pictures)
+                                                            most for it (TracIn; JSON with their pictures);
+                                                            POST .../probe/influence: a new picture's, toward the
+                                                            class it should be or its answer
     GET .../channels/{row}                                  the last feature map's channels that weigh most in its
                                                             answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
@@ -175,8 +177,14 @@ def _png(data: bytes) -> Response:
 
 
 def create_app(workspace) -> FastAPI:
+    from deepdive.malloc import keep_freed_memory_in_threads
     from deepdive.store import Store
 
+    # the model passes served on request (a picture's training images behind its answer: 55,000 images in batches
+    # of 2,000) allocate the same large blocks over and over, in worker threads; under glibc's defaults each one
+    # page-faults anew (deepdive.malloc). The server keeps its peak memory. `deepdive serve` has already done this,
+    # before any thread: here it helps an app made in a fresh process, and is a no-op after.
+    keep_freed_memory_in_threads()
     store = Store.open(workspace, create=False)
     runs = RunCache(store)
     app = FastAPI(title="deepdive", docs_url=None, redoc_url=None, openapi_url=None)
@@ -340,6 +348,11 @@ def create_app(workspace) -> FastAPI:
     def probe_neighbours(run_id: str, split: str, picture: Picture):
         entry = runs.get(run_id, split)
         return entry.probe_neighbours(_decode_picture(entry, picture))
+
+    @app.post("/api/runs/{run_id}/splits/{split}/probe/influence")
+    def probe_influence(run_id: str, split: str, picture: Picture):
+        entry = runs.get(run_id, split)
+        return entry.probe_influence(_decode_picture(entry, picture), picture.expected)
 
     # Reviews live in the store, not the analysis: the bundle is cached, these are read and written afresh.
     @app.get("/api/runs/{run_id}/splits/{split}/reviews")

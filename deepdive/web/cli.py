@@ -26,6 +26,9 @@ def register(subparsers):
 
 
 def serve(args) -> int:
+    from deepdive.malloc import keep_freed_memory_in_threads
+
+    keep_freed_memory_in_threads()    # first: glibc fixes its arena limit once a second thread has allocated
     import uvicorn
 
     from deepdive.errors import DeepdiveError

@@ -201,6 +201,7 @@
     const headline = el("div", {class: "try-headline", attrs: {"data-testid": "try-prediction"}});
     const salBox = el("div", {class: "detail-sal"});
     const nbBox = el("div", {attrs: {"data-testid": "try-neighbours"}});
+    const infBox = el("div", {attrs: {"data-testid": "try-influence"}});
     const perturbBox = el("div", {attrs: {"data-testid": "try-perturbed"}});
     const channelBox = el("div", {attrs: {"data-testid": "try-channels"}});
     const layersBox = el("div", {class: "layers", attrs: {"data-testid": "try-layers"}});
@@ -221,6 +222,7 @@
     box.append(DD.section("Under the augmentation advice's perturbations", perturbBox));
     if ((ctx.b.channels || {}).available) box.append(DD.section("Features behind the answer", channelBox));
     box.append(DD.section("Nearest training images", nbBox));
+    if (info.influence) box.append(DD.section("Training images behind the answer", infBox));
     box.append(DD.section("Activations", layersBox));
 
     function showOrigin() {
@@ -396,6 +398,31 @@
         nbInFlight = false;
         if (nbDirty && alive()) neighbours();
       }
+    }
+
+    // The training images behind the answer (analysis.influence, TracIn), on request: one pass over all of them
+    // (seconds), so not after every stroke.
+    async function influence() {
+      DD.clear(infBox).appendChild(DD.note("Weighing every training image (a few seconds)…", "muted"));
+      try {
+        const r = await ctx.source.probe(ctx.b, body(), "influence");
+        if (!alive()) return;
+        const name = ctx.className(r.label), what = st.tryExpected === null ? "its answer" : "the class it should be";
+        DD.append(DD.clear(infBox), [
+          el("p", {class: "note", attrs: {"data-testid": "try-influence-reading"}, text: `The training images whose ` +
+            `training pulled this picture most toward ${name} (${what}; TracIn at the last layer, the final model):`}),
+          DD.neighbourStrip(ctx, {items: r.for}, r.label, r.pred, true, ["score", 0]),
+          el("p", {class: "note muted small", text: `and pushed it most away from ${name}:`}),
+          DD.neighbourStrip(ctx, {items: r.against}, r.label, r.pred, true, ["score", 0]),
+          button("Weigh them again for this picture", "try-find-influence", influence)]);
+      } catch (err) {
+        if (alive()) DD.clear(infBox).append(DD.note(`Could not weigh them: ${err.message}`, "error"),
+                                             button("Try again", "try-find-influence", influence));
+      }
+    }
+    if (info.influence) {
+      infBox.appendChild(button("Which training images taught it this?", "try-find-influence", influence,
+                                "one pass over the training images: a few seconds"));
     }
 
     if (info.neighbours) {
