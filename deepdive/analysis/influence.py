@@ -14,8 +14,8 @@ the test loss plain cross-entropy at the label.
 
 Writes out_dir/influence/{rows, against_index, against_label, against_score, for_index, for_label, for_score}.npy:
 the errors' rows and, per row, the K training images most against and most for its label (dataset indices, most
-influential first, their labels as trained and their scores). Summary: behind: the training images among the K against the most errors, [[dataset index, label,
-errors, summed score, doubted]], at most LISTED.
+influential first, their labels as trained and their scores). Summary: behind: the training images among the K
+against the most errors, [[dataset index, label, errors, summed score, doubted]], at most LISTED.
 
 Measured (2026-12-06, Zen 5 host, the demo's 29 errors against its 55,000 training images): see the README.
 """
@@ -99,11 +99,8 @@ def influence_stage(model, inputs, labels, error_rows, reference, label_smoothin
         parts = []
         for s in range(0, len(rows), group):
             at = rows[s:s + group]
-            scores = influence_scores(model, np.asarray(inputs)[at], np.asarray(labels)[at], train_inputs,
-                                      trained_labels, label_smoothing, progress)
-            against, toward = torch.topk(-scores, k, dim=1), torch.topk(scores, k, dim=1)
-            parts.append((against.indices.numpy(), -against.values.numpy(), toward.indices.numpy(),
-                          toward.values.numpy()))
+            parts.append(strongest(influence_scores(model, np.asarray(inputs)[at], np.asarray(labels)[at],
+                                                    train_inputs, trained_labels, label_smoothing, progress), k))
         against_pos, against_score, for_pos, for_score = (np.concatenate(p) for p in zip(*parts))
     folder = Path(out_dir) / "influence"
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,6 +113,13 @@ def influence_stage(model, inputs, labels, error_rows, reference, label_smoothin
     entry["behind"] = behind(against_pos, against_score, reference, doubted)
     entry["doubts_known"] = doubted is not None    # the run kept its training dynamics: "doubted" means something
     return entry
+
+
+def strongest(scores, k: int):
+    """(against positions, their scores, for positions, their scores), numpy (E, k) each: per row of TracIn scores
+    (E, M) the k most negative (most against the label), most negative first, and the k most positive."""
+    against, toward = torch.topk(-scores, k, dim=1), torch.topk(scores, k, dim=1)
+    return against.indices.numpy(), -against.values.numpy(), toward.indices.numpy(), toward.values.numpy()
 
 
 def behind(positions, scores, reference, doubted=None) -> list:

@@ -188,19 +188,17 @@ def slices_stage(images, frame, class_names) -> tuple[dict, pd.DataFrame]:
                     candidates.append((group, key, side, tail, inside, pool))
     rows, seen = [], set()
     for group, key, side, tail, inside, pool in candidates:
-        size = int(inside.sum())
-        if not size or size == int(pool.sum()):
+        size, pool_n = int(inside.sum()), int(pool.sum())
+        if not size or size == pool_n:
             continue
         ident = (group, key, side, np.flatnonzero(inside).tobytes())
         if ident in seen:      # a wider tail that holds the same images (ties): the narrowest one stands for it
             continue
         seen.add(ident)
-        errs = int((inside & wrong).sum())
-        pool_n, pool_err = int(pool.sum()), int((pool & wrong).sum())
-        v = values[key]
-        limits = _thresholds(v, inside, labels, side, k_classes)
+        errs, pool_err = int((inside & wrong).sum()), int((pool & wrong).sum())
+        limits = _thresholds(values[key], inside, labels, side, k_classes)
         rows.append({"group": group, "property": key, "side": side, "tail": tail, "thresholds": limits,
-                     "threshold": np.nan if group == ALL else limits[group], "share": size / int(pool.sum()),
+                     "threshold": np.nan if group == ALL else limits[group], "share": size / pool_n,
                      "images": size, "errors": errs, "rest_images": pool_n - size, "rest_errors": pool_err - errs,
                      "pool_images": pool_n, "pool_errors": pool_err})
     table = pd.DataFrame(rows)

@@ -576,7 +576,7 @@ class RunMaps:
         import torch
 
         from deepdive.analysis.activations import _device, evaluating
-        from deepdive.analysis.influence import K, influence_scores
+        from deepdive.analysis.influence import K, influence_scores, strongest
         from deepdive.analysis.neighbours import reference_set
 
         if not (self.res.summary.get("influence") or {}).get("available"):
@@ -596,16 +596,14 @@ class RunMaps:
             label = pred if expected is None else int(expected)
             trained = reference.labels[reference.idx]
             scores = influence_scores(model, x, [label], reference.model_inputs(), trained,
-                                      recipe.get("label_smoothing", 0.0))[0]
-        k = min(K, len(reference.idx))
-        toward, away = torch.topk(scores, k), torch.topk(-scores, k)
+                                      recipe.get("label_smoothing", 0.0))
+        against_pos, against_score, for_pos, for_score = (a[0] for a in strongest(scores, min(K, len(reference.idx))))
         images = training_images(self.record)
 
         def side(pos, values):
-            pos = pos.numpy()
-            return neighbour_items(images, reference.idx[pos], trained[pos], values.numpy(), "score")
-        return {"label": label, "pred": pred, "for": side(toward.indices, toward.values),
-                "against": side(away.indices, -away.values)}
+            return neighbour_items(images, reference.idx[pos], trained[pos], values, "score")
+        return {"label": label, "pred": pred, "for": side(for_pos, for_score),
+                "against": side(against_pos, against_score)}
 
     # ---- model inputs ---------------------------------------------------------------------------------------
     def _model(self):
