@@ -94,3 +94,12 @@ def test_saliency_is_the_analysis_own_where_kept_else_computed_alike(dive, res):
         dive.saliency(row, "lime")
     with pytest.raises(DeepdiveError, match="row must be in 0..999"):
         dive.explain(1000)
+
+
+def test_a_notebook_says_what_fools_the_model(dive):
+    adv = next(f for f in dive.summary["robustness"]["families"] if f["id"] == "adversarial")
+    page = dive._repr_html_()
+    if adv["median"] is None:        # a tiny run nothing flips within range: the line is left out
+        assert "what fools it" not in page
+    else:
+        assert f"flip by ε∞ {adv['median']:.3g}" in page and "table('robustness')" in page

@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 VIEWS = ("overview", "classes", "confusion", "slices", "saliency", "activations", "predictions", "confidence",
-         "issues", "dynamics", "embedding", "advice")
+         "robustness", "issues", "dynamics", "embedding", "advice")
 MODES = ("served", "report")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
@@ -341,9 +341,24 @@ def view_checks(tab, expected) -> dict:
             bars == [b[0] for b in s["properties"][0]["bins"]["all"]] and \
             f"Of the {s['tested']:,} slices tried" in p.inner_text('[data-testid="slices-summary"]')
 
+    def robustness_view(p):
+        """The families as the analysis summed them, the first one's curves (all: its stored curve), its most easily
+        fooled pictures (decoded) and one line per error tried."""
+        r = summary["robustness"]
+        first = r["families"][0]
+        p.wait_for_selector('[data-testid="robustness-chart"] .main-svg')
+        curves = p.evaluate("() => document.querySelector('[data-testid=\"robustness-chart\"]').data"
+                            ".map(t => [t.name, t.y])")
+        fooled = min(12, first["flipped"])      # web.maps.FRAGILE_SHOWN
+        return tab.count('[data-testid="robustness-family"]') == len(r["families"]) and \
+            curves[-1] == ["all", [1, *first["curve"]]] and len(curves) == c + 1 and \
+            tab.images_loaded('[data-testid="robustness-fragile"] img.rob-img') == fooled and \
+            tab.count('[data-testid="robustness-error"]') == r["errors"] and \
+            f"Of {r['n']} right answers" in p.inner_text('[data-testid="robustness-summary"]')
+
     return {"overview": overview, "classes": classes, "confusion": confusion, "slices": slices_view, "saliency": saliency,
             "activations": activations, "predictions": predictions, "confidence": confidence, "issues": issues,
-            "dynamics": dynamics_view, "embedding": embedding,
+            "dynamics": dynamics_view, "embedding": embedding, "robustness": robustness_view,
             "advice": advice_view}
 
 
@@ -634,6 +649,20 @@ def test_the_embedding_colours_by_a_measure_within_each_class(tab, expected):
     assert all(isinstance(x, str) for x in data[c][1])      # the errors keep their class colours, ringed
     page.select_option('[data-testid="embedding-colour"]', "class")
     page.wait_for_function(f"() => typeof {plot}.data[0].marker.color === 'string'")
+
+
+def test_an_errors_detail_shows_what_would_make_it_right(tab, expected):
+    """Every error tried has its pictures inlined (both modes): the smallest change of each kind toward its label."""
+    r = expected["summary"]["robustness"]
+    page = tab.view("robustness")
+    page.click('[data-testid="robustness-error"] .thumb')
+    row = int(page.get_attribute("#detail", "data-row"))
+    page.wait_for_selector('[data-testid="robustness-reading"]')
+    names = XSS_CLASSES + expected["summary"]["class_names"][len(XSS_CLASSES):]
+    reading = page.inner_text('[data-testid="robustness-reading"]')
+    assert f"makes the model read it as {names[expected['frame']['true'][row]]}, its label" in reading
+    assert tab.images_loaded('[data-testid="detail-robustness"] img.rob-img') == len(r["families"])
+    assert "What would make it right" in page.inner_text("#detail")
 
 
 def test_advice_and_slices_point_at_each_other(tab, expected):

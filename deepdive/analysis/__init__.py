@@ -68,7 +68,8 @@ class _Stages:
         self.bar.close()
 
 
-MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "influence", "advice")
+MODEL_STAGES = ("saliency", "activations", "channels", "embedding", "neighbours", "influence", "robustness",
+                "advice")
 STAGES = ("load", "predict", "tables", "ranking", "label_issues", "taxonomy", "insight", "dynamics", "duplicates",
           "slices", *MODEL_STAGES,
           "confidence", "write")
@@ -79,7 +80,7 @@ def _no_model_stages(reason: str) -> dict:
     return {"saliency": {"methods": []}, "activations": {"available": False}, "architecture": {"available": False},
             "embedding": {"available": False},
             "neighbours": {"available": False, "reason": reason}, "channels": {"available": False, "reason": reason},
-            "influence": {"available": False, "reason": reason}}
+            "influence": {"available": False, "reason": reason}, "robustness": {"available": False, "reason": reason}}
 
 
 def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
@@ -319,11 +320,11 @@ def display_scale(inputs: np.ndarray):
     return low.astype(np.float32), np.where(span > 0, span, 1.0).astype(np.float32)
 
 
-def display_images(inputs: np.ndarray) -> np.ndarray:
+def display_images(inputs: np.ndarray, scale=None) -> np.ndarray:
     """uint8 pictures of float model inputs (N, C, H, W): (N, H, W) for one channel, (N, H, W, 3) for three,
-    the channel mean otherwise; scaled by display_scale(inputs)."""
+    the channel mean otherwise; scaled by `scale` (low, span), by default display_scale(inputs)."""
     x = np.asarray(inputs, dtype=np.float32)
-    low, span = display_scale(x)
+    low, span = display_scale(x) if scale is None else scale
     x = (x - np.reshape(low, (1, -1, 1, 1))) / np.reshape(span, (1, -1, 1, 1))
     x = np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
     if x.shape[1] == 1:
@@ -475,9 +476,9 @@ def focus_set(frame) -> dict:
 
 def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, reference=None,
                   label_smoothing=0.0, doubted=None):
-    """Saliency, activations, channels, embedding, nearest training images, the training images behind each error
-    and robustness advice (deepdive.analysis.{saliency, activations, channels, embedding, neighbours, influence,
-    advice}). Returns (summary entries, advice dict)."""
+    """Saliency, activations, channels, embedding, nearest training images, the training images behind each error,
+    what fools the model and augmentation advice (deepdive.analysis.{saliency, activations, channels, embedding,
+    neighbours, influence, robustness, advice}). Returns (summary entries, advice dict)."""
     import torch
 
     if model is None:
@@ -521,6 +522,11 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
 
         extra["influence"] = influence.influence_stage(model, data.inputs, data.labels, focus["errors"], reference,
                                                        label_smoothing or 0.0, out_dir, progress, doubted)
+    with stages("robustness"):
+        from deepdive.analysis import robustness
+
+        extra["robustness"] = robustness.robustness_stage(model, data.inputs, data.labels, frame["pred"].to_numpy(),
+                                                          focus["errors"], len(class_names), out_dir, progress)
     with stages("advice"):
         from deepdive.analysis import advice as advice_mod
 

@@ -8,8 +8,8 @@ from deepdive.train.cli import int_at_least
 
 # a static copy of export.TABLES + export.RUN_TABLES (tests check they agree), so --help imports no pandas
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "slices", "influence", "calibration", "pr-curves", "channels", "dynamics", "epochs", "steps",
-          "histograms")
+          "duplicates", "slices", "influence", "robustness", "calibration", "pr-curves", "channels", "dynamics",
+          "epochs", "steps", "histograms")
 
 
 def register(subparsers):
@@ -101,6 +101,7 @@ def json_summary(summary: dict) -> dict:
         "duplicates": duplicate_counts(summary.get("duplicates") or {}),
         "slices": slice_counts(summary.get("slices") or {}),
         "influence": influence_counts(summary.get("influence") or {}),
+        "robustness": robustness_counts(summary.get("robustness") or {}),
         "calibration_error": (summary.get("confidence") or {}).get("ece"),
         "top_k_accuracy": {str(t["k"]): t["accuracy"] for t in (summary.get("ranking") or {}).get("top_k", [])},
         "saliency_sanity": ((summary.get("saliency") or {}).get("sanity") or {}).get("rank_correlation"),
@@ -240,6 +241,44 @@ def influence_lines(inf: dict, names, errors: int) -> list[str]:
             f"{doubted} (deepdive export RUN influence)"]
 
 
+def robustness_counts(rob: dict) -> dict | None:
+    """Per family: the share of right answers its headline size flips, the median size, the errors made right."""
+    if not rob.get("available"):
+        return None
+    return {"right_answers_tried": rob["n"], "errors_tried": rob["errors"], **{
+        f["id"]: {"headline": f["headline"], "flipped_at_headline": f["headline_flipped"], "median": f["median"],
+                  "errors_made_right": f["errors"]["mended"], "errors_median": f["errors"]["median"]}
+        for f in rob["families"]}}
+
+
+def robustness_lines(rob: dict) -> list[str]:
+    """What still fools the model, and how near the errors are to right (deepdive.analysis.robustness)."""
+    if not rob.get("available"):
+        return []
+    fam = {f["id"]: f for f in rob["families"]}
+    flips = ", ".join(f"{f['label']} up to {_size(f, f['headline'])} {f['headline_flipped']:.1%}"
+                      for f in rob["families"])
+    lines = [f"what fools it ({rob['n']} right answers tried): {flips} of them"]
+    adv = fam.get("adversarial")
+    if adv and adv["median"] is not None:
+        line = f"the smallest invisible change that fools it: median {_size(adv, adv['median'])}"
+        if adv.get("error_pairs") and adv["flipped"]:
+            line += (f"; {adv['into_error_pairs']} of its {adv['flipped']} flips land on the {adv['error_pairs']} "
+                     f"class pairs the test errors fall on ({adv['into_error_pairs_chance']:.0f} by chance)")
+        if rob["errors"]:
+            e = adv["errors"]
+            near = "" if e["median"] is None else f", median {_size(adv, e['median'])}"
+            line += f"; {e['mended']} of {rob['errors']} errors made right by one{near}"
+        lines.append(line + " (deepdive export RUN robustness)")
+    return lines
+
+
+def _size(family: dict, size: float) -> str:
+    if family["unit"] == "ε∞":
+        return f"ε∞ {size:.3g}"
+    return f"{size:g}{' ' * (family['unit'] == 'px')}{family['unit']}"
+
+
 def dynamics_lines(dyn: dict, names) -> list[str]:
     """What the training dynamics say about the training images (deepdive.analysis.dynamics)."""
     if not dyn.get("available"):
@@ -289,6 +328,7 @@ def text_summary(summary: dict, workspace) -> str:
     lines.extend(sanity_lines((s.get("saliency") or {}).get("sanity") or {}))
     lines.extend(channel_lines(s.get("channels") or {}, s["class_names"], s["error_count"]))
     lines.extend(influence_lines(s.get("influence") or {}, s["class_names"], s["error_count"]))
+    lines.extend(robustness_lines(s.get("robustness") or {}))
     lines.extend(dynamics_lines(s.get("dynamics") or {}, s["class_names"]))
     hint = s.get("insight")
     if hint and hint["epochs_saved"]:

@@ -32,6 +32,11 @@ Tables (all read through AnalysisResult):
   influence     per error (the analysis' most confident 300 at most) the training images most against its label,
                 then most for it (TracIn at the last layer, deepdive.analysis.influence): one line per (row, side
                 "against" / "for", rank), with the training image's index, label (as trained) and score
+  robustness    what fools the model (deepdive.analysis.robustness): per picture tried (a class-stratified sample of
+                the right answers, then the errors, mending true) and family (turn, shift, zoom, adversarial), the
+                smallest size that flips a right answer, or makes an error right (NaN: nothing up to the family's
+                largest size did), the variant that did it ("none" with NaN) and the class it then gives (into;
+                -1 with NaN)
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per
@@ -72,7 +77,7 @@ from deepdive.store import EPOCH_COLUMNS as STORE_EPOCH_COLUMNS
 from deepdive.store import EPOCH_FIELDS
 
 TABLES = ("predictions", "per-class", "confusion", "label-issues", "errors", "reviews", "tags", "neighbours",
-          "duplicates", "slices", "influence", "calibration", "pr-curves", "channels", "dynamics")
+          "duplicates", "slices", "influence", "robustness", "calibration", "pr-curves", "channels", "dynamics")
 INFLUENCE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "side", "rank", "train_idx",
                      "train_label", "train_label_name", "score"]
 DUPLICATE_COLUMNS = ["row", "idx", "true", "true_name", "pred", "pred_name", "confidence", "kind", "twin", "twin_idx",
@@ -155,6 +160,17 @@ def table(result: AnalysisResult, name: str, reviews: dict | None = None) -> pd.
         return result.slices()
     if name == "influence":
         return _influence(result, names)
+    if name == "robustness":
+        frame = result.robustness()
+        ex = result.examples
+        rows = frame["row"].to_numpy(np.int64)
+        frame.insert(1, "idx", ex["idx"].to_numpy()[rows])
+        frame.insert(2, "true", ex["true"].to_numpy()[rows])
+        frame.insert(3, "true_name", names[frame["true"].to_numpy()])
+        into = frame["into"].to_numpy(np.int64)
+        frame["into_name"] = np.where(into >= 0, names[np.clip(into, 0, None)], "none")
+        frame["variant"] = frame["variant"].mask(frame["variant"] == "", "none")    # survives a CSV round trip
+        return frame
     if name == "channels":
         return _channels(result, names)
     if name == "dynamics":

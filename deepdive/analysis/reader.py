@@ -221,6 +221,13 @@ class RunAnalysis:
             names = self.class_names
             behind = ", ".join(f"#{i} ({e(names[label])}) ×{n}" for i, label, n, *_ in inf["behind"][:4])
             lines.append(("training images behind the most errors", f"{behind} (table('influence'))"))
+        rob = s.get("robustness") or {}
+        adv = next((f for f in rob.get("families", []) if f["id"] == "adversarial"), None)
+        if rob.get("available") and adv and adv["median"] is not None:
+            mend = adv["errors"]
+            lines.append(("what fools it", f"half of {rob['n']} right answers flip by ε∞ {adv['median']:.3g}" +
+                          (f", the errors are made right by {mend['median']:.3g}" if mend["median"] is not None
+                           else "") + " (table('robustness'))"))
         dyn = s.get("dynamics") or {}
         if dyn.get("available"):
             lines.append(("training labels in doubt", f"{dyn['negative_aum']:,} of {dyn['images']:,} training "

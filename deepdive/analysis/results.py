@@ -11,6 +11,8 @@
     res.influence()             # {rows, against_/for_ index, label, score}: the training images behind each error
     res.dynamics()              # DataFrame, one row per training image: its training dynamics
     res.slices()                # DataFrame, every slice tried (deepdive.analysis.slices), lowest p first
+    res.robustness()            # DataFrame: the smallest turn, shift, zoom, adversarial change that flips each
+                                # picture tried (deepdive.analysis.robustness); res.robustness_pictures() as changed
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 
@@ -112,6 +114,20 @@ class AnalysisResult:
             raise RunError(f"no slices in the {self.split!r} analysis: it predates them; re-run it "
                            f"({rerun_command(self.run_dir.name, self.split)})")
         return self._parquet("slices.parquet", "the slices")
+
+    def robustness(self) -> pd.DataFrame:
+        """What fools the model (deepdive.analysis.robustness.TABLE_COLUMNS): per picture tried and family, the
+        smallest change that flips a right answer (mending False) or makes an error right (mending True)."""
+        if not self.has("robustness"):
+            raise RunError(f"nothing on what fools the model in the {self.split!r} analysis: "
+                           f"{(self.summary.get('robustness') or {}).get('reason') or 'it predates it'}; re-run it "
+                           f"({rerun_command(self.run_dir.name, self.split)})")
+        return self._parquet("robustness.parquet", "what fools the model")
+
+    def robustness_pictures(self) -> np.ndarray:
+        """uint8 (rows of robustness(), families, H, W[, 3]): each picture as changed at its size; memory-mapped."""
+        self.robustness()
+        return self._npy("robustness_images.npy", "the pictures that fool the model")
 
     def errors(self) -> pd.DataFrame:
         """Misclassified examples, most confident first (with their taxonomy category)."""
@@ -264,7 +280,7 @@ class AnalysisResult:
         files = {"examples": "examples.parquet", "images": "images.npy", "label_issues": "label_issues.parquet",
                  "advice": "advice.json", "advice_images": "advice_images.npy", "verification": "verify_advice.json",
                  "activations": "activations/layers.json", "summary": "summary.json", "dynamics": "dynamics.parquet",
-                 "slices": "slices.parquet"}
+                 "slices": "slices.parquet", "robustness": "robustness.parquet"}
         if name not in files:
             raise ValueError(f"unknown analysis piece {name!r}; known: "
                              f"{', '.join([*files, 'channels', 'embedding', 'influence', 'neighbours', 'saliency'])}")

@@ -17,6 +17,9 @@
                                                             most for it (TracIn; JSON with their pictures);
                                                             POST .../probe/influence: a new picture's, toward the
                                                             class it should be or its answer
+    GET .../robustness/{row}                                the smallest turn, shift, zoom and invisible change that
+                                                            flip its answer (an error's: make it right), with the
+                                                            pictures so changed (JSON)
     GET .../channels/{row}                                  the last feature map's channels that weigh most in its
                                                             answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
@@ -318,6 +321,12 @@ def create_app(workspace) -> FastAPI:
         entry = runs.get(run_id, split)
         entry.check_row(row)
         return entry.influence(row)
+
+    @app.get("/api/runs/{run_id}/splits/{split}/robustness/{row}")
+    def robustness(run_id: str, split: str, row: int):
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry.robustness(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/channels/{row}")
     def channels(run_id: str, split: str, row: int):

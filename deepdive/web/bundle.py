@@ -29,6 +29,9 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
      influence (added by RunMaps.bundle): {available, rows (the errors weighed), against ([[training idx] x K] per
                 row), pictures ({idx: data URI} of summary.influence.behind), data ({row: RunMaps.influence(row)},
                 a report's)} or {available: false, reason}
+     robustness (added by RunMaps.bundle): {available, rows (the pictures tried: right answers, then errors),
+                mending, size / variant / into ({family: [per row]}), pictures ({row: [data URI per family]}, the
+                most easily fooled and the first errors)} or {available: false, reason}
 """
 import base64
 import io

@@ -17,6 +17,8 @@ from deepdive.web import bundle as bundle_mod
 from deepdive.web.page import jsonable
 
 SAL_SIZE = 112         # px of a saliency overlay served on demand
+FRAGILE_SHOWN = 12     # per family, the most easily fooled right answers whose pictures the bundle inlines
+ERRORS_SHOWN = 60      # errors whose pictures (changed toward their label) the bundle inlines
 _MODEL_LOCK = threading.Lock()
 _MODELS = OrderedDict()  # (checkpoint path, mtime) -> model; the last few runs looked at
 _MAX_MODELS = 3
@@ -105,6 +107,14 @@ def neighbour_items(images, index, labels, values, key="similarity") -> list[dic
             for i, c, v in zip(index, labels, values)]
 
 
+def robustness_item(table, pictures, k: int, f: int) -> dict:
+    """One family's entry for picture k of the robustness table (its rows repeat per family, in FAMILY_IDS order)."""
+    line = table.iloc[f * len(pictures) + k]
+    size = float(line["size"])
+    return {"id": line["family"], "size": None if np.isnan(size) else round(size, 4), "variant": line["variant"],
+            "into": int(line["into"]), "image": bundle_mod.data_uri(bundle_mod.png_bytes(pictures[k, f]))}
+
+
 class RunMaps:
     def __init__(self, record, res):
         self.record, self.res = record, res
@@ -117,6 +127,7 @@ class RunMaps:
         self._acts = None
         self._neighbours = None
         self._influence = None       # (the stored arrays, {error row: its position in them})
+        self._robustness = None      # (table, pictures, {row: its position in the pictures}): what fools the model
         self._scale = None           # the split's display scale (probe pictures go through its inverse)
         self._channel_errors = None  # row -> the stored errors' channel contributions
         self._dynamics = None        # (per-image table, raw per-epoch arrays, idx sort order): training dynamics
@@ -150,6 +161,7 @@ class RunMaps:
         b["dynamics"] = self.dynamics_bundle()
         b["duplicates"] = self.duplicates_bundle()
         b["influence"] = self.influence_bundle()
+        b["robustness"] = self.robustness_bundle()
         return b
 
     def bundle_json(self, store, base_url: str) -> str:
@@ -320,6 +332,57 @@ class RunMaps:
             out["pictures"] = self.training_pictures(behind)
         except NotFound as e:
             out["pictures_note"] = str(e)
+        return out
+
+    # ---- what fools the model (deepdive.analysis.robustness) --------------------------------------------------
+    def robustness_data(self):
+        """(table, pictures, {row: position}); NotFound saying why when the analysis has none."""
+        if not self.res.has("robustness"):
+            raise NotFound((self.res.summary.get("robustness") or {}).get("reason") or
+                           "this analysis has nothing on what fools the model (re-run: deepdive analyze)")
+        if self._robustness is None:
+            from deepdive.analysis.robustness import FAMILY_IDS
+
+            table = self.res.robustness()
+            first = table[table["family"] == FAMILY_IDS[0]]["row"].to_numpy()
+            self._robustness = (table, self.res.robustness_pictures(), {int(r): k for k, r in enumerate(first)})
+        return self._robustness
+
+    def robustness(self, row: int) -> dict:
+        """{row, mending, families: [{id, size, variant, into, image}]}: the smallest change of each family that
+        flips the row's answer (or, for an error, makes it right) and the picture so changed (size None: nothing
+        in range did; image then the picture itself)."""
+        table, pictures, at = self.robustness_data()
+        if row not in at:
+            raise NotFound(f"row {row} is not one of the {len(at)} pictures the analysis tried to fool")
+        k = at[row]
+        return {"row": row, "mending": bool(table["mending"].iat[k]),
+                "families": [robustness_item(table, pictures, k, f) for f in range(len(pictures[k]))]}
+
+    def robustness_bundle(self) -> dict:
+        """{available, rows, mending, size/variant/into: {family: [per row]}, pictures: {row: [data URI per
+        family]} for the FRAGILE_SHOWN most easily fooled right answers of each family and the first ERRORS_SHOWN
+        errors (inlined in both modes)}, or {available: false, reason}."""
+        from deepdive.analysis.robustness import FAMILY_IDS
+
+        try:
+            table, pictures, at = self.robustness_data()
+        except NotFound as e:
+            return {"available": False, "reason": str(e)}
+        n = len(at)
+        out = {"available": True, "rows": table["row"].to_numpy()[:n].tolist(),
+               "mending": table["mending"].to_numpy()[:n].tolist(), "size": {}, "variant": {}, "into": {}}
+        shown = set(table["row"].to_numpy()[:n][table["mending"].to_numpy()[:n]][:ERRORS_SHOWN].tolist())
+        for f, fam in enumerate(FAMILY_IDS):
+            part = table.iloc[f * n:(f + 1) * n]
+            size = part["size"].to_numpy(np.float64)
+            out["size"][fam] = [None if np.isnan(v) else round(float(v), 4) for v in size]
+            out["variant"][fam] = part["variant"].tolist()
+            out["into"][fam] = part["into"].astype(int).tolist()
+            fool = np.flatnonzero(~part["mending"].to_numpy() & ~np.isnan(size))
+            shown.update(part["row"].to_numpy()[fool[np.argsort(size[fool], kind="stable")][:FRAGILE_SHOWN]].tolist())
+        out["pictures"] = {str(r): [bundle_mod.data_uri(bundle_mod.png_bytes(p)) for p in pictures[at[r]]]
+                           for r in sorted(shown)}
         return out
 
     # ---- training dynamics (deepdive.analysis.dynamics) -------------------------------------------------------

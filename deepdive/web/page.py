@@ -20,8 +20,8 @@ TEMPLATE = HERE / "templates" / "index.html"
 
 # Load order: core first (namespace, helpers), then the shared widgets, the views, and the boot code last.
 SCRIPTS = ("core.js", "widgets.js", "detail.js", "view-runs.js", "view-overview.js", "view-classes.js",
-           "view-confusion.js", "view-slices.js", "view-saliency.js", "view-activations.js", "view-predictions.js",
-           "view-issues.js", "view-confidence.js", "view-dynamics.js", "view-embedding.js", "view-advice.js",
+           "view-confusion.js", "view-slices.js", "view-robustness.js", "view-saliency.js", "view-activations.js",
+           "view-predictions.js", "view-issues.js", "view-confidence.js", "view-dynamics.js", "view-embedding.js", "view-advice.js",
            "view-compare.js", "view-try.js", "app.js")
 STYLES = ("style.css",)
 PLOTLY = "plotly.min.js"

@@ -5,7 +5,7 @@ window.DD = window.DD || {};
 (function (DD) {
   DD.views = {};   // name -> {title, icon, render(root, ctx), servedOnly: absent from a report}
   DD.VIEW_ORDER = ["overview", "classes", "confusion", "slices", "saliency", "activations", "predictions", "confidence",
-                   "issues", "dynamics", "embedding", "advice", "compare", "try"];
+                   "robustness", "issues", "dynamics", "embedding", "advice", "compare", "try"];
 
   // el("div", {class: "x", text: "t", dataset: {row: 3}, on: {click: f}, style: {...}, attrs: {...}}, ...children)
   DD.el = function (tag, props, ...children) {
@@ -118,6 +118,7 @@ window.DD = window.DD || {};
         activations: async (b, row) => (b.activations.data[String(row)] || null),
         neighbours: async (b, row) => ((b.neighbours || {}).data || {})[String(row)] || null,
         influence: async (b, row) => ((b.influence || {}).data || {})[String(row)] || null,
+        robustness: null,   // the bundle's numbers and inlined pictures are all a report has (DD.robustnessLocal)
         channels: async (b, row) => (b.channels.errors || {})[String(row)] || null,   // the errors' only; no maps
         reviews: async (b) => ({reviews: b.reviews || {}}),   // as they stood when the report was written
         tags: async (b) => ({tags: b.tags || {}}),            // likewise
@@ -175,6 +176,7 @@ window.DD = window.DD || {};
       activations: (b, row) => getJSON(`${base(b)}/activations/${row}`),
       neighbours: (b, row) => cachedJSON(`${base(b)}/neighbours/${row}`),
       influence: (b, row) => cachedJSON(`${base(b)}/influence/${row}`),
+      robustness: (b, row) => cachedJSON(`${base(b)}/robustness/${row}`),
       channels: (b, row) => cachedJSON(`${base(b)}/channels/${row}`),
       compare: (runId, split, otherId) => cachedJSON(`/api/runs/${encodeURIComponent(runId)}/splits/` +
         `${encodeURIComponent(split)}/compare/${encodeURIComponent(otherId)}`),

@@ -111,6 +111,12 @@
       DD.loadInfluence(ctx, row, inf);
     }
 
+    if (DD.robustnessTried(ctx, row)) {    // one of the pictures the robustness search tried (Robustness view)
+      const rob = el("div", {class: "detail-rob", attrs: {"data-testid": "detail-robustness"}});
+      box.append(el("h3", {text: p === t ? "What fools it" : "What would make it right"}), rob);
+      DD.loadRobustness(ctx, row, rob);
+    }
+
     // Saliency: the predicted class's map next to the true class's (one map when they agree).
     const sal = el("div", {class: "detail-sal"});
     const drawSaliency = () => {

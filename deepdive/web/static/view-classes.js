@@ -110,8 +110,7 @@
     const zoom = r.mean_ap !== null && r.mean_ap >= 0.99 ? 0.9 : 0;
     const shown = curves.flatMap((cv) => cv.points.filter((p) => p[0] >= zoom).map((p) => p[1]));
     const low = Math.min(1, ...shown);
-    // plotly reads a few tags in names and hover text: a class name is only text
-    const label = (c) => String(ctx.className(c)).replace(/[<>&]/g, "");
+    const label = (c) => DD.plotLabel(ctx, c);
     // Many classes: the MANY_SHOWN with the lowest AP drawn, the others a legend click away.
     const shownClasses = new Set(curves.slice().sort((a, b) => a.ap - b.ap || a.class - b.class)
       .slice(0, curves.length > MANY_CLASSES ? MANY_SHOWN : curves.length).map((cv) => cv.class));

@@ -443,6 +443,21 @@
         attrs: {"data-testid": "to-slices"}, text: "every slice and measure →"})));
   }
 
+  // What still fools the model (analysis.robustness): the Robustness view's summary and the way there.
+  function robustnessSection(ctx) {
+    const s = DD.robustnessOf(ctx);
+    if (!s) return null;
+    const adv = s.families.find((f) => f.id === "adversarial");
+    const e = adv && adv.errors;
+    return DD.section("What still fools it", DD.robustnessNote(ctx, s),
+      e && e.n && e.median !== null && adv.median !== null ? el("p", {class: "note",
+        attrs: {"data-testid": "overview-robustness-errors"}, text: `The errors sit closer to right: ${e.mended} of ` +
+        `${e.n} are made right by an invisible change, half of them by ${DD.sizeText(adv, e.median)} or less ` +
+        `(a right answer needs ${DD.sizeText(adv, adv.median)} to flip).`}) : null,
+      el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "robustness"),
+        attrs: {"data-testid": "to-robustness"}, text: "curves, pictures, the errors made right →"})));
+  }
+
   // The training images among those most against the most errors' labels (analysis.influence, TracIn), each with
   // its label, how many errors it is behind, and "?" where the training dynamics doubt its label too.
   function influenceSection(ctx) {
@@ -627,8 +642,8 @@
             el("a", {class: "btn", href: DD.viewHref(ctx, "issues"), text: "label issues and error taxonomy →"}),
             ctx.b.summary.confidence ? el("a", {class: "btn", href: DD.viewHref(ctx, "confidence"),
               attrs: {"data-testid": "to-confidence"}, text: "which images to check first →"}) : null))));
-      DD.append(root, [slicesSection(ctx), influenceSection(ctx), atypicalSection(ctx), duplicatesSection(ctx),
-                       tagsSection(ctx), layersSection(ctx)]);
+      DD.append(root, [slicesSection(ctx), robustnessSection(ctx), influenceSection(ctx), atypicalSection(ctx),
+                       duplicatesSection(ctx), tagsSection(ctx), layersSection(ctx)]);
       // First meaningful paint: the cards and the insight. The charts follow once plotly.js is in.
       DD.markPainted("dd-overview-painted");
       DD.afterPaint(() => DD.plotly().then(training.draw).then(() => DD.markPainted("dd-charts-painted"))

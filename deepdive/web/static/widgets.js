@@ -137,6 +137,8 @@
   DD.card = (label, value, sub) => el("div", {class: "card"}, el("div", {class: "card-label", text: label}),
     el("div", {class: "card-value", text: value}), sub ? el("div", {class: "card-sub", text: sub}) : null);
 
+  // plotly reads a few tags in names, labels and hover text: a class name there is only text
+  DD.plotLabel = (ctx, c) => String(ctx.className(c)).replace(/[<>&]/g, "");
   DD.section = (title, ...children) => el("section", {class: "panel"}, el("h2", {text: title}), ...children);
 
   // Fill `box` with ‹ prev / "page i of n" / next › controls; onPage(new page index) redraws.

@@ -1,0 +1,134 @@
+"""What still fools the model (deepdive.analysis.robustness): on models whose answers flip at a size known in closed
+form the search finds that size; what the tiny run's analysis stores, exports and serves."""
+import numpy as np
+import torch
+import torch.nn as nn
+
+from deepdive.analysis import export, robustness
+from deepdive.analysis.robustness import FAMILIES, FAMILY_IDS, TABLE_COLUMNS, robustness_stage
+
+
+class Linear2(nn.Module):
+    """Two classes, logits (0, w·x + b): the smallest Linf change that flips x is |w·x + b| / |w|_1 while no pixel
+    reaches a bound (FGSM's sign step is then the best direction, and PGD within a ball reaches its corner)."""
+
+    def __init__(self, w, b):
+        super().__init__()
+        self.w, self.b = nn.Parameter(torch.as_tensor(w)), nn.Parameter(torch.tensor(float(b)))
+
+    def forward(self, x):
+        z = (x.flatten(1) * self.w).sum(1) + self.b
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+class Centroid(nn.Module):
+    """Class 1 when the ink's centre lies right of column `at`, else class 0."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.scale = at, nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        ink = x.flatten(2).sum(2).clamp_min(1e-6)[:, 0]
+        cols = torch.arange(x.shape[-1], dtype=x.dtype)
+        cx = (x.sum(2)[:, 0] * cols).sum(1) / ink
+        z = self.scale * (cx - self.at)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_the_adversarial_size_is_the_linear_models_distance_within_the_bisection():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=64).astype(np.float32)
+    c = rng.uniform(-0.25, 0.25, 40).astype(np.float32)                     # each picture's exact distance: |c|
+    x = (0.5 + c[:, None] * np.sign(w) + 0.01 * rng.uniform(-1, 1, (40, 64))).astype(np.float32)
+    score = x @ w - 0.5 * w.sum()
+    model = Linear2(w, -0.5 * w.sum()).eval()
+    x = x.reshape(40, 1, 8, 8)
+    y = (score > 0).astype(np.int64)                                         # each picture's answer
+    found = robustness.search(model, x, y, np.zeros(40, bool), np.zeros(1, np.float32), np.ones(1, np.float32))
+    size, variant, into = found["adversarial"]
+    exact = np.abs(score) / np.abs(w).sum()                                  # no pixel gets near 0 or 1
+    assert not np.isnan(size).any() and exact.min() < 0.02 and exact.max() > 0.2
+    walk = np.ceil(exact / robustness.ADV_STEP - 1e-4) * robustness.ADV_STEP   # where the walk first flips it
+    # never below the true distance; above it by at most the bisection's last interval: a quarter of the one it
+    # starts from, half the walk's size to all of it (from 0 when the first step flipped it)
+    start = np.where(walk <= robustness.ADV_STEP + 1e-6, 0, walk / 2)
+    bound = np.maximum(exact, start) + (walk - start) / 4 + 1e-4
+    assert np.all(size >= exact - 1e-4) and np.all(size <= bound)
+    assert np.all(into == 1 - y) and variant[0].startswith("every pixel within")
+    # the stored picture is the one that flips, within the size of the original
+    pics = torch.from_numpy(found["pictures"][:, FAMILY_IDS.index("adversarial")])
+    assert (model(pics).argmax(1).numpy() != y).all()
+    assert np.all(np.abs(pics.numpy() - x).reshape(40, -1).max(1) <= size + 1e-5)
+    # toward the label: the same distance makes an error right
+    mend = robustness.search(model, x, 1 - y, np.ones(40, bool), np.zeros(1, np.float32), np.ones(1, np.float32))
+    m_size, _, m_into = mend["adversarial"]
+    assert np.all(m_size >= exact - 1e-4) and np.all(m_size <= bound)
+    assert np.all(m_into == 1 - y)
+
+
+def test_a_shift_flips_the_centroid_model_at_the_shift_that_crosses():
+    x = np.zeros((4, 1, 12, 12), np.float32)
+    for k, col in enumerate((3, 4, 0, 3)):
+        x[k, 0, 4:8, col] = 1.0        # a bar 3, 2 and 6 columns short of crossing 5.5 (a shift moves it whole)
+    model = Centroid(5.5).eval()
+    mending = np.array([False, False, False, True])    # the last is an error labelled 1: made right the same way
+    found = robustness.search(model, x, np.array([0, 0, 0, 1]), mending, np.zeros(1, np.float32),
+                              np.ones(1, np.float32))
+    size, variant, into = found["shift"]
+    assert size[[0, 1, 3]].tolist() == [3, 2, 3] and np.isnan(size[2])
+    assert variant.tolist() == ["moved 3 px right", "moved 2 px right", "", "moved 3 px right"]
+    assert into.tolist() == [1, 1, -1, 1]
+    k = FAMILY_IDS.index("shift")
+    assert found["pictures"][0, k, 0, 4, 6] == 1 and found["pictures"][0, k, 0, 4, 3] == 0   # stored as shifted
+    np.testing.assert_array_equal(found["pictures"][2, k], x[2])                             # nothing flipped it
+
+
+def test_the_stage_writes_the_table_and_summary(tmp_path):
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=64).astype(np.float32)
+    x = (0.5 + 0.1 * rng.uniform(-1, 1, (60, 1, 8, 8))).astype(np.float32)
+    score = x.reshape(60, -1) @ w
+    model = Linear2(w, -np.median(score)).eval()
+    preds = (score - np.median(score) > 0).astype(np.int64)
+    labels = preds.copy()
+    labels[:3] = 1 - labels[:3]                         # three errors
+    entry = robustness_stage(model, x, labels, preds, [0, 1, 2], 2, tmp_path, sample=20)
+    table = __import__("pandas").read_parquet(tmp_path / "robustness.parquet")
+    assert list(table.columns) == list(TABLE_COLUMNS) and len(table) == len(FAMILIES) * 23
+    assert entry["available"] and entry["n"] == 20 and entry["errors"] == 3
+    pictures = np.load(tmp_path / "robustness_images.npy")
+    assert pictures.shape == (23, len(FAMILIES), 8, 8) and pictures.dtype == np.uint8
+    adv = entry["families"][FAMILY_IDS.index("adversarial")]
+    assert adv["flipped"] == 20 and adv["errors"]["mended"] == 3
+    assert all(a >= b for a, b in zip(adv["curve"], adv["curve"][1:]))     # a bigger change leaves fewer right
+    assert sum(n for _, _, n in adv["into"]) == 20 and all(t != q for t, q, _ in adv["into"])
+    # the confusion's only off-diagonal pairs are the three errors': every flip of a two-class model lands there
+    assert adv["into_error_pairs"] <= 20 and adv["error_pairs"] in (1, 2)
+    # two classes: every flip goes to the one other class, so chance and the count agree
+    assert adv["into_error_pairs_chance"] == adv["into_error_pairs"]
+
+
+def test_the_analysis_stores_exports_and_serves_it(res, analyzed_run, client):
+    entry = res.summary["robustness"]
+    errors = res.summary["focus"]["errors"]
+    assert entry["available"] and entry["errors"] == len(errors) and "robustness" in res.summary["stage_seconds"]
+    assert [f["id"] for f in entry["families"]] == list(FAMILY_IDS)
+    table = export.table(res, "robustness")
+    assert len(table) == len(FAMILIES) * (entry["n"] + entry["errors"])
+    assert {"idx", "true_name", "into_name"} <= set(table.columns)
+    mended = table[table["mending"] & table["size"].notna()]
+    assert (mended["into"] == mended["true"]).all()           # an error made right gives its label
+    fooled = table[~table["mending"] & table["size"].notna()]
+    assert (fooled["into"] != fooled["true"]).all()
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test"
+    row = int(table["row"].iat[0])
+    body = client.get(f"{base}/robustness/{row}").json()
+    assert [f["id"] for f in body["families"]] == list(FAMILY_IDS) and body["mending"] is False
+    assert all(f["image"].startswith("data:image/png;base64,") for f in body["families"])
+    untried = sorted(set(range(len(res.examples))) - set(table["row"].tolist()))[0]
+    missing = client.get(f"{base}/robustness/{untried}")
+    assert missing.status_code == 404 and "not one of the" in missing.json()["detail"]
+    bundle = client.get(f"{base}/bundle").json()["robustness"]
+    assert bundle["rows"] == table["row"].tolist()[:len(bundle["rows"])] and set(bundle["size"]) == set(FAMILY_IDS)
+    assert {str(r) for r in errors[:60]} <= set(bundle["pictures"])
