@@ -221,6 +221,15 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
     assert f"targeted confusions {total['before']} → {total['after']}" in text
     for t in report["targeted_confusions"]:
         assert f"{t['true']} as {t['pred']}: {t['before']}→{t['after']}" in text
+    # the change the augmentation trains against (none for stroke widths), before and after, same pictures
+    from deepdive.analysis.robustness import trained_against
+
+    families = trained_against(suggestions[0]["overrides"]["augment"])
+    assert [f["id"] for f in report["robustness"]] == [f.id for f in families]
+    for f in report["robustness"]:
+        assert f["pictures"] > 0
+        assert f["flipped_before"] - f["flipped_after"] == f["paired"]["fixed"] - f["paired"]["new"]
+        assert f"a {f['label']} up to {f['headline']:g}" in text and f"flips {f['flipped_before']} of" in text
     saved = json.loads((workspace / original.id / "analysis" / "test" / "verify_advice.json").read_text())
     assert saved["retrained_run_id"] == new.id and saved["verdict"] == report["verdict"]
     with Store.open(workspace, create=False) as store, pytest.raises(DeepdiveError, match="no suggestion 'nope'"):
@@ -255,6 +264,8 @@ def test_verify_advice_retrains_and_compares(analyzed_run, copy_workspace, tmp_p
         assert pooled["new"] == first["paired"][key]["new"] + second["paired"][key]["new"]
     for k, t in enumerate(two["targeted_confusions"]):
         assert t["after"] == first["targeted_confusions"][k]["after"] + second["targeted_confusions"][k]["after"]
+    for f, g in zip(two["robustness"], report["robustness"]):          # the second seed's pictures added
+        assert f["pictures"] > g["pictures"] and f["flipped_before"] >= g["flipped_before"]
     higher = sum(x["accuracy"]["after"] > x["accuracy"]["before"] for x in two["seeds"])
     assert two["verdict"].startswith(advice.verdict(two["paired"])) and f"higher at {higher} of 2 seeds" in two["verdict"]
     text = verification_text(two, workspace)

@@ -76,6 +76,27 @@ def test_this_runs_slices_in_both_runs(pair):
     assert f"in A's slice {listed[0]['description']}" in text_summary(res)
 
 
+def test_what_fools_each_run_on_the_same_right_answers(pair):
+    """Both searches drew the same pictures (robustness: a sample of all of them, then each run's right answers):
+    per kind of change, the flips up to its headline size on the right answers of both, and the paired split."""
+    from deepdive.analysis.robustness import FAMILIES
+
+    _, a, b = pair
+    res = compare_runs(a, b)
+    ta, tb = (AnalysisResult.load(r.run_dir, "test").robustness() for r in (a, b))
+    assert [r["id"] for r in res["robustness"]] == [f.id for f in FAMILIES]
+    for r, family in zip(res["robustness"], FAMILIES):
+        sa, sb = (t[(t["family"] == family.id) & ~t["mending"]].set_index("row")["size"] for t in (ta, tb))
+        common = sa.index.intersection(sb.index)
+        # the samples coincide but for the pictures one run gets wrong
+        assert len(common) == r["pictures"] >= 0.8 * max(len(sa), len(sb))
+        fa, fb = (s.loc[common].astype(float).round(6) <= family.headline for s in (sa, sb))
+        assert (r["flipped_a"], r["flipped_b"]) == (int(fa.sum()), int(fb.sum()))
+        assert (r["paired"]["fixed"], r["paired"]["new"]) == (int((fa & ~fb).sum()), int((~fa & fb).sum()))
+    adv = res["robustness"][-1]
+    assert f"flips {adv['flipped_a']} of {adv['pictures']} right answers of both in A" in text_summary(res)
+
+
 def test_what_cannot_be_compared_says_why(pair, tmp_path):
     _, a, b = pair
     with pytest.raises(DeepdiveError, match="same run"):
@@ -160,6 +181,7 @@ def test_compare_view_shows_each_group(pair):
         assert page.input_value('[data-testid="compare-with"]') == b.id
         assert page.inner_text('[data-testid="compare-verdict"]') == expected["verdict"]
         assert page.locator('[data-testid="compare-slices"] tbody tr').count() == len(expected["slices"]) > 0
+        assert page.locator('[data-testid="compare-robustness"] tbody tr').count() == len(expected["robustness"]) == 4
         for key in ("fixed", "new", "both"):
             rows = page.eval_on_selector_all(f'[data-testid="compare-{key}"] .thumb',
                                              "ts => ts.map(t => Number(t.dataset.row))")

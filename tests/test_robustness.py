@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from deepdive.analysis import export, robustness
+from deepdive.analysis.advice import stratified_sample
 from deepdive.analysis.robustness import FAMILIES, FAMILY_IDS, TABLE_COLUMNS, robustness_stage
 
 
@@ -94,17 +95,21 @@ def test_the_stage_writes_the_table_and_summary(tmp_path):
     labels = preds.copy()
     labels[:3] = 1 - labels[:3]                         # three errors
     entry = robustness_stage(model, x, labels, preds, [0, 1, 2], 2, tmp_path, sample=20)
+    drawn = stratified_sample(labels, 20)
+    right = drawn[labels[drawn] == preds[drawn]]           # the right answers among the pictures drawn
     table = __import__("pandas").read_parquet(tmp_path / "robustness.parquet")
-    assert list(table.columns) == list(TABLE_COLUMNS) and len(table) == len(FAMILIES) * 23
-    assert entry["available"] and entry["n"] == 20 and entry["errors"] == 3
+    n = len(right) + 3
+    assert list(table.columns) == list(TABLE_COLUMNS) and len(table) == len(FAMILIES) * n
+    assert table["row"].tolist()[:n] == [*right.tolist(), 0, 1, 2]
+    assert entry["available"] and entry["n"] == len(right) and entry["errors"] == 3
     pictures = np.load(tmp_path / "robustness_images.npy")
-    assert pictures.shape == (23, len(FAMILIES), 8, 8) and pictures.dtype == np.uint8
+    assert pictures.shape == (n, len(FAMILIES), 8, 8) and pictures.dtype == np.uint8
     adv = entry["families"][FAMILY_IDS.index("adversarial")]
-    assert adv["flipped"] == 20 and adv["errors"]["mended"] == 3
+    assert adv["flipped"] == len(right) and adv["errors"]["mended"] == 3
     assert all(a >= b for a, b in zip(adv["curve"], adv["curve"][1:]))     # a bigger change leaves fewer right
-    assert sum(n for _, _, n in adv["into"]) == 20 and all(t != q for t, q, _ in adv["into"])
-    # the confusion's only off-diagonal pairs are the three errors': every flip of a two-class model lands there
-    assert adv["into_error_pairs"] <= 20 and adv["error_pairs"] in (1, 2)
+    assert sum(n for _, _, n in adv["into"]) == len(right) and all(t != q for t, q, _ in adv["into"])
+    # the confusion's only off-diagonal pairs are the three errors'
+    assert adv["into_error_pairs"] <= len(right) and adv["error_pairs"] in (1, 2)
     # two classes: every flip goes to the one other class, so chance and the count agree
     assert adv["into_error_pairs_chance"] == adv["into_error_pairs"]
 
@@ -132,3 +137,30 @@ def test_the_analysis_stores_exports_and_serves_it(res, analyzed_run, client):
     bundle = client.get(f"{base}/bundle").json()["robustness"]
     assert bundle["rows"] == table["row"].tolist()[:len(bundle["rows"])] and set(bundle["size"]) == set(FAMILY_IDS)
     assert {str(r) for r in errors[:60]} <= set(bundle["pictures"])
+
+
+def test_a_size_stored_at_the_limit_counts_as_flipped_by_it():
+    """float32 0.05 reads 0.0500000007 as a float64: still a flip "up to 0.05"."""
+    got = robustness.flipped_by(np.array([0.05, 0.0575, np.nan, 15.0], np.float32), 0.05)
+    assert got.tolist() == [True, False, False, False]
+    assert robustness.median_size(np.array([0.01, np.nan, np.nan])) is None
+    assert robustness.median_size(np.array([0.01, 0.03, np.nan])) == 0.03
+
+
+def test_two_models_on_the_same_pictures_pair_up():
+    """verify-advice's reading: a model that needs a longer shift to flip holds pictures the other flips."""
+    x = np.zeros((6, 1, 12, 12), np.float32)
+    for k, col in enumerate((3, 4, 2, 3, 4, 2)):
+        x[k, 0, 4:8, col] = 1.0
+    labels = np.zeros(6, np.int64)
+    right = np.ones(6, bool)
+    parts = robustness.paired_flips(Centroid(5.5).eval(), Centroid(6.5).eval(), x, labels, right, right,
+                                    robustness.trained_against({"shift": 2}), sample=6)
+    assert [p["id"] for p in parts] == ["shift"]
+    np.testing.assert_array_equal(parts[0]["before"], [3, 2, 4, 3, 2, 4])
+    np.testing.assert_array_equal(parts[0]["after"], [4, 3, 5, 4, 3, 5])
+    (summary,) = robustness.paired_summary([parts, parts])          # two seeds pooled
+    assert summary["pictures"] == 12 and summary["flipped_before"] == 4 and summary["flipped_after"] == 0
+    assert summary["paired"]["fixed"] == 4 and summary["paired"]["new"] == 0
+    assert summary["median_before"] == 3 and summary["median_after"] == 4
+    assert robustness.trained_against({"thicken": 0.2}) == () and robustness.paired_summary([]) == []

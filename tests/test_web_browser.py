@@ -57,6 +57,9 @@ VERIFICATION = {
     "seeds": [_seed(0, 0.9971, 0.9981, (29, 19), 8, 1, "orig", "20990101-000000-abcdef"),
               _seed(1, 0.9970, 0.9982, (30, 18), 6, 3, "20990101-000001-baseln", "20990101-000002-second")],
     "retrain_seconds": 12.5, "note": "two seeds, each with and without the suggestion",
+    "robustness": [{"id": "shift", "label": "shift", "unit": "px", "headline": 2, "pictures": 980,
+                    "flipped_before": 31, "flipped_after": 9, "paired": {"fixed": 25, "new": 3, "p_value": 0.00002},
+                    "median_before": 4, "median_after": None}],
 }
 
 
@@ -295,6 +298,9 @@ def view_checks(tab, expected) -> dict:
             VERIFICATION["verdict"] in p.inner_text('[data-testid="verification"]') and \
             p.inner_text('[data-testid="verification-paired"]') == \
             "targeted: 9 fixed, 1 new (p = 0.021) · all errors: 14 fixed, 4 new (p = 0.031)" and \
+            p.inner_text('[data-testid="verification-robustness"]') == "a shift up to 2 px flips 31 of 980 right " \
+            "answers (of both) before, 9 after: 25 held now, 3 flipped now (p < 0.0001); median shift to flip 4 px " \
+            "→ beyond the largest" and \
             p.inner_text('[data-testid="verification-accuracy"]') == "99.705% → 99.815% +0.110 pp" and \
             tab.count('[data-testid="verification-seeds"] tbody tr') == 2 and \
             "99.70%\t99.82%\t+0.12 pp\t30 → 18\t6 fixed, 3 new" in p.inner_text('[data-testid="verification-seeds"]') \

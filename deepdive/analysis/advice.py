@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from deepdive.analysis import robustness
 from deepdive.analysis.activations import _device, evaluating
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.train import augment
@@ -308,7 +309,9 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
     pairs = [(int(e["true"]), int(e["pred"])) for e in chosen.get("evidence", {}).get("pairs", [])]
 
     first = int(config.get("seed", 0))
-    per_seed, trained_seconds = [], 0.0
+    per_seed, trained_seconds, flips = [], 0.0, []
+    families = robustness.trained_against(chosen["overrides"].get("augment"))
+    inputs = result.inputs(np.arange(len(result.examples))) if families else None
     for seed in range(first, first + seeds):
         tag = "" if seed == first else f"@seed{seed}"
         if seed == first:
@@ -327,6 +330,10 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
         per_seed.append({"seed": seed, "baseline_run_id": base_id, "baseline_trained": base_trained,
                          "retrained_run_id": new_id, "retrained_run_name": new_name, "retrained": new_trained,
                          **_compare(before, after, pairs)})
+        if families:     # what the augmentation teaches: the change it trains against, on the same pictures
+            flips.append(robustness.paired_flips(
+                *(_model(store, r) for r in (base_id, new_id)), inputs, before["true"],
+                before["pred"] == before["true"], after["pred"] == after["true"], families))
 
     acc_before = float(np.mean([r["accuracy"]["before"] for r in per_seed]))
     acc_after = float(np.mean([r["accuracy"]["after"] for r in per_seed]))
@@ -350,6 +357,7 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
                                       if seeds > 1 else ""),
         "seeds": per_seed,
         "retrain_seconds": round(trained_seconds, 1),
+        "robustness": robustness.paired_summary(flips),
         "note": ("one retraining: a changed recipe trains along another path, which by itself fixes some images and "
                  "breaks others, as another seed would; a change counts only when the images that changed lean one "
                  f"way beyond chance (exact McNemar test on them, p < {SIGNIFICANCE}); --seeds N retrains at N seeds"
@@ -360,6 +368,16 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
     }
     atomic_write_text(run.run_dir / "analysis" / split / "verify_advice.json", to_json(report))
     return report
+
+
+def _model(store, run_id):
+    """A run's best checkpoint, on the CPU in eval mode."""
+    from deepdive.models import load_checkpoint
+
+    path = store.get_run(run_id).run_dir / "model_best.pt"
+    if not path.is_file():
+        raise RunError(f"run {run_id} has no model checkpoint ({path} is missing)")
+    return load_checkpoint(path, device="cpu").eval()
 
 
 def _run_for(store, run, name, seed, overrides, suggestion_id, split, progress) -> tuple[str, bool, float]:

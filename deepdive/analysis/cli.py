@@ -411,6 +411,15 @@ def cmd_verify_advice(args) -> int:
     return 0
 
 
+def _median_text(family: dict, size) -> str:
+    return "beyond the largest tried" if size is None else _size(family, size)
+
+
+def _p_text(p: float) -> str:
+    """A p-value as stored (4 decimals): "< 0.0001" where that rounds it to 0."""
+    return "< 0.0001" if p < 0.0001 else f"= {p:.2g}"
+
+
 def verification_text(report: dict, workspace) -> str:
     r, acc = report, report["accuracy"]
     seeds = r.get("seeds") or []
@@ -433,6 +442,12 @@ def verification_text(report: dict, workspace) -> str:
         lines = [f"suggestion {r['suggestion']['id']} ({r['suggestion']['title']}): {how}",
                  f"{r['split']} accuracy {acc['before']:.2%} → {acc['after']:.2%} ({100 * acc['delta']:+.2f} pp), "
                  f"errors {r['errors']['before']} → {r['errors']['after']}"]
+    for f in r.get("robustness") or []:      # what the augmentation trains against, before and after
+        p = f["paired"]
+        lines.append(f"a {f['label']} up to {_size(f, f['headline'])} flips {f['flipped_before']} of "
+                     f"{f['pictures']} right answers of both before, {f['flipped_after']} after ({p['fixed']} "
+                     f"held now, {p['new']} flipped now, p {_p_text(p['p_value'])}); median {f['label']} to flip "
+                     f"{_median_text(f, f['median_before'])} → {_median_text(f, f['median_after'])}")
     lines += [f"targeted confusions {r['targeted_total']['before']} → {r['targeted_total']['after']}"
               + (f" ({pairs})" if pairs else ""),
               f"verdict: {r['verdict']}",

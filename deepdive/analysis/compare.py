@@ -83,7 +83,35 @@ def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
             "b": run(rec_b, acc_b, errors_b, analysed_b),
             "fixed": group(wrong_a & ~wrong_b, conf_a), "new": group(~wrong_a & wrong_b, conf_b),
             "both": group(both, conf_a), "both_same_prediction": int((both & (pred_a == pred_b)).sum()),
-            "paired": paired, "verdict": verdict(paired), "slices": _slices(summary_a, fa, wrong_a, wrong_b)}
+            "paired": paired, "verdict": verdict(paired), "slices": _slices(summary_a, fa, wrong_a, wrong_b),
+            "robustness": _robustness(rec_a, rec_b, split) if analysed_a and analysed_b else []}
+
+
+def _robustness(rec_a, rec_b, split) -> list[dict]:
+    """Per kind of change (deepdive.analysis.robustness), on the pictures both runs read right among the ones both
+    searches drew (the same sample in every run): how many the change flips up to its headline size in A and in B,
+    those only A's or only B's flips, the paired test, and both runs' median size. [] when either run's analysis has
+    no robustness search."""
+    from deepdive.analysis.robustness import FAMILIES, flipped_by, median_size
+
+    try:
+        ta, tb = (AnalysisResult.load(rec.run_dir, split).robustness() for rec in (rec_a, rec_b))
+    except RunError:
+        return []
+    out = []
+    for family in FAMILIES:
+        a, b = (t[(t["family"] == family.id) & ~t["mending"]].set_index("row")["size"] for t in (ta, tb))
+        common = a.index.intersection(b.index)
+        if not len(common):
+            return []
+        size_a, size_b = a.loc[common].to_numpy(np.float64), b.loc[common].to_numpy(np.float64)
+        flip_a, flip_b = flipped_by(size_a, family.headline), flipped_by(size_b, family.headline)
+        out.append({"id": family.id, "label": family.label, "unit": family.unit, "headline": family.headline,
+                    "pictures": int(len(common)), "flipped_a": int(flip_a.sum()), "flipped_b": int(flip_b.sum()),
+                    # "fixed": pictures A's change flips and B's does not; "new": the other way round
+                    "paired": split_counts(int((flip_a & ~flip_b).sum()), int((~flip_a & flip_b).sum())),
+                    "median_a": median_size(size_a), "median_b": median_size(size_b)})
+    return out
 
 
 def _slices(summary, frame, wrong_a, wrong_b) -> list[dict]:
@@ -132,6 +160,11 @@ def text_summary(result: dict, limit=12) -> str:
         p = s["paired"]
         lines.append(f"in A's slice {s['description']} ({s['images']:,} images): A {s['errors_a']} errors, B "
                      f"{s['errors_b']} ({p['fixed']} fixed, {p['new']} new, p = {p['p_value']:.2g})")
+    for r in result.get("robustness", []):      # what fools each, on the same right answers
+        p = r["paired"]
+        lines.append(f"a {r['label']} up to {r['headline']:g} {r['unit']} flips {r['flipped_a']} of {r['pictures']} "
+                     f"right answers of both in A, {r['flipped_b']} in B ({p['fixed']} only in A, {p['new']} only in "
+                     f"B, p = {p['p_value']:.2g})")
     # "#1232 9→4": the image, its label, the wrong answer (A's for fixed ones, B's for new ones, both for both)
     for key, title in (("fixed", "fixed by B"), ("new", "new in B"), ("both", "wrong in both")):
         g = result[key]

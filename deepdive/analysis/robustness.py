@@ -2,7 +2,8 @@
 that flips its answer; for each error, the smallest that makes it right.
 
 Test accuracy counts the pictures the model reads right as they are. This stage asks how far each right answer is
-from a wrong one: a class-stratified sample of at most SAMPLE correctly read pictures is turned, shifted and zoomed
+from a wrong one: the pictures the model reads right among a class-stratified sample of SAMPLE (the same pictures
+for every run on the same images, so runs compare picture by picture) are turned, shifted and zoomed
 by growing amounts (deepdive.train.augment's transformations, the ones the recipe trains with) until the answer
 changes, and attacked with Captum's FGSM and PGD (Linf) for the smallest change of each pixel that changes it.
 The errors go the other way: the smallest change that makes the model give the label (targeted attacks). What a
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 from deepdive.analysis.activations import _device, evaluating
 from deepdive.train import augment
 
-SAMPLE = 500          # correctly read pictures tried, class-stratified
+SAMPLE = 500          # pictures drawn, class-stratified; the right answers among them are tried
 BATCH = 250
 ADV_STEP = 0.01       # the walk's FGSM step, a share of the pixel range
 ADV_MAX = 0.30
@@ -53,6 +54,7 @@ class Family:
     sizes: tuple
     headline: float         # the size the one-line summaries quote
     variants: Callable      # size -> [(variant label, fn(x) -> x changed)]; None: the adversarial search
+    augment: str | None = None   # the recipe's augmentation key that trains against it (advice.CANDIDATES)
 
 
 def _turns(s):
@@ -73,9 +75,9 @@ def _zooms(s):
 
 
 FAMILIES = (
-    Family("turn", "turn", "°", tuple(range(3, 46, 3)), 15, _turns),
-    Family("shift", "shift", "px", (1, 2, 3, 4, 5), 2, _shifts),
-    Family("zoom", "zoom", "%", tuple(range(5, 41, 5)), 20, _zooms),
+    Family("turn", "turn", "°", tuple(range(3, 46, 3)), 15, _turns, "rotate"),
+    Family("shift", "shift", "px", (1, 2, 3, 4, 5), 2, _shifts, "shift"),
+    Family("zoom", "zoom", "%", tuple(range(5, 41, 5)), 20, _zooms, "scale"),
     Family("adversarial", "invisible change", "ε∞", tuple(round(ADV_STEP * k, 2) for k in range(1, 31)), 0.05,
            None),
 )
@@ -84,16 +86,19 @@ FAMILY_IDS = tuple(f.id for f in FAMILIES)
 
 def robustness_stage(model: nn.Module, inputs, labels, preds, error_rows, num_classes: int, out_dir,
                      progress=False, sample=SAMPLE, seed=0) -> dict:
-    """Search every family's smallest flipping change for a stratified sample of the correctly read pictures and
-    (toward their label) for `error_rows`; write the table and pictures under out_dir; return the summary entry."""
+    """Search every family's smallest flipping change for the right answers among a stratified sample of `sample`
+    pictures and (toward their label) for `error_rows`; write the table and pictures under out_dir; return the
+    summary entry."""
     from deepdive.analysis import display_scale
     from deepdive.analysis.advice import stratified_sample
     from deepdive.atomic import atomic_save_npy, atomic_write_bytes
 
     start = time.perf_counter()
     labels, preds = np.asarray(labels, np.int64), np.asarray(preds, np.int64)
-    right = np.flatnonzero(labels == preds)
-    fool_rows = right[stratified_sample(labels[right], sample, seed)]
+    # drawn from every picture, then the right answers kept: the same pictures for every run on these images, so
+    # two runs' searches pair up (analysis.compare)
+    drawn = stratified_sample(labels, sample, seed)
+    fool_rows = drawn[labels[drawn] == preds[drawn]]
     mend_rows = np.asarray(error_rows, np.int64)
     rows = np.concatenate([fool_rows, mend_rows])
     mending = np.r_[np.zeros(len(fool_rows), bool), np.ones(len(mend_rows), bool)]
@@ -110,12 +115,12 @@ def robustness_stage(model: nn.Module, inputs, labels, preds, error_rows, num_cl
                      note=None if in_unit else "inputs are not in [0, 1]: turns, shifts and zooms fill with 0")
 
 
-def search(model, x, y, mending, low, span, progress=False) -> dict:
+def search(model, x, y, mending, low, span, progress=False, families=FAMILIES) -> dict:
     """For pictures x (N, C, H, W) with labels y: per family, the smallest size that changes the answer away from
     y (mending False) or to y (mending True). Returns {family: (size (N,) float, variant (N,) object, into (N,)
     int)} and pictures: float (N, families, C, H, W), each picture as changed at its size."""
     n = len(y)
-    out = {"pictures": np.repeat(x[:, None], len(FAMILIES), axis=1)}
+    out = {"pictures": np.repeat(x[:, None], len(families), axis=1)}
     device = _device(model)
     lo = torch.as_tensor(low, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     sp = torch.as_tensor(span, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -125,9 +130,9 @@ def search(model, x, y, mending, low, span, progress=False) -> dict:
                for s in range(begin, stop, BATCH)]
     if np.any(mending[:int((~mending).sum())]):
         raise ValueError("search expects the right answers first, then the errors")
-    bar = tqdm(total=len(batches) * len(FAMILIES), desc="robustness", unit="step", disable=not progress,
+    bar = tqdm(total=len(batches) * len(families), desc="robustness", unit="step", disable=not progress,
                leave=False)
-    for k, family in enumerate(FAMILIES):
+    for k, family in enumerate(families):
         size = np.full(n, np.nan, np.float32)
         variant = np.full(n, "", object)
         into = np.full(n, -1, np.int64)
@@ -140,6 +145,46 @@ def search(model, x, y, mending, low, span, progress=False) -> dict:
             bar.update(1)
         out[family.id] = (size, variant, into)
     bar.close()
+    return out
+
+
+def trained_against(augment: dict) -> tuple:
+    """The families an augmentation config (a recipe's or a suggestion's "augment") trains against."""
+    return tuple(f for f in FAMILIES if f.augment and (augment or {}).get(f.augment))
+
+
+def paired_flips(model_before, model_after, inputs, labels, right_before, right_after, families,
+                 sample=SAMPLE, seed=0) -> list[dict]:
+    """Two models on the same pictures (verify-advice: a recipe with and without an augmentation): per family, on
+    the right answers of both among the sample robustness_stage draws, the smallest flipping size under each model.
+    inputs: the split's float (N, C, H, W). Returns [{id, before, after}] with the sizes (NaN: held)."""
+    from deepdive.analysis import display_scale
+    from deepdive.analysis.advice import stratified_sample
+
+    labels, inputs = np.asarray(labels, np.int64), np.asarray(inputs, np.float32)
+    drawn = stratified_sample(labels, sample, seed)
+    rows = drawn[np.asarray(right_before, bool)[drawn] & np.asarray(right_after, bool)[drawn]]
+    low, span = display_scale(inputs)
+    found = [search(m, inputs[rows], labels[rows], np.zeros(len(rows), bool), low, span, families=families)
+             for m in (model_before, model_after)]
+    return [{"id": f.id, "before": found[0][f.id][0], "after": found[1][f.id][0]} for f in families]
+
+
+def paired_summary(parts: list[list[dict]]) -> list[dict]:
+    """paired_flips of several seeds pooled: per family the pictures, how many its headline size flips before and
+    after, the paired split (fixed: flipped before, held after) and both medians."""
+    from deepdive.analysis.advice import split_counts
+
+    out = []
+    for k, entry in enumerate(parts[0] if parts else []):
+        family = next(f for f in FAMILIES if f.id == entry["id"])
+        before = np.concatenate([p[k]["before"] for p in parts]).astype(np.float64)
+        after = np.concatenate([p[k]["after"] for p in parts]).astype(np.float64)
+        fb, fa = flipped_by(before, family.headline), flipped_by(after, family.headline)
+        out.append({"id": family.id, "label": family.label, "unit": family.unit, "headline": family.headline,
+                    "pictures": int(len(before)), "flipped_before": int(fb.sum()), "flipped_after": int(fa.sum()),
+                    "paired": split_counts(int((fb & ~fa).sum()), int((~fb & fa).sum())),
+                    "median_before": median_size(before), "median_after": median_size(after)})
     return out
 
 
@@ -260,16 +305,16 @@ def summarize(table, labels, num_classes: int, seconds: float, confusion=None, n
         size = fool["size"].to_numpy(np.float64)
         cls = labels[fool["row"].to_numpy()]
         grid = np.asarray(family.sizes, np.float64)
-        held = np.where(np.isnan(size), np.inf, size)          # nothing in range flipped it: beyond the last size
-        curve = [_share(held > s) for s in grid]
-        per_class = [[_share(held[cls == c] > s) for s in grid] for c in range(num_classes)]
+        curve = [_share(~flipped_by(size, s)) for s in grid]
+        per_class = [[_share(~flipped_by(size[cls == c], s)) for s in grid] for c in range(num_classes)]
         into = np.zeros((num_classes, num_classes), np.int64)
         flipped = ~np.isnan(size)
         np.add.at(into, (cls[flipped], fool["into"].to_numpy()[flipped].astype(np.int64)), 1)
         entry = {"id": family.id, "label": family.label, "unit": family.unit, "sizes": list(family.sizes),
-                 "headline": family.headline, "headline_flipped": _share(held <= family.headline),
+                 "headline": family.headline, "headline_flipped": _share(flipped_by(size, family.headline)),
                  "n": int(len(fool)), "flipped": int(flipped.sum()), "curve": curve, "per_class": per_class,
-                 "median": _median(held), "per_class_median": [_median(held[cls == c]) for c in range(num_classes)],
+                 "median": median_size(size),
+                 "per_class_median": [median_size(size[cls == c]) for c in range(num_classes)],
                  "into": [[int(t), int(q), int(into[t, q])] for t, q in zip(*np.nonzero(into))]}
         if confusion is not None:
             on = np.asarray(confusion) > 0
@@ -279,23 +324,29 @@ def summarize(table, labels, num_classes: int, seconds: float, confusion=None, n
             # what would land there if each flip went to any other class alike: the baseline for the count above
             entry["into_error_pairs_chance"] = round(float(into.sum(1) @ on.sum(1)) / max(1, num_classes - 1), 1)
         m = mend["size"].to_numpy(np.float64)
-        mheld = np.where(np.isnan(m), np.inf, m)
-        entry["errors"] = {"n": int(len(mend)), "mended": int((~np.isnan(m)).sum()), "median": _median(mheld),
-                           # errors nearer their label than nine in ten right answers are to a wrong one
-                           "nearer": int((mheld < np.quantile(held, 0.1)).sum()) if len(held) and len(m) else 0}
+        entry["errors"] = {"n": int(len(mend)), "mended": int((~np.isnan(m)).sum()), "median": median_size(m)}
         families.append(entry)
     return {"available": True, "n": int((~table["mending"]).sum() // len(FAMILIES)),
             "errors": int(table["mending"].sum() // len(FAMILIES)), "families": families,
             "seconds": round(seconds, 3), "note": note}
 
 
+def flipped_by(size, limit) -> np.ndarray:
+    """Whether each size is at most `limit` (NaN: held through every size, never). The sizes are stored as float32:
+    0.05 there reads 0.0500000007 as a float64, so the comparison allows for that."""
+    size = np.asarray(size, np.float64)
+    return ~np.isnan(size) & (size <= limit + 1e-6)
+
+
 def _share(mask) -> float | None:
     return round(float(np.mean(mask)), 4) if len(mask) else None
 
 
-def _median(held) -> float | None:
-    """The median size, None when at least half of them held through every size (or there are none)."""
-    if not len(held):
+def median_size(size) -> float | None:
+    """The median of sizes (NaN: held through every size, so beyond the largest); None when that is the median or
+    there are none."""
+    size = np.asarray(size, np.float64)
+    if not len(size):
         return None
-    m = float(np.median(held))
+    m = float(np.median(np.where(np.isnan(size), np.inf, size)))
     return round(m, 4) if np.isfinite(m) else None

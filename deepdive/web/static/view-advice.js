@@ -96,8 +96,10 @@
   // Fixed vs new images and the exact McNemar p-value (deepdive.analysis.advice.paired_changes); reports written
   // before that existed have no "paired" block and show without it.
   function pairedText(what, c) {
-    return `${what}: ${c.fixed} fixed, ${c.new} new (p = ${Number(c.p_value.toPrecision(2))})`;
+    return `${what}: ${c.fixed} fixed, ${c.new} new (p ${pText(c.p_value)})`;
   }
+  // a p-value as stored (4 decimals): "< 0.0001" where that rounds it to 0
+  const pText = (p) => (p < 0.0001 ? "< 0.0001" : `= ${Number(p.toPrecision(2))}`);
 
   // One row per seed of a `verify-advice --seeds N` report: the recipe without and with the suggestion.
   function seedTable(v) {
@@ -137,6 +139,13 @@
         v.paired ? el("dt", {text: "images that changed"}) : null,
         v.paired ? el("dd", {attrs: {"data-testid": "verification-paired"}}, pairedText("targeted", v.paired.targeted) +
                       " · " + pairedText("all errors", v.paired.errors)) : null,
+        (v.robustness || []).map((f) => [el("dt", {text: `what it trains against`}),
+          el("dd", {attrs: {"data-testid": "verification-robustness"}, text: `a ${f.label} up to ` +
+            `${DD.sizeText(f, f.headline)} flips ${f.flipped_before} of ${f.pictures} right answers (of both) ` +
+            `before, ${f.flipped_after} after: ${f.paired.fixed} held now, ${f.paired.new} flipped now ` +
+            `(p ${pText(f.paired.p_value)}); median ${f.label} to flip ` +
+            `${f.median_before === null ? "beyond the largest" : DD.sizeText(f, f.median_before)} → ` +
+            `${f.median_after === null ? "beyond the largest" : DD.sizeText(f, f.median_after)}`})]),
         el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
       k > 1 ? seedTable(v) : null,
       v.note ? DD.note(v.note, "muted") : null);

@@ -38,6 +38,27 @@
               "muted"));
   }
 
+  // What fools each run, on the right answers both searches tried (Robustness view): does B hold where A flips?
+  function robustnessPanel(res) {
+    if (!(res.robustness || []).length) return null;
+    const size = (r, v) => (v === null ? "beyond the largest" : DD.sizeText(r, v));
+    return DD.section("What fools each run",
+      el("table", {class: "grid compact", attrs: {"data-testid": "compare-robustness"}},
+        el("thead", {}, el("tr", {}, ["change", "right answers of both", "flipped in A", "flipped in B",
+                                      "only in A / only in B", "p", "median size A / B"]
+          .map((h) => el("th", {text: h})))),
+        el("tbody", {}, res.robustness.map((r) => el("tr", {dataset: {family: r.id}},
+          el("td", {text: `${r.label} up to ${DD.sizeText(r, r.headline)}`}),
+          el("td", {class: "num", text: DD.fmt.int(r.pictures)}),
+          el("td", {class: "num", text: DD.fmt.int(r.flipped_a)}),
+          el("td", {class: "num", text: DD.fmt.int(r.flipped_b)}),
+          el("td", {class: "num", text: `${r.paired.fixed} / ${r.paired.new}`}),
+          el("td", {class: "num", text: DD.fmt.num(r.paired.p_value, 3)}),
+          el("td", {class: "num", text: `${size(r, r.median_a)} / ${size(r, r.median_b)}`}))))),
+      DD.note("The same sampled pictures in both runs, where both read them right; p: exact McNemar on those one run " +
+              "flips and the other holds.", "muted"));
+  }
+
   async function draw(box, ctx, otherId) {
     DD.clear(box).appendChild(DD.note("Comparing…"));
     let res;
@@ -59,7 +80,7 @@
           `${DD.fmt.int(res.both_same_prediction)} of them with the same wrong answer. Two seeds of one recipe ` +
           "already fix and add a few of each other's errors; the p-value (exact McNemar on the images that " +
           "changed) says whether B's changes lean one way more than that."})),
-      slicesPanel(res),
+      slicesPanel(res), robustnessPanel(res),
       group(ctx, res.fixed, "fixed", "Fixed by B", "Wrong here, right in B: caption = true class → this run's answer."),
       group(ctx, res.new, "new", "New in B", "Right here, wrong in B: caption = true class → B's answer."),
       group(ctx, res.both, "both", "Wrong in both", "The mistakes that survive a change of run: caption = true class → the two answers."));
