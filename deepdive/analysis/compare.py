@@ -92,7 +92,7 @@ def _robustness(rec_a, rec_b, split) -> list[dict]:
     searches drew (the same sample in every run): how many the change flips up to its headline size in A and in B,
     those only A's or only B's flips, the paired test, and both runs' median size. [] when either run's analysis has
     no robustness search."""
-    from deepdive.analysis.robustness import FAMILIES, flipped_by, median_size
+    from deepdive.analysis.robustness import FAMILIES, paired_sizes
 
     try:
         ta, tb = (AnalysisResult.load(rec.run_dir, split).robustness() for rec in (rec_a, rec_b))
@@ -104,13 +104,8 @@ def _robustness(rec_a, rec_b, split) -> list[dict]:
         common = a.index.intersection(b.index)
         if not len(common):
             return []
-        size_a, size_b = a.loc[common].to_numpy(np.float64), b.loc[common].to_numpy(np.float64)
-        flip_a, flip_b = flipped_by(size_a, family.headline), flipped_by(size_b, family.headline)
-        out.append({"id": family.id, "label": family.label, "unit": family.unit, "headline": family.headline,
-                    "pictures": int(len(common)), "flipped_a": int(flip_a.sum()), "flipped_b": int(flip_b.sum()),
-                    # "fixed": pictures A's change flips and B's does not; "new": the other way round
-                    "paired": split_counts(int((flip_a & ~flip_b).sum()), int((~flip_a & flip_b).sum())),
-                    "median_a": median_size(size_a), "median_b": median_size(size_b)})
+        # "fixed": pictures A's change flips and B's does not; "new": the other way round
+        out.append(paired_sizes(family, a.loc[common].to_numpy(), b.loc[common].to_numpy()))
     return out
 
 

@@ -171,21 +171,26 @@ def paired_flips(model_before, model_after, inputs, labels, right_before, right_
 
 
 def paired_summary(parts: list[list[dict]]) -> list[dict]:
-    """paired_flips of several seeds pooled: per family the pictures, how many its headline size flips before and
-    after, the paired split (fixed: flipped before, held after) and both medians."""
-    from deepdive.analysis.advice import split_counts
-
+    """paired_flips of several seeds pooled, per family (paired: fixed = flipped before, held after)."""
     out = []
     for k, entry in enumerate(parts[0] if parts else []):
         family = next(f for f in FAMILIES if f.id == entry["id"])
-        before = np.concatenate([p[k]["before"] for p in parts]).astype(np.float64)
-        after = np.concatenate([p[k]["after"] for p in parts]).astype(np.float64)
-        fb, fa = flipped_by(before, family.headline), flipped_by(after, family.headline)
-        out.append({"id": family.id, "label": family.label, "unit": family.unit, "headline": family.headline,
-                    "pictures": int(len(before)), "flipped_before": int(fb.sum()), "flipped_after": int(fa.sum()),
-                    "paired": split_counts(int((fb & ~fa).sum()), int((~fb & fa).sum())),
-                    "median_before": median_size(before), "median_after": median_size(after)})
+        before, after = (np.concatenate([p[k][side] for p in parts]) for side in ("before", "after"))
+        out.append(paired_sizes(family, before, after, ("before", "after")))
     return out
+
+
+def paired_sizes(family: Family, first, second, names=("a", "b")) -> dict:
+    """One family's sizes on the same pictures under two models: the pictures, how many its headline size flips
+    under each, the split of those only one flips (fixed: flipped by the first, held by the second; exact McNemar)
+    and both medians; keys flipped_<name> and median_<name>."""
+    from deepdive.analysis.advice import split_counts
+
+    f1, f2 = flipped_by(first, family.headline), flipped_by(second, family.headline)
+    return {"id": family.id, "label": family.label, "unit": family.unit, "headline": family.headline,
+            "pictures": int(len(f1)), f"flipped_{names[0]}": int(f1.sum()), f"flipped_{names[1]}": int(f2.sum()),
+            "paired": split_counts(int((f1 & ~f2).sum()), int((~f1 & f2).sum())),
+            f"median_{names[0]}": median_size(first), f"median_{names[1]}": median_size(second)}
 
 
 def _done(pred, y, towards: bool):
