@@ -671,6 +671,36 @@ def test_an_errors_detail_shows_what_would_make_it_right(tab, expected):
     assert "What would make it right" in page.inner_text("#detail")
 
 
+def test_the_pictures_a_change_flips_list_in_the_predictions(tab, expected, analyzed_run):
+    """The Robustness view's list link filters the predictions to the right answers its change flips up to the
+    headline size (the filter in the address, a chip to clear it); the chart's points list theirs."""
+    from deepdive.analysis.results import AnalysisResult
+
+    table = AnalysisResult.load(analyzed_run.run_dir, "test").robustness()
+    fam = expected["summary"]["robustness"]["families"][-1]            # the invisible change: it flips most
+    page = tab.view("robustness")
+    page.click(f'[data-testid="robustness-family"][data-family="{fam["id"]}"]')
+
+    def flipped(size):
+        part = table[(table["family"] == fam["id"]) & ~table["mending"]]
+        return set(part[part["size"].astype(float).round(6) <= size]["row"].tolist())
+
+    page.click('[data-testid="robustness-list"]')
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-fooled"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(flipped(fam["headline"])) > 0
+    assert "fooled=" in page.evaluate("location.hash")
+    page.click('[data-testid="filter-fooled-clear"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(expected["frame"])
+    page = tab.view("robustness")
+    page.click(f'[data-testid="robustness-family"][data-family="{fam["id"]}"]')
+    page.wait_for_selector('[data-testid="robustness-chart"] .main-svg')
+    size = fam["sizes"][len(fam["sizes"]) // 2]
+    page.evaluate("x => document.querySelector('[data-testid=\"robustness-chart\"]')"
+                  ".emit('plotly_click', {points: [{x}]})", size)
+    page.wait_for_selector('main[data-view="predictions"] [data-testid="filter-fooled"]')
+    assert int(page.get_attribute('[data-testid="row-count"]', "data-count")) == len(flipped(size))
+
+
 def test_advice_and_slices_point_at_each_other(tab, expected):
     """Each suggestion says which listed slices its augmentation trains toward; each such slice links to it."""
     from deepdive.analysis.slices import AUGMENT_FOR, backing, describe

@@ -45,6 +45,8 @@
     const picked = Array.isArray(f.rows) ? new Set(f.rows) : null;
     // a slice or a tenth of a measure (Slices view); one this run lacks lists nothing
     const sliced = has(f.slice) || has(f.tenth) ? new Set(DD.sliceFilterRows(ctx, f) || []) : null;
+    // the right answers a change flips up to a size (Robustness view): "<family>:<size>"
+    const fooled = has(f.fooled) ? new Set(DD.fooledRows(ctx, f.fooled) || []) : null;
     // a point of a precision-recall curve (Per class view): the images whose probability for pclass is >= pmin
     const pclass = has(f.pclass) ? Number(f.pclass) : null, pmin = has(f.pmin) ? Number(f.pmin) : null;
     const reviews = DD.reviewsOf(ctx);
@@ -72,6 +74,7 @@
       if (confMax !== null && col.confidence[r] > confMax) continue;
       if (picked && !picked.has(r)) continue;
       if (sliced && !sliced.has(r)) continue;
+      if (fooled && !fooled.has(r)) continue;
       if (pclass !== null && pmin !== null && !(ctx.probs[pclass][r] >= pmin)) continue;
       if (review !== null) {
         const v = reviews.get(r);
@@ -166,7 +169,7 @@
   const DEFAULTS = {true: "all", pred: "all", correct: "all", issue: "all", category: "all", review: "all",
                     neighbours: "all", atypical: "all", duplicate: "all", tag: "all", sort: "group"};
   // filters other views set, shown as removable chips
-  const CHIPS = ["bin", "confMax", "pclass", "pmin", "slice", "tenth"];
+  const CHIPS = ["bin", "confMax", "pclass", "pmin", "slice", "tenth", "fooled"];
   const MAX_LINKED_ROWS = 500;
   function filterQuery(f) {
     const q = new URLSearchParams();
@@ -295,6 +298,8 @@
         f.slice !== undefined || f.tenth !== undefined ?
           chip(DD.sliceFilterText(ctx, f) || "a slice this analysis does not have", "filter-slice",
                () => { delete f.slice; delete f.tenth; apply(); }) : null,
+        f.fooled !== undefined ? chip(DD.fooledText(ctx, f.fooled) || "a change this analysis did not try",
+                                      "filter-fooled", () => { delete f.fooled; apply(); }) : null,
         Array.isArray(f.rows) ? chip(`${DD.fmt.int(f.rows.length)} ${f.rowsLabel || "images picked"}`,
                                      "filter-rows",
                                      () => { delete f.rows; apply(); }) : null,

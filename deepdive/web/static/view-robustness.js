@@ -31,6 +31,20 @@
       id, size: r.size[id][k], variant: r.variant[id][k], into: r.into[id][k], image: pics ? pics[f] : null}))};
   };
 
+  // The right answers tried that a change of family `id` up to `size` flips (a predictions filter "id:size");
+  // sizes compared as the analysis does (robustness.flipped_by: float32 0.05 is still "up to 0.05").
+  DD.fooledRows = function (ctx, value) {
+    const [id, size] = String(value).split(":"), r = DD.robustnessOf(ctx) && ctx.b.robustness;
+    if (!r || !r.size[id]) return null;
+    return r.rows.filter((row, k) => !r.mending[k] && r.size[id][k] !== null && r.size[id][k] <= Number(size) + 1e-6);
+  };
+  DD.fooledText = function (ctx, value) {
+    const [id, size] = String(value).split(":"), s = DD.robustnessOf(ctx);
+    const fam = s && s.families.find((f) => f.id === id);
+    return fam ? `fooled by ${a(fam.label)} up to ${DD.sizeText(fam, Number(size))}` : null;
+  };
+  const listFooled = (ctx, fam, size) => { ctx.state.predFilter = {fooled: `${fam.id}:${size}`}; };
+
   // The rows of a family, by size: right answers most easily fooled first.
   function fragile(ctx, fam) {
     const r = ctx.b.robustness;
@@ -99,6 +113,12 @@
       margin: {l: 56, r: 16, t: 16, b: 44},
       xaxis: {title: {text: `${fam.label} (${fam.unit}), the smallest that flips each answer`}},
       yaxis: {title: {text: "share still right"}, tickformat: ".0%"}}), DD.plotConfig))
+      .then(() => chart.on("plotly_click", (ev) => {      // a point: the right answers flipped by that size
+        const x = ev.points.length ? ev.points[0].x : 0;
+        if (!(x > 0)) return;
+        listFooled(ctx, fam, x);
+        DD.go(ctx, "predictions");
+      }))
       .catch((err) => chart.replaceWith(DD.note(err.message, "error"))));
     return chart;
   }
@@ -203,8 +223,13 @@
         DD.clear(body).append(
           DD.section(`${cap(fam.label)}: how much stays right`, curveChart(ctx, fam),
             DD.note(`The share of the right answers tried that no ${fam.label} up to the size on the axis flips, ` +
-                    "each class and all. Click a class in the legend to hide it.", "muted small")),
-          DD.section(`Most easily fooled by ${a(fam.label)}`, fragileGrid(ctx, fam)),
+                    "each class and all. Click a point for the pictures flipped by its size; a class in the " +
+                    "legend to hide it.", "muted small")),
+          DD.section(`Most easily fooled by ${a(fam.label)}`, fragileGrid(ctx, fam),
+            fam.flipped ? el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "predictions"),
+              attrs: {"data-testid": "robustness-list"}, on: {click: () => listFooled(ctx, fam, fam.headline)},
+              text: `list the ${DD.fmt.int(DD.fooledRows(ctx, `${fam.id}:${fam.headline}`).length)} it flips up ` +
+                    `to ${DD.sizeText(fam, fam.headline)} →`})) : null),
           DD.section(`Where ${a(fam.label)} turns them`, intoChart(ctx, fam),
             DD.note("Rows: the label; columns: what the model answered after the change. • marks the pairs the " +
                     "test errors fall on.", "muted small")),
