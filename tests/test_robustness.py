@@ -101,7 +101,7 @@ def test_the_stage_writes_the_table_and_summary(tmp_path):
     n = len(right) + 3
     assert list(table.columns) == list(TABLE_COLUMNS) and len(table) == len(FAMILIES) * n
     assert table["row"].tolist()[:n] == [*right.tolist(), 0, 1, 2]
-    assert entry["available"] and entry["n"] == len(right) and entry["errors"] == 3
+    assert entry["available"] and entry["n"] == len(right) and entry["errors"] == 3 and entry["drawn"] == 20
     pictures = np.load(tmp_path / "robustness_images.npy")
     assert pictures.shape == (n, len(FAMILIES), 8, 8) and pictures.dtype == np.uint8
     adv = entry["families"][FAMILY_IDS.index("adversarial")]
@@ -135,7 +135,12 @@ def test_the_analysis_stores_exports_and_serves_it(res, analyzed_run, client):
     missing = client.get(f"{base}/robustness/{untried}")
     assert missing.status_code == 404 and "not one of the" in missing.json()["detail"]
     bundle = client.get(f"{base}/bundle").json()["robustness"]
-    assert bundle["rows"] == table["row"].tolist()[:len(bundle["rows"])] and set(bundle["size"]) == set(FAMILY_IDS)
+    n = entry["n"] + entry["errors"]
+    assert bundle["rows"] == table["row"].tolist()[:n] and bundle["errors_from"] == entry["n"]
+    for f, fam in enumerate(FAMILY_IDS):        # the variants as codes into each family's names
+        v = bundle["variant"][fam]
+        decoded = ["" if c < 0 else v["names"][c] for c in v["codes"]]
+        assert decoded == res.robustness()["variant"].tolist()[f * n:(f + 1) * n], fam
     assert {str(r) for r in errors[:60]} <= set(bundle["pictures"])
 
 
@@ -164,3 +169,27 @@ def test_two_models_on_the_same_pictures_pair_up():
     assert summary["paired"]["fixed"] == 4 and summary["paired"]["new"] == 0
     assert summary["median_before"] == 3 and summary["median_after"] == 4
     assert robustness.trained_against({"thicken": 0.2}) == () and robustness.paired_summary([]) == []
+
+
+def test_a_sample_of_zero_skips_the_search_and_the_defaults_agree(tmp_path):
+    import argparse
+    import inspect
+
+    import pytest
+
+    from deepdive.analysis import analyze, cli
+    from deepdive.errors import DeepdiveError
+
+    entry = robustness_stage(Linear2(np.ones(4, np.float32), 0.0), np.zeros((3, 1, 2, 2), np.float32), [0, 1, 1],
+                             [0, 1, 0], [2], 2, tmp_path, sample=0)
+    assert entry == {"available": False, "reason": "not searched (deepdive analyze --robustness-sample 0)"}
+    assert not list(tmp_path.iterdir())
+    assert inspect.signature(analyze).parameters["robustness_sample"].default == robustness.SAMPLE
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["analyze", "x"]).robustness_sample == robustness.SAMPLE
+    assert parser.parse_args(["analyze", "x", "--robustness-sample", "0"]).robustness_sample == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "x", "--robustness-sample", "-1"])
+    with pytest.raises(DeepdiveError, match="robustness_sample must be an integer >= 0"):
+        analyze(None, "x", robustness_sample=-1)

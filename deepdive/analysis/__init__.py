@@ -83,18 +83,23 @@ def _no_model_stages(reason: str) -> dict:
             "influence": {"available": False, "reason": reason}, "robustness": {"available": False, "reason": reason}}
 
 
-def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5) -> dict:
+def analyze(store, run_id, split="test", progress=True, *, model=None, device=None, folds=5,
+            robustness_sample=500) -> dict:      # robustness.SAMPLE (not imported here: it loads torch)
     """Analyse a finished run on `split` ("test", "val", or "train" = K-fold label issues) and store it.
 
     model: an in-memory model to use instead of the run's checkpoint (log_evaluation passes the user's model).
     device: where model stages run; default the in-memory model's device, else the CPU.
     folds: K for the train split's cross-validated probabilities.
+    robustness_sample: pictures drawn for the robustness search (deepdive.analysis.robustness; its right answers are
+    tried, the errors always); 0 skips the search.
     Returns the summary dict (also in summary.json and store.analysis(run_id, split)).
     """
     from deepdive.analysis import (confidence, duplicates, dynamics, insight, label_issues, neighbours, ranking,
                                    slices, tables, taxonomy)
     from deepdive.malloc import keep_freed_memory
 
+    if not isinstance(robustness_sample, int) or isinstance(robustness_sample, bool) or robustness_sample < 0:
+        raise DeepdiveError(f"robustness_sample must be an integer >= 0, got {robustness_sample!r}")
     keep_freed_memory()      # the batched forward passes below allocate the same large blocks over and over
     run = store.get_run(run_id)
     if split not in ("test", "val", "train"):
@@ -166,7 +171,8 @@ def analyze(store, run_id, split="test", progress=True, *, model=None, device=No
                 doubted = table.loc[table["aum"] < 0, "idx"].to_numpy() if table is not None else None
                 extra, advice = _model_stages(stages, model, data, frame, focus, top, class_names,
                                               recipe.get("augment"), tmp, progress, reference,
-                                              label_smoothing=recipe.get("label_smoothing", 0.0), doubted=doubted)
+                                              label_smoothing=recipe.get("label_smoothing", 0.0), doubted=doubted,
+                                              robustness_sample=robustness_sample)
             else:
                 with stages("neighbours"):
                     extra["neighbours"] = _training_neighbours(run, data, frame, tmp, progress, notes, reference)
@@ -475,7 +481,7 @@ def focus_set(frame) -> dict:
 
 
 def _model_stages(stages, model, data, frame, focus, top, class_names, augment, out_dir, progress, reference=None,
-                  label_smoothing=0.0, doubted=None):
+                  label_smoothing=0.0, doubted=None, robustness_sample=500):
     """Saliency, activations, channels, embedding, nearest training images, the training images behind each error,
     what fools the model and augmentation advice (deepdive.analysis.{saliency, activations, channels, embedding,
     neighbours, influence, robustness, advice}). Returns (summary entries, advice dict)."""
@@ -526,7 +532,8 @@ def _model_stages(stages, model, data, frame, focus, top, class_names, augment, 
         from deepdive.analysis import robustness
 
         extra["robustness"] = robustness.robustness_stage(model, data.inputs, data.labels, frame["pred"].to_numpy(),
-                                                          focus["errors"], len(class_names), out_dir, progress)
+                                                          focus["errors"], len(class_names), out_dir, progress,
+                                                          sample=robustness_sample)
     with stages("advice"):
         from deepdive.analysis import advice as advice_mod
 

@@ -93,6 +93,8 @@ def robustness_stage(model: nn.Module, inputs, labels, preds, error_rows, num_cl
     from deepdive.analysis.advice import stratified_sample
     from deepdive.atomic import atomic_save_npy, atomic_write_bytes
 
+    if not sample:
+        return {"available": False, "reason": "not searched (deepdive analyze --robustness-sample 0)"}
     start = time.perf_counter()
     labels, preds = np.asarray(labels, np.int64), np.asarray(preds, np.int64)
     # drawn from every picture, then the right answers kept: the same pictures for every run on these images, so
@@ -111,8 +113,9 @@ def robustness_stage(model: nn.Module, inputs, labels, preds, error_rows, num_cl
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, preds), 1)
     in_unit = bool(np.all(low == 0) and np.all(span == 1))
-    return summarize(table, labels, num_classes, time.perf_counter() - start, confusion,
-                     note=None if in_unit else "inputs are not in [0, 1]: turns, shifts and zooms fill with 0")
+    entry = summarize(table, labels, num_classes, time.perf_counter() - start, confusion,
+                      note=None if in_unit else "inputs are not in [0, 1]: turns, shifts and zooms fill with 0")
+    return {**entry, "drawn": int(len(drawn))}
 
 
 def search(model, x, y, mending, low, span, progress=False, families=FAMILIES) -> dict:

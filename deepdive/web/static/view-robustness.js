@@ -22,13 +22,20 @@
   };
   DD.robustnessTried = (ctx, row) => Boolean(DD.robustnessOf(ctx)) && positions(ctx).has(row);
 
+  // The bundle's per-row table (web.maps.robustness_bundle): errors from errors_from on, variants as codes.
+  const mendingAt = (r, k) => k >= r.errors_from;
+  const variantOf = (r, id, k) => {
+    const v = r.variant[id], code = v.codes[k];
+    return code < 0 ? "" : v.names[code];
+  };
+
   // One row's entries from the bundle, as GET .../robustness/{row} gives them (image null where not inlined).
   DD.robustnessLocal = function (b, row) {
-    const r = b.robustness, k = r.rows.indexOf(row);
-    if (!r.available || k < 0) return null;
+    const r = b.robustness, k = r.available ? r.rows.indexOf(row) : -1;
+    if (k < 0) return null;
     const pics = r.pictures[String(row)] || null;
-    return {row, mending: r.mending[k], families: Object.keys(r.size).map((id, f) => ({
-      id, size: r.size[id][k], variant: r.variant[id][k], into: r.into[id][k], image: pics ? pics[f] : null}))};
+    return {row, mending: mendingAt(r, k), families: Object.keys(r.size).map((id, f) => ({
+      id, size: r.size[id][k], variant: variantOf(r, id, k), into: r.into[id][k], image: pics ? pics[f] : null}))};
   };
 
   // The right answers tried that a change of family `id` up to `size` flips (a predictions filter "id:size");
@@ -36,7 +43,8 @@
   DD.fooledRows = function (ctx, value) {
     const [id, size] = String(value).split(":"), r = DD.robustnessOf(ctx) && ctx.b.robustness;
     if (!r || !r.size[id]) return null;
-    return r.rows.filter((row, k) => !r.mending[k] && r.size[id][k] !== null && r.size[id][k] <= Number(size) + 1e-6);
+    return r.rows.filter((row, k) => !mendingAt(r, k) && r.size[id][k] !== null &&
+                                     r.size[id][k] <= Number(size) + 1e-6);
   };
   DD.fooledText = function (ctx, value) {
     const [id, size] = String(value).split(":"), s = DD.robustnessOf(ctx);
@@ -49,7 +57,7 @@
   function fragile(ctx, fam) {
     const r = ctx.b.robustness;
     return r.rows.map((row, k) => [row, r.size[fam.id][k], k])
-      .filter(([, size, k]) => !r.mending[k] && size !== null).sort((a, b) => a[1] - b[1]);
+      .filter(([, size, k]) => !mendingAt(r, k) && size !== null).sort((a, b) => a[1] - b[1]);
   }
 
   function picture(uri, title) {
@@ -63,7 +71,9 @@
     const adv = fams.find((f) => f.id === "adversarial");
     const natural = fams.filter((f) => f.id !== "adversarial")
       .map((f) => `${a(f.label)} of up to ${DD.sizeText(f, f.headline)} flips ${DD.fmt.pct(f.headline_flipped, 1)}`);
-    let text = `Of ${DD.fmt.int(s.n)} right answers (a sample, each class in its share), ${natural.join(", ")}.`;
+    const drawn = s.drawn !== undefined && s.drawn >= ctx.n ? "all of them" :
+      `among ${DD.fmt.int(s.drawn || 500)} pictures drawn, each class in its share`;
+    let text = `Of ${DD.fmt.int(s.n)} right answers (${drawn}), ${natural.join(", ")}.`;
     if (adv) {
       text += ` A change no one would see, every pixel moved by at most ${DD.fmt.num(adv.headline, 2)} of its ` +
         `range, flips ${DD.fmt.pct(adv.headline_flipped, 1)}` + (adv.median !== null ? `; half of them flip by ` +
@@ -146,7 +156,7 @@
       `${DD.sizeText(fam, fam.sizes[fam.sizes.length - 1])}.`, "muted");
     const f = Object.keys(ctx.b.robustness.size).indexOf(fam.id);
     return el("div", {class: "rob-grid", attrs: {"data-testid": "robustness-fragile"}}, items.map(([row, , k]) => {
-      const into = ctx.b.robustness.into[fam.id][k], variant = ctx.b.robustness.variant[fam.id][k];
+      const into = ctx.b.robustness.into[fam.id][k], variant = variantOf(ctx.b.robustness, fam.id, k);
       return el("figure", {class: "rob-card", dataset: {row}},
         el("div", {class: "rob-pair"}, DD.thumb(ctx, row, 56),
           el("span", {class: "rob-arrow", text: "→"}), picture(ctx.b.robustness.pictures[String(row)][f], variant)),
@@ -156,7 +166,7 @@
 
   function errorsTable(ctx, s) {
     const r = ctx.b.robustness, fams = s.families;
-    const rows = r.rows.map((row, k) => [row, k]).filter(([, k]) => r.mending[k]);
+    const rows = r.rows.map((row, k) => [row, k]).filter(([, k]) => mendingAt(r, k));
     if (!rows.length) return DD.note("No errors to make right.", "muted");
     const adv = fams[fams.length - 1].id;
     rows.sort((a, b) => (r.size[adv][a[1]] ?? Infinity) - (r.size[adv][b[1]] ?? Infinity));
@@ -171,9 +181,9 @@
             `${ctx.className(ctx.col.pred[row])} (${DD.fmt.pct(ctx.col.confidence[row], 0)})`}),
           fams.map((f, i) => el("td", {}, r.size[f.id][k] === null ?
             el("span", {class: "muted small", text: beyond(f)}) :
-            el("div", {class: "rob-cell"}, pics ? picture(pics[i], r.variant[f.id][k]) : null,
+            el("div", {class: "rob-cell"}, pics ? picture(pics[i], variantOf(r, f.id, k)) : null,
               el("span", {class: "small", text: f.id === "adversarial" ? DD.sizeText(f, r.size[f.id][k]) :
-                r.variant[f.id][k]})))));
+                variantOf(r, f.id, k)})))));
       })));
   }
 
