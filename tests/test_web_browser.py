@@ -671,6 +671,20 @@ def test_an_errors_detail_shows_what_would_make_it_right(tab, expected):
     assert "What would make it right" in page.inner_text("#detail")
 
 
+def test_the_overview_says_what_fools_it(tab, expected):
+    r = expected["summary"]["robustness"]
+    adv = r["families"][-1]
+    page = tab.view("overview")
+    page.wait_for_selector('[data-testid="to-robustness"]')
+    assert f"Of {r['n']} right answers" in page.inner_text('[data-testid="robustness-summary"]')
+    if adv["median"] is not None and adv["errors"]["median"] is not None:    # the tiny run: both, so far
+        text = page.inner_text('[data-testid="overview-robustness-errors"]')
+        closer = "closer to right than" if adv["errors"]["median"] < adv["median"] else "no closer to right than"
+        assert closer in text and f"{adv['errors']['mended']} of {adv['errors']['n']} are made right" in text
+    page.click('[data-testid="to-robustness"]')
+    page.wait_for_selector('main[data-view="robustness"] [data-testid="robustness-families"]')
+
+
 def test_the_pictures_a_change_flips_list_in_the_predictions(tab, expected, analyzed_run):
     """The Robustness view's list link filters the predictions to the right answers its change flips up to the
     headline size (the filter in the address, a chip to clear it); the chart's points list theirs."""

@@ -278,9 +278,9 @@ def robustness_lines(rob: dict) -> list[str]:
 
 
 def _size(family: dict, size: float) -> str:
-    if family["unit"] == "ε∞":
-        return f"ε∞ {size:.3g}"
-    return f"{size:g}{' ' * (family['unit'] == 'px')}{family['unit']}"
+    from deepdive.analysis.robustness import size_text     # (torch: only once there is something to say)
+
+    return size_text(family["unit"], size)
 
 
 def dynamics_lines(dyn: dict, names) -> list[str]:

@@ -156,10 +156,12 @@ def text_summary(result: dict, limit=12) -> str:
         lines.append(f"in A's slice {s['description']} ({s['images']:,} images): A {s['errors_a']} errors, B "
                      f"{s['errors_b']} ({p['fixed']} fixed, {p['new']} new, p = {p['p_value']:.2g})")
     for r in result.get("robustness", []):      # what fools each, on the same right answers
+        from deepdive.analysis.robustness import size_text
+
         p = r["paired"]
-        lines.append(f"a {r['label']} up to {r['headline']:g} {r['unit']} flips {r['flipped_a']} of {r['pictures']} "
-                     f"right answers of both in A, {r['flipped_b']} in B ({p['fixed']} only in A, {p['new']} only in "
-                     f"B, p = {p['p_value']:.2g})")
+        lines.append(f"a {r['label']} up to {size_text(r['unit'], r['headline'])} flips {r['flipped_a']} of "
+                     f"{r['pictures']} right answers of both in A, {r['flipped_b']} in B ({p['fixed']} only in A, "
+                     f"{p['new']} only in B, p = {p['p_value']:.2g})")
     # "#1232 9→4": the image, its label, the wrong answer (A's for fixed ones, B's for new ones, both for both)
     for key, title in (("fixed", "fixed by B"), ("new", "new in B"), ("both", "wrong in both")):
         g = result[key]

@@ -339,6 +339,13 @@ def summarize(table, labels, num_classes: int, seconds: float, confusion=None, n
             "seconds": round(seconds, 3), "note": note}
 
 
+def size_text(unit: str, size: float) -> str:
+    """A size as the pages say it: "ε∞ 0.05", "15°", "2 px", "20%"."""
+    if unit == "ε∞":
+        return f"ε∞ {size:.3g}"
+    return f"{size:g}{' ' * (unit == 'px')}{unit}"
+
+
 def flipped_by(size, limit) -> np.ndarray:
     """Whether each size is at most `limit` (NaN: held through every size, never). The sizes are stored as float32:
     0.05 there reads 0.0500000007 as a float64, so the comparison allows for that."""

@@ -451,9 +451,11 @@
     const e = adv && adv.errors;
     return DD.section("What still fools it", DD.robustnessNote(ctx, s),
       e && e.n && e.median !== null && adv.median !== null ? el("p", {class: "note",
-        attrs: {"data-testid": "overview-robustness-errors"}, text: `The errors sit closer to right: ${e.mended} of ` +
-        `${e.n} are made right by an invisible change, half of them by ${DD.sizeText(adv, e.median)} or less ` +
-        `(a right answer needs ${DD.sizeText(adv, adv.median)} to flip).`}) : null,
+        attrs: {"data-testid": "overview-robustness-errors"}, text: `The errors sit ` +
+        `${e.median < adv.median ? "closer to right than the right answers to wrong" : "no closer to right than " +
+          "the right answers to wrong"}: ${e.mended} of ${e.n} are made right by an invisible change, half of them ` +
+        `by ${DD.sizeText(adv, e.median)} or less (half the right answers flip by ${DD.sizeText(adv, adv.median)}).`})
+        : null,
       el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "robustness"),
         attrs: {"data-testid": "to-robustness"}, text: "curves, pictures, the errors made right →"})));
   }
