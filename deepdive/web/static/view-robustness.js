@@ -1,7 +1,8 @@
-// Robustness: what still fools the model (deepdive.analysis.robustness). A class-stratified sample of the right
-// answers is turned, shifted and zoomed by growing amounts, and attacked (Captum FGSM then PGD) for the smallest
-// change of every pixel, until the answer changes; the errors go the other way, toward their label. The page
-// reads the bundle's per-picture table; the pictures it inlines are the most easily fooled and the errors'.
+// Robustness: what still fools the model (deepdive.analysis.robustness). The right answers among a
+// class-stratified sample of the pictures are turned, shifted and zoomed by growing amounts, and attacked (Captum
+// FGSM then PGD) for the smallest change of every pixel, until the answer changes; the errors go the other way,
+// toward their label. The page reads the bundle's per-picture table; the pictures it inlines are the most easily
+// fooled and the errors'.
 "use strict";
 (function (DD) {
   const el = DD.el;
