@@ -87,6 +87,35 @@ def test_the_training_images_behind_a_pictures_answer(client, url, res):
     assert client.post(f"{url}/influence", json={"image": picture, "expected": 99}).status_code in (404, 422)
 
 
+def test_what_fools_a_picture(client, url, res):
+    """An error sent as a picture with the class it should be: the smallest changes that make it right are its
+    analysis' (deepdive.analysis.robustness; the same search, one picture instead of a batch); without it, those
+    that change its answer."""
+    from deepdive.analysis.robustness import FAMILY_IDS
+
+    table = res.robustness()
+    row = int(table[table["mending"]]["row"].iat[0])
+    frame = res.examples
+    true, pred = int(frame["true"][row]), int(frame["pred"][row])
+    picture = data_uri(canvas(res.images[row]))
+    body = client.post(f"{url}/robustness", json={"image": picture, "expected": true}).json()
+    assert (body["label"], body["pred"], body["mending"]) == (true, pred, True)
+    assert [f["id"] for f in body["families"]] == list(FAMILY_IDS)
+    stored = table[table["row"] == row].set_index("family")
+    for f in body["families"]:
+        want = float(stored.loc[f["id"], "size"])
+        if f["id"] == "adversarial":      # a batch of one: the same search, float sums in another order
+            assert f["size"] is not None and abs(f["size"] - want) <= 0.01
+        else:
+            assert (f["size"] is None and np.isnan(want)) or f["size"] == pytest.approx(want)
+            assert f["variant"] == stored.loc[f["id"], "variant"]
+        assert f["into"] in (true, -1) and decode(f["image"]).shape == res.images[row].shape
+    answer = client.post(f"{url}/robustness", json={"image": picture}).json()
+    assert answer["label"] == pred and not answer["mending"]
+    assert all(f["into"] != pred for f in answer["families"] if f["size"] is not None)
+    assert client.post(f"{url}/robustness", json={"image": picture, "expected": 99}).status_code in (404, 422)
+
+
 def test_an_analysed_image_sent_as_a_picture_gets_its_analysed_answer(client, url, res, analyzed_run):
     row = int(res.saliency("gradient")["errors_index"][0])
     frame = res.examples

@@ -1003,6 +1003,12 @@ def try_an_image(t, expected, mnist):
     k = expected["summary"]["influence"]["k"]
     assert t.count('[data-testid="try-influence"] .nb-row') == 2
     assert t.count('[data-testid="try-influence"] .nb-fig') == 2 * k
+    # what fools the edited picture: one picture per kind of change, each decoded
+    page.click('[data-testid="try-find-robustness"]')
+    page.wait_for_selector('[data-testid="try-robustness-reading"]', timeout=60_000)
+    assert t.images_loaded('[data-testid="try-robustness"] img.rob-img') == 4
+    assert page.eval_on_selector_all('[data-testid="try-robustness"] figure', "fs => fs.map(f => f.dataset.family)") \
+        == ["turn", "shift", "zoom", "adversarial"]
     assert not t.errors, t.errors
     t.page.close()
 

@@ -19,7 +19,8 @@
                                                             class it should be or its answer
     GET .../robustness/{row}                                the smallest turn, shift, zoom and invisible change that
                                                             flip its answer (an error's: make it right), with the
-                                                            pictures so changed (JSON)
+                                                            pictures so changed (JSON); POST .../probe/robustness:
+                                                            a new picture's (toward the class it should be)
     GET .../channels/{row}                                  the last feature map's channels that weigh most in its
                                                             answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images
@@ -357,6 +358,11 @@ def create_app(workspace) -> FastAPI:
     def probe_neighbours(run_id: str, split: str, picture: Picture):
         entry = runs.get(run_id, split)
         return entry.probe_neighbours(_decode_picture(entry, picture))
+
+    @app.post("/api/runs/{run_id}/splits/{split}/probe/robustness")
+    def probe_robustness(run_id: str, split: str, picture: Picture):
+        entry = runs.get(run_id, split)
+        return entry.probe_robustness(_decode_picture(entry, picture), picture.expected)
 
     @app.post("/api/runs/{run_id}/splits/{split}/probe/influence")
     def probe_influence(run_id: str, split: str, picture: Picture):

@@ -110,9 +110,14 @@ def neighbour_items(images, index, labels, values, key="similarity") -> list[dic
 def robustness_item(table, pictures, k: int, f: int) -> dict:
     """One family's entry for picture k of the robustness table (its rows repeat per family, in FAMILY_IDS order)."""
     line = table.iloc[f * len(pictures) + k]
-    size = float(line["size"])
-    return {"id": line["family"], "size": None if np.isnan(size) else round(size, 4), "variant": line["variant"],
+    return {"id": line["family"], "size": _size_or_none(line["size"]), "variant": line["variant"],
             "into": int(line["into"]), "image": bundle_mod.data_uri(bundle_mod.png_bytes(pictures[k, f]))}
+
+
+def _size_or_none(size) -> float | None:
+    """A robustness size for JSON: None where nothing in range flipped it (NaN)."""
+    size = float(size)
+    return None if np.isnan(size) else round(size, 4)
 
 
 class RunMaps:
@@ -673,6 +678,34 @@ class RunMaps:
             return neighbour_items(images, reference.idx[pos], trained[pos], values, "score")
         return {"label": label, "pred": pred, "for": side(for_pos, for_score),
                 "against": side(against_pos, against_score)}
+
+    def probe_robustness(self, picture: np.ndarray, expected: int | None) -> dict:
+        """{label, pred, mending, families: [{id, label, unit, largest, size, variant, into, image}]}: the smallest
+        turn, shift, zoom and invisible change (deepdive.analysis.robustness.search) that flips the model's answer
+        on the picture, or, when `expected` differs from that answer, makes it `expected` (largest: the family's
+        largest size, what "holds" means where size is None)."""
+        import torch
+
+        from deepdive.analysis import display_images
+        from deepdive.analysis.activations import _device, evaluating
+        from deepdive.analysis.robustness import FAMILIES, search
+
+        if expected is not None:
+            self.check_class(expected)
+        model = self._model()
+        x = self._shown_inputs(pictures_as_inputs(picture[None]))
+        with _MODEL_LOCK:
+            with torch.no_grad(), evaluating(model):
+                pred = int(model(torch.as_tensor(x).float().to(_device(model))).argmax(1)[0])
+            mending = expected is not None and expected != pred
+            label = int(expected) if mending else pred
+            found = search(model, x, np.array([label]), np.array([mending]), *self._scale)
+        shown = display_images(found["pictures"][0], scale=self._scale)
+        return {"label": label, "pred": pred, "mending": bool(mending), "families": [
+            {"id": f.id, "label": f.label, "unit": f.unit, "largest": f.sizes[-1],
+             "size": _size_or_none(found[f.id][0][0]),
+             "variant": str(found[f.id][1][0]), "into": int(found[f.id][2][0]),
+             "image": bundle_mod.data_uri(bundle_mod.png_bytes(shown[k]))} for k, f in enumerate(FAMILIES)]}
 
     # ---- model inputs ---------------------------------------------------------------------------------------
     def _model(self):

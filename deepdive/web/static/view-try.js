@@ -203,6 +203,7 @@
     const nbBox = el("div", {attrs: {"data-testid": "try-neighbours"}});
     const infBox = el("div", {attrs: {"data-testid": "try-influence"}});
     const perturbBox = el("div", {attrs: {"data-testid": "try-perturbed"}});
+    const robBox = el("div", {attrs: {"data-testid": "try-robustness"}});
     const channelBox = el("div", {attrs: {"data-testid": "try-channels"}});
     const layersBox = el("div", {class: "layers", attrs: {"data-testid": "try-layers"}});
     const status = el("div", {class: "muted small try-status", attrs: {"data-testid": "try-status"}});
@@ -220,6 +221,7 @@
         methods.length ? [el("h3", {text: "Saliency"}), DD.methodSwitcher(ctx, () => changed()), DD.legend(ctx),
                           salBox] : null)));
     box.append(DD.section("Under the augmentation advice's perturbations", perturbBox));
+    box.append(DD.section("What fools it", robBox));
     if ((ctx.b.channels || {}).available) box.append(DD.section("Features behind the answer", channelBox));
     box.append(DD.section("Nearest training images", nbBox));
     if (info.influence) box.append(DD.section("Training images behind the answer", infBox));
@@ -420,6 +422,32 @@
                                              button("Try again", "try-find-influence", influence));
       }
     }
+    // The smallest turn, shift, zoom and invisible change that flips the answer, or that makes it the class it
+    // should be (analysis.robustness), on request: ~0.3 s, so not after every stroke.
+    async function robustness() {
+      DD.clear(robBox).appendChild(DD.note("Searching…", "muted"));
+      try {
+        const r = await ctx.source.probe(ctx.b, body(), "robustness");
+        if (!alive()) return;
+        DD.append(DD.clear(robBox), [
+          el("p", {class: "note", attrs: {"data-testid": "try-robustness-reading"}, text: r.mending ?
+            `The smallest change of each kind that makes the model read it as ${ctx.className(r.label)}, the class ` +
+            "it should be:" : `The smallest change of each kind that changes its answer, ${ctx.className(r.pred)}:`}),
+          el("div", {class: "rob-grid"}, r.families.map((f) => {
+            const caption = f.size === null ? `${f.label}: holds to ${DD.sizeText(f, f.largest)}` :
+              `${f.variant}${r.mending ? "" : ` → ${ctx.className(f.into)}`}`;
+            return el("figure", {class: "rob-card", dataset: {family: f.id}},
+              el("img", {class: "rob-img", src: f.image, alt: caption}), el("figcaption", {text: caption}));
+          })),
+          button("Search again for this picture", "try-find-robustness", robustness)]);
+      } catch (err) {
+        if (alive()) DD.clear(robBox).append(DD.note(`Could not search: ${err.message}`, "error"),
+                                             button("Try again", "try-find-robustness", robustness));
+      }
+    }
+    robBox.appendChild(button("What is the smallest change that fools it?", "try-find-robustness", robustness,
+                              "turns, shifts and zooms growing until the answer changes, and an invisible change"));
+
     if (info.influence) {
       infBox.appendChild(button("Which training images taught it this?", "try-find-influence", influence,
                                 "one pass over the training images: a few seconds"));
