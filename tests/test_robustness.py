@@ -193,3 +193,19 @@ def test_a_sample_of_zero_skips_the_search_and_the_defaults_agree(tmp_path):
         parser.parse_args(["analyze", "x", "--robustness-sample", "-1"])
     with pytest.raises(DeepdiveError, match="robustness_sample must be an integer >= 0"):
         analyze(None, "x", robustness_sample=-1)
+
+
+def test_no_right_answer_drawn_leaves_only_the_errors(tmp_path):
+    """A model wrong on every picture drawn: the errors are still searched; the summary and its line say so."""
+    from deepdive.analysis.cli import robustness_lines
+
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=16).astype(np.float32)
+    x = (0.5 + 0.1 * rng.uniform(-1, 1, (6, 1, 4, 4))).astype(np.float32)
+    model = Linear2(w, 0.0).eval()
+    preds = (x.reshape(6, -1) @ w > 0).astype(np.int64)
+    entry = robustness_stage(model, x, 1 - preds, preds, range(6), 2, tmp_path, sample=6)
+    assert entry["n"] == 0 and entry["errors"] == 6 and entry["drawn"] == 6
+    adv = entry["families"][-1]
+    assert adv["curve"][0] is None and adv["errors"]["mended"] == 6
+    assert robustness_lines(entry)[0] == "what fools it: no right answer among the 6 pictures drawn to try"

@@ -260,9 +260,12 @@ def robustness_lines(rob: dict) -> list[str]:
     if not rob.get("available"):
         return []
     fam = {f["id"]: f for f in rob["families"]}
-    flips = ", ".join(f"{f['label']} up to {_size(f, f['headline'])} {f['headline_flipped']:.1%}"
-                      for f in rob["families"])
-    lines = [f"what fools it ({rob['n']} right answers tried): {flips} of them"]
+    if rob["n"]:
+        flips = ", ".join(f"{f['label']} up to {_size(f, f['headline'])} {f['headline_flipped']:.1%}"
+                          for f in rob["families"])
+        lines = [f"what fools it ({rob['n']} right answers tried): {flips} of them"]
+    else:
+        lines = [f"what fools it: no right answer among the {rob.get('drawn', 0)} pictures drawn to try"]
     adv = fam.get("adversarial")
     if adv and adv["median"] is not None:
         line = f"the smallest invisible change that fools it: median {_size(adv, adv['median'])}"

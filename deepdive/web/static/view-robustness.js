@@ -68,6 +68,10 @@
 
   DD.robustnessNote = (ctx, s) => summaryNote(ctx, s);
   function summaryNote(ctx, s) {
+    if (!s.n) {
+      return el("p", {class: "note", attrs: {"data-testid": "robustness-summary"}, text: "No right answer among the " +
+        `${DD.fmt.int(s.drawn || 0)} pictures drawn to try: only the errors were searched, toward their label.`});
+    }
     const fams = s.families;
     const adv = fams.find((f) => f.id === "adversarial");
     const natural = fams.filter((f) => f.id !== "adversarial")
