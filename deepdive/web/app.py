@@ -191,6 +191,13 @@ def create_app(workspace) -> FastAPI:
     keep_freed_memory_in_threads()
     store = Store.open(workspace, create=False)
     runs = RunCache(store)
+
+    def row_entry(run_id: str, split: str, row: int):
+        """The run's analysed split, `row` checked to be one of its rows (NotFound otherwise)."""
+        entry = runs.get(run_id, split)
+        entry.check_row(row)
+        return entry
+
     app = FastAPI(title="deepdive", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.state.store = store
@@ -307,33 +314,23 @@ def create_app(workspace) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/splits/{split}/activations/{row}")
     def activations(run_id: str, split: str, row: int):
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
-        return entry.activations(row, on_demand=True)
+        return row_entry(run_id, split, row).activations(row, on_demand=True)
 
     @app.get("/api/runs/{run_id}/splits/{split}/neighbours/{row}")
     def neighbours(run_id: str, split: str, row: int):
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
-        return entry.neighbours(row)
+        return row_entry(run_id, split, row).neighbours(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/influence/{row}")
     def influence(run_id: str, split: str, row: int):
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
-        return entry.influence(row)
+        return row_entry(run_id, split, row).influence(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/robustness/{row}")
     def robustness(run_id: str, split: str, row: int):
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
-        return entry.robustness(row)
+        return row_entry(run_id, split, row).robustness(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/channels/{row}")
     def channels(run_id: str, split: str, row: int):
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
-        return entry.channels(row)
+        return row_entry(run_id, split, row).channels(row)
 
     @app.get("/api/runs/{run_id}/splits/{split}/compare/{other}")
     def compare(run_id: str, split: str, other: str):
@@ -382,8 +379,7 @@ def create_app(workspace) -> FastAPI:
     def put_review(run_id: str, split: str, row: int, review: Review):
         from deepdive.analysis.reviews import review_row
 
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
+        entry = row_entry(run_id, split, row)
         return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, review.verdict,
                           review.label)
 
@@ -391,8 +387,7 @@ def create_app(workspace) -> FastAPI:
     def delete_review(run_id: str, split: str, row: int):
         from deepdive.analysis.reviews import review_row
 
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
+        entry = row_entry(run_id, split, row)
         return review_row(store, entry.record, split, entry.res.examples, entry.num_classes, row, None)
 
     # Tags, like reviews, live in the store and belong to the image (deepdive.analysis.tags).
@@ -417,16 +412,14 @@ def create_app(workspace) -> FastAPI:
     def put_tag(run_id: str, split: str, row: int, tag: Tag):
         from deepdive.analysis.tags import tag_row
 
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
+        entry = row_entry(run_id, split, row)
         return tag_row(store, entry.record, split, entry.res.examples, row, tag.tag)
 
     @app.delete("/api/runs/{run_id}/splits/{split}/tags/{row}")
     def delete_tag(run_id: str, split: str, row: int, tag: Tag):
         from deepdive.analysis.tags import tag_row
 
-        entry = runs.get(run_id, split)
-        entry.check_row(row)
+        entry = row_entry(run_id, split, row)
         return tag_row(store, entry.record, split, entry.res.examples, row, tag.tag, remove=True)
 
     @app.get("/api/runs/{run_id}/splits/{split}/dynamics/pictures")

@@ -146,6 +146,12 @@ class RunMaps:
         self.methods = res.saliency_methods
         self.sheet_count = len(bundle_mod.sprite_layout(self.n, 1, 1)["sheet_sizes"])
 
+    def _unavailable(self, piece: str, lacks: str) -> NotFound:
+        """NotFound for a piece this analysis lacks: the reason its summary entry gives, else "this analysis
+        <lacks> (re-run: deepdive analyze)"."""
+        return NotFound((self.res.summary.get(piece) or {}).get("reason") or
+                        f"this analysis {lacks} (re-run: deepdive analyze)")
+
     # ---- validation (every request parameter goes through one of these) --------------------------------
     def check_row(self, row: int):
         if not 0 <= row < self.n:
@@ -297,8 +303,7 @@ class RunMaps:
     def influence_data(self):
         """(stored arrays, {error row: position}); NotFound saying why when the analysis has none."""
         if not self.res.has("influence"):
-            raise NotFound((self.res.summary.get("influence") or {}).get("reason") or
-                           "this analysis has no training images behind its errors (re-run: deepdive analyze)")
+            raise self._unavailable("influence", "has no training images behind its errors")
         if self._influence is None:
             inf = self.res.influence()
             self._influence = (inf, {int(r): k for k, r in enumerate(np.asarray(inf["rows"]))})
@@ -343,8 +348,7 @@ class RunMaps:
     def robustness_data(self):
         """(table, pictures, {row: position}); NotFound saying why when the analysis has none."""
         if not self.res.has("robustness"):
-            raise NotFound((self.res.summary.get("robustness") or {}).get("reason") or
-                           "this analysis has nothing on what fools the model (re-run: deepdive analyze)")
+            raise self._unavailable("robustness", "has nothing on what fools the model")
         if self._robustness is None:
             from deepdive.analysis.robustness import FAMILY_IDS
 
@@ -404,8 +408,7 @@ class RunMaps:
             from deepdive.analysis import dynamics
 
             if not self.res.has("dynamics"):
-                raise NotFound((self.res.summary.get("dynamics") or {}).get("reason") or
-                               "this analysis has no training dynamics (re-run: deepdive analyze)")
+                raise self._unavailable("dynamics", "has no training dynamics")
             table = self.res.dynamics()
             try:
                 raw = dynamics.load_for(self.record.run_dir, table)
@@ -494,8 +497,7 @@ class RunMaps:
         from deepdive.analysis.channels import other_class
 
         if not self.res.has("channels"):
-            raise NotFound((self.res.summary.get("channels") or {}).get("reason") or
-                           "this analysis has no channels (re-run: deepdive analyze)")
+            raise self._unavailable("channels", "has no channels")
         probs = self.res.examples[[f"p{c}" for c in range(self.num_classes)]].to_numpy()[row:row + 1]
         other = int(other_class(probs, self.true[row:row + 1])[0])
         if self._channel_errors is None:
@@ -654,8 +656,7 @@ class RunMaps:
         from deepdive.analysis.neighbours import reference_set
 
         if not (self.res.summary.get("influence") or {}).get("available"):
-            raise NotFound((self.res.summary.get("influence") or {}).get("reason") or
-                           "this analysis did not weigh the training images (re-run: deepdive analyze)")
+            raise self._unavailable("influence", "did not weigh the training images")
         if expected is not None:
             self.check_class(expected)
         reference = reference_set(self.record)

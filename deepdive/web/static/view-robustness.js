@@ -219,9 +219,8 @@
     render(root, ctx) {
       const s = DD.robustnessOf(ctx);
       if (!s) {
-        const reason = (ctx.b.summary.robustness || {}).reason;
-        root.appendChild(DD.note(reason ? `Nothing on what fools the model: ${reason}.` : "This analysis predates " +
-          `the robustness search; re-run deepdive analyze ${ctx.b.run.id} --split ${ctx.b.split} for it.`, "muted"));
+        root.appendChild(DD.absentNote(ctx, "robustness", "Nothing on what fools the model", "the robustness search",
+                                       "it"));
         return;
       }
       const state = ctx.state.robustness = ctx.state.robustness || {family: s.families[0].id};

@@ -285,9 +285,7 @@
     render(root, ctx) {
       const s = DD.slicesOf(ctx);
       if (!s) {
-        const reason = (ctx.b.summary.slices || {}).reason;
-        root.appendChild(DD.note(reason ? `No slices: ${reason}.` : "This analysis predates the slices; re-run " +
-          `deepdive analyze ${ctx.b.run.id} --split ${ctx.b.split} for them.`, "muted"));
+        root.appendChild(DD.absentNote(ctx, "slices", "No slices", "the slices", "them"));
         return;
       }
       root.appendChild(DD.section("Where the errors gather", summaryNote(ctx, s), findingsNote(s), slicesTable(ctx, s),

@@ -149,6 +149,13 @@
                   on: {click: () => onPage(page + 1)}}));
 
   DD.note = (text, cls) => el("p", {class: "note " + (cls || ""), text});
+  // Why a view has nothing to show: the reason the analysis gave for lacking `piece` (after `none`), else that the
+  // analysis predates `what` and the command that adds `it` ("it" / "them").
+  DD.absentNote = (ctx, piece, none, what, it) => {
+    const reason = (ctx.b.summary[piece] || {}).reason;
+    return DD.note(reason ? `${none}: ${reason}.` : `This analysis predates ${what}; re-run deepdive analyze ` +
+      `${ctx.b.run.id} --split ${ctx.b.split} for ${it}.`, "muted");
+  };
 
   // Floating tooltip (confusion-cell previews, embedding hovers).
   DD.tooltip = {
