@@ -171,9 +171,6 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
     ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
     res = AnalysisResult.load(analyzed_run.run_dir, "test")
     frame = res.examples
-    row = int(np.flatnonzero(~frame["correct"].to_numpy())[0])
-    labels = res.neighbours()["label"][row]
-    true, pred = int(frame["true"][row]), int(frame["pred"][row])
     with served_page(ws) as (url, page, errors):
         page.goto(f"{url}#/r/{analyzed_run.run_id}/test/overview")
         summary = page.inner_text('[data-testid="neighbours-summary"]')
@@ -190,6 +187,12 @@ def test_the_image_detail_shows_them(analyzed_run, copy_workspace, tmp_path):
         page.goto(f"{url}#/r/{analyzed_run.run_id}/test/predictions")
         page.wait_for_selector(".vrow")
         page.select_option('[data-testid="filter-correct"]', "wrong")
+        # the first error the table shows (its order depends on the run, and rows far down are not drawn yet)
+        page.wait_for_selector(f'[data-testid="row-count"][data-count="{int((~frame["correct"]).sum())}"]')
+        row = int(page.get_attribute(".vrow", "data-row"))
+        labels = res.neighbours()["label"][row]
+        true, pred = int(frame["true"][row]), int(frame["pred"][row])
+        assert not frame["correct"][row]
         page.click(f'.vrow[data-row="{row}"] .thumb')
         text = page.inner_text('[data-testid="neighbours-reading"]')
         assert "nearest among 3,000 mnist training images" in text

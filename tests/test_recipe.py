@@ -671,10 +671,11 @@ def test_cuda_block_applies_on_cuda_only(monkeypatch):
                     reason="torch.compile's CPU code generation needs a C++ compiler")
 def test_compiled_step_trains_like_the_eager_one(mnist):
     """compile: true compiles the step's gather, augmentation, forward and loss (the fast preset's CUDA path,
-    here on the CPU): same data, same random draws, so the first epoch ends close to the eager run's."""
+    here on the CPU): same data, same random draws, so the first epoch ends close to the eager run's. In fp32: under
+    bf16 the two differ by the host's kernels (an Intel host with AMX: 2.1% apart in loss, the Zen hosts within 2%)."""
     kw = dict(epochs=1, seed=0, device="cpu", limit_train=600, progress=False)
-    eager = train(mnist, "fast", **kw)
-    compiled = train(mnist, "fast", overrides={"compile": True}, **kw)
+    eager = train(mnist, "fast", overrides={"amp": False}, **kw)
+    compiled = train(mnist, "fast", overrides={"compile": True, "amp": False}, **kw)
     assert compiled.config["compile"] is True and eager.config["compile"] is False
     e, c = eager.history[0], compiled.history[0]
     assert abs(e["train_loss"] - c["train_loss"]) < 0.02 * e["train_loss"]
