@@ -23,8 +23,8 @@ def side_model():
 
 def blob_images():
     """Class 0: 4×4 blobs one pixel left of the centre; class 1: one pixel right. Five class-0 blobs sit high
-    in the image, where a ±10°/±20° turn carries them across the centre column; the rest sit on the centre row,
-    where turning hardly moves them sideways. A 2 px shift to the right flips every class-0 blob."""
+    in the image, where a ±10°/±20° turn or a 15° slant carries them across the centre column; the rest sit on
+    the centre row, where turning hardly moves them sideways and slanting not at all. A 2 px shift to the right flips every class-0 blob."""
     x = torch.zeros(40, 1, 28, 28)
     for i in range(20):
         top = 5 if i < 5 else 12
@@ -71,7 +71,7 @@ def test_recommend_ranks_the_perturbation_that_hurts_the_pair_first():
     probes = advice.robustness_probes(side_model(), x, y, num_classes=2)
     ranked = advice.recommend(probes, [{"true": 0, "pred": 1, "count": 4, "indices": []}])
     assert [s["id"] for s in ranked][:1] == ["shift-2"]
-    assert {s["id"] for s in ranked[1:]} == {"rotate-10", "rotate-20"}  # 5 of 20 flipped; nothing else hurts
+    assert {s["id"] for s in ranked[1:]} == {"rotate-10", "rotate-20", "shear-15"}  # 5 of 20; nothing else hurts
     top = ranked[0]
     assert top["rank"] == 1 and top["overrides"] == {"augment": {"shift": 2}}
     assert top["score"] == pytest.approx(1.0) and ranked[1]["score"] == pytest.approx(0.25)

@@ -85,6 +85,90 @@ def test_a_shift_flips_the_centroid_model_at_the_shift_that_crosses():
     np.testing.assert_array_equal(found["pictures"][2, k], x[2])                             # nothing flipped it
 
 
+class Ink(nn.Module):
+    """Class 1 when the picture holds more ink than `t` (`more`), or less (not `more`)."""
+
+    def __init__(self, t, more=True):
+        super().__init__()
+        self.t, self.sign = t, 1.0 if more else -1.0
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        z = self.scale * self.sign * (x.flatten(1).sum(1) - self.t)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def _lean(x):
+    """How far each picture's ink leans right per row upward: -cov(column, row) / var(row), ink-weighted. A slant
+    by s degrees moves each row sideways in proportion to its height, so it adds tan(s) exactly."""
+    x = torch.as_tensor(x)[:, 0].double()
+    rows, cols = torch.meshgrid(*(torch.arange(n, dtype=x.dtype) for n in x.shape[1:]), indexing="ij")
+    m = x.sum((1, 2))
+    mr, mc = (x * rows).sum((1, 2)) / m, (x * cols).sum((1, 2)) / m
+    cov = (x * (rows - mr[:, None, None]) * (cols - mc[:, None, None])).sum((1, 2)) / m
+    return -cov / ((x * (rows - mr[:, None, None]) ** 2).sum((1, 2)) / m)
+
+
+class Lean(nn.Module):
+    """Class 1 when the ink leans right by more than `deg` degrees."""
+
+    def __init__(self, deg):
+        super().__init__()
+        self.t, self.scale = float(np.tan(np.radians(deg))), nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        z = self.scale * (_lean(x).float() - self.t)
+        return torch.stack([torch.zeros_like(z), z], 1)
+
+
+def test_thicker_and_thinner_pens_flip_an_ink_model_where_the_ink_crosses():
+    """A 2x2 dilation grows a w x h bar to (w + 1) x (h + 1), an erosion shrinks it to (w - 1) x (h - 1)."""
+    x = np.zeros((3, 1, 14, 14), np.float32)
+    x[0, 0, 5:9, 6:8] = 1.0         # 2 x 4 = 8 of ink; 1 px thicker: 3 x 5 = 15
+    x[1, 0, 5:9, 6] = 1.0           # 1 x 4 = 4; 2 x 5 = 10; 3 x 6 = 18
+    x[2] = x[0]                     # an error labelled 1: made right the same way
+    found = robustness.search(Ink(12.0).eval(), x, np.array([0, 0, 1]), np.array([False, False, True]),
+                              np.zeros(1, np.float32), np.ones(1, np.float32))
+    size, variant, into = found["thickness"]
+    assert size.tolist() == [1, 2, 1] and into.tolist() == [1, 1, 1]
+    assert variant.tolist() == ["1 px thicker", "2 px thicker", "1 px thicker"]
+    k = FAMILY_IDS.index("thickness")
+    assert found["pictures"][0, k].sum() == 15 and found["pictures"][1, k].sum() == 18
+    # the other way: less ink than 9 reads 1; a 3 x 5 bar (15) flips by one erosion (2 x 4 = 8), after the thicker
+    # pen tried first; a 4 x 6 bar (24) would need two (3 x 5 = 15 first), and thinner goes one step only
+    bars = np.zeros((2, 1, 14, 14), np.float32)
+    bars[0, 0, 5:10, 6:9] = 1.0
+    bars[1, 0, 5:11, 6:10] = 1.0
+    found = robustness.search(Ink(9.0, more=False).eval(), bars, np.array([0, 0]), np.array([False, False]),
+                              np.zeros(1, np.float32), np.ones(1, np.float32))
+    size, variant, into = found["thickness"]
+    assert size[0] == 1 and np.isnan(size[1]) and variant.tolist() == ["1 px thinner", ""]
+    assert into.tolist() == [1, -1]
+
+
+def test_a_slant_flips_a_lean_model_at_the_angle_that_crosses():
+    x = np.zeros((3, 1, 16, 16), np.float32)
+    x[0, 0, 3:13, 8] = 1.0                                   # upright: leans 0
+    for r in range(3, 13):
+        x[1, 0, r, 8 + (12 - r) // 5] = 1.0                  # leans a little right
+        x[2, 0, r, 5 + (12 - r) // 3] = 1.0                  # leans far right: the model reads 1
+    lean = _lean(x).numpy()
+    t = np.tan(np.radians(12.0))
+    sizes = np.array(robustness.FAMILIES[FAMILY_IDS.index("slant")].sizes)
+    tan = np.tan(np.radians(sizes))
+    assert lean[0] == 0 and 0 < lean[1] < t < lean[2]
+    assert np.abs(np.r_[(lean[:2, None] + tan).ravel(), lean[2] - tan] - t).min() > 0.01   # none on the threshold
+    # slanted right until it crosses; the one leaning far right slanted back left
+    expected = [sizes[lean[0] + tan > t][0], sizes[lean[1] + tan > t][0], sizes[lean[2] - tan <= t][0]]
+    found = robustness.search(Lean(12.0).eval(), x, np.array([0, 0, 1]), np.zeros(3, bool),
+                              np.zeros(1, np.float32), np.ones(1, np.float32))
+    size, variant, into = found["slant"]
+    assert size.tolist() == expected and expected[0] == 15 and expected[1] < 15
+    assert variant.tolist() == [f"slanted {expected[0]}° to the right", f"slanted {expected[1]}° to the right",
+                                f"slanted {expected[2]}° to the left"]
+    assert into.tolist() == [1, 1, 0]
+
+
 def test_the_stage_writes_the_table_and_summary(tmp_path):
     rng = np.random.default_rng(1)
     w = rng.normal(size=64).astype(np.float32)
@@ -168,7 +252,8 @@ def test_two_models_on_the_same_pictures_pair_up():
     assert summary["pictures"] == 12 and summary["flipped_before"] == 4 and summary["flipped_after"] == 0
     assert summary["paired"]["fixed"] == 4 and summary["paired"]["new"] == 0
     assert summary["median_before"] == 3 and summary["median_after"] == 4
-    assert robustness.trained_against({"thicken": 0.2}) == () and robustness.paired_summary([]) == []
+    assert [f.id for f in robustness.trained_against({"thicken": 0.2, "shear": 10})] == ["slant", "thickness"]
+    assert robustness.trained_against({"stretch": 0.1}) == () and robustness.paired_summary([]) == []
 
 
 def test_a_sample_of_zero_skips_the_search_and_the_defaults_agree(tmp_path):

@@ -93,9 +93,10 @@ def test_a_planted_slice_of_errors_is_found_with_fishers_p():
                          [(rest & wrong).sum(), (rest & ~wrong).sum()]], alternative="greater")
     assert top["p"] == pytest.approx(p, rel=1e-9)
     assert top["taken_for"] == [[4, top["errors"]]] and top["augment"] == "thicken"
-    # the advice's thicker strokes have it behind them, found first; turns have nothing
+    # the advice's thicker strokes have it behind them, found first; slants have nothing
     assert backing(entry, {"overrides": {"augment": {"thicken": 0.2}}})[0] == top
-    assert backing(entry, {"overrides": {"augment": {"rotate": 20}}}) == [
+    assert backing(entry, {"overrides": {"augment": {"rotate": 20}}}) == []
+    assert backing(entry, {"overrides": {"augment": {"shear": 15}}}) == [
         item for item in entry["listed"] if item["property"] == "slant"]
     assert top["description"].startswith("3: the ") and "thickest" in top["description"]
     # every found slice is a cut of the planted one (the 3s' thick tails, or every class's thick tails, which

@@ -976,7 +976,10 @@ def try_an_image(t, expected, mnist):
     assert set(page.eval_on_selector_all(".plist-delta", "ds => ds.map(d => d.textContent)")) == {"·"}
     # the advice's probes of it, each answered; a click on one puts it on the canvas: the model then sees exactly
     # that picture (here the image shifted right by 2 px)
-    assert t.count('[data-testid="try-perturbed"] figure') == 12
+    from deepdive.analysis.advice import PERTURBATIONS
+    from deepdive.analysis.robustness import FAMILY_IDS
+
+    assert t.count('[data-testid="try-perturbed"] figure') == len(PERTURBATIONS) - 1 == 14
     page.click('[data-testid="try-perturbed"] figure[data-id="shift+x"]')
     original = mnist.test_images[frame["idx"][row]]
     shifted = np.zeros_like(original)
@@ -1006,9 +1009,9 @@ def try_an_image(t, expected, mnist):
     # what fools the edited picture: one picture per kind of change, each decoded
     page.click('[data-testid="try-find-robustness"]')
     page.wait_for_selector('[data-testid="try-robustness-reading"]', timeout=60_000)
-    assert t.images_loaded('[data-testid="try-robustness"] img.rob-img') == 4
+    assert t.images_loaded('[data-testid="try-robustness"] img.rob-img') == len(FAMILY_IDS)
     assert page.eval_on_selector_all('[data-testid="try-robustness"] figure', "fs => fs.map(f => f.dataset.family)") \
-        == ["turn", "shift", "zoom", "adversarial"]
+        == ["turn", "shift", "zoom", "slant", "thickness", "adversarial"] == list(FAMILY_IDS)
     assert not t.errors, t.errors
     t.page.close()
 

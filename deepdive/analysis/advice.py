@@ -7,9 +7,9 @@ confused class pairs, suggest the matching training augmentation, and check a su
     verify_advice(store, run_id, suggestion=None) -> report                   # retrain + compare, verify_advice.json
     paired_changes(before, after, pairs) -> {...}; verdict(changes) -> str    # the comparison, with its p-values
 
-The perturbations are deepdive.train.augment's (rotate, shift, scale, thicken, thin), so a suggestion's training
-override switches on exactly the transformation that was probed. Probes run on a class-stratified sample of at
-most PROBE_EXAMPLES images (13 forward passes over it), so they take seconds on a CPU; evidence counts refer to
+The perturbations are deepdive.train.augment's (rotate, shift, scale, shear, thicken, thin), so a suggestion's
+training override switches on exactly the transformation that was probed. Probes run on a class-stratified sample
+of at most PROBE_EXAMPLES images (15 forward passes over it), so they take seconds on a CPU; evidence counts refer to
 that sample and say so.
 """
 import time
@@ -50,6 +50,8 @@ PERTURBATIONS = (
     Perturbation("shift+y", "shift down 2 px", lambda x: augment.shift(x, 0, 2)),
     Perturbation("scale0.85", "scale ×0.85", lambda x: augment.scale(x, 0.85)),
     Perturbation("scale1.15", "scale ×1.15", lambda x: augment.scale(x, 1.15)),
+    Perturbation("slant-15", "slant 15° left", lambda x: augment.shear(x, -15)),
+    Perturbation("slant+15", "slant 15° right", lambda x: augment.shear(x, 15)),
     Perturbation("thicken", "thicker strokes", augment.thicken),
     Perturbation("thin", "thinner strokes", augment.thin),
 )
@@ -69,6 +71,7 @@ CANDIDATES = (
     Candidate("rotate-20", "rotate ±20°", ("rotate-20", "rotate+20"), {"rotate": 20}),
     Candidate("shift-2", "shift ±2 px", ("shift-x", "shift+x", "shift-y", "shift+y"), {"shift": 2}),
     Candidate("scale-0.15", "scale ×0.85–1.15", ("scale0.85", "scale1.15"), {"scale": 0.15}),
+    Candidate("shear-15", "slant ±15° (shear)", ("slant-15", "slant+15"), {"shear": 15}),
     Candidate("thicken", "thicker strokes (dilate 20% of images)", ("thicken",), {"thicken": 0.2}),
     Candidate("thin", "thinner strokes (erode 20% of images)", ("thin",), {"thin": 0.2}),
 )

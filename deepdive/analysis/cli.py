@@ -26,7 +26,8 @@ def register(subparsers):
     p.add_argument("--folds", type=int_at_least(2), default=5, metavar="K", help="folds for --label-issues train (default 5)")
     p.add_argument("--robustness-sample", type=int_at_least(0), default=500, metavar="N", dest="robustness_sample",
                    help="test pictures drawn (class-stratified) for what fools the model: their right answers are "
-                        "turned, shifted, zoomed and attacked; 0 skips it (default 500, ~6 s on a 2-core CPU)")
+                        "turned, shifted, zoomed, slanted, thickened and thinned, and attacked; 0 skips it "
+                        "(default 500, ~10 s on a 2-core CPU)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="where runs are stored (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.set_defaults(func=cmd_analyze)

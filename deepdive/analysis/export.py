@@ -34,9 +34,9 @@ Tables (all read through AnalysisResult):
                 "against" / "for", rank), with the training image's index, label (as trained) and score
   robustness    what fools the model (deepdive.analysis.robustness): per picture tried (the right answers among a
                 class-stratified sample of the pictures, then the errors, mending true) and family (turn, shift,
-                zoom, adversarial), the smallest size that flips a right answer, or makes an error right (NaN:
-                nothing up to the family's largest size did), the variant that did it ("none" with NaN) and the
-                class it then gives (into; -1 with NaN)
+                zoom, slant, thickness, adversarial), the smallest size that flips a right answer, or makes an
+                error right (NaN: nothing up to the family's largest size did), the variant that did it ("none"
+                with NaN) and the class it then gives (into; -1 with NaN)
   calibration   the reliability diagram: per confidence bin its images, accuracy and mean confidence, as the model
                 gives them ("model") and after the temperature the analysis fitted ("temperature")
   pr-curves     each class's precision-recall curve (one class against the rest) as the analysis keeps it: per

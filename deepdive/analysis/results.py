@@ -11,8 +11,9 @@
     res.influence()             # {rows, against_/for_ index, label, score}: the training images behind each error
     res.dynamics()              # DataFrame, one row per training image: its training dynamics
     res.slices()                # DataFrame, every slice tried (deepdive.analysis.slices), lowest p first
-    res.robustness()            # DataFrame: the smallest turn, shift, zoom, adversarial change that flips each
-                                # picture tried (deepdive.analysis.robustness); res.robustness_pictures() as changed
+    res.robustness()            # DataFrame: the smallest turn, shift, zoom, slant, thickness, adversarial
+                                # change that flips each picture tried (deepdive.analysis.robustness);
+                                # res.robustness_pictures() as changed
     res.label_issues, res.advice, res.verification, res.focus_indices
     res.has("saliency:gradcam") # ask before reading an optional piece
 

@@ -49,11 +49,11 @@ PROPERTIES = (
 )
 KEYS = tuple(p[0] for p in PROPERTIES)
 # The augmentation (a key of an advice suggestion's overrides["augment"], deepdive.analysis.advice) that trains on
-# more pictures like a slice's: thicker strokes for the thickest or inkiest, thinner for the thinnest, turns for the
+# more pictures like a slice's: thicker strokes for the thickest or inkiest, thinner for the thinnest, slants for the
 # most slanted, scaling for the widest, narrowest, tallest or shortest, shifts for the furthest off-centre. Tone and
 # pieces have none among the advice's probes.
 AUGMENT_FOR = {("thickness", "high"): "thicken", ("thickness", "low"): "thin", ("ink", "high"): "thicken",
-               ("ink", "low"): "thin", ("slant", "low"): "rotate", ("slant", "high"): "rotate",
+               ("ink", "low"): "thin", ("slant", "low"): "shear", ("slant", "high"): "shear",
                ("width", "low"): "scale", ("width", "high"): "scale", ("height", "low"): "scale",
                ("height", "high"): "scale", ("offset", "high"): "shift"}
 COLUMNS = tuple(f"img_{k}" for k in KEYS)

@@ -17,7 +17,8 @@
                                                             most for it (TracIn; JSON with their pictures);
                                                             POST .../probe/influence: a new picture's, toward the
                                                             class it should be or its answer
-    GET .../robustness/{row}                                the smallest turn, shift, zoom and invisible change that
+    GET .../robustness/{row}                                the smallest turn, shift, zoom, slant, thickness and
+                                                            invisible change that
                                                             flip its answer (an error's: make it right), with the
                                                             pictures so changed (JSON); POST .../probe/robustness:
                                                             a new picture's (toward the class it should be)

@@ -682,9 +682,9 @@ class RunMaps:
 
     def probe_robustness(self, picture: np.ndarray, expected: int | None) -> dict:
         """{label, pred, mending, families: [{id, label, unit, largest, size, variant, into, image}]}: the smallest
-        turn, shift, zoom and invisible change (deepdive.analysis.robustness.search) that flips the model's answer
-        on the picture, or, when `expected` differs from that answer, makes it `expected` (largest: the family's
-        largest size, what "holds" means where size is None)."""
+        turn, shift, zoom, slant, thickness and invisible change (deepdive.analysis.robustness.search) that flips
+        the model's answer on the picture, or, when `expected` differs from that answer, makes it `expected`
+        (largest: the family's largest size, what "holds" means where size is None)."""
         import torch
 
         from deepdive.analysis import display_images

@@ -1,8 +1,8 @@
 // Robustness: what still fools the model (deepdive.analysis.robustness). The right answers among a
-// class-stratified sample of the pictures are turned, shifted and zoomed by growing amounts, and attacked (Captum
-// FGSM then PGD) for the smallest change of every pixel, until the answer changes; the errors go the other way,
-// toward their label. The page reads the bundle's per-picture table; the pictures it inlines are the most easily
-// fooled and the errors'.
+// class-stratified sample of the pictures are turned, shifted, zoomed, slanted, thickened and thinned by growing
+// amounts, and attacked (Captum FGSM then PGD) for the smallest change of every pixel, until the answer changes;
+// the errors go the other way, toward their label. The page reads the bundle's per-picture table; the pictures it
+// inlines are the most easily fooled and the errors'.
 "use strict";
 (function (DD) {
   const el = DD.el;
@@ -230,10 +230,11 @@
         const fam = s.families.find((f) => f.id === state.family) || s.families[0];
         DD.clear(head).appendChild(DD.section("What still fools it", summaryNote(ctx, s),
           familyTable(ctx, s, state, draw),
-          DD.note("Each right answer is changed by growing amounts until the model's answer changes (turns and " +
-                  "zooms both ways, shifts four ways; the invisible change: Captum's FGSM in steps of 0.01, then " +
-                  "PGD between half and all of where it flipped). Click a row for its curves and pictures; " +
-                  "`deepdive export RUN robustness` lists every picture tried.", "muted")));
+          DD.note("Each right answer is changed by growing amounts until the model's answer changes (turns, " +
+                  "zooms and slants both ways, shifts four ways, strokes up to 3 px thicker or 1 px thinner; " +
+                  "the invisible change: Captum's FGSM in steps of 0.01, then PGD between half and all of where " +
+                  "it flipped). Click a row for its curves and pictures; `deepdive export RUN robustness` lists " +
+                  "every picture tried.", "muted")));
         DD.clear(body).append(
           DD.section(`${cap(fam.label)}: how much stays right`, curveChart(ctx, fam),
             DD.note(`The share of the right answers tried that no ${fam.label} up to the size on the axis flips, ` +

@@ -422,8 +422,8 @@
                                              button("Try again", "try-find-influence", influence));
       }
     }
-    // The smallest turn, shift, zoom and invisible change that flips the answer, or that makes it the class it
-    // should be (analysis.robustness), on request: ~0.3 s, so not after every stroke.
+    // The smallest turn, shift, zoom, slant, thickness and invisible change that flips the answer, or that makes it
+    // the class it should be (analysis.robustness), on request: ~0.3 s, so not after every stroke.
     async function robustness() {
       DD.clear(robBox).appendChild(DD.note("Searching…", "muted"));
       try {
@@ -446,7 +446,8 @@
       }
     }
     robBox.appendChild(button("What is the smallest change that fools it?", "try-find-robustness", robustness,
-                              "turns, shifts and zooms growing until the answer changes, and an invisible change"));
+                              "turns, shifts, zooms, slants and thickness growing until the answer changes, " +
+                              "and an invisible change"));
 
     if (info.influence) {
       infBox.appendChild(button("Which training images taught it this?", "try-find-influence", influence,
