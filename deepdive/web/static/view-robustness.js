@@ -175,21 +175,22 @@
     if (!rows.length) return DD.note("No errors to make right.", "muted");
     const adv = fams[fams.length - 1].id;
     rows.sort((a, b) => (r.size[adv][a[1]] ?? Infinity) - (r.size[adv][b[1]] ?? Infinity));
-    return el("table", {class: "grid compact rob-errors", attrs: {"data-testid": "robustness-errors"}},
-      el("thead", {}, el("tr", {}, ["error", "", ...fams.map((f) => `smallest ${f.label} that makes it right`)]
+    return el("div", {class: "rob-errors-wrap"}, el("table", {class: "grid compact rob-errors",
+                                                            attrs: {"data-testid": "robustness-errors"}},
+      el("thead", {}, el("tr", {}, ["error", "", ...fams.map((f) => f.label)]
         .map((h) => el("th", {text: h})))),
       el("tbody", {}, rows.map(([row, k]) => {
         const pics = r.pictures[String(row)];
         return el("tr", {dataset: {row}, attrs: {"data-testid": "robustness-error"}},
           el("td", {}, DD.thumb(ctx, row, 42)),
-          el("td", {class: "small", text: `${ctx.className(ctx.col.true[row])} read as ` +
+          el("td", {class: "small rob-error-text", text: `${ctx.className(ctx.col.true[row])} read as ` +
             `${ctx.className(ctx.col.pred[row])} (${DD.fmt.pct(ctx.col.confidence[row], 0)})`}),
           fams.map((f, i) => el("td", {}, r.size[f.id][k] === null ?
             el("span", {class: "muted small", text: beyond(f)}) :
             el("div", {class: "rob-cell"}, pics ? picture(pics[i], variantOf(r, f.id, k)) : null,
               el("span", {class: "small", text: f.id === "adversarial" ? DD.sizeText(f, r.size[f.id][k]) :
                 variantOf(r, f.id, k)})))));
-      })));
+      }))));
   }
 
   // The image's own entries (detail panel): what flips it, or what makes the error right.
