@@ -110,6 +110,7 @@ def test_what_fools_a_picture(client, url, res):
             assert (f["size"] is None and np.isnan(want)) or f["size"] == pytest.approx(want)
             assert f["variant"] == stored.loc[f["id"], "variant"]
         assert f["into"] in (true, -1) and decode(f["image"]).shape == res.images[row].shape
+        assert f["holds"].startswith("holds ")
     answer = client.post(f"{url}/robustness", json={"image": picture}).json()
     assert answer["label"] == pred and not answer["mending"]
     assert all(f["into"] != pred for f in answer["families"] if f["size"] is not None)

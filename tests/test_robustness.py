@@ -190,6 +190,9 @@ def test_the_stage_writes_the_table_and_summary(tmp_path):
     assert pictures.shape == (n, len(FAMILIES), 8, 8) and pictures.dtype == np.uint8
     adv = entry["families"][FAMILY_IDS.index("adversarial")]
     assert adv["flipped"] == len(right) and adv["errors"]["mended"] == 3
+    holds = {f["id"]: f["holds"] for f in entry["families"]}      # what nothing flipping means, as the pages say it
+    assert holds["turn"] == "holds to 45°" and holds["adversarial"] == "holds to ε∞ 0.3"
+    assert holds["thickness"] == "holds 3 px thicker and 1 px thinner"
     assert all(a >= b for a, b in zip(adv["curve"], adv["curve"][1:]))     # a bigger change leaves fewer right
     assert sum(n for _, _, n in adv["into"]) == len(right) and all(t != q for t, q, _ in adv["into"])
     # the confusion's only off-diagonal pairs are the three errors'

@@ -56,6 +56,11 @@ class Family:
     headline: float         # the size the one-line summaries quote
     variants: Callable      # size -> [(variant label, fn(x) -> x changed)]; None: the adversarial search
     augments: tuple = ()    # the recipe's augmentation keys that train against it (advice.CANDIDATES)
+    holds: str = ""         # what nothing flipping means, where "holds to" the largest size would say too much
+
+    @property
+    def holds_text(self) -> str:
+        return self.holds or f"holds to {size_text(self.unit, self.sizes[-1])}"
 
 
 def _turns(s):
@@ -102,7 +107,8 @@ FAMILIES = (
     Family("shift", "shift", "px", (1, 2, 3, 4, 5), 2, _shifts, ("shift",)),
     Family("zoom", "zoom", "%", tuple(range(5, 41, 5)), 20, _zooms, ("scale",)),
     Family("slant", "slant", "°", tuple(range(5, 46, 5)), 15, _slants, ("shear",)),
-    Family("thickness", "thickness change", "px", (1, 2, 3), 1, _thickness, ("thicken", "thin")),
+    Family("thickness", "thickness change", "px", (1, 2, 3), 1, _thickness, ("thicken", "thin"),
+           "holds 3 px thicker and 1 px thinner"),
     Family("adversarial", "invisible change", "ε∞", tuple(round(ADV_STEP * k, 2) for k in range(1, 31)), 0.05,
            None),
 )
@@ -344,7 +350,8 @@ def summarize(table, labels, num_classes: int, seconds: float, confusion=None, n
         flipped = ~np.isnan(size)
         np.add.at(into, (cls[flipped], fool["into"].to_numpy()[flipped].astype(np.int64)), 1)
         entry = {"id": family.id, "label": family.label, "unit": family.unit, "sizes": list(family.sizes),
-                 "headline": family.headline, "headline_flipped": _share(flipped_by(size, family.headline)),
+                 "holds": family.holds_text, "headline": family.headline,
+                 "headline_flipped": _share(flipped_by(size, family.headline)),
                  "n": int(len(fool)), "flipped": int(flipped.sum()), "curve": curve, "per_class": per_class,
                  "median": median_size(size),
                  "per_class_median": [median_size(size[cls == c]) for c in range(num_classes)],

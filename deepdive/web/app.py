@@ -18,10 +18,10 @@
                                                             POST .../probe/influence: a new picture's, toward the
                                                             class it should be or its answer
     GET .../robustness/{row}                                the smallest turn, shift, zoom, slant, thickness and
-                                                            invisible change that
-                                                            flip its answer (an error's: make it right), with the
-                                                            pictures so changed (JSON); POST .../probe/robustness:
-                                                            a new picture's (toward the class it should be)
+                                                            invisible change that flip its answer (an error's: make
+                                                            it right), with the pictures so changed (JSON); POST
+                                                            .../probe/robustness: a new picture's (toward the class
+                                                            it should be)
     GET .../channels/{row}                                  the last feature map's channels that weigh most in its
                                                             answer, and where each fires on it (JSON)
     GET .../compare/{other_run_id}                          this run's mistakes against another's on the same images

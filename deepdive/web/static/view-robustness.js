@@ -16,7 +16,8 @@
     `${DD.fmt.num(v, 0)}${fam.unit === "px" ? " px" : fam.unit}`);
   const a = (word) => (/^[aeiou]/i.test(word) ? "an " : "a ") + word;
   const cap = (word) => word.charAt(0).toUpperCase() + word.slice(1);
-  const beyond = (fam) => `holds to ${DD.sizeText(fam, fam.sizes[fam.sizes.length - 1])}`;
+  // what nothing flipping means (analyses before "holds": to the largest size)
+  const beyond = (fam) => fam.holds || `holds to ${DD.sizeText(fam, fam.sizes[fam.sizes.length - 1])}`;
   const positions = (ctx) => {
     if (!ctx.robustnessPos) ctx.robustnessPos = new Map(ctx.b.robustness.rows.map((r, k) => [r, k]));
     return ctx.robustnessPos;

@@ -434,7 +434,7 @@
             `The smallest change of each kind that makes the model read it as ${ctx.className(r.label)}, the class ` +
             "it should be:" : `The smallest change of each kind that changes its answer, ${ctx.className(r.pred)}:`}),
           el("div", {class: "rob-grid"}, r.families.map((f) => {
-            const caption = f.size === null ? `${f.label}: holds to ${DD.sizeText(f, f.largest)}` :
+            const caption = f.size === null ? `${f.label}: ${f.holds}` :
               `${f.variant}${r.mending ? "" : ` → ${ctx.className(f.into)}`}`;
             return el("figure", {class: "rob-card", dataset: {family: f.id}},
               el("img", {class: "rob-img", src: f.image, alt: caption}), el("figcaption", {text: caption}));
