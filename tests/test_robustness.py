@@ -297,3 +297,46 @@ def test_no_right_answer_drawn_leaves_only_the_errors(tmp_path):
     adv = entry["families"][-1]
     assert adv["curve"][0] is None and adv["errors"]["mended"] == 6
     assert robustness_lines(entry)[0] == "what fools it: no right answer among the 6 pictures drawn to try"
+
+
+def test_an_analysis_written_before_slants_and_the_pen_still_serves_and_compares(analyzed_run, copy_workspace,
+                                                                                tmp_path):
+    """An earlier analysis searched four kinds: the bundle, an image's entries and Compare read the table's own
+    families, not the six of today (a block taken by position would file the invisible change under slant)."""
+    import json
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from deepdive.analysis.compare import _robustness
+    from deepdive.analysis.results import analysis_dir
+    from deepdive.web.app import create_app
+
+    old_ids = ["turn", "shift", "zoom", "adversarial"]
+    ws = copy_workspace(analyzed_run.workspace, tmp_path / "ws")
+    run_dir = ws / analyzed_run.run_dir.relative_to(analyzed_run.workspace)
+    folder = analysis_dir(run_dir, "test")
+    table = __import__("pandas").read_parquet(folder / "robustness.parquet")
+    old = table[table["family"].isin(old_ids)].reset_index(drop=True)
+    old.to_parquet(folder / "robustness.parquet", index=False)
+    keep = [FAMILY_IDS.index(i) for i in old_ids]
+    np.save(folder / "robustness_images.npy", np.load(folder / "robustness_images.npy")[:, keep])
+    summary = json.loads((folder / "summary.json").read_text())
+    entry = summary["robustness"]
+    entry["families"] = [{k: v for k, v in f.items() if k != "holds"} for f in entry["families"] if f["id"] in old_ids]
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+    n = len(old) // len(old_ids)
+    base = f"/api/runs/{analyzed_run.run_id}/splits/test"
+    with TestClient(create_app(ws)) as client:
+        bundle = client.get(f"{base}/bundle").json()["robustness"]
+        assert list(bundle["size"]) == old_ids
+        adv = old[old["family"] == "adversarial"]["size"].to_numpy(np.float64)
+        assert [None if np.isnan(v) else round(float(v), 4) for v in adv] == bundle["size"]["adversarial"]
+        assert all(len(bundle["size"][i]) == n for i in old_ids)
+        row = int(old["row"].iat[0])
+        body = client.get(f"{base}/robustness/{row}").json()
+        assert [f["id"] for f in body["families"]] == old_ids
+    # Compare against today's analysis of the same run: the four kinds both searched
+    parts = _robustness(SimpleNamespace(run_dir=run_dir), SimpleNamespace(run_dir=analyzed_run.run_dir), "test")
+    assert [p["id"] for p in parts] == old_ids and all(p["paired"]["fixed"] == p["paired"]["new"] == 0 for p in parts)

@@ -90,8 +90,8 @@ def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
 def _robustness(rec_a, rec_b, split) -> list[dict]:
     """Per kind of change (deepdive.analysis.robustness), on the pictures both runs read right among the ones both
     searches drew (the same sample in every run): how many the change flips up to its headline size in A and in B,
-    those only A's or only B's flips, the paired test, and both runs' median size. [] when either run's analysis has
-    no robustness search."""
+    those only A's or only B's flips, the paired test, and both runs' median size; the kinds both analyses searched
+    (one written before slants and the pen has four). [] when either run's analysis has no robustness search."""
     from deepdive.analysis.robustness import FAMILIES, paired_sizes
 
     try:
@@ -103,7 +103,7 @@ def _robustness(rec_a, rec_b, split) -> list[dict]:
         a, b = (t[(t["family"] == family.id) & ~t["mending"]].set_index("row")["size"] for t in (ta, tb))
         common = a.index.intersection(b.index)
         if not len(common):
-            return []
+            continue
         # "fixed": pictures A's change flips and B's does not; "new": the other way round
         out.append(paired_sizes(family, a.loc[common].to_numpy(), b.loc[common].to_numpy()))
     return out

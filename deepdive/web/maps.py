@@ -108,7 +108,8 @@ def neighbour_items(images, index, labels, values, key="similarity") -> list[dic
 
 
 def robustness_item(table, pictures, k: int, f: int) -> dict:
-    """One family's entry for picture k of the robustness table (its rows repeat per family, in FAMILY_IDS order)."""
+    """One family's entry for picture k of the robustness table (its rows repeat per family, in the order of the
+    FAMILIES of the analysis that wrote it; an earlier analysis may hold fewer)."""
     line = table.iloc[f * len(pictures) + k]
     return {"id": line["family"], "size": _size_or_none(line["size"]), "variant": line["variant"],
             "into": int(line["into"]), "image": bundle_mod.data_uri(bundle_mod.png_bytes(pictures[k, f]))}
@@ -373,9 +374,8 @@ class RunMaps:
         ({family: [per row]}), variant ({family: {names, codes (per row, -1: none)}}), pictures ({row: [data URI per
         family]} for the FRAGILE_SHOWN most easily fooled right answers of each family and the first ERRORS_SHOWN
         errors, inlined in both modes)}, or {available: false, reason}. Compact: the whole test set tried
-        (--robustness-sample 10000) comes to ~0.7 MB."""
-        from deepdive.analysis.robustness import FAMILY_IDS
-
+        (--robustness-sample 10000) comes to ~0.7 MB. The families are the table's own, in its order: an analysis
+        written before slants and the pen holds four."""
         try:
             table, pictures, at = self.robustness_data()
         except NotFound as e:
@@ -385,7 +385,7 @@ class RunMaps:
         out = {"available": True, "rows": rows.tolist(), "errors_from": int((~mending).sum()), "size": {},
                "variant": {}, "into": {}}
         shown = set(rows[mending][:ERRORS_SHOWN].tolist())
-        for f, fam in enumerate(FAMILY_IDS):
+        for f, fam in enumerate(dict.fromkeys(table["family"])):
             part = table.iloc[f * n:(f + 1) * n]
             size = part["size"].to_numpy(np.float64)
             out["size"][fam] = [None if np.isnan(v) else round(float(v), 4) for v in size]
