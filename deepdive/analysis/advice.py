@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from deepdive.analysis import robustness
+from deepdive.analysis import _load_model, robustness
 from deepdive.analysis.activations import _device, evaluating
 from deepdive.errors import DeepdiveError, RunError
 from deepdive.train import augment
@@ -335,7 +335,7 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
                          **_compare(before, after, pairs)})
         if families:     # what the augmentation teaches: the change it trains against, on the same pictures
             flips.append(robustness.paired_flips(
-                *(_model(store, r) for r in (base_id, new_id)), inputs, before["true"],
+                *(_load_model(store.get_run(r))[0].eval() for r in (base_id, new_id)), inputs, before["true"],
                 before["pred"] == before["true"], after["pred"] == after["true"], families))
 
     acc_before = float(np.mean([r["accuracy"]["before"] for r in per_seed]))
@@ -371,16 +371,6 @@ def verify_advice(store, run_id, suggestion=None, progress: bool = True, split: 
     }
     atomic_write_text(run.run_dir / "analysis" / split / "verify_advice.json", to_json(report))
     return report
-
-
-def _model(store, run_id):
-    """A run's best checkpoint, on the CPU in eval mode."""
-    from deepdive.models import load_checkpoint
-
-    path = store.get_run(run_id).run_dir / "model_best.pt"
-    if not path.is_file():
-        raise RunError(f"run {run_id} has no model checkpoint ({path} is missing)")
-    return load_checkpoint(path, device="cpu").eval()
 
 
 def _run_for(store, run, name, seed, overrides, suggestion_id, split, progress) -> tuple[str, bool, float]:

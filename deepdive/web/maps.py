@@ -388,7 +388,7 @@ class RunMaps:
         for f, fam in enumerate(dict.fromkeys(table["family"])):
             part = table.iloc[f * n:(f + 1) * n]
             size = part["size"].to_numpy(np.float64)
-            out["size"][fam] = [None if np.isnan(v) else round(float(v), 4) for v in size]
+            out["size"][fam] = [_size_or_none(v) for v in size]
             names, codes = np.unique(part["variant"].to_numpy(str), return_inverse=True)
             empty = names == ""
             out["variant"][fam] = {"names": names.tolist(),
@@ -681,10 +681,10 @@ class RunMaps:
                 "against": side(against_pos, against_score)}
 
     def probe_robustness(self, picture: np.ndarray, expected: int | None) -> dict:
-        """{label, pred, mending, families: [{id, label, unit, largest, holds, size, variant, into, image}]}: the
-        smallest turn, shift, zoom, slant, thickness and invisible change (deepdive.analysis.robustness.search)
-        that flips the model's answer on the picture, or, when `expected` differs from that answer, makes it
-        `expected` (largest: the family's largest size; holds: what size None means, e.g. "holds to 45°")."""
+        """{label, pred, mending, families: [{id, label, unit, holds, size, variant, into, image}]}: the smallest
+        turn, shift, zoom, slant, thickness and invisible change (deepdive.analysis.robustness.search) that flips
+        the model's answer on the picture, or, when `expected` differs from that answer, makes it `expected`
+        (holds: what size None means, e.g. "holds to 45°")."""
         import torch
 
         from deepdive.analysis import display_images
@@ -703,7 +703,7 @@ class RunMaps:
             found = search(model, x, np.array([label]), np.array([mending]), *self._scale)
         shown = display_images(found["pictures"][0], scale=self._scale)
         return {"label": label, "pred": pred, "mending": bool(mending), "families": [
-            {"id": f.id, "label": f.label, "unit": f.unit, "largest": f.sizes[-1], "holds": f.holds_text,
+            {"id": f.id, "label": f.label, "unit": f.unit, "holds": f.holds_text,
              "size": _size_or_none(found[f.id][0][0]),
              "variant": str(found[f.id][1][0]), "into": int(found[f.id][2][0]),
              "image": bundle_mod.data_uri(bundle_mod.png_bytes(shown[k]))} for k, f in enumerate(FAMILIES)]}

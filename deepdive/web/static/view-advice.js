@@ -144,8 +144,7 @@
             `${DD.sizeText(f, f.headline)} flips ${f.flipped_before} of ${f.pictures} right answers (of both) ` +
             `before, ${f.flipped_after} after: ${f.paired.fixed} held now, ${f.paired.new} flipped now ` +
             `(p ${pText(f.paired.p_value)}); median ${f.label} to flip ` +
-            `${f.median_before === null ? "beyond the largest" : DD.sizeText(f, f.median_before)} → ` +
-            `${f.median_after === null ? "beyond the largest" : DD.sizeText(f, f.median_after)}`})]),
+            `${DD.medianSizeText(f, f.median_before)} → ${DD.medianSizeText(f, f.median_after)}`})]),
         el("dt", {text: "retraining time"}), el("dd", {text: DD.fmt.secs(v.retrain_seconds)})),
       k > 1 ? seedTable(v) : null,
       v.note ? DD.note(v.note, "muted") : null);

@@ -41,7 +41,6 @@
   // What fools each run, on the right answers both searches tried (Robustness view): does B hold where A flips?
   function robustnessPanel(res) {
     if (!(res.robustness || []).length) return null;
-    const size = (r, v) => (v === null ? "beyond the largest" : DD.sizeText(r, v));
     return DD.section("What fools each run",
       el("table", {class: "grid compact", attrs: {"data-testid": "compare-robustness"}},
         el("thead", {}, el("tr", {}, ["change", "right answers of both", "flipped in A", "flipped in B",
@@ -54,7 +53,7 @@
           el("td", {class: "num", text: DD.fmt.int(r.flipped_b)}),
           el("td", {class: "num", text: `${r.paired.fixed} / ${r.paired.new}`}),
           el("td", {class: "num", text: DD.fmt.num(r.paired.p_value, 3)}),
-          el("td", {class: "num", text: `${size(r, r.median_a)} / ${size(r, r.median_b)}`}))))),
+          el("td", {class: "num", text: `${DD.medianSizeText(r, r.median_a)} / ${DD.medianSizeText(r, r.median_b)}`}))))),
       DD.note("The same sampled pictures in both runs, where both read them right; p: exact McNemar on those one run " +
               "flips and the other holds.", "muted"));
   }

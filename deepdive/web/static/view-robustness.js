@@ -18,6 +18,16 @@
   const cap = (word) => word.charAt(0).toUpperCase() + word.slice(1);
   // what nothing flipping means (analyses before "holds": to the largest size)
   const beyond = (fam) => fam.holds || `holds to ${DD.sizeText(fam, fam.sizes[fam.sizes.length - 1])}`;
+  // a median size to flip (None: at least half held through every size), as Compare and verify-advice say it
+  DD.medianSizeText = (fam, v) => (v === null ? "beyond the largest" : DD.sizeText(fam, v));
+  // One kind of change on one picture: the picture as changed and what it did (or that nothing up to the largest
+  // size did); `fam` the kind (label, holds), `f` its entry for the picture (size, variant, into, image).
+  DD.robustnessCard = (ctx, fam, f, mending) => {
+    const caption = f.size === null ? `${fam.label}: ${beyond(fam)}` :
+      `${f.variant}${mending ? "" : ` → ${ctx.className(f.into)}`}`;
+    return el("figure", {class: "rob-card", dataset: {family: f.id}}, picture(f.image, caption),
+              el("figcaption", {text: caption}));
+  };
   const positions = (ctx) => {
     if (!ctx.robustnessPos) ctx.robustnessPos = new Map(ctx.b.robustness.rows.map((r, k) => [r, k]));
     return ctx.robustnessPos;
@@ -208,12 +218,8 @@
       el("p", {class: "note", attrs: {"data-testid": "robustness-reading"}, text: result.mending ?
         `The smallest change of each kind that makes the model read it as ${ctx.className(t)}, its label:` :
         "The smallest change of each kind that flips the model's answer:"}),
-      el("div", {class: "rob-grid"}, result.families.map((f) => {
-        const fam = byId[f.id];
-        const caption = f.size === null ? `${fam.label}: ${beyond(fam)}` :
-          `${f.variant}${result.mending ? "" : ` → ${ctx.className(f.into)}`}`;
-        return el("figure", {class: "rob-card"}, picture(f.image, caption), el("figcaption", {text: caption}));
-      })));
+      el("div", {class: "rob-grid"}, result.families.map((f) => DD.robustnessCard(ctx, byId[f.id], f,
+                                                                                    result.mending))));
   };
 
   DD.views.robustness = {

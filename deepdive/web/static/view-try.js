@@ -433,12 +433,7 @@
           el("p", {class: "note", attrs: {"data-testid": "try-robustness-reading"}, text: r.mending ?
             `The smallest change of each kind that makes the model read it as ${ctx.className(r.label)}, the class ` +
             "it should be:" : `The smallest change of each kind that changes its answer, ${ctx.className(r.pred)}:`}),
-          el("div", {class: "rob-grid"}, r.families.map((f) => {
-            const caption = f.size === null ? `${f.label}: ${f.holds}` :
-              `${f.variant}${r.mending ? "" : ` → ${ctx.className(f.into)}`}`;
-            return el("figure", {class: "rob-card", dataset: {family: f.id}},
-              el("img", {class: "rob-img", src: f.image, alt: caption}), el("figcaption", {text: caption}));
-          })),
+          el("div", {class: "rob-grid"}, r.families.map((f) => DD.robustnessCard(ctx, f, f, r.mending))),
           button("Search again for this picture", "try-find-robustness", robustness)]);
       } catch (err) {
         if (alive()) DD.clear(robBox).append(DD.note(`Could not search: ${err.message}`, "error"),
