@@ -1596,6 +1596,55 @@ def test_a_custom_runs_overview_draws_what_its_loop_logged(browser, tmp_path):
         t.page.close()
 
 
+def test_pictures_wider_than_tall_and_long_class_names(browser, tmp_path):
+    """A model of your own on 12x20 pictures with 12 long class names. Each thumbnail shows its own picture (the
+    sprite sheet's cells are 20 wide and 12 high: a square cut drifts down a row at a time), drawn at the picture's
+    shape; a class name too long for its column in the predictions is cut short with the whole of it on hover; the
+    class table's errors cell is as tall as its row; the robustness curves' legend goes down the chart's side."""
+    import torch
+
+    import deepdive
+
+    n, classes = 300, 12
+    levels = (40 + (np.arange(n) * 37) % 200).astype(np.float32) / 255      # picture i is one grey, its own
+    images = torch.from_numpy(np.broadcast_to(levels[:, None, None, None], (n, 1, 12, 20)).copy())
+    labels = torch.from_numpy(np.arange(n) % classes)
+    names = [f"a rather long name for class {c} of the set" for c in range(classes)]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12 * 20, classes))
+    run = deepdive.log_evaluation(model, (images, labels), class_names=names, workspace=tmp_path, name="wide",
+                                  progress=False)
+    with serving(tmp_path) as url:
+        t = Tab(browser, url, run.id)
+        page = t.view("predictions")
+        page.wait_for_selector(".vrow .thumb")
+        thumbs = page.locator(".vrow .thumb")
+        checked = []
+        for i in range(thumbs.count()):
+            thumb = thumbs.nth(i)
+            row = int(thumb.get_attribute("data-row"))
+            box = thumb.bounding_box()
+            assert box["width"] == pytest.approx(36, abs=0.1) and box["height"] == pytest.approx(36 * 12 / 20, abs=0.1)
+            shot = np.asarray(Image.open(io.BytesIO(thumb.screenshot())).convert("L"), np.float32)
+            centre = shot[shot.shape[0] // 2 - 2:shot.shape[0] // 2 + 2, shot.shape[1] // 2 - 2:shot.shape[1] // 2 + 2]
+            assert np.abs(centre - levels[row] * 255).max() <= 2, f"thumbnail of row {row}"
+            checked.append(row)
+        assert len(checked) >= 10 and max(checked) >= 100      # some from the sheet's second row of cells on
+        cut = page.eval_on_selector(".vrow .cname", "c => [c.scrollWidth > c.clientWidth, c.title, c.textContent]")
+        assert cut[0] and cut[1] == cut[2] and cut[1] in names
+        page = t.view("classes")
+        page.wait_for_selector('[data-testid="class-errors"] .thumb')
+        heights = page.eval_on_selector_all('[data-testid="class-errors"]',
+                                            "cs => cs.map(c => [c.offsetHeight, c.parentElement.offsetHeight])")
+        assert heights and all(cell == row for cell, row in heights)
+        page = t.view("robustness")
+        page.wait_for_selector('[data-testid="robustness-chart"] .scatterlayer .trace', state="attached")
+        legend = page.evaluate("() => document.querySelector('[data-testid=\"robustness-chart\"]').layout.legend")
+        assert legend["orientation"] == "v"
+        assert not t.errors and not t.dialogs
+        t.page.close()
+
+
 def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
     """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
     name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""

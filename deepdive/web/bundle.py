@@ -17,7 +17,7 @@ activations on demand; report mode fills them with data: URIs (see report.py). S
                 probs: [C lists], prob_decimals (their rounding), categories: [code -> name]},
      label_issues: [{row, rank}] most suspicious first,   advice, verification,
      advice_pictures: [data URI] (the perturbed images the advice's examples index),
-     images: {n, height, width, channels, tile, cols, per_sheet, sheet_sizes, sheets: [url]},
+     images: {n, height, width, channels, cols, per_sheet, sheet_sizes, sheets: [url]},
      saliency: {methods, errors_rows, errors_count: {method: n (its maps cover errors_rows[:n])},
                 class_rep_rows, legend (data URI), notes: {method: reading note, e.g. where Grad-CAM sits}},
      activations: {mode, rows, layers},
@@ -105,7 +105,7 @@ def sprite_layout(n: int, height: int, width: int) -> dict:
         count = min(SPRITE_PER_SHEET, n - s * SPRITE_PER_SHEET)
         rows = max(1, -(-count // SPRITE_COLS))
         sizes.append([SPRITE_COLS * width, rows * height])
-    return {"n": n, "height": height, "width": width, "tile": width, "cols": SPRITE_COLS,
+    return {"n": n, "height": height, "width": width, "cols": SPRITE_COLS,
             "per_sheet": SPRITE_PER_SHEET, "sheet_sizes": sizes}
 
 

@@ -4,7 +4,6 @@
 (function (DD) {
   const el = DD.el;
   const MAX_THUMBS = 48;
-  const MANY_CLASSES = 20, MANY_SHOWN = 10;   // PR curves drawn at first when there are more classes than MANY
   // Sortable columns: header, key of the summary's per-class row (null: not sortable), first direction
   const COLUMNS = [["Class", "class", 1], ["Images", "support", -1], ["Accuracy", "recall", 1],
                    ["Precision", "precision", 1], ["F1", "f1", 1], ["AP", "ap", 1], ["Errors", "errors", -1],
@@ -71,8 +70,9 @@
         el("td", {class: "num", text: DD.fmt.num(row.f1, 4)}),
         hasAp ? el("td", {class: "num", text: DD.fmt.num(row.ap, 5)}) : null,
         el("td", {class: "num" + (row.errors ? " bad" : ""), text: DD.fmt.int(row.errors)}),
-        el("td", {class: "thumbs-cell", attrs: {"data-testid": "class-errors"}},
-           errs.length ? [thumbs, more] : el("span", {class: "muted small", text: "no errors"})));
+        el("td", {attrs: {"data-testid": "class-errors"}},   // a flex td would lose its row's height
+           errs.length ? el("div", {class: "thumbs-cell"}, thumbs, more) :
+             el("span", {class: "muted small", text: "no errors"})));
     };
     const heads = columns.map(([label, key, first]) => el("th", {
       text: label, class: key ? "sortable" : "",
@@ -111,17 +111,16 @@
     const shown = curves.flatMap((cv) => cv.points.filter((p) => p[0] >= zoom).map((p) => p[1]));
     const low = Math.min(1, ...shown);
     const label = (c) => DD.plotLabel(ctx, c);
-    // Many classes: the MANY_SHOWN with the lowest AP drawn, the others a legend click away.
-    const shownClasses = new Set(curves.slice().sort((a, b) => a.ap - b.ap || a.class - b.class)
-      .slice(0, curves.length > MANY_CLASSES ? MANY_SHOWN : curves.length).map((cv) => cv.class));
     const traces = curves.map((cv) => ({
-      visible: shownClasses.has(cv.class) ? true : "legendonly",
       type: "scatter", mode: "lines", name: `${label(cv.class)} (AP ${DD.fmt.num(cv.ap, 5)})`,
       line: {color: DD.classColor(cv.class), width: 1.5},
       x: cv.points.map((p) => p[0]), y: cv.points.map((p) => p[1]), customdata: cv.points.map((p) => p[2]),
       hovertemplate: `${label(cv.class)}: recall %{x:.2%}, precision %{y:.2%} ` +
                      "with p ≥ %{customdata:.4f} (click: its images)<extra></extra>",
     }));
+    // Many classes: those with the lowest AP drawn, the others a legend click away.
+    const worst = curves.slice().sort((a, b) => a.ap - b.ap || a.class - b.class).map((cv) => cv.class);
+    DD.classLines(traces, curves.map((cv) => cv.class), worst);
     const layout = DD.plotLayout({hovermode: "closest", margin: {l: 60, r: 16, t: 16, b: 44},
       legend: {orientation: "v", x: 1.01, y: 1, font: {size: 11}},
       xaxis: {title: {text: "recall (share of the class found)"}, range: [zoom, 1.002], tickformat: ".1%"},
@@ -144,7 +143,7 @@
               "legend to hide it" +
               (zoom ? `; the chart starts at recall ${DD.fmt.pct(zoom, 0)}, where this model's lines part ` +
                       "(double-click for all)" : "") +
-              (curves.length > MANY_CLASSES ? `. Of the ${curves.length} classes the ${MANY_SHOWN} with the lowest ` +
+              (curves.length > DD.MANY_CLASSES ? `. Of the ${curves.length} classes the ${DD.MANY_SHOWN} with the lowest ` +
                                                "AP are drawn; click another in the legend to add it." : "."), "muted"),
       plot);
   }

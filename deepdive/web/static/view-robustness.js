@@ -135,8 +135,14 @@
       hovertemplate: "%{fullData.name}: %{y:.1%} right at %{x}<extra></extra>"}));
     traces.push({type: "scatter", mode: "lines+markers", name: "all", x: sizes, y: [1, ...fam.curve],
                  line: {color: "#111827", width: 3}, hovertemplate: "all: %{y:.1%} right at %{x}<extra></extra>"});
+    // Many classes: those with the least still right at the largest size drawn (ties: the earlier drop first).
+    const classes = fam.per_class.map((_, c) => c);
+    const held = (c) => fam.per_class[c].reduce((sum, y) => sum + y, 0);
+    const worst = classes.slice().sort((a, b) => fam.per_class[a].at(-1) - fam.per_class[b].at(-1) ||
+                                                   held(a) - held(b) || a - b);
+    const legend = DD.classLines(traces, classes, worst);
     DD.afterPaint(() => DD.plotly().then((Plotly) => Plotly.react(chart, traces, DD.plotLayout({
-      margin: {l: 56, r: 16, t: 16, b: 44},
+      margin: {l: 56, r: 16, t: 16, b: 44}, legend,
       xaxis: {title: {text: `${fam.label} (${fam.unit}), the smallest that flips each answer`}},
       yaxis: {title: {text: "share still right"}, tickformat: ".0%"}}), DD.plotConfig))
       .then(() => chart.on("plotly_click", (ev) => {      // a point: the right answers flipped by that size
@@ -247,7 +253,9 @@
           DD.section(`${cap(fam.label)}: how much stays right`, curveChart(ctx, fam),
             DD.note(`The share of the right answers tried that no ${fam.label} up to the size on the axis flips, ` +
                     "each class and all. Click a point for the pictures flipped by its size; a class in the " +
-                    "legend to hide it.", "muted small")),
+                    "legend to hide it" + (fam.per_class.length > DD.MANY_CLASSES ? ` (of the ` +
+                    `${fam.per_class.length} classes the ${DD.MANY_SHOWN} with the least still right at the ` +
+                    "largest size are drawn; click another to add it)." : "."), "muted small")),
           DD.section(`Most easily fooled by ${a(fam.label)}`, fragileGrid(ctx, fam),
             fam.flipped ? el("div", {class: "btn-row"}, el("a", {class: "btn", href: DD.viewHref(ctx, "predictions"),
               attrs: {"data-testid": "robustness-list"}, on: {click: () => listFooled(ctx, fam, fam.headline)},

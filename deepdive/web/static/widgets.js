@@ -36,12 +36,14 @@
     document.head.appendChild(style);
   }
 
-  // A thumbnail of split row `row`, `size` px square, cut from the sprite sheets. Click opens the detail panel.
+  // A thumbnail of split row `row`, its longer side `size` px (square for square images), cut from the sprite
+  // sheets, whose cells are the images' own width x height. Click opens the detail panel.
   DD.thumb = function (ctx, row, size = 28, extraClass = "") {
     const im = ctx.b.images;
     const sheet = Math.floor(row / im.per_sheet);
     const k = row % im.per_sheet;
-    const s = size / im.tile;
+    const s = size / Math.max(im.width, im.height);
+    const cellW = im.width * s, cellH = im.height * s;
     const [w, h] = im.sheet_sizes[sheet];
     const col = ctx.col;
     return el("div", {
@@ -49,8 +51,8 @@
       dataset: {row},
       attrs: {role: "button", tabindex: 0,
               title: `#${col.idx[row]} · true ${ctx.className(col.true[row])} · pred ${ctx.className(col.pred[row])} (${DD.fmt.pct(col.confidence[row], 1)})`},
-      style: {width: size + "px", height: size + "px",
-              backgroundPosition: `${-(k % im.cols) * im.tile * s}px ${-Math.floor(k / im.cols) * im.tile * s}px`,
+      style: {width: cellW + "px", height: cellH + "px",
+              backgroundPosition: `${-(k % im.cols) * cellW}px ${-Math.floor(k / im.cols) * cellH}px`,
               backgroundSize: `${w * s}px ${h * s}px`},
     });
   };
@@ -139,6 +141,18 @@
 
   // plotly reads a few tags in names, labels and hover text: a class name there is only text
   DD.plotLabel = (ctx, c) => String(ctx.className(c)).replace(/[<>&]/g, "");
+  // Charts with one line per class: past MANY_CLASSES lines only the MANY_SHOWN first in `order` (class ids) are
+  // drawn at first, the others a legend click away (sets each trace's `visible`; trace i is class classes[i]).
+  // Returns the legend's layout: down the right side when its names would not fit one row above the chart.
+  DD.MANY_CLASSES = 20;
+  DD.MANY_SHOWN = 10;
+  DD.classLines = function (traces, classes, order) {
+    const shown = new Set(classes.length > DD.MANY_CLASSES ? order.slice(0, DD.MANY_SHOWN) : classes);
+    traces.forEach((t, i) => { if (i < classes.length) t.visible = shown.has(classes[i]) ? true : "legendonly"; });
+    const chars = traces.reduce((n, t) => n + String(t.name).length + 4, 0);   // ~4 more for each entry's line
+    return chars > 90 || classes.length > DD.MANY_CLASSES ? {orientation: "v", x: 1.01, y: 1, font: {size: 11}} :
+      DD.plotLayout().legend;
+  };
   DD.section = (title, ...children) => el("section", {class: "panel"}, el("h2", {text: title}), ...children);
 
   // Fill `box` with ‹ prev / "page i of n" / next › controls; onPage(new page index) redraws.
