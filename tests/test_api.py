@@ -105,6 +105,35 @@ def test_a_binary_classifier_gets_the_whole_deep_dive(tmp_path):
     assert s["saliency"]["sanity"]["available"] and s["confidence"]["available"]
 
 
+def test_a_model_that_ends_in_softmax_or_log_softmax_gets_its_own_probabilities(tmp_path):
+    """A model whose last layer is a softmax outputs probabilities: read as logits, a second softmax would flatten
+    them (5 classes: none above e / (e + 4) = 40%). Read as probabilities they are the model's own; a log_softmax
+    last (PyTorch's examples/mnist) reads the same either way."""
+    from deepdive.analysis import outputs_probabilities, predict
+
+    torch.manual_seed(0)
+    net = TinyNet()
+    images, labels = random_data(64, seed=3)
+    with torch.no_grad():
+        net.fc.weight.mul_(40)            # a confident model, as a trained one is
+        logits = net(images)
+        expected = torch.softmax(logits, 1).numpy()
+    assert expected.max() > 0.45          # else a flattened copy could not be told from the real ones
+    for last in (nn.Softmax(dim=1), nn.LogSoftmax(dim=1)):
+        model = nn.Sequential(net, last)
+        probs, losses = predict(model, images.numpy(), labels.numpy(), 5)
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+        np.testing.assert_allclose(losses, -np.log(expected[np.arange(64), labels.numpy()]), rtol=1e-4)
+    assert not outputs_probabilities(logits) and outputs_probabilities(torch.softmax(logits, 1))
+    assert not outputs_probabilities(torch.full((2, 5), 0.1))      # in [0, 1] but rows summing to 0.5
+    run = deepdive.log_evaluation(nn.Sequential(net, nn.Softmax(dim=1)), (images, labels), workspace=tmp_path,
+                                  name="softmax-last", progress=False)
+    s = AnalysisResult.load(run.run_dir, "test").summary
+    assert s["accuracy"] == pytest.approx(float((expected.argmax(1) == labels.numpy()).mean()))
+    np.testing.assert_allclose(Store.open(tmp_path, create=False).predictions(run.id, "test")["probs"], expected,
+                               atol=1e-5)
+
+
 def test_init_log_and_evaluate_with_curves(tmp_path):
     images, labels = random_data(64, seed=1)
     with deepdive.init(name="curves", workspace=tmp_path, config={"lr": 0.1}) as run:

@@ -39,6 +39,18 @@ def test_the_scores_are_the_last_layers_gradient_products():
     assert model.training is False and all(p.grad is None for p in model[:-1].parameters())
 
 
+@pytest.mark.parametrize("last", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1)], ids=["softmax", "log_softmax"])
+def test_a_model_ending_in_softmax_scores_as_its_logits_do(last):
+    """Captum takes the loss gradient at the model's output for the last Linear layer's: a softmax after that
+    layer must not bend it (its probabilities are read back as logits, as predict() reads them)."""
+    model = small_net().eval()
+    rng = np.random.default_rng(1)
+    x, tx = (torch.from_numpy(rng.random((n, 1, 8, 8), np.float32)) for n in (3, 50))
+    y, ty = torch.tensor([0, 1, 4]), torch.from_numpy(rng.integers(0, 5, 50))
+    got = influence_scores(nn.Sequential(model, last).eval(), x, y, tx, ty, label_smoothing=0.1)
+    torch.testing.assert_close(got, by_hand(model, x, y, tx, ty, 0.1), rtol=1e-4, atol=1e-5)
+
+
 def test_the_stage_keeps_the_most_against_and_for_each_error(tmp_path):
     model = small_net().eval()
     rng = np.random.default_rng(1)

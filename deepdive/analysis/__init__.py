@@ -351,10 +351,19 @@ def inputs_from_display(shown: np.ndarray, scale) -> np.ndarray:
 
 
 # ---- model forward passes ----------------------------------------------------------------------------------------
+def outputs_probabilities(out) -> bool:
+    """Whether a batch of model outputs (B, C) are probabilities rather than logits: all in [0, 1], each row
+    summing to 1 (to 1e-3). Logits that happen to do so for a whole batch are not a case met in practice."""
+    return bool(out.numel()) and bool(((out >= 0) & (out <= 1)).all()) and \
+        bool(((out.sum(dim=1) - 1).abs() <= 1e-3).all())
+
+
 def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, device=None, batch_size=500):
     """(probs (N, C) float32, losses (N,) float32) of `model` on float inputs (N, C, H, W), in eval mode (its mode
-    is restored). Raises DeepdiveError when the model fails on these inputs, outputs the wrong number of
-    classes, or outputs NaN/inf."""
+    is restored). The model's outputs are read as logits (log-probabilities too, as a log_softmax last gives), or
+    as probabilities where a batch's are (in [0, 1], each row summing to 1: a softmax last), which a softmax
+    would flatten towards 1/C. Raises DeepdiveError when the model fails on these inputs, outputs the wrong
+    number of classes, or outputs NaN/inf."""
     import torch
     import torch.nn.functional as F
 
@@ -380,6 +389,8 @@ def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, dev
                     bad = int((~torch.isfinite(out).all(dim=1)).sum())
                     raise DeepdiveError(f"the model output NaN or infinite values for {bad} of the images "
                                         f"{start}..{start + len(xb) - 1}")
+                if outputs_probabilities(out):
+                    out = out.clamp_min(torch.finfo(torch.float32).tiny).log()
                 log_p = F.log_softmax(out, dim=1)
                 yb = torch.as_tensor(labels[start:start + batch_size], dtype=torch.long, device=log_p.device)
                 losses.append(F.nll_loss(log_p, yb, reduction="none").cpu())

@@ -47,6 +47,22 @@ class _OnDevice(torch.utils.data.Dataset):
         return self.inputs[rows].to(self.device), self.labels[rows].to(self.device)
 
 
+class _AsLogits(nn.Module):
+    """The model with probability outputs (a softmax last) turned back into logits by their log, as predict()
+    reads them. Captum takes the loss gradient at the model's output for the one at its last Linear layer's: with
+    logits (or a log_softmax, or this) both are p - y; through a softmax they are not."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        from deepdive.analysis import outputs_probabilities
+
+        out = self.model(x)
+        return out.clamp_min(torch.finfo(out.dtype).tiny).log() if outputs_probabilities(out.detach()) else out
+
+
 def influence_scores(model, inputs, labels, train_inputs, train_labels, label_smoothing=0.0, progress=False):
     """(E, M) float32 tensor: TracIn scores (one checkpoint, the model as it is) of M training images on E test
     images at their labels, through Captum's TracInCPFast on the model's last Linear layer."""
@@ -63,7 +79,7 @@ def influence_scores(model, inputs, labels, train_inputs, train_labels, label_sm
                          sampler=BatchSampler(SequentialSampler(range(len(train))), BATCH, drop_last=False))
     with evaluating(model):
         layer = final_linear(model, x[:2])
-        tracin = TracInCPFast(model, layer, batches, ["final model"],
+        tracin = TracInCPFast(_AsLogits(model), layer, batches, ["final model"],
                               checkpoints_load_func=lambda m, path: 1.0,    # the model holds the weights already
                               loss_fn=nn.CrossEntropyLoss(reduction="sum", label_smoothing=label_smoothing),
                               test_loss_fn=nn.CrossEntropyLoss(reduction="sum"))
