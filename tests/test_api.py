@@ -105,6 +105,17 @@ def test_a_binary_classifier_gets_the_whole_deep_dive(tmp_path):
     assert s["saliency"]["sanity"]["available"] and s["confidence"]["available"]
 
 
+def test_a_split_of_one_class_gets_the_whole_deep_dive(tmp_path):
+    """A model evaluated on one class's images (class 3 of 5): every stage runs; no label is flagged."""
+    torch.manual_seed(0)
+    images, _ = random_data(24, seed=4)
+    run = deepdive.log_evaluation(TinyNet(), (images, torch.full((24,), 3)), workspace=tmp_path, name="threes",
+                                  progress=False)
+    res = AnalysisResult.load(run.run_dir, "test")
+    assert res.summary["n"] == 24 and res.summary["label_issues"]["count"] == 0
+    assert (res.examples["true"] == 3).all() and not res.examples["label_issue"].any()
+
+
 def test_a_model_that_ends_in_softmax_or_log_softmax_gets_its_own_probabilities(tmp_path):
     """A model whose last layer is a softmax outputs probabilities: read as logits, a second softmax would flatten
     them (5 classes: none above e / (e + 4) = 40%). Read as probabilities they are the model's own; a log_softmax

@@ -86,6 +86,19 @@ def test_degenerate_inputs_do_not_crash():
     assert len(label_issues.find_issues(np.zeros(0, int), np.zeros((0, 3), np.float32))) == 0
 
 
+@pytest.mark.parametrize("n", [1, 40])
+def test_a_split_of_one_class_flags_nothing_and_keeps_each_labels_probability(n):
+    """All images of one class (one image, or a class's own test images; cleanlab refuses one class unless it
+    is class 0): nothing to learn the label noise from, so nothing is flagged; the quality is the label's
+    probability (after the same sharpening as any split)."""
+    _, _, probs, _ = synthetic(n=n, c=5, flips=0)
+    given = np.full(n, 3)
+    out = label_issues.find_issues(given, probs)
+    calibrated = label_issues.calibrate(given, probs)
+    assert not out["label_issue"].any() and (out["issue_rank"] == 0).all() and (out["suggested_label"] == 3).all()
+    np.testing.assert_allclose(out["label_quality"], calibrated[:, 3], rtol=1e-6)
+
+
 def test_training_indices_follow_the_recipe(mnist):
     from deepdive.data import split_train_val
 

@@ -43,6 +43,12 @@ def find_issues(labels, probs, calibrated=None) -> pd.DataFrame:
         return pd.DataFrame({"label_issue": np.zeros(0, bool), "label_quality": np.zeros(0, np.float32),
                              "suggested_label": np.zeros(0, np.int64), "issue_rank": np.zeros(0, np.int64)})
     probs = calibrate(labels, probs) if calibrated is None else np.asarray(calibrated, dtype=np.float32)
+    if len(np.unique(labels)) < 2:
+        # One class given (a split of one class's images): confident learning has no other class's labels to
+        # estimate how often this one is given wrongly, so nothing is flagged; the quality is still cleanlab's
+        # self-confidence, the probability of the given label.
+        return pd.DataFrame({"label_issue": np.zeros(n, bool), "label_quality": probs[np.arange(n), labels],
+                             "suggested_label": labels, "issue_rank": np.zeros(n, np.int64)})
     with warnings.catch_warnings():
         # cleanlab warns about classes with few or no examples (normal for a small custom eval set); the
         # flagged set is still well defined, so the warning would only be noise on the terminal.

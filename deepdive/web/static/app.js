@@ -56,7 +56,7 @@
     crumbs.appendChild(el("span", {class: "crumb-sep", text: "/"}));
     crumbs.appendChild(el("span", {class: "crumb-run", text: run.name, attrs: {"data-testid": "run-name"}}));
     crumbs.appendChild(el("span", {class: "crumb-id", text: run.id}));
-    crumbs.appendChild(el("span", {class: "pill", text: `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} images`}));
+    crumbs.appendChild(el("span", {class: "pill", text: `${ctx.b.split} split · ${DD.fmt.int(ctx.n)} image${ctx.n === 1 ? "" : "s"}`}));
     document.getElementById("topbar-note").textContent = source.mode === "report" ?
       `static report · generated ${DD.fmt.date(ctx.b.generated_at)}` : "";
   }

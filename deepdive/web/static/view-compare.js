@@ -70,7 +70,7 @@
     if (ctx.state.compareWith !== otherId) return;   // another run was picked meanwhile
     const a = res.a, b = res.b;
     const line = (r, label) => el("div", {class: "cmp-run"}, el("span", {class: "pill", text: label}),
-      el("strong", {text: r.name}), el("span", {class: "muted small", text: ` ${r.id} · ${r.recipe} · `}),
+      el("strong", {text: r.name}), el("span", {class: "muted small", text: ` ${r.id} · ${r.recipe || "own model"} · `}),
       el("span", {text: `${DD.fmt.pct(r.accuracy, 2)}, ${DD.fmt.int(r.errors)} errors`}));
     DD.clear(box).append(
       el("section", {class: "panel"}, line(a, "A: this run"), line(b, b.analysed ? "B" : "B: predictions only"),
@@ -114,7 +114,8 @@
             `analysis or predictions of its ${ctx.b.split} split): showing ${ctx.state.compareWith} instead.`, "error"));
         }
         const select = el("select", {class: "input", attrs: {"data-testid": "compare-with"}}, others.map((r) =>
-          el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe} · ${DD.fmt.pct(r.test_accuracy, 2)}` +
+          el("option", {value: r.id, text: `${r.name} · ${r.id} · ${r.recipe || "own model"} · ` +
+                                           DD.fmt.pct(r.test_accuracy, 2) +
                                            (analysed(r) ? "" : " · not analysed"),
                         selected: r.id === ctx.state.compareWith})));
         select.addEventListener("change", () => {
