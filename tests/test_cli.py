@@ -157,13 +157,47 @@ def test_predict_classifies_a_drawn_one_and_reports_a_bad_file(tiny_run, tmp_pat
     assert capsys.readouterr().out.startswith(f"{one}: 1 (")
 
 
-def test_predict_refuses_runs_not_trained_on_28x28_grayscale(tmp_path, capsys):
+def test_predict_refuses_a_run_whose_inputs_are_unknown(tmp_path, capsys):
     with Store.open(tmp_path) as store:
-        store.create_run("colour", "cifar10", {}, {}, [str(i) for i in range(10)], "cpu")
+        record = store.create_run("colour", "cifar10", {}, {}, [str(i) for i in range(10)], "cpu")
+        (record.run_dir / "model_best.pt").write_bytes(b"")
     img = tmp_path / "one.png"
     draw_one(img)
     assert main(["predict", "colour", str(img), "--workspace", str(tmp_path)]) == 2
-    assert "28x28 grayscale" in capsys.readouterr().err
+    assert "stores no evaluation inputs" in capsys.readouterr().err
+
+
+def test_predict_classifies_a_picture_for_a_model_of_your_own(tmp_path, capsys):
+    """A 3-channel 12x20 model logged with log_evaluation, its inputs normalised per channel: one of its test images
+    saved as a PNG (as the dashboard shows it) and classified again gets its analysed probabilities back; a bigger
+    copy of it, resized to the model's input, too. --fit digit is refused for a model that is not 28x28 grey."""
+    import torch
+
+    import deepdive
+    from deepdive.analysis import display_images
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 256, (40, 3, 12, 20), generator=g)
+    mean, std = torch.tensor([0.5, 0.4, 0.3])[:, None, None], torch.tensor([0.2, 0.25, 0.3])[:, None, None]
+    images, labels = (codes / 255 - mean) / std, torch.randint(0, 4, (40,), generator=g)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 20, 4), torch.nn.Softmax(dim=1))
+    with torch.no_grad():
+        model[1].weight.mul_(20)
+    run = deepdive.log_evaluation(model, (images, labels), class_names=list("abcd"), workspace=tmp_path,
+                                  name="own", progress=False)
+    stored = Store.open(tmp_path, create=False).predictions(run.id, "test")["probs"]
+    shown = display_images(images.numpy())
+    small, big = tmp_path / "seven.png", tmp_path / "seven-x4.png"
+    Image.fromarray(shown[7]).save(small)
+    Image.fromarray(shown[7]).resize((80, 48), Image.Resampling.NEAREST).save(big)
+    assert main(["predict", "own", str(small), str(big), "--workspace", str(tmp_path), "--json"]) == 0
+    for result in json.loads(capsys.readouterr().out):
+        assert result["probabilities"] == pytest.approx(stored[7].tolist(), abs=2e-4)
+        assert result["label"] == int(stored[7].argmax()) and result["class"] == "abcd"[result["label"]]
+    assert stored[7].max() > 0.5           # the model's own confidence, not a softmax of its probabilities
+    assert main(["predict", "own", str(small), "--fit", "digit", "--workspace", str(tmp_path)]) == 2
+    assert "28x28 one-channel" in capsys.readouterr().err
 
 
 def test_unknown_run_is_a_clear_error_without_traceback(tiny_run, run_cli, tmp_path):

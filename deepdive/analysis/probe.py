@@ -21,6 +21,21 @@ import numpy as np
 from deepdive.errors import DeepdiveError
 
 
+def input_field(run_dir, split: str = "test"):
+    """What a new picture must become for a run's model: (shape (C, H, W), display scale (low, span)) of the
+    inputs stored with a run of your own (the scale whose inverse turns a picture in [0, 1] into the model's
+    numbers: deepdive.analysis.display_scale), or a built-in dataset's 28x28 grey in [0, 1] when there are none."""
+    from pathlib import Path
+
+    from deepdive.analysis import display_scale, stored_inputs
+
+    stored = stored_inputs.load(Path(run_dir) / "eval", split)
+    if stored is None:
+        return (1, 28, 28), (np.zeros(1, np.float32), np.ones(1, np.float32))
+    inputs = stored.read()
+    return tuple(inputs.shape[1:]), display_scale(inputs)
+
+
 @dataclass
 class Probe:
     probs: np.ndarray      # (num_classes,) float32

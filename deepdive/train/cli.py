@@ -122,12 +122,18 @@ def register(subparsers):
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.set_defaults(func=cmd_edit)
 
-    p = subparsers.add_parser("predict", help="classify image files with a trained run's model",
-                              description="Classify PNG/JPEG files of any size: each is turned into an MNIST-style "
-                                          "digit (grayscale, dark background, fitted into 20x20 and centred in "
-                                          "28x28) first. Works for runs trained on 28x28 grayscale datasets.")
+    p = subparsers.add_parser("predict", help="classify image files with a run's model",
+                              description="Classify PNG/JPEG files of any size with a run's model, deepdive's own or "
+                                          "one logged with log_evaluation. For an MNIST run each file is turned "
+                                          "into an MNIST-style digit first (grayscale, dark background, fitted into "
+                                          "20x20 and centred in 28x28); for any other run the whole picture is "
+                                          "resized to the model's input (its height, width and channels) and "
+                                          "scaled as the run's stored inputs are, as the dashboard's Try view does.")
     p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--fit", choices=("digit", "whole"), default=None,
+                   help="digit: fitted and centred like an MNIST digit (28x28 one-channel models only); whole: the "
+                        "picture as it is, resized (default: digit for MNIST runs, whole otherwise)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print a JSON list, one entry per file")
     p.set_defaults(func=cmd_predict)
@@ -281,36 +287,46 @@ def cmd_edit(args) -> int:
 
 def cmd_predict(args) -> int:
     import numpy as np
-    import torch
 
-    from deepdive.data.images import load_image_file
+    from deepdive.analysis import inputs_from_display, predict
+    from deepdive.analysis.probe import input_field
+    from deepdive.analysis.results import pictures_as_inputs
+    from deepdive.data.images import fit_picture, open_image, prepare_digit
     from deepdive.models import load_checkpoint
     from deepdive.store import Store
 
     with Store.open(args.workspace, create=False) as store:
         run = store.get_run(args.run)
-    if run.dataset not in DATASETS:
-        raise RunError(f"run {run.id} was trained on {run.dataset!r}; predict works only for runs trained on "
-                       f"28x28 grayscale datasets ({', '.join(DATASETS)})")
     checkpoint = run.run_dir / "model_best.pt"
     if not checkpoint.is_file():
         raise RunError(f"run {run.id} ({run.status}) has no model checkpoint {checkpoint}; train a new run")
+    if run.dataset not in DATASETS and not (run.run_dir / "eval").is_dir():
+        raise RunError(f"run {run.id} was trained on {run.dataset!r} and stores no evaluation inputs, so the size "
+                       "and scale its model takes are unknown")
+    shape, scale = input_field(run.run_dir)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise RunError(f"run {run.id}'s model takes inputs of shape {shape}: only 1- or 3-channel images can be "
+                       "classified")
+    fit = args.fit or ("digit" if run.dataset == "mnist" else "whole")
+    if fit == "digit" and shape != (1, 28, 28):
+        raise RunError(f"--fit digit prepares 28x28 one-channel digits; run {run.id}'s model takes {shape}")
     model = load_checkpoint(checkpoint)
     class_names = run.class_names
 
     results, failed = [], False
     for path in args.images:
         try:
-            digit = load_image_file(path)  # prepare_digit: MNIST-style 28x28, ink on black
+            image = open_image(path)
+            picture = prepare_digit(image, name=str(path)) if fit == "digit" else \
+                fit_picture(image, shape[1:], shape[0])
         except DeepdiveError as e:
             failed = True
             message = str(e) if path in str(e) else f"{path}: {e}"
             results.append({"file": path, "error": message})
             print(f"error: {message}", file=sys.stderr)
             continue
-        x = torch.from_numpy(np.ascontiguousarray(digit, dtype=np.float32) / 255.0)[None, None]
-        with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=1)[0].numpy()
+        x = inputs_from_display(pictures_as_inputs(picture[None]), scale)
+        probs = predict(model, x, np.zeros(1, np.int64), len(class_names))[0][0]
         label = int(probs.argmax())
         results.append({"file": path, "class": class_names[label], "label": label,
                         "probabilities": [round(float(p), 6) for p in probs]})

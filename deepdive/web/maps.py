@@ -561,11 +561,11 @@ class RunMaps:
     def _shown_inputs(self, shown: np.ndarray) -> np.ndarray:
         """Pictures as shown, float (N, C, H, W) in [0, 1], as the model's inputs: the inverse of how this split's
         inputs are displayed (deepdive.analysis.display_scale); the pictures themselves for a built-in dataset."""
-        from deepdive.analysis import display_scale, inputs_from_display, stored_inputs
+        from deepdive.analysis import inputs_from_display
+        from deepdive.analysis.probe import input_field
 
         if self._scale is None:
-            stored = stored_inputs.load(self.record.run_dir / "eval", self.res.split)
-            self._scale = display_scale(stored.read() if stored is not None else self.inputs([0]))
+            self._scale = input_field(self.record.run_dir, self.res.split)[1]
         return inputs_from_display(shown, self._scale)
 
     def prepared_picture(self, image, digit: bool) -> np.ndarray:
