@@ -124,8 +124,8 @@ def register(subparsers):
 
     p = subparsers.add_parser("predict", help="classify image files with a run's model",
                               description="Classify PNG/JPEG files of any size with a run's model, deepdive's own or "
-                                          "one logged with log_evaluation. For an MNIST run each file is turned "
-                                          "into an MNIST-style digit first (grayscale, dark background, fitted into "
+                                          "one logged with log_evaluation. For an MNIST or Fashion-MNIST run each "
+                                          "file is turned into an MNIST-style digit first (grayscale, dark background, fitted into "
                                           "20x20 and centred in 28x28); for any other run the whole picture is "
                                           "resized to the model's input (its height, width and channels) and "
                                           "scaled as the run's stored inputs are, as the dashboard's Try view does.")
@@ -133,7 +133,8 @@ def register(subparsers):
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--fit", choices=("digit", "whole"), default=None,
                    help="digit: fitted and centred like an MNIST digit (28x28 one-channel models only); whole: the "
-                        "picture as it is, resized (default: digit for MNIST runs, whole otherwise)")
+                        "picture as it is, resized (default: digit for MNIST and Fashion-MNIST runs, whole "
+                        "otherwise)")
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     p.add_argument("--json", action="store_true", help="print a JSON list, one entry per file")
     p.set_defaults(func=cmd_predict)
@@ -307,7 +308,7 @@ def cmd_predict(args) -> int:
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise RunError(f"run {run.id}'s model takes inputs of shape {shape}: only 1- or 3-channel images can be "
                        "classified")
-    fit = args.fit or ("digit" if run.dataset == "mnist" else "whole")
+    fit = args.fit or ("digit" if run.dataset in DATASETS else "whole")
     if fit == "digit" and shape != (1, 28, 28):
         raise RunError(f"--fit digit prepares 28x28 one-channel digits; run {run.id}'s model takes {shape}")
     model = load_checkpoint(checkpoint)
