@@ -64,6 +64,28 @@ def test_epochs_model_and_pictures(dive, analyzed_run, res):
         dive.pictures([1000])
 
 
+def test_long_class_names_are_cut_to_their_picture(dive, monkeypatch):
+    """Captions wider than their picture end in an ellipsis instead of running over the next one: the white
+    columns between the pictures stay white under them too; an error's confidence is kept whole."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    names = [f"a very long name for the class of digit {c}" for c in range(10)]
+    monkeypatch.setitem(dive.result.summary, "class_names", names)
+    rows = dive.table("errors")["row"].to_numpy()[:3]
+    grid = np.asarray(dive.pictures(rows, columns=3, scale=2).convert("L"))
+    captions = grid[56 + 2:]                                   # under the pictures (tiles 56 px, 4 px apart)
+    for k in range(2):
+        assert (captions[:, k * 60 + 58:k * 60 + 62] == 255).all()
+    sheet = np.asarray(dive.explain(int(rows[0]), methods=("gradient",), size=56).convert("L"))
+    assert (sheet[56 + 5:, 59:65] == 255).all()              # between the image's caption and the next map's
+    from deepdive.analysis.reader import _fit_text
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (10, 10))), ImageFont.load_default(size=11)
+    cut = _fit_text(draw, names[3], font, 80)
+    assert cut.endswith("…") and names[3].startswith(cut[:-1]) and draw.textlength(cut, font=font) <= 80
+    assert _fit_text(draw, "7", font, 80) == "7"
+
+
 def test_a_notebook_shows_the_headline_numbers_escaped(dive):
     page = RunAnalysis(dataclasses.replace(dive.record, name="<img src=x onerror=alert(1)>"), dive.result,
                        dive.workspace)._repr_html_()

@@ -144,7 +144,7 @@ class RunAnalysis:
         true, pred, conf = int(ex["true"].iat[row]), int(ex["pred"].iat[row]), float(ex["confidence"].iat[row])
         image = np.asarray(self.images[row])
         tiles = [(Image.open(BytesIO(render.to_png(image, size))).convert("RGB"),
-                  [f"#{int(ex['idx'].iat[row])} label {names[true]}", f"answer {names[pred]} {conf:.0%}"])]
+                  [f"#{int(ex['idx'].iat[row])} label {names[true]}", (f"answer {names[pred]}", f" {conf:.0%}")])]
         for method in methods:
             targets = [pred] if pred == true else [pred, true]
             maps = [self.saliency(row, method, t) for t in targets]
@@ -158,6 +158,9 @@ class RunAnalysis:
         draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=11)
         for k, (tile, caption) in enumerate(tiles):
             sheet.paste(tile, (k * (w + 6) + 3, 3))
+            caption = [_fit_text(draw, line, font, w) if isinstance(line, str) else      # (text, kept whole)
+                       _fit_text(draw, line[0], font, w - draw.textlength(line[1], font=font)) + line[1]
+                       for line in caption]
             draw.multiline_text((k * (w + 6) + 3, h + 6), "\n".join(caption), font=font, spacing=1,
                                 fill=(185, 28, 28) if k == 0 and pred != true else (55, 65, 81))
         return sheet
@@ -190,9 +193,10 @@ class RunAnalysis:
             picture = Image.fromarray(np.asarray(self.images[r])).convert("RGB")
             grid.paste(picture.resize((tile_w, tile_h), Image.NEAREST), (x + 2, y + 2))
             true, pred, conf = int(ex["true"].iat[r]), int(ex["pred"].iat[r]), float(ex["confidence"].iat[r])
-            fit = max(4, tile_w // 6)                 # characters of 11 px text across the tile
-            text = [names[true][:fit], (f"{conf:.0%}" if true == pred else f"as {names[pred]}"[:fit - 5] +
-                                        f" {conf:.0%}")]
+            percent = f" {conf:.0%}"
+            text = [_fit_text(draw, names[true], font, tile_w),
+                    percent.strip() if true == pred else
+                    _fit_text(draw, f"as {names[pred]}", font, tile_w - draw.textlength(percent, font=font)) + percent]
             draw.multiline_text((x + 2, y + tile_h + 3), "\n".join(text), font=font, spacing=1,
                                 fill=(22, 101, 52) if true == pred else (185, 28, 28))
         return grid
@@ -237,3 +241,12 @@ class RunAnalysis:
         return (f"<div><b>{e(self.name)}</b> <code>{e(self.id)}</code> · {e(self.record.dataset)} · "
                 f"{e(self.split)} split<table>{body}</table><small>tables: {', '.join(TABLES)} "
                 "(dive.table(name)); dive.pictures(rows); dive.explain(row); dive.model()</small></div>")
+
+
+def _fit_text(draw, text: str, font, width: float) -> str:
+    """`text` as it fits `width` pixels in `font`: whole, or cut short with an ellipsis."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
