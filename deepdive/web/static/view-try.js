@@ -258,7 +258,7 @@
         const mark = (c === want ? " true" : "") + (c === p && p !== want ? " pred" : "");
         return el("div", {class: "plist-row try-row" + mark,
                           dataset: {cls: c}},
-          el("span", {class: "plist-name", text: name}),
+          el("span", {class: "plist-name", text: name, attrs: {title: name}}),
           el("span", {class: "plist-track"}, el("span", {class: "plist-fill", style: {width: v * 100 + "%"}})),
           el("span", {class: "plist-val", text: DD.fmt.pct(v, 2)}),
           // coloured for the class it should be: green when it gains, red when it loses

@@ -81,7 +81,7 @@
     return el("div", {class: "plist"}, ctx.names.map((name, c) => {
       const v = ctx.probs[c][row];
       return el("div", {class: "plist-row" + (c === t ? " true" : "") + (c === p && p !== t ? " pred" : "")},
-        el("span", {class: "plist-name", text: name}),
+        el("span", {class: "plist-name", text: name, attrs: {title: name}}),
         el("span", {class: "plist-track"}, el("span", {class: "plist-fill", style: {width: v * 100 + "%"}})),
         el("span", {class: "plist-val", text: DD.fmt.pct(v, 2)}));
     }));
