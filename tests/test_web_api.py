@@ -313,6 +313,20 @@ def test_report_is_self_contained_and_escaped(analyzed_run, res, tmp_path):
     assert set(acts["rows"]) <= set(res.focus_indices.tolist())
 
 
+def test_a_report_past_its_size_target_still_holds_activations(analyzed_run, res, tmp_path, monkeypatch):
+    """Where everything else already passes the report's size target (many classes, large pictures), the
+    Activations view still gets the first focus images' maps (ACTIVATION_FLOOR), never none."""
+    from deepdive.web import report
+
+    monkeypatch.setattr(report, "MAX_BYTES", 1000)
+    monkeypatch.setattr(report, "ACTIVATION_FLOOR", 1)          # the first image goes in whatever its size
+    info = build_report(analyzed_run.workspace, analyzed_run.run_id, "test", tmp_path / "report.html")
+    assert info["activation_images"] == 1
+    monkeypatch.setattr(report, "ACTIVATION_FLOOR", 512 * 1024)
+    info = build_report(analyzed_run.workspace, analyzed_run.run_id, "test", tmp_path / "report.html")
+    assert 1 < info["activation_images"] < len(res.focus_indices)
+
+
 def unpack(p):
     """What DD.unpack gives for a packed bundle column (deepdive.web.bundle.packed)."""
     import base64

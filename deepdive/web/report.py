@@ -19,6 +19,7 @@ SAL_SIZE = 56                         # px of the inlined saliency overlays (sho
 SALIENCY_BUDGET = 3 * 1024 * 1024     # bytes of inlined per-error saliency maps (most confident errors first)
 MAX_BYTES = 14_500_000                # the whole file stays under this (15 MB target, some margin)
 ACTIVATION_BUDGET = 4 * 1024 * 1024   # at most this many bytes of inlined activation images
+ACTIVATION_FLOOR = 512 * 1024         # ...and at least this many, past MAX_BYTES if need be: the view is never empty
 NEIGHBOUR_BUDGET = 1024 * 1024        # bytes of inlined nearest training images (~40 KB per 100 MNIST images)
 INFLUENCE_BUDGET = 1024 * 1024        # bytes of inlined training images behind the errors (16 per error)
 
@@ -54,14 +55,14 @@ def saliency_assets(maps: RunMaps, errors_rows: list[int], errors_count: dict) -
 
 def focus_assets(maps: RunMaps, fetch, parts, budget: int, rows=None) -> dict:
     """{row: fetch(row)} for `rows` (default: the precomputed focus set, errors first, then class representatives
-    and top label issues) until the inlined images would pass `budget` bytes; each result's list(s) `parts` (a key or
-    a tuple of keys) carry the images."""
+    and top label issues) until the inlined images would pass `budget` bytes (the first always goes in); each
+    result's list(s) `parts` (a key or a tuple of keys) carry the images."""
     data, used = {}, 0
     keys = (parts,) if isinstance(parts, str) else parts
     for row in np.asarray(maps.res.focus_indices if rows is None else rows).tolist():
         result = fetch(int(row))
         size = sum(len(part["image"]) for key in keys for part in result[key])
-        if used + size > budget:
+        if data and used + size > budget:
             break
         data[str(row)], used = result, used + size
     return data
@@ -70,7 +71,8 @@ def focus_assets(maps: RunMaps, fetch, parts, budget: int, rows=None) -> dict:
 def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
     """Write the report of run `run_ref`'s analysed `split` to `out`; returns {path, bytes, run_id, ...counts}.
 
-    Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET)."""
+    Activations fill what is left of MAX_BYTES once everything else is in (up to ACTIVATION_BUDGET, and at least
+    ACTIVATION_FLOOR where the rest alone passes MAX_BYTES: many classes, large pictures)."""
     from deepdive.analysis.results import AnalysisResult
     from deepdive.analysis.reviews import reviews_by_row, training_reviews
     from deepdive.analysis.tags import tags_by_row, training_tags
@@ -110,7 +112,7 @@ def build_report(workspace, run_ref, split="test", out="report.html") -> dict:
         return page.render("report", title, {"dd-config": config, "dd-bundle": b}, inline=True)
 
     b["activations"]["data"] = {}
-    budget = min(ACTIVATION_BUDGET, MAX_BYTES - len(render().encode("utf-8")))
+    budget = max(ACTIVATION_FLOOR, min(ACTIVATION_BUDGET, MAX_BYTES - len(render().encode("utf-8"))))
     acts = focus_assets(maps, lambda row: maps.activations(row, on_demand=False), "layers", budget) \
         if maps.res.has("activations") else {}
     b["activations"].update(rows=[int(r) for r in acts], data=acts)
