@@ -364,6 +364,32 @@ def test_data_is_collected_and_checked_once(tmp_path, monkeypatch):
     assert Store.open(run.workspace, create=False).get_run(run.id).status == "finished"
 
 
+def test_data_of_mappings_are_read_by_their_usual_keys():
+    """A Dataset of dicts (Hugging Face's pixel_values / labels, or image / label) reads as the pair would, through
+    a DataLoader or as it is; a mapping without such keys is a clear error naming its keys."""
+    from deepdive.analysis.api import collect
+
+    images, labels = random_data(n=10)
+
+    class Dicts(torch.utils.data.Dataset):
+        def __init__(self, image_key, label_key):
+            self.keys = image_key, label_key
+
+        def __len__(self):
+            return len(labels)
+
+        def __getitem__(self, i):
+            return {self.keys[0]: images[i], self.keys[1]: labels[i], "id": f"img-{i}"}
+
+    for keys in (("pixel_values", "labels"), ("image", "label")):
+        for data in (Dicts(*keys), DataLoader(Dicts(*keys), batch_size=4)):
+            x, y = collect(data)
+            np.testing.assert_array_equal(x, images.numpy())
+            np.testing.assert_array_equal(y, labels.numpy())
+    with pytest.raises(DeepdiveError, match=r"keys \['id', 'picture', 'y'\]: expected one of pixel_values"):
+        collect([{"picture": images[:2], "y": labels[:2], "id": 0}])
+
+
 # ---- training dynamics from the user's own training loop ----------------------------------------------------
 @pytest.fixture(scope="module")
 def looped_run(mnist, tmp_path_factory):

@@ -282,7 +282,8 @@ def log_evaluation(model, data, class_names=None, workspace=DEFAULT_WORKSPACE, n
     """Record `model` evaluated on `data` as a run and analyse it; returns the Run (str(run) is its id).
 
     data: an (images, labels) pair (tensors or arrays; images float (N, C, H, W) as the model takes them, labels
-    int (N,)), or a DataLoader / Dataset / iterable yielding such pairs. history: optional per-epoch dicts
+    int (N,)), or a DataLoader / Dataset / iterable yielding such pairs (or dicts of them: pixel_values / labels,
+    image / label, ...). history: optional per-epoch dicts
     (epoch, train_loss, val_acc, ...) logged before the evaluation. run: an open Run from init() to use.
     train_data: optional, the same kind of data the model trained on: stored in the run folder
     (eval/train_*: the exact float32 inputs, kept as uint8 codes into a table of their values when each channel has
@@ -402,11 +403,9 @@ def collect(data, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         try:
             for item in data:
-                if not isinstance(item, (tuple, list)) or len(item) < 2:
-                    raise DeepdiveError("data must yield (images, labels) pairs; got "
-                                        f"{type(item).__name__}")
-                xs.append(_array(item[0], "images"))
-                ys.append(_array(item[1], "labels").reshape(-1))
+                x, y = _pair(item)
+                xs.append(_array(x, "images"))
+                ys.append(_array(y, "labels").reshape(-1))
         except TypeError as e:
             raise DeepdiveError(f"data must be an (images, labels) pair or a DataLoader/Dataset yielding them; "
                                 f"got {type(data).__name__} ({e})") from None
@@ -415,6 +414,28 @@ def collect(data, batch_size=256) -> tuple[np.ndarray, np.ndarray]:
         images, labels = np.concatenate(xs), np.concatenate(ys)
     images, labels = _array(images, "images"), _array(labels, "labels")
     return _check_images(images), _check_labels(labels, len(images))
+
+
+IMAGE_KEYS = ("pixel_values", "image", "images", "img", "input", "inputs", "x")   # Hugging Face's name first
+LABEL_KEYS = ("labels", "label", "target", "targets", "y")
+
+
+def _pair(item):
+    """(images, labels) of one item or batch: a tuple's or list's first two, or a mapping's image and label entries
+    by their usual names (Hugging Face's pixel_values and labels, image and label, ...)."""
+    from collections.abc import Mapping
+
+    if isinstance(item, Mapping):
+        image_key = next((k for k in IMAGE_KEYS if k in item), None)
+        label_key = next((k for k in LABEL_KEYS if k in item), None)
+        if image_key is None or label_key is None:
+            raise DeepdiveError(f"data yields mappings with keys {sorted(map(str, item))}: expected one of "
+                                f"{', '.join(IMAGE_KEYS)} for the images and one of {', '.join(LABEL_KEYS)} for the "
+                                "labels")
+        return item[image_key], item[label_key]
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DeepdiveError(f"data must yield (images, labels) pairs or mappings of them; got {type(item).__name__}")
+    return item[0], item[1]
 
 
 def _is_pair_of_items(data) -> bool:
