@@ -109,8 +109,13 @@ def test_what_cannot_be_compared_says_why(pair, tmp_path):
     shutil.copytree(b.run_dir, other)
     path = other / "analysis" / "test" / "examples.parquet"
     pd.read_parquet(path).iloc[10:].reset_index(drop=True).to_parquet(path)
-    with pytest.raises(DeepdiveError, match=r"different images of the 'test' split \(1,000 and 990 images\)"):
+    with pytest.raises(DeepdiveError, match=r"different images of the 'test' split \(1,000 and 990 images\); .*"
+                                            "without --limit-test"):
         compare_runs(a, dataclasses.replace(b, id="other", run_dir=other))
+    # models of your own: the hint is theirs
+    with pytest.raises(DeepdiveError, match="two models logged with log_evaluation on the same data"):
+        compare_runs(dataclasses.replace(a, model_arch="pickled"),
+                     dataclasses.replace(b, id="other", run_dir=other, model_arch="pickled"))
 
 
 def test_a_run_without_analysis_compares_by_its_predictions(pair, tmp_path):

@@ -57,7 +57,8 @@ def compare_runs(rec_a, rec_b, split="test", store=None) -> dict:
         other_rows = ", other rows" if len(fa) == len(fb) else ""
         raise DeepdiveError(f"runs {rec_a.id} and {rec_b.id} were evaluated on different images of the {split!r} "
                             f"split ({len(fa):,} and {len(fb):,} images{other_rows}); compare needs the same images, "
-                            "e.g. two runs trained without --limit-test")
+                            + ("e.g. two runs trained without --limit-test" if rec_a.model_arch != "pickled" else
+                               "e.g. two models logged with log_evaluation on the same data"))
     if names_a != names_b:
         raise DeepdiveError(f"runs {rec_a.id} and {rec_b.id} name their classes differently")
     wrong_a, wrong_b = ~fa["correct"].to_numpy(bool), ~fb["correct"].to_numpy(bool)
