@@ -1645,6 +1645,31 @@ def test_pictures_wider_than_tall_and_long_class_names(browser, tmp_path):
         t.page.close()
 
 
+def test_runs_that_logged_no_epochs_draw_no_empty_curves(browser, tmp_path):
+    """Two models logged with log_evaluation alone: the runs page draws no empty axes for their curves (the note
+    names them) and offers no metric to pick; their training time reads "–", not "0.0 s"."""
+    import torch
+
+    import deepdive
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(24, 1, 28, 28), torch.randint(0, 10, (24,))
+    for name in ("first", "second"):
+        deepdive.log_evaluation(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)),
+                                (images, labels), workspace=tmp_path, name=name, progress=False)
+    with serving(tmp_path) as url:
+        t = Tab(browser, url, "")
+        page = t.page
+        page.wait_for_function("() => /No epochs logged yet for: second, first/.test(document.body.innerText)")
+        assert not page.is_visible('[data-testid="compare-acc"]') and not page.is_visible('[data-testid="compare-loss"]')
+        assert not page.is_visible('[data-testid="compare-metric"]')
+        times = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr td:nth-child(9)',
+                                          "tds => tds.map(td => td.textContent)")
+        assert times == ["–", "–"]
+        assert not t.errors
+        t.page.close()
+
+
 def test_the_runs_table_sorts_and_filters(browser, analyzed_run, copy_workspace, tmp_path):
     """A click on a header sorts the runs by that column (again: the other way), the filter keeps the runs whose
     name, id, dataset, recipe or status hold every word typed; each row keeps its curve colour."""

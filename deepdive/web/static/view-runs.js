@@ -70,6 +70,8 @@
             "curves' columns, the recipe's system readings, your own run.log(name=...) and run.log_step(...)"})),
         anyBox);
     }
+    // No ticked run logged an epoch (models logged with log_evaluation alone): no empty axes; the note says so.
+    accBox.parentElement.hidden = empty.length === chosen.length;
     // Any metric the ticked runs logged, overlaid: the choice survives redraws while the runs still log it. Those
     // logged per step are "step:<name>", drawn smoothed against the step.
     const perStep = DD.stepMetrics(Object.assign({}, ...steps)).map((k) => "step:" + k);
@@ -78,6 +80,7 @@
     DD.clear(pick).append(...names.map((k) => el("option", {value: k, selected: k === keep,
       text: k.startsWith("step:") ? `${k.slice(5)} · per step` : k})));
     pick.value = keep;
+    pick.parentElement.hidden = anyBox.hidden = !names.length;
     pick.onchange = drawAny;      // this redraw's runs and epochs
     function drawAny() {
       const key = pick.value, stepKey = key && key.startsWith("step:") ? key.slice(5) : null;
@@ -389,7 +392,7 @@
         el("td", {}, el("span", {class: "status " + r.status, text: r.status})),
         el("td", {class: "num", text: DD.fmt.pct(r.test_accuracy, 2)}),
         el("td", {class: "num", text: DD.fmt.int(r.num_params)}),
-        el("td", {class: "num", text: DD.fmt.secs(r.train_seconds)}),
+        el("td", {class: "num", text: r.train_seconds ? DD.fmt.secs(r.train_seconds) : "–"}),   // 0: none logged
         el("td", {text: DD.fmt.date(r.created_at)}),
         el("td", {}, r.splits.length ? r.splits.map((s) => el("a", {
           class: "btn small", text: `open ${s}`,
