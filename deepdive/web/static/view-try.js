@@ -365,7 +365,7 @@
         status.textContent = `answered in ${Math.round(performance.now() - started)} ms`;
         DD.clear(seen).append(
           el("img", {class: "try-seen-img", src: r.picture, alt: "the picture as the model sees it"}),
-          el("div", {class: "muted small", text: `what the model sees (${info.width}×${info.height})`}));
+          el("div", {class: "muted small", text: `what the model sees (${info.height}×${info.width})`}));
         showProbs(r);
         showMaps(r);
         showPerturbed(r);
