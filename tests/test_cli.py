@@ -196,6 +196,11 @@ def test_predict_classifies_a_picture_for_a_model_of_your_own(tmp_path, capsys):
         assert result["probabilities"] == pytest.approx(stored[7].tolist(), abs=2e-4)
         assert result["label"] == int(stored[7].argmax()) and result["class"] == "abcd"[result["label"]]
     assert stored[7].max() > 0.5           # the model's own confidence, not a softmax of its probabilities
+    # the same model logged on a split of another name: its stored inputs are found all the same
+    deepdive.log_evaluation(model, (images, labels), class_names=list("abcd"), workspace=tmp_path, name="own-val",
+                            split="val", progress=False)
+    assert main(["predict", "own-val", str(small), "--workspace", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["probabilities"] == pytest.approx(stored[7].tolist(), abs=2e-4)
     assert main(["predict", "own", str(small), "--fit", "digit", "--workspace", str(tmp_path)]) == 2
     assert "28x28 one-channel" in capsys.readouterr().err
 

@@ -21,19 +21,24 @@ import numpy as np
 from deepdive.errors import DeepdiveError
 
 
-def input_field(run_dir, split: str = "test"):
+def input_field(run_dir, split: str | None = None):
     """What a new picture must become for a run's model: (shape (C, H, W), display scale (low, span)) of the
     inputs stored with a run of your own (the scale whose inverse turns a picture in [0, 1] into the model's
-    numbers: deepdive.analysis.display_scale), or a built-in dataset's 28x28 grey in [0, 1] when there are none."""
+    numbers: deepdive.analysis.display_scale), of `split`, or by default of the first split stored (test, val, any
+    other, train last); None where none is stored (a run trained on a built-in dataset)."""
     from pathlib import Path
 
     from deepdive.analysis import display_scale, stored_inputs
 
-    stored = stored_inputs.load(Path(run_dir) / "eval", split)
-    if stored is None:
-        return (1, 28, 28), (np.zeros(1, np.float32), np.ones(1, np.float32))
-    inputs = stored.read()
-    return tuple(inputs.shape[1:]), display_scale(inputs)
+    folder = Path(run_dir) / "eval"
+    found = {p.name.rsplit("_", 1)[0] for p in folder.glob("*.npy") if p.name.endswith(("_inputs.npy", "_codes.npy"))}
+    order = [split] if split else sorted(found, key=lambda s: ({"test": 0, "val": 1, "train": 3}.get(s, 2), s))
+    for name in order:
+        stored = stored_inputs.load(folder, name)
+        if stored is not None:
+            inputs = stored.read()
+            return tuple(inputs.shape[1:]), display_scale(inputs)
+    return None
 
 
 @dataclass

@@ -125,10 +125,11 @@ def register(subparsers):
     p = subparsers.add_parser("predict", help="classify image files with a run's model",
                               description="Classify PNG/JPEG files of any size with a run's model, deepdive's own or "
                                           "one logged with log_evaluation. For an MNIST or Fashion-MNIST run each "
-                                          "file is turned into an MNIST-style digit first (grayscale, dark background, fitted into "
-                                          "20x20 and centred in 28x28); for any other run the whole picture is "
-                                          "resized to the model's input (its height, width and channels) and "
-                                          "scaled as the run's stored inputs are, as the dashboard's Try view does.")
+                                          "file is turned into an MNIST-style digit first (grayscale, dark "
+                                          "background, fitted into 20x20 and centred in 28x28); for any other run "
+                                          "the whole picture is resized to the model's input (its height, width and "
+                                          "channels) and scaled as the run's stored inputs are, as the dashboard's "
+                                          "Try view does.")
     p.add_argument("run", help="run id, unique id prefix, run name, or 'latest'")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--fit", choices=("digit", "whole"), default=None,
@@ -301,10 +302,11 @@ def cmd_predict(args) -> int:
     checkpoint = run.run_dir / "model_best.pt"
     if not checkpoint.is_file():
         raise RunError(f"run {run.id} ({run.status}) has no model checkpoint {checkpoint}; train a new run")
-    if run.dataset not in DATASETS and not (run.run_dir / "eval").is_dir():
+    field = input_field(run.run_dir)
+    if field is None and run.dataset not in DATASETS:
         raise RunError(f"run {run.id} was trained on {run.dataset!r} and stores no evaluation inputs, so the size "
                        "and scale its model takes are unknown")
-    shape, scale = input_field(run.run_dir)
+    shape, scale = field or ((1, 28, 28), (np.zeros(1, np.float32), np.ones(1, np.float32)))   # 28x28 grey, 0..1
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise RunError(f"run {run.id}'s model takes inputs of shape {shape}: only 1- or 3-channel images can be "
                        "classified")

@@ -561,11 +561,12 @@ class RunMaps:
     def _shown_inputs(self, shown: np.ndarray) -> np.ndarray:
         """Pictures as shown, float (N, C, H, W) in [0, 1], as the model's inputs: the inverse of how this split's
         inputs are displayed (deepdive.analysis.display_scale); the pictures themselves for a built-in dataset."""
-        from deepdive.analysis import inputs_from_display
+        from deepdive.analysis import display_scale, inputs_from_display
         from deepdive.analysis.probe import input_field
 
         if self._scale is None:
-            self._scale = input_field(self.record.run_dir, self.res.split)[1]
+            field = input_field(self.record.run_dir, self.res.split)
+            self._scale = field[1] if field else display_scale(self.inputs([0]))
         return inputs_from_display(shown, self._scale)
 
     def prepared_picture(self, image, digit: bool) -> np.ndarray:
