@@ -1645,6 +1645,47 @@ def test_pictures_wider_than_tall_and_long_class_names(browser, tmp_path):
         t.page.close()
 
 
+def test_many_classes_draw_the_robustness_curves_of_those_that_hold_least(browser, tmp_path):
+    """24 classes, classes 22 and 23 drawn like class 0 (so at most one of the three is ever right): past 20 classes
+    the curves drawn at first are 10 classes with right answers tried, the least held first; a class with none
+    (its shares null) is not among them."""
+    import torch
+
+    import deepdive
+
+    classes, per = 24, 6
+    labels = torch.arange(classes).repeat_interleave(per)
+    looks = torch.where(labels >= 22, 0, labels)                        # what each picture shows
+    images = torch.zeros(len(labels), 1, 28, 28)
+    for i, c in enumerate(looks.tolist()):
+        images[i, 0, 2 + c, 4:24] = 1.0                                  # a bar at the class's row
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, classes))
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    run = deepdive.log_evaluation(model, (images, labels), workspace=tmp_path, name="many", progress=False)
+    family = next(f for f in run.summary["robustness"]["families"] if f["id"] == "turn")
+    empty = {c for c, shares in enumerate(family["per_class"]) if shares[-1] is None}
+    assert empty and len(empty) <= classes - 10
+    with serving(tmp_path) as url:
+        t = Tab(browser, url, run.id)
+        page = t.view("robustness")
+        page.wait_for_selector('[data-testid="robustness-chart"] .scatterlayer .trace', state="attached")
+        traces = page.evaluate("() => document.querySelector('[data-testid=\"robustness-chart\"]').data"
+                               ".map(t => [t.name, t.visible])")
+        drawn = [int(name) for name, visible in traces[:-1] if visible is True]
+        assert len(drawn) == 10 and not set(drawn) & empty and traces[-1] == ["all", None]
+        last = {c: family["per_class"][c][-1] for c in range(classes) if c not in empty}
+        assert max(last[c] for c in drawn) <= min(v for c, v in last.items() if c not in drawn)
+        assert "the 10 with the least still right" in page.inner_text('main')
+        assert not t.errors
+        t.page.close()
+
+
 def test_runs_that_logged_no_epochs_draw_no_empty_curves(browser, tmp_path):
     """Two models logged with log_evaluation alone: the runs page draws no empty axes for their curves (the note
     names them) and offers no metric to pick; their training time reads "–", not "0.0 s"."""
@@ -1661,6 +1702,7 @@ def test_runs_that_logged_no_epochs_draw_no_empty_curves(browser, tmp_path):
         t = Tab(browser, url, "")
         page = t.page
         page.wait_for_function("() => /No epochs logged yet for: second, first/.test(document.body.innerText)")
+        assert "Solid: validation" not in page.inner_text("body")          # no curves to read
         assert not page.is_visible('[data-testid="compare-acc"]') and not page.is_visible('[data-testid="compare-loss"]')
         assert not page.is_visible('[data-testid="compare-metric"]')
         times = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr td:nth-child(9)',

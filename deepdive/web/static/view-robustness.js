@@ -135,11 +135,12 @@
       hovertemplate: "%{fullData.name}: %{y:.1%} right at %{x}<extra></extra>"}));
     traces.push({type: "scatter", mode: "lines+markers", name: "all", x: sizes, y: [1, ...fam.curve],
                  line: {color: "#111827", width: 3}, hovertemplate: "all: %{y:.1%} right at %{x}<extra></extra>"});
-    // Many classes: those with the least still right at the largest size drawn (ties: the earlier drop first).
+    // Many classes: those with the least still right at the largest size drawn (ties: the earlier drop first); a
+    // class with no right answer tried (null shares) last.
     const classes = fam.per_class.map((_, c) => c);
-    const held = (c) => fam.per_class[c].reduce((sum, y) => sum + y, 0);
-    const worst = classes.slice().sort((a, b) => fam.per_class[a].at(-1) - fam.per_class[b].at(-1) ||
-                                                   held(a) - held(b) || a - b);
+    const last = (c) => fam.per_class[c].at(-1) ?? Infinity;
+    const held = (c) => fam.per_class[c].reduce((sum, y) => sum + (y ?? 1), 0);
+    const worst = classes.slice().sort((a, b) => last(a) - last(b) || held(a) - held(b) || a - b);
     const legend = DD.classLines(traces, classes, worst);
     DD.afterPaint(() => DD.plotly().then((Plotly) => Plotly.react(chart, traces, DD.plotLayout({
       margin: {l: 56, r: 16, t: 16, b: 44}, legend,

@@ -117,7 +117,8 @@
       return Plotly.react(anyBox, traces, {...layout(chart.title, chart.yaxis,
         stepKey ? {title: {text: DD.stepAxisTitle(DD.stepAxis)}} : null), showlegend: true}, DD.plotConfig);
     }
-    box.querySelector(".note").textContent = "Solid: validation; dotted: train (mean over each epoch's augmented " +
+    box.querySelector(".note").textContent = empty.length === chosen.length ?
+      `No epochs logged yet for: ${empty.join(", ")}.` : "Solid: validation; dotted: train (mean over each epoch's augmented " +
       "batches). An ensemble's members follow one another along the epoch axis." + (groups ? " Grouped: each " +
       "line is the mean of the group's runs at each epoch or step, shaded between the least and the greatest of " +
       "them (against training time, each run interpolated onto the times of the others)." : "") +
