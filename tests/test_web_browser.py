@@ -1600,7 +1600,8 @@ def test_pictures_wider_than_tall_and_long_class_names(browser, tmp_path):
     """A model of your own on 12x20 pictures with 12 long class names. Each thumbnail shows its own picture (the
     sprite sheet's cells are 20 wide and 12 high: a square cut drifts down a row at a time), drawn at the picture's
     shape; a class name too long for its column in the predictions is cut short with the whole of it on hover; the
-    class table's errors cell is as tall as its row; the robustness curves' legend goes down the chart's side."""
+    class table's errors cell is as tall as its row and each class its own colour; the robustness curves' legend
+    goes down the chart's side."""
     import torch
 
     import deepdive
@@ -1637,6 +1638,9 @@ def test_pictures_wider_than_tall_and_long_class_names(browser, tmp_path):
         heights = page.eval_on_selector_all('[data-testid="class-errors"]',
                                             "cs => cs.map(c => [c.offsetHeight, c.parentElement.offsetHeight])")
         assert heights and all(cell == row for cell, row in heights)
+        swatches = page.eval_on_selector_all('[data-testid="class-table"] .swatch',
+                                             "ss => ss.map(s => s.style.background)")
+        assert len(swatches) == len(set(swatches)) == classes            # twelve classes, twelve colours
         page = t.view("robustness")
         page.wait_for_selector('[data-testid="robustness-chart"] .scatterlayer .trace', state="attached")
         legend = page.evaluate("() => document.querySelector('[data-testid=\"robustness-chart\"]').layout.legend")
@@ -1703,7 +1707,8 @@ def test_runs_that_logged_no_epochs_draw_no_empty_curves(browser, tmp_path):
         page = t.page
         page.wait_for_function("() => /No epochs logged yet for: second, first/.test(document.body.innerText)")
         assert "Solid: validation" not in page.inner_text("body")          # no curves to read
-        assert not page.is_visible('[data-testid="compare-acc"]') and not page.is_visible('[data-testid="compare-loss"]')
+        assert not page.is_visible('[data-testid="compare-acc"]')
+        assert not page.is_visible('[data-testid="compare-loss"]')
         assert not page.is_visible('[data-testid="compare-metric"]')
         times = page.eval_on_selector_all('[data-testid="runs-table"] tbody tr td:nth-child(9)',
                                           "tds => tds.map(td => td.textContent)")

@@ -46,9 +46,11 @@ window.DD = window.DD || {};
     date: (iso) => (iso ? String(iso).replace("T", " ").slice(0, 19) : "–"),
   };
 
-  // Ten well-separated class colours (Tableau 10); more classes cycle.
+  // Twenty class colours: Tableau 10 first (ten classes get only these), then ten more from Tableau 20 and d3 that
+  // stand apart from them; past twenty classes they cycle.
   DD.CLASS_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                     "#9c755f", "#bab0ac"];
+                     "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#8cd17d", "#b6992d", "#499894", "#d37295",
+                     "#79706e", "#d4a6c8", "#17becf", "#6b4c9a"];
   DD.classColor = (c) => DD.CLASS_COLORS[c % DD.CLASS_COLORS.length];
 
   // A column the bundle packed (bundle.packed): little-endian integers in base64, value = stored / scale, a running
