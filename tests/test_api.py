@@ -296,6 +296,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         (images, labels, TinyNet(), list("abc"), "outputs 5 classes but 3 class names"),
         (images[:, :1], labels, TinyNet(), None, r"model failed on images of shape \(1, 32, 32\)"),
         (images, labels + 5, TinyNet(), None, "labels go up to"),
+        (images, labels, torch.jit.script(TinyNet()), None, "TorchScript module.*the nn.Module it was scripted from"),
     ]
     for x, y, model, names, message in cases:
         with pytest.raises(DeepdiveError, match=message):

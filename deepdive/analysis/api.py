@@ -364,6 +364,11 @@ def prepare(model, data, class_names, split, batch_size=256, stored_names=()):
     the class names and labels."""
     if split not in SPLITS:
         raise DeepdiveError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        raise DeepdiveError("the model is a TorchScript module: the deep dive reads its layers through forward hooks, "
+                            "which TorchScript does not run; pass the nn.Module it was scripted from")
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, np.ndarray) for d in data):
         inputs, labels = _check_images(data[0]), _check_labels(data[1], len(data[0]))
     else:
