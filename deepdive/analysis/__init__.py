@@ -354,8 +354,16 @@ def inputs_from_display(shown: np.ndarray, scale) -> np.ndarray:
 def outputs_probabilities(out) -> bool:
     """Whether a batch of model outputs (B, C) are probabilities rather than logits: all in [0, 1], each row
     summing to 1 (to 1e-3). Logits that happen to do so for a whole batch are not a case met in practice."""
+    out = out.detach()
     return bool(out.numel()) and bool(((out >= 0) & (out <= 1)).all()) and \
         bool(((out.sum(dim=1) - 1).abs() <= 1e-3).all())
+
+
+def as_logits(out):
+    """A batch of model outputs as logits: probabilities (a softmax last) by their log, anything else as it is."""
+    import torch
+
+    return out.clamp_min(torch.finfo(out.dtype).tiny).log() if outputs_probabilities(out) else out
 
 
 def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, device=None, batch_size=500):
@@ -389,9 +397,7 @@ def predict(model, inputs: np.ndarray, labels: np.ndarray, num_classes: int, dev
                     bad = int((~torch.isfinite(out).all(dim=1)).sum())
                     raise DeepdiveError(f"the model output NaN or infinite values for {bad} of the images "
                                         f"{start}..{start + len(xb) - 1}")
-                if outputs_probabilities(out):
-                    out = out.clamp_min(torch.finfo(torch.float32).tiny).log()
-                log_p = F.log_softmax(out, dim=1)
+                log_p = F.log_softmax(as_logits(out), dim=1)
                 yb = torch.as_tensor(labels[start:start + batch_size], dtype=torch.long, device=log_p.device)
                 losses.append(F.nll_loss(log_p, yb, reduction="none").cpu())
                 probs.append(log_p.exp().cpu())

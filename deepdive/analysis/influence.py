@@ -57,10 +57,9 @@ class _AsLogits(nn.Module):
         self.model = model
 
     def forward(self, x):
-        from deepdive.analysis import outputs_probabilities
+        from deepdive.analysis import as_logits
 
-        out = self.model(x)
-        return out.clamp_min(torch.finfo(out.dtype).tiny).log() if outputs_probabilities(out.detach()) else out
+        return as_logits(self.model(x))
 
 
 def influence_scores(model, inputs, labels, train_inputs, train_labels, label_smoothing=0.0, progress=False):

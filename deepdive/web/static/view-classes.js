@@ -122,7 +122,7 @@
     const worst = curves.slice().sort((a, b) => a.ap - b.ap || a.class - b.class).map((cv) => cv.class);
     DD.classLines(traces, curves.map((cv) => cv.class), worst);
     const layout = DD.plotLayout({hovermode: "closest", margin: {l: 60, r: 16, t: 16, b: 44},
-      legend: {orientation: "v", x: 1.01, y: 1, font: {size: 11}},
+      legend: DD.sideLegend(),
       xaxis: {title: {text: "recall (share of the class found)"}, range: [zoom, 1.002], tickformat: ".1%"},
       yaxis: {title: {text: "precision"}, tickformat: ".1%", automargin: true,
               range: [Math.max(0, low - (1 - low) * 0.08), 1 + (1 - low) * 0.04]}});

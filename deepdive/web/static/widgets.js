@@ -150,9 +150,10 @@
     const shown = new Set(classes.length > DD.MANY_CLASSES ? order.slice(0, DD.MANY_SHOWN) : classes);
     traces.forEach((t, i) => { if (i < classes.length) t.visible = shown.has(classes[i]) ? true : "legendonly"; });
     const chars = traces.reduce((n, t) => n + String(t.name).length + 4, 0);   // ~4 more for each entry's line
-    return chars > 90 || classes.length > DD.MANY_CLASSES ? {orientation: "v", x: 1.01, y: 1, font: {size: 11}} :
-      DD.plotLayout().legend;
+    return chars > 90 || classes.length > DD.MANY_CLASSES ? DD.sideLegend() : DD.plotLayout().legend;
   };
+  // A legend down the chart's right side (a fresh object each time: plotly keeps the layout it is given).
+  DD.sideLegend = () => ({orientation: "v", x: 1.01, y: 1, font: {size: 11}});
   DD.section = (title, ...children) => el("section", {class: "panel"}, el("h2", {text: title}), ...children);
 
   // Fill `box` with ‹ prev / "page i of n" / next › controls; onPage(new page index) redraws.
